@@ -1,0 +1,171 @@
+"""Loading a party's dataset (CSV or Parquet) with errors an operator can act on.
+
+Errors are :class:`DataError` and name the file and the column (and for NaN the first
+row, by its 1-based line in the file). Error messages never quote data values (they
+may be sensitive); they name columns, rows and counts only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from federation.config import DatasetConfig
+
+
+class DataError(ValueError):
+    """A dataset is missing, unreadable or not usable for the job."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    ids: list[str]                 # enterprise IDs as strings, in file order
+    X: np.ndarray                  # float64 (rows x features)
+    feature_names: list[str]
+    y: np.ndarray | None = None    # int8 0/1 (bank only)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, rows) -> Dataset:
+        rows = np.asarray(rows, dtype=np.int64)
+        return Dataset(self.name, [self.ids[i] for i in rows], self.X[rows],
+                       list(self.feature_names), None if self.y is None else self.y[rows])
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(f"{path}: dataset file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a CSV or Parquet file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            try:
+                return pd.read_parquet(path)
+            except ImportError:
+                raise DataError(f"{path}: reading Parquet needs pyarrow "
+                                "(pip install pyarrow) — or convert the file to CSV") from None
+        # ids are read as strings so leading zeros and long numbers survive
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty (no header row)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: cannot parse ({first})") from None
+
+
+def _numeric(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
+    s = df[col]
+    if s.dtype == object or pd.api.types.is_string_dtype(s):
+        raw = s.astype(str).str.strip()
+        blank = raw.isin(["", "NA", "NaN", "nan", "null", "NULL", "None"])
+        vals = pd.to_numeric(raw.where(~blank, None), errors="coerce")
+        bad = vals.isna() & ~blank
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{path}: column {col!r} is not numeric ({int(bad.sum())} "
+                            f"non-numeric value(s), first at data row {row + 1}, file line "
+                            f"{row + 2}); drop it from columns or encode it as numbers")
+    else:
+        if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
+            raise DataError(f"{path}: column {col!r} is not numeric (dtype {s.dtype})")
+        vals = pd.to_numeric(s, errors="coerce")
+    arr = vals.to_numpy(dtype=np.float64, na_value=np.nan)
+    nan = ~np.isfinite(arr)
+    if nan.any():
+        row = int(np.flatnonzero(nan)[0])
+        raise DataError(f"{path}: column {col!r} has {int(nan.sum())} missing or infinite "
+                        f"value(s), first at data row {row + 1} (file line {row + 2}); "
+                        "impute or drop them before the job")
+    return arr
+
+
+def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None) -> Dataset:
+    """Load and check ``ds``. ``need_label``: True for the bank's training data."""
+    path = Path(ds.path)
+    df = _read(path)
+    if df.shape[1] == 0:
+        raise DataError(f"{path}: the file has no columns")
+    if len(df) == 0:
+        raise DataError(f"{path}: the file has a header but no data rows")
+    cols = [str(c) for c in df.columns]
+    df.columns = cols
+    if len(set(cols)) != len(cols):
+        dup = sorted({c for c in cols if cols.count(c) > 1})
+        raise DataError(f"{path}: duplicate column name(s) {dup}")
+    if ds.id_column not in cols:
+        raise DataError(f"{path}: id column {ds.id_column!r} not found (columns: "
+                        f"{_short(cols)}); set id_column in [datasets.{ds.name}]")
+    ids = df[ds.id_column].astype(str).str.strip().tolist()
+    empty = [i for i, v in enumerate(ids) if v == "" or v.lower() == "nan"]
+    if empty:
+        raise DataError(f"{path}: id column {ds.id_column!r} is empty at data row "
+                        f"{empty[0] + 1} ({len(empty)} empty id(s))")
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        first = next(i for i, v in enumerate(ids) if v in seen or seen.add(v))
+        raise DataError(f"{path}: id column {ds.id_column!r} has "
+                        f"{len(ids) - len(set(ids))} duplicate id(s), first at data row "
+                        f"{first + 1}; ids must be unique")
+
+    y = None
+    if need_label is None:
+        need_label = ds.label_column is not None
+    if need_label:
+        if not ds.label_column:
+            raise DataError(f"[datasets.{ds.name}] has no label_column; the bank's training "
+                            "dataset needs one")
+        if ds.label_column not in cols:
+            raise DataError(f"{path}: label column {ds.label_column!r} not found (columns: "
+                            f"{_short(cols)}); set label_column in [datasets.{ds.name}]")
+        yv = _numeric(df, ds.label_column, path)
+        uniq = set(np.unique(yv).tolist())
+        if not uniq <= {0.0, 1.0}:
+            raise DataError(f"{path}: label column {ds.label_column!r} must be binary 0/1 "
+                            f"(found {len(uniq)} distinct values)")
+        if len(uniq) < 2:
+            raise DataError(f"{path}: label column {ds.label_column!r} has only one class")
+        y = yv.astype(np.int8)
+
+    skip = {ds.id_column, ds.label_column}
+    if ds.columns is None:
+        feats = [c for c in cols if c not in skip]
+    else:
+        missing = [c for c in ds.columns if c not in cols]
+        if missing:
+            raise DataError(f"{path}: column(s) {missing} listed in [datasets.{ds.name}] "
+                            f"columns are not in the file (columns: {_short(cols)})")
+        feats = list(ds.columns)
+    if not feats:
+        raise DataError(f"{path}: no feature columns besides id/label")
+    X = np.empty((len(df), len(feats)), dtype=np.float64)
+    for j, c in enumerate(feats):
+        X[:, j] = _numeric(df, c, path)
+    return Dataset(ds.name, ids, X, feats, y)
+
+
+def _short(cols: list[str], n: int = 8) -> str:
+    return ", ".join(cols[:n]) + (f", ... ({len(cols)} in all)" if len(cols) > n else "")
+
+
+def hashed_split(ids: list[str], test_fraction: float, salt: str) -> np.ndarray:
+    """Boolean test mask from a keyed hash of each id, so both parties compute the same
+    split from the intersection without talking (``salt`` is the job id)."""
+    import hashlib
+
+    if test_fraction <= 0:
+        return np.zeros(len(ids), dtype=bool)
+    out = np.empty(len(ids), dtype=bool)
+    limit = int(test_fraction * (1 << 64))
+    key = b"fedjoint-split-v1\0" + salt.encode() + b"\0"
+    for i, v in enumerate(ids):
+        h = int.from_bytes(hashlib.sha256(key + v.encode()).digest()[:8], "big")
+        out[i] = h < limit
+    return out
