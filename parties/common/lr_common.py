@@ -1,0 +1,389 @@
+"""What both LR roles share: parameters, message kinds, fixed-point layout, the residual
+approximation, the local optimiser and the helpers that move ciphertexts over a Link.
+
+The protocol itself (and what each party learns) is described in
+``parties/bank/lr.py`` and docs/lr.md. Nothing here is party-specific.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from federation.protocol import Link, ProtocolError
+from parties.common.artifact import ModelPart
+from parties.common.params import ParamError, from_dict
+from secure_agg.cipher import CipherVector, PlainCipher, PublicCipher
+
+ALGORITHM = "logistic_regression"
+PROTOCOL_VERSION = "fedjoint-lr-v1"
+
+# ---- fixed-point layout (protocol constants, identical on both sides) -----------------
+FZ = 20          #: fractional bits of the partial linear predictors z_p (and z_b)
+FD = 20          #: fractional bits of the residual coefficients u and a
+FQ = 10          #: fractional bits of z_p inside the loss's quadratic term (2*FQ == FZ)
+ZB = 12          #: |z_b|, |z_p| < 2**ZB or training is declared diverged
+MAX_WEIGHT_BITS = 8  #: class weights must stay below 2**8
+assert 2 * FQ == FZ
+
+# ---- message kinds -------------------------------------------------------------------
+K_HELLO = "lr.hello"
+K_ABORT = "lr.abort"
+K_ENC_U = "lr.enc_u"
+K_ENC_A = "lr.enc_a"
+K_ENC_ZP = "lr.enc_zp"
+K_PLAT_GRAD_CT = "lr.platform_grad_ct"
+K_BANK_GRAD_CT = "lr.bank_grad_ct"
+K_BANK_GRAD_PLAIN = "lr.bank_grad_plain"
+K_LOSS_CT = "lr.loss_ct"
+K_PLAT_GRAD_PLAIN = "lr.platform_grad_plain"
+K_VALID_SCORES = "lr.valid_scores"
+K_EPOCH_END = "lr.epoch_end"
+K_TRAIN_SCORES = "lr.train_scores"
+K_FINAL_VALID_SCORES = "lr.final_valid_scores"
+K_PART_DIGEST = "lr.part_digest"
+K_SCORE_HELLO = "lr.score_hello"
+K_PARTIAL_SCORE = "lr.partial_score"
+
+APPROXIMATIONS = ("linearized", "taylor")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+EARLY_STOPPING = ("none", "loss", "valid_auc")
+# parameters that shape the joint protocol and must be equal on both sides
+SHARED_KEYS = ("epochs", "batch_size", "approximation", "early_stopping", "tol",
+               "patience", "seed", "evaluate_train", "x_frac_bits")
+
+
+class LRError(RuntimeError):
+    """Training or scoring failed; the message says why. No model part is published."""
+
+
+@dataclass
+class LRParams:
+    """``[params]`` of a ``logistic_regression`` job (both parties read the same table)."""
+
+    epochs: int = 10
+    batch_size: int | None = 4096        #: None, 0 or -1: full batch
+    learning_rate: float = 0.05
+    decay: float = 0.0                   #: per-epoch rate: lr / (1 + decay * epoch)
+    optimizer: str = "adam"              #: sgd | momentum | adam
+    momentum: float = 0.9                #: momentum / Adam beta1
+    l2: float = 0.0                      #: lambda of (lambda/2)||w||^2 (sklearn C = 1/(n*l2))
+    l1: float = 0.0                      #: lambda of lambda*||w||_1, via a proximal step
+    fit_intercept: bool = True           #: intercept lives at the bank
+    class_weight: str | dict | None = None  #: None | "balanced" | {"0": w0, "1": w1}
+    approximation: str = "linearized"    #: linearized (default) | taylor
+    early_stopping: str = "loss"         #: none | loss | valid_auc
+    tol: float = 1e-4                    #: relative loss change that stops training
+    patience: int = 2                    #: epochs without validation-AUC gain
+    seed: int | None = None              #: fixes the batch order (else from the DRBG)
+    standardize: bool = True
+    nan_policy: str = "fail"             #: fail | mean | zero
+    evaluate_train: bool = True          #: platform discloses train partial scores at the end
+    allow_validation_scores: bool = False  #: platform consents to per-epoch valid scores
+    x_frac_bits: int = 16
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ParamError(f"epochs = {self.epochs} must be >= 1")
+        if self.batch_size is not None and self.batch_size not in (0, -1) \
+                and self.batch_size < 1:
+            raise ParamError(f"batch_size = {self.batch_size} must be >= 1 (or 0/-1 for full)")
+        if not self.learning_rate > 0:
+            raise ParamError(f"learning_rate = {self.learning_rate} must be > 0")
+        if self.decay < 0:
+            raise ParamError(f"decay = {self.decay} must be >= 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise ParamError(f"optimizer = {self.optimizer!r}; expected one of {OPTIMIZERS}")
+        if not 0 <= self.momentum < 1:
+            raise ParamError(f"momentum = {self.momentum} must be in [0, 1)")
+        if self.l2 < 0 or self.l1 < 0:
+            raise ParamError("l1 and l2 must be >= 0")
+        if self.approximation not in APPROXIMATIONS:
+            raise ParamError(f"approximation = {self.approximation!r}; expected one of "
+                             f"{APPROXIMATIONS}")
+        if self.early_stopping not in EARLY_STOPPING:
+            raise ParamError(f"early_stopping = {self.early_stopping!r}; expected one of "
+                             f"{EARLY_STOPPING}")
+        if self.tol < 0 or self.patience < 1:
+            raise ParamError("tol must be >= 0 and patience >= 1")
+        if self.nan_policy not in ("fail", "mean", "zero"):
+            raise ParamError(f"nan_policy = {self.nan_policy!r}; expected fail, mean or zero")
+        if not 4 <= self.x_frac_bits <= 30:
+            raise ParamError(f"x_frac_bits = {self.x_frac_bits} must be in [4, 30]")
+        cw = self.class_weight
+        if isinstance(cw, str) and cw != "balanced":
+            raise ParamError(f"class_weight = {cw!r}; expected \"balanced\" or a table")
+        if isinstance(cw, dict):
+            keys = {str(k) for k in cw}
+            if not keys <= {"0", "1"}:
+                raise ParamError(f"class_weight keys must be \"0\" and \"1\", got {sorted(keys)}")
+            for k, v in cw.items():
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 256:
+                    raise ParamError(f"class_weight[{k!r}] = {v!r} must be in (0, 256)")
+
+    def shared(self) -> dict:
+        return {k: getattr(self, k) for k in SHARED_KEYS}
+
+
+def parse_params(values: dict, party: str) -> LRParams:
+    return from_dict(LRParams, dict(values or {}), f"{party} logistic_regression params")
+
+
+def full_batch(p: LRParams, n: int) -> int:
+    return n if p.batch_size in (None, 0, -1) else int(p.batch_size)
+
+
+def check_batch_size(p: LRParams, n: int) -> int:
+    bs = full_batch(p, n)
+    if bs > n:
+        raise ParamError(f"batch_size = {bs} is larger than the {n} intersecting training "
+                         f"rows; use a smaller batch_size or 0 for full batch")
+    return bs
+
+
+# ---- batches ---------------------------------------------------------------------------
+def shuffle_seed(p: LRParams, rng) -> bytes:
+    if p.seed is not None:
+        return hashlib.sha256(f"fedjoint-lr-shuffle\0{p.seed}".encode()).digest()
+    return rng.child("lr/shuffle").random_bytes(32)
+
+
+def epoch_batches(seed: bytes, epoch: int, n: int, batch_size: int) -> list[np.ndarray]:
+    """Row indices of each mini-batch of ``epoch`` (same on both sides)."""
+    from secure_agg.rng import Drbg
+    if batch_size >= n:
+        return [np.arange(n)]
+    order = Drbg(seed, "lr/batches").child(f"epoch{epoch}").numpy().permutation(n)
+    return [order[s:s + batch_size] for s in range(0, n, batch_size)]
+
+
+# ---- residual approximation -------------------------------------------------------------
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def softplus(z: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, z)
+
+
+def residual_coefficients(approximation: str, zb: np.ndarray, y: np.ndarray,
+                          sw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row ``(c0, u, a)`` so that, with the platform's partial predictor ``z_p``,
+
+    * residual   ``d  = u + a * z_p``          (approximates ``s * (sigmoid(z) - y)``)
+    * loss       ``l  = c0 + u*z_p + a*z_p**2 / 2``  (approximates ``s * logloss``)
+
+    ``linearized``: first-order expansion of the sigmoid around the bank's own
+    ``z_b`` (exact in ``z_b``, linear in ``z_p``). ``taylor``: the classic expansion
+    around 0, ``sigmoid(z) ~ 1/2 + z/4``.
+    """
+    if approximation == "taylor":
+        c0 = math.log(2.0) + (0.5 - y) * zb + 0.125 * zb * zb
+        u = 0.5 + 0.25 * zb - y
+        a = np.full_like(zb, 0.25)
+    else:
+        s = sigmoid(zb)
+        c0 = softplus(zb) - y * zb
+        u = s - y
+        a = s * (1.0 - s)
+    return sw * c0, sw * u, sw * a
+
+
+def weight_bits(sw_max: float) -> int:
+    """Bits announced for the largest sample weight (only its power of two crosses)."""
+    return max(0, math.ceil(math.log2(sw_max))) if sw_max > 1 else 0
+
+
+def u_bits(approximation: str, wbits: int) -> int:
+    """Bound bits of U = round(u * 2**FD) << FZ."""
+    extra = ZB - 1 if approximation == "taylor" else 1
+    return FD + wbits + extra + 1 + FZ
+
+
+def a_bits(wbits: int) -> int:
+    return FD + wbits - 1
+
+
+ZP_BITS = FZ + ZB + 1  #: bound bits of the encoded partial predictor
+
+
+def encode(x: np.ndarray, frac_bits: int) -> np.ndarray:
+    return np.rint(np.asarray(x, dtype=np.float64) * float(1 << frac_bits)).astype(np.int64)
+
+
+def check_predictor(z: np.ndarray, party: str, epoch: int) -> None:
+    if not np.all(np.isfinite(z)) or (z.size and np.abs(z).max() >= 2.0 ** ZB):
+        raise LRError(f"training diverged at epoch {epoch + 1}: the {party}'s partial linear "
+                      f"predictor left [-{2 ** ZB}, {2 ** ZB}]; lower learning_rate")
+
+
+# ---- local optimiser (each party updates only its own weights) ---------------------------
+@dataclass
+class Optimizer:
+    p: LRParams
+    size: int
+    penalize: np.ndarray  # 1 for weights, 0 for the intercept
+    t: int = 0
+    m: np.ndarray = field(init=False)
+    v: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        self.m = np.zeros(self.size)
+        self.v = np.zeros(self.size)
+
+    def step(self, w: np.ndarray, grad: np.ndarray, epoch: int) -> np.ndarray:
+        p = self.p
+        lr = p.learning_rate / (1.0 + p.decay * epoch)
+        g = grad + p.l2 * self.penalize * w
+        self.t += 1
+        if p.optimizer == "sgd":
+            w = w - lr * g
+        elif p.optimizer == "momentum":
+            self.m = p.momentum * self.m + g
+            w = w - lr * self.m
+        else:
+            b1, b2 = p.momentum, 0.999
+            self.m = b1 * self.m + (1 - b1) * g
+            self.v = b2 * self.v + (1 - b2) * g * g
+            mh = self.m / (1 - b1 ** self.t)
+            vh = self.v / (1 - b2 ** self.t)
+            w = w - lr * mh / (np.sqrt(vh) + 1e-8)
+        if p.l1 > 0:
+            thr = lr * p.l1 * self.penalize
+            w = np.sign(w) * np.maximum(np.abs(w) - thr, 0.0)
+        return w
+
+
+def regularization(p: LRParams, w: np.ndarray) -> float:
+    return 0.5 * p.l2 * float(w @ w) + p.l1 * float(np.abs(w).sum())
+
+
+# ---- keys ------------------------------------------------------------------------------
+def describe_public(cipher: PublicCipher) -> dict:
+    """JSON description of a public key (what crosses in ``lr.hello``)."""
+    if isinstance(cipher, PlainCipher):
+        return {"scheme": "plain", "key_bits": cipher.key_bits}
+    return {"scheme": "paillier", "key_bits": int(cipher.key_bits), "n": format(cipher.n, "x")}
+
+
+def public_from_description(desc: dict, own: PublicCipher, workers: int = 1) -> PublicCipher:
+    """The peer's public cipher; refuses a scheme different from ours or a weaker key."""
+    scheme = desc.get("scheme")
+    own_scheme = "plain" if isinstance(own, PlainCipher) else "paillier"
+    if scheme != own_scheme:
+        raise LRError(f"peer uses cipher {scheme!r} but this party uses {own_scheme!r}")
+    bits = desc.get("key_bits")
+    if not isinstance(bits, int) or bits < min(own.key_bits, 2048):
+        raise LRError(f"peer key of {bits} bits is weaker than this party's "
+                      f"{own.key_bits}-bit key")
+    if scheme == "plain":
+        return PlainCipher(bits, workers=workers)
+    n_hex = desc.get("n")
+    if not isinstance(n_hex, str) or len(n_hex) > 4096:
+        raise LRError("peer public key: missing or malformed modulus")
+    try:
+        n = int(n_hex, 16)
+    except ValueError:
+        raise LRError("peer public key: modulus is not hexadecimal") from None
+    if n.bit_length() != bits or n % 2 == 0:
+        raise LRError("peer public key: modulus does not match its declared size")
+    from secure_agg import paillier  # the engine; imported lazily
+    pub = paillier.PaillierPublicCipher(n)
+    try:
+        pub.workers = workers
+    except AttributeError:
+        pass
+    return pub
+
+
+# ---- transport --------------------------------------------------------------------------
+class Peer:
+    """Typed, size-checked messages of the LR protocol over a Link."""
+
+    def __init__(self, link: Link):
+        self.link = link
+
+    def _recv(self, kind: str):
+        try:
+            return self.link.recv(kind)
+        except ProtocolError as exc:
+            if f"'{K_ABORT}'" in str(exc):
+                raise LRError(f"the peer ({self.link.peer}) aborted the job while this party "
+                              f"waited for {kind}; see the peer's job log") from None
+            raise
+
+    def abort(self, reason: str) -> None:
+        try:
+            self.link.send(K_ABORT, {"reason": reason[:500]})
+        except Exception:  # noqa: BLE001 - best effort, the job fails anyway
+            pass
+
+    def send_json(self, kind: str, obj: dict) -> None:
+        self.link.send(kind, obj)
+
+    def recv_json(self, kind: str) -> dict:
+        obj = self._recv(kind)
+        if not isinstance(obj, dict):
+            raise ProtocolError(f"{kind}: expected a json object")
+        return obj
+
+    def send_ct(self, kind: str, cipher: PublicCipher, vec: CipherVector) -> None:
+        self.link.send(kind, cipher.to_bytes(vec))
+
+    def recv_ct(self, kind: str, cipher: PublicCipher, count: int,
+                bound_bits: int) -> CipherVector:
+        data = self._recv(kind)
+        if not isinstance(data, bytes):
+            raise ProtocolError(f"{kind}: expected ciphertext bytes")
+        if len(data) != count * cipher.ciphertext_bytes:
+            raise ProtocolError(f"{kind}: expected {count} ciphertexts "
+                                f"({count * cipher.ciphertext_bytes} bytes), got {len(data)}")
+        try:
+            return cipher.from_bytes(data, bound_bits)
+        except ValueError as exc:
+            raise ProtocolError(f"{kind}: {exc}") from None
+
+    def send_ints(self, kind: str, values: list[int]) -> None:
+        self.link.send(kind, {"v": [str(int(v)) for v in values]})
+
+    def recv_ints(self, kind: str, count: int, max_bits: int) -> list[int]:
+        obj = self.recv_json(kind)
+        vals = obj.get("v")
+        if not isinstance(vals, list) or len(vals) != count:
+            raise ProtocolError(f"{kind}: expected {count} integers")
+        out = []
+        for s in vals:
+            if not isinstance(s, str) or len(s) > max_bits // 3 + 3:
+                raise ProtocolError(f"{kind}: malformed or oversized integer")
+            try:
+                v = int(s)
+            except ValueError:
+                raise ProtocolError(f"{kind}: malformed integer") from None
+            if abs(v).bit_length() > max_bits:
+                raise ProtocolError(f"{kind}: integer exceeds {max_bits} bits")
+            out.append(v)
+        return out
+
+    def send_array(self, kind: str, arr: np.ndarray) -> None:
+        self.link.send(kind, np.ascontiguousarray(arr, dtype=np.float64))
+
+    def recv_scores(self, kind: str, count: int) -> np.ndarray:
+        arr = self._recv(kind)
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f" or arr.shape != (count,):
+            raise ProtocolError(f"{kind}: expected {count} float scores")
+        if not np.all(np.isfinite(arr)):
+            raise ProtocolError(f"{kind}: non-finite partial scores")
+        return arr.astype(np.float64)
+
+
+def fingerprint(part: ModelPart) -> str:
+    """Digest of a part before the peer's digest is filled in (what the peer records)."""
+    return dataclasses.replace(part, peer_part_digest="").digest()
+
+
+def params_dict(p: LRParams) -> dict:
+    return dataclasses.asdict(p)

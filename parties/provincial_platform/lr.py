@@ -1,0 +1,239 @@
+"""Vertically partitioned logistic regression, platform (passive party, features only).
+
+The protocol, message by message, and exactly what each party learns are documented
+in ``parties/bank/lr.py`` and docs/lr.md (this module mirrors the bank's steps and never
+imports the bank's package). In short, per mini-batch the platform
+
+1. sends ``[[z_p]]_P`` (its partial linear predictor, under its own key);
+2. receives ``[[u]]_B`` and (unless public) ``[[a]]_B`` under the bank's key, forms
+   ``[[d]]_B = [[u]]_B + z_p * [[a]]_B`` and its masked, re-randomised gradient
+   ``[[X_p^T d + R]]_B``;
+3. decrypts the bank's masked gradient vector, returns it, and folds its own loss terms
+   (``sum(a * z_p^2)`` under the bank's key, and its penalty) into the loss slot
+   without seeing the loss;
+4. gets its masked gradient back in plaintext, unmasks it and updates ``w_p``.
+
+The platform learns its own gradient ``X_p^T d / |batch|`` per batch (``d_p`` linear
+combinations of the label-dependent residual), the public sizes and the batch schedule,
+and ``ceil(log2(max class weight))``. It never learns labels, the bank's predictor,
+the residual itself or the loss. It discloses its partial scores ``X_p w_p`` at the end
+of training (training rows if ``evaluate_train``, validation rows if given), on
+validation rows each epoch only if it set ``allow_validation_scores`` and the job uses
+``early_stopping = "valid_auc"``, and at scoring time.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from federation.protocol import ProtocolContext
+from parties.common import lr_common as C
+from parties.common.artifact import ModelPart, TrainOutcome
+from parties.common.params import ParamError
+from parties.common.standardize import InputError, Standardizer, as_feature_matrix
+from secure_agg import masking
+from secure_agg.cipher import PrivateCipher
+
+PARTY = "platform"
+
+
+def train(ctx: ProtocolContext, X, feature_names, params: dict, cipher: PrivateCipher,
+          X_valid=None) -> TrainOutcome:
+    """Train jointly with the bank; returns the platform's model part."""
+    peer = C.Peer(ctx.link)
+    try:
+        return _train(ctx, peer, X, feature_names, params, cipher, X_valid)
+    except C.LRError:
+        raise
+    except (InputError, ParamError) as exc:
+        raise C.LRError(str(exc)) from None
+
+
+def _train(ctx, peer, X, feature_names, params, cipher, X_valid):
+    t0 = time.perf_counter()
+    err = None
+    try:
+        p = C.parse_params(params, PARTY)
+        Xm, names = as_feature_matrix(X, feature_names, "platform training data")
+        std = Standardizer.fit(Xm, names, "platform training data",
+                               standardize=p.standardize, nan_policy=p.nan_policy)
+        Xs = std.transform(Xm, "platform training data")
+        n = Xs.shape[0]
+        bs = C.check_batch_size(p, n)
+        Xv = None
+        if X_valid is not None:
+            Xvm, _ = as_feature_matrix(X_valid, names, "platform validation data")
+            Xv = std.transform(Xvm, "platform validation data")
+    except (InputError, ParamError) as exc:
+        err = str(exc)
+    hello = {"version": C.PROTOCOL_VERSION, "ok": err is None, "error": err,
+             "key": C.describe_public(cipher.public())}
+    if err is None:
+        hello.update({"n_rows": n, "n_valid": 0 if Xv is None else Xv.shape[0],
+                      "n_features": Xs.shape[1], "shared": p.shared(),
+                      "valid_scores_allowed": bool(p.allow_validation_scores)})
+    peer.send_json(C.K_HELLO, hello)
+    bh = peer.recv_json(C.K_HELLO)
+    if err is not None:
+        raise C.LRError(err)
+    if not bh.get("ok"):
+        raise C.LRError(f"the bank refused the job: {bh.get('error')}")
+    if bh.get("version") != C.PROTOCOL_VERSION:
+        raise C.LRError(f"bank speaks {bh.get('version')!r}, expected {C.PROTOCOL_VERSION}")
+    if bh.get("n_rows") != n:
+        raise C.LRError(f"row counts differ: platform has {n} training rows, bank "
+                        f"{bh.get('n_rows')} (rows must be PSI-aligned)")
+    if bh.get("n_valid") != hello["n_valid"]:
+        raise C.LRError(f"validation row counts differ: platform {hello['n_valid']}, "
+                        f"bank {bh.get('n_valid')}")
+    if bh.get("shared") != p.shared():
+        diff = sorted(k for k in p.shared() if p.shared()[k] != (bh.get("shared") or {}).get(k))
+        raise C.LRError(f"bank and platform job parameters differ: {', '.join(diff)}")
+    if p.early_stopping == "valid_auc" and not p.allow_validation_scores:
+        raise C.LRError("early_stopping = \"valid_auc\" needs the platform's consent "
+                        "(allow_validation_scores = true in its params)")
+    d_b = bh.get("n_features")
+    wbits = bh.get("weight_bits")
+    a_public = bh.get("a_public")
+    if not isinstance(d_b, int) or not 0 <= d_b <= 100000:
+        raise C.LRError("bank announced an invalid feature count")
+    if not isinstance(wbits, int) or not 0 <= wbits <= C.MAX_WEIGHT_BITS:
+        raise C.LRError("bank announced invalid class-weight bits")
+    if not isinstance(a_public, bool) or (a_public and p.approximation != "taylor"):
+        raise C.LRError("bank announced an invalid residual layout")
+    try:
+        seed = bytes.fromhex(bh.get("shuffle_seed", ""))
+    except (TypeError, ValueError):
+        seed = b""
+    if len(seed) != 32:
+        raise C.LRError("bank announced a malformed shuffle seed")
+    pk_b = C.public_from_description(bh.get("key") or {}, cipher, ctx.workers)
+    timings = {"setup": time.perf_counter() - t0}
+    try:
+        return _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, a_public, seed,
+                     cipher, pk_b, timings)
+    except C.LRError as exc:
+        peer.abort(str(exc))
+        raise
+
+
+def _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, a_public, seed, cipher,
+          pk_b, timings):
+    d_p = Xs.shape[1]
+    FX = p.x_frac_bits
+    Xq = C.encode(Xs, FX)
+    w = np.zeros(d_p)
+    opt = C.Optimizer(p, d_p, np.ones(d_p))
+    rng_enc = ctx.rng.child("lr/encrypt")
+    rng_mask = ctx.rng.child("lr/mask")
+    rng_rr = ctx.rng.child("lr/rerandomize")
+    ub, ab = C.u_bits(p.approximation, wbits), C.a_bits(wbits)
+    a_const = int(C.encode(np.array([0.25]), C.FD)[0])
+    grad_scale = float(2 ** (FX + C.FD + C.FZ))
+    loss_scale = float(2 ** (C.FD + C.FZ))
+    history: list[dict] = []
+    best_w = w.copy()
+    t_train = time.perf_counter()
+    epoch = 0
+    for epoch in range(p.epochs):
+        t_ep = time.perf_counter()
+        for idx in C.epoch_batches(seed, epoch, n, bs):
+            m = idx.size
+            zp = Xs[idx] @ w
+            C.check_predictor(zp, PARTY, epoch)
+            zp_int = C.encode(zp, C.FZ)
+            peer.send_ct(C.K_ENC_ZP, cipher, cipher.encrypt(zp_int, rng_enc,
+                                                            bound_bits=C.ZP_BITS))
+            U = peer.recv_ct(C.K_ENC_U, pk_b, m, ub)
+            zq = C.encode(zp, C.FQ)
+            if a_public:
+                dct = pk_b.add_plain(U, zp_int * a_const)
+                A = None
+            else:
+                A = peer.recv_ct(C.K_ENC_A, pk_b, m, ab)
+                dct = pk_b.add(U, pk_b.mul_plain(A, zp_int))
+            g = pk_b.matvec_t(Xq[idx], dct)
+            masked, masks = masking.mask(pk_b, g, rng_mask)
+            masked = pk_b.rerandomize(masked, rng_rr)
+            peer.send_ct(C.K_PLAT_GRAD_CT, pk_b, masked)
+            bvec = peer.recv_ct(C.K_BANK_GRAD_CT, cipher, d_b + 2, cipher.capacity_bits)
+            vals = cipher.decrypt(bvec)
+            peer.send_ints(C.K_BANK_GRAD_PLAIN, vals[:d_b + 1])
+            pen = 2 * m * C.regularization(p, w)
+            extra = vals[d_b + 1] + int(round(pen * loss_scale))
+            if A is None:
+                q = a_const * int((zq * zq).sum())
+                lct = pk_b.encrypt([extra + q], rng_enc)
+            else:
+                lct = pk_b.add_plain(pk_b.matvec_t((zq * zq)[:, None], A), [extra])
+                lct = pk_b.rerandomize(lct, rng_rr)
+            peer.send_ct(C.K_LOSS_CT, pk_b, lct)
+            mine = peer.recv_ints(C.K_PLAT_GRAD_PLAIN, d_p, pk_b.n.bit_length())
+            g_int = masking.unmask(mine, masks)
+            grad = np.array([float(v) for v in g_int]) / grad_scale / m
+            w = opt.step(w, grad, epoch)
+        if p.early_stopping == "valid_auc":
+            peer.send_array(C.K_VALID_SCORES, Xv @ w)
+        ctrl = peer.recv_json(C.K_EPOCH_END)
+        if ctrl.get("epoch") != epoch + 1:
+            raise C.LRError(f"bank is at epoch {ctrl.get('epoch')}, platform at {epoch + 1}")
+        if ctrl.get("best"):
+            best_w = w.copy()
+        rec = {"epoch": epoch + 1, "seconds": time.perf_counter() - t_ep}
+        history.append(rec)
+        ctx.log("lr.epoch", rec)
+        if ctx.progress:
+            ctx.progress("training", (epoch + 1) / p.epochs)
+        if ctrl.get("stop"):
+            break
+    timings["train"] = time.perf_counter() - t_train
+    if p.early_stopping == "valid_auc":
+        w = best_w
+    if p.evaluate_train:
+        peer.send_array(C.K_TRAIN_SCORES, Xs @ w)
+    if Xv is not None:
+        peer.send_array(C.K_FINAL_VALID_SCORES, Xv @ w)
+    body = {"weights": [float(v) for v in w], "standardizer": std.to_dict(),
+            "approximation": p.approximation, "x_frac_bits": p.x_frac_bits,
+            "epochs_run": epoch + 1}
+    part = ModelPart(C.ALGORITHM, PARTY, ctx.job_id, C.params_dict(p), body, list(names))
+    other = peer.recv_json(C.K_PART_DIGEST).get("digest")
+    peer.send_json(C.K_PART_DIGEST, {"digest": C.fingerprint(part)})
+    if not isinstance(other, str) or len(other) != 64:
+        raise C.LRError("bank sent a malformed model-part digest")
+    part.peer_part_digest = other
+    return TrainOutcome(part, {"epochs_run": epoch + 1}, history, timings)
+
+
+def predict(ctx: ProtocolContext, model: ModelPart, X) -> np.ndarray:
+    """Send this party's partial scores ``X_p w_p`` to the bank (disclosed); returns them."""
+    if model.algorithm != C.ALGORITHM or model.party != PARTY:
+        raise C.LRError(f"not a platform logistic-regression part ({model.algorithm}, "
+                        f"{model.party})")
+    peer = C.Peer(ctx.link)
+    std = Standardizer.from_dict(model.body["standardizer"])
+    err = None
+    try:
+        Xm, _ = as_feature_matrix(X, model.feature_names, "platform scoring data")
+        Xs = std.transform(Xm, "platform scoring data")
+    except InputError as exc:
+        err, Xs = str(exc), None
+    n = None if Xs is None else Xs.shape[0]
+    peer.send_json(C.K_SCORE_HELLO, {"ok": err is None, "error": err, "n_rows": n,
+                                     "fingerprint": C.fingerprint(model),
+                                     "peer_fingerprint": model.peer_part_digest})
+    bh = peer.recv_json(C.K_SCORE_HELLO)
+    if err is not None:
+        raise C.LRError(err)
+    if not bh.get("ok"):
+        raise C.LRError(f"the bank refused the scoring job: {bh.get('error')}")
+    if bh.get("fingerprint") != model.peer_part_digest:
+        raise C.LRError("the bank's model part is not the one this part was trained with "
+                        "(fingerprint mismatch)")
+    if bh.get("n_rows") != n:
+        raise C.LRError(f"row counts differ: platform {n}, bank {bh.get('n_rows')}")
+    z = Xs @ np.asarray(model.body["weights"], dtype=np.float64)
+    peer.send_array(C.K_PARTIAL_SCORE, z)
+    return z

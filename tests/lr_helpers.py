@@ -1,0 +1,56 @@
+"""Shared fixtures for the LR tests: data loading, hashed split, running both roles."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from federation.protocol import ProtocolContext, local_link_pair, run_two_parties
+from parties.bank import lr as bank_lr
+from parties.provincial_platform import lr as platform_lr
+from secure_agg.cipher import PlainCipher
+from secure_agg.rng import Drbg
+
+DATA = Path(__file__).parent / "data"
+
+
+def load(name: str):
+    """Joined (by id) guest/host frames of a FATE data set with an 80/20 hashed-id split."""
+    g = pd.read_csv(DATA / f"{name}_hetero_guest.csv")
+    h = pd.read_csv(DATA / f"{name}_hetero_host.csv")
+    j = g[["id"]].merge(h[["id"]], on="id")
+    g = g.set_index("id").loc[j["id"]]
+    h = h.set_index("id").loc[j["id"]]
+    bucket = np.array([int(hashlib.sha256(str(i).encode()).hexdigest()[:8], 16) % 100
+                       for i in j["id"]])
+    train = bucket < 80
+    gx = g.drop(columns=["y"])
+    return {"Xb": gx.to_numpy(float), "bnames": list(gx.columns), "y": g["y"].to_numpy(float),
+            "Xp": h.to_numpy(float), "pnames": list(h.columns), "train": train}
+
+
+def run(Xb, y, Xp, params, *, bank_cipher=None, plat_cipher=None, Xb_v=None, y_v=None,
+        Xp_v=None, bnames=None, pnames=None, job="lrtest", pparams=None):
+    bank_cipher = bank_cipher or PlainCipher(2048)
+    plat_cipher = plat_cipher or PlainCipher(2048)
+    la, lb, crossed = local_link_pair(job)
+    ca = ProtocolContext(la, job, Drbg(b"b" * 32, "bank"))
+    cb = ProtocolContext(lb, job, Drbg(b"p" * 32, "platform"))
+    bnames = bnames or [f"b{j}" for j in range(Xb.shape[1])]
+    pnames = pnames or [f"p{j}" for j in range(Xp.shape[1])]
+    ob, op = run_two_parties(
+        lambda: bank_lr.train(ca, Xb, y, bnames, params, bank_cipher, Xb_v, y_v),
+        lambda: platform_lr.train(cb, Xp, pnames, pparams or params, plat_cipher, Xp_v))
+    return ob, op, crossed
+
+
+def score(bank_part, plat_part, Xb, Xp, job="lrscore"):
+    la, lb, crossed = local_link_pair(job)
+    ca = ProtocolContext(la, job, Drbg(b"b" * 32, "bank"))
+    cb = ProtocolContext(lb, job, Drbg(b"p" * 32, "platform"))
+    pb, zp = run_two_parties(lambda: bank_lr.predict(ca, bank_part, Xb),
+                             lambda: platform_lr.predict(cb, plat_part, Xp))
+    return pb, zp, crossed
