@@ -22,8 +22,9 @@ node.toml (one per party)::
     [peer]
     name = "platform-b"
     address = "platform.example:7443"
-    cert_fingerprint = "sha256:..."        # printed by the peer's `fedjoint keys init`
-    signing_public_key = "..."             # hex Ed25519 public key (or a path)
+    cert = "keys/platform-b.tls.crt"       # the peer's certificate (public file)
+    cert_fingerprint = "AB:CD:..."         # printed by the peer's `fedjoint keys init`
+    signing_public_key = "keys/platform-b.sign.pub"   # or its 64 hex digits
     [datasets.loans]
     path = "data/bank.csv"          # CSV or Parquet
     id_column = "id"
@@ -224,8 +225,8 @@ class PeerConfig:
     name: str
     address: str
     cert_fingerprint: str
-    signing_public_key: str = ""     # hex, or a path to a PEM/raw key file
-    cert: Path | None = None         # optional: the peer certificate file itself
+    signing_public_key: str          # 64 hex digits, or the path of the peer's .sign.pub
+    cert: Path                       # the peer's certificate file (its .tls.crt)
 
 
 @dataclass
@@ -320,13 +321,18 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
     peer_address = p.get("address", str)
     parse_address(peer_address, label, "peer.address")
     fp = p.get("cert_fingerprint", str).strip()
-    if not re.match(r"^(sha256:)?[0-9A-Fa-f:]{64,95}$", fp):
+    hexfp = re.sub(r"[\s:]", "", fp[7:] if fp.lower().startswith("sha256:") else fp)
+    if not re.fullmatch(r"[0-9A-Fa-f]{64}", hexfp):
         raise p.err("cert_fingerprint", f"= {fp!r}: expected the peer certificate's SHA-256 "
-                    "fingerprint as printed by `fedjoint keys init` (64 hex digits)")
-    cert = p.get("cert", str, "")
+                    "fingerprint as printed by `fedjoint keys init` (64 hex digits, colons "
+                    "optional)")
+    fp = ":".join(hexfp[i:i + 2].upper() for i in range(0, 64, 2))
+    cert = p.get("cert", str)
+    spk = p.get("signing_public_key", str).strip()
+    if not re.fullmatch(r"[0-9A-Fa-f]{64}", spk):
+        spk = str(_resolve(base, spk))
     peer = PeerConfig(name=p.get("name", str), address=peer_address, cert_fingerprint=fp,
-                      signing_public_key=p.get("signing_public_key", str, ""),
-                      cert=_resolve(base, cert) if cert else None)
+                      signing_public_key=spk, cert=_resolve(base, cert))
     if not NAME_RE.match(peer.name):
         raise p.err("name", f"= {peer.name!r}: expected letters, digits, '.', '_' or '-'")
     if peer.name == name:
@@ -499,6 +505,14 @@ def job_spec_from_dict(raw: dict, label: str = "job.toml") -> JobSpec:
                    train_algorithm=train_algorithm)
     validate_psi_params(spec, label)
     if algorithm in TRAINING_ALGORITHMS:
+        cls = _param_class(algorithm)
+        if cls is not None and "cipher" in {f.name for f in dataclasses.fields(cls)}:
+            if "cipher" in params and params["cipher"] != evaluation.cipher:
+                raise ConfigError(f"{label}: params.cipher = {params['cipher']!r} disagrees "
+                                  f"with evaluation.cipher = {evaluation.cipher!r} (set it "
+                                  "once, in [evaluation])")
+            params["cipher"] = evaluation.cipher
+            spec.params = params
         validate_algorithm_params(algorithm, params, f"{label} [params]")
     elif params and algorithm == "psi":
         raise ConfigError(f"{label}: [params] is not used by algorithm = 'psi' (remove it)")
@@ -515,9 +529,8 @@ def _from_flat(d: dict) -> dict:
 # Algorithm modules declare their parameter dataclass; looked up lazily so config.py
 # imports no protocol code.  Each candidate is (module, attribute).
 _PARAM_CLASSES = {
-    "secureboost": [("parties.common.params", "SecureBoostParams")],
-    "logistic_regression": [("parties.common.params", "LogisticRegressionParams"),
-                            ("parties.common.params", "LRParams")],
+    "secureboost": [("parties.common.secureboost_params", "SecureBoostParams")],
+    "logistic_regression": [("parties.common.lr_common", "LRParams")],
     "psi": [("psi.params", "PsiParams"), ("psi.protocol", "PsiParams")],
 }
 

@@ -28,6 +28,8 @@ signing_key = "k/signing.key"
 name = "platform-b"
 address = "127.0.0.1:7444"
 cert_fingerprint = "{FP}"
+cert = "k/peer.tls.crt"
+signing_public_key = "k/peer.sign.pub"
 
 [datasets.loans]
 path = "{DATA / 'breast_hetero_guest.csv'}"

@@ -1,0 +1,400 @@
+"""One party's side of a job, as a pure function (the auditor replays this).
+
+:func:`run_job_side` is everything a party does in a job after both nodes agreed to run
+it. Its outcome depends only on
+
+* the job spec (as agreed),
+* this node's config and the data files it names (and, for scoring, the stored model),
+* the :class:`~federation.protocol.Link` (live gRPC, or a replay link fed from a
+  transcript), and
+* the per-job 32-byte ``seed`` from the node's vault.
+
+All randomness is drawn from :class:`~secure_agg.rng.Drbg` streams derived from the
+seed by label (``psi``, ``paillier``, ``train``, ``predict``), so replaying with the
+same inputs reproduces every message bit for bit. Nothing here touches the job store,
+the clock (except for timings, which are reported, never sent) or the network
+directly.
+
+Pipeline (training jobs)::
+
+    load own dataset -> PSI over the link -> intersection checks (both policies)
+    -> align rows in the agreed order -> split by keyed hash of the ID (both sides
+    compute the same split; a digest of the split is cross-checked)
+    -> train (bank: Paillier key from Drbg(seed).child("paillier"))
+    -> evaluate on the test split by federated prediction (bank computes metrics)
+    -> exchange model-part digests
+
+Control messages this module itself sends (kinds ``job.*``): ``job.check`` (does the
+intersection satisfy my policy, and the split digest), ``job.model_digest`` (the
+digest of my model part), ``score.model`` (which model parts a scoring job uses).
+None of them carries data values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from federation.config import TRAINING_ALGORITHMS, JobSpec, NodeConfig
+from federation.data import Dataset, hashed_split, load_dataset
+from federation.protocol import Link, ProtocolContext, ProtocolError
+from parties.common.artifact import ModelPart
+from secure_agg.rng import Drbg
+
+MODULES = {"secureboost": "secureboost", "logistic_regression": "lr"}
+ROLE_PACKAGE = {"bank": "parties.bank", "platform": "parties.provincial_platform"}
+
+
+class JobFailed(Exception):
+    """The job cannot continue; the message is the reason shown to the operator."""
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    party: str
+    algorithm: str
+    intersection: int = 0
+    n_train: int = 0
+    n_test: int = 0
+    model: ModelPart | None = None
+    model_digest: str = ""
+    peer_model_digest: str = ""
+    metrics: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    # bank only (never sent): test labels/scores for the report, scoring output
+    test_scores: dict | None = None
+    scores_path: str = ""
+    psi_info: dict = field(default_factory=dict)
+
+
+def _noop(*_a, **_k):
+    return None
+
+
+def models_dir(node: NodeConfig) -> Path:
+    return Path(node.data_dir) / "models"
+
+
+def model_path(node: NodeConfig, model_id: str) -> Path:
+    return models_dir(node) / f"{model_id}.json"
+
+
+def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
+                 progress: Callable[[str, float], None] | None = None,
+                 log: Callable[[str, dict], None] | None = None,
+                 on_stage: Callable[[str], None] | None = None) -> JobResult:
+    """Run this party's side of ``spec`` over ``link``; see the module docstring.
+
+    ``on_stage`` is told ``"psi"``, ``"training"``, ``"evaluating"`` or ``"scoring"``
+    when the pipeline enters that stage (the node maps them to job states).
+    """
+    log = log or _noop
+    on_stage = on_stage or _noop
+    party = node.party
+    job_id = link.job_id
+    root = Drbg(seed, f"job/{job_id}")
+    res = JobResult(job_id=job_id, party=party, algorithm=spec.algorithm)
+    t_all = time.perf_counter()
+
+    def ctx(label: str) -> ProtocolContext:
+        return ProtocolContext(link=link, job_id=job_id, rng=root.child(label),
+                               workers=node.workers, log=log, progress=progress)
+
+    _check_local_policy(spec, node)
+
+    # ---- own data -------------------------------------------------------------------
+    t = time.perf_counter()
+    stored: ModelPart | None = None
+    ds_cfg = node.dataset(spec.dataset_for(party))
+    if spec.algorithm == "score":
+        stored = _load_model(node, spec.model)
+        if party == "platform":
+            from dataclasses import replace
+            ds_cfg = replace(ds_cfg, columns=list(stored.feature_names))
+        data = load_dataset(ds_cfg, need_label=False)
+        if party == "bank":
+            data = _select_columns(data, stored.feature_names, ds_cfg.name)
+    else:
+        need = party == "bank" and spec.algorithm in TRAINING_ALGORITHMS
+        data = load_dataset(ds_cfg, need_label=need)
+    log("data.loaded", {"dataset": ds_cfg.name, "rows": len(data),
+                        "features": len(data.feature_names)})
+    res.timings["load"] = time.perf_counter() - t
+
+    # ---- PSI ------------------------------------------------------------------------
+    on_stage("psi")
+    t = time.perf_counter()
+    rows, agreed_ids, info = _run_psi(ctx("psi"), party, data.ids, spec.psi)
+    res.intersection = len(rows)
+    res.psi_info = info
+    res.timings["psi"] = time.perf_counter() - t
+    log("psi.done", {"intersection": len(rows), "own_rows": len(data)})
+    aligned = data.take(rows)
+
+    # both parties check the intersection against their own policy and agree on the
+    # split before any model traffic
+    test_mask = (hashed_split(agreed_ids, spec.evaluation.test_fraction, job_id)
+                 if spec.algorithm in TRAINING_ALGORITHMS
+                 else np.zeros(len(rows), dtype=bool))
+    _exchange_checks(link, node, res.intersection, test_mask)
+
+    if spec.algorithm == "psi":
+        res.timings["total"] = time.perf_counter() - t_all
+        res.metrics = {"intersection": res.intersection, "own_rows": len(data)}
+        return res
+
+    if spec.algorithm == "score":
+        on_stage("scoring")
+        _score(spec, node, link, ctx, stored, aligned, res)
+        res.timings["total"] = time.perf_counter() - t_all
+        return res
+
+    # ---- training -------------------------------------------------------------------
+    on_stage("training")
+    train, test = aligned.take(np.flatnonzero(~test_mask)), aligned.take(
+        np.flatnonzero(test_mask))
+    res.n_train, res.n_test = len(train), len(test)
+    if party == "bank" and len(np.unique(train.y)) < 2:
+        raise JobFailed(f"the training split has only one class ({len(train)} rows); the "
+                        "intersection is too small or too unbalanced")
+    algo = spec.algorithm
+    mod = _role_module(party, algo)
+    params = _params(algo, spec.params)
+    t = time.perf_counter()
+    cipher = make_cipher(spec, node, root)
+    res.timings["keygen"] = time.perf_counter() - t
+    X_valid = test.X if len(test) else None
+    if party == "bank":
+        y_valid = test.y if len(test) else None
+        outcome = _call(mod.train, ctx("train"), train.X, train.y, list(train.feature_names),
+                        params, cipher, X_valid=X_valid, y_valid=y_valid)
+    else:
+        outcome = _call(mod.train, ctx("train"), train.X, list(train.feature_names), params,
+                        cipher, X_valid=X_valid)
+    res.timings["training"] = time.perf_counter() - t
+    model = outcome.model
+    res.history = list(outcome.history or [])
+    res.metrics.update(outcome.metrics or {})
+    for k, v in (outcome.timings or {}).items():
+        res.timings[f"training.{k}"] = v
+
+    # ---- evaluation -----------------------------------------------------------------
+    if len(test):
+        on_stage("evaluating")
+        t = time.perf_counter()
+        scores = mod.predict(ctx("predict"), model, test.X)
+        res.timings["evaluating"] = time.perf_counter() - t
+        if party == "bank":
+            from parties.common import metrics as M
+            p = np.asarray(scores, dtype=np.float64).ravel()
+            rep = M.binary_report(test.y, p)
+            rep["confusion"] = M.confusion(test.y, p, spec.evaluation.threshold)
+            res.metrics["test"] = rep
+            res.metrics.update({f"test_{k}": v for k, v in rep.items() if k != "confusion"})
+            res.test_scores = {"y": test.y.astype(int).tolist(), "p": p.tolist()}
+    res.metrics.update({"intersection": res.intersection, "n_train": res.n_train,
+                        "n_test": res.n_test})
+
+    # ---- bind the two model parts -----------------------------------------------------
+    own = model.digest()
+    link.send("job.model_digest", {"digest": own})
+    peer = link.recv_json("job.model_digest")
+    peer_digest = str(peer.get("digest", ""))
+    if len(peer_digest) != 64:
+        raise ProtocolError("job.model_digest: expected a 64-hex-digit digest")
+    model.peer_part_digest = peer_digest
+    res.model = model
+    res.model_digest = model.digest()
+    res.peer_model_digest = peer_digest
+    res.timings["total"] = time.perf_counter() - t_all
+    return res
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def _check_local_policy(spec: JobSpec, node: NodeConfig) -> None:
+    """Defence in depth: the runner itself refuses what this node's policy forbids."""
+    reason = policy_refusal(spec, node)
+    if reason:
+        raise JobFailed(f"refused by {node.name}'s policy: {reason}")
+
+
+def policy_refusal(spec: JobSpec, node: NodeConfig, *, peer_side: bool = False) -> str:
+    """Why this node's policy refuses ``spec`` ('' if it does not)."""
+    pol = node.policy
+    if spec.algorithm not in pol.allowed_algorithms:
+        return (f"algorithm {spec.algorithm!r} is not allowed (allowed: "
+                f"{', '.join(pol.allowed_algorithms) or 'none'})")
+    ds_name = spec.dataset_for(node.party)
+    if ds_name not in node.datasets:
+        return f"no dataset named {ds_name!r} on {node.name}"
+    if pol.allowed_datasets is not None and ds_name not in pol.allowed_datasets and \
+            node.party == "platform":
+        return f"dataset {ds_name!r} is not offered to the peer"
+    if spec.algorithm in TRAINING_ALGORITHMS or spec.algorithm == "score":
+        ev = spec.evaluation
+        if ev.cipher == "plain" and not pol.allow_insecure_test_jobs:
+            return ("cipher = 'plain' (unencrypted test job) is not allowed; set "
+                    "allow_insecure_test_jobs = true only on test nodes")
+        if ev.cipher == "paillier" and ev.key_bits < pol.min_key_bits and \
+                not pol.allow_insecure_test_jobs:
+            return f"Paillier key of {ev.key_bits} bits is below the minimum {pol.min_key_bits}"
+    return ""
+
+
+def make_cipher(spec: JobSpec, node: NodeConfig, root: Drbg):
+    """This party's private cipher for the job. The Paillier key is derived from the
+    job seed (``Drbg(seed).child("paillier")``) so a replay regenerates it exactly."""
+    ev = spec.evaluation
+    if ev.cipher == "plain":
+        from secure_agg.cipher import PlainCipher
+        return PlainCipher(ev.key_bits, workers=node.workers)
+    from secure_agg.paillier import PaillierPrivateCipher
+    return PaillierPrivateCipher.generate(ev.key_bits, rng=root.child("paillier"),
+                                          workers=node.workers,
+                                          insecure_test_key=ev.key_bits < 2048)
+
+
+def _role_module(party: str, algorithm: str):
+    name = f"{ROLE_PACKAGE[party]}.{MODULES[algorithm]}"
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise JobFailed(f"algorithm {algorithm!r} is not available on this node ({exc})") \
+            from None
+
+
+def _params(algorithm: str, params: dict) -> dict:
+    """Validate (errors name the key) and hand the role the plain dict."""
+    from federation.config import validate_algorithm_params
+    validate_algorithm_params(algorithm, params, "job [params]")
+    return dict(params)
+
+
+def _call(fn, *args, **kwargs):
+    """Call a role function passing only the keyword arguments it accepts."""
+    sig = inspect.signature(fn)
+    if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in sig.parameters}
+    return fn(*args, **kwargs)
+
+
+def _run_psi(ctx: ProtocolContext, party: str, ids: list[str], psi_params: dict
+             ) -> tuple[np.ndarray, list[str], dict]:
+    """-> (row indices into own data in the agreed order, the agreed ids, info)."""
+    try:
+        from psi import protocol as P
+    except ImportError as exc:
+        raise JobFailed(f"PSI is not available on this node ({exc})") from None
+    params = psi_params
+    cls = getattr(P, "PsiParams", None)
+    if cls is not None and not isinstance(psi_params, cls):
+        from parties.common.params import from_dict
+        params = from_dict(cls, dict(psi_params), "job [psi]")
+    role = "sender" if party == "bank" else "receiver"
+    role = {"bank": "bank", "platform": "platform"}[party] if _psi_role_is_party(P) else role
+    out = P.run_psi(ctx, role, ids, params)
+    rows = np.asarray(getattr(out, "rows", getattr(out, "indices", None)), dtype=np.int64)
+    if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= len(ids))):
+        raise ProtocolError("PSI returned row indices out of range")
+    if len(np.unique(rows)) != len(rows):
+        raise ProtocolError("PSI returned duplicate rows")
+    agreed = getattr(out, "ids", None) or getattr(out, "normalized_ids", None)
+    if not agreed or len(agreed) != len(rows):
+        agreed = [ids[i] for i in rows]
+    info = {}
+    for k in ("size", "own_size", "peer_size", "mode", "id_type", "timings"):
+        v = getattr(out, k, None)
+        if isinstance(v, (int, float, str, dict)):
+            info[k] = v
+    return rows, [str(a) for a in agreed], info
+
+
+def _psi_role_is_party(P) -> bool:
+    roles = getattr(P, "ROLES", None)
+    return roles is None or "bank" in roles
+
+
+def _exchange_checks(link: Link, node: NodeConfig, n: int, test_mask: np.ndarray) -> None:
+    problem = ""
+    if n < node.policy.min_intersection:
+        problem = (f"the intersection has {n} IDs, below {node.name}'s minimum "
+                   f"min_intersection = {node.policy.min_intersection}")
+    digest = hashlib.sha256(np.packbits(test_mask.astype(np.uint8)).tobytes() +
+                            str(len(test_mask)).encode()).hexdigest()
+    link.send("job.check", {"ok": not problem, "reason": problem, "split": digest,
+                            "intersection": n})
+    peer = link.recv_json("job.check")
+    if problem:
+        raise JobFailed(problem)
+    if not peer.get("ok", False):
+        raise JobFailed(str(peer.get("reason") or "the peer refused to continue")[:500])
+    if peer.get("intersection") != n:
+        raise JobFailed(f"the parties disagree on the intersection size ({n} here, "
+                        f"{peer.get('intersection')!r} at the peer)")
+    if peer.get("split") != digest:
+        raise JobFailed("the parties computed different train/test splits from the "
+                        "intersection (are the IDs formatted differently on each side?)")
+
+
+def _load_model(node: NodeConfig, model_id: str) -> ModelPart:
+    if not model_id or "/" in model_id or model_id.startswith("."):
+        raise JobFailed(f"invalid model id {model_id!r}")
+    path = model_path(node, model_id)
+    if not path.exists():
+        raise JobFailed(f"no model {model_id!r} on {node.name} (see `fedjoint model list`)")
+    try:
+        return ModelPart.load(path)
+    except ValueError as exc:
+        raise JobFailed(str(exc)) from None
+
+
+def _select_columns(data: Dataset, names: list[str], ds: str) -> Dataset:
+    missing = [c for c in names if c not in data.feature_names]
+    if missing:
+        raise JobFailed(f"dataset {ds!r} lacks column(s) {missing} the model was trained on")
+    idx = [data.feature_names.index(c) for c in names]
+    return Dataset(data.name, data.ids, data.X[:, idx], list(names), data.y)
+
+
+def _score(spec: JobSpec, node: NodeConfig, link: Link, ctx, model: ModelPart,
+           aligned: Dataset, res: JobResult) -> None:
+    # both sides confirm they hold the two halves of the same model
+    link.send("score.model", {"model": spec.model, "own_digest": model.digest(),
+                              "peer_digest": model.peer_part_digest,
+                              "algorithm": model.algorithm})
+    peer = link.recv_json("score.model")
+    if peer.get("algorithm") != model.algorithm:
+        raise JobFailed(f"the peer's model {spec.model!r} is a {peer.get('algorithm')!r} "
+                        f"model, here it is {model.algorithm!r}")
+    if model.peer_part_digest and peer.get("own_digest") != model.peer_part_digest:
+        raise JobFailed(f"the peer's part of model {spec.model!r} is not the one this "
+                        "node's part was trained with (digest mismatch)")
+    mod = _role_module(node.party, model.algorithm)
+    t = time.perf_counter()
+    scores = mod.predict(ctx("predict"), model, aligned.X)
+    res.timings["scoring"] = time.perf_counter() - t
+    res.model_digest = model.digest()
+    res.peer_model_digest = str(peer.get("own_digest", ""))
+    res.metrics = {"intersection": res.intersection, "scored": len(aligned)}
+    if node.party == "bank":
+        p = np.asarray(scores, dtype=np.float64).ravel()
+        out = Path(spec.output) if spec.output else \
+            Path(node.data_dir) / "jobs" / res.job_id / "scores.csv"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w", encoding="utf-8") as fh:
+            fh.write("id,score\n")
+            for i, v in zip(aligned.ids, p, strict=True):
+                fh.write(f"{i},{v:.6f}\n")
+        res.scores_path = str(out)
+        res.test_scores = None
