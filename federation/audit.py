@@ -30,8 +30,8 @@ from typing import Any
 
 from federation.protocol import Envelope, Link, Payload, decode_payload, encode_payload
 from federation.transcript import (
-    CONTROL_PREFIX,
     DIRECTIONS,
+    NOT_REPLAYED,
     OUTCOME_KIND,
     VERSION,
     ZERO_HASH,
@@ -91,8 +91,27 @@ class VerifyReport:
     def first_bad(self) -> Finding | None:
         return self.errors[0] if self.errors else None
 
+    @property
+    def verified(self) -> bool:
+        return self.ok
+
+    @property
+    def detail(self) -> str:
+        """One line: the first bad record, or what was verified."""
+        if self.errors:
+            return str(self.errors[0])
+        s = self.summary
+        return (f"verified: {s.get('records', 0)} records, {s['messages']['sent']} sent / "
+                f"{s['messages']['received']} received messages, status {s.get('status')}"
+                if s else "verified")
+
+    @property
+    def ledger(self) -> list[dict]:
+        """The disclosure ledger: [{category, to, kinds, messages, values}]."""
+        return list(self.summary.get("ledger", []))
+
     def to_json(self) -> dict:
-        return {"ok": self.ok, "exit_code": self.exit_code,
+        return {"ok": self.ok, "exit_code": self.exit_code, "detail": self.detail,
                 "errors": [{"where": e.where, "record": e.record, "message": e.message}
                            for e in self.errors],
                 "warnings": self.warnings, "summary": self.summary,
@@ -414,7 +433,7 @@ class ReplayLink(Link):
     ``recv`` returns the recorded received payloads in order (read from the sidecar and
     checked against the signed digests); ``send`` checks each payload the replayed side
     produces against the digest of the corresponding recorded sent message. Control
-    messages (kinds ``job.*``) are skipped. The first divergence raises
+    messages in ``NOT_REPLAYED`` (``job.outcome``) are skipped. The first divergence raises
     :class:`ReplayMismatch` naming the record and is kept in :attr:`mismatch`.
     """
 
@@ -424,7 +443,7 @@ class ReplayLink(Link):
         self._sidecar = sidecar
         self._queues = {d: [(i, r) for i, r in enumerate(t.records)
                             if r.get("type") == "msg" and r.get("dir") == d
-                            and not str(r.get("kind", "")).startswith(CONTROL_PREFIX)]
+                            and r.get("kind") not in NOT_REPLAYED]
                         for d in DIRECTIONS}
         self._pos = {d: 0 for d in DIRECTIONS}
         self.mismatch: Finding | None = None
@@ -711,7 +730,7 @@ def timeline(t: Transcript, status: dict[int, str] | None = None,
         cur["bytes"][d] += int(r.get("len", 0))
         cur["last_record"] = i
         if status is not None:
-            control = str(k).startswith(CONTROL_PREFIX)
+            control = k in NOT_REPLAYED
             cur["_st"].append("skipped" if control else status.get(i, "not reached"))
     for c in rounds:
         c.pop("_last", None)
@@ -771,7 +790,7 @@ def _print_summary(console, s: dict) -> None:
                   f"duration {s['duration_s']:.1f} s")
     for name, fp in s.get("fingerprints", {}).items():
         pin = "pinned" if name in s.get("pinned", []) else "NOT pinned"
-        console.print(f"  key {name}: sha256:{fp}  ({pin})")
+        console.print(f"  signing key {name}: {_fmt_fp(fp)}  ({pin})")
     for name, dg in s.get("model_digests", {}).items():
         console.print(f"  model part {name}: {dg}")
     if s.get("ledger"):
@@ -784,6 +803,14 @@ def _print_summary(console, s: dict) -> None:
             tab.add_row(e["to"], e["category"], str(e["messages"]), str(e["values"]),
                         ", ".join(e["kinds"]))
         console.print(tab)
+
+
+def _fmt_fp(hex_fp: str) -> str:
+    """Fingerprints as `fedjoint keys init` prints them (AB:CD:...)."""
+    try:
+        return ":".join(hex_fp[i:i + 2] for i in range(0, len(hex_fp), 2)).upper()
+    except TypeError:
+        return str(hex_fp)
 
 
 def _pins_from_cli(pins: tuple[str, ...], config_path: str | None) -> dict:

@@ -94,10 +94,10 @@ ZERO_HASH = "0" * 64
 RECORD_DOMAIN = b"fedjoint-transcript-v1\n"
 STATEMENT_DOMAIN = b"fedjoint-outcome-v1\n"
 OUTCOME_KIND = "job.outcome"
-#: Message kinds under this prefix are node-level control (proposal, acceptance,
-#: outcome). They are recorded and verified like any other message, but they are not
-#: part of the per-party pipeline, so replay does not feed or expect them.
-CONTROL_PREFIX = "job."
+#: Message kinds exchanged by the node around the per-party pipeline (the outcome
+#: statements). They are recorded and verified like any other message, but replay does
+#: not feed or expect them: everything else in the transcript is the pipeline's.
+NOT_REPLAYED = frozenset({OUTCOME_KIND})
 SIDECAR_SUFFIX = ".recv"
 DIRECTIONS = ("sent", "received")
 
