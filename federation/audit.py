@@ -550,20 +550,41 @@ class ReplaySide:
 SideRunner = Callable[[ReplaySide, ReplayLink], str]
 
 
-def load_party(party_dir: str | Path, t: Transcript) -> ReplaySide:
-    """Read the party's node.toml, signing key and per-job seed from ``party_dir``
-    (a directory holding node.toml, or the node.toml path)."""
+def find_node_config(party_dir: str | Path, party: str) -> Path:
+    """The node.toml of ``party`` (its sender name) in ``party_dir``: the path itself
+    if it is a file, else ``DIR/node.toml``, else the one ``DIR/*.toml`` whose
+    ``[node] name`` is ``party``."""
     from federation import config
 
     p = Path(party_dir)
-    cfg_path = p / "node.toml" if p.is_dir() else p
-    if not cfg_path.is_file():
-        raise CannotRun(f"{party_dir}: no node.toml (pass the party's directory holding "
-                        "node.toml, or the node.toml itself)")
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise CannotRun(f"{party_dir}: no such directory")
+    if (p / "node.toml").is_file():
+        return p / "node.toml"
+    for cand in sorted(p.glob("*.toml")):
+        try:
+            if config.load_node_config(cand).name == party:
+                return cand
+        except (config.ConfigError, OSError):
+            continue
+    raise CannotRun(f"{party_dir}: no node.toml for {party!r} (pass the party's directory "
+                    "holding its node.toml, or the node.toml itself)")
+
+
+def load_party(party_dir: str | Path, t: Transcript) -> ReplaySide:
+    """Read the party's node.toml, signing key and per-job seed from ``party_dir``."""
+    from federation import config
+
+    cfg_path = find_node_config(party_dir, t.party)
     try:
         cfg = config.load_node_config(cfg_path)
     except (config.ConfigError, OSError) as exc:
         raise CannotRun(str(exc)) from None
+    if cfg.name != t.party:
+        raise CannotRun(f"{cfg_path} is {cfg.name!r}'s config; the transcript was written "
+                        f"by {t.party!r}")
     pub_hex = load_signing_public_hex(cfg.keys.signing_key)
     try:
         spec = config.job_spec_from_dict(t.header.get("spec") or {}, f"{t.path.name} record 0")
