@@ -1,0 +1,594 @@
+"""SecureBoost, bank (active party, label holder) role.
+
+The bank holds the labels and the Paillier private key. Per tree it computes the
+gradients ``g`` and hessians ``h``, packs each row's pair into one fixed-point
+plaintext ``g_int + h_int * 2**s`` and streams the encryptions to the platform (the
+platform starts its root histogram on the first chunk while later chunks are being
+encrypted). Level by level it decrypts the platform's packed cumulative histograms,
+scores every candidate of both parties (its own in plaintext), picks the best split
+per node and tells the platform which; leaf weights never leave the bank.
+
+What the bank learns about the platform (per federated tree):
+  * for every node the platform histograms: the cumulative sums ``(G_L, H_L)`` of
+    every platform split candidate, in an order freshly permuted per node by the
+    platform (it does not learn which feature or threshold a candidate is, nor how
+    many bins a feature has -- only the number of candidates);
+  * at platform-owned splits: which of the node's rows go left (the partition);
+  * with a validation set / at scoring time: the left/right decision of every
+    platform split for every validation / scored row;
+  * at the end: an anonymous label per platform split (``platform_f<k>``, the same
+    label for splits on the same feature) or the real feature name if the platform's
+    policy sets ``reveal_feature_names``; used for feature importance.
+It never receives platform feature values or thresholds.
+
+What the bank reveals to the platform: the public key; the encrypted ``(g, h)`` of
+every row (Paillier, fresh randomness per ciphertext); the membership of rows in
+every tree node (the partition at bank splits is needed by the platform to build
+the children's histograms); which nodes are split by whom and which of the
+platform's (permuted) candidates won. Not labels, gradients, leaf values,
+bank features or thresholds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from federation.protocol import ProtocolContext, ProtocolError
+from parties.common import metrics
+from parties.common.artifact import ModelPart, TrainOutcome
+from parties.common.binning import bin_columns
+from parties.common.secureboost_params import SHARED, SecureBoostParams, parse
+from parties.common.secureboost_wire import (
+    PROTOCOL_VERSION,
+    key_of,
+    pack_bits,
+    recv,
+    recv_json,
+    send_abort,
+    unpack_bits,
+)
+from parties.common.tree import (
+    GradCodec,
+    Node,
+    SplitRule,
+    candidate_layout,
+    plain_candidates,
+    prune,
+    quantize,
+    raw_histogram,
+    route,
+    threshold_left,
+    unpack_entries,
+)
+from secure_agg.cipher import PlainCipher, PrivateCipher
+
+ALGORITHM = "secureboost"
+
+
+# ----------------------------------------------------------------------------------
+# objectives
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _grad_hess(objective: str, y: np.ndarray, margin: np.ndarray):
+    if objective == "binary:logistic":
+        p = _sigmoid(margin)
+        return p - y, np.maximum(p * (1.0 - p), 1e-16)
+    return margin - y, np.ones_like(margin)
+
+
+def _base_margin(p: SecureBoostParams, y: np.ndarray) -> float:
+    if p.objective == "binary:logistic":
+        b = float(np.mean(y)) if p.base_score is None else p.base_score
+        b = min(max(b, 1e-6), 1 - 1e-6)
+        return math.log(b / (1 - b))
+    return float(np.mean(y)) if p.base_score is None else float(p.base_score)
+
+
+def _transform(objective: str, margin: np.ndarray) -> np.ndarray:
+    return _sigmoid(margin) if objective == "binary:logistic" else margin
+
+
+def _report(objective: str, y: np.ndarray, pred: np.ndarray) -> dict:
+    if objective == "binary:logistic":
+        return metrics.binary_report(y, pred)
+    return {"rmse": metrics.rmse(y, pred), "n": int(y.size)}
+
+
+def describe_public_key(cipher: PrivateCipher) -> dict:
+    """What the platform needs to build its public cipher (no secret)."""
+    if isinstance(cipher, PlainCipher):
+        return {"scheme": "plain", "key_bits": cipher.key_bits, "key_id": cipher.key_id}
+    pub = cipher.public()
+    for attr in ("public_key", "pk", "key"):
+        pk = getattr(pub, attr, None)
+        if pk is not None and hasattr(pk, "to_json"):
+            return {"scheme": "paillier", "public_key": pk.to_json(),
+                    "key_bits": cipher.key_bits, "key_id": cipher.key_id}
+    return {"scheme": "paillier", "n": format(int(cipher.n), "x"),
+            "key_bits": cipher.key_bits, "key_id": cipher.key_id}
+
+
+# ----------------------------------------------------------------------------------
+def _check_inputs(X, y, feature_names, what="X"):
+    if y is None:
+        raise ValueError("label y is missing: the bank must hold the label column")
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise ValueError(f"label y is not numeric (dtype {y.dtype})")
+    y = y.astype(np.float64).ravel()
+    if not np.isfinite(y).all():
+        bad = int(np.flatnonzero(~np.isfinite(y))[0])
+        raise ValueError(f"label y has a missing or non-finite value at row {bad}")
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"{what}: expected a 2-D matrix, got shape {X.shape}")
+    if X.shape[0] != y.size:
+        raise ValueError(f"{what} has {X.shape[0]} rows but y has {y.size}")
+    if X.shape[0] < 2:
+        raise ValueError(f"{what}: need at least 2 rows")
+    if len(feature_names) != X.shape[1]:
+        raise ValueError(f"feature_names has {len(feature_names)} names for "
+                         f"{X.shape[1]} columns")
+    return X, y
+
+
+class _Timer:
+    def __init__(self):
+        self.t = defaultdict(float)
+
+    def add(self, k, dt):
+        self.t[k] += dt
+
+
+class _BankTrainer:
+    def __init__(self, ctx: ProtocolContext, X, y, names, p: SecureBoostParams,
+                 cipher: PrivateCipher, X_valid, y_valid):
+        self.ctx, self.link, self.p, self.cipher = ctx, ctx.link, p, cipher
+        self.y, self.names = y, list(names)
+        self.n = y.size
+        if p.objective == "binary:logistic" and not np.isin(y, (0.0, 1.0)).all():
+            raise ValueError("label y must be 0/1 for objective binary:logistic")
+        self.binned = bin_columns(X, p.max_bin)
+        self.Xf = X.astype(np.float32)
+        self.n_cuts = np.array([len(c) for c in self.binned.cuts])
+        all_missing = np.isnan(self.Xf).all(axis=0)
+        self.usable = (self.n_cuts > 0) | (self.binned.has_missing & ~all_missing)
+        for j in np.flatnonzero(~self.usable):
+            kind = "all missing" if all_missing[j] else "constant"
+            ctx.log("secureboost.feature_unusable",
+                    {"feature": self.names[j], "reason": kind})
+        self.rule = SplitRule(p.reg_lambda, p.min_child_weight, p.gamma)
+        self.Xv = self.yv = None
+        if X_valid is not None or y_valid is not None:
+            if X_valid is None or y_valid is None:
+                raise ValueError("validation set needs both X_valid and y_valid")
+            Xv, yv = _check_inputs(X_valid, y_valid, names, "X_valid")
+            self.Xv, self.yv = Xv.astype(np.float32), yv
+        if p.early_stopping_rounds and self.Xv is None:
+            raise ValueError("early_stopping_rounds needs a validation set "
+                             "(X_valid, y_valid)")
+        self.timer = _Timer()
+        self.importance = {"count": defaultdict(int), "gain": defaultdict(float)}
+        self.platform_keys_gain: dict[str, float] = {}
+
+    # ---- protocol -----------------------------------------------------------------
+    def handshake(self):
+        p = self.p
+        self.link.send("sb.init", {
+            "version": PROTOCOL_VERSION, "n_rows": int(self.n),
+            "params": {k: getattr(p, k) for k in SHARED},
+            "key": describe_public_key(self.cipher),
+            "n_valid": 0 if self.Xv is None else int(self.Xv.shape[0]),
+        })
+        ack = recv_json(self.link, "sb.init_ack")
+        if ack.get("n_rows") != self.n:
+            raise ProtocolError(f"platform has {ack.get('n_rows')} aligned rows, bank has "
+                                f"{self.n}: the PSI alignment differs")
+        self.n_platform = int(ack.get("n_features", 0))
+        if not self.usable.any() and self.n_platform == 0:
+            raise ValueError("no usable feature on either side (all constant or missing)")
+
+    def run(self) -> TrainOutcome:
+        p = self.p
+        t0 = time.perf_counter()
+        self.handshake()
+        base = _base_margin(p, self.y)
+        margin = np.full(self.n, base)
+        vmargin = None if self.Xv is None else np.full(self.Xv.shape[0], base)
+        trees, history, contribs = [], [], []
+        best, best_it, since = math.inf, -1, 0
+        rng_np = self.ctx.rng.child("sb/sampling").numpy()
+        for t in range(p.n_trees):
+            tt = time.perf_counter()
+            g, h = _grad_hess(p.objective, self.y, margin)
+            g, h = self._sample(g, h, rng_np)
+            bank_allowed, plat_allowed = self._colsample(rng_np)
+            federated = t >= p.complete_secure and self.n_platform > 0
+            self.link.send("sb.tree", {"tree": t, "federated": federated, "stop": False,
+                                       "platform_features": plat_allowed})
+            nodes, leaf_of = self._build_tree(t, g, h, bank_allowed, federated)
+            tree = {"nodes": [nodes[k].to_json() for k in sorted(nodes)]}
+            trees.append(tree)
+            leaf_val = {i: nd.value for i, nd in nodes.items() if not nd.owner}
+            contrib = np.array([leaf_val[i] for i in leaf_of.tolist()])
+            contribs.append(contrib)
+            margin += contrib
+            rec = {"tree": t, "federated": federated, "seconds": time.perf_counter() - tt,
+                   "train": _report(p.objective, self.y, _transform(p.objective, margin)),
+                   "n_leaves": sum(1 for v in nodes.values() if not v.owner)}
+            if vmargin is not None:
+                vmargin += self._route_tree(tree, self.Xv, t, "valid")
+                rec["valid"] = _report(p.objective, self.yv, _transform(p.objective, vmargin))
+                loss = (rec["valid"]["log_loss"] if p.objective == "binary:logistic"
+                        else rec["valid"]["rmse"])
+                if loss < best - 1e-12:
+                    best, best_it, since = loss, t, 0
+                else:
+                    since += 1
+            history.append(rec)
+            self.ctx.log("secureboost.tree", {k: v for k, v in rec.items()
+                                              if k in ("tree", "seconds", "n_leaves")})
+            if self.ctx.progress:
+                self.ctx.progress("training", (t + 1) / p.n_trees)
+            if p.early_stopping_rounds and since >= p.early_stopping_rounds:
+                break
+        n_keep = len(trees)
+        if p.early_stopping_rounds and best_it >= 0:
+            n_keep = best_it + 1
+            trees = trees[:n_keep]
+        self.link.send("sb.tree", {"tree": len(history), "stop": True, "n_trees": n_keep,
+                                   "federated": False, "platform_features": None})
+        labels = recv_json(self.link, "sb.labels")
+        plat_timings = recv_json(self.link, "sb.timings")
+        model = self._model(trees, base, labels, n_keep)
+        # final predictions of the kept trees (the in-training predictions)
+        final = base + np.sum(contribs[:n_keep], axis=0)
+        outcome_metrics = {"train": _report(p.objective, self.y,
+                                            _transform(p.objective, final))}
+        if self.Xv is not None:
+            outcome_metrics["valid"] = history[n_keep - 1]["valid"]
+        outcome_metrics["best_iteration"] = n_keep - 1
+        self.link.send("sb.digest", {"digest": model.digest()})
+        peer = recv_json(self.link, "sb.digest")
+        model.peer_part_digest = str(peer.get("digest", ""))
+        timings = dict(self.timer.t)
+        timings["total"] = time.perf_counter() - t0
+        timings.update({f"platform_{k}": v for k, v in plat_timings.items()
+                        if isinstance(v, (int, float))})
+        self.final_margin = final
+        return TrainOutcome(model=model, metrics=outcome_metrics, history=history,
+                            timings=timings)
+
+    # ---- sampling -------------------------------------------------------------------
+    def _sample(self, g, h, rng):
+        p = self.p
+        if p.goss:
+            n = self.n
+            top_n = int(p.top_rate * n)
+            rand_n = int(p.other_rate * n)
+            order = np.argsort(-np.abs(g), kind="stable")
+            keep = np.zeros(n, bool)
+            keep[order[:top_n]] = True
+            rest = order[top_n:]
+            pick = rng.choice(rest, size=min(rand_n, rest.size), replace=False)
+            w = np.zeros(n)
+            w[order[:top_n]] = 1.0
+            w[pick] = (1.0 - p.top_rate) / p.other_rate
+            return g * w, h * w
+        if p.subsample < 1:
+            keep = rng.random(self.n) < p.subsample
+            return np.where(keep, g, 0.0), np.where(keep, h, 0.0)
+        return g, h
+
+    def _colsample(self, rng):
+        p = self.p
+        nb = len(self.names)
+        if p.colsample_bytree >= 1:
+            return np.ones(nb, bool), None
+        total = nb + self.n_platform
+        k = max(1, int(math.floor(p.colsample_bytree * total + 0.5)))
+        chosen = rng.choice(total, size=k, replace=False)
+        bank = np.zeros(nb, bool)
+        bank[chosen[chosen < nb]] = True
+        plat = sorted(int(c - nb) for c in chosen if c >= nb)
+        return bank, plat
+
+    # ---- one tree ---------------------------------------------------------------------
+    def _build_tree(self, t, g, h, bank_allowed, federated):
+        p, link, timer = self.p, self.link, self.timer
+        fb = p.precision_bits
+        g_int = quantize(g, fb, "gradients")
+        h_int = quantize(h, fb, "hessians")
+        scale = float(1 << fb)
+        gq, hq = g_int.astype(np.float64), h_int.astype(np.float64)
+        layout = candidate_layout(self.n_cuts, self.binned.has_missing,
+                                  bank_allowed & self.usable)
+        nf = self.n_cuts.size
+        codec = None
+        if federated:
+            codec = GradCodec.for_gradients(g_int, h_int, self.n, fb)
+            self._send_gradients(t, g_int, h_int, codec)
+        rows = {0: np.arange(self.n)}
+        nodes = {0: Node(0, 0, float(gq.sum() / scale), float(hq.sum() / scale), self.n)}
+        frontier = [0]
+        for depth in range(p.max_depth):
+            frontier = [i for i in frontier if nodes[i].H >= 2 * max(p.min_child_weight, 0)
+                        and nodes[i].n >= 2]
+            if federated:
+                link.send("sb.expand", {"depth": depth, "nodes": frontier})
+            if not frontier:
+                break
+            # own candidates (computed while the platform builds its histograms)
+            tl = time.perf_counter()
+            own = {}
+            for nid in frontier:
+                r = rows[nid]
+                hg = raw_histogram(self.binned.bins, r, gq, layout.width)
+                hh = raw_histogram(self.binned.bins, r, hq, layout.width)
+                own[nid] = (plain_candidates(hg, layout, nf) / scale,
+                            plain_candidates(hh, layout, nf) / scale)
+            timer.add("bank_local", time.perf_counter() - tl)
+            plat = self._recv_histograms(frontier, codec) if federated else {}
+            splits, bank_masks, plat_nodes = [], [], []
+            for nid in frontier:
+                nd = nodes[nid]
+                gl, hl = own[nid]
+                chg = self.rule.loss_chg(gl, hl, nd.G, nd.H)
+                best_own = int(np.argmax(chg)) if chg.size else -1
+                best_val = chg[best_own] if chg.size else -np.inf
+                owner, cand, ties = "bank", best_own, []
+                if nid in plat:
+                    pg, ph = plat[nid]
+                    pchg = self.rule.loss_chg(pg, ph, nd.G, nd.H)
+                    if pchg.size:
+                        bp = int(np.argmax(pchg))
+                        if pchg[bp] > best_val:
+                            owner, cand, best_val = "platform", bp, pchg[bp]
+                            # equal-gain candidates: the platform breaks the tie as
+                            # XGBoost does (lowest feature, then lowest bin)
+                            ties = [int(i) for i in np.flatnonzero(pchg == pchg[bp])]
+                if not np.isfinite(best_val):
+                    continue
+                nd.owner, nd.loss_chg = owner, float(best_val)
+                nd.left, nd.right = 2 * nid + 1, 2 * nid + 2
+                if owner == "bank":
+                    f = int(layout.feature[cand])
+                    ble = int(layout.bin_le[cand])
+                    dl = bool(layout.default_left[cand])
+                    col = self.binned.bins[rows[nid], f]
+                    miss = col < 0
+                    if not miss.any():
+                        dl = False
+                    left = np.where(miss, dl, col <= ble)
+                    nd.feature, nd.default_left = f, dl
+                    nd.threshold = self.binned.threshold(f, ble)
+                    bank_masks.append(left)
+                    self.importance["count"][self.names[f]] += 1
+                    self.importance["gain"][self.names[f]] += float(best_val)
+                else:
+                    nd.key = key_of(t, nid)
+                    plat_nodes.append(nid)
+                    self.platform_keys_gain[nd.key] = float(best_val)
+                splits.append([nid, owner, cand, ties if len(ties) > 1 else []])
+            if federated:
+                link.send("sb.split", {"depth": depth, "splits": splits})
+                if bank_masks:
+                    link.send("sb.bank_partition", pack_bits(bank_masks))
+            masks = {}
+            bi = 0
+            for nid, owner, _, _ in splits:
+                if owner == "bank":
+                    masks[nid] = bank_masks[bi]
+                    bi += 1
+            if plat_nodes:
+                tw = time.perf_counter()
+                meta = recv_json(link, "sb.partition_meta")
+                got = recv(link, "sb.partition")
+                timer.add("wait_partition", time.perf_counter() - tw)
+                if meta.get("nodes") != plat_nodes:
+                    raise ProtocolError(f"partition for nodes {meta.get('nodes')}, "
+                                        f"expected {plat_nodes}")
+                sizes = [int(s) for s in meta.get("sizes", [])]
+                expect = [int(rows[i].size) for i in plat_nodes]
+                if sizes != expect:
+                    raise ProtocolError(f"platform partition lengths {sizes} disagree with "
+                                        f"the node sizes {expect}")
+                for nid, m in zip(plat_nodes, unpack_bits(got, expect, "sb.partition"),
+                                  strict=True):
+                    masks[nid] = m
+            nxt = []
+            for nid, _, _, _ in splits:
+                nd, r, m = nodes[nid], rows[nid], masks[nid]
+                for cid, sel in ((nd.left, r[m]), (nd.right, r[~m])):
+                    rows[cid] = sel
+                    nodes[cid] = Node(cid, depth + 1, float(gq[sel].sum() / scale),
+                                      float(hq[sel].sum() / scale), int(sel.size))
+                    nxt.append(cid)
+                if nodes[nd.left].n == 0 or nodes[nd.right].n == 0:
+                    raise ProtocolError(f"split of node {nid} left a child empty")
+            frontier = nxt
+        else:
+            if federated:
+                link.send("sb.expand", {"depth": p.max_depth, "nodes": []})
+        # leaves
+        for nd in nodes.values():
+            if not nd.owner:
+                nd.value = p.learning_rate * self.rule.weight(nd.G, nd.H)
+        for nid in prune(nodes, self.rule, p.learning_rate):
+            for k in list(self.platform_keys_gain):
+                if k == key_of(t, nid):
+                    del self.platform_keys_gain[k]
+        leaf_of = np.zeros(self.n, dtype=np.int64)
+        for nid, r in rows.items():
+            if nid in nodes and not nodes[nid].owner:
+                leaf_of[r] = nid
+        return nodes, leaf_of
+
+    def _send_gradients(self, t, g_int, h_int, codec: GradCodec):
+        p, cipher, link = self.p, self.cipher, self.link
+        n = self.n
+        chunk = p.chunk_rows
+        n_chunks = (n + chunk - 1) // chunk
+        link.send("sb.grad_meta", {"tree": t, "s": codec.s, "row_bits": codec.row_bits,
+                                   "frac_bits": codec.frac_bits, "n_chunks": n_chunks,
+                                   "chunk_rows": chunk})
+        rng = self.ctx.rng.child(f"sb/enc/{t}")
+        for c in range(n_chunks):
+            lo, hi = c * chunk, min(n, (c + 1) * chunk)
+            te = time.perf_counter()
+            plain = codec.encode_rows(g_int[lo:hi], h_int[lo:hi])
+            ct = cipher.encrypt(plain, rng=rng, bound_bits=codec.row_bits)
+            blob = cipher.to_bytes(ct)
+            self.timer.add("encrypt", time.perf_counter() - te)
+            ts = time.perf_counter()
+            link.send("sb.grad", blob)
+            self.timer.add("send", time.perf_counter() - ts)
+
+    def _recv_histograms(self, frontier, codec: GradCodec) -> dict:
+        cipher, link = self.cipher, self.link
+        tw = time.perf_counter()
+        meta = recv_json(link, "sb.hist_meta")
+        blob = recv(link, "sb.hist")
+        self.timer.add("wait_histograms", time.perf_counter() - tw)
+        if not isinstance(blob, bytes):
+            raise ProtocolError("sb.hist: expected ciphertext bytes")
+        try:
+            nodes = [int(v) for v in meta["nodes"]]
+            n_cand = [int(v) for v in meta["n_cand"]]
+            n_ct = [int(v) for v in meta["n_ct"]]
+            slot, per_ct = int(meta["slot_bits"]), int(meta["per_ct"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"sb.hist_meta malformed: {exc}") from None
+        if nodes != list(frontier):
+            raise ProtocolError(f"histograms for nodes {nodes}, expected {frontier}")
+        if not (len(n_cand) == len(n_ct) == len(nodes)):
+            raise ProtocolError("sb.hist_meta: per-node lists differ in length")
+        if slot < codec.s + 2 or per_ct < 1 or slot * per_ct > cipher.capacity_bits:
+            raise ProtocolError(f"sb.hist_meta: packing {per_ct} x {slot} bits does not fit "
+                                f"the plaintext space ({cipher.capacity_bits} bits)")
+        if len(set(n_cand)) > 1:
+            raise ProtocolError(f"sb.hist_meta: candidate counts differ between nodes "
+                                f"{n_cand}")
+        for c, k in zip(n_cand, n_ct, strict=True):
+            if k != (c + per_ct - 1) // per_ct:
+                raise ProtocolError(f"sb.hist_meta: {c} candidates need "
+                                    f"{(c + per_ct - 1) // per_ct} ciphertexts, got {k}")
+        w = cipher.ciphertext_bytes
+        if len(blob) != w * sum(n_ct):
+            raise ProtocolError(f"sb.hist: {len(blob)} bytes, expected {sum(n_ct)} "
+                                f"ciphertexts of {w} bytes (wrong histogram shape)")
+        td = time.perf_counter()
+        try:
+            vec = cipher.from_bytes(blob, slot * per_ct)
+        except ValueError as exc:
+            raise ProtocolError(f"sb.hist: {exc}") from None
+        plain = cipher.decrypt(vec)
+        self.timer.add("decrypt", time.perf_counter() - td)
+        tu = time.perf_counter()
+        out, pos = {}, 0
+        scale = float(1 << codec.frac_bits)
+        for nid, c, k in zip(nodes, n_cand, n_ct, strict=True):
+            entries = unpack_entries(plain[pos:pos + k], slot, per_ct, c)
+            pos += k
+            G = np.empty(c)
+            H = np.empty(c)
+            for i, e in enumerate(entries):
+                gi, hi = codec.decode_sum(e)
+                G[i], H[i] = gi / scale, hi / scale
+            if (H < -1e-9).any():
+                raise ProtocolError("sb.hist: negative hessian sum (corrupt histogram)")
+            out[nid] = (G, H)
+        self.timer.add("unpack", time.perf_counter() - tu)
+        return out
+
+    # ---- routing ----------------------------------------------------------------------
+    def _route_tree(self, tree: dict, Xf: np.ndarray, t: int, which: str) -> np.ndarray:
+        keys = [nd["key"] for nd in tree["nodes"] if nd.get("owner") == "platform"]
+        decisions = _request_routes(self.link, keys, Xf.shape[0], which)
+        return route(tree["nodes"], Xf.shape[0],
+                     lambda nd, r: threshold_left(Xf[r, nd["feature"]], nd["threshold"],
+                                                  nd["default_left"]),
+                     lambda key, r: decisions[key][r])
+
+    def _model(self, trees, base, labels, n_keep) -> ModelPart:
+        p = self.p
+        imp_count = dict(self.importance["count"])
+        imp_gain = dict(self.importance["gain"])
+        kept_keys = {nd["key"] for tr in trees for nd in tr["nodes"]
+                     if nd.get("owner") == "platform"}
+        for key, gain in self.platform_keys_gain.items():
+            if key not in kept_keys:
+                continue
+            label = str(labels.get(key, "platform"))
+            imp_count[label] = imp_count.get(label, 0) + 1
+            imp_gain[label] = imp_gain.get(label, 0.0) + gain
+        body = {
+            "objective": p.objective, "base_margin": base, "n_trees": n_keep,
+            "learning_rate": p.learning_rate, "max_depth": p.max_depth,
+            "trees": trees,
+            "importance": {"split_count": imp_count, "total_gain": imp_gain},
+        }
+        return ModelPart(ALGORITHM, "bank", self.ctx.job_id, p.to_dict(), body,
+                         list(self.names))
+
+
+def _request_routes(link, keys: list[str], n_rows: int, which: str) -> dict:
+    """Ask the platform for its left/right decisions on ``n_rows`` rows."""
+    link.send("sb.route_request", {"keys": keys, "set": which, "n_rows": int(n_rows)})
+    bits = recv(link, "sb.route_bits")
+    nb = (n_rows + 7) // 8
+    if (not isinstance(bits, np.ndarray) or bits.dtype != np.uint8
+            or bits.shape != (len(keys), nb)):
+        raise ProtocolError(f"sb.route_bits: expected uint8 shape {(len(keys), nb)}, got "
+                            f"{getattr(bits, 'shape', None)}")
+    return {k: np.unpackbits(bits[i], count=n_rows).astype(bool)
+            for i, k in enumerate(keys)}
+
+
+# ----------------------------------------------------------------------------------
+def train(ctx: ProtocolContext, X: np.ndarray, y: np.ndarray, feature_names: list[str],
+          params: dict, cipher: PrivateCipher, X_valid=None, y_valid=None) -> TrainOutcome:
+    """Train the bank's side of a SecureBoost model (see the module docstring)."""
+    try:
+        p = parse(params)
+        X, y = _check_inputs(X, y, feature_names)
+        trainer = _BankTrainer(ctx, X, y, feature_names, p, cipher, X_valid, y_valid)
+        return trainer.run()
+    except BaseException as exc:
+        send_abort(ctx.link, exc)
+        raise
+
+
+def predict(ctx: ProtocolContext, model: ModelPart, X: np.ndarray) -> np.ndarray:
+    """Federated scoring: the platform answers left/right for its splits; returns
+    probabilities (binary:logistic) or predicted values."""
+    try:
+        if model.algorithm != ALGORITHM or model.party != "bank":
+            raise ValueError("predict needs the bank's SecureBoost model part")
+        body = model.body
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != len(model.feature_names):
+            raise ValueError(f"X has shape {X.shape}; the model expects "
+                             f"{len(model.feature_names)} bank features")
+        Xf = X.astype(np.float32)
+        keys = sorted({nd["key"] for tr in body["trees"] for nd in tr["nodes"]
+                       if nd.get("owner") == "platform"})
+        ctx.link.send("sb.score_begin", {"n_rows": int(X.shape[0])})
+        decisions = _request_routes(ctx.link, keys, X.shape[0], "score")
+        margin = np.full(X.shape[0], float(body["base_margin"]))
+        for tr in body["trees"]:
+            margin += route(tr["nodes"], X.shape[0],
+                            lambda nd, r: threshold_left(Xf[r, nd["feature"]],
+                                                         nd["threshold"], nd["default_left"]),
+                            lambda key, r: decisions[key][r])
+        ctx.link.send("sb.score_end", {"n_rows": int(X.shape[0])})
+        return _transform(body["objective"], margin)
+    except BaseException as exc:
+        send_abort(ctx.link, exc)
+        raise

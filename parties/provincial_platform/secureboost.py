@@ -1,0 +1,399 @@
+"""SecureBoost, platform (passive party, feature provider) role.
+
+The platform bins its own columns locally (XGBoost-compatible quantile cuts, see
+``parties.common.binning``), receives the bank's Paillier-encrypted per-row
+``g + h * 2**s`` values, and per tree level builds encrypted histograms for the nodes
+the bank asks for: the smaller sibling directly (streaming over gradient chunks at the
+root), the larger one as ``parent - sibling``. It turns them into cumulative split
+candidates (both missing-value directions for columns with missing values), shuffles
+them with a fresh private permutation per node, packs many candidates per ciphertext
+and sends them. When the bank picks one of its candidates it records the real
+(feature, threshold, default direction) in its private lookup table and returns the
+node's left/right partition.
+
+What the platform learns (per federated tree):
+  * Paillier ciphertexts of every row's (g, h) -- nothing about their values;
+  * the partition of the training rows into the tree's nodes (needed to build
+    histograms), including at bank-owned splits, and which of its own candidates won
+    at the nodes it splits; nothing about bank features, thresholds, labels or leaf
+    values; the number of trees and the sampling/column choices sent to it;
+  * with a validation set / at scoring time: which of its split records the bank
+    asks about (it answers left/right for every requested row).
+What it reveals: see ``parties.bank.secureboost`` (permuted cumulative histograms,
+partitions at its splits, left/right answers at scoring time, anonymous labels).
+
+Policy keys (``policy`` dict): ``allow_plain_cipher`` (default False: a
+``cipher = "plain"`` job is refused), ``min_key_bits`` (default 2048; test keys
+below it need ``allow_insecure_test_key``), ``reveal_feature_names`` (default False:
+the bank sees ``platform_f<k>`` labels in feature importance), ``share_importance``
+(default True; False: every platform split is labelled ``platform``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from federation.protocol import ProtocolContext, ProtocolError
+from parties.common.artifact import ModelPart, TrainOutcome
+from parties.common.binning import bin_columns
+from parties.common.secureboost_params import SHARED, parse
+from parties.common.secureboost_wire import (
+    PROTOCOL_VERSION,
+    key_of,
+    pack_bits,
+    recv,
+    recv_json,
+    send_abort,
+    unpack_bits,
+)
+from parties.common.tree import candidate_layout, threshold_left
+from secure_agg.cipher import CipherVector, PlainCipher, PublicCipher
+
+ALGORITHM = "secureboost"
+
+DEFAULT_POLICY = {"allow_plain_cipher": False, "min_key_bits": 2048,
+                  "allow_insecure_test_key": False, "reveal_feature_names": False,
+                  "share_importance": True}
+
+
+def public_cipher_from_description(desc: dict, policy: dict) -> PublicCipher:
+    """Build the platform's public cipher from the bank's key description, applying
+    the platform's policy (plain cipher and short keys are refused by default)."""
+    scheme = desc.get("scheme")
+    bits = int(desc.get("key_bits", 0))
+    if scheme == "plain":
+        if not policy["allow_plain_cipher"]:
+            raise PermissionError("the bank asked for cipher='plain' but this platform's "
+                                  "policy does not allow insecure test jobs")
+        return PlainCipher(bits)
+    if scheme != "paillier":
+        raise ProtocolError(f"unknown cipher scheme {scheme!r}")
+    insecure = bits < policy["min_key_bits"]
+    if insecure and not policy["allow_insecure_test_key"]:
+        raise PermissionError(f"Paillier key of {bits} bits is below the policy minimum "
+                              f"of {policy['min_key_bits']}")
+    from secure_agg import paillier  # the engine; imported lazily
+    if "public_key" in desc:
+        from secure_agg.keys import PaillierPublicKey
+        pk = PaillierPublicKey.from_json(desc["public_key"], insecure_test_key=insecure)
+    else:
+        from secure_agg.keys import PaillierPublicKey
+        pk = PaillierPublicKey(int(desc["n"], 16), insecure_test_key=insecure)
+    return paillier.PaillierPublicCipher(pk)
+
+
+def _with_bound(vec: CipherVector, bits: int) -> CipherVector:
+    """Re-state a vector's plaintext bound when the protocol proves a tighter one (every
+    histogram entry here is a sum over a subset of at most n rows)."""
+    return CipherVector(vec.key_id, vec.data, min(vec.bound_bits, bits))
+
+
+class _PlatformTrainer:
+    def __init__(self, ctx, X, names, p, policy, X_valid):
+        self.ctx, self.link, self.p, self.policy = ctx, ctx.link, p, policy
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"X: expected a 2-D matrix, got shape {X.shape}")
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"X: features must be numeric, got dtype {X.dtype}")
+        if len(names) != X.shape[1]:
+            raise ValueError(f"feature_names has {len(names)} names for {X.shape[1]} "
+                             "columns")
+        self.names = list(names)
+        self.n, self.nf = X.shape
+        self.binned = bin_columns(X, p.max_bin)
+        self.Xf = X.astype(np.float32)
+        self.n_cuts = np.array([len(c) for c in self.binned.cuts], dtype=np.int64)
+        all_missing = np.isnan(self.Xf).all(axis=0)
+        self.usable = (self.n_cuts > 0) | (self.binned.has_missing & ~all_missing)
+        for j in np.flatnonzero(~self.usable):
+            ctx.log("secureboost.feature_unusable",
+                    {"feature": self.names[j],
+                     "reason": "all missing" if all_missing[j] else "constant"})
+        if not self.usable.any():
+            raise ValueError("every platform feature is constant or all missing; nothing "
+                             "to contribute")
+        self.Xv = None if X_valid is None else np.asarray(X_valid).astype(np.float32)
+        self.B = int(self.n_cuts.max(initial=0)) + 2
+        bins = self.binned.bins.astype(np.int64)
+        self.hbins = np.where(bins < 0, self.B - 1, bins)
+        self.lookup: dict[str, list] = {}
+        self.timer = defaultdict(float)
+        rng = ctx.rng.child("sb/labels").numpy()
+        perm = rng.permutation(self.nf)
+        self.anon = {f: f"platform_f{int(perm[f])}" for f in range(self.nf)}
+
+    def handshake(self):
+        init = recv_json(self.link, "sb.init")
+        if init.get("version") != PROTOCOL_VERSION:
+            raise ProtocolError(f"bank speaks SecureBoost protocol {init.get('version')}, "
+                                f"this platform {PROTOCOL_VERSION}")
+        theirs = init.get("params", {})
+        for k in SHARED:
+            if theirs.get(k) != getattr(self.p, k):
+                raise ProtocolError(f"parameter {k} differs: bank {theirs.get(k)!r}, "
+                                    f"platform {getattr(self.p, k)!r}")
+        nv = int(init.get("n_valid", 0))
+        self.link.send("sb.init_ack", {"n_rows": int(self.n), "n_features": int(self.nf),
+                                       "n_valid": 0 if self.Xv is None else
+                                       int(self.Xv.shape[0])})
+        if init.get("n_rows") != self.n:
+            raise ValueError(f"bank has {init.get('n_rows')} aligned rows, platform has "
+                             f"{self.n}: the PSI alignment differs")
+        if nv and (self.Xv is None or self.Xv.shape[0] != nv):
+            raise ValueError(f"bank has a validation set of {nv} rows; platform has "
+                             f"{0 if self.Xv is None else self.Xv.shape[0]}")
+        self.cipher = public_cipher_from_description(init.get("key", {}), self.policy)
+
+    def run(self) -> TrainOutcome:
+        t0 = time.perf_counter()
+        self.handshake()
+        while True:
+            msg = recv_json(self.link, "sb.tree")
+            if msg.get("stop"):
+                n_keep = int(msg.get("n_trees", 0))
+                break
+            t = int(msg["tree"])
+            if msg.get("federated"):
+                allowed = np.array(self.usable)
+                pf = msg.get("platform_features")
+                if pf is not None:
+                    sel = np.zeros(self.nf, bool)
+                    idx = [int(i) for i in pf]
+                    if any(i < 0 or i >= self.nf for i in idx):
+                        raise ProtocolError(f"column sample {idx} outside 0..{self.nf - 1}")
+                    sel[idx] = True
+                    allowed &= sel
+                self._tree(t, allowed)
+            if self.Xv is not None:
+                self._serve_routes(self.Xv, "valid")
+        self.lookup = {k: v for k, v in self.lookup.items()
+                       if int(k.split(":")[0]) < n_keep}
+        labels = {}
+        for k, (f, _, _) in self.lookup.items():
+            if not self.policy["share_importance"]:
+                labels[k] = "platform"
+            elif self.policy["reveal_feature_names"]:
+                labels[k] = self.names[f]
+            else:
+                labels[k] = self.anon[f]
+        self.link.send("sb.labels", labels)
+        timings = dict(self.timer)
+        timings["total"] = time.perf_counter() - t0
+        self.link.send("sb.timings", timings)
+        count = defaultdict(int)
+        for f, _, _ in self.lookup.values():
+            count[self.names[f]] += 1
+        body = {"splits": {k: {"feature": f, "threshold": thr, "default_left": dl}
+                           for k, (f, thr, dl) in sorted(self.lookup.items())},
+                "n_trees": n_keep, "split_count": dict(count)}
+        model = ModelPart(ALGORITHM, "platform", self.ctx.job_id, self.p.to_dict(), body,
+                          list(self.names))
+        self.link.send("sb.digest", {"digest": model.digest()})
+        peer = recv_json(self.link, "sb.digest")
+        model.peer_part_digest = str(peer.get("digest", ""))
+        return TrainOutcome(model=model, timings=timings)
+
+    # ---- one federated tree -------------------------------------------------------
+    def _tree(self, t: int, allowed: np.ndarray):
+        link, cipher, n = self.link, self.cipher, self.n
+        meta = recv_json(link, "sb.grad_meta")
+        try:
+            s, row_bits = int(meta["s"]), int(meta["row_bits"])
+            n_chunks, chunk = int(meta["n_chunks"]), int(meta["chunk_rows"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"sb.grad_meta malformed: {exc}") from None
+        if n_chunks != (n + chunk - 1) // chunk or not 0 < s < row_bits:
+            raise ProtocolError(f"sb.grad_meta inconsistent with {n} rows: {meta}")
+        sub = np.flatnonzero(allowed)
+        layout = candidate_layout(self.n_cuts[sub], self.binned.has_missing[sub])
+        B = layout.width
+        hb = self.hbins[:, sub]
+        hb = np.where(hb == self.B - 1, B - 1, hb)  # missing slot of the subset layout
+        tight = row_bits + math.ceil(math.log2(n + 1))
+        # root: stream the chunks into the histogram while the bank encrypts
+        root_hist = None
+        parts = []
+        w = cipher.ciphertext_bytes
+        for c in range(n_chunks):
+            tw = time.perf_counter()
+            blob = recv(link, "sb.grad")
+            self.timer["wait_gradients"] += time.perf_counter() - tw
+            lo, hi = c * chunk, min(n, (c + 1) * chunk)
+            if not isinstance(blob, bytes) or len(blob) != (hi - lo) * w:
+                raise ProtocolError(f"sb.grad chunk {c}: expected {(hi - lo) * w} bytes")
+            try:
+                vec = cipher.from_bytes(blob, row_bits)
+            except ValueError as exc:
+                raise ProtocolError(f"sb.grad chunk {c}: {exc}") from None
+            parts.append(vec)
+            th = time.perf_counter()
+            hc = cipher.histogram(vec, hb[lo:hi], B)
+            root_hist = hc if root_hist is None else _with_bound(
+                cipher.add(root_hist, hc), tight)
+            self.timer["histograms"] += time.perf_counter() - th
+        enc = _with_bound(cipher.concat(parts), row_bits)
+        rows = {0: np.arange(n)}
+        hists: dict[int, CipherVector] = {}
+        while True:
+            exp = recv_json(link, "sb.expand")
+            frontier = [int(i) for i in exp.get("nodes", [])]
+            if not frontier:
+                break
+            for nid in frontier:
+                if nid not in rows:
+                    raise ProtocolError(f"sb.expand: unknown node {nid}")
+            th = time.perf_counter()
+            cur = {}
+            for nid in frontier:
+                if nid == 0:
+                    cur[0] = root_hist
+                    continue
+                if nid in cur:
+                    continue
+                sib = nid + 1 if nid % 2 else nid - 1
+                parent = (nid - 1) // 2
+                if sib in frontier and parent in hists:
+                    small, big = (nid, sib) if rows[nid].size <= rows[sib].size else (sib, nid)
+                    cur[small] = _with_bound(cipher.histogram(enc, hb, B, rows=rows[small]),
+                                             tight)
+                    cur[big] = _with_bound(cipher.sub(hists[parent], cur[small]), tight)
+                else:
+                    cur[nid] = _with_bound(cipher.histogram(enc, hb, B, rows=rows[nid]),
+                                           tight)
+            self.timer["histograms"] += time.perf_counter() - th
+            hists = cur
+            tp = time.perf_counter()
+            slot = tight + 1
+            per_ct = max(1, cipher.capacity_bits // slot)
+            blobs, n_cand, n_ct, perms = [], [], [], {}
+            nfeat = sub.size
+            idx_mr = layout.gather_mr_index(nfeat)
+            idx_ml = layout.gather_ml_index(nfeat)
+            for nid in frontier:
+                hv = cur[nid]
+                cum = cipher.concat([cipher.cumsum_blocks(cipher.take(hv, idx_mr), B - 1),
+                                     cipher.cumsum_blocks(cipher.take(hv, idx_ml), B)])
+                perm = self.ctx.rng.child(f"sb/perm/{t}/{nid}").numpy().permutation(
+                    len(layout))
+                perms[nid] = perm
+                cand = _with_bound(cipher.take(cum, layout.src[perm]), tight)
+                packed = cipher.pack(cand, slot, per_ct)
+                blobs.append(cipher.to_bytes(packed))
+                n_cand.append(len(layout))
+                n_ct.append(len(packed))
+            self.timer["pack"] += time.perf_counter() - tp
+            link.send("sb.hist_meta", {"nodes": frontier, "n_cand": n_cand, "n_ct": n_ct,
+                                       "slot_bits": slot, "per_ct": per_ct})
+            link.send("sb.hist", b"".join(blobs))
+            tw = time.perf_counter()
+            dec = recv_json(link, "sb.split")
+            self.timer["wait_bank"] += time.perf_counter() - tw
+            splits = dec.get("splits", [])
+            bank_nodes = [int(sp[0]) for sp in splits if sp[1] == "bank"]
+            masks = {}
+            if bank_nodes:
+                for nid in bank_nodes:
+                    if nid not in frontier:
+                        raise ProtocolError(f"sb.split: node {nid} was not expanded")
+                got = recv(link, "sb.bank_partition")
+                for nid, m in zip(bank_nodes, unpack_bits(
+                        got, [rows[i].size for i in bank_nodes], "sb.bank_partition"),
+                        strict=True):
+                    masks[nid] = m
+            plat_nodes, plat_masks = [], []
+            for nid, owner, cidx, ties in splits:
+                nid, cidx = int(nid), int(cidx)
+                if owner != "platform":
+                    continue
+                cands = [cidx] + [int(c) for c in ties]
+                if nid not in perms or not all(0 <= c < len(layout) for c in cands):
+                    raise ProtocolError(f"sb.split: bad candidate {cidx} for node {nid}")
+                # equal-gain candidates: lowest feature, then lowest bin (as XGBoost)
+                j = int(min(perms[nid][c] for c in cands))
+                f = int(sub[layout.feature[j]])
+                ble = int(layout.bin_le[j])
+                col = self.binned.bins[rows[nid], f]
+                miss = col < 0
+                dl = bool(layout.default_left[j]) and bool(miss.any())
+                left = np.where(miss, dl, col <= ble)
+                self.lookup[key_of(t, nid)] = [f, self.binned.threshold(f, ble), dl]
+                masks[nid] = left
+                plat_nodes.append(nid)
+                plat_masks.append(left)
+            if plat_nodes:
+                link.send("sb.partition_meta", {"nodes": plat_nodes,
+                                                "sizes": [int(rows[i].size)
+                                                          for i in plat_nodes]})
+                link.send("sb.partition", pack_bits(plat_masks))
+            for nid, _, _, _ in splits:
+                nid = int(nid)
+                r, m = rows[nid], masks[nid]
+                rows[2 * nid + 1], rows[2 * nid + 2] = r[m], r[~m]
+
+    # ---- routing --------------------------------------------------------------------
+    def _serve_routes(self, Xf: np.ndarray, which: str):
+        req = recv_json(self.link, "sb.route_request")
+        keys = [str(k) for k in req.get("keys", [])]
+        n = int(req.get("n_rows", -1))
+        if req.get("set") != which or n != Xf.shape[0]:
+            raise ProtocolError(f"route request for {req.get('set')!r} with {n} rows; "
+                                f"expected {which!r} with {Xf.shape[0]}")
+        self.link.send("sb.route_bits", route_bits(self.lookup, keys, Xf))
+
+
+def route_bits(lookup: dict, keys: list[str], Xf: np.ndarray) -> np.ndarray:
+    nb = (Xf.shape[0] + 7) // 8
+    out = np.zeros((len(keys), nb), dtype=np.uint8)
+    for i, k in enumerate(keys):
+        rec = lookup.get(k)
+        if rec is None:
+            raise ProtocolError(f"the bank asked about split {k!r}, which this platform "
+                                "never made")
+        f, thr, dl = rec if isinstance(rec, list) else (
+            rec["feature"], rec["threshold"], rec["default_left"])
+        out[i] = np.packbits(threshold_left(Xf[:, f], thr, dl))
+    return out
+
+
+# ----------------------------------------------------------------------------------
+def train(ctx: ProtocolContext, X: np.ndarray, feature_names: list[str], params: dict,
+          policy: dict | None = None, X_valid: np.ndarray | None = None) -> TrainOutcome:
+    """Train the platform's side of a SecureBoost model (see the module docstring)."""
+    try:
+        p = parse(params)
+        pol = dict(DEFAULT_POLICY)
+        pol.update(policy or {})
+        return _PlatformTrainer(ctx, X, feature_names, p, pol, X_valid).run()
+    except BaseException as exc:
+        send_abort(ctx.link, exc)
+        raise
+
+
+def predict(ctx: ProtocolContext, model: ModelPart, X: np.ndarray) -> None:
+    """Answer the bank's left/right questions for this platform's splits on X."""
+    try:
+        if model.algorithm != ALGORITHM or model.party != "platform":
+            raise ValueError("predict needs the platform's SecureBoost model part")
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != len(model.feature_names):
+            raise ValueError(f"X has shape {X.shape}; the model expects "
+                             f"{len(model.feature_names)} platform features")
+        Xf = X.astype(np.float32)
+        begin = recv_json(ctx.link, "sb.score_begin")
+        if int(begin.get("n_rows", -1)) != X.shape[0]:
+            raise ProtocolError(f"bank scores {begin.get('n_rows')} rows, platform has "
+                                f"{X.shape[0]}: the PSI alignment differs")
+        req = recv_json(ctx.link, "sb.route_request")
+        keys = [str(k) for k in req.get("keys", [])]
+        if req.get("set") != "score" or int(req.get("n_rows", -1)) != X.shape[0]:
+            raise ProtocolError("unexpected route request")
+        ctx.link.send("sb.route_bits", route_bits(model.body["splits"], keys, Xf))
+        recv_json(ctx.link, "sb.score_end")
+    except BaseException as exc:
+        send_abort(ctx.link, exc)
+        raise
