@@ -58,6 +58,10 @@ class JobFailed(Exception):
 
 @dataclass
 class JobResult:
+    """``model_digest`` is the digest the outcome statement binds: the model part's for
+    training jobs; for PSI jobs a digest of this side's intersection rows; for scoring
+    jobs a digest of the model part used and the scores this side computed."""
+
     job_id: str
     party: str
     algorithm: str
@@ -150,6 +154,7 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     if spec.algorithm == "psi":
         res.timings["total"] = time.perf_counter() - t_all
         res.metrics = {"intersection": res.intersection, "own_rows": len(data)}
+        res.model_digest = _digest(b"fedjoint-psi-result-v1", rows.astype(">i8").tobytes())
         return res
 
     if spec.algorithm == "score":
@@ -204,8 +209,8 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     res.metrics.update({"intersection": res.intersection, "n_train": res.n_train,
                         "n_test": res.n_test})
 
-    # ---- bind the two model parts -----------------------------------------------------
-    own = model.digest()
+    # ---- bind the two model parts: each records the other's unbound digest ------------
+    own = unbound_digest(model)
     link.send("job.model_digest", {"digest": own})
     peer = link.recv_json("job.model_digest")
     peer_digest = str(peer.get("digest", ""))
@@ -370,7 +375,7 @@ def _select_columns(data: Dataset, names: list[str], ds: str) -> Dataset:
 def _score(spec: JobSpec, node: NodeConfig, link: Link, ctx, model: ModelPart,
            aligned: Dataset, res: JobResult) -> None:
     # both sides confirm they hold the two halves of the same model
-    link.send("score.model", {"model": spec.model, "own_digest": model.digest(),
+    link.send("score.model", {"model": spec.model, "own_digest": unbound_digest(model),
                               "peer_digest": model.peer_part_digest,
                               "algorithm": model.algorithm})
     peer = link.recv_json("score.model")
@@ -384,11 +389,14 @@ def _score(spec: JobSpec, node: NodeConfig, link: Link, ctx, model: ModelPart,
     t = time.perf_counter()
     scores = mod.predict(ctx("predict"), model, aligned.X)
     res.timings["scoring"] = time.perf_counter() - t
-    res.model_digest = model.digest()
     res.peer_model_digest = str(peer.get("own_digest", ""))
     res.metrics = {"intersection": res.intersection, "scored": len(aligned)}
+    p = np.asarray(scores, dtype=np.float64).ravel()
+    # the job's result digest (what the outcome statement binds): the model part used
+    # and what this side computed with it
+    res.model_digest = _digest(b"fedjoint-score-result-v1", model.digest().encode(),
+                               p.astype(">f8").tobytes())
     if node.party == "bank":
-        p = np.asarray(scores, dtype=np.float64).ravel()
         out = Path(spec.output) if spec.output else \
             Path(node.data_dir) / "jobs" / res.job_id / "scores.csv"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -398,3 +406,18 @@ def _score(spec: JobSpec, node: NodeConfig, link: Link, ctx, model: ModelPart,
                 fh.write(f"{i},{v:.6f}\n")
         res.scores_path = str(out)
         res.test_scores = None
+
+
+def unbound_digest(model: ModelPart) -> str:
+    """Digest of a part before it was bound to its peer part (``peer_part_digest``
+    empty): what the other part records as ``peer_part_digest``."""
+    from dataclasses import replace
+    return replace(model, peer_part_digest="").digest()
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()

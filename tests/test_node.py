@@ -1,0 +1,227 @@
+"""Two real nodes on 127.0.0.1 with mutual TLS: proposals, policy, end-to-end jobs,
+a peer that dies mid-job, the admin endpoint's token."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_node_support import free_port, wait_state, write_job, write_node_tomls
+
+from federation.admin import AdminClient, AdminError
+from federation.config import load_job_spec, load_node_config
+from federation.node import Node
+
+
+def _has(mod: str) -> bool:
+    import importlib.util
+    try:
+        return importlib.util.find_spec(mod) is not None
+    except ImportError:
+        return False
+
+ROOT = Path(__file__).resolve().parent.parent
+
+needs_psi = pytest.mark.skipif(not _has("psi.protocol"), reason="psi.protocol not built yet")
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    from test_node_support import make_party_keys
+    return make_party_keys(tmp_path_factory.mktemp("keys"))
+
+
+def _start(path: Path) -> Node:
+    return Node(load_node_config(path), quiet=True).start()
+
+
+def _submit(client: AdminClient, job: Path) -> str:
+    return client.call("submit", spec=load_job_spec(job).to_dict(), source=str(job))["job_id"]
+
+
+@needs_psi
+def test_lr_job_end_to_end_and_admin_token(tmp_path, keys):
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    try:
+        client = AdminClient(bank.data_dir)
+        # the token file is the operator's alone
+        tok = bank.data_dir / "admin.token"
+        assert stat.S_IMODE(os.stat(tok).st_mode) == 0o600
+        bad = AdminClient(bank.data_dir)
+        bad.token = "nope"
+        with pytest.raises(AdminError, match="token"):
+            bad.call("list")
+
+        job = write_job(tmp_path, "lr", params={"epochs": 3, "batch_size": 0})
+        job_id = _submit(client, job)
+        rec = wait_state(client, job_id, timeout=60)
+        assert rec["state"] == "done", rec["error"]
+        m = rec["metrics"]
+        assert m["intersection"] == 569 and m["test_auc"] > 0.9
+        states = [e["state"] for e in client.call("logs", job_id=job_id)["events"]
+                  if e["event"] == "state"]
+        assert states == ["submitted", "approved", "psi", "training", "evaluating", "done"]
+        prec = wait_state(AdminClient(plat.data_dir), job_id)
+        assert prec["state"] == "done" and prec["role"] == "platform"
+        # both model parts registered and bound to each other
+        from federation.runner import unbound_digest
+        from parties.common.artifact import ModelPart
+        bm = client.call("model", model_id=job_id)
+        pm = AdminClient(plat.data_dir).call("model", model_id=job_id)
+        bpart, ppart = ModelPart.load(bm["path"]), ModelPart.load(pm["path"])
+        assert bpart.digest() == bm["digest"] and ppart.digest() == pm["digest"]
+        assert bpart.peer_part_digest == unbound_digest(ppart)
+        assert ppart.peer_part_digest == unbound_digest(bpart)
+        # transcripts exist on both sides; seeds are private
+        assert Path(rec["artifacts"]["transcript"]).exists()
+        seed = bank.data_dir / "vault" / f"{job_id}.seed"
+        assert stat.S_IMODE(os.stat(seed).st_mode) == 0o600
+        # logs are JSON lines without secrets
+        log = (bank.data_dir / "node.log").read_text()
+        for line in log.splitlines():
+            json.loads(line)
+        assert client.token not in log and seed.read_bytes().hex() not in log
+    finally:
+        bank.stop()
+        plat.stop()
+
+
+def test_job_refused_by_platform_policy(tmp_path, keys):
+    bank_toml, plat_toml = write_node_tomls(
+        tmp_path, keys=keys, platform_policy={"allowed_algorithms": ["psi"]})
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    try:
+        client = AdminClient(bank.data_dir)
+        job_id = _submit(client, write_job(tmp_path, "sb", "secureboost",
+                                           params={"n_trees": 2}))
+        rec = wait_state(client, job_id, timeout=20)
+        assert rec["state"] == "failed"
+        assert "refused by platform-b's policy" in rec["error"]
+        assert "algorithm 'secureboost' is not allowed" in rec["error"]
+        # insecure (plain) jobs are refused unless the platform allows them
+    finally:
+        bank.stop()
+        plat.stop()
+
+
+def _wait_pending(client: AdminClient, job_id: str) -> None:
+    """Until the bank has heard that the platform's operator must decide."""
+    deadline = time.monotonic() + 20
+    while "waiting" not in client.call("status", job_id=job_id):
+        assert time.monotonic() < deadline, client.call("status", job_id=job_id)
+        time.sleep(0.05)
+
+
+@needs_psi
+def test_insecure_job_refused_and_manual_approval(tmp_path, keys):
+    bank_toml, plat_toml = write_node_tomls(
+        tmp_path, keys=keys,
+        platform_policy={"allow_insecure_test_jobs": False, "require_approval": True})
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    try:
+        client, pclient = AdminClient(bank.data_dir), AdminClient(plat.data_dir)
+        job_id = _submit(client, write_job(tmp_path, "lr", params={"epochs": 1}))
+        rec = wait_state(client, job_id, timeout=20)
+        assert rec["state"] == "failed" and "allow_insecure_test_jobs" in rec["error"]
+
+        # a PSI-only job waits for the platform operator's approval
+        psi_id = _submit(client, write_job(tmp_path, "psi-only", "psi"))
+        _wait_pending(client, psi_id)
+        assert pclient.call("status", job_id=psi_id)["state"] == "submitted"
+        pclient.call("approve", job_id=psi_id)
+        rec = wait_state(client, psi_id, timeout=30)
+        assert rec["state"] == "done" and rec["metrics"]["intersection"] == 569
+        # and a refusal by the operator reaches the modeler with its reason
+        r2 = _submit(client, write_job(tmp_path, "psi-two", "psi"))
+        _wait_pending(client, r2)
+        pclient.call("refuse", job_id=r2, reason="not this quarter")
+        rec = wait_state(client, r2, timeout=20)
+        assert rec["state"] == "failed" and "not this quarter" in rec["error"]
+    finally:
+        bank.stop()
+        plat.stop()
+
+
+@needs_psi
+def test_intersection_below_minimum_fails_both(tmp_path, keys):
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys, bank_rows=120,
+                                            platform_policy={"min_intersection": 200})
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    try:
+        client = AdminClient(bank.data_dir)
+        job_id = _submit(client, write_job(tmp_path, "lr", params={"epochs": 1,
+                                                                    "batch_size": 0}))
+        rec = wait_state(client, job_id, timeout=30)
+        assert rec["state"] == "failed"
+        assert "120" in rec["error"] and "min_intersection = 200" in rec["error"]
+    finally:
+        bank.stop()
+        plat.stop()
+
+
+def test_unreachable_peer_is_named(tmp_path, keys):
+    bank_toml, _ = write_node_tomls(tmp_path, keys=keys, deadline_s=2.0)
+    bank = _start(bank_toml)
+    try:
+        client = AdminClient(bank.data_dir)
+        res = client.call("check", timeout=30)
+        assert not res["ok"] and bank.cfg.peer.address in res["error"]
+        job_id = _submit(client, write_job(tmp_path, "psi-only", "psi"))
+        rec = wait_state(client, job_id, timeout=30)
+        assert rec["state"] == "failed" and bank.cfg.peer.address in rec["error"]
+    finally:
+        bank.stop()
+
+
+@needs_psi
+def test_peer_killed_mid_job_is_reported(tmp_path, keys):
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys, deadline_s=3.0)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "federation.cli", "node", "start",
+                             "--config", str(plat_toml), "--quiet"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    bank = _start(bank_toml)
+    try:
+        pdata = load_node_config(plat_toml).data_dir
+        deadline = time.monotonic() + 30
+        while not (pdata / "admin.json").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "platform node did not start"
+            time.sleep(0.1)
+        client = AdminClient(bank.data_dir)
+        # a long job: many epochs of mini-batch LR under a small Paillier test key
+        job_id = _submit(client, write_job(tmp_path, "long", params={
+            "epochs": 200, "batch_size": 64, "early_stopping": "none"},
+            evaluation={"cipher": "paillier", "key_bits": 512}))
+        wait_state(client, job_id, states=("training", "failed", "done"), timeout=30)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        t0 = time.monotonic()
+        rec = wait_state(client, job_id, timeout=30)
+        assert rec["state"] == "failed"
+        assert "platform-b" in rec["error"], rec["error"]
+        assert time.monotonic() - t0 < 3.0 + 10.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        bank.stop()
+
+
+def test_admin_endpoint_is_loopback_only(tmp_path, keys):
+    bank_toml, _ = write_node_tomls(tmp_path, keys=keys)
+    text = bank_toml.read_text().replace('data_dir = "bank-a-data"',
+                                         f'data_dir = "bank-a-data"\nadmin = "0.0.0.0:{free_port()}"')
+    bank_toml.write_text(text)
+    from federation.config import ConfigError
+    with pytest.raises(ConfigError, match="loopback"):
+        load_node_config(bank_toml)
