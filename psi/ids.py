@@ -1,0 +1,212 @@
+"""Enterprise ID preparation before PSI: loading, normalisation, validation, duplicates.
+
+Normalisation (version :data:`NORMALISATION_VERSION`, recorded in every PSI job and
+checked against the peer's in the PSI hello) is, in this order:
+
+1. Unicode NFKC -- folds full-width forms to half-width (``"９１３５"`` -> ``"9135"``,
+   ``"ＡＢ"`` -> ``"AB"``, U+3000 ideographic space -> space) and other compatibility
+   characters;
+2. trim leading/trailing whitespace (``str.strip``);
+3. case: ``id_type="uscc"`` upper-cases (the code's canonical form);
+   ``id_type="string"`` applies ``str.casefold``.
+
+``id_type="uscc"`` then validates the 18-character Unified Social Credit Code
+(GB 32100-2015): charset ``0-9 A-H J-N P-R T-U W-Y`` (no I, O, S, V, Z), and the check
+character ``C18 = 31 - (sum_{i=1..17} c_i * w_i mod 31)`` (31 -> ``0``), with weights
+``w_i = 3^(i-1) mod 31`` = 1 3 9 27 19 26 16 17 20 29 25 13 8 24 10 30 28.
+Empty IDs are invalid for every id_type.
+
+Invalid IDs are counted and reported by row number only (0-based index into the
+party's own list; CSV loaders also give the file line). They are never sent to the
+peer: the policy ``invalid="drop"`` leaves them out, ``invalid="fail"`` raises
+:class:`IdValidationError` before anything is sent. Duplicates (after normalisation):
+``duplicates="dedupe"`` keeps the first occurrence and counts the rest,
+``duplicates="fail"`` raises.
+
+What each party learns: nothing -- this is local preparation; only counts leave the
+module (and they stay in the local job record).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NORMALISATION_VERSION = "fedjoint-idnorm-v1:nfkc,strip,case"
+ID_TYPES = ("uscc", "string")
+POLICIES = ("fail", "drop")
+DUP_POLICIES = ("fail", "dedupe")
+
+USCC_CHARSET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_USCC_VALUE = {c: i for i, c in enumerate(USCC_CHARSET)}
+USCC_WEIGHTS = tuple(pow(3, i, 31) for i in range(17))
+MAX_REPORTED_ROWS = 20
+
+
+class IdInputError(ValueError):
+    """Bad ID input (file, column, encoding, validation, duplicates). Local only."""
+
+
+class IdValidationError(IdInputError):
+    pass
+
+
+class DuplicateIdError(IdInputError):
+    pass
+
+
+def norm_version(id_type: str) -> str:
+    return f"{NORMALISATION_VERSION}/{id_type}"
+
+
+def normalise(raw: str, id_type: str = "uscc") -> str:
+    s = unicodedata.normalize("NFKC", raw).strip()
+    return s.upper() if id_type == "uscc" else s.casefold()
+
+
+def uscc_check_char(first17: str) -> str | None:
+    """The GB 32100-2015 check character for 17 code characters (None if bad charset)."""
+    total = 0
+    for ch, w in zip(first17, USCC_WEIGHTS, strict=True):
+        v = _USCC_VALUE.get(ch)
+        if v is None:
+            return None
+        total += v * w
+    return USCC_CHARSET[(31 - total % 31) % 31]
+
+
+def is_valid_uscc(code: str) -> bool:
+    """True for a normalised 18-character code with a correct check character."""
+    if len(code) != 18:
+        return False
+    c = uscc_check_char(code[:17])
+    return c is not None and code[17] == c
+
+
+@dataclass
+class PreparedIds:
+    """Normalised IDs ready for hashing, with what was left out and why."""
+
+    ids: list[str]                  # normalised, in original order, invalid/dups removed
+    rows: np.ndarray                # int64: original row index of each kept ID
+    n_input: int
+    invalid_rows: list[int] = field(default_factory=list)
+    duplicate_rows: list[int] = field(default_factory=list)
+    id_type: str = "uscc"
+
+    @property
+    def norm_version(self) -> str:
+        return norm_version(self.id_type)
+
+    def digest(self) -> str:
+        """SHA-256 of the prepared ID list (content address for caches)."""
+        h = hashlib.sha256(self.norm_version.encode() + b"\0")
+        for s in self.ids:
+            h.update(s.encode())
+            h.update(b"\n")
+        return h.hexdigest()
+
+    def stats(self) -> dict:
+        return {"n_input": self.n_input, "n_used": len(self.ids),
+                "n_invalid": len(self.invalid_rows), "n_duplicate": len(self.duplicate_rows),
+                "invalid_rows_sample": self.invalid_rows[:MAX_REPORTED_ROWS],
+                "duplicate_rows_sample": self.duplicate_rows[:MAX_REPORTED_ROWS],
+                "norm_version": self.norm_version}
+
+
+def _rows_text(rows: list[int]) -> str:
+    more = f" (+{len(rows) - MAX_REPORTED_ROWS} more)" if len(rows) > MAX_REPORTED_ROWS else ""
+    return ", ".join(str(r) for r in rows[:MAX_REPORTED_ROWS]) + more
+
+
+def prepare_ids(raw: Sequence[str], id_type: str = "uscc", invalid: str = "fail",
+                duplicates: str = "fail") -> PreparedIds:
+    """Normalise and validate ``raw``; apply the invalid/duplicate policies."""
+    if id_type not in ID_TYPES:
+        raise ValueError(f"id_type must be one of {ID_TYPES}, not {id_type!r}")
+    if invalid not in POLICIES:
+        raise ValueError(f"invalid-ID policy must be one of {POLICIES}, not {invalid!r}")
+    if duplicates not in DUP_POLICIES:
+        raise ValueError(f"duplicate policy must be one of {DUP_POLICIES}, not {duplicates!r}")
+    out: list[str] = []
+    rows: list[int] = []
+    bad: list[int] = []
+    dups: list[int] = []
+    seen: set[str] = set()
+    uscc = id_type == "uscc"
+    for i, r in enumerate(raw):
+        if not isinstance(r, str):
+            bad.append(i)
+            continue
+        s = normalise(r, id_type)
+        if not s or (uscc and not is_valid_uscc(s)):
+            bad.append(i)
+            continue
+        if s in seen:
+            dups.append(i)
+            continue
+        seen.add(s)
+        out.append(s)
+        rows.append(i)
+    if bad and invalid == "fail":
+        raise IdValidationError(
+            f"{len(bad)} invalid {id_type} ID(s) at row(s) {_rows_text(bad)} "
+            "(0-based); set the invalid-ID policy to 'drop' to leave them out")
+    if dups and duplicates == "fail":
+        raise DuplicateIdError(
+            f"{len(dups)} duplicate ID(s) (after normalisation) at row(s) {_rows_text(dups)} "
+            "(0-based); set the duplicate policy to 'dedupe' to keep first occurrences")
+    return PreparedIds(out, np.asarray(rows, dtype=np.int64), len(raw), bad, dups, id_type)
+
+
+def load_ids_csv(path: str | os.PathLike, column: str = "id") -> list[str]:
+    """Read the ``column`` of a UTF-8 CSV file. Errors name the file and row/line."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise IdInputError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise IdInputError(f"{path}: is a directory, expected a CSV file") from None
+    if not data.strip():
+        raise IdInputError(f"{path}: file is empty")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise IdInputError(f"{path}: line {line}: bytes are not valid UTF-8 "
+                           f"(byte offset {exc.start})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise IdInputError(f"{path}: file is empty") from None
+    except csv.Error as exc:
+        raise IdInputError(f"{path}: line 1: malformed CSV header: {exc}") from None
+    names = [h.strip() for h in header]
+    if column not in names:
+        raise IdInputError(f"{path}: no column {column!r} in header (columns: "
+                           f"{', '.join(names[:20])})")
+    col = names.index(column)
+    ids: list[str] = []
+    try:
+        for row in reader:
+            if not row:  # blank line
+                continue
+            if col >= len(row):
+                raise IdInputError(f"{path}: line {reader.line_num}: row has {len(row)} "
+                                   f"field(s), no value for column {column!r}")
+            ids.append(row[col])
+    except csv.Error as exc:
+        raise IdInputError(f"{path}: line {reader.line_num}: malformed CSV: {exc}") from None
+    if not ids:
+        raise IdInputError(f"{path}: header only, no data rows")
+    return ids
