@@ -565,6 +565,14 @@ def validate_psi_params(spec: JobSpec, label: str):
         return spec.psi
     from parties.common.params import ParamError, from_dict
     try:
-        return from_dict(cls, spec.psi, f"{label} [psi]")
+        params = from_dict(cls, spec.psi, f"{label} [psi]")
+        if hasattr(params, "validate"):
+            params.validate()
     except ParamError as exc:
         raise ConfigError(str(exc)) from None
+    except ValueError as exc:
+        raise ConfigError(f"{label}: [psi] {exc}") from None
+    if spec.algorithm != "psi" and getattr(params, "mode", "") == "cardinality":
+        raise ConfigError(f"{label}: psi.mode = 'cardinality' reveals no rows; "
+                          f"algorithm = {spec.algorithm!r} needs 'balanced' or 'unbalanced'")
+    return params

@@ -137,7 +137,8 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     # ---- PSI ------------------------------------------------------------------------
     on_stage("psi")
     t = time.perf_counter()
-    rows, agreed_ids, info = _run_psi(ctx("psi"), party, data.ids, spec.psi)
+    rows, agreed_ids, info = _run_psi(ctx("psi"), party, data.ids, spec.psi,
+                                      node.policy.min_intersection)
     res.intersection = len(rows)
     res.psi_info = info
     res.timings["psi"] = time.perf_counter() - t
@@ -175,7 +176,9 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     mod = _role_module(party, algo)
     params = _params(algo, spec.params)
     t = time.perf_counter()
-    cipher = make_cipher(spec, node, root)
+    # a role that holds its own key (the bank; the platform in LR) gets a private cipher
+    needs_key = party == "bank" or "cipher" in inspect.signature(mod.train).parameters
+    cipher = make_cipher(spec, node, root) if needs_key else None
     res.timings["keygen"] = time.perf_counter() - t
     X_valid = test.X if len(test) else None
     if party == "bank":
@@ -184,7 +187,7 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
                         params, cipher, X_valid=X_valid, y_valid=y_valid)
     else:
         outcome = _call(mod.train, ctx("train"), train.X, list(train.feature_names), params,
-                        cipher, X_valid=X_valid)
+                        cipher=cipher, X_valid=X_valid, policy=role_policy(node))
     res.timings["training"] = time.perf_counter() - t
     model = outcome.model
     res.history = list(outcome.history or [])
@@ -270,6 +273,15 @@ def make_cipher(spec: JobSpec, node: NodeConfig, root: Drbg):
                                           insecure_test_key=ev.key_bits < 2048)
 
 
+def role_policy(node: NodeConfig) -> dict:
+    """The platform's data-use policy as the protocol roles read it."""
+    pol = node.policy
+    return {"allow_plain_cipher": pol.allow_insecure_test_jobs,
+            "min_key_bits": pol.min_key_bits,
+            "allow_insecure_test_key": pol.allow_insecure_test_jobs,
+            "reveal_feature_names": pol.reveal_feature_names}
+
+
 def _role_module(party: str, algorithm: str):
     name = f"{ROLE_PACKAGE[party]}.{MODULES[algorithm]}"
     try:
@@ -294,40 +306,43 @@ def _call(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-def _run_psi(ctx: ProtocolContext, party: str, ids: list[str], psi_params: dict
-             ) -> tuple[np.ndarray, list[str], dict]:
-    """-> (row indices into own data in the agreed order, the agreed ids, info)."""
+def _run_psi(ctx: ProtocolContext, party: str, ids: list[str], psi_params: dict,
+             min_intersection: int = 0) -> tuple[np.ndarray, list[str], dict]:
+    """-> (row indices into own data in the agreed order, the agreed normalised ids,
+    info). This node's ``min_intersection`` policy goes into the PSI hello (the
+    platform's is binding on both)."""
     try:
+        from psi import ids as psi_ids
         from psi import protocol as P
     except ImportError as exc:
         raise JobFailed(f"PSI is not available on this node ({exc})") from None
-    params = psi_params
-    cls = getattr(P, "PsiParams", None)
-    if cls is not None and not isinstance(psi_params, cls):
-        from parties.common.params import from_dict
-        params = from_dict(cls, dict(psi_params), "job [psi]")
-    role = "sender" if party == "bank" else "receiver"
-    role = {"bank": "bank", "platform": "platform"}[party] if _psi_role_is_party(P) else role
-    out = P.run_psi(ctx, role, ids, params)
-    rows = np.asarray(getattr(out, "rows", getattr(out, "indices", None)), dtype=np.int64)
+    from parties.common.params import ParamError, from_dict
+    values = dict(psi_params)
+    values["min_intersection"] = max(int(values.get("min_intersection", 0)), min_intersection)
+    try:
+        params = from_dict(P.PsiParams, values, "job [psi]")
+        params.validate()
+    except (ParamError, ValueError) as exc:
+        raise JobFailed(f"invalid [psi] parameters: {exc}") from None
+    try:
+        out = P.run_psi(ctx, party, ids, params)
+    except P.PsiPolicyError as exc:
+        raise JobFailed(str(exc)) from None
+    except psi_ids.IdInputError as exc:
+        raise JobFailed(f"the IDs of this node's dataset are not usable for PSI: {exc}") \
+            from None
+    if out.indices is None:
+        raise JobFailed(f"PSI mode {params.mode!r} reveals no rows; it cannot feed a "
+                        "training or scoring job")
+    rows = np.asarray(out.indices, dtype=np.int64)
     if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= len(ids))):
         raise ProtocolError("PSI returned row indices out of range")
     if len(np.unique(rows)) != len(rows):
         raise ProtocolError("PSI returned duplicate rows")
-    agreed = getattr(out, "ids", None) or getattr(out, "normalized_ids", None)
-    if not agreed or len(agreed) != len(rows):
-        agreed = [ids[i] for i in rows]
-    info = {}
-    for k in ("size", "own_size", "peer_size", "mode", "id_type", "timings"):
-        v = getattr(out, k, None)
-        if isinstance(v, (int, float, str, dict)):
-            info[k] = v
-    return rows, [str(a) for a in agreed], info
-
-
-def _psi_role_is_party(P) -> bool:
-    roles = getattr(P, "ROLES", None)
-    return roles is None or "bank" in roles
+    agreed = [psi_ids.normalise(str(ids[i]), params.id_type) for i in rows]
+    info = {"mode": out.mode, "size": int(out.size), "peer_size": int(out.peer_size),
+            "own_size": len(ids), "id_type": params.id_type}
+    return rows, agreed, info
 
 
 def _exchange_checks(link: Link, node: NodeConfig, n: int, test_mask: np.ndarray) -> None:
@@ -391,11 +406,12 @@ def _score(spec: JobSpec, node: NodeConfig, link: Link, ctx, model: ModelPart,
     res.timings["scoring"] = time.perf_counter() - t
     res.peer_model_digest = str(peer.get("own_digest", ""))
     res.metrics = {"intersection": res.intersection, "scored": len(aligned)}
-    p = np.asarray(scores, dtype=np.float64).ravel()
     # the job's result digest (what the outcome statement binds): the model part used
     # and what this side computed with it
+    p = np.asarray(scores if scores is not None else [], dtype=np.float64).ravel()
     res.model_digest = _digest(b"fedjoint-score-result-v1", model.digest().encode(),
-                               p.astype(">f8").tobytes())
+                               p.astype(">f8").tobytes(),
+                               str(len(aligned)).encode())
     if node.party == "bank":
         out = Path(spec.output) if spec.output else \
             Path(node.data_dir) / "jobs" / res.job_id / "scores.csv"

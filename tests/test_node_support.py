@@ -90,6 +90,7 @@ def write_job(root: Path, name: str = "job", algorithm: str = "logistic_regressi
              'dataset = "loans"', 'peer_dataset = "enterprises"']
     for k, v in (extra_job or {}).items():
         lines.append(f"{k} = {_toml_value(v)}")
+    lines += ["[psi]", 'id_type = "string"']
     if params:
         lines.append("[params]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in params.items()]
