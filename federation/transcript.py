@@ -256,6 +256,7 @@ class TranscriptWriter:
         self._side = _open_private(self.sidecar_path)
         self._side_off = 0
         self.bytes_written = 0
+        self.late_messages = 0   # messages handed over after the closing record
 
     # -- lifecycle ----------------------------------------------------------------
     @classmethod
@@ -336,8 +337,10 @@ class TranscriptWriter:
             rec["disc"] = [disc.category, n]
         with self._lock:
             if self._closed:
-                raise TranscriptError(f"transcript of job {self.job_id} is closed; "
-                                      f"late {direction} message {envelope.kind}")
+                # e.g. the peer kept sending before it learnt that this side aborted:
+                # not part of the closed record, and no reason to fail the channel
+                self.late_messages += 1
+                return
             if direction == "received":
                 rec["at"] = self._side_off
                 self._side.write(payload)
