@@ -1,0 +1,96 @@
+"""ID normalisation, USCC validation, policies and CSV loading errors."""
+
+import pytest
+
+from psi.ids import (
+    DuplicateIdError,
+    IdInputError,
+    IdValidationError,
+    is_valid_uscc,
+    load_ids_csv,
+    normalise,
+    prepare_ids,
+    uscc_check_char,
+)
+
+# Real codes from public business registrations (GB 32100-2015 check character valid).
+VALID = ["91350200776049653A", "91440101MA5CJQ4N59", "913502000728319549",
+         "123502001549897397", "9135021359498494XQ", "91350213678251743X",
+         "914403001922038216", "91440300708461136T", "91330100799655058B"]
+INVALID = ["91350203M0001QAY9B",   # wrong check character
+           "913502000728319548",   # last digit changed
+           "91350200776049653",    # 17 chars
+           "9135020077604965 3A",  # space inside
+           "91350200776O49653A",   # letter O is not in the charset
+           "91350200776049653Z",   # Z never a check char
+           ""]
+
+
+def test_uscc_known_codes():
+    for c in VALID:
+        assert is_valid_uscc(c), c
+    for c in INVALID:
+        assert not is_valid_uscc(c), c
+    assert uscc_check_char("91350200776049653") == "A"
+    assert uscc_check_char("9135020077604965I") is None
+
+
+def test_normalisation_fullwidth_trim_case():
+    fw = "\u3000９１４４０３００７０８４６１１３６ｔ "  # full-width digits, ideographic space
+    assert normalise(fw, "uscc") == "91440300708461136T"
+    assert normalise("  ACME Ltd ", "string") == "acme ltd"
+    assert normalise("ＡＣＭＥ", "string") == "acme"
+    p = prepare_ids([fw, "91440300708461136t"], "uscc", duplicates="dedupe")
+    assert p.ids == ["91440300708461136T"] and p.duplicate_rows == [1]
+
+
+def test_invalid_policy_reports_rows_not_ids():
+    raw = [VALID[0], INVALID[0], VALID[1], "", VALID[2]]
+    with pytest.raises(IdValidationError) as ei:
+        prepare_ids(raw, "uscc", invalid="fail")
+    assert "row(s) 1, 3" in str(ei.value) and INVALID[0] not in str(ei.value)
+    p = prepare_ids(raw, "uscc", invalid="drop")
+    assert p.ids == [VALID[0], VALID[1], VALID[2]]
+    assert p.rows.tolist() == [0, 2, 4] and p.invalid_rows == [1, 3]
+    assert p.stats()["n_invalid"] == 2
+
+
+def test_duplicate_policy():
+    raw = [VALID[0], VALID[1], " " + VALID[0].lower()]
+    with pytest.raises(DuplicateIdError, match="row\\(s\\) 2"):
+        prepare_ids(raw, "uscc")
+    p = prepare_ids(raw, "uscc", duplicates="dedupe")
+    assert p.rows.tolist() == [0, 1] and p.stats()["n_duplicate"] == 1
+
+
+def test_digest_changes_with_content():
+    a = prepare_ids(VALID[:3]).digest()
+    assert a == prepare_ids(VALID[:3]).digest()
+    assert a != prepare_ids(VALID[:2]).digest()
+    assert a != prepare_ids(VALID[:3], "string").digest()
+
+
+def test_csv_loading_errors(tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_text("id,x\n" + "\n".join(f"{c},1" for c in VALID) + "\n", encoding="utf-8")
+    assert load_ids_csv(good) == VALID
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(IdInputError, match="empty.csv: file is empty"):
+        load_ids_csv(empty)
+    hdr = tmp_path / "hdr.csv"
+    hdr.write_text("id,x\n")
+    with pytest.raises(IdInputError, match="header only"):
+        load_ids_csv(hdr)
+    with pytest.raises(IdInputError, match="no column 'uscc'.*columns: id, x"):
+        load_ids_csv(good, "uscc")
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"id\n" + VALID[0].encode() + b"\n\xff\xfe91\n")
+    with pytest.raises(IdInputError, match="bad.csv: line 3: bytes are not valid UTF-8"):
+        load_ids_csv(bad)
+    short = tmp_path / "short.csv"
+    short.write_text("x,id\n1,a\n2\n")
+    with pytest.raises(IdInputError, match="short.csv: line 3"):
+        load_ids_csv(short, "id")
+    with pytest.raises(IdInputError, match="file not found"):
+        load_ids_csv(tmp_path / "nope.csv")
