@@ -13,7 +13,8 @@ Three stores, all local to one party:
   for every ID, sorted by the 64-bit truncation ``T(y)`` = low 8 bytes of ``F_k(y)``.
   Stored as ``.npy`` files in ``<cache_dir>/psi-cache/<peer>/<digest>-<keyid>/`` with a
   ``meta.json``; the directory name and meta carry the dataset content digest
-  (:meth:`psi.ids.PreparedIds.digest`), the key id, the normalisation version and the
+  (:func:`psi.ids.raw_digest` of the raw ID column and the preparation policy), the
+  key id, the normalisation version and the
   hash DST, so any change of dataset content, key, normalisation or suite misses the
   cache and triggers a rebuild (stale entries for the same peer are removed).
 * :class:`PeerSetCache` (bank): the platform's truncated set ``{T(y)}`` as received,
@@ -113,7 +114,7 @@ class OprfCache:
     meta: dict
     trunc: np.ndarray   # uint64, sorted ascending
     full: np.ndarray    # uint8 (n, 32), F_k values in the same order
-    rows: np.ndarray    # int64: index into the PreparedIds list, same order
+    rows: np.ndarray    # int64: original dataset row of each entry, same order
 
     @property
     def cache_id(self) -> str:
@@ -153,10 +154,10 @@ class OprfCache:
         return cls(d, meta, trunc, full, rows)
 
     @classmethod
-    def build(cls, cache_dir: str, peer: str, key: bytes, prepared, engine, dst: str,
-              batch: int = 1 << 16) -> OprfCache:
+    def build(cls, cache_dir: str, peer: str, key: bytes, prepared, digest: str, engine,
+              dst: str, batch: int = 1 << 16) -> OprfCache:
         """Compute F_k over the whole prepared set and store it (replaces stale caches)."""
-        digest, kid = prepared.digest(), key_id(key)
+        kid = key_id(key)
         d = cls.location(cache_dir, peer, digest, kid)
         t0 = time.perf_counter()
         ids = [s.encode() for s in prepared.ids]
@@ -175,10 +176,10 @@ class OprfCache:
         os.makedirs(tmp, mode=0o700)
         np.save(os.path.join(tmp, "trunc.npy"), trunc[order])
         np.save(os.path.join(tmp, "full.npy"), full[order])
-        np.save(os.path.join(tmp, "rows.npy"), order.astype(np.int64))
+        np.save(os.path.join(tmp, "rows.npy"), prepared.rows[order].astype(np.int64))
         meta = {"format": CACHE_FORMAT, "peer": peer, "dataset_digest": digest, "key_id": kid,
                 "norm_version": prepared.norm_version, "dst": dst, "n": int(len(trunc)),
-                "trunc_bits": 64, "created": time.time(),
+                "trunc_bits": 64, "created": time.time(), "prep_stats": prepared.stats(),
                 "build_seconds": round(time.perf_counter() - t0, 3)}
         meta["cache_id"] = hashlib.sha256(json.dumps(
             [digest, kid, prepared.norm_version, dst, len(trunc)]).encode()).hexdigest()[:32]
@@ -189,14 +190,9 @@ class OprfCache:
         return cls.load(cache_dir, peer, digest, kid, prepared.norm_version, dst)
 
     @classmethod
-    def load_or_build(cls, cache_dir: str, peer: str, key: bytes, prepared, engine,
-                      dst: str) -> tuple[OprfCache, bool]:
-        """Return ``(cache, built_now)``."""
-        got = cls.load(cache_dir, peer, prepared.digest(), key_id(key),
-                       prepared.norm_version, dst)
-        if got is not None:
-            return got, False
-        return cls.build(cache_dir, peer, key, prepared, engine, dst), True
+    def lookup(cls, cache_dir: str, peer: str, key: bytes, digest: str, norm_version: str,
+               dst: str) -> OprfCache | None:
+        return cls.load(cache_dir, peer, digest, key_id(key), norm_version, dst)
 
 
 class PeerSetCache:

@@ -166,6 +166,19 @@ def prepare_ids(raw: Sequence[str], id_type: str = "uscc", invalid: str = "fail"
     return PreparedIds(out, np.asarray(rows, dtype=np.int64), len(raw), bad, dups, id_type)
 
 
+def raw_digest(raw: Sequence[str], id_type: str, invalid: str, duplicates: str) -> str:
+    """SHA-256 of the raw ID column plus everything that shapes its preparation.
+
+    Lets a platform recognise an unchanged dataset (and reuse its OPRF cache) without
+    re-normalising millions of IDs. Lengths are hashed too, so splits are unambiguous.
+    """
+    h = hashlib.sha256(f"{norm_version(id_type)}\0{invalid}\0{duplicates}\0".encode())
+    strs = [r if isinstance(r, str) else f"\0{type(r).__name__}" for r in raw]
+    h.update(np.fromiter((len(r) for r in strs), dtype=np.int64, count=len(strs)).tobytes())
+    h.update("\n".join(strs).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
 def load_ids_csv(path: str | os.PathLike, column: str = "id") -> list[str]:
     """Read the ``column`` of a UTF-8 CSV file. Errors name the file and row/line."""
     path = os.fspath(path)

@@ -73,7 +73,7 @@ from federation.protocol import ProtocolContext, ProtocolError
 from .cache import KeyStore, OprfCache, PeerSetCache, key_id
 from .engine import POINT_BYTES, Engine
 from .hash_to_curve import L_ORDER, SUITE_CURVE25519
-from .ids import PreparedIds, norm_version, prepare_ids
+from .ids import PreparedIds, norm_version, prepare_ids, raw_digest
 
 PROTOCOL_VERSION = "fedjoint-psi-v1"
 DEFAULT_DST = "FEDJOINT-PSI-V1-with-curve25519_XMD:SHA-512_ELL2_RO_"
@@ -232,30 +232,37 @@ def run_psi(ctx: ProtocolContext, role: str, ids: Sequence[str], params: PsiPara
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")
     params.validate()
     t0 = time.perf_counter()
+    own_engine = engine is None
+    eng = engine if engine is not None else Engine(ctx.workers)
     try:
-        prep = prepare_ids(ids, params.id_type, params.invalid, params.duplicates)
+        if params.mode == "unbalanced" and role == "platform":
+            res = _unbalanced_platform(ctx, ids, params, eng)
+        else:
+            prep = _prepare_or_abort(ctx, role, ids, params)
+            if params.mode == "unbalanced":
+                res = _unbalanced_bank(ctx, prep, params, eng)
+            else:
+                res = _balanced(ctx, role, prep, params, eng)
+            res.stats.update(prep.stats())
+    finally:
+        if own_engine:
+            eng.close()
+    res.stats["t_total"] = round(time.perf_counter() - t0, 3)
+    ctx.log("psi.done", {"role": role, "mode": params.mode, "size": res.size,
+                         "n": res.stats.get("n_used"), "peer_n": res.peer_size,
+                         "t_total": res.stats["t_total"]})
+    check_min_intersection(res.size, res.stats["min_intersection"])
+    return res
+
+
+def _prepare_or_abort(ctx: ProtocolContext, role: str, ids: Sequence[str],
+                      params: PsiParams) -> PreparedIds:
+    try:
+        return prepare_ids(ids, params.id_type, params.invalid, params.duplicates)
     except Exception:
         ctx.link.send("psi.hello", _hello(role, params, None, status="abort",
                                           reason="local input error"))
         raise
-    own_engine = engine is None
-    eng = engine if engine is not None else Engine(ctx.workers)
-    try:
-        if params.mode == "unbalanced":
-            res = (_unbalanced_platform if role == "platform" else _unbalanced_bank)(
-                ctx, prep, params, eng)
-        else:
-            res = _balanced(ctx, role, prep, params, eng)
-    finally:
-        if own_engine:
-            eng.close()
-    res.stats.update(prep.stats())
-    res.stats["t_total"] = round(time.perf_counter() - t0, 3)
-    ctx.log("psi.done", {"role": role, "mode": params.mode, "size": res.size,
-                         "n": len(prep.ids), "peer_n": res.peer_size,
-                         "t_total": res.stats["t_total"]})
-    check_min_intersection(res.size, res.stats["min_intersection"])
-    return res
 
 
 # --------------------------------------------------------------------------- balanced
@@ -338,7 +345,32 @@ def blinding_pair(rng) -> tuple[bytes, bytes]:
             return r, t.to_bytes(32, "little")
 
 
-def _unbalanced_platform(ctx: ProtocolContext, prep: PreparedIds, params: PsiParams,
+def prepare_platform_cache(ids: Sequence[str], params: PsiParams, peer: str,
+                           engine: Engine | None = None, workers: int = 1) -> OprfCache:
+    """Build (or find) the platform's OPRF cache for ``peer`` ahead of any job.
+
+    The node calls this when a dataset is registered/approved for unbalanced PSI so the
+    one-off cost is not paid inside a job. Raises IdInputError on bad IDs (policy).
+    """
+    if not params.key_dir or not params.cache_dir:
+        raise ValueError("unbalanced PSI on the platform needs key_dir and cache_dir")
+    key = KeyStore(params.key_dir).oprf_key(peer)
+    digest = raw_digest(ids, params.id_type, params.invalid, params.duplicates)
+    nv = norm_version(params.id_type)
+    got = OprfCache.lookup(params.cache_dir, peer, key, digest, nv, params.dst)
+    if got is not None:
+        return got
+    prep = prepare_ids(ids, params.id_type, params.invalid, params.duplicates)
+    eng = engine if engine is not None else Engine(workers)
+    try:
+        return OprfCache.build(params.cache_dir, peer, key, prep, digest, eng, params.dst,
+                               params.batch_size)
+    finally:
+        if engine is None:
+            eng.close()
+
+
+def _unbalanced_platform(ctx: ProtocolContext, ids: Sequence[str], params: PsiParams,
                          eng: Engine) -> PsiResult:
     link, tmo = ctx.link, params.timeout
     if not params.key_dir or not params.cache_dir:
@@ -347,13 +379,20 @@ def _unbalanced_platform(ctx: ProtocolContext, prep: PreparedIds, params: PsiPar
     peer_name = link.peer
     t = time.perf_counter()
     key = KeyStore(params.key_dir).oprf_key(peer_name)
-    cache, built = OprfCache.load_or_build(params.cache_dir, peer_name, key, prep, eng,
-                                           params.dst)
-    stats["cache_built_now"] = built
+    digest = raw_digest(ids, params.id_type, params.invalid, params.duplicates)
+    cache = OprfCache.lookup(params.cache_dir, peer_name, key, digest,
+                             norm_version(params.id_type), params.dst)
+    stats["cache_built_now"] = cache is None
+    if cache is None:
+        prep = _prepare_or_abort(ctx, "platform", ids, params)
+        cache = OprfCache.build(params.cache_dir, peer_name, key, prep, digest, eng,
+                                params.dst, params.batch_size)
+    stats.update(cache.meta["prep_stats"])
     stats["t_cache"] = round(time.perf_counter() - t, 3)
     t_online = time.perf_counter()
-    link.send("psi.hello", _hello("platform", params, prep, cache_id=cache.cache_id,
-                                  trunc_bits=64, key_id=key_id(key)))
+    link.send("psi.hello", {**_hello("platform", params, None), "n": cache.n,
+                            "cache_id": cache.cache_id, "trunc_bits": 64,
+                            "key_id": key_id(key)})
     peer = link.recv_json("psi.hello", tmo)
     m, peer_batch = _check_hello(peer, "platform", params)
     if params.max_peer_set is not None and m > params.max_peer_set:
@@ -388,12 +427,12 @@ def _unbalanced_platform(ctx: ProtocolContext, prep: PreparedIds, params: PsiPar
     link.send("psi.verdict", ok.astype(np.bool_))
     acc = pos[ok]
     order = _order_by_value(np.asarray(cache.full[acc]))
-    indices = prep.rows[np.asarray(cache.rows[acc[order]])].astype(np.int64)
+    indices = np.asarray(cache.rows[acc[order]]).astype(np.int64)
     stats["n_claims_rejected"] = int((~ok).sum())
     stats["t_online"] = round(time.perf_counter() - t_online, 3)
     stats["min_intersection"] = _binding_minimum("platform", params, peer)
     return PsiResult("platform", "unbalanced", int(len(indices)), indices, m,
-                     prep.norm_version, SUITE_CURVE25519, params.dst, stats)
+                     norm_version(params.id_type), SUITE_CURVE25519, params.dst, stats)
 
 
 def _unbalanced_bank(ctx: ProtocolContext, prep: PreparedIds, params: PsiParams,
