@@ -70,6 +70,46 @@ MAX_CONTROL_BODY = 1024 * 1024
 PROTOCOL_VERSION = 1
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 PING_KIND = "channel.ping"
+_MESSAGES_METHOD = "/fedjoint.channel.v1.PeerLink/Messages"
+_DATA_TAG = b"\x1a"  # Frame.data: field 3, wire type 2
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _data_frame(chunk) -> bytes:
+    """Wire bytes of ``Frame(data=chunk)`` built with one copy of the chunk."""
+    return b"".join((_DATA_TAG, _varint(len(chunk)), chunk))
+
+
+def _serialize_frame(frame) -> bytes:
+    return frame if isinstance(frame, bytes) else frame.SerializeToString()
+
+
+def _parse_frame(raw: bytes):
+    """Frame deserializer: a data-only frame becomes a zero-copy memoryview of its
+    payload; everything else is parsed by protobuf."""
+    if raw[:1] == _DATA_TAG:
+        n = pos = 0
+        shift = 0
+        i = 1
+        while i < len(raw) and i < 11:
+            b = raw[i]
+            n |= (b & 0x7F) << shift
+            i += 1
+            if not b & 0x80:
+                pos = i
+                break
+            shift += 7
+        if pos and pos + n == len(raw):
+            return memoryview(raw)[pos:]
+    return pb.Frame.FromString(raw)
 
 
 def _kv(**fields) -> str:
@@ -272,11 +312,13 @@ class _Job:
                 if n <= chunk:
                     yield pb.Frame(envelope=msg.env, data=data)
                 else:
-                    yield pb.Frame(envelope=msg.env, data=data[:chunk])
+                    view = memoryview(data)
+                    head = pb.Frame(envelope=msg.env).SerializeToString()
+                    yield b"".join((head, _DATA_TAG, _varint(chunk), view[:chunk]))
                     for off in range(chunk, n, chunk):
                         if self.out_gen != gen:
                             return
-                        yield pb.Frame(data=data[off:off + chunk])
+                        yield _data_frame(view[off:off + chunk])
             else:
                 assert frame is not None
                 yield frame
@@ -301,7 +343,7 @@ class _Job:
                 self.out_cv.notify_all()
             finished = False
             try:
-                call = chan._stub().Messages(self._frames(gen))
+                call = chan._messages_call()(self._frames(gen))
                 self.call = call
                 for reply in call:
                     now = time.monotonic()
@@ -365,6 +407,8 @@ class _Job:
         item: tuple[Envelope, bytes] | None = None
         with self.in_cv:
             while True:
+                if self.failed is not None:
+                    self._raise_failed()
                 if self.inbox_head < len(self.inbox):
                     item = self.inbox[self.inbox_head]
                     self.inbox[self.inbox_head] = None  # type: ignore[call-overload]
@@ -375,8 +419,6 @@ class _Job:
                     self.inbox_bytes -= len(item[1])
                     self.in_cv.notify_all()
                     break
-                if self.failed is not None:
-                    self._raise_failed()
                 now = time.monotonic()
                 if self.peer_closed:
                     gone = PeerGone(f"peer {chan.peer.party} closed job {self.job_id} while "
@@ -446,7 +488,7 @@ class _Job:
         if cur.hasher.digest() != env.sha256:
             raise _Bad(f"payload SHA-256 mismatch on seq {env.seq} ({env.kind})")
         parts = cur.parts
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        data = parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
         cur.parts = []
         limit = self.chan.settings.inbox_limit_bytes
         with self.in_cv:
@@ -474,6 +516,27 @@ class _Job:
                 self.in_last_seen = time.monotonic()
                 if self.in_gen != gen:
                     break
+                if type(f) is memoryview:  # data-only frame (fast path)
+                    n = len(f)
+                    if n > MAX_CHUNK:
+                        raise _Bad(f"chunk of {n} bytes exceeds the {MAX_CHUNK}-byte limit")
+                    if cur is None:
+                        raise _Bad("payload chunk without an envelope")
+                    if cur.received + n > cur.env.length:
+                        raise _Bad(f"seq {cur.env.seq} ({cur.env.kind}): payload is longer than "
+                                   f"the {cur.env.length} bytes the envelope announced")
+                    cur.received += n
+                    if not cur.skip:
+                        cur.hasher.update(f)
+                        cur.parts.append(f)
+                    if cur.received < cur.env.length:
+                        continue
+                    done, cur = cur, None
+                    if not done.skip:
+                        self._finish_message(done, gen)
+                        last_token = self.delivered
+                        out.put(1)
+                    continue
                 if f.abort:
                     self.fail(ProtocolError(f"{self.chan.peer.party} aborted job {self.job_id}: "
                                             f"{f.abort}"), notify_peer=False)
@@ -780,7 +843,16 @@ class PeerChannel:
         server = grpc.server(futures.ThreadPoolExecutor(
             max_workers=self.settings.server_workers, thread_name_prefix="fedjoint-srv"),
             options=opts)
-        pbg.add_PeerLinkServicer_to_server(_Servicer(self), server)
+        servicer = _Servicer(self)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "fedjoint.channel.v1.PeerLink", {
+                "Messages": grpc.stream_stream_rpc_method_handler(
+                    servicer.Messages, request_deserializer=_parse_frame,
+                    response_serializer=pb.Reply.SerializeToString),
+                "Control": grpc.unary_unary_rpc_method_handler(
+                    servicer.Control, request_deserializer=pb.ControlRequest.FromString,
+                    response_serializer=pb.ControlReply.SerializeToString),
+            }),))
         creds = grpc.ssl_server_credentials(
             [(self.local.tls_key_pem, self.local.tls_cert_pem)],
             root_certificates=self.peer.tls_cert_pem, require_client_auth=True)
@@ -857,7 +929,14 @@ class PeerChannel:
                         ("grpc.enable_retries", 0),
                     ])
                     self._stub_obj = pbg.PeerLinkStub(self._client)
+                    self._messages = self._client.stream_stream(
+                        _MESSAGES_METHOD, request_serializer=_serialize_frame,
+                        response_deserializer=pb.Reply.FromString)
         return self._stub_obj
+
+    def _messages_call(self):
+        self._stub()
+        return self._messages
 
     def _unreachable(self, exc: grpc.RpcError, what: str) -> PeerUnreachable:
         detail = exc.details() if hasattr(exc, "details") else str(exc)
