@@ -34,7 +34,7 @@ class CliError(click.ClickException):
 
 def _console(stderr: bool = False):
     from rich.console import Console
-    return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
 
 
 config_option = click.option(
@@ -166,8 +166,8 @@ def node_check(config_path: str | None, as_json: bool) -> None:
         c.print(f"  peer signing fingerprint:       {res.get('peer_signing_fingerprint', '')}")
         if res.get("ok"):
             c.print(f"  [green]peer reachable[/]: round trip {res['rtt_ms']:.2f} ms "
-                    f"(median of {res.get('pings', 1)}), peer reports "
-                    f"{res.get('peer_name', '?')} ({res.get('peer_party', '?')})")
+                    f"(median of {res.get('pings', 1)}); it answers as "
+                    f"{res.get('peer_reports', '?')} with the pinned certificate and key")
         else:
             c.print(f"  [red]peer unreachable[/]: {res.get('error')}")
     if not res.get("ok"):

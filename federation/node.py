@@ -621,22 +621,36 @@ class Node:
     def report_data(self, job_id: str) -> dict:
         rec = self.store.get(job_id)
         art = rec.artifacts
-        data = {"job": {"id": rec.job_id, "name": rec.name, "algorithm": rec.algorithm,
-                        "state": rec.state, "role": rec.role, "error": rec.error,
-                        "node": self.cfg.name, "peer": self.cfg.peer.name,
-                        "created": rec.created, "updated": rec.updated},
-                "spec": rec.spec, "metrics": rec.metrics, "history": rec.history,
-                "timings": rec.timings, "psi": {"intersection": rec.metrics.get(
-                    "intersection"), **(rec.checkpoint.get("psi") or {})},
-                "model": {"digest": rec.checkpoint.get("model_digest", ""),
-                          "peer_digest": rec.checkpoint.get("peer_model_digest", "")}}
+        m = rec.metrics or {}
+        splits = {k: {n: v for n, v in m[k].items() if not isinstance(v, (dict, list))}
+                  for k in ("train", "valid", "test") if isinstance(m.get(k), dict)}
+        psi = {"intersection": m.get("intersection"), **(rec.checkpoint.get("psi") or {})}
+        for k in ("n_train", "n_test"):
+            if k in m:
+                psi[k] = m[k]
+        job = {"id": rec.job_id, "name": rec.name, "algorithm": rec.algorithm,
+               "state": rec.state, "role": rec.role, "node": self.cfg.name,
+               "peer": self.cfg.peer.name,
+               "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.created)),
+               "updated": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.updated)),
+               "model digest": rec.checkpoint.get("model_digest", ""),
+               "peer part digest": rec.checkpoint.get("peer_model_digest", "")}
+        if rec.error:
+            job["error"] = rec.error
+        ev = rec.spec.get("evaluation") or {}
+        data = {"job": job, "psi": psi, "metrics": splits, "history": rec.history,
+                "timings": {k: round(v, 3) for k, v in rec.timings.items()
+                            if isinstance(v, (int, float))},
+                "threshold": ev.get("threshold", 0.5)}
         if art.get("test_scores") and Path(art["test_scores"]).exists():
             data["scores"] = json.loads(Path(art["test_scores"]).read_text())
         if art.get("model") and Path(art["model"]).exists():
             body = json.loads(Path(art["model"]).read_text())
             data["feature_importance"] = _importance(body)
-        if art.get("transcript"):
-            data["transcript"] = _verify_transcript(art["transcript"])
+        if art.get("transcript") and self.channel is not None:
+            pins = {self.cfg.name: _pub_hex(self.channel.local.signing_key.public_key()),
+                    self.cfg.peer.name: _pub_hex(self.channel.peer.signing_public_key)}
+            data["transcript"] = _verify_transcript(art["transcript"], pins)
         return data
 
 
@@ -674,27 +688,25 @@ def _importance(part: dict) -> list[dict]:
     return []
 
 
-def _verify_transcript(path: str) -> dict:
+def _pub_hex(key) -> str:
+    from cryptography.hazmat.primitives import serialization
+    return key.public_bytes(serialization.Encoding.Raw,
+                            serialization.PublicFormat.Raw).hex()
+
+
+def _verify_transcript(path: str, pins: dict | None = None) -> dict:
+    """Verification status and disclosure ledger of this node's transcript of a job."""
     try:
         from federation import audit
-    except ImportError:
-        return {"verified": None, "detail": "audit module not available"}
-    fn = getattr(audit, "verify", None) or getattr(audit, "verify_transcript", None)
-    if fn is None:
-        return {"verified": None, "detail": "audit.verify not available"}
-    try:
-        res = fn(path)
-    except Exception as exc:  # noqa: BLE001
+        rep = audit.verify(path, pinned_keys=pins)
+    except Exception as exc:  # noqa: BLE001 - shown in the report, not raised
         return {"verified": False, "detail": _one_line(exc)}
-    if isinstance(res, dict):
-        return res
-    ok = getattr(res, "ok", getattr(res, "verified", None))
-    out = {"verified": ok, "detail": str(getattr(res, "detail", "") or
-                                         getattr(res, "summary", "") or "")}
-    ledger = getattr(res, "ledger", None) or getattr(res, "disclosures", None)
-    if isinstance(ledger, dict):
-        out["ledger"] = ledger
-    return out
+    ledger = {}
+    for e in rep.ledger:
+        ledger[f"{e.get('category')} (to {e.get('to')})"] = {
+            "messages": e.get("messages"), "values": e.get("values"),
+            "kinds": ", ".join(e.get("kinds") or [])}
+    return {"verified": bool(rep.ok), "detail": rep.detail, "ledger": ledger}
 
 
 def spec_summary(spec: JobSpec) -> dict:

@@ -84,6 +84,14 @@ def test_lr_job_end_to_end_and_admin_token(tmp_path, keys):
         assert Path(rec["artifacts"]["transcript"]).exists()
         seed = bank.data_dir / "vault" / f"{job_id}.seed"
         assert stat.S_IMODE(os.stat(seed).st_mode) == 0o600
+        # an auditor verifies both transcripts and replays each party's side bit for bit
+        from federation import audit
+        ptr = prec["artifacts"]["transcript"]
+        v = audit.verify(rec["artifacts"]["transcript"], ptr)
+        assert v.ok, v.errors
+        for tr in (rec["artifacts"]["transcript"], ptr):
+            r = audit.replay(tr, tmp_path)
+            assert r.ok, r.errors
         # logs are JSON lines without secrets
         log = (bank.data_dir / "node.log").read_text()
         for line in log.splitlines():
@@ -228,3 +236,37 @@ def test_admin_endpoint_is_loopback_only(tmp_path, keys):
     from federation.config import ConfigError
     with pytest.raises(ConfigError, match="loopback"):
         load_node_config(bank_toml)
+
+
+@needs_psi
+def test_secureboost_then_scoring_job(tmp_path, keys):
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    try:
+        client = AdminClient(bank.data_dir)
+        sb = _submit(client, write_job(tmp_path, "sb", "secureboost",
+                                       params={"n_trees": 3, "max_depth": 3}))
+        rec = wait_state(client, sb, timeout=60)
+        assert rec["state"] == "done", rec["error"]
+        assert rec["metrics"]["test_auc"] > 0.9
+        assert [m["model_id"] for m in client.call("models")] == [sb]
+        out = tmp_path / "scores.csv"
+        sc = _submit(client, write_job(tmp_path, "score", "score",
+                                       extra_job={"model": sb, "output": str(out)}))
+        rec = wait_state(client, sc, timeout=60)
+        assert rec["state"] == "done", rec["error"]
+        states = [e["state"] for e in client.call("logs", job_id=sc)["events"]
+                  if e["event"] == "state"]
+        assert states == ["submitted", "approved", "psi", "scoring", "done"]
+        lines = out.read_text().splitlines()
+        assert lines[0] == "id,score" and len(lines) == 570
+        assert all(0.0 <= float(v.split(",")[1]) <= 1.0 for v in lines[1:])
+        # a model the platform does not have is refused by its node
+        plat.store.add_model(sb, sb, "logistic_regression", "/nonexistent", "x")
+        bad = _submit(client, write_job(tmp_path, "score2", "score",
+                                        extra_job={"model": sb}))
+        rec = wait_state(client, bad, timeout=30)
+        assert rec["state"] == "failed" and "logistic_regression" in rec["error"]
+    finally:
+        bank.stop()
+        plat.stop()
