@@ -899,6 +899,8 @@ def _cli():
                   help="node.toml: pin this node's and its peer's signing keys")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable report")
     def verify_cmd(transcript, peer, pins, config_path, as_json) -> None:
+        """Check a transcript's hash chain, signatures, sequences and outcome (and,
+        with --peer, that both parties' transcripts agree on every message)."""
         try:
             pinned = _pins_from_cli(pins, config_path)
         except (CannotRun, TranscriptError) as exc:
@@ -912,6 +914,8 @@ def _cli():
     @click.option("--party-dir", required=True, help="the party's directory (node.toml)")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable report")
     def replay_cmd(transcript, party_dir, as_json) -> None:
+        """Re-run this party's side from its own data, keys and seed; check every sent
+        message and the final model part against the signed record."""
         rep = replay(transcript, party_dir)
         _emit_replay(rep, as_json)
         sys.exit(rep.exit_code)
@@ -920,6 +924,7 @@ def _cli():
     @click.argument("transcript")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable timeline")
     def show_cmd(transcript, as_json) -> None:
+        """Print the transcript as a timeline (rich table) or as JSON."""
         try:
             data = show(transcript)
         except TranscriptError as exc:
