@@ -206,7 +206,8 @@ class _Job:
 
     # ------------------------------------------------------------ failure / close
 
-    def fail(self, exc: ProtocolError, notify_peer: bool = True) -> None:
+    def fail(self, exc: ProtocolError, notify_peer: bool = True, level: int = logging.WARNING
+             ) -> None:
         with self.lock:
             if self.failed is not None:
                 return
@@ -215,7 +216,7 @@ class _Job:
                 self.abort_reason = str(exc)[:1000]
             self.in_cv.notify_all()
             self.out_cv.notify_all()
-        _event(logging.WARNING, "job.failed", job=self.job_id, peer=self.chan.peer.party,
+        _event(level, "job.failed", job=self.job_id, peer=self.chan.peer.party,
                error=type(exc).__name__, reason=repr(str(exc)))
 
     def _raise_failed(self) -> None:
@@ -878,7 +879,8 @@ class PeerChannel:
         with self._lock:
             jobs = list(self._jobs.values())
         for job in jobs:
-            job.fail(PeerGone(f"channel of {self.local.party} stopped"), notify_peer=False)
+            job.fail(PeerGone(f"channel of {self.local.party} stopped"), notify_peer=False,
+                     level=logging.INFO)
             with job.lock:
                 job.out_gen += 1
                 job.out_cv.notify_all()
