@@ -134,11 +134,11 @@ def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid):
              "key": C.describe_public(cipher.public())}
     if err is None:
         wbits = C.weight_bits(float(sw.max()))
-        a_public = p.approximation == "taylor" and p.class_weight is None
+        curv = C.curvature_mode(p)
         seed = C.shuffle_seed(p, ctx.rng)
         hello.update({"n_rows": n, "n_valid": 0 if Xv is None else Xv.shape[0],
                       "n_features": Xs.shape[1], "shared": p.shared(), "weight_bits": wbits,
-                      "a_public": a_public, "shuffle_seed": seed.hex()})
+                      "curvature": curv, "shuffle_seed": seed.hex()})
     peer.send_json(C.K_HELLO, hello)
     ph = peer.recv_json(C.K_HELLO)
     if err is not None:
@@ -167,13 +167,13 @@ def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid):
 
     try:
         return _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits,
-                     a_public, seed, cipher, pk_p, timings)
+                     curv, seed, cipher, pk_p, timings)
     except C.LRError as exc:
         peer.abort(str(exc))
         raise
 
 
-def _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits, a_public,
+def _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits, curv,
           seed, cipher, pk_p, timings):
     d_b = Xs.shape[1]
     FX = p.x_frac_bits
@@ -191,6 +191,7 @@ def _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits, a_pu
     grad_scale = float(2 ** (FX + C.FD + C.FZ))
     loss_scale = float(2 ** (C.FD + C.FZ))
     history: list[dict] = []
+    ph = C.Phases()
     best = {"auc": -1.0, "w": w.copy(), "epoch": 0}
     stale = 0
     prev_loss = None
@@ -207,25 +208,34 @@ def _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits, a_pu
             C.check_predictor(zb, PARTY, epoch)
             c0, u, a = C.residual_coefficients(p.approximation, zb, yv[idx], sw[idx])
             u_int = C.encode(u, C.FD)
-            U = u_int << C.FZ
-            peer.send_ct(C.K_ENC_U, cipher, cipher.encrypt(U, rng_enc, bound_bits=ub))
-            if not a_public:
-                a_int = C.encode(a, C.FD)
-                peer.send_ct(C.K_ENC_A, cipher, cipher.encrypt(a_int, rng_enc, bound_bits=ab))
-            else:
+            U = C.encode(u, C.FD + C.FZ)
+            with ph("encrypt"):
+                encU = cipher.encrypt(U, rng_enc, bound_bits=ub)
+            peer.send_ct(C.K_ENC_U, cipher, encU)
+            if curv == "public":
                 a_int = a_const
-            zp = peer.recv_ct(C.K_ENC_ZP, pk_p, m, C.ZP_BITS)
-            dct = pk_p.add_plain(pk_p.mul_plain(zp, a_int), U)
-            g = pk_p.matvec_t(Xaug[idx], dct)
-            lpiece = pk_p.matvec_t((2 * u_int)[:, None], zp)
-            vec = pk_p.concat([g, lpiece])
-            masked, masks = masking.mask(pk_p, vec, rng_mask)
-            masked = pk_p.rerandomize(masked, rng_rr)
+            else:
+                a_int = C.encode(a, C.FD)
+                a_send = a_int if curv == "row" else C.encode(np.array([a.mean()]), C.FD)
+                with ph("encrypt"):
+                    encA = cipher.encrypt(a_send, rng_enc, bound_bits=ab)
+                peer.send_ct(C.K_ENC_A, cipher, encA)
+            with ph("wait"):
+                zp = peer.recv_ct(C.K_ENC_ZP, pk_p, m, C.ZP_BITS)
+            with ph("homomorphic"):
+                dct = pk_p.add_plain(pk_p.mul_plain(zp, a_int), U)
+                g = pk_p.matvec_t(Xaug[idx], dct)
+                lpiece = pk_p.matvec_t((2 * u_int)[:, None], zp)
+                vec = pk_p.concat([g, lpiece])
+                masked, masks = masking.mask(pk_p, vec, rng_mask)
+                masked = pk_p.rerandomize(masked, rng_rr)
             peer.send_ct(C.K_BANK_GRAD_CT, pk_p, masked)
-            pg = peer.recv_ct(C.K_PLAT_GRAD_CT, cipher, d_p, cipher.capacity_bits)
-            mine = peer.recv_ints(C.K_BANK_GRAD_PLAIN, d_b + 1, pk_p.n.bit_length())
-            lct = peer.recv_ct(C.K_LOSS_CT, cipher, 1, cipher.capacity_bits)
-            dec = cipher.decrypt(cipher.concat([pg, lct]))
+            with ph("wait"):
+                pg = peer.recv_ct(C.K_PLAT_GRAD_CT, cipher, d_p, cipher.capacity_bits)
+                mine = peer.recv_ints(C.K_BANK_GRAD_PLAIN, d_b + 1, pk_p.n.bit_length())
+                lct = peer.recv_ct(C.K_LOSS_CT, cipher, 1, cipher.capacity_bits)
+            with ph("decrypt"):
+                dec = cipher.decrypt(cipher.concat([pg, lct]))
             peer.send_ints(C.K_PLAT_GRAD_PLAIN, dec[:d_p])
             g_int = masking.unmask(mine, masks[:d_b + 1])
             grad = np.array([float(v) for v in g_int]) / grad_scale / m
@@ -268,6 +278,7 @@ def _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits, a_pu
         if last:
             break
     timings["train"] = time.perf_counter() - t_train
+    timings.update(ph.rounded())
     if p.early_stopping == "valid_auc":
         w = best["w"]
     t_eval = time.perf_counter()

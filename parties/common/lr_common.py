@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +25,8 @@ PROTOCOL_VERSION = "fedjoint-lr-v1"
 
 # ---- fixed-point layout (protocol constants, identical on both sides) -----------------
 FZ = 20          #: fractional bits of the partial linear predictors z_p (and z_b)
-FD = 20          #: fractional bits of the residual coefficients u and a
+FD = 12          #: fractional bits of the curvature a (and of u in the loss piece);
+#: the residual's own part u is sent as U = round(u * 2**(FD + FZ))
 FQ = 10          #: fractional bits of z_p inside the loss's quadratic term (2*FQ == FZ)
 ZB = 12          #: |z_b|, |z_p| < 2**ZB or training is declared diverged
 MAX_WEIGHT_BITS = 8  #: class weights must stay below 2**8
@@ -50,10 +52,12 @@ K_SCORE_HELLO = "lr.score_hello"
 K_PARTIAL_SCORE = "lr.partial_score"
 
 APPROXIMATIONS = ("linearized", "taylor")
+CURVATURES = ("batch_mean", "per_row")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 EARLY_STOPPING = ("none", "loss", "valid_auc")
 # parameters that shape the joint protocol and must be equal on both sides
-SHARED_KEYS = ("epochs", "batch_size", "approximation", "early_stopping", "tol",
+SHARED_KEYS = ("epochs", "batch_size", "approximation", "platform_curvature",
+               "early_stopping", "tol",
                "patience", "seed", "evaluate_train", "x_frac_bits")
 
 
@@ -76,6 +80,9 @@ class LRParams:
     fit_intercept: bool = True           #: intercept lives at the bank
     class_weight: str | dict | None = None  #: None | "balanced" | {"0": w0, "1": w1}
     approximation: str = "linearized"    #: linearized (default) | taylor
+    #: curvature ``a`` in the platform's residual: the batch mean (one ciphertext per
+    #: batch; default) or per row (one more bank encryption per row, most accurate)
+    platform_curvature: str = "batch_mean"
     early_stopping: str = "loss"         #: none | loss | valid_auc
     tol: float = 1e-4                    #: relative loss change that stops training
     patience: int = 2                    #: epochs without validation-AUC gain
@@ -84,7 +91,7 @@ class LRParams:
     nan_policy: str = "fail"             #: fail | mean | zero
     evaluate_train: bool = True          #: platform discloses train partial scores at the end
     allow_validation_scores: bool = False  #: platform consents to per-epoch valid scores
-    x_frac_bits: int = 16
+    x_frac_bits: int = 12
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -105,6 +112,9 @@ class LRParams:
         if self.approximation not in APPROXIMATIONS:
             raise ParamError(f"approximation = {self.approximation!r}; expected one of "
                              f"{APPROXIMATIONS}")
+        if self.platform_curvature not in CURVATURES:
+            raise ParamError(f"platform_curvature = {self.platform_curvature!r}; expected "
+                             f"one of {CURVATURES}")
         if self.early_stopping not in EARLY_STOPPING:
             raise ParamError(f"early_stopping = {self.early_stopping!r}; expected one of "
                              f"{EARLY_STOPPING}")
@@ -193,13 +203,22 @@ def residual_coefficients(approximation: str, zb: np.ndarray, y: np.ndarray,
     return sw * c0, sw * u, sw * a
 
 
+def curvature_mode(p: LRParams) -> str:
+    """How the platform gets the curvature ``a``: ``public`` (the constant 1/4 of the
+    unweighted Taylor residual), ``mean`` (one ciphertext ``[[mean(a)]]`` per batch) or
+    ``row`` (``[[a_i]]`` per row)."""
+    if p.approximation == "taylor" and p.class_weight is None:
+        return "public"
+    return "row" if p.platform_curvature == "per_row" else "mean"
+
+
 def weight_bits(sw_max: float) -> int:
     """Bits announced for the largest sample weight (only its power of two crosses)."""
     return max(0, math.ceil(math.log2(sw_max))) if sw_max > 1 else 0
 
 
 def u_bits(approximation: str, wbits: int) -> int:
-    """Bound bits of U = round(u * 2**FD) << FZ."""
+    """Bound bits of U = round(u * 2**(FD + FZ))."""
     extra = ZB - 1 if approximation == "taylor" else 1
     return FD + wbits + extra + 1 + FZ
 
@@ -291,13 +310,39 @@ def public_from_description(desc: dict, own: PublicCipher, workers: int = 1) -> 
         raise LRError("peer public key: modulus is not hexadecimal") from None
     if n.bit_length() != bits or n % 2 == 0:
         raise LRError("peer public key: modulus does not match its declared size")
-    from secure_agg import paillier  # the engine; imported lazily
-    pub = paillier.PaillierPublicCipher(n)
+    from secure_agg.keys import PaillierPublicKey  # the engine; imported lazily
+    from secure_agg.paillier import PaillierPublicCipher
+    # a peer key below 2048 bits is only accepted when this party itself uses a test key
+    insecure = bits < 2048 and own.key_bits < 2048
     try:
-        pub.workers = workers
-    except AttributeError:
-        pass
-    return pub
+        key = PaillierPublicKey(n, insecure_test_key=insecure)
+    except ValueError as exc:
+        raise LRError(f"peer public key refused: {exc}") from None
+    return PaillierPublicCipher(key, workers=workers)
+
+
+class Phases:
+    """Seconds spent per protocol phase (reported in TrainOutcome.timings)."""
+
+    def __init__(self):
+        self.t: dict[str, float] = {}
+        self._name = None
+        self._start = 0.0
+
+    def __call__(self, name: str) -> Phases:
+        self._name = name
+        return self
+
+    def __enter__(self):
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.t[self._name] = self.t.get(self._name, 0.0) + time.perf_counter() - self._start
+        return False
+
+    def rounded(self) -> dict:
+        return {f"phase.{k}": round(v, 4) for k, v in self.t.items()}
 
 
 # ---- transport --------------------------------------------------------------------------

@@ -96,13 +96,14 @@ def _train(ctx, peer, X, feature_names, params, cipher, X_valid):
                         "(allow_validation_scores = true in its params)")
     d_b = bh.get("n_features")
     wbits = bh.get("weight_bits")
-    a_public = bh.get("a_public")
+    curv = bh.get("curvature")
     if not isinstance(d_b, int) or not 0 <= d_b <= 100000:
         raise C.LRError("bank announced an invalid feature count")
     if not isinstance(wbits, int) or not 0 <= wbits <= C.MAX_WEIGHT_BITS:
         raise C.LRError("bank announced invalid class-weight bits")
-    if not isinstance(a_public, bool) or (a_public and p.approximation != "taylor"):
-        raise C.LRError("bank announced an invalid residual layout")
+    if curv != C.curvature_mode(p):
+        raise C.LRError(f"bank announced residual layout {curv!r}, expected "
+                        f"{C.curvature_mode(p)!r}")
     try:
         seed = bytes.fromhex(bh.get("shuffle_seed", ""))
     except (TypeError, ValueError):
@@ -112,14 +113,14 @@ def _train(ctx, peer, X, feature_names, params, cipher, X_valid):
     pk_b = C.public_from_description(bh.get("key") or {}, cipher, ctx.workers)
     timings = {"setup": time.perf_counter() - t0}
     try:
-        return _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, a_public, seed,
+        return _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed,
                      cipher, pk_b, timings)
     except C.LRError as exc:
         peer.abort(str(exc))
         raise
 
 
-def _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, a_public, seed, cipher,
+def _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed, cipher,
           pk_b, timings):
     d_p = Xs.shape[1]
     FX = p.x_frac_bits
@@ -134,6 +135,7 @@ def _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, a_public, seed, c
     grad_scale = float(2 ** (FX + C.FD + C.FZ))
     loss_scale = float(2 ** (C.FD + C.FZ))
     history: list[dict] = []
+    ph = C.Phases()
     best_w = w.copy()
     t_train = time.perf_counter()
     epoch = 0
@@ -144,33 +146,47 @@ def _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, a_public, seed, c
             zp = Xs[idx] @ w
             C.check_predictor(zp, PARTY, epoch)
             zp_int = C.encode(zp, C.FZ)
-            peer.send_ct(C.K_ENC_ZP, cipher, cipher.encrypt(zp_int, rng_enc,
-                                                            bound_bits=C.ZP_BITS))
-            U = peer.recv_ct(C.K_ENC_U, pk_b, m, ub)
-            zq = C.encode(zp, C.FQ)
-            if a_public:
-                dct = pk_b.add_plain(U, zp_int * a_const)
+            with ph("encrypt"):
+                encZ = cipher.encrypt(zp_int, rng_enc, bound_bits=C.ZP_BITS)
+            peer.send_ct(C.K_ENC_ZP, cipher, encZ)
+            with ph("wait"):
+                U = peer.recv_ct(C.K_ENC_U, pk_b, m, ub)
                 A = None
-            else:
-                A = peer.recv_ct(C.K_ENC_A, pk_b, m, ab)
-                dct = pk_b.add(U, pk_b.mul_plain(A, zp_int))
-            g = pk_b.matvec_t(Xq[idx], dct)
-            masked, masks = masking.mask(pk_b, g, rng_mask)
-            masked = pk_b.rerandomize(masked, rng_rr)
+                if curv != "public":
+                    A = peer.recv_ct(C.K_ENC_A, pk_b, m if curv == "row" else 1, ab)
+            zq = C.encode(zp, C.FQ)
+            q_plain = int((zq * zq).sum())
+            with ph("homomorphic"):
+                if curv == "public":
+                    g = pk_b.matvec_t(Xq[idx], pk_b.add_plain(U, zp_int * a_const))
+                elif curv == "row":
+                    g = pk_b.matvec_t(Xq[idx], pk_b.add(U, pk_b.mul_plain(A, zp_int)))
+                else:  # [[mean a]] times the exact X_p^T z_p
+                    xz = Xq[idx].astype(object).T.dot(zp_int.astype(object))
+                    g = pk_b.add(pk_b.matvec_t(Xq[idx], U),
+                                 pk_b.mul_plain(pk_b.take(A, [0] * d_p), [int(v) for v in xz]))
+                masked, masks = masking.mask(pk_b, g, rng_mask)
+                masked = pk_b.rerandomize(masked, rng_rr)
             peer.send_ct(C.K_PLAT_GRAD_CT, pk_b, masked)
-            bvec = peer.recv_ct(C.K_BANK_GRAD_CT, cipher, d_b + 2, cipher.capacity_bits)
-            vals = cipher.decrypt(bvec)
+            with ph("wait"):
+                bvec = peer.recv_ct(C.K_BANK_GRAD_CT, cipher, d_b + 2, cipher.capacity_bits)
+            with ph("decrypt"):
+                vals = cipher.decrypt(bvec)
             peer.send_ints(C.K_BANK_GRAD_PLAIN, vals[:d_b + 1])
             pen = 2 * m * C.regularization(p, w)
             extra = vals[d_b + 1] + int(round(pen * loss_scale))
-            if A is None:
-                q = a_const * int((zq * zq).sum())
-                lct = pk_b.encrypt([extra + q], rng_enc)
-            else:
-                lct = pk_b.add_plain(pk_b.matvec_t((zq * zq)[:, None], A), [extra])
-                lct = pk_b.rerandomize(lct, rng_rr)
+            with ph("homomorphic"):
+                if curv == "public":
+                    lct = pk_b.encrypt([extra + a_const * q_plain], rng_enc)
+                else:
+                    if curv == "row":
+                        lq = pk_b.matvec_t((zq * zq)[:, None], A)
+                    else:
+                        lq = pk_b.mul_plain(A, [q_plain])
+                    lct = pk_b.rerandomize(pk_b.add_plain(lq, [extra]), rng_rr)
             peer.send_ct(C.K_LOSS_CT, pk_b, lct)
-            mine = peer.recv_ints(C.K_PLAT_GRAD_PLAIN, d_p, pk_b.n.bit_length())
+            with ph("wait"):
+                mine = peer.recv_ints(C.K_PLAT_GRAD_PLAIN, d_p, pk_b.n.bit_length())
             g_int = masking.unmask(mine, masks)
             grad = np.array([float(v) for v in g_int]) / grad_scale / m
             w = opt.step(w, grad, epoch)
@@ -189,6 +205,7 @@ def _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, a_public, seed, c
         if ctrl.get("stop"):
             break
     timings["train"] = time.perf_counter() - t_train
+    timings.update(ph.rounded())
     if p.early_stopping == "valid_auc":
         w = best_w
     if p.evaluate_train:
