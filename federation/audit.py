@@ -647,12 +647,20 @@ def replay(transcript_path: str | Path, party_dir: str | Path | None = None, *,
            pinned_keys: dict | None = None) -> ReplayReport:
     """Re-run one party's side of a job from its transcript and compare.
 
-    The transcript is verified first. ``party_dir`` is that party's directory (its
+    The transcript is verified first, against the signing keys pinned in the party's
+    node.toml (or ``pinned_keys``). ``party_dir`` is that party's directory (its
     node.toml names data, keys and data_dir, whose vault holds the job seed); tests may
     pass ``side`` and ``runner`` directly.
     """
     t0 = time.monotonic()
     rep = ReplayReport(False, EXIT_FAILED)
+    if pinned_keys is None and party_dir is not None and side is None:
+        # pin both signing keys from the party's own node.toml
+        try:
+            t = load(transcript_path)
+            pinned_keys = _pins_from_cli((), str(find_node_config(party_dir, t.party)))
+        except (TranscriptError, CannotRun):
+            pinned_keys = None    # verify/load_party below report what is wrong
     v = verify(transcript_path, pinned_keys=pinned_keys)
     if v.exit_code == EXIT_CANNOT_RUN:
         rep.exit_code, rep.errors = EXIT_CANNOT_RUN, v.errors
