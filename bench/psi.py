@@ -1,0 +1,271 @@
+"""PSI benchmark: two party nodes as separate OS processes over real gRPC + mTLS on
+127.0.0.1, on this machine's cores, against the physical floor measured in the same run.
+
+    .venv/bin/python bench/psi.py --quick --json out.json
+    .venv/bin/python bench/psi.py --json out.json          # 1M x 1M; 10M cached vs 100k
+
+Reported per configuration (median over --repeat runs):
+  wall seconds (slowest node, including worker-pool start), peak RSS per node (main
+  process and its worker processes), per-ID cost = wall x cores / (n_bank + n_platform)
+  next to the floor = 2 X25519 per ID (each ID is blinded by its owner and by the peer)
+  and floor + hash_to_curve, all measured in this process before the runs.
+Reference: SecretFlow ECDH-PSI (C++, AVX-512 multi-buffer Curve25519) 1M x 1M = 34 s
+on this machine (issue 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SECRETFLOW_1M_S = 34.0
+
+
+def make_ids(lo: int, hi: int, seed: int) -> list[str]:
+    from psi.ids import uscc_check_char
+    ids = [f"913{i:014d}" for i in range(lo, hi)]
+    ids = [b + uscc_check_char(b) for b in ids]
+    random.Random(seed).shuffle(ids)
+    return ids
+
+
+def measure_floor(n: int = 4000) -> dict:
+    import nacl.bindings as sodium
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
+
+    from psi.engine import validate_points
+    from psi.hash_to_curve import hash_to_u_batch
+    from psi.protocol import DEFAULT_DST
+    ids = [f"9135{i:014d}".encode() for i in range(n)]
+    dst = DEFAULT_DST.encode()
+    t = time.perf_counter()
+    us = hash_to_u_batch(ids, dst)
+    h2c = (time.perf_counter() - t) / n
+    pts = [us[i:i + 32] for i in range(0, len(us), 32)]
+    priv = X25519PrivateKey.from_private_bytes(os.urandom(32))
+    pubs = [X25519PublicKey.from_public_bytes(p) for p in pts]
+    t = time.perf_counter()
+    blinded = [priv.exchange(q) for q in pubs]
+    x25519 = (time.perf_counter() - t) / n
+    t = time.perf_counter()
+    for p in pts:
+        sodium.crypto_scalarmult(b"\x01" * 32, p)
+    sodium_x = (time.perf_counter() - t) / n
+    s = sodium.crypto_core_ed25519_scalar_reduce(os.urandom(64))
+    ed = [sodium.crypto_scalarmult_ed25519_base_noclamp(
+        sodium.crypto_core_ed25519_scalar_reduce(os.urandom(64))) for _ in range(n // 4)]
+    t = time.perf_counter()
+    for p in ed:
+        sodium.crypto_scalarmult_ed25519_noclamp(s, p)
+    ed_noclamp = (time.perf_counter() - t) / len(ed)
+    blob = b"".join(blinded)
+    t = time.perf_counter()
+    validate_points(blob, check_subgroup=False)
+    v_curve = (time.perf_counter() - t) / n
+    t = time.perf_counter()
+    validate_points(blob, check_subgroup=True)
+    v_full = (time.perf_counter() - t) / n
+    return {k: round(v * 1e6, 2) for k, v in {
+        "x25519_openssl_us": x25519, "x25519_libsodium_us": sodium_x,
+        "ed25519_noclamp_libsodium_us": ed_noclamp, "hash_to_curve_us": h2c,
+        "validate_curve_us": v_curve, "validate_curve_subgroup_us": v_full}.items()}
+
+
+def _rss_mb() -> tuple[float, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return round(own, 1), round(kids, 1)
+
+
+def node_main(role: str, keys: dict, conn, cfg: dict) -> None:
+    """One party node: own process, own gRPC server/client, own worker pool."""
+    try:
+        from federation.channel.peer import PeerChannel
+        from federation.channel.testing import identities
+        from federation.protocol import ProtocolContext
+        from psi.protocol import PsiParams, prepare_platform_cache, run_psi
+        from secure_agg.rng import Drbg
+        me, other = (keys["bank"], keys["platform"]) if role == "bank" else \
+            (keys["platform"], keys["bank"])
+        local, peer = identities(me, other)
+        chan = PeerChannel(local, peer, "127.0.0.1:0").start()
+        conn.send(chan.port)
+        chan.peer_addr = f"127.0.0.1:{conn.recv()}"
+        lo, hi = cfg["ranges"][role]
+        ids = make_ids(lo, hi, seed=1 if role == "bank" else 2)
+        params = PsiParams(mode=cfg["mode"], check_subgroup=cfg["check_subgroup"],
+                           key_dir=cfg["dir"] + f"/{role}/keys",
+                           cache_dir=cfg["dir"] + f"/{role}/cache", timeout=3600)
+        out: dict = {}
+        if cfg["mode"] == "unbalanced" and role == "platform":
+            t = time.perf_counter()
+            prepare_platform_cache(ids, params, "bank", workers=cfg["workers"])
+            out["cache_build_s"] = round(time.perf_counter() - t, 2)
+        conn.send("ready")
+        runs = []
+        for r in range(cfg["jobs"]):
+            assert conn.recv() == "go"
+            job = f"psi-bench-{r}"
+            link = chan.link(job)
+            ctx = ProtocolContext(link, job, Drbg(os.urandom(32)), workers=cfg["workers"])
+            t = time.perf_counter()
+            res = run_psi(ctx, role, ids, params)
+            wall = time.perf_counter() - t
+            link.close()
+            digest = hashlib.sha256("\n".join(ids[i] for i in res.indices).encode()).hexdigest()
+            runs.append({"wall_s": round(wall, 3), "size": res.size, "digest": digest,
+                         "stats": res.stats})
+            conn.send("done")
+        out["runs"] = runs
+        out["rss_main_mb"], out["rss_workers_mb"] = _rss_mb()
+        chan.stop(1)
+        conn.send(out)
+    except BaseException as exc:  # report to the parent
+        import traceback
+        conn.send({"error": f"{role}: {exc!r}\n{traceback.format_exc()}"})
+
+
+def run_config(cfg: dict) -> dict:
+    from federation.channel.testing import make_keys
+    with tempfile.TemporaryDirectory() as d:
+        keys = {r: make_keys(d + "/tls", r) for r in ("bank", "platform")}
+        cfg = dict(cfg, dir=d)
+        ctx = mp.get_context("spawn")
+        pipes = {r: ctx.Pipe() for r in ("bank", "platform")}
+        procs = {r: ctx.Process(target=node_main, args=(r, keys, pipes[r][1], cfg))
+                 for r in pipes}
+        for p in procs.values():
+            p.start()
+        ports = {r: pipes[r][0].recv() for r in pipes}
+        pipes["bank"][0].send(ports["platform"])
+        pipes["platform"][0].send(ports["bank"])
+        for r in pipes:
+            msg = pipes[r][0].recv()
+            if msg != "ready":
+                raise RuntimeError(msg["error"])
+        walls = []
+        for _ in range(cfg["jobs"]):
+            t = time.perf_counter()
+            for r in pipes:
+                pipes[r][0].send("go")
+            for r in pipes:
+                msg = pipes[r][0].recv()
+                if msg != "done":
+                    raise RuntimeError(msg["error"])
+            walls.append(time.perf_counter() - t)
+        res = {r: pipes[r][0].recv() for r in pipes}
+        for p in procs.values():
+            p.join(30)
+        for r in res.values():
+            if "error" in r:
+                raise RuntimeError(r["error"])
+    for b, p in zip(res["bank"]["runs"], res["platform"]["runs"], strict=True):
+        if b["size"] != cfg["expect"] or p["size"] != cfg["expect"] or b["digest"] != p["digest"]:
+            raise AssertionError(f"wrong PSI result: {b['size']} / {p['size']} "
+                                 f"(expected {cfg['expect']}) or order mismatch")
+    return {"walls": [round(w, 3) for w in walls], "nodes": res}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes (minutes, not hours)")
+    ap.add_argument("--json", help="write results to this path")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per config (median reported)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--only", choices=["balanced", "unbalanced"], default=None)
+    ap.add_argument("--no-subgroup-check", action="store_true",
+                    help="also run balanced without the prime-order subgroup check")
+    a = ap.parse_args()
+    cores = os.cpu_count() or 1
+    nb = 100_000 if a.quick else 1_000_000
+    nu_plat, nu_bank = (1_000_000, 100_000) if a.quick else (10_000_000, 100_000)
+    floor = measure_floor()
+    print(f"machine: {cores} cores; floor measured here (single core, median-free one shot):")
+    for k, v in floor.items():
+        print(f"  {k:32s} {v:8.2f} us")
+    x = floor["x25519_openssl_us"]
+    print(f"  X25519 OpenSSL vs libsodium ed25519_noclamp (incl. its subgroup check): "
+          f"{floor['ed25519_noclamp_libsodium_us'] / x:.2f}x faster; vs libsodium X25519: "
+          f"{floor['x25519_libsodium_us'] / x:.2f}x")
+    results: dict = {"floor_us": floor, "cores": cores, "channel": "grpc+mTLS loopback",
+                     "quick": a.quick, "configs": []}
+    configs = []
+    if a.only in (None, "balanced"):
+        configs.append(("balanced", nb, nb, True))
+        if a.no_subgroup_check:
+            configs.append(("balanced", nb, nb, False))
+    if a.only in (None, "unbalanced"):
+        configs.append(("unbalanced", nu_bank, nu_plat, True))
+    print(f"\n{'config':44s} {'wall s':>8s} {'per-ID us':>10s} {'floor us':>9s} "
+          f"{'+h2c us':>8s} {'RSS MB bank/plat (main+workers)':>34s}")
+    for mode, n_bank, n_plat, sub in configs:
+        if mode == "balanced":
+            ranges = {"bank": (0, n_bank), "platform": (n_bank // 2, n_bank // 2 + n_plat)}
+            expect = n_bank // 2
+        else:  # bank: half inside the platform's set
+            ranges = {"bank": (n_plat - n_bank // 2, n_plat + n_bank // 2),
+                      "platform": (0, n_plat)}
+            expect = n_bank // 2
+        jobs = a.repeat if mode == "balanced" else 1 + a.repeat  # first = cold peer-set
+        cfg = {"mode": mode, "ranges": ranges, "expect": expect, "check_subgroup": sub,
+               "workers": a.workers, "jobs": jobs}
+        t = time.perf_counter()
+        r = run_config(cfg)
+        total = time.perf_counter() - t
+        bank, plat = r["nodes"]["bank"], r["nodes"]["platform"]
+        per_job = [max(b["wall_s"], p["wall_s"]) for b, p in zip(bank["runs"], plat["runs"],
+                                                                 strict=True)]
+        rss = (f"{bank['rss_main_mb']:.0f}+{bank['rss_workers_mb']:.0f} / "
+               f"{plat['rss_main_mb']:.0f}+{plat['rss_workers_mb']:.0f}")
+        entry = {"mode": mode, "n_bank": n_bank, "n_platform": n_plat, "check_subgroup": sub,
+                 "job_walls_s": per_job, "rss": rss, "bench_total_s": round(total, 1),
+                 "bank_stats": [x["stats"] for x in bank["runs"]],
+                 "platform_stats": [x["stats"] for x in plat["runs"]]}
+        if mode == "balanced":
+            med = statistics.median(per_job)
+            per_id = med * cores / (n_bank + n_plat) * 1e6
+            fl = 2 * x
+            label = f"balanced {n_bank:,}x{n_plat:,} subgroup={sub}"
+            print(f"{label:44s} {med:8.2f} {per_id:10.2f} {fl:9.2f} "
+                  f"{fl + floor['hash_to_curve_us']:8.2f} {rss:>34s}")
+            entry.update(median_wall_s=med, per_id_us=round(per_id, 2), floor_per_id_us=fl,
+                         ratio_to_secretflow_1m=round(med / SECRETFLOW_1M_S, 2)
+                         if n_bank == 1_000_000 else None)
+            if n_bank == 1_000_000:
+                print(f"  ratio to SecretFlow ECDH-PSI 1Mx1M (34 s): {med / SECRETFLOW_1M_S:.2f}x")
+        else:
+            build = plat.get("cache_build_s")
+            cold, warm = per_job[0], per_job[1:]
+            med = statistics.median(warm)
+            per_id = med * cores / n_bank * 1e6
+            fl = 3 * x  # bank blind + platform eval + bank unblind
+            label = f"unbalanced online {n_bank:,} vs {n_plat:,} cached"
+            print(f"{label:44s} {med:8.2f} {per_id:10.2f} {fl:9.2f} "
+                  f"{fl + floor['hash_to_curve_us']:8.2f} {rss:>34s}")
+            print(f"  one-off platform cache build for {n_plat:,}: {build} s; first online job "
+                  f"(bank fetches {n_plat * 8 / 2**20:.0f} MiB truncated set): {cold:.2f} s")
+            entry.update(median_online_s=med, cold_online_s=cold, cache_build_s=build,
+                         per_id_us=round(per_id, 2), floor_per_id_us=fl)
+        results["configs"].append(entry)
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(results, fh, indent=2, default=str)
+        print(f"\nwrote {a.json}")
+
+
+if __name__ == "__main__":
+    main()
