@@ -22,7 +22,9 @@ def mask(cipher: PublicCipher, a: CipherVector, rng) -> tuple[CipherVector, list
     """Add fresh uniform masks (one per element, from ``rng``) and re-randomise."""
     width = a.bound_bits + STAT_BITS
     masks = [rng.randbits(width) for _ in range(len(a))]
-    return cipher.add_plain(a, masks), masks
+    # add_plain alone keeps the old obfuscation: the key holder could link the masked
+    # ciphertext to ciphertexts it made. Re-randomising hides the derivation.
+    return cipher.rerandomize(cipher.add_plain(a, masks), rng), masks
 
 
 def unmask(values: Sequence[int], masks: Sequence[int]) -> list[int]:
