@@ -236,12 +236,13 @@ def test_node_job_audited_with_the_cli(tmp_path, algorithm, params):
     out = json.loads(res.output)
     assert res.exit_code == 1 and out["errors"][0]["record"] is not None, out
     seed.write_bytes(good)
-    # a different dataset at the bank: one feature column reversed (PSI is the
+    # a different dataset at the bank: a column reversed, some labels flipped (PSI is the
     # same; training differs), then one row fewer (PSI differs)
     csv = tmp_path / "bank.csv"
     original = csv.read_text()
     df = pd.read_csv(csv)
-    df["x0"] = df["x0"].to_numpy()[::-1]     # (a monotone change could be invisible)
+    df["x0"] = df["x0"].to_numpy()[::-1]
+    df.loc[:30, "y"] = 1 - df.loc[:30, "y"]     # (a feature no split uses changes nothing)
     df.to_csv(csv, index=False)
     res = _cli("replay", tb, "--party-dir", str(tmp_path), "--json")
     out = json.loads(res.output)
