@@ -279,3 +279,25 @@ def test_parameter_errors(small):
     assert "parameters differ: epochs" in str(eb) and "parameters differ" in str(ep)
     eb, ep = both_errors(Xb, y, Xp[:150], P)
     assert "row counts differ" in str(eb)
+
+
+def test_platform_policy_refuses_plain_cipher(small):
+    Xb, y, Xp = small
+    la, lb, _ = local_link_pair("pol")
+    ca = ProtocolContext(la, "pol", Drbg(b"b" * 32))
+    cb = ProtocolContext(lb, "pol", Drbg(b"p" * 32))
+    errs: list = [None, None]
+
+    def bank():
+        try:
+            bank_lr.train(ca, Xb, y, None, P, PlainCipher(2048))
+        except Exception as exc:  # noqa: BLE001
+            errs[0] = exc
+
+    t = threading.Thread(target=bank)
+    t.start()
+    with pytest.raises(LRError, match="refused by this node's policy"):
+        platform_lr.train(cb, Xp, None, P, PlainCipher(2048),
+                          policy={"allow_plain_cipher": False, "min_key_bits": 2048})
+    t.join(30)
+    assert isinstance(errs[0], LRError)

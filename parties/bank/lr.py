@@ -101,9 +101,11 @@ def train(ctx: ProtocolContext, X, y, feature_names, params: dict, cipher: Priva
     peer = C.Peer(ctx.link)
     try:
         return _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid)
-    except C.LRError:
+    except C.LRError as exc:
+        peer.abort(str(exc))  # the peer fails too instead of waiting for a message
         raise
     except (InputError, ParamError) as exc:
+        peer.abort(str(exc))
         raise C.LRError(str(exc)) from None
 
 
@@ -165,12 +167,8 @@ def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid):
     pk_p = C.public_from_description(ph.get("key") or {}, cipher, ctx.workers)
     timings["setup"] = time.perf_counter() - t_start
 
-    try:
-        return _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits,
-                     curv, seed, cipher, pk_p, timings)
-    except C.LRError as exc:
-        peer.abort(str(exc))
-        raise
+    return _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits,
+                 curv, seed, cipher, pk_p, timings)
 
 
 def _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits, curv,

@@ -289,16 +289,27 @@ def describe_public(cipher: PublicCipher) -> dict:
     return {"scheme": "paillier", "key_bits": int(cipher.key_bits), "n": format(cipher.n, "x")}
 
 
-def public_from_description(desc: dict, own: PublicCipher, workers: int = 1) -> PublicCipher:
-    """The peer's public cipher; refuses a scheme different from ours or a weaker key."""
+def public_from_description(desc: dict, own: PublicCipher, workers: int = 1,
+                            policy: dict | None = None) -> PublicCipher:
+    """The peer's public cipher; refuses a scheme different from ours, a weaker key, or
+    what this node's ``policy`` forbids (``allow_plain_cipher``, ``min_key_bits``,
+    ``allow_insecure_test_key``, as the job runner passes them)."""
+    policy = policy or {}
     scheme = desc.get("scheme")
     own_scheme = "plain" if isinstance(own, PlainCipher) else "paillier"
     if scheme != own_scheme:
         raise LRError(f"peer uses cipher {scheme!r} but this party uses {own_scheme!r}")
+    if scheme == "plain" and policy and not policy.get("allow_plain_cipher", False):
+        raise LRError("cipher = \"plain\" is refused by this node's policy (insecure test "
+                      "jobs are not allowed)")
     bits = desc.get("key_bits")
     if not isinstance(bits, int) or bits < min(own.key_bits, 2048):
         raise LRError(f"peer key of {bits} bits is weaker than this party's "
                       f"{own.key_bits}-bit key")
+    min_bits = int(policy.get("min_key_bits", 0) or 0)
+    if scheme == "paillier" and bits < min_bits and not policy.get("allow_insecure_test_key"):
+        raise LRError(f"peer key of {bits} bits is below this node's policy minimum "
+                      f"({min_bits})")
     if scheme == "plain":
         return PlainCipher(bits, workers=workers)
     n_hex = desc.get("n")

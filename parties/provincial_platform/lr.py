@@ -40,18 +40,21 @@ PARTY = "platform"
 
 
 def train(ctx: ProtocolContext, X, feature_names, params: dict, cipher: PrivateCipher,
-          X_valid=None) -> TrainOutcome:
-    """Train jointly with the bank; returns the platform's model part."""
+          X_valid=None, policy: dict | None = None) -> TrainOutcome:
+    """Train jointly with the bank; returns the platform's model part. ``policy`` is
+    this node's data-use policy as the job runner passes it (plain cipher, key size)."""
     peer = C.Peer(ctx.link)
     try:
-        return _train(ctx, peer, X, feature_names, params, cipher, X_valid)
-    except C.LRError:
+        return _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy)
+    except C.LRError as exc:
+        peer.abort(str(exc))  # the peer fails too instead of waiting for a message
         raise
     except (InputError, ParamError) as exc:
+        peer.abort(str(exc))
         raise C.LRError(str(exc)) from None
 
 
-def _train(ctx, peer, X, feature_names, params, cipher, X_valid):
+def _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy):
     t0 = time.perf_counter()
     err = None
     try:
@@ -110,14 +113,10 @@ def _train(ctx, peer, X, feature_names, params, cipher, X_valid):
         seed = b""
     if len(seed) != 32:
         raise C.LRError("bank announced a malformed shuffle seed")
-    pk_b = C.public_from_description(bh.get("key") or {}, cipher, ctx.workers)
+    pk_b = C.public_from_description(bh.get("key") or {}, cipher, ctx.workers, policy)
     timings = {"setup": time.perf_counter() - t0}
-    try:
-        return _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed,
-                     cipher, pk_b, timings)
-    except C.LRError as exc:
-        peer.abort(str(exc))
-        raise
+    return _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed,
+                 cipher, pk_b, timings)
 
 
 def _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed, cipher,
