@@ -154,7 +154,7 @@ class _BankTrainer:
         self.n = y.size
         if p.objective == "binary:logistic" and not np.isin(y, (0.0, 1.0)).all():
             raise ValueError("label y must be 0/1 for objective binary:logistic")
-        self.binned = bin_columns(X, p.max_bin)
+        self.binned = bin_columns(X, p.max_bin, p.binning)
         self.Xf = X.astype(np.float32)
         self.n_cuts = np.array([len(c) for c in self.binned.cuts])
         all_missing = np.isnan(self.Xf).all(axis=0)

@@ -14,7 +14,7 @@ from parties.common.params import ParamError, from_dict
 OBJECTIVES = ("binary:logistic", "reg:squarederror")
 
 #: parameters both parties must agree on (checked by the platform)
-SHARED = ("max_bin", "max_depth", "n_trees", "complete_secure")
+SHARED = ("max_bin", "max_depth", "n_trees", "complete_secure", "binning")
 
 
 @dataclass
@@ -35,8 +35,9 @@ class SecureBoostParams:
     colsample_bytree: float = 1.0
     early_stopping_rounds: int = 0    # 0 = off; needs a validation set
     complete_secure: int = 0          # first k trees use bank features only
-    precision_bits: int = 32          # fixed-point fractional bits of g and h
+    precision_bits: int = 24          # fixed-point fractional bits of g and h (as float32)
     chunk_rows: int = 4096            # rows per encrypted-gradient message (streaming)
+    binning: str = "auto"             # "auto" | "xgboost" | "native" (see binning.py)
     cipher: str = "paillier"          # "paillier" | "plain" (tests; policy must allow)
     key_bits: int = 2048
 
@@ -76,6 +77,8 @@ class SecureBoostParams:
             bad("precision_bits", "must be in [8, 52]")
         if self.chunk_rows < 64:
             bad("chunk_rows", "must be >= 64")
+        if self.binning not in ("auto", "xgboost", "native"):
+            bad("binning", "expected 'auto', 'xgboost' or 'native'")
         if self.cipher not in ("paillier", "plain"):
             bad("cipher", "expected 'paillier' or 'plain'")
         if self.base_score is not None and self.objective == "binary:logistic" and not (
