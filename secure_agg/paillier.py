@@ -66,6 +66,8 @@ from secure_agg.rng import Drbg
 
 ONE = mpz(1)
 OBFUSCATIONS = ("djn", "standard")
+#: DJN (table) encryption goes to worker processes from this many values up
+PROCESS_MIN_VALUES = 64
 
 
 def _grow(count: int) -> int:
@@ -137,15 +139,21 @@ class FixedBaseTable:
         for part in run_chunks(workers, len(row_bases), build):
             self.rows.extend(part)
 
-    def pow_many(self, exps: Sequence[int]) -> list[mpz]:
+    def pow_many(self, exps: Sequence[int], block: int = 1024) -> list[mpz]:
+        """Row-major over a block of exponents: each pass touches one 256-entry row
+        (cache-resident) instead of one random entry in every row per exponent; on
+        the development machine this is ~1.6x faster than exponent-by-exponent."""
         rows, mod, nb = self.rows, self.mod, self.nbytes
-        out = []
-        for e in exps:
-            acc = ONE
-            for row, d in zip(rows, e.to_bytes(nb, "little"), strict=True):
-                if d:
-                    acc = acc * row[d] % mod
-            out.append(acc)
+        out: list[mpz] = []
+        for start in range(0, len(exps), block):
+            chunk = exps[start:start + block]
+            digits = np.frombuffer(b"".join(int(e).to_bytes(nb, "little") for e in chunk),
+                                   dtype=np.uint8).reshape(len(chunk), nb).T.tolist()
+            row = rows[0]
+            accs = [row[d] for d in digits[0]]
+            for row, col in zip(rows[1:], digits[1:], strict=True):
+                accs = [a * row[d] % mod for a, d in zip(accs, col, strict=True)]
+            out.extend(accs)
         return out
 
 
@@ -238,7 +246,22 @@ class PaillierPublicCipher(PublicCipher):
         data = self._encrypt_with(vals, draws, self.obfuscation)
         return CipherVector(self.key_id, data, bound)
 
+    def _spec(self) -> tuple:
+        """What a worker process needs to rebuild this cipher (see secure_agg.pool)."""
+        return ("public", int(self.n))
+
     def _encrypt_with(self, vals: list[int], draws: list, obfuscation: str) -> list[mpz]:
+        if (obfuscation == "djn" and self.workers > 1
+                and len(vals) >= PROCESS_MIN_VALUES):
+            from secure_agg.pool import chunk_bounds
+            from secure_agg.procpool import get_pool
+            chunks = [(vals[s:e], draws[s:e])
+                      for s, e in chunk_bounds(len(vals), self.workers)]
+            return _flatten(get_pool(self.workers).encrypt(self._spec(), chunks,
+                                                           self.djn_exponent_bits))
+        return self._encrypt_local(vals, draws, obfuscation)
+
+    def _encrypt_local(self, vals: list[int], draws: list, obfuscation: str) -> list[mpz]:
         n, nsq = self.n, self.nsquare
         if obfuscation == "djn" and vals:
             self._djn_table()  # build in the calling thread (never nest pool calls)
@@ -374,18 +397,11 @@ class PaillierPublicCipher(PublicCipher):
             raise ValueError(f"histogram: bin indices must be in [0, {n_bins})")
         bound = self.check_bound(a.bound_bits + _grow(len(idx)), "histogram")
         size = n_feat * n_bins
-        keys = (sub.astype(np.int64) + np.arange(n_feat, dtype=np.int64) * n_bins).T
         data, nsq = a.data, self.nsquare
         idx_list = idx.tolist()
 
         def work(s: int, e: int) -> list:
-            cts = [data[i] for i in idx_list[s:e]]
-            H: list = [None] * size
-            for f in range(n_feat):
-                for c, k in zip(cts, keys[f, s:e].tolist(), strict=True):
-                    h = H[k]
-                    H[k] = c if h is None else h * c % nsq
-            return H
+            return _histogram_chunk([data[i] for i in idx_list[s:e]], sub[s:e], n_bins, nsq)
 
         H: list = [None] * size
         for part in run_chunks(self.workers, len(idx_list), work, 1024):
@@ -519,7 +535,10 @@ class PaillierPrivateCipher(PaillierPublicCipher, PrivateCipher):
                     FixedBaseTable(hs % sk.qsquare, sk.qsquare, bits, self.workers))
             return self._crt_tables
 
-    def _encrypt_with(self, vals: list[int], draws: list, obfuscation: str) -> list[mpz]:
+    def _spec(self) -> tuple:
+        return ("private", int(self.n), int(self._sk.p), int(self._sk.q))
+
+    def _encrypt_local(self, vals: list[int], draws: list, obfuscation: str) -> list[mpz]:
         sk, n = self._sk, self.n
         psq, qsq, cinv = sk.psquare, sk.qsquare, sk.qsq_inv_psq
         tp, tq = self._crt() if obfuscation == "djn" and vals else (None, None)
@@ -617,3 +636,53 @@ def _multiexp(cts: list, coefs: np.ndarray, nsq: mpz, positive: bool) -> mpz:
         if total is not None:
             acc = acc * total % nsq
     return acc
+
+
+def _group_plan(n_feat: int, n_bins: int, rows: int) -> int:
+    """How many features to bin jointly: grouping k features costs about ``rows`` + k *
+    (non-empty joint bins) multiplications instead of k * ``rows``."""
+    best_k, best = 1, float(rows)
+    for k in (2, 3):
+        cells = n_bins ** k
+        if k > n_feat or cells > 1 << 16:
+            break
+        nonempty = cells * (1.0 - math.exp(-rows / cells))
+        cost = (rows + k * nonempty) / k
+        if cost < 0.9 * best:
+            best_k, best = k, cost
+    return best_k
+
+
+def _histogram_chunk(cts: list, sub: np.ndarray, n_bins: int, nsq: mpz) -> list:
+    """Per-feature bin products of ``cts`` (rows of ``sub``) as a list (f * n_bins + b,
+    ``None`` for empty bins).
+
+    SecureBoost's hot loop. Features are binned jointly in groups of k (usually pairs):
+    the rows are first multiplied into the n_bins^k joint cells (one multiply-mod per
+    row), then each feature's histogram is the product over the other features' axes of
+    the non-empty cells. With 100,000 rows and 32 bins this halves the multiplications.
+    """
+    rows, n_feat = sub.shape
+    H: list = [None] * (n_feat * n_bins)
+    k = _group_plan(n_feat, n_bins, rows)
+    for g0 in range(0, n_feat, k):
+        feats = list(range(g0, min(g0 + k, n_feat)))
+        key = np.zeros(rows, dtype=np.int64)
+        for f in feats:
+            key = key * n_bins + sub[:, f]
+        cells: list = [None] * (n_bins ** len(feats))
+        for c, j in zip(cts, key.tolist(), strict=True):
+            h = cells[j]
+            cells[j] = c if h is None else h * c % nsq
+        if len(feats) == 1:
+            H[feats[0] * n_bins:(feats[0] + 1) * n_bins] = cells
+            continue
+        occupied = [j for j, v in enumerate(cells) if v is not None]
+        vals = [cells[j] for j in occupied]
+        occ = np.array(occupied, dtype=np.int64)
+        for pos, f in enumerate(feats):
+            digit = (occ // n_bins ** (len(feats) - 1 - pos)) % n_bins + f * n_bins
+            for v, j in zip(vals, digit.tolist(), strict=True):
+                h = H[j]
+                H[j] = v if h is None else h * v % nsq
+    return H

@@ -3,9 +3,19 @@
 gmpy2 (>= 2.1) releases the GIL around GMP calls when the thread's context has
 ``allow_release_gil=True``: multiplication, division/modulo and ``powmod`` then run in
 parallel on several cores, and ``powmod_base_list``/``powmod_exp_list`` always release
-it. Measured on the 2-core development machine: a loop of 4096-bit multiply-mod runs
-1.7x faster on two threads, so threads are enough -- no processes, no pickling of
-ciphertexts, no duplicated precomputed tables.
+it. Measured on the 2-core development machine (idle): a loop of 4096-bit multiply-mod
+runs 1.7x faster on two threads, ``powmod_base_list`` 1.9x. Threads therefore serve
+the operations whose inputs are large ciphertext vectors (add, sums, histograms,
+``X.T @ enc``, decryption): no pickling, no copies.
+
+Fixed-base-table encryption is different: a 2048-bit multiply-mod is ~1 us of GMP work
+against ~0.25 us of interpreter work holding the GIL, which caps threads near 1.6x, and
+on an oversubscribed machine the GIL hand-offs collapse entirely. Its inputs are small
+(plaintexts and exponents) and its per-element work large (~0.4 ms), so it runs in
+worker *processes* (:mod:`secure_agg.procpool`: plain subprocesses speaking a fixed
+binary format over pipes -- no pickle, no re-import of the caller's ``__main__``, safe
+in a process that already runs gRPC threads). Each worker builds its own tables once
+per key. The key holder's workers receive ``p, q`` over their private stdin pipe.
 
 Determinism: callers draw every random value in the calling thread, in order, before
 farming out work; the tasks themselves are deterministic functions of their inputs and
@@ -98,3 +108,4 @@ def run_tasks(workers: int, tasks: Sequence[Callable[[], Any]]) -> list[Any]:
     ex = _executor(workers)
     futs = [ex.submit(t) for t in tasks]
     return [f.result() for f in futs]
+

@@ -174,6 +174,22 @@ def test_matvec_t_matches_numpy_and_phe(cipher):
         cipher.matvec_t(X.astype(float), ev)
 
 
+def test_histogram_joint_binning_plans(key512):
+    """Many rows and few bins make the engine bin 2 or 3 features jointly."""
+    from secure_agg.paillier import _group_plan
+    assert _group_plan(10, 32, 100_000) == 2 and _group_plan(10, 4, 3000) == 3
+    assert _group_plan(10, 32, 500) == 1
+    c = PaillierPrivateCipher(key512[1], workers=2)
+    rng = np.random.default_rng(11)
+    n, feats, nb = 3000, 5, 4
+    g = rng.integers(0, 1000, n)
+    bins = rng.integers(0, nb, (n, feats))
+    eg = CipherVector(c.key_id, c.encrypt(g[:50]).data * 60, 10)
+    g = np.tile(g[:50], 60)
+    want = [int(g[bins[:, f] == b].sum()) for f in range(feats) for b in range(nb)]
+    assert c.decrypt(c.histogram(eg, bins, nb)) == want
+
+
 def test_histogram_matches_phe_loop(cipher):
     rng = np.random.default_rng(9)
     n, feats, nb = 200, 3, 8
@@ -252,7 +268,7 @@ def test_phe_interop_both_ways(key768, obf):
 # ---- determinism and workers ---------------------------------------------------------
 def test_deterministic_with_drbg_and_worker_independent(key512):
     pub, sk = key512
-    vals = list(range(-20, 21))
+    vals = list(range(-40, 41))  # >= PROCESS_MIN_VALUES: workers > 1 use processes
     outs = []
     for w in (1, 2, 3):
         for c in (PaillierPrivateCipher(sk, workers=w), PaillierPublicCipher(pub, workers=w)):

@@ -1,0 +1,199 @@
+"""Worker processes for fixed-base-table (DJN) encryption.
+
+Why processes: see :mod:`secure_agg.pool`. Why not ``multiprocessing``: its spawn and
+forkserver methods re-import the caller's ``__main__`` in every worker (breaking any
+unguarded script that encrypts), ``fork`` is unsafe next to gRPC threads, and both use
+pickle. Instead each worker is ``python -m secure_agg.procpool`` and the two ends speak
+a fixed binary format over the worker's stdin/stdout:
+
+request  = u32 header length, JSON header, body
+           header: {"kind": "public"|"private", "n", "p", "q" (hex), "count",
+                    "vw" (signed plaintext width), "dw" (exponent width)}
+           body:   count signed big-endian plaintexts of vw bytes, then count
+                   big-endian exponents of dw bytes
+response = u8 status (0 ok), u32 length, payload: count ciphertexts of width
+           bytes(n^2) (status 1: UTF-8 error message)
+
+A worker caches one cipher (with its tables) per key. Workers start lazily, serve
+requests one at a time, and exit when their stdin closes (at interpreter exit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from gmpy2 import mpz
+
+_HDR = struct.Struct(">I")
+_RESP = struct.Struct(">BI")
+
+
+def _read_exact(stream, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = stream.read(n - len(buf))
+        if not chunk:
+            raise EOFError("worker pipe closed")
+        buf += chunk
+    return bytes(buf)
+
+
+class _Worker:
+    def __init__(self):
+        root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "secure_agg.procpool"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, env=env, cwd=root)
+
+    def send(self, header: dict, body: bytes) -> None:
+        h = json.dumps(header).encode()
+        self.proc.stdin.write(_HDR.pack(len(h)) + h + body)
+        self.proc.stdin.flush()
+
+    def recv(self) -> bytes:
+        status, length = _RESP.unpack(_read_exact(self.proc.stdout, _RESP.size))
+        payload = _read_exact(self.proc.stdout, length)
+        if status:
+            raise RuntimeError(f"encryption worker failed: {payload.decode(errors='replace')}")
+        return payload
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            self.proc.kill()
+
+
+class ProcessPool:
+    """``workers`` encryption processes used by one call at a time."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._procs: list[_Worker] = []
+        self._lock = threading.Lock()
+
+    def _ensure(self) -> list[_Worker]:
+        alive = [w for w in self._procs if w.proc.poll() is None]
+        while len(alive) < self.workers:
+            alive.append(_Worker())
+        self._procs = alive
+        return alive
+
+    def encrypt(self, spec: tuple, chunks: list[tuple[list[int], list[int]]],
+                exp_bits: int) -> list[list[mpz]]:
+        """Encrypt ``(plaintexts, exponents)`` chunks, one per worker, in order."""
+        n = int(spec[1])
+        vw = (n.bit_length() + 8) // 8 + 1
+        dw = (exp_bits + 7) // 8
+        cw = (2 * n.bit_length() + 7) // 8
+        head = {"kind": spec[0], "n": format(n, "x")}
+        if spec[0] == "private":
+            head.update(p=format(int(spec[2]), "x"), q=format(int(spec[3]), "x"))
+        with self._lock:
+            procs = self._ensure()
+            try:
+                for w, (vals, draws) in zip(procs, chunks, strict=False):
+                    body = b"".join(int(v).to_bytes(vw, "big", signed=True) for v in vals)
+                    body += b"".join(int(d).to_bytes(dw, "big") for d in draws)
+                    w.send({**head, "count": len(vals), "vw": vw, "dw": dw}, body)
+                out = []
+                for w, (vals, _) in zip(procs, chunks, strict=False):
+                    payload = w.recv()
+                    if len(payload) != cw * len(vals):
+                        raise RuntimeError("encryption worker returned a wrong-sized reply")
+                    fb = mpz.from_bytes
+                    out.append([fb(payload[i:i + cw], "big")
+                                for i in range(0, len(payload), cw)])
+                return out
+            except BaseException:
+                for w in procs:  # a half-read pipe cannot be reused
+                    w.close()
+                self._procs = []
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            for w in self._procs:
+                w.close()
+            self._procs = []
+
+
+_pools: dict[int, ProcessPool] = {}
+_pools_lock = threading.Lock()
+
+
+def get_pool(workers: int) -> ProcessPool:
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ProcessPool(workers)
+        return pool
+
+
+@atexit.register
+def _shutdown() -> None:
+    for pool in list(_pools.values()):
+        pool.close()
+
+
+# ---- worker side -----------------------------------------------------------------------
+def serve(stdin=None, stdout=None) -> None:
+    from secure_agg.keys import PaillierPrivateKey, PaillierPublicKey
+    from secure_agg.paillier import PaillierPrivateCipher, PaillierPublicCipher
+
+    stdin = stdin or sys.stdin.buffer
+    stdout = stdout or sys.stdout.buffer
+    cache: dict[tuple, PaillierPublicCipher] = {}
+    while True:
+        raw = stdin.read(_HDR.size)
+        if not raw:
+            return
+        try:
+            (hlen,) = _HDR.unpack(_read_exact_prefix(stdin, raw, _HDR.size))
+            head = json.loads(_read_exact(stdin, hlen))
+            count, vw, dw = int(head["count"]), int(head["vw"]), int(head["dw"])
+            body = _read_exact(stdin, count * (vw + dw))
+            key = (head["kind"], head["n"], head.get("p"), head.get("q"))
+            cipher = cache.get(key)
+            if cipher is None:
+                pub = PaillierPublicKey(mpz(head["n"], 16), insecure_test_key=True)
+                if head["kind"] == "private":
+                    sk = PaillierPrivateKey(pub, mpz(head["p"], 16), mpz(head["q"], 16))
+                    cipher = PaillierPrivateCipher(sk, workers=1)
+                else:
+                    cipher = PaillierPublicCipher(pub, workers=1)
+                cache.clear()  # one key at a time: tables are large
+                cache[key] = cipher
+            vals = [int.from_bytes(body[i:i + vw], "big", signed=True)
+                    for i in range(0, count * vw, vw)]
+            off = count * vw
+            draws = [int.from_bytes(body[off + i:off + i + dw], "big")
+                     for i in range(0, count * dw, dw)]
+            cts = cipher._encrypt_local(vals, draws, "djn")
+            cw = cipher.ciphertext_bytes
+            payload = b"".join(c.to_bytes(cw, "big") for c in cts)
+            stdout.write(_RESP.pack(0, len(payload)) + payload)
+        except EOFError:
+            return
+        except Exception as exc:  # noqa: BLE001 - reported to the parent
+            msg = f"{type(exc).__name__}: {exc}".encode()
+            stdout.write(_RESP.pack(1, len(msg)) + msg)
+        stdout.flush()
+
+
+def _read_exact_prefix(stream, got: bytes, n: int) -> bytes:
+    return got if len(got) >= n else got + _read_exact(stream, n - len(got))
+
+
+if __name__ == "__main__":
+    serve()
