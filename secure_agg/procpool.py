@@ -14,7 +14,7 @@ request  = u32 header length, JSON header, body
 response = u8 status (0 ok), u32 length, payload: count ciphertexts of width
            bytes(n^2) (status 1: UTF-8 error message)
 
-A worker caches one cipher (with its tables) per key. Workers start lazily, serve
+A worker caches the ciphers (with their tables) of its 3 most recent keys. Workers start lazily, serve
 requests one at a time, and exit when their stdin closes (at interpreter exit).
 """
 
@@ -140,6 +140,20 @@ def get_pool(workers: int) -> ProcessPool:
         return pool
 
 
+def worker_cpu_seconds() -> float:
+    """CPU seconds used so far by the live worker processes (Linux /proc; for benches)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pool in list(_pools.values()):
+        for w in pool._procs:
+            try:
+                fields = Path(f"/proc/{w.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, IndexError, ValueError):
+                pass
+    return total
+
+
 @atexit.register
 def _shutdown() -> None:
     for pool in list(_pools.values()):
@@ -172,7 +186,8 @@ def serve(stdin=None, stdout=None) -> None:
                     cipher = PaillierPrivateCipher(sk, workers=1)
                 else:
                     cipher = PaillierPublicCipher(pub, workers=1)
-                cache.clear()  # one key at a time: tables are large
+                while len(cache) >= 3:  # tables are ~17 MB per key: keep the 3 newest
+                    cache.pop(next(iter(cache)))
                 cache[key] = cipher
             vals = [int.from_bytes(body[i:i + vw], "big", signed=True)
                     for i in range(0, count * vw, vw)]
