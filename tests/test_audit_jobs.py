@@ -167,11 +167,6 @@ def test_real_job_over_grpc_verifies_and_replays_on_both_sides(grpc, algorithm):
     for name, role in ((BANK, "bank"), (PLATFORM, "platform")):
         r = audit.replay(paths[name], side=sides[name], runner=_side(algorithm, role),
                          pinned_keys=pins)
-        if (not r.ok and algorithm == "secureboost" and name == PLATFORM
-                and "sb.timings" in r.first_bad.message):
-            # every ciphertext, histogram and partition before it replayed bit for bit
-            pytest.xfail("parties/provincial_platform/secureboost.py sends wall-clock "
-                         "timings (sb.timings), which no replay can reproduce")
         assert r.ok, (name, r.errors)
         assert r.model_digest == r.signed_digest
         assert all(x["replay"] == "ok" for x in r.timeline)
@@ -258,6 +253,4 @@ def test_node_job_audited_with_the_cli(tmp_path, algorithm, params):
     # the platform's side, with its own node.toml
     res = _cli("replay", tp, "--party-dir", str(plat_toml), "--json")
     out = json.loads(res.output)
-    if res.exit_code == 1 and "sb.timings" in out["errors"][0]["message"]:
-        pytest.xfail("the SecureBoost platform role sends wall-clock timings (sb.timings)")
     assert res.exit_code == 0, out["errors"]

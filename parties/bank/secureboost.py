@@ -245,7 +245,6 @@ class _BankTrainer:
         self.link.send("sb.tree", {"tree": len(history), "stop": True, "n_trees": n_keep,
                                    "federated": False, "platform_features": None})
         labels = recv_json(self.link, "sb.labels")
-        plat_timings = recv_json(self.link, "sb.timings")
         model = self._model(trees, base, labels, n_keep)
         # final predictions of the kept trees (the in-training predictions)
         final = base + np.sum(contribs[:n_keep], axis=0)
@@ -259,8 +258,6 @@ class _BankTrainer:
         model.peer_part_digest = str(peer.get("digest", ""))
         timings = dict(self.timer.t)
         timings["total"] = time.perf_counter() - t0
-        timings.update({f"platform_{k}": v for k, v in plat_timings.items()
-                        if isinstance(v, (int, float))})
         self.final_margin = final
         return TrainOutcome(model=model, metrics=outcome_metrics, history=history,
                             timings=timings)

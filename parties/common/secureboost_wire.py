@@ -19,7 +19,7 @@ fixed-width ciphertext bytes:
           P->B sb.partition_meta / sb.partition   (if platform splits)
         if validation set:
           B->P sb.route_request {keys, set: "valid"}; P->B sb.route_bits
-    B->P sb.tree {stop: true, n_trees}; P->B sb.labels {key: label}; P->B sb.timings
+    B->P sb.tree {stop: true, n_trees}; P->B sb.labels {key: label}
     both: sb.digest (model part digests)
     on any failure: sb.abort {reason} to the peer, best effort.
 """
