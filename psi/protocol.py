@@ -69,6 +69,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from federation.protocol import ProtocolContext, ProtocolError
+from federation.transcript import declare_disclosures
 
 from .cache import KeyStore, OprfCache, PeerSetCache, key_id
 from .engine import POINT_BYTES, Engine
@@ -508,3 +509,20 @@ def _unbalanced_bank(ctx: ProtocolContext, prep: PreparedIds, params: PsiParams,
     stats["min_intersection"] = _binding_minimum("bank", params, peer)
     return PsiResult("bank", "unbalanced", int(len(indices)), indices, m,
                      prep.norm_version, SUITE_CURVE25519, params.dst, stats)
+
+
+def _points(payload) -> int:
+    return len(payload) // POINT_BYTES if isinstance(payload, bytes) else 1
+
+
+# What crosses in the clear or lets the receiver compute something about its own
+# rows: counted per job in the transcript's disclosure ledger (docs/psi.md).
+declare_disclosures({
+    "psi.hello": "set size and protocol parameters",
+    "psi.double": ("double-blinded points of the receiver's own IDs (intersection)",
+                   _points),
+    "psi.cache_block": "64-bit truncated OPRF values of platform IDs",
+    "psi.oprf_reply": ("OPRF evaluations of the bank's blinded IDs", _points),
+    "psi.claim_pos": "claimed intersection positions in the platform cache",
+    "psi.verdict": "intersection verdicts on claimed matches",
+})

@@ -219,6 +219,15 @@ def test_node_job_audited_with_the_cli(tmp_path, algorithm, params):
     assert "VERIFIED" in res.output and "NOT pinned" not in res.output
     res = _cli("show", tp, "--json")
     assert res.exit_code == 0 and json.loads(res.output)["summary"]["status"] == "done"
+    # the disclosure ledger counts what the protocol documents promise crossed
+    ledger = json.loads(_cli("verify", tb, "--peer", tp, "--config", str(bank_toml),
+                             "--json").output)["summary"]["ledger"]
+    cats = " | ".join(e["category"] for e in ledger)
+    assert "double-blinded points" in cats and "set size" in cats, ledger
+    if algorithm == "secureboost":
+        assert "histograms" in cats and "partitions" in cats, ledger
+    else:
+        assert "own gradient" in cats and "aggregate batch loss" in cats, ledger
 
     res = _cli("replay", tb, "--party-dir", str(tmp_path))
     assert res.exit_code == 0, res.output

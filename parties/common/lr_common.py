@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from federation.protocol import Link, ProtocolError
+from federation.transcript import declare_disclosures, default_count
 from parties.common.artifact import ModelPart
 from parties.common.params import ParamError, from_dict
 from secure_agg.cipher import CipherVector, PlainCipher, PublicCipher
@@ -443,3 +444,22 @@ def fingerprint(part: ModelPart) -> str:
 
 def params_dict(p: LRParams) -> dict:
     return dataclasses.asdict(p)
+
+
+def _json_values(payload) -> int:
+    return len(payload.get("v", [])) if isinstance(payload, dict) else default_count(payload)
+
+
+# Values that cross in the clear or under the receiver's own key (docs/lr.md); counted
+# per job in the transcript's disclosure ledger.
+declare_disclosures({
+    K_BANK_GRAD_CT: ("bank gradient, masked, under the platform's key", None),
+    K_PLAT_GRAD_CT: ("platform gradient, masked, under the bank's key", None),
+    K_BANK_GRAD_PLAIN: ("bank's own gradient (masked by the bank) decrypted", _json_values),
+    K_PLAT_GRAD_PLAIN: ("platform's own gradient (masked by it) decrypted", _json_values),
+    K_LOSS_CT: ("aggregate batch loss under the bank's key", None),
+    K_TRAIN_SCORES: ("platform partial scores (training rows)", None),
+    K_VALID_SCORES: ("platform partial scores (validation rows)", None),
+    K_FINAL_VALID_SCORES: ("platform partial scores (validation rows)", None),
+    K_PARTIAL_SCORE: ("platform partial scores (scored rows)", None),
+})

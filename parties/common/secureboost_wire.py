@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from federation.protocol import Link, ProtocolError
+from federation.transcript import declare_disclosures
 
 PROTOCOL_VERSION = 1
 
@@ -83,3 +84,16 @@ def unpack_bits(packed: np.ndarray, sizes: list[int], what: str) -> list[np.ndar
 
 def key_of(tree: int, node: int) -> str:
     return f"{tree}:{node}"
+
+
+# Values that cross in the clear or under the receiver's own key (docs/secureboost.md);
+# counted per job in the transcript's disclosure ledger. Messages, not rows: a
+# partition message covers every node split at one depth.
+declare_disclosures({
+    "sb.partition": "sample partitions at platform-owned splits (messages)",
+    "sb.bank_partition": "sample partitions at bank-owned splits (messages)",
+    "sb.route_bits": "left/right answers at platform splits for scored rows (messages)",
+    "sb.hist": "g/h histograms of platform bins under the bank's key (messages)",
+    "sb.split": "which platform candidate split won (messages)",
+    "sb.labels": "platform feature labels released by policy",
+})
