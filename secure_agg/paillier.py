@@ -68,6 +68,9 @@ ONE = mpz(1)
 OBFUSCATIONS = ("djn", "standard")
 #: DJN (table) encryption goes to worker processes from this many values up
 PROCESS_MIN_VALUES = 64
+#: histogram / X.T @ enc / sum: the parent computes one chunk and workers - 1
+#: processes the others from this many rows up (below, one thread does it all)
+PROCESS_MIN_ROWS = 2048
 
 
 def _grow(count: int) -> int:
@@ -336,17 +339,37 @@ class PaillierPublicCipher(PublicCipher):
 
     def _prod(self, data: list) -> mpz:
         nsq = self.nsquare
-
-        def work(s: int, e: int) -> mpz:
-            acc = data[s] if e > s else ONE
-            for c in data[s + 1:e]:
-                acc = acc * c % nsq
-            return acc
-
+        parts = self._split_work(
+            len(data), lambda s, e: _product(data[s:e], nsq),
+            lambda s, e: self._request("product", data[s:e], {}, b""),
+            lambda p: self._decode(p)[0], PROCESS_MIN_ROWS)
         acc = ONE
-        for part in run_chunks(self.workers, len(data), work, 256):
+        for part in parts:
             acc = acc * part % nsq
         return acc
+
+    # ---- process offload (parent computes one chunk, workers - 1 processes the rest) --
+    def _split_work(self, count: int, local, remote, decode, min_items: int) -> list:
+        if self.workers <= 1 or count < min_items:
+            return [local(0, count)]
+        from secure_agg.pool import chunk_bounds
+        from secure_agg.procpool import get_pool
+        bounds = chunk_bounds(count, self.workers)
+        s0, e0 = bounds[0]
+        requests = [remote(s, e) for s, e in bounds[1:]]
+        payloads, mine = get_pool(self.workers).run(requests, lambda: local(s0, e0))
+        return [mine] + [decode(p) for p in payloads]
+
+    def _request(self, op: str, cts: list, extra: dict, tail: bytes) -> tuple[dict, bytes]:
+        from secure_agg.procpool import join_ciphertexts
+        body = join_ciphertexts(cts, self.ciphertext_bytes) + tail
+        head = {"op": op, "n": format(int(self.n), "x"), "count": len(cts),
+                "body": len(body), **extra}
+        return head, body
+
+    def _decode(self, payload: bytes, allow_empty: bool = False) -> list:
+        from secure_agg.procpool import split_ciphertexts
+        return split_ciphertexts(payload, self.ciphertext_bytes, allow_empty)
 
     def matvec_t(self, X: np.ndarray, a: CipherVector) -> CipherVector:
         """``X.T @ a`` by bucketed multi-exponentiation (Pippenger), positive and
@@ -364,21 +387,19 @@ class PaillierPublicCipher(PublicCipher):
             return CipherVector(self.key_id, [ONE] * feats, bound)
         if xbits > 62:
             raise ValueError("matvec_t: coefficients must fit in 62 bits")
-        X = X.astype(np.int64)
+        X = np.ascontiguousarray(X, dtype=np.int64)
         nsq, data = self.nsquare, a.data
-
-        def work(s: int, e: int) -> list[tuple[mpz, mpz]]:
-            return [(_multiexp(data[s:e], X[s:e, j], nsq, positive=True),
-                     _multiexp(data[s:e], X[s:e, j], nsq, positive=False))
-                    for j in range(feats)]
-
-        parts = run_chunks(self.workers, rows, work, 512)
+        parts = self._split_work(
+            rows, lambda s, e: _matvec_chunk(data[s:e], X[s:e], nsq),
+            lambda s, e: self._request("matvec", data[s:e], {"feats": feats},
+                                       X[s:e].astype("<i8").tobytes()),
+            self._decode, PROCESS_MIN_ROWS)
         out = []
         for j in range(feats):
             pos, neg = ONE, ONE
             for part in parts:
-                pos = pos * part[j][0] % nsq
-                neg = neg * part[j][1] % nsq
+                pos = pos * part[2 * j] % nsq
+                neg = neg * part[2 * j + 1] % nsq
             out.append(pos if neg == 1 else pos * gmpy2.invert(neg, nsq) % nsq)
         return CipherVector(self.key_id, out, bound)
 
@@ -400,11 +421,17 @@ class PaillierPublicCipher(PublicCipher):
         data, nsq = a.data, self.nsquare
         idx_list = idx.tolist()
 
-        def work(s: int, e: int) -> list:
-            return _histogram_chunk([data[i] for i in idx_list[s:e]], sub[s:e], n_bins, nsq)
-
+        sub32 = np.ascontiguousarray(sub, dtype="<i4")
+        parts = self._split_work(
+            len(idx_list),
+            lambda s, e: _histogram_chunk([data[i] for i in idx_list[s:e]], sub32[s:e],
+                                          n_bins, nsq),
+            lambda s, e: self._request("histogram", [data[i] for i in idx_list[s:e]],
+                                       {"feats": n_feat, "nbins": n_bins},
+                                       sub32[s:e].tobytes()),
+            lambda p: self._decode(p, allow_empty=True), PROCESS_MIN_ROWS)
         H: list = [None] * size
-        for part in run_chunks(self.workers, len(idx_list), work, 1024):
+        for part in parts:
             for k, v in enumerate(part):
                 if v is not None:
                     H[k] = v if H[k] is None else H[k] * v % nsq
@@ -599,6 +626,25 @@ def _flatten(parts: list[list]) -> list:
     out: list = []
     for p in parts:
         out.extend(p)
+    return out
+
+
+def _product(cts: list, nsq: mpz) -> mpz:
+    acc = ONE
+    if cts:
+        acc = cts[0]
+        for c in cts[1:]:
+            acc = acc * c % nsq
+    return acc
+
+
+def _matvec_chunk(cts: list, X: np.ndarray, nsq: mpz) -> list[mpz]:
+    """For each column j: (prod over x_ij > 0 of c_i^x_ij, prod over x_ij < 0 of
+    c_i^-x_ij), flattened."""
+    out = []
+    for j in range(X.shape[1]):
+        out.append(_multiexp(cts, X[:, j], nsq, positive=True))
+        out.append(_multiexp(cts, X[:, j], nsq, positive=False))
     return out
 
 

@@ -27,8 +27,11 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from gmpy2 import mpz
 
 _HDR = struct.Struct(">I")
@@ -43,6 +46,20 @@ def _read_exact(stream, n: int) -> bytes:
             raise EOFError("worker pipe closed")
         buf += chunk
     return bytes(buf)
+
+
+def join_ciphertexts(cts, width: int) -> bytes:
+    """Fixed-width big-endian bytes; ``None`` (an empty bin) becomes all zeros."""
+    zero = bytes(width)
+    return b"".join(zero if c is None else mpz(c).to_bytes(width, "big") for c in cts)
+
+
+def split_ciphertexts(payload: bytes, width: int, allow_empty: bool = False) -> list:
+    fb = mpz.from_bytes
+    out = [fb(payload[i:i + width], "big") for i in range(0, len(payload), width)]
+    if allow_empty:
+        return [None if c == 0 else c for c in out]
+    return out
 
 
 class _Worker:
@@ -89,6 +106,25 @@ class ProcessPool:
         self._procs = alive
         return alive
 
+    def run(self, requests: list[tuple[dict, bytes]],
+            local: Callable[[], Any] | None = None) -> tuple[list[bytes], Any]:
+        """Send one request per worker (in order), run ``local()`` in this process
+        meanwhile, then collect the replies in order."""
+        if len(requests) > self.workers:
+            raise ValueError("more requests than workers")
+        with self._lock:
+            procs = self._ensure()[:len(requests)]
+            try:
+                for w, (head, body) in zip(procs, requests, strict=True):
+                    w.send(head, body)
+                mine = local() if local is not None else None
+                return [w.recv() for w in procs], mine
+            except BaseException:
+                for w in self._procs:  # a half-read pipe cannot be reused
+                    w.close()
+                self._procs = []
+                raise
+
     def encrypt(self, spec: tuple, chunks: list[tuple[list[int], list[int]]],
                 exp_bits: int) -> list[list[mpz]]:
         """Encrypt ``(plaintexts, exponents)`` chunks, one per worker, in order."""
@@ -96,30 +132,21 @@ class ProcessPool:
         vw = (n.bit_length() + 8) // 8 + 1
         dw = (exp_bits + 7) // 8
         cw = (2 * n.bit_length() + 7) // 8
-        head = {"kind": spec[0], "n": format(n, "x")}
+        head = {"op": "encrypt", "kind": spec[0], "n": format(n, "x")}
         if spec[0] == "private":
             head.update(p=format(int(spec[2]), "x"), q=format(int(spec[3]), "x"))
-        with self._lock:
-            procs = self._ensure()
-            try:
-                for w, (vals, draws) in zip(procs, chunks, strict=False):
-                    body = b"".join(int(v).to_bytes(vw, "big", signed=True) for v in vals)
-                    body += b"".join(int(d).to_bytes(dw, "big") for d in draws)
-                    w.send({**head, "count": len(vals), "vw": vw, "dw": dw}, body)
-                out = []
-                for w, (vals, _) in zip(procs, chunks, strict=False):
-                    payload = w.recv()
-                    if len(payload) != cw * len(vals):
-                        raise RuntimeError("encryption worker returned a wrong-sized reply")
-                    fb = mpz.from_bytes
-                    out.append([fb(payload[i:i + cw], "big")
-                                for i in range(0, len(payload), cw)])
-                return out
-            except BaseException:
-                for w in procs:  # a half-read pipe cannot be reused
-                    w.close()
-                self._procs = []
-                raise
+        requests = []
+        for vals, draws in chunks:
+            body = b"".join(int(v).to_bytes(vw, "big", signed=True) for v in vals)
+            body += b"".join(int(d).to_bytes(dw, "big") for d in draws)
+            requests.append(({**head, "count": len(vals), "vw": vw, "dw": dw}, body))
+        payloads, _ = self.run(requests)
+        out = []
+        for payload, (vals, _) in zip(payloads, chunks, strict=True):
+            if len(payload) != cw * len(vals):
+                raise RuntimeError("encryption worker returned a wrong-sized reply")
+            out.append(split_ciphertexts(payload, cw))
+        return out
 
     def close(self) -> None:
         with self._lock:
@@ -161,13 +188,59 @@ def _shutdown() -> None:
 
 
 # ---- worker side -----------------------------------------------------------------------
-def serve(stdin=None, stdout=None) -> None:
+def _serve_encrypt(head: dict, body: bytes, count: int, vw: int, dw: int,
+                   cache: dict) -> bytes:
     from secure_agg.keys import PaillierPrivateKey, PaillierPublicKey
     from secure_agg.paillier import PaillierPrivateCipher, PaillierPublicCipher
 
+    key = (head["kind"], head["n"], head.get("p"), head.get("q"))
+    cipher = cache.get(key)
+    if cipher is None:
+        pub = PaillierPublicKey(mpz(head["n"], 16), insecure_test_key=True)
+        if head["kind"] == "private":
+            sk = PaillierPrivateKey(pub, mpz(head["p"], 16), mpz(head["q"], 16))
+            cipher = PaillierPrivateCipher(sk, workers=1)
+        else:
+            cipher = PaillierPublicCipher(pub, workers=1)
+        while len(cache) >= 3:  # tables are ~17 MB per key: keep the 3 newest
+            cache.pop(next(iter(cache)))
+        cache[key] = cipher
+    vals = [int.from_bytes(body[i:i + vw], "big", signed=True)
+            for i in range(0, count * vw, vw)]
+    off = count * vw
+    draws = [int.from_bytes(body[off + i:off + i + dw], "big")
+             for i in range(0, count * dw, dw)]
+    cts = cipher._encrypt_local(vals, draws, "djn")
+    return join_ciphertexts(cts, cipher.ciphertext_bytes)
+
+
+def _serve_vector(op: str, head: dict, body: bytes) -> bytes:
+    """Public-key vector work on ciphertexts sent as bytes (range-checked)."""
+    from secure_agg import paillier
+
+    n = mpz(head["n"], 16)
+    nsq = n * n
+    cw = (nsq.bit_length() + 7) // 8
+    count = int(head["count"])
+    cts = split_ciphertexts(body[:count * cw], cw)
+    if any(not 0 < c < nsq for c in cts):
+        raise ValueError("ciphertext out of range")
+    rest = body[count * cw:]
+    if op == "product":
+        return join_ciphertexts([paillier._product(cts, nsq)], cw)
+    feats = int(head["feats"])
+    if op == "histogram":
+        sub = np.frombuffer(rest, dtype="<i4").reshape(count, feats)
+        return join_ciphertexts(paillier._histogram_chunk(cts, sub, int(head["nbins"]), nsq),
+                                cw)
+    X = np.frombuffer(rest, dtype="<i8").reshape(count, feats)
+    return join_ciphertexts(paillier._matvec_chunk(cts, X, nsq), cw)
+
+
+def serve(stdin=None, stdout=None) -> None:
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
-    cache: dict[tuple, PaillierPublicCipher] = {}
+    cache: dict[tuple, Any] = {}
     while True:
         raw = stdin.read(_HDR.size)
         if not raw:
@@ -175,28 +248,16 @@ def serve(stdin=None, stdout=None) -> None:
         try:
             (hlen,) = _HDR.unpack(_read_exact_prefix(stdin, raw, _HDR.size))
             head = json.loads(_read_exact(stdin, hlen))
-            count, vw, dw = int(head["count"]), int(head["vw"]), int(head["dw"])
-            body = _read_exact(stdin, count * (vw + dw))
-            key = (head["kind"], head["n"], head.get("p"), head.get("q"))
-            cipher = cache.get(key)
-            if cipher is None:
-                pub = PaillierPublicKey(mpz(head["n"], 16), insecure_test_key=True)
-                if head["kind"] == "private":
-                    sk = PaillierPrivateKey(pub, mpz(head["p"], 16), mpz(head["q"], 16))
-                    cipher = PaillierPrivateCipher(sk, workers=1)
-                else:
-                    cipher = PaillierPublicCipher(pub, workers=1)
-                while len(cache) >= 3:  # tables are ~17 MB per key: keep the 3 newest
-                    cache.pop(next(iter(cache)))
-                cache[key] = cipher
-            vals = [int.from_bytes(body[i:i + vw], "big", signed=True)
-                    for i in range(0, count * vw, vw)]
-            off = count * vw
-            draws = [int.from_bytes(body[off + i:off + i + dw], "big")
-                     for i in range(0, count * dw, dw)]
-            cts = cipher._encrypt_local(vals, draws, "djn")
-            cw = cipher.ciphertext_bytes
-            payload = b"".join(c.to_bytes(cw, "big") for c in cts)
+            op = head.get("op", "encrypt")
+            if op == "encrypt":
+                count, vw, dw = int(head["count"]), int(head["vw"]), int(head["dw"])
+                body = _read_exact(stdin, count * (vw + dw))
+                payload = _serve_encrypt(head, body, count, vw, dw, cache)
+            elif op in ("histogram", "matvec", "product"):
+                body = _read_exact(stdin, int(head["body"]))
+                payload = _serve_vector(op, head, body)
+            else:
+                raise ValueError(f"unknown op {op!r}")
             stdout.write(_RESP.pack(0, len(payload)) + payload)
         except EOFError:
             return

@@ -359,3 +359,30 @@ def test_packer_capacity_errors(key512):
     assert Packer.max_slots(64, c.capacity_bits) == c.capacity_bits // 64
     with pytest.raises(OverflowError, match="slot 1 row 0"):
         Packer(8, 2).pack([[1], [256]])
+
+
+def test_process_offload_matches_single_thread(key512, monkeypatch):
+    """histogram / X.T @ enc / sum with the parent + worker-process split give exactly
+    the single-thread ciphertexts; a failing worker request is a clear error."""
+    import secure_agg.paillier as engine
+    from secure_agg.procpool import get_pool
+
+    pub, sk = key512
+    c1 = PaillierPrivateCipher(sk, workers=1)
+    rng = np.random.default_rng(21)
+    v = rng.integers(-(1 << 20), 1 << 20, 120)
+    ev = c1.encrypt(v, rng=Drbg(SEED, "off"))
+    X = rng.integers(-500, 500, (120, 3))
+    bins = rng.integers(0, 5, (120, 4))
+    rows = np.arange(3, 120, 2)
+    single = (c1.matvec_t(X, ev).data, c1.histogram(ev, bins, 5, rows=rows).data,
+              c1.sum(ev).data)
+    monkeypatch.setattr(engine, "PROCESS_MIN_ROWS", 8)
+    for w in (2, 3):
+        cw = PaillierPublicCipher(pub, workers=w)
+        assert (cw.matvec_t(X, ev).data, cw.histogram(ev, bins, 5, rows=rows).data,
+                cw.sum(ev).data) == single
+    assert c1.decrypt(CipherVector(ev.key_id, single[2], 80)) == [int(v.sum())]
+    with pytest.raises(RuntimeError, match="unknown op"):
+        get_pool(2).run([({"op": "bogus"}, b"")])
+    assert PaillierPublicCipher(pub, workers=2).sum(ev).data == single[2]  # pool recovers
