@@ -1,21 +1,19 @@
-"""Worker pool for the Paillier engine's vector operations.
+"""Worker pools for the Paillier engine: which parallelism for which operation.
 
 gmpy2 (>= 2.1) releases the GIL around GMP calls when the thread's context has
-``allow_release_gil=True``: multiplication, division/modulo and ``powmod`` then run in
-parallel on several cores, and ``powmod_base_list``/``powmod_exp_list`` always release
-it. Measured on the 2-core development machine (idle): a loop of 4096-bit multiply-mod
-runs 1.7x faster on two threads, ``powmod_base_list`` 1.9x. Threads therefore serve
-the operations whose inputs are large ciphertext vectors (add, sums, histograms,
-``X.T @ enc``, decryption): no pickling, no copies.
+``allow_release_gil=True``, and ``powmod_base_list`` always releases it. That pays off
+only when the GIL-free stretch is long: a powmod (decryption, standard obfuscation,
+``mul_plain``, ``pack``) scales ~1.95x on two threads here. A single 4096-bit
+multiply-mod (~4 us) is too short: two threads then spend their time handing the GIL
+back and forth (measured 0.75x wall time at 1.4x the CPU). Hence:
 
-Fixed-base-table encryption is different: a 2048-bit multiply-mod is ~1 us of GMP work
-against ~0.25 us of interpreter work holding the GIL, which caps threads near 1.6x, and
-on an oversubscribed machine the GIL hand-offs collapse entirely. Its inputs are small
-(plaintexts and exponents) and its per-element work large (~0.4 ms), so it runs in
-worker *processes* (:mod:`secure_agg.procpool`: plain subprocesses speaking a fixed
-binary format over pipes -- no pickle, no re-import of the caller's ``__main__``, safe
-in a process that already runs gRPC threads). Each worker builds its own tables once
-per key. The key holder's workers receive ``p, q`` over their private stdin pipe.
+* threads (this module) for powmod-grained work;
+* worker processes (:mod:`secure_agg.procpool`) for multiply-mod-grained work whose
+  inputs are small relative to the work: fixed-base-table (DJN) encryption, and
+  histograms, ``X.T @ enc`` and sums, where the calling process computes one chunk
+  itself while ``workers - 1`` processes compute the others;
+* the calling thread alone for ``add``/``add_plain``, where moving operands to another
+  process costs more than the multiply-mod.
 
 Determinism: callers draw every random value in the calling thread, in order, before
 farming out work; the tasks themselves are deterministic functions of their inputs and

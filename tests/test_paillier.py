@@ -375,13 +375,14 @@ def test_process_offload_matches_single_thread(key512, monkeypatch):
     X = rng.integers(-500, 500, (120, 3))
     bins = rng.integers(0, 5, (120, 4))
     rows = np.arange(3, 120, 2)
+    ev2 = c1.encrypt(v[::-1], rng=Drbg(SEED, "off2"))
     single = (c1.matvec_t(X, ev).data, c1.histogram(ev, bins, 5, rows=rows).data,
-              c1.sum(ev).data)
+              c1.sum(ev).data, c1.add(ev, ev2).data)
     monkeypatch.setattr(engine, "PROCESS_MIN_ROWS", 8)
     for w in (2, 3):
         cw = PaillierPublicCipher(pub, workers=w)
         assert (cw.matvec_t(X, ev).data, cw.histogram(ev, bins, 5, rows=rows).data,
-                cw.sum(ev).data) == single
+                cw.sum(ev).data, cw.add(ev, ev2).data) == single
     assert c1.decrypt(CipherVector(ev.key_id, single[2], 80)) == [int(v.sum())]
     with pytest.raises(RuntimeError, match="unknown op"):
         get_pool(2).run([({"op": "bogus"}, b"")])
