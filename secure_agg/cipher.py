@@ -73,6 +73,10 @@ def as_int_list(values: IntLike, what: str) -> list[int]:
     """Signed Python ints from an int ndarray or sequence; refuses floats/NaN."""
     if isinstance(values, np.ndarray):
         if values.dtype.kind == "f":
+            bad = ~np.isfinite(values.ravel())
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"{what}: non-finite value {values.ravel()[i]} at index {i}")
             raise TypeError(f"{what}: expected integers, got float array (encode it first)")
         if values.dtype.kind == "O":
             return [int(v) for v in values.ravel()]

@@ -22,22 +22,26 @@ Obfuscation (fresh for every ciphertext; never reused, never pooled and multipli
 
 :meth:`rerandomize` uses ``"standard"`` regardless: it exists to hide from the *key
 holder* how a ciphertext was derived (which rows went into a histogram bin). The key
-holder knows ``p, q`` and can take n-th roots, and ``<h_s>`` may be a subgroup of small
-index of the n-th residues -- membership is testable with power-residue symbols, which
-would let it prune candidate derivations. A uniform ``r^n`` leaves nothing to test.
-Rerandomised vectors are aggregates (a few dozen ciphertexts), so the cost is small.
+holder knows ``p, q``: it can strip the plaintext, take n-th roots, and solve discrete
+logarithms modulo the 1024-bit primes far below the key's nominal security -- which
+would expose a short DJN exponent -- and when the factors of an aggregate come from
+different bases, power-residue symbols tell cosets of ``<h_s>`` apart for free. A
+uniform ``r^n`` leaves nothing to test. Rerandomised vectors are aggregates (a few
+dozen ciphertexts), so the cost (~8 ms each, threads scale it) is small.
 
 The key holder (:class:`PaillierPrivateCipher`) computes the same ``h_s^alpha``
 modulo ``p^2`` and ``q^2`` with half-size tables and recombines by CRT: the ciphertexts
 are bit-for-bit those of the public path for the same random stream (auditor replay
-does not need the private key), about 3x cheaper. Decryption is phe's CRT decryption.
+does not need the private key), ~1.45x cheaper. Decryption is phe's CRT decryption.
 
 Randomness: every ``alpha``/``r`` is drawn from the ``rng`` argument (a
 :class:`secure_agg.rng.Drbg`) in the calling thread and in element order before any
 work is farmed out, so results are identical for any ``workers``. ``rng=None`` uses a
 Drbg freshly seeded from the OS CSPRNG.
 
-Parallelism: see :mod:`secure_agg.pool` (threads; gmpy2 releases the GIL).
+Parallelism: ``workers`` (default: the cores this process may use). Which operation
+uses threads, worker processes (:mod:`secure_agg.procpool`) or only the calling thread
+is explained in :mod:`secure_agg.pool`.
 """
 
 from __future__ import annotations
@@ -217,12 +221,7 @@ class PaillierPublicCipher(PublicCipher):
         return CipherVector(self.key_id, data, self.check_bound(bound, op))
 
     def _ints(self, values: IntLike, what: str) -> list[int]:
-        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
-            bad = ~np.isfinite(values.ravel())
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise ValueError(f"{what}: non-finite value {values.ravel()[i]} at index {i}")
-        return as_int_list(values, what)
+        return as_int_list(values, what)  # NaN/inf: ValueError naming the first index
 
     def _broadcast(self, a: CipherVector, values: IntLike, op: str) -> list[int]:
         vals = self._ints(values, op)
@@ -272,6 +271,8 @@ class PaillierPublicCipher(PublicCipher):
             rhos = self._obfuscators(draws, obfuscation, s, e)
             return [(1 + n * (v % n)) * r % nsq for v, r in zip(vals[s:e], rhos, strict=True)]
 
+        if obfuscation == "djn":  # multiply-mod grained: threads would fight over the GIL
+            return work(0, len(vals))
         return _flatten(run_chunks(self.workers, len(vals), work, min_chunk=4))
 
     def encrypt_zero_obfuscators(self, count: int, rng=None) -> list[mpz]:
@@ -582,6 +583,8 @@ class PaillierPrivateCipher(PaillierPublicCipher, PrivateCipher):
                 out.append(cq + qsq * ((cp - cq) * cinv % psq))
             return out
 
+        if obfuscation == "djn":  # multiply-mod grained: threads would fight over the GIL
+            return work(0, len(vals))
         return _flatten(run_chunks(self.workers, len(vals), work, min_chunk=4))
 
     def decrypt(self, a: CipherVector) -> list[int]:

@@ -70,6 +70,8 @@ def test_keygen_deterministic_sizes_and_refusals():
         generate_keypair(2047)
     with pytest.raises(InsecureKeyError):
         PaillierPublicKey(a[0].n)  # loading a small key needs the flag too
+    for bits in (2048, 3072, 4096):  # supported sizes load without the flag
+        assert PaillierPublicKey((1 << (bits - 1)) | 1).bits == bits
 
 
 def test_default_2048_key_roundtrip():
@@ -294,6 +296,9 @@ def test_bad_input_errors(key512, key768):
         c.encrypt(FixedPoint(20).encode([0.5, float("inf")]))
     with pytest.raises(TypeError, match="encode it first"):
         c.encrypt(np.array([1.0, 2.0]))
+    from secure_agg.cipher import PlainCipher
+    with pytest.raises(ValueError, match="index 2"):  # same error from the plain cipher
+        PlainCipher(512).encrypt(np.array([1.0, 2.0, np.inf]))
     e = c.encrypt([1, 2, 3])
     blob = c.to_bytes(e)
     assert len(blob) == 3 * c.ciphertext_bytes
