@@ -48,15 +48,44 @@ def _need_config(config_path: str | None):
     return load_node_config(config_path)
 
 
-def _client(config_path: str | None) -> AdminClient:
+class _OfflineClient:
+    """Read-only calls answered from the node's own job store when it is stopped."""
+
+    def __init__(self, cfg):
+        from federation.node import Node
+        self._node = Node(cfg, quiet=True, offline=True)
+        self._handlers = self._node.offline_handlers()
+
+    def call(self, op: str, timeout: float | None = None, **args):
+        fn = self._handlers.get(op)
+        if fn is None:
+            raise AdminError(f"the node is not running (start it with `fedjoint node start "
+                             f"--config {self._node.cfg.file}`)")
+        return fn(args)
+
+
+def _client(config_path: str | None, read_only: bool = False):
     cfg = _need_config(config_path)
-    return AdminClient(cfg.data_dir)
+    try:
+        return AdminClient(cfg.data_dir)
+    except AdminError as exc:
+        if read_only and "not running" in str(exc) and (Path(cfg.data_dir) /
+                                                        "jobs.db").exists():
+            return _OfflineClient(cfg)
+        raise
 
 
 def _fmt_time(ts: float | None) -> str:
     if not ts:
         return ""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _print_table(rows: list[tuple]) -> None:
+    """Plain aligned columns (never truncated: ids must stay copyable)."""
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _fmt_metric(v) -> str:
@@ -263,7 +292,7 @@ def _print_status(rec: dict) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def job_status(job_id: str, config_path: str | None, as_json: bool) -> None:
     """Show one job's state, error and metrics."""
-    rec = _client(config_path).call("status", job_id=job_id)
+    rec = _client(config_path, read_only=True).call("status", job_id=job_id)
     if as_json:
         click.echo(json.dumps(rec, indent=2, default=str))
     else:
@@ -276,18 +305,19 @@ def job_status(job_id: str, config_path: str | None, as_json: bool) -> None:
 @click.option("--limit", default=50, show_default=True)
 def job_list(config_path: str | None, as_json: bool, limit: int) -> None:
     """List recent jobs on this node."""
-    from rich.table import Table
-    rows = _client(config_path).call("list", limit=limit)
+    rows = _client(config_path, read_only=True).call("list", limit=limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
-    t = Table("job", "algorithm", "role", "state", "created", "reason / metrics")
+    table = [("JOB", "ALGORITHM", "ROLE", "STATE", "CREATED", "REASON / METRICS")]
     for r in rows:
         m = r.get("metrics") or {}
-        extra = r.get("error") or (f"auc={m['test_auc']:.4f}" if "test_auc" in m else "")
-        t.add_row(r["job_id"], r["algorithm"], r["role"], r["state"], _fmt_time(r["created"]),
-                  extra)
-    _console().print(t)
+        extra = r.get("error") or r.get("waiting") or (
+            f"auc={m['test_auc']:.4f}" if "test_auc" in m else
+            f"intersection={m['intersection']:,}" if "intersection" in m else "")
+        table.append((r["job_id"], r["algorithm"], r["role"], r["state"],
+                      _fmt_time(r["created"]), extra))
+    _print_table(table)
 
 
 @job.command("logs")
@@ -297,7 +327,7 @@ def job_list(config_path: str | None, as_json: bool, limit: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 def job_logs(job_id: str, config_path: str | None, follow: bool, as_json: bool) -> None:
     """Print a job's event log."""
-    client = _client(config_path)
+    client = _client(config_path, read_only=True)
     after = 0
     while True:
         res = client.call("logs", job_id=job_id, after=after)
@@ -356,7 +386,7 @@ def job_report(job_id: str, config_path: str | None, out_path: str | None) -> No
     """Write a self-contained HTML report of a job."""
     from federation import report
     cfg = _need_config(config_path)
-    data = AdminClient(cfg.data_dir).call("report_data", job_id=job_id)
+    data = _client(config_path, read_only=True).call("report_data", job_id=job_id)
     out = Path(out_path) if out_path else Path(cfg.data_dir) / "jobs" / data["job"]["id"] / \
         "report.html"
     path = report.write_report(data, out)
@@ -375,24 +405,23 @@ def model() -> None:
 @config_option
 @click.option("--json", "as_json", is_flag=True)
 def model_list(config_path: str | None, as_json: bool) -> None:
-    from rich.table import Table
-    rows = _client(config_path).call("models")
+    rows = _client(config_path, read_only=True).call("models")
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
-    t = Table("model", "algorithm", "created", "test auc", "digest")
+    table = [("MODEL", "ALGORITHM", "CREATED", "TEST AUC", "DIGEST")]
     for r in rows:
         auc = (r.get("metrics") or {}).get("test_auc")
-        t.add_row(r["model_id"], r["algorithm"], _fmt_time(r["created"]),
-                  f"{auc:.4f}" if isinstance(auc, float) else "", r["digest"][:16])
-    _console().print(t)
+        table.append((r["model_id"], r["algorithm"], _fmt_time(r["created"]),
+                      f"{auc:.4f}" if isinstance(auc, float) else "", r["digest"][:16]))
+    _print_table(table)
 
 
 @model.command("show")
 @click.argument("model_id")
 @config_option
 def model_show(model_id: str, config_path: str | None) -> None:
-    m = _client(config_path).call("model", model_id=model_id)
+    m = _client(config_path, read_only=True).call("model", model_id=model_id)
     click.echo(json.dumps(m, indent=2, default=str))
 
 
@@ -403,7 +432,7 @@ def model_show(model_id: str, config_path: str | None) -> None:
 def model_export(model_id: str, out_path: str, config_path: str | None) -> None:
     """Copy this party's model part (JSON) to OUT (mode 0600)."""
     from federation.admin import write_private
-    m = _client(config_path).call("model", model_id=model_id, body=True)
+    m = _client(config_path, read_only=True).call("model", model_id=model_id, body=True)
     data = json.dumps(m["part"], sort_keys=True, indent=1).encode()
     write_private(Path(out_path), data)
     click.echo(f"model part {m['model_id']} ({m['algorithm']}, digest {m['digest'][:16]}...) "
@@ -430,11 +459,10 @@ def _add_optional_commands() -> None:
               help="working directory (default: a new temporary directory)")
 def demo(quick: bool, work_dir: str | None) -> None:
     """Both nodes on loopback with TLS: PSI, SecureBoost, LR, scoring, audit."""
-    try:
-        from examples import demo as D  # type: ignore[import-not-found]
-    except ImportError:
-        from federation import demo as D  # type: ignore[no-redef]
-    D.run_demo(quick=quick, work_dir=work_dir)
+    from federation import demo as D
+    res = D.run_demo(quick=quick, work_dir=work_dir)
+    if not all(res.verified.values()):
+        raise CliError("a transcript did not verify (see above)")
 
 
 _add_optional_commands()

@@ -56,6 +56,8 @@ job.toml (submitted at the bank's node)::
     cipher = "paillier"             # "paillier" | "plain" (plain: test policy only)
     key_bits = 2048
     threshold = 0.5
+    split_salt = "fedjoint"         # the test split is a keyed hash of the ID: jobs with
+                                    # the same salt test on the same enterprises
 """
 
 from __future__ import annotations
@@ -410,6 +412,7 @@ class EvaluationConfig:
     cipher: str = "paillier"
     key_bits: int = 2048
     threshold: float = 0.5
+    split_salt: str = "fedjoint"   # same salt -> same train/test split across jobs
 
 
 @dataclass
@@ -490,6 +493,7 @@ def job_spec_from_dict(raw: dict, label: str = "job.toml") -> JobSpec:
         cipher=ev.choice("cipher", CIPHERS, "paillier"),
         key_bits=ev.get("key_bits", int, 2048),
         threshold=ev.get("threshold", float, 0.5),
+        split_salt=ev.get("split_salt", str, "fedjoint"),
     )
     if not 0.0 <= evaluation.test_fraction < 1.0:
         raise ev.err("test_fraction", f"= {evaluation.test_fraction}: expected a number in "

@@ -93,13 +93,15 @@ class JsonLog:
 
 
 class Node:
-    def __init__(self, cfg: NodeConfig, *, quiet: bool = False):
+    def __init__(self, cfg: NodeConfig, *, quiet: bool = False, offline: bool = False):
+        """``offline``: only read the job store (CLI queries while the node is stopped)."""
         self.cfg = cfg
         self.data_dir = Path(cfg.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for sub in ("vault", "models", "transcripts", "jobs"):
             (self.data_dir / sub).mkdir(exist_ok=True, mode=0o700)
-        self.log = JsonLog(cfg.name, self.data_dir / "node.log", quiet=quiet)
+        self.log = JsonLog(cfg.name, None if offline else self.data_dir / "node.log",
+                           quiet=quiet)
         self.store = JobStore(self.data_dir / "jobs.db")
         self.channel = None
         self.admin: AdminServer | None = None
@@ -597,6 +599,12 @@ class Node:
                 "check": lambda a: self.check(), "models": models, "model": model,
                 "report_data": _nf(report_data), "info": lambda a: self.info()}
 
+    def offline_handlers(self) -> dict:
+        """Read-only admin calls served straight from the job store (node stopped)."""
+        h = self._admin_handlers()
+        return {k: h[k] for k in ("status", "list", "logs", "models", "model",
+                                  "report_data")}
+
     def info(self) -> dict:
         return {"name": self.cfg.name, "party": self.cfg.party, "listen":
                 self.channel_address, "peer": self.cfg.peer.name,
@@ -638,7 +646,8 @@ class Node:
         if rec.error:
             job["error"] = rec.error
         ev = rec.spec.get("evaluation") or {}
-        data = {"job": job, "psi": psi, "metrics": splits, "history": rec.history,
+        data = {"job": job, "psi": psi, "metrics": splits,
+                "history": _history_rows(rec.history),
                 "timings": {k: round(v, 3) for k, v in rec.timings.items()
                             if isinstance(v, (int, float))},
                 "threshold": ev.get("threshold", 0.5)}
@@ -647,9 +656,13 @@ class Node:
         if art.get("model") and Path(art["model"]).exists():
             body = json.loads(Path(art["model"]).read_text())
             data["feature_importance"] = _importance(body)
-        if art.get("transcript") and self.channel is not None:
-            pins = {self.cfg.name: _pub_hex(self.channel.local.signing_key.public_key()),
-                    self.cfg.peer.name: _pub_hex(self.channel.peer.signing_public_key)}
+        if art.get("transcript"):
+            if self.channel is not None:
+                local, peer = self.channel.local, self.channel.peer
+            else:
+                local, peer = load_identities(self.cfg)
+            pins = {self.cfg.name: _pub_hex(local.signing_key.public_key()),
+                    self.cfg.peer.name: _pub_hex(peer.signing_public_key)}
             data["transcript"] = _verify_transcript(art["transcript"], pins)
         return data
 
@@ -677,15 +690,52 @@ def _jsonable(obj):
 
 
 def _importance(part: dict) -> list[dict]:
+    """Feature importance rows {feature, gain, splits} from a model part's body (the
+    platform's features appear under the names its policy released)."""
     body = part.get("body") or {}
-    imp = body.get("feature_importance") or body.get("importance")
+    imp = body.get("importance") or body.get("feature_importance")
     if isinstance(imp, dict):
-        return [{"feature": k, "gain": float(v) if not isinstance(v, dict) else
-                 float(v.get("gain", 0.0)), "splits": int(v.get("splits", 0))
-                 if isinstance(v, dict) else 0} for k, v in imp.items()]
+        gain = imp.get("total_gain") or imp.get("gain")
+        splits = imp.get("split_count") or imp.get("splits") or {}
+        if isinstance(gain, dict) or isinstance(splits, dict) and splits:
+            names = list(dict.fromkeys([*(gain or {}), *splits]))
+            return [{"feature": n, "gain": float((gain or {}).get(n, 0.0)),
+                     "splits": int(splits.get(n, 0))} for n in names]
+        return [{"feature": k, "gain": float(v), "splits": 0} for k, v in imp.items()
+                if isinstance(v, (int, float))]
     if isinstance(imp, list):
         return [x for x in imp if isinstance(x, dict)]
+    weights = body.get("weights")
+    names = part.get("feature_names") or []
+    if isinstance(weights, list) and len(weights) == len(names):
+        return [{"feature": n, "gain": abs(float(w)), "splits": 0}
+                for n, w in zip(names, weights, strict=True)
+                if isinstance(w, (int, float))]
     return []
+
+
+def _history_rows(history: list) -> list[dict]:
+    """Per-iteration rows {iteration, train_loss, valid_loss, train_auc, valid_auc}."""
+    rows = []
+    for i, h in enumerate(history or []):
+        if not isinstance(h, dict):
+            continue
+        r: dict = {"iteration": h.get("tree", h.get("epoch", h.get("iteration", i)))}
+        for split in ("train", "valid"):
+            sub = h.get(split)
+            if isinstance(sub, dict):
+                if "log_loss" in sub:
+                    r[f"{split}_loss"] = sub["log_loss"]
+                if "auc" in sub:
+                    r[f"{split}_auc"] = sub["auc"]
+        for k in ("loss", "train_loss"):
+            if isinstance(h.get(k), (int, float)):
+                r["train_loss"] = h[k]
+        for k in ("valid_auc", "valid_loss", "train_auc"):
+            if isinstance(h.get(k), (int, float)):
+                r[k] = h[k]
+        rows.append(r)
+    return rows
 
 
 def _pub_hex(key) -> str:

@@ -147,7 +147,8 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
 
     # both parties check the intersection against their own policy and agree on the
     # split before any model traffic
-    test_mask = (hashed_split(agreed_ids, spec.evaluation.test_fraction, job_id)
+    test_mask = (hashed_split(agreed_ids, spec.evaluation.test_fraction,
+                              spec.evaluation.split_salt)
                  if spec.algorithm in TRAINING_ALGORITHMS
                  else np.zeros(len(rows), dtype=bool))
     _exchange_checks(link, node, res.intersection, test_mask)
