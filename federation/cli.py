@@ -273,6 +273,9 @@ def _print_status(rec: dict) -> None:
         c.print(f"  reason: {rec['error']}")
     if rec.get("waiting"):
         c.print(f"  {rec['waiting']}")
+    p = rec.get("progress") or {}
+    if rec["state"] not in FINAL and p.get("step"):
+        c.print(f"  progress: {p['step']} {100 * float(p.get('fraction', 0)):.0f}%")
     m = rec.get("metrics") or {}
     shown = {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
     if shown:

@@ -225,9 +225,12 @@ class Node:
         if reason:
             raise AdminError(f"refused by this node's policy: {reason}")
         try:
-            self.cfg.dataset(spec.dataset)
+            ds = self.cfg.dataset(spec.dataset)
         except ConfigError as exc:
             raise AdminError(str(exc)) from None
+        if not Path(ds.path).is_file():
+            raise AdminError(f"{self.cfg.file}: datasets.{ds.name}.path: {ds.path} does not "
+                             "exist (fix the path in node.toml and restart the node)")
         job_id = f"{spec.name}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-" \
                  f"{secrets.token_hex(3)}"
         self.store.create(job_id, spec.name, spec.algorithm, "bank", spec.to_dict())
@@ -284,6 +287,10 @@ class Node:
         except ConfigError as exc:
             return {"decision": "refuse", "reason": f"invalid job spec ({exc})"}
         reason = policy_refusal(spec, self.cfg, peer_side=True)
+        if not reason and not Path(self.cfg.datasets[spec.peer_dataset].path).is_file():
+            reason = (f"dataset {spec.peer_dataset!r} is configured but its file is missing "
+                      f"on {self.cfg.name} (its operator must fix node.toml)")
+            self.log("dataset.missing", {"dataset": spec.peer_dataset}, level="error")
         if spec.algorithm == "score" and not reason:
             try:
                 m = self.store.model(spec.model)
@@ -511,12 +518,17 @@ class Node:
         rec = self.store.get(job_id)
         if rec.state in FINAL:
             raise AdminError(f"job {rec.job_id} is already {rec.state}")
-        self._cancel_local(rec.job_id, "cancelled by this node's operator")
+        why = "cancelled by this node's operator"
+        # mark it cancelled here first (so the failure of our link is not reported as
+        # a failure), let the peer cancel its side, then stop our runner
+        info = self._cancel_local(rec.job_id, why, stop_runner=False)
         try:
             self.channel.request("job.cancel", {"job_id": rec.job_id})
         except Exception as exc:  # noqa: BLE001
             self.log("job.cancel_not_delivered", {"job_id": rec.job_id,
                                                   "error": _one_line(exc)})
+        if info is not None:
+            self._close_link(rec.job_id, info, why)
         return {"job_id": rec.job_id, "state": "cancelled"}
 
     def _on_cancel(self, body: dict) -> dict:
@@ -527,7 +539,7 @@ class Node:
             pass
         return {"ok": True}
 
-    def _cancel_local(self, job_id: str, why: str) -> None:
+    def _cancel_local(self, job_id: str, why: str, stop_runner: bool = True):
         with self._lock:
             info = self._jobs.get(job_id)
             if info is not None:
@@ -538,8 +550,9 @@ class Node:
         except InvalidTransition:
             pass
         self.log("job.cancelled", {"job_id": job_id, "by": why})
-        if info is not None:
+        if info is not None and stop_runner:
             self._close_link(job_id, info, why)
+        return info
 
     def _close_link(self, job_id: str, info: dict, reason: str) -> None:
         """Make the job's runner thread stop: fail its link (the peer is told)."""

@@ -270,3 +270,45 @@ def test_secureboost_then_scoring_job(tmp_path, keys):
     finally:
         bank.stop()
         plat.stop()
+
+
+@needs_psi
+def test_cancel_reaches_both_nodes(tmp_path, keys):
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    try:
+        client, pclient = AdminClient(bank.data_dir), AdminClient(plat.data_dir)
+        job_id = _submit(client, write_job(tmp_path, "long", params={
+            "epochs": 200, "batch_size": 64, "early_stopping": "none"},
+            evaluation={"cipher": "paillier", "key_bits": 512}))
+        rec = wait_state(client, job_id, states=("training", "failed", "done"), timeout=30)
+        assert rec["state"] == "training", rec["error"]
+        client.call("cancel", job_id=job_id)
+        assert wait_state(client, job_id, timeout=10)["state"] == "cancelled"
+        assert wait_state(pclient, job_id, timeout=15)["state"] == "cancelled"
+        with pytest.raises(AdminError, match="already cancelled"):
+            client.call("cancel", job_id=job_id)
+        # the nodes stay usable: a following job runs to completion
+        psi_id = _submit(client, write_job(tmp_path, "psi-only", "psi"))
+        assert wait_state(client, psi_id, timeout=30)["state"] == "done"
+    finally:
+        bank.stop()
+        plat.stop()
+
+
+def test_missing_dataset_files_are_named(tmp_path, keys):
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    try:
+        client = AdminClient(bank.data_dir)
+        (tmp_path / "platform.csv").unlink()
+        job_id = _submit(client, write_job(tmp_path, "psi-only", "psi"))
+        rec = wait_state(client, job_id, timeout=20)
+        assert rec["state"] == "failed" and "file is missing on platform-b" in rec["error"]
+        (tmp_path / "bank.csv").unlink()
+        with pytest.raises(AdminError, match=r"datasets\.loans\.path: .*bank\.csv does not "
+                           "exist"):
+            _submit(client, write_job(tmp_path, "psi-two", "psi"))
+    finally:
+        bank.stop()
+        plat.stop()
