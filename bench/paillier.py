@@ -194,9 +194,9 @@ class Bench:
         self.record("add", "ciphertext + ciphertext", n, t[1], t[2], n, phe_t)
 
     def histogram(self) -> None:
-        rows = 20000 if self.quick else 100000
+        rows = 50000 if self.quick else 100000
         feats, nb = 10, 32
-        phe_rows = 1000 if self.quick else 4000
+        phe_rows = 4000
         fp = FixedPoint(24)
         slot = Packer.slot_bits_for(26, rows)
         packer = Packer(slot, 2)
