@@ -126,8 +126,8 @@ def keys_init(party: str, out_dir: str) -> None:
     c.print(f"  public (give to peer): {res['tls_cert']}, {res['signing_pub']}")
     c.print(f"  certificate fingerprint: [bold]{res['cert_fingerprint']}[/]")
     c.print(f"  signing key fingerprint: [bold]{res['signing_fingerprint']}[/]")
-    c.print("Read both fingerprints to the peer's operator over a second channel (phone); "
-            "they pin the certificate fingerprint in their node.toml [peer].")
+    click.echo("Read both fingerprints to the peer's operator over a second channel (phone); "
+               "they pin the certificate fingerprint in their node.toml [peer].")
 
 
 # ------------------------------------------------------------------------- node

@@ -116,7 +116,10 @@ class Node:
     def start(self) -> Node:
         self._recover()
         self._log_bridge = _LogBridge(self.log)
-        logging.getLogger("fedjoint.channel").addHandler(self._log_bridge)
+        chlog = logging.getLogger("fedjoint.channel")
+        if chlog.level == logging.NOTSET:
+            chlog.setLevel(logging.INFO)
+        chlog.addHandler(self._log_bridge)
         self.channel = make_channel(self.cfg, recorder_factory=self._recorder_for,
                                     job_filter=self._job_filter)
         self.channel.on_request("job.propose", self._on_propose)
