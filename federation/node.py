@@ -436,8 +436,9 @@ class Node:
             write_private(jobdir / "test_scores.json",
                           json.dumps(result.test_scores).encode())
             artifacts["test_scores"] = str(jobdir / "test_scores.json")
-        if result.scores_path:
-            artifacts["scores"] = result.scores_path
+        if result.scores is not None:
+            out = Path(spec.output) if spec.output else jobdir / "scores.csv"
+            artifacts["scores"] = str(write_scores(out, result.scores))
         if writer is not None:
             transcript.exchange_outcome(link, writer, result.model_digest or "")
         if result.model is not None:
@@ -684,6 +685,14 @@ class Node:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def write_scores(path: Path, scores: dict) -> Path:
+    """The bank's scoring output: ``id,score`` per scored row (mode 0600)."""
+    lines = ["id,score"] + [f"{i},{v:.6f}" for i, v in zip(scores["ids"], scores["p"],
+                                                            strict=True)]
+    write_private(Path(path), ("\n".join(lines) + "\n").encode())
+    return Path(path)
 
 
 def _nf(fn):

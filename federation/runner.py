@@ -74,9 +74,10 @@ class JobResult:
     metrics: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
-    # bank only (never sent): test labels/scores for the report, scoring output
+    # bank only (never sent): test labels/scores for the report, scoring output; the
+    # runner writes no files, the node stores these
     test_scores: dict | None = None
-    scores_path: str = ""
+    scores: dict | None = None       # scoring jobs, bank: {"ids": [...], "p": [...]}
     psi_info: dict = field(default_factory=dict)
 
 
@@ -414,15 +415,8 @@ def _score(spec: JobSpec, node: NodeConfig, link: Link, ctx, model: ModelPart,
                                p.astype(">f8").tobytes(),
                                str(len(aligned)).encode())
     if node.party == "bank":
-        out = Path(spec.output) if spec.output else \
-            Path(node.data_dir) / "jobs" / res.job_id / "scores.csv"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", encoding="utf-8") as fh:
-            fh.write("id,score\n")
-            for i, v in zip(aligned.ids, p, strict=True):
-                fh.write(f"{i},{v:.6f}\n")
-        res.scores_path = str(out)
-        res.test_scores = None
+        # returned, not written: the node writes the CSV (replay must not touch files)
+        res.scores = {"ids": list(aligned.ids), "p": p.tolist()}
 
 
 def unbound_digest(model: ModelPart) -> str:

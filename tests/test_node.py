@@ -260,6 +260,17 @@ def test_secureboost_then_scoring_job(tmp_path, keys):
         assert states == ["submitted", "approved", "psi", "scoring", "done"]
         lines = out.read_text().splitlines()
         assert lines[0] == "id,score" and len(lines) == 570
+        # the scoring job replays too (the runner itself writes no files)
+        from federation import audit
+        before = out.read_bytes()
+        out.unlink()
+        for tr in (rec["artifacts"]["transcript"],
+                   AdminClient(plat.data_dir).call("status", job_id=sc)["artifacts"]
+                   ["transcript"]):
+            r = audit.replay(tr, tmp_path)
+            assert r.ok, r.errors
+        assert not out.exists()
+        out.write_bytes(before)
         assert all(0.0 <= float(v.split(",")[1]) <= 1.0 for v in lines[1:])
         # a model the platform does not have is refused by its node
         plat.store.add_model(sb, sb, "logistic_regression", "/nonexistent", "x")
@@ -312,3 +323,19 @@ def test_missing_dataset_files_are_named(tmp_path, keys):
     finally:
         bank.stop()
         plat.stop()
+
+
+def test_restart_fails_interrupted_jobs(tmp_path, keys):
+    from federation.jobstore import JobStore
+    bank_toml, _ = write_node_tomls(tmp_path, keys=keys)
+    cfg = load_node_config(bank_toml)
+    st = JobStore(cfg.data_dir / "jobs.db")
+    st.create("j-1", "x", "psi", "bank", {})
+    st.transition("j-1", "approved")
+    st.transition("j-1", "psi")
+    node = Node(cfg, quiet=True).start()
+    try:
+        rec = AdminClient(node.data_dir).call("status", job_id="j-1")
+        assert rec["state"] == "failed" and "restarted" in rec["error"]
+    finally:
+        node.stop()
