@@ -236,7 +236,11 @@ class Node:
                              "exist (fix the path in node.toml and restart the node)")
         job_id = f"{spec.name}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-" \
                  f"{secrets.token_hex(3)}"
+        # where the bank writes scores is its own business: kept out of the agreed spec
+        output, spec.output = spec.output, ""
         self.store.create(job_id, spec.name, spec.algorithm, "bank", spec.to_dict())
+        if output:
+            self.store.update(job_id, artifacts={"requested_output": output})
         self.log("job.submitted", {"job_id": job_id, "algorithm": spec.algorithm})
         t = threading.Thread(target=self._propose, args=(job_id, spec), daemon=True,
                              name=f"propose-{job_id}")
@@ -427,6 +431,7 @@ class Node:
         from federation import transcript
         jobdir = self.data_dir / "jobs" / job_id
         jobdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        requested = self.store.get(job_id).artifacts.get("requested_output", "")
         artifacts: dict = {"transcript": str(writer.path) if writer else ""}
         if result.model is not None:
             path = model_path(self.cfg, job_id)
@@ -437,7 +442,7 @@ class Node:
                           json.dumps(result.test_scores).encode())
             artifacts["test_scores"] = str(jobdir / "test_scores.json")
         if result.scores is not None:
-            out = Path(spec.output) if spec.output else jobdir / "scores.csv"
+            out = Path(requested) if requested else jobdir / "scores.csv"
             artifacts["scores"] = str(write_scores(out, result.scores))
         if writer is not None:
             transcript.exchange_outcome(link, writer, result.model_digest or "")
@@ -878,6 +883,11 @@ class _LogBridge(logging.Handler):
             elif fields:
                 last = next(reversed(fields))
                 fields[last] += " " + part
+        # two nodes in one process (tests, the demo) share the channel logger: keep
+        # only this node's channel's records
+        me = self._log.node
+        if fields.get("party", me) != me or fields.get("peer") == me:
+            return
         self._log(f"channel.{event}" if not event.startswith("channel.") else event, fields,
                   level=record.levelname.lower())
 
