@@ -242,9 +242,17 @@ def _follow(client: AdminClient, job_id: str, quiet: bool = False, poll: float =
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     c = _console(stderr=True)
     last_state = None
+    told_waiting = False
+
+    def tell_waiting(rec: dict) -> None:
+        nonlocal told_waiting
+        if rec.get("waiting") and not told_waiting and not quiet:
+            click.echo(f"{job_id}: {rec['waiting']}", err=True)
+            told_waiting = True
     if quiet or not c.is_terminal:
         while True:
             rec = client.call("status", job_id=job_id)
+            tell_waiting(rec)
             if rec["state"] != last_state and not quiet:
                 click.echo(f"{job_id}: {rec['state']}", err=True)
                 last_state = rec["state"]
@@ -257,6 +265,9 @@ def _follow(client: AdminClient, job_id: str, quiet: bool = False, poll: float =
         task = prog.add_task(job_id, total=1.0, step="")
         while True:
             rec = client.call("status", job_id=job_id)
+            if rec.get("waiting") and not told_waiting:
+                prog.console.print(f"{job_id}: {rec['waiting']}")
+                told_waiting = True
             p = rec.get("progress") or {}
             prog.update(task, description=f"{rec['state']}", completed=p.get("fraction", 0),
                         step=p.get("step", ""))

@@ -63,7 +63,10 @@ class JsonLog:
     def __init__(self, node: str, path: Path | None, stream=sys.stderr, quiet: bool = False):
         self.node = node
         self._lock = threading.Lock()
-        self._fh = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+        self._fh = None
+        if path:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._fh = os.fdopen(fd, "a", encoding="utf-8")
         self._stream = None if quiet else stream
         self.listeners: list[Callable[[dict], None]] = []
 
