@@ -146,11 +146,14 @@ class JobStore:
         return self.get(job_id)
 
     def get(self, job_id: str) -> JobRecord:
+        """By id, or by a unique id prefix (what an operator types)."""
+        if not job_id:
+            raise JobNotFound(job_id)
         with self._conn() as c:
             row = c.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
             if row is None:
-                rows = c.execute("SELECT * FROM jobs WHERE job_id LIKE ? ORDER BY created",
-                                 (job_id + "%",)).fetchall()
+                rows = c.execute("SELECT * FROM jobs WHERE substr(job_id, 1, ?) = ? "
+                                 "ORDER BY created", (len(job_id), job_id)).fetchall()
                 if len(rows) == 1:
                     row = rows[0]
         if row is None:
@@ -239,11 +242,13 @@ class JobStore:
         return [_model(r) for r in rows]
 
     def model(self, model_id: str) -> dict:
+        if not model_id:
+            raise KeyError("no model id given (see `fedjoint model list`)")
         with self._conn() as c:
             row = c.execute("SELECT * FROM models WHERE model_id = ?", (model_id,)).fetchone()
             if row is None:
-                rows = c.execute("SELECT * FROM models WHERE model_id LIKE ?",
-                                 (model_id + "%",)).fetchall()
+                rows = c.execute("SELECT * FROM models WHERE substr(model_id, 1, ?) = ?",
+                                 (len(model_id), model_id)).fetchall()
                 row = rows[0] if len(rows) == 1 else None
         if row is None:
             raise KeyError(f"no model {model_id!r} on this node (see `fedjoint model list`)")

@@ -216,5 +216,10 @@ def test_jobstore_state_machine(tmp_path):
     assert {r.job_id for r in st.list()} == {"j1", "j2"} and st.active() == []
     with pytest.raises(JobNotFound):
         st.get("nope")
+    assert st.get("j2").job_id == "j2"
+    with pytest.raises(JobNotFound):
+        st.get("j")           # ambiguous prefix
+    with pytest.raises(JobNotFound):
+        st.get("%")           # no wildcard matching
     st.add_model("j1", "j1", "secureboost", "/m", "abc", metrics={"auc": 0.9})
     assert st.model("j1")["digest"] == "abc" and len(st.models()) == 1
