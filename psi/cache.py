@@ -9,7 +9,7 @@ Three stores, all local to one party:
   per-job DRBG; an auditor replaying the platform's side needs this file from the
   platform's vault. :meth:`KeyStore.rotate` replaces it (every cache built with the old
   key becomes invalid because caches are keyed by :func:`key_id`).
-* :class:`OprfCache` (platform): for a prepared dataset, ``F_k(y) = X25519(k, u(H(y)))``
+* :class:`OprfCache` (platform): for a prepared dataset, ``F_k(y) = u([64] X25519(k, u(H(y))))``
   for every ID, sorted by the 64-bit truncation ``T(y)`` = low 8 bytes of ``F_k(y)``.
   Stored as ``.npy`` files in ``<cache_dir>/psi-cache/<peer>/<digest>-<keyid>/`` with a
   ``meta.json``; the directory name and meta carry the dataset content digest
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-CACHE_FORMAT = "fedjoint-psi-oprf-cache-v1"
+CACHE_FORMAT = "fedjoint-psi-oprf-cache-v2"  # v2: F_k = [64] X25519(k, H)
 _PEER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -161,7 +161,8 @@ class OprfCache:
         d = cls.location(cache_dir, peer, digest, kid)
         t0 = time.perf_counter()
         ids = [s.encode() for s in prepared.ids]
-        full = np.frombuffer(b"".join(engine.hash_blind_stream(ids, dst.encode(), key, batch)),
+        full = np.frombuffer(b"".join(engine.hash_blind_times64_stream(ids, dst.encode(), key,
+                                                                    batch)),
                              dtype=np.uint8).reshape(-1, 32)
         del ids
         trunc = full[:, :8].copy().view("<u8").ravel()

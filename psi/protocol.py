@@ -72,11 +72,11 @@ from federation.protocol import ProtocolContext, ProtocolError
 from federation.transcript import declare_disclosures
 
 from .cache import KeyStore, OprfCache, PeerSetCache, key_id
-from .engine import POINT_BYTES, Engine
+from .engine import POINT_BYTES, WITNESS_BYTES, Engine
 from .hash_to_curve import L_ORDER, SUITE_CURVE25519
 from .ids import PreparedIds, norm_version, prepare_ids, raw_digest
 
-PROTOCOL_VERSION = "fedjoint-psi-v1"
+PROTOCOL_VERSION = "fedjoint-psi-v2"  # v2: 8-divisibility witnesses
 DEFAULT_DST = "FEDJOINT-PSI-V1-with-curve25519_XMD:SHA-512_ELL2_RO_"
 MODES = ("balanced", "unbalanced", "cardinality")
 ROLES = ("bank", "platform")
@@ -142,11 +142,14 @@ def _nblocks(n: int, batch: int) -> int:
 
 
 def _recv_points(ctx: ProtocolContext, kind: str, n: int, batch: int,
-                 timeout: float) -> Iterator[bytes]:
-    """Receive ceil(n/batch) point blocks of exactly the announced lengths."""
+                 timeout: float, item: int = POINT_BYTES) -> Iterator[bytes]:
+    """Receive ceil(n/batch) point blocks of exactly the announced lengths.
+
+    ``item``: bytes per point (32, or 64 for witnessed points ``u(R) || u(W)``).
+    """
     for i in range(_nblocks(n, batch)):
         blk = ctx.link.recv_bytes(kind, timeout)
-        want = min(batch, n - i * batch) * POINT_BYTES
+        want = min(batch, n - i * batch) * item
         if len(blk) != want:
             raise ProtocolError(f"{kind} block {i}: {len(blk)} bytes, expected {want}")
         yield blk
@@ -284,7 +287,7 @@ def _balanced(ctx: ProtocolContext, role: str, prep: PreparedIds, params: PsiPar
     perm = shuf.numpy().permutation(n)  # our send order -> prepared index
     t = time.perf_counter()
     sent = [prep.ids[i].encode() for i in perm]
-    for k, blk in enumerate(eng.hash_blind_stream(sent, dst, scalar, batch)):
+    for k, blk in enumerate(eng.hash_blind_witnessed_stream(sent, dst, scalar, batch)):
         link.send("psi.blinded", blk)
         if ctx.progress:
             ctx.progress("psi.blind", min(1.0, (k + 1) * batch / max(n, 1)))
@@ -292,9 +295,9 @@ def _balanced(ctx: ProtocolContext, role: str, prep: PreparedIds, params: PsiPar
     stats["t_hash_blind"] = round(time.perf_counter() - t, 3)
 
     t = time.perf_counter()
-    peer_blocks = _recv_points(ctx, "psi.blinded", m, peer_batch, tmo)
+    peer_blocks = _recv_points(ctx, "psi.blinded", m, peer_batch, tmo, WITNESS_BYTES)
     doubles: list[bytes] = []
-    for out in eng.mult_stream(peer_blocks, scalar, params.check_subgroup):
+    for out in eng.mult_witnessed_stream(peer_blocks, scalar, params.check_subgroup):
         doubles.append(out)
         if params.mode == "balanced":
             link.send("psi.double", out)
@@ -409,8 +412,9 @@ def _unbalanced_platform(ctx: ProtocolContext, ids: Sequence[str], params: PsiPa
     stats["sent_cache"] = not req["have"]
 
     t = time.perf_counter()
-    queries = _recv_points(ctx, "psi.oprf_query", m, peer_batch, tmo)
-    for out in eng.mult_stream(queries, key, params.check_subgroup):
+    queries = _recv_points(ctx, "psi.oprf_query", m, peer_batch, tmo, WITNESS_BYTES)
+    for out in eng.mult_witnessed_stream(queries, key, params.check_subgroup,
+                                         witness_out=True):
         link.send("psi.oprf_reply", out)
     stats["t_oprf_eval"] = round(time.perf_counter() - t, 3)
 
@@ -476,13 +480,14 @@ def _unbalanced_bank(ctx: ProtocolContext, prep: PreparedIds, params: PsiParams,
     perm = ctx.rng.child("psi/shuffle").numpy().permutation(n)
     t = time.perf_counter()
     sent = [prep.ids[i].encode() for i in perm]
-    for blk in eng.hash_blind_stream(sent, dst, r, batch):
+    for blk in eng.hash_blind_witnessed_stream(sent, dst, r, batch):
         link.send("psi.oprf_query", blk)
     del sent
     stats["t_hash_blind"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
-    replies = _recv_points(ctx, "psi.oprf_reply", n, batch, tmo)
-    fk = _as_rows(b"".join(eng.mult_stream(replies, tinv, params.check_subgroup)))
+    replies = _recv_points(ctx, "psi.oprf_reply", n, batch, tmo, WITNESS_BYTES)
+    fk = _as_rows(b"".join(eng.mult_witnessed_stream(replies, tinv,
+                                                     params.check_subgroup)))
     stats["t_unblind"] = round(time.perf_counter() - t, 3)
 
     t = time.perf_counter()
@@ -515,6 +520,10 @@ def _points(payload) -> int:
     return len(payload) // POINT_BYTES if isinstance(payload, bytes) else 1
 
 
+def _witnessed_points(payload) -> int:
+    return len(payload) // WITNESS_BYTES if isinstance(payload, bytes) else 1
+
+
 # What crosses in the clear or lets the receiver compute something about its own
 # rows: counted per job in the transcript's disclosure ledger (docs/psi.md).
 declare_disclosures({
@@ -522,7 +531,7 @@ declare_disclosures({
     "psi.double": ("double-blinded points of the receiver's own IDs (intersection)",
                    _points),
     "psi.cache_block": "64-bit truncated OPRF values of platform IDs",
-    "psi.oprf_reply": ("OPRF evaluations of the bank's blinded IDs", _points),
+    "psi.oprf_reply": ("OPRF evaluations of the bank's blinded IDs", _witnessed_points),
     "psi.claim_pos": "claimed intersection positions in the platform cache",
     "psi.verdict": "intersection verdicts on claimed matches",
 })

@@ -18,7 +18,7 @@ from federation.protocol import (
     run_two_parties,
 )
 from psi.cache import KeyStore
-from psi.engine import x25519_many
+from psi.engine import times8, times8_witnessed, x25519_many
 from psi.hash_to_curve import P as FP
 from psi.hash_to_curve import hash_to_u_batch
 from psi.ids import IdValidationError, uscc_check_char
@@ -121,6 +121,7 @@ def test_platform_cannot_test_bank_ids_outside_intersection(mode, tmp_path):
     else:
         k = Drbg(SEED_P).child("psi/blind").random_bytes(32)
     own = [x25519_many(k, hash_to_u_batch([x.encode()], dst)) for x in outside]
+    own += [times8(v) for v in own] + [times8(v, 2) for v in own]  # [8k].H(x), F_k(x)
     _assert_absent(to_platform, own, "k.H(x) for a bank ID outside the intersection")
     _assert_absent(to_platform, [v[:8] for v in own], "truncated k.H(x) outside the intersection")
     kinds = {k for who, k, _, _ in crossed if who == "bank"}
@@ -175,10 +176,11 @@ def test_bad_points_from_peer_abort_without_partial_result(mode, bad, tmp_path):
         hello = la.recv_json("psi.hello", 10)
         if mode == "unbalanced":
             la.send("psi.cache_req", {"have": True})
-        good = x25519_many(os.urandom(32), hash_to_u_batch([b"a", b"b", b"c", b"d"],
-                                                           p.dst.encode()))
+        good = times8_witnessed(x25519_many(os.urandom(32), hash_to_u_batch(
+            [b"a", b"b", b"c", b"d"], p.dst.encode())))  # u([8]W) || u(W) each
         kind = "psi.oprf_query" if mode == "unbalanced" else "psi.blinded"
-        la.send(kind, good[:64] + BAD_POINTS[bad]() + good[64:])
+        # the bad point travels with a genuine curve25519 point as its "witness"
+        la.send(kind, good[:128] + BAD_POINTS[bad]() + good[32:64] + good[128:])
         return hello
 
     with pytest.raises(ProtocolError, match="invalid point"):
