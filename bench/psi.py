@@ -47,7 +47,7 @@ def measure_floor(n: int = 4000) -> dict:
         X25519PublicKey,
     )
 
-    from psi.engine import validate_points
+    from psi.engine import times8_witnessed, validate_points, validate_witnessed
     from psi.hash_to_curve import hash_to_u_batch
     from psi.protocol import DEFAULT_DST
     ids = [f"9135{i:014d}".encode() for i in range(n)]
@@ -79,10 +79,17 @@ def measure_floor(n: int = 4000) -> dict:
     t = time.perf_counter()
     validate_points(blob, check_subgroup=True)
     v_full = (time.perf_counter() - t) / n
+    t = time.perf_counter()
+    wit = times8_witnessed(blob)
+    w_make = (time.perf_counter() - t) / n
+    t = time.perf_counter()
+    validate_witnessed(wit, check_subgroup=True)
+    w_check = (time.perf_counter() - t) / n
     return {k: round(v * 1e6, 2) for k, v in {
+        "witness_make_us": w_make, "validate_curve_subgroup_witness_us": w_check,
         "x25519_openssl_us": x25519, "x25519_libsodium_us": sodium_x,
         "ed25519_noclamp_libsodium_us": ed_noclamp, "hash_to_curve_us": h2c,
-        "validate_curve_us": v_curve, "validate_curve_subgroup_us": v_full}.items()}
+        "validate_curve_us": v_curve, "validate_curve_subgroup_libsodium_us": v_full}.items()}
 
 
 def _rss_mb() -> tuple[float, float]:
@@ -187,12 +194,16 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs per config (median reported)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--only", choices=["balanced", "unbalanced"], default=None)
+    ap.add_argument("--platform-n", type=int, default=None,
+                    help="unbalanced: platform set size (default 10M, 1M with --quick)")
     ap.add_argument("--no-subgroup-check", action="store_true",
                     help="also run balanced without the prime-order subgroup check")
     a = ap.parse_args()
     cores = os.cpu_count() or 1
     nb = 100_000 if a.quick else 1_000_000
     nu_plat, nu_bank = (1_000_000, 100_000) if a.quick else (10_000_000, 100_000)
+    if a.platform_n:
+        nu_plat = a.platform_n
     floor = measure_floor()
     print(f"machine: {cores} cores; floor measured here (single core, median-free one shot):")
     for k, v in floor.items():

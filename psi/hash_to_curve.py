@@ -262,74 +262,103 @@ def hash_to_u_batch(msgs: Iterable[bytes], dst: bytes) -> bytes:
     """Concatenated 32-byte little-endian u(Q0 + Q1) for each message (see module doc).
 
     ``X25519(k, u)`` of an entry equals ``u([clamp(k)/8] * hash_to_curve(msg))``.
-    Straight-line code with gmpy2 and one batched inversion per call.
+    Straight-line code with gmpy2: expand_message_xmd with the Z_pad block hashed once,
+    the RFC 9380 G.2.1 map twice (one ``powmod`` each: the sqrt-ratio with
+    c4 = (p-5)/8, no y recomputation, the second candidate tested as ``-gx1``), the
+    affine sum's u-coordinate only, and one batched inversion per call.
     """
     if len(dst) > 255:
         dst = hashlib.sha512(b"H2C-OVERSIZE-DST-" + dst).digest()
     dst_prime = dst + bytes([len(dst)])
-    pre = bytes(128)
     post0 = (96).to_bytes(2, "big") + b"\x00" + dst_prime
     sfx1, sfx2 = b"\x01" + dst_prime, b"\x02" + dst_prime
+    h_pre = hashlib.sha512(bytes(128))  # Z_pad is one SHA-512 block: hash it once
+    copy = h_pre.copy
     sha512 = hashlib.sha512
+    frm = int.from_bytes
     powmod, p, c2, c3, c4, j = gmpy2.powmod, P, _C2, _C3, _C4, J
     x1n = p - j
+    jx1n = j * x1n % p
     nums: list = []
     dens: list = []
     special: dict[int, int] = {}
-    for idx, msg in enumerate(msgs):
-        b0 = sha512(pre + msg + post0).digest()
+    idx = -1
+    for msg in msgs:
+        idx += 1
+        h = copy()
+        h.update(msg)
+        h.update(post0)
+        b0 = h.digest()
         b1 = sha512(b0 + sfx1).digest()
-        b2 = sha512((int.from_bytes(b0, "big") ^ int.from_bytes(b1, "big"))
-                    .to_bytes(64, "big") + sfx2).digest()
-        data = b1 + b2
-        us = (mpz(int.from_bytes(data[:48], "big")) % p,
-              mpz(int.from_bytes(data[48:96], "big")) % p)
-        pts = []
-        for u in us:
-            tv1 = 2 * u * u % p
-            xd = tv1 + 1
-            tv2 = xd * xd % p
-            gxd = tv2 * xd % p
-            gx1 = (j * tv1 % p * x1n + tv2) % p * x1n % p
-            tv3 = gxd * gxd % p
-            tv2 = tv3 * tv3 % p
-            tv3 = tv3 * gxd % p * gx1 % p
-            y11 = powmod(tv2 * tv3 % p, c4, p) * tv3 % p
-            if y11 * y11 % p * gxd % p == gx1:
-                xn, y = x1n, y11
-                if not (y & 1):
-                    y = p - y
-            elif (y11 * c3) * (y11 * c3) % p * gxd % p == gx1:
-                xn, y = x1n, y11 * c3 % p
-                if not (y & 1):
-                    y = p - y
-            else:
-                xn = x1n * tv1 % p
-                y = y11 * u % p * c2 % p
-                if y * y % p * gxd % p != gx1 * tv1 % p:
-                    y = y * c3 % p
-                if y & 1:
-                    y = p - y
-            pts.append((xn, xd, y))
-        (xn0, xd0, y0), (xn1, xd1, y1) = pts
-        # u3 = lam^2 - A - x0 - x1 with lam = (y1 - y0) xd0 xd1 / D,
-        # D = xn1 xd0 - xn0 xd1; common denominator D^2 xd0 xd1.
+        b2 = sha512((frm(b0, "big") ^ frm(b1, "big")).to_bytes(64, "big") + sfx2).digest()
+        ua = mpz(frm(b1[:48], "big")) % p
+        ub = mpz(frm(b1[48:] + b2[:32], "big")) % p
+        # --- map 0 (RFC 9380 G.2.1, one exponentiation) ---
+        tv1 = 2 * ua * ua % p
+        xd0 = tv1 + 1
+        tv2 = xd0 * xd0 % p
+        gxd = tv2 * xd0 % p
+        gx1 = (jx1n * tv1 + tv2) * x1n % p
+        tv3 = gxd * gxd % p
+        y = powmod(tv3 * tv3 * tv3 % p * gxd * gx1 % p, c4, p) * tv3 % p * gxd % p * gx1 % p
+        t = y * y % p * gxd % p
+        if t == gx1:
+            xn0 = x1n
+            if not y & 1:
+                y = p - y
+        elif t == p - gx1:
+            xn0 = x1n
+            y = y * c3 % p
+            if not y & 1:
+                y = p - y
+        else:
+            xn0 = x1n * tv1 % p
+            y = y * ua % p * c2 % p
+            if y * y % p * gxd % p != gx1 * tv1 % p:
+                y = y * c3 % p
+            if y & 1:
+                y = p - y
+        y0 = y
+        # --- map 1 ---
+        tv1 = 2 * ub * ub % p
+        xd1 = tv1 + 1
+        tv2 = xd1 * xd1 % p
+        gxd = tv2 * xd1 % p
+        gx1 = (jx1n * tv1 + tv2) * x1n % p
+        tv3 = gxd * gxd % p
+        y = powmod(tv3 * tv3 * tv3 % p * gxd * gx1 % p, c4, p) * tv3 % p * gxd % p * gx1 % p
+        t = y * y % p * gxd % p
+        if t == gx1:
+            xn1 = x1n
+            if not y & 1:
+                y = p - y
+        elif t == p - gx1:
+            xn1 = x1n
+            y = y * c3 % p
+            if not y & 1:
+                y = p - y
+        else:
+            xn1 = x1n * tv1 % p
+            y = y * ub % p * c2 % p
+            if y * y % p * gxd % p != gx1 * tv1 % p:
+                y = y * c3 % p
+            if y & 1:
+                y = p - y
         dd = (xn1 * xd0 - xn0 * xd1) % p
-        if dd == 0:
-            special[idx] = _u_of_sum_slow(us[0], us[1])
+        if not dd:
+            special[idx] = _u_of_sum_slow(ua, ub)
             nums.append(mpz(0))
             dens.append(mpz(1))
             continue
         xdd = xd0 * xd1 % p
-        nn = (y1 - y0) * xdd % p
+        nn = (y - y0) * xdd % p
         d2 = dd * dd % p
-        nums.append((nn * nn % p * xdd - (j * xdd + xn0 * xd1 + xn1 * xd0) * d2) % p)
+        nums.append((nn * nn * xdd - (j * xdd + xn0 * xd1 + xn1 * xd0) * d2) % p)
         dens.append(d2 * xdd % p)
     n = len(nums)
     if n == 0:
         return b""
-    # Montgomery batch inversion
-    acc = [mpz(0)] * n
+    acc = [None] * n
     run = mpz(1)
     for i in range(n):
         acc[i] = run
@@ -339,8 +368,8 @@ def hash_to_u_batch(msgs: Iterable[bytes], dst: bytes) -> bytes:
     for i in range(n - 1, -1, -1):
         u = nums[i] * (inv * acc[i] % p) % p
         inv = inv * dens[i] % p
-        if i in special:
-            u = special[i]
+        out[32 * i:32 * i + 32] = int(u).to_bytes(32, "little")
+    for i, u in special.items():
         out[32 * i:32 * i + 32] = int(u).to_bytes(32, "little")
     return bytes(out)
 
