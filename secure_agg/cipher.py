@@ -39,6 +39,78 @@ class KeyMismatch(ValueError):
     """Operands were encrypted under different keys."""
 
 
+class ObfuscatorsExhausted(RuntimeError):
+    """A precomputed obfuscator batch was asked for more obfuscators than it has left
+    (or used after :meth:`ObfuscatorBatchBase.close`): obfuscators are never reused."""
+
+
+class ObfuscatorBatchBase:
+    """A batch of ``count`` fresh obfuscators for one cipher, consumed in order, each
+    exactly once (DESIGN.md rule 5: never reused, never multiplied together).
+
+    Made by :meth:`PublicCipher.precompute_obfuscators`. :meth:`encrypt` (or the
+    cipher's ``encrypt(m, obfuscators=batch)``) consumes ``len(m)`` of them; asking for
+    more than remain, or using a closed batch, raises :class:`ObfuscatorsExhausted`.
+    :meth:`close` discards whatever was not consumed (and stops background work).
+    """
+
+    def __init__(self, cipher: PublicCipher, count: int):
+        if count < 0:
+            raise ValueError(f"obfuscator count must be >= 0, got {count}")
+        self.cipher = cipher
+        self.key_id = cipher.key_id
+        self.count = int(count)
+        self.consumed = 0
+        self.closed = False
+
+    @property
+    def remaining(self) -> int:
+        return 0 if self.closed else self.count - self.consumed
+
+    def _claim(self, k: int) -> int:
+        """Reserve the next ``k`` obfuscators; returns the index of the first."""
+        if self.closed:
+            raise ObfuscatorsExhausted("obfuscator batch is closed (its unused obfuscators "
+                                       "were discarded)")
+        if k > self.count - self.consumed:
+            raise ObfuscatorsExhausted(
+                f"obfuscator batch has {self.count - self.consumed} of {self.count} left, "
+                f"{k} requested (obfuscators are never reused)")
+        start = self.consumed
+        self.consumed += k
+        return start
+
+    def encrypt(self, m: IntLike, bound_bits: int | None = None) -> CipherVector:
+        """Encrypt ``m`` with the next ``len(m)`` obfuscators of this batch."""
+        return self.cipher.encrypt(m, bound_bits=bound_bits, obfuscators=self)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class DeferredObfuscators(ObfuscatorBatchBase):
+    """The default :meth:`PublicCipher.precompute_obfuscators`: nothing is computed
+    ahead; each consumption calls ``cipher.encrypt(m, rng=...)`` with the batch's rng.
+    Deterministic as long as nothing else draws from that rng meanwhile (protocols give
+    each batch its own child stream)."""
+
+    def __init__(self, cipher: PublicCipher, count: int, rng):
+        super().__init__(cipher, count)
+        self.rng = rng
+
+    def encrypt(self, m: IntLike, bound_bits: int | None = None) -> CipherVector:
+        vals = as_int_list(m, "encrypt")
+        self._claim(len(vals))
+        return self.cipher.encrypt(vals, rng=self.rng, bound_bits=bound_bits)
+
+
 @dataclass
 class CipherVector:
     """A 1-D vector of ciphertexts under one key.
@@ -152,6 +224,13 @@ class PublicCipher(ABC):
     def rerandomize(self, a: CipherVector, rng=None) -> CipherVector:
         """Same plaintexts, fresh obfuscation (before sending derived ciphertexts)."""
 
+    def precompute_obfuscators(self, count: int, rng=None) -> ObfuscatorBatchBase:
+        """A batch of ``count`` fresh obfuscators for later :meth:`encrypt` calls
+        (``batch.encrypt(m)``), computed ahead of time where the implementation can
+        (the Paillier engine: in background worker processes). This default defers:
+        nothing is computed ahead, so any cipher supports the call."""
+        return DeferredObfuscators(self, count, rng)
+
     @abstractmethod
     def to_bytes(self, a: CipherVector) -> bytes:
         """Fixed-width big-endian serialisation (width = :attr:`ciphertext_bytes`)."""
@@ -255,11 +334,22 @@ class PlainCipher(PrivateCipher):
     def _vec(self, data: list, bound: int, op: str) -> CipherVector:
         return CipherVector(self.key_id, data, self.check_bound(bound, op))
 
-    def encrypt(self, m: IntLike, rng=None, bound_bits: int | None = None) -> CipherVector:
+    def encrypt(self, m: IntLike, rng=None, bound_bits: int | None = None,
+                obfuscators: ObfuscatorBatchBase | None = None) -> CipherVector:
         vals = as_int_list(m, "encrypt")
+        if obfuscators is not None:  # same bookkeeping as the engine, nothing to apply
+            if rng is not None:
+                raise ValueError("encrypt: pass rng or obfuscators, not both")
+            if obfuscators.key_id != self.key_id:
+                raise KeyMismatch("obfuscators were precomputed under another key")
+            obfuscators._claim(len(vals))
         b = bits_of(vals) if bound_bits is None else bound_bits
         n = self.n
         return self._vec([v % n for v in vals], b, "encrypt")
+
+    def precompute_obfuscators(self, count: int, rng=None) -> ObfuscatorBatchBase:
+        """No-op batch that only counts (so protocol code runs unchanged)."""
+        return ObfuscatorBatchBase(self, count)
 
     def decrypt(self, a: CipherVector) -> list[int]:
         self.check_same_key(a)
@@ -331,7 +421,8 @@ class PlainCipher(PrivateCipher):
         grow = math.ceil(math.log2(max(len(idx), 1))) if len(idx) > 1 else 0
         return self._vec([int(v) % n for v in out], a.bound_bits + grow, "histogram")
 
-    def rerandomize(self, a: CipherVector, rng=None) -> CipherVector:
+    def rerandomize(self, a: CipherVector, rng=None, obfuscation: str | None = None
+                    ) -> CipherVector:
         self.check_same_key(a)
         return CipherVector(a.key_id, list(a.data), a.bound_bits)
 

@@ -14,8 +14,21 @@ request  = u32 header length, JSON header, body
 response = u8 status (0 ok), u32 length, payload: count ciphertexts of width
            bytes(n^2) (status 1: UTF-8 error message)
 
-A worker caches the ciphers (with their tables) of its 3 most recent keys. Workers start lazily, serve
-requests one at a time, and exit when their stdin closes (at interpreter exit).
+Other ops (``"op"`` in the header): ``"histogram"``, ``"matvec"``, ``"product"`` (public
+vector work on ciphertexts in the body) and ``"obfuscate"``: ``count`` exponents (or, for
+``"scheme": "standard"``, units r) of ``dw`` bytes in, ``count`` obfuscators ``rho mod
+n^2`` out -- the work behind :meth:`PaillierPublicCipher.precompute_obfuscators`.
+
+A worker caches the ciphers (with their tables) of its 3 most recent keys. Workers start
+lazily, serve requests one at a time, and exit when their stdin closes (at interpreter
+exit).
+
+:class:`BackgroundPool` runs queued obfuscator chunks on its own worker processes,
+started with a lower CPU priority (``nice``, default 10, ``FEDJOINT_BG_NICE``), so
+precomputation soaks up cores the protocol leaves idle (waiting for the peer) without
+slowing the protocol's own critical path; a consumer that needs a chunk nobody has
+started yet computes it itself on the normal-priority pool (see
+``secure_agg.paillier.PaillierObfuscatorBatch``).
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,13 +77,15 @@ def split_ciphertexts(payload: bytes, width: int, allow_empty: bool = False) -> 
 
 
 class _Worker:
-    def __init__(self):
+    def __init__(self, nice: int = 0):
         root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "secure_agg.procpool"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, env=env, cwd=root)
+        args = [sys.executable, "-m", "secure_agg.procpool"]
+        if nice > 0:  # the worker lowers its own priority (no preexec_fn next to threads)
+            args += ["--nice", str(int(nice))]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=env, cwd=root)
 
     def send(self, header: dict, body: bytes) -> None:
         h = json.dumps(header).encode()
@@ -148,6 +164,15 @@ class ProcessPool:
             out.append(split_ciphertexts(payload, cw))
         return out
 
+    def obfuscate(self, spec: tuple, chunks: list[list[int]], scheme: str, exp_bits: int,
+                  window: int) -> list[list[mpz]]:
+        """Obfuscators ``rho mod n^2`` for chunks of draws, one chunk per worker."""
+        payloads, _ = self.run([obfuscate_request(spec, d, scheme, exp_bits, window)
+                                for d in chunks])
+        cw = (2 * int(spec[1]).bit_length() + 7) // 8
+        return [decode_obfuscators(p, cw, len(d)) for p, d in zip(payloads, chunks,
+                                                                   strict=True)]
+
     def close(self) -> None:
         with self._lock:
             for w in self._procs:
@@ -155,7 +180,105 @@ class ProcessPool:
             self._procs = []
 
 
+def _draw_width(spec: tuple, scheme: str, exp_bits: int) -> int:
+    n = int(spec[1])
+    return (n.bit_length() + 7) // 8 if scheme == "standard" else (exp_bits + 7) // 8
+
+
+def obfuscate_request(spec: tuple, draws: list[int], scheme: str, exp_bits: int,
+                      window: int) -> tuple[dict, bytes]:
+    """The ``"obfuscate"`` request for ``draws`` (exponents, or units for standard)."""
+    n = int(spec[1])
+    dw = _draw_width(spec, scheme, exp_bits)
+    head = {"op": "obfuscate", "kind": spec[0], "n": format(n, "x"), "count": len(draws),
+            "dw": dw, "scheme": scheme, "exp_bits": int(exp_bits), "window": int(window)}
+    if spec[0] == "private":
+        head.update(p=format(int(spec[2]), "x"), q=format(int(spec[3]), "x"))
+    return head, b"".join(int(d).to_bytes(dw, "big") for d in draws)
+
+
+def decode_obfuscators(payload: bytes, width: int, count: int) -> list[mpz]:
+    if len(payload) != width * count:
+        raise RuntimeError("obfuscation worker returned a wrong-sized reply")
+    return split_ciphertexts(payload, width)
+
+
+class BackgroundPool:
+    """``workers`` low-priority processes serving queued jobs chunk by chunk, oldest job
+    first. A job offers ``claim_background() -> (index, head, body) | None`` (a chunk
+    nobody has started), ``deliver(index, payload)``, ``release(index, exc)`` (the
+    worker failed: the chunk goes back to the consumer) and ``wants_background()``."""
+
+    def __init__(self, workers: int, nice: int):
+        self.workers, self.nice = workers, nice
+        self._jobs: deque = deque()
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._procs: list[_Worker] = []
+        self._closed = False
+
+    def submit(self, job) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("background pool is closed")
+            self._jobs.append(job)
+            while len(self._threads) < self.workers:
+                t = threading.Thread(target=self._loop, name=f"obfuscators{len(self._threads)}",
+                                     daemon=True)
+                self._threads.append(t)
+                t.start()
+            self._cond.notify_all()
+
+    def _next(self):
+        with self._cond:
+            while True:
+                while self._jobs and not self._jobs[0].wants_background():
+                    self._jobs.popleft()
+                for job in list(self._jobs):
+                    claim = job.claim_background()
+                    if claim is not None:
+                        return job, claim
+                if self._closed:
+                    return None, None
+                self._cond.wait(timeout=1.0)
+
+    def _loop(self) -> None:
+        worker: _Worker | None = None
+        while True:
+            job, claim = self._next()
+            if job is None:
+                return
+            idx, head, body = claim
+            try:
+                if worker is None or worker.proc.poll() is not None:
+                    worker = _Worker(self.nice)
+                    with self._cond:
+                        self._procs.append(worker)
+                worker.send(head, body)
+                payload = worker.recv()
+            except BaseException as exc:  # noqa: BLE001 - the consumer computes the chunk
+                if worker is not None:
+                    worker.close()
+                    worker = None
+                job.release(idx, exc)
+                continue
+            job.deliver(idx, payload)
+
+    def notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            procs, self._procs = self._procs, []
+            self._cond.notify_all()
+        for w in procs:
+            w.close()
+
+
 _pools: dict[int, ProcessPool] = {}
+_bg_pools: dict[int, BackgroundPool] = {}
 _pools_lock = threading.Lock()
 
 
@@ -167,17 +290,34 @@ def get_pool(workers: int) -> ProcessPool:
         return pool
 
 
+def background_nice() -> int:
+    try:
+        return max(0, int(os.environ.get("FEDJOINT_BG_NICE", "10")))
+    except ValueError:
+        return 10
+
+
+def get_background_pool(workers: int) -> BackgroundPool:
+    with _pools_lock:
+        pool = _bg_pools.get(workers)
+        if pool is None:
+            pool = _bg_pools[workers] = BackgroundPool(workers, background_nice())
+        return pool
+
+
 def worker_cpu_seconds() -> float:
-    """CPU seconds used so far by the live worker processes (Linux /proc; for benches)."""
+    """CPU seconds used so far by the live worker processes, background ones included
+    (Linux /proc; for benches)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for pool in list(_pools.values()):
-        for w in pool._procs:
-            try:
-                fields = Path(f"/proc/{w.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / tick
-            except (OSError, IndexError, ValueError):
-                pass
+    procs = [w for pool in list(_pools.values()) for w in pool._procs]
+    procs += [w for pool in list(_bg_pools.values()) for w in list(pool._procs)]
+    for w in procs:
+        try:
+            fields = Path(f"/proc/{w.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
     return total
 
 
@@ -185,11 +325,24 @@ def worker_cpu_seconds() -> float:
 def _shutdown() -> None:
     for pool in list(_pools.values()):
         pool.close()
+    for bg in list(_bg_pools.values()):
+        bg.close()
 
 
 # ---- worker side -----------------------------------------------------------------------
 def _serve_encrypt(head: dict, body: bytes, count: int, vw: int, dw: int,
                    cache: dict) -> bytes:
+    cipher = _cached_cipher(head, cache)
+    vals = [int.from_bytes(body[i:i + vw], "big", signed=True)
+            for i in range(0, count * vw, vw)]
+    off = count * vw
+    draws = [int.from_bytes(body[off + i:off + i + dw], "big")
+             for i in range(0, count * dw, dw)]
+    cts = cipher._encrypt_local(vals, draws, "djn")
+    return join_ciphertexts(cts, cipher.ciphertext_bytes)
+
+
+def _cached_cipher(head: dict, cache: dict):
     from secure_agg.keys import PaillierPrivateKey, PaillierPublicKey
     from secure_agg.paillier import PaillierPrivateCipher, PaillierPublicCipher
 
@@ -205,13 +358,17 @@ def _serve_encrypt(head: dict, body: bytes, count: int, vw: int, dw: int,
         while len(cache) >= 3:  # tables are ~17 MB per key: keep the 3 newest
             cache.pop(next(iter(cache)))
         cache[key] = cipher
-    vals = [int.from_bytes(body[i:i + vw], "big", signed=True)
-            for i in range(0, count * vw, vw)]
-    off = count * vw
-    draws = [int.from_bytes(body[off + i:off + i + dw], "big")
-             for i in range(0, count * dw, dw)]
-    cts = cipher._encrypt_local(vals, draws, "djn")
-    return join_ciphertexts(cts, cipher.ciphertext_bytes)
+    return cipher
+
+
+def _serve_obfuscate(head: dict, body: bytes, count: int, dw: int, cache: dict) -> bytes:
+    cipher = _cached_cipher(head, cache)
+    scheme = str(head["scheme"])
+    if int(head["exp_bits"]) != cipher._exp_bits(scheme):
+        raise ValueError("obfuscate: exponent size does not match the scheme")
+    draws = [int.from_bytes(body[i:i + dw], "big") for i in range(0, count * dw, dw)]
+    rhos = cipher._obfuscate_local(draws, scheme, int(head.get("window", 8)))
+    return join_ciphertexts(rhos, cipher.ciphertext_bytes)
 
 
 def _serve_vector(op: str, head: dict, body: bytes) -> bytes:
@@ -253,6 +410,10 @@ def serve(stdin=None, stdout=None) -> None:
                 count, vw, dw = int(head["count"]), int(head["vw"]), int(head["dw"])
                 body = _read_exact(stdin, count * (vw + dw))
                 payload = _serve_encrypt(head, body, count, vw, dw, cache)
+            elif op == "obfuscate":
+                count, dw = int(head["count"]), int(head["dw"])
+                body = _read_exact(stdin, count * dw)
+                payload = _serve_obfuscate(head, body, count, dw, cache)
             elif op in ("histogram", "matvec", "product"):
                 body = _read_exact(stdin, int(head["body"]))
                 payload = _serve_vector(op, head, body)
@@ -272,4 +433,9 @@ def _read_exact_prefix(stream, got: bytes, n: int) -> bytes:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--nice":
+        try:
+            os.nice(int(sys.argv[2]))
+        except (OSError, ValueError):
+            pass
     serve()

@@ -392,3 +392,99 @@ def test_process_offload_matches_single_thread(key512, monkeypatch):
     with pytest.raises(RuntimeError, match="unknown op"):
         get_pool(2).run([({"op": "bogus"}, b"")])
     assert PaillierPublicCipher(pub, workers=2).sum(ev).data == single[2]  # pool recovers
+
+
+# ---- precomputed obfuscators -------------------------------------------------------------
+@pytest.mark.parametrize("obf", ["djn", "standard"])
+def test_precomputed_obfuscators_match_rng_encryption(key512, obf):
+    """Same rng -> bit-for-bit the ciphertexts of encrypt(m, rng), consumed in pieces,
+    whether the background or the consumer computed them."""
+    from secure_agg import paillier as P
+    pub, sk = key512
+    vals = list(range(-150, 150))
+    for c in (PaillierPrivateCipher(sk, obfuscation=obf, workers=2),
+              PaillierPublicCipher(pub, obfuscation=obf, workers=2)):
+        ref = c.encrypt(vals, rng=Drbg(SEED, "pre")).data
+        batch = c.precompute_obfuscators(len(vals), rng=Drbg(SEED, "pre"))
+        assert batch.wait(60) and batch.ready
+        got = []
+        for lo, hi in ((0, 7), (7, 7), (7, 200), (200, 300)):
+            got += c.encrypt(vals[lo:hi], obfuscators=batch).data
+        assert got == ref
+        # consumer computes everything itself (background disabled, small chunks)
+        b2 = P.PaillierObfuscatorBatch(c, c._draw(Drbg(SEED, "pre"), len(vals), obf), obf,
+                                       chunk=64)
+        b2._bg_ok = False
+        assert b2.encrypt(vals[:100]).data + b2.encrypt(vals[100:]).data == ref
+        fresh = c.encrypt(vals[:5], obfuscators=c.precompute_obfuscators(5))  # rng=None
+        assert PaillierPrivateCipher(sk, workers=1).decrypt(fresh) == vals[:5]
+
+
+def test_precomputed_obfuscators_used_once(key512, key768):
+    from secure_agg.cipher import ObfuscatorsExhausted
+    pub, sk = key512
+    c = PaillierPrivateCipher(sk, workers=2)
+    batch = c.precompute_obfuscators(80, rng=Drbg(SEED, "once"))
+    a = c.encrypt([1] * 50, obfuscators=batch)
+    b = c.encrypt([1] * 30, obfuscators=batch)
+    assert len(set(a.data + b.data)) == 80  # every obfuscator distinct, none reused
+    with pytest.raises(ObfuscatorsExhausted, match="0 of 80 left"):
+        c.encrypt([1], obfuscators=batch)
+    batch = c.precompute_obfuscators(10, rng=Drbg(SEED, "once"))
+    with pytest.raises(ObfuscatorsExhausted, match="5 requested"):
+        batch.take(5) and batch.take(5) and batch.take(5)
+    batch.close()
+    with pytest.raises(ObfuscatorsExhausted, match="closed"):
+        batch.encrypt([1])
+    with pytest.raises(ValueError, match="not both"):
+        c.encrypt([1], rng=Drbg(SEED, "x"), obfuscators=c.precompute_obfuscators(1))
+    other = PaillierPrivateCipher(key768[1], workers=1)
+    with pytest.raises(KeyMismatch):
+        other.encrypt([1], obfuscators=c.precompute_obfuscators(1))
+    with pytest.raises(ValueError, match="djn_full"):  # scheme must match the use
+        c.encrypt([1], obfuscators=c.precompute_obfuscators(1, obfuscation="djn_full"))
+
+
+def test_plain_and_default_batches():
+    from secure_agg.cipher import DeferredObfuscators, ObfuscatorsExhausted, PlainCipher
+    p = PlainCipher(512)
+    batch = p.precompute_obfuscators(3, rng=Drbg(SEED, "p"))
+    assert p.decrypt(p.encrypt([4, -5], obfuscators=batch)) == [4, -5]
+    assert p.decrypt(batch.encrypt([6])) == [6]
+    with pytest.raises(ObfuscatorsExhausted):
+        p.encrypt([1], obfuscators=batch)
+    # the ABC's default defers to encrypt(m, rng) (any cipher supports the API)
+    pub, sk = generate_keypair(512, rng=Drbg(SEED, "k512"), insecure_test_key=True)
+    c = PaillierPrivateCipher(sk, workers=1)
+    d = DeferredObfuscators(c, 4, Drbg(SEED, "d"))
+    assert d.encrypt([1, 2]).data + d.encrypt([3, 4]).data == \
+        c.encrypt([1, 2, 3, 4], rng=Drbg(SEED, "d")).data
+    with pytest.raises(ObfuscatorsExhausted):
+        d.encrypt([5])
+
+
+def test_rerandomize_djn_full_and_wide_tables(key512):
+    from secure_agg.paillier import FixedBaseTable
+    pub, sk = key512
+    c = PaillierPrivateCipher(sk, workers=2)
+    pc = c.public()
+    vals = list(range(-20, 20))
+    enc = c.encrypt(vals, rng=Drbg(SEED, "e"))
+    outs = {}
+    for mode in ("standard", "djn_full"):
+        r = pc.rerandomize(enc, rng=Drbg(SEED, "rr"), obfuscation=mode)
+        assert c.decrypt(r) == vals and not set(r.data) & set(enc.data)
+        assert r.data == pc.rerandomize(enc, rng=Drbg(SEED, "rr"), obfuscation=mode).data
+        b = pc.precompute_obfuscators(len(vals), rng=Drbg(SEED, "rr"), obfuscation=mode)
+        assert pc.rerandomize(enc, obfuscation=mode, obfuscators=b).data == r.data
+        outs[mode] = r.data
+    assert outs["standard"] != outs["djn_full"]
+    assert pc._exp_bits("djn_full") == pub.n.bit_length() + 128
+    with pytest.raises(ValueError, match="obfuscation"):
+        pc.rerandomize(enc, obfuscation="djn")
+    # wider windows: same powers
+    m = sk.psquare
+    for w in (5, 8, 12):
+        t = FixedBaseTable(gmpy2.mpz(7), m, 300, window_bits=w)
+        es = [0, 1, (1 << 300) - 1, 12345678901234567890, 2 ** 299 + 17]
+        assert t.pow_many(es) == [gmpy2.powmod(7, e, m) for e in es]
