@@ -409,6 +409,7 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
 @dataclass
 class EvaluationConfig:
     test_fraction: float = 0.2
+    valid_fraction: float = 0.0    # of the training rows, for early stopping / curves
     cipher: str = "paillier"
     key_bits: int = 2048
     threshold: float = 0.5
@@ -490,6 +491,7 @@ def job_spec_from_dict(raw: dict, label: str = "job.toml") -> JobSpec:
     ev.check_keys([f.name for f in dataclasses.fields(EvaluationConfig)])
     evaluation = EvaluationConfig(
         test_fraction=ev.get("test_fraction", float, 0.2),
+        valid_fraction=ev.get("valid_fraction", float, 0.0),
         cipher=ev.choice("cipher", CIPHERS, "paillier"),
         key_bits=ev.get("key_bits", int, 2048),
         threshold=ev.get("threshold", float, 0.5),
@@ -498,6 +500,9 @@ def job_spec_from_dict(raw: dict, label: str = "job.toml") -> JobSpec:
     if not 0.0 <= evaluation.test_fraction < 1.0:
         raise ev.err("test_fraction", f"= {evaluation.test_fraction}: expected a number in "
                      "[0, 1)")
+    if not 0.0 <= evaluation.valid_fraction < 1.0:
+        raise ev.err("valid_fraction", f"= {evaluation.valid_fraction}: expected a number in "
+                     "[0, 1) (a share of the training rows)")
     if evaluation.key_bits < 256 or evaluation.key_bits % 8:
         raise ev.err("key_bits", f"= {evaluation.key_bits}: expected a multiple of 8, >= 256 "
                      "(2048 or more outside tests)")
@@ -518,9 +523,24 @@ def job_spec_from_dict(raw: dict, label: str = "job.toml") -> JobSpec:
             params["cipher"] = evaluation.cipher
             spec.params = params
         validate_algorithm_params(algorithm, params, f"{label} [params]")
+        _check_validation_split(algorithm, params, evaluation, label)
     elif params and algorithm == "psi":
         raise ConfigError(f"{label}: [params] is not used by algorithm = 'psi' (remove it)")
     return spec
+
+
+def _check_validation_split(algorithm: str, params: dict, ev: EvaluationConfig,
+                            label: str) -> None:
+    """Early stopping on a validation set needs a validation split carved from the
+    training rows: the test split is never used to choose a model."""
+    wants = (params.get("early_stopping_rounds", 0) > 0 if algorithm == "secureboost"
+             else params.get("early_stopping") == "valid_auc")
+    if wants and ev.valid_fraction <= 0:
+        key = ("early_stopping_rounds" if algorithm == "secureboost"
+               else "early_stopping = 'valid_auc'")
+        raise ConfigError(f"{label} [evaluation]: valid_fraction: [params] {key} needs a "
+                          "validation split; set valid_fraction (e.g. 0.1 of the training "
+                          "rows)")
 
 
 def _from_flat(d: dict) -> dict:

@@ -168,8 +168,15 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
 
     # ---- training -------------------------------------------------------------------
     on_stage("training")
-    train, test = aligned.take(np.flatnonzero(~test_mask)), aligned.take(
-        np.flatnonzero(test_mask))
+    train_idx = np.flatnonzero(~test_mask)
+    train, test = aligned.take(train_idx), aligned.take(np.flatnonzero(test_mask))
+    # the validation split (early stopping, per-iteration curves) comes out of the
+    # training rows, never out of the test rows that report the model's quality
+    valid_mask = hashed_split([agreed_ids[i] for i in train_idx],
+                              spec.evaluation.valid_fraction,
+                              spec.evaluation.split_salt + "/valid")
+    train, valid = (train.take(np.flatnonzero(~valid_mask)),
+                    train.take(np.flatnonzero(valid_mask)))
     res.n_train, res.n_test = len(train), len(test)
     if party == "bank" and len(np.unique(train.y)) < 2:
         raise JobFailed(f"the training split has only one class ({len(train)} rows); the "
@@ -182,9 +189,9 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     needs_key = party == "bank" or "cipher" in inspect.signature(mod.train).parameters
     cipher = make_cipher(spec, node, root) if needs_key else None
     res.timings["keygen"] = time.perf_counter() - t
-    X_valid = test.X if len(test) else None
+    X_valid = valid.X if len(valid) else None
     if party == "bank":
-        y_valid = test.y if len(test) else None
+        y_valid = valid.y if len(valid) else None
         outcome = _call(mod.train, ctx("train"), train.X, train.y, list(train.feature_names),
                         params, cipher, X_valid=X_valid, y_valid=y_valid)
     else:

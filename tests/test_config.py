@@ -125,6 +125,10 @@ def test_job_spec_ok_and_roundtrip(tmp_path):
     ("test_fraction = 0.25", "test_fraction = 1.5", r"evaluation\.test_fraction"),
     ('dataset = "loans"\n', "", r"missing required key job\.dataset"),
     ("[job]", "[jobs]\n[job]", "did you mean 'job'"),
+    ("test_fraction = 0.25", "test_fraction = 0.25\nvalid_fraction = -0.1",
+     r"evaluation\.valid_fraction"),
+    ("[evaluation]", "[params]\nearly_stopping = 'valid_auc'\n[evaluation]",
+     r"valid_fraction: \[params\] early_stopping = 'valid_auc' needs a validation split"),
 ])
 def test_job_spec_errors(tmp_path, old, new, match):
     assert old in JOB
