@@ -53,6 +53,8 @@ job.toml (submitted at the bank's node)::
     [params]                        # algorithm parameters (validated by the algorithm)
     [evaluation]
     test_fraction = 0.2
+    valid_fraction = 0.0            # share of the training rows held out for early
+                                    # stopping and validation curves (never test rows)
     cipher = "paillier"             # "paillier" | "plain" (plain: test policy only)
     key_bits = 2048
     threshold = 0.5
