@@ -960,7 +960,7 @@ def _die(msg: str, as_json: bool, code: int = EXIT_CANNOT_RUN):
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True,
+    return Console(highlight=False, soft_wrap=True, emoji=False,
                    width=None if sys.stdout.isatty() else 160)
 
 

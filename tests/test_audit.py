@@ -305,3 +305,11 @@ def test_cli(job, tmp_path):
     assert res.exit_code == 0 and "syn.enc_grad" in res.output
     res = r.invoke(cli, ["replay", str(job["tb"]), "--party-dir", str(tmp_path)])
     assert res.exit_code == 2 and "node.toml" in res.output
+
+
+def test_fingerprints_are_printed_verbatim(capsys):
+    """rich would turn ':CD:' inside a hex fingerprint into an emoji."""
+    from federation.audit import _console
+
+    _console().print("signing key: F2:CD:42:52")
+    assert "F2:CD:42:52" in capsys.readouterr().out
