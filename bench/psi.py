@@ -92,6 +92,13 @@ def measure_floor(n: int = 4000) -> dict:
         "validate_curve_us": v_curve, "validate_curve_subgroup_libsodium_us": v_full}.items()}
 
 
+def _cpu_s() -> tuple[float, float]:
+    """CPU seconds (user + sys) of this process and of its reaped children (workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
+
+
 def _rss_mb() -> tuple[float, float]:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -130,12 +137,15 @@ def node_main(role: str, keys: dict, conn, cfg: dict) -> None:
             link = chan.link(job)
             ctx = ProtocolContext(link, job, Drbg(os.urandom(32)), workers=cfg["workers"])
             t = time.perf_counter()
+            c0 = _cpu_s()
             res = run_psi(ctx, role, ids, params)
             wall = time.perf_counter() - t
+            c1 = _cpu_s()
             link.close()
             digest = hashlib.sha256("\n".join(ids[i] for i in res.indices).encode()).hexdigest()
             runs.append({"wall_s": round(wall, 3), "size": res.size, "digest": digest,
-                         "stats": res.stats})
+                         "cpu_main_s": round(c1[0] - c0[0], 2),
+                         "cpu_workers_s": round(c1[1] - c0[1], 2), "stats": res.stats})
             conn.send("done")
         out["runs"] = runs
         out["rss_main_mb"], out["rss_workers_mb"] = _rss_mb()
@@ -242,8 +252,15 @@ def main() -> None:
                                                                  strict=True)]
         rss = (f"{bank['rss_main_mb']:.0f}+{bank['rss_workers_mb']:.0f} / "
                f"{plat['rss_main_mb']:.0f}+{plat['rss_workers_mb']:.0f}")
+        cpu = [b["cpu_main_s"] + b["cpu_workers_s"] + p["cpu_main_s"] + p["cpu_workers_s"]
+               for b, p in zip(bank["runs"], plat["runs"], strict=True)]
+        cpu_split = [f"bank {b['cpu_main_s']:.1f}+{b['cpu_workers_s']:.1f}, platform "
+                     f"{p['cpu_main_s']:.1f}+{p['cpu_workers_s']:.1f}"
+                     for b, p in zip(bank["runs"], plat["runs"], strict=True)]
         entry = {"mode": mode, "n_bank": n_bank, "n_platform": n_plat, "check_subgroup": sub,
                  "job_walls_s": per_job, "rss": rss, "bench_total_s": round(total, 1),
+                 "job_cpu_s": [round(c, 1) for c in cpu], "job_cpu_split_main_workers":
+                 cpu_split,
                  "bank_stats": [x["stats"] for x in bank["runs"]],
                  "platform_stats": [x["stats"] for x in plat["runs"]]}
         if mode == "balanced":
@@ -256,8 +273,14 @@ def main() -> None:
             entry.update(median_wall_s=med, per_id_us=round(per_id, 2), floor_per_id_us=fl,
                          ratio_to_secretflow_1m=round(med / SECRETFLOW_1M_S, 2)
                          if n_bank == 1_000_000 else None)
+            cmed = statistics.median(cpu)
+            print(f"  CPU of both nodes (main+workers): {cmed:.1f} s = "
+                  f"{cmed / (n_bank + n_plat) * 1e6:.1f} us/ID ({cpu_split[0]}); "
+                  f"{cmed / cores:.1f} s if the {cores} cores were ours alone")
+            entry.update(cpu_s=cmed, cpu_per_id_us=round(cmed / (n_bank + n_plat) * 1e6, 2))
             if n_bank == 1_000_000:
-                print(f"  ratio to SecretFlow ECDH-PSI 1Mx1M (34 s): {med / SECRETFLOW_1M_S:.2f}x")
+                print(f"  ratio to SecretFlow ECDH-PSI 1Mx1M (34 s): {med / SECRETFLOW_1M_S:.2f}x "
+                      f"(wall); {cmed / cores / SECRETFLOW_1M_S:.2f}x (CPU / cores)")
         else:
             build = plat.get("cache_build_s")
             cold, warm = per_job[0], per_job[1:]
@@ -267,6 +290,10 @@ def main() -> None:
             label = f"unbalanced online {n_bank:,} vs {n_plat:,} cached"
             print(f"{label:44s} {med:8.2f} {per_id:10.2f} {fl:9.2f} "
                   f"{fl + floor['hash_to_curve_us']:8.2f} {rss:>34s}")
+            cw = statistics.median(cpu[1:])
+            print(f"  online CPU of both nodes: {cw:.1f} s = {cw / n_bank * 1e6:.1f} us per bank "
+                  f"ID ({cpu_split[-1]})")
+            entry.update(online_cpu_s=cw)
             print(f"  one-off platform cache build for {n_plat:,}: {build} s; first online job "
                   f"(bank fetches {n_plat * 8 / 2**20:.0f} MiB truncated set): {cold:.2f} s")
             entry.update(median_online_s=med, cold_online_s=cold, cache_build_s=build,

@@ -170,12 +170,23 @@ def raw_digest(raw: Sequence[str], id_type: str, invalid: str, duplicates: str) 
     """SHA-256 of the raw ID column plus everything that shapes its preparation.
 
     Lets a platform recognise an unchanged dataset (and reuse its OPRF cache) without
-    re-normalising millions of IDs. Lengths are hashed too, so splits are unambiguous.
+    re-normalising millions of IDs: it runs in the platform's online phase, so it is
+    one ``"\n".join`` and one hash (~0.1 s per million IDs). The encoding is
+    unambiguous: the count is hashed, and if any ID is not a string or contains a
+    newline, every length is hashed too.
     """
-    h = hashlib.sha256(f"{norm_version(id_type)}\0{invalid}\0{duplicates}\0".encode())
-    strs = [r if isinstance(r, str) else f"\0{type(r).__name__}" for r in raw]
-    h.update(np.fromiter((len(r) for r in strs), dtype=np.int64, count=len(strs)).tobytes())
-    h.update("\n".join(strs).encode("utf-8", "surrogatepass"))
+    h = hashlib.sha256(f"fedjoint-raw-digest-v2\0{norm_version(id_type)}\0{invalid}\0"
+                       f"{duplicates}\0{len(raw)}\0".encode())
+    try:
+        joined = "\n".join(raw)
+    except TypeError:
+        joined = None
+    if joined is None or joined.count("\n") != max(len(raw) - 1, 0):
+        strs = [r if isinstance(r, str) else f"\0{type(r).__name__}" for r in raw]
+        h.update(b"lengths\0")
+        h.update(np.fromiter(map(len, strs), dtype=np.int64, count=len(strs)).tobytes())
+        joined = "\n".join(strs)
+    h.update(joined.encode("utf-8", "surrogatepass"))
     return h.hexdigest()
 
 

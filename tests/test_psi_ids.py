@@ -94,3 +94,14 @@ def test_csv_loading_errors(tmp_path):
         load_ids_csv(short, "id")
     with pytest.raises(IdInputError, match="file not found"):
         load_ids_csv(tmp_path / "nope.csv")
+
+
+def test_raw_digest_is_unambiguous_and_policy_bound():
+    from psi.ids import raw_digest
+
+    def d(raw, id_type="string", invalid="fail", duplicates="fail"):
+        return raw_digest(raw, id_type, invalid, duplicates)
+    assert d(["a", "b"]) == d(["a", "b"])
+    assert len({d(["a\nb", "c"]), d(["a", "b\nc"]), d(["a", "b", "c"]), d(["a\nb\nc"]),
+                d([]), d([""]), d(["", ""]), d([None]), d(["a", "b"], invalid="drop"),
+                d(["a", "b"], duplicates="dedupe"), d(["a", "b"], id_type="uscc")}) == 11
