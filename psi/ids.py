@@ -121,6 +121,33 @@ class PreparedIds:
                 "norm_version": self.norm_version}
 
 
+_USCC_TABLE = np.full(256, 255, dtype=np.uint8)
+_USCC_TABLE[np.frombuffer(USCC_CHARSET.encode(), dtype=np.uint8)] = np.arange(31)
+
+
+def _uscc_valid_mask(raw: Sequence) -> np.ndarray:
+    """Vectorised :func:`is_valid_uscc` of each *raw* entry taken as already normalised.
+
+    ``prepare_ids`` uses it only for entries that normalisation leaves unchanged (the
+    common case: 18 ASCII upper-case characters); others go through the scalar check.
+    """
+    n = len(raw)
+    mask = np.zeros(n, dtype=bool)
+    idx = [i for i, r in enumerate(raw) if type(r) is str and len(r) == 18 and r.isascii()]
+    if not idx:
+        return mask
+    buf = np.frombuffer("".join(raw[i] for i in idx).encode("ascii"),
+                        dtype=np.uint8).reshape(-1, 18)
+    vals = _USCC_TABLE[buf]
+    ok = (vals != 255).all(axis=1)
+    w = np.asarray(USCC_WEIGHTS, dtype=np.int64)
+    total = vals[:, :17].astype(np.int64) @ w
+    check = (31 - total % 31) % 31
+    ok &= vals[:, 17] == check
+    mask[np.asarray(idx, dtype=np.int64)] = ok
+    return mask
+
+
 def _rows_text(rows: list[int]) -> str:
     more = f" (+{len(rows) - MAX_REPORTED_ROWS} more)" if len(rows) > MAX_REPORTED_ROWS else ""
     return ", ".join(str(r) for r in rows[:MAX_REPORTED_ROWS]) + more
@@ -141,12 +168,13 @@ def prepare_ids(raw: Sequence[str], id_type: str = "uscc", invalid: str = "fail"
     dups: list[int] = []
     seen: set[str] = set()
     uscc = id_type == "uscc"
+    valid = _uscc_valid_mask(raw) if uscc else None
     for i, r in enumerate(raw):
         if not isinstance(r, str):
             bad.append(i)
             continue
         s = normalise(r, id_type)
-        if not s or (uscc and not is_valid_uscc(s)):
+        if not s or (uscc and not (valid[i] if s is r or s == r else is_valid_uscc(s))):
             bad.append(i)
             continue
         if s in seen:

@@ -17,6 +17,10 @@ Modes and exactly what each party learns
 
 ``balanced`` (both learn the intersection). Bank has X (n), platform has Y (m); per-job
 secret scalars a (bank), b (platform), from ``ctx.rng``.
+Every point sent to be multiplied is *witnessed* (:func:`psi.engine.validate_witnessed`):
+``a.H(x)`` below travels as ``u([8]W) || u(W)`` with ``W = X25519(a, H(x))`` (so the
+effective scalar is ``8 clamp(a)``), which lets the receiver check exactly, and cheaply,
+that the point it multiplies is in the prime-order subgroup.
 Bank -> platform: ``a.H(x)`` for x in X (shuffled), then ``a.(b.H(y))`` for the
 platform's points, in the order received. Platform -> bank symmetrically.
 Each party ends with ``ab.H(.)`` of both sets and intersects locally.
@@ -35,7 +39,8 @@ double-blinded values it returns, so neither can link a match to a row.
 
 ``unbalanced`` (cached OPRF; the platform's big set is processed once). The platform
 holds a long-lived per-peer key k (:class:`psi.cache.KeyStore`) and a cache of
-``F_k(y) = k.H(y)`` for all y, sorted by ``T(y)`` = low 64 bits of ``F_k(y)``
+``F_k(y) = k.H(y)`` (precisely ``u([64 clamp(k)] H(y))``: query and reply each carry
+the factor 8 of their witnesses) for all y, sorted by ``T(y)`` = low 64 bits of ``F_k(y)``
 (:class:`psi.cache.OprfCache`). Online:
 
 1. platform -> bank: ``{T(y)}`` (sorted, only if the bank does not hold that cache id);

@@ -105,3 +105,20 @@ def test_raw_digest_is_unambiguous_and_policy_bound():
     assert len({d(["a\nb", "c"]), d(["a", "b\nc"]), d(["a", "b", "c"]), d(["a\nb\nc"]),
                 d([]), d([""]), d(["", ""]), d([None]), d(["a", "b"], invalid="drop"),
                 d(["a", "b"], duplicates="dedupe"), d(["a", "b"], id_type="uscc")}) == 11
+
+
+def test_vectorised_uscc_check_matches_scalar():
+    import random
+
+    from psi.ids import _uscc_valid_mask, is_valid_uscc
+    rnd = random.Random(5)
+    chars = "0123456789ABCDEFGHJKLMNPQRTUWXYZIOSVa"
+    xs = ["".join(rnd.choice(chars) for _ in range(rnd.choice([17, 18, 18, 19])))
+          for _ in range(5000)]
+    xs += [b + uscc_check_char(b) for b in (f"913{i:014d}" for i in range(500))]
+    xs += ["９１３００００００００００００００００", None, ""]
+    for s, v in zip(xs, _uscc_valid_mask(xs), strict=True):
+        if isinstance(s, str) and len(s) == 18 and s.isascii():
+            assert v == is_valid_uscc(s), s
+        else:
+            assert not v
