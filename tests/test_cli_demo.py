@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import pytest
+from browser import rendered_series
 from rich.console import Console
 
 from federation.config import ConfigError, load_job_spec, load_node_config, tomllib
@@ -51,3 +52,5 @@ def test_demo_quick_end_to_end(tmp_path):
     assert res.score_auc is not None and res.score_auc >= 0.74
     page = res.report.read_text()
     assert "<svg" in page and "verified" in page
+    # ROC, KS (3 series), train/valid loss and AUC curves, importance bars: all drawn
+    assert rendered_series(res.report, tmp_path) >= 10
