@@ -160,11 +160,15 @@ class OprfCache:
         kid = key_id(key)
         d = cls.location(cache_dir, peer, digest, kid)
         t0 = time.perf_counter()
-        ids = [s.encode() for s in prepared.ids]
-        full = np.frombuffer(b"".join(engine.hash_blind_times64_stream(ids, dst.encode(), key,
-                                                                    batch)),
-                             dtype=np.uint8).reshape(-1, 32)
-        del ids
+        n = len(prepared.ids)
+        full = np.empty((n, 32), dtype=np.uint8)  # filled block by block: no joined copy
+        at = 0
+        for blk in engine.hash_blind_times64_stream(prepared.ids, dst.encode(), key, batch):
+            k = len(blk) // 32
+            full[at:at + k] = np.frombuffer(blk, dtype=np.uint8).reshape(k, 32)
+            at += k
+        if at != n:
+            raise RuntimeError(f"OPRF cache build produced {at} values for {n} IDs")
         trunc = full[:, :8].copy().view("<u8").ravel()
         order = np.argsort(trunc, kind="stable")
         peer_dir = os.path.dirname(d)

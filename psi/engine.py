@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import gmpy2
 import nacl.bindings as sodium
@@ -283,6 +283,12 @@ def _chunks(seq: Sequence, size: int) -> Iterator[Sequence]:
         yield seq[i:i + size]
 
 
+def _encoded_chunks(ids: Sequence[str | bytes]) -> Iterator[list[bytes]]:
+    """TASK_SIZE-sized lists of UTF-8 IDs, encoded lazily (only the tasks in flight)."""
+    for c in _chunks(ids, TASK_SIZE):
+        yield [s.encode() if isinstance(s, str) else s for s in c]
+
+
 class Engine:
     """Runs PSI point work inline (``workers <= 1``) or on a spawn-context process pool."""
 
@@ -305,30 +311,27 @@ class Engine:
         self.close()
 
     # -- ordered streaming maps ----------------------------------------------------
-    def hash_blind_stream(self, ids: Sequence[bytes], dst: bytes, scalar: bytes,
+    def hash_blind_stream(self, ids: Sequence[str | bytes], dst: bytes, scalar: bytes,
                           batch: int) -> Iterator[bytes]:
         """Yield blinded point blocks of ``batch`` IDs each, in order."""
         yield from self._regroup(
-            self._map(task_hash_blind, [(list(c), dst, scalar)
-                                        for c in _chunks(ids, TASK_SIZE)]), batch)
+            self._map(task_hash_blind, ((c, dst, scalar) for c in _encoded_chunks(ids))), batch)
 
-    def hash_blind_witnessed_stream(self, ids: Sequence[bytes], dst: bytes, scalar: bytes,
+    def hash_blind_witnessed_stream(self, ids: Sequence[str | bytes], dst: bytes, scalar: bytes,
                                     batch: int) -> Iterator[bytes]:
         """Like :meth:`hash_blind_stream` but 64-byte ``u([8]W) || u(W)`` entries."""
         yield from self._regroup(
-            self._map(task_hash_blind_witnessed, [(list(c), dst, scalar)
-                                                  for c in _chunks(ids, TASK_SIZE)]),
+            self._map(task_hash_blind_witnessed, ((c, dst, scalar) for c in _encoded_chunks(ids))),
             batch, WITNESS_BYTES)
 
-    def hash_blind_times64_stream(self, ids: Sequence[bytes], dst: bytes, scalar: bytes,
+    def hash_blind_times64_stream(self, ids: Sequence[str | bytes], dst: bytes, scalar: bytes,
                                   batch: int) -> Iterator[bytes]:
         yield from self._regroup(
-            self._map(task_hash_blind_times64, [(list(c), dst, scalar)
-                                                for c in _chunks(ids, TASK_SIZE)]), batch)
+            self._map(task_hash_blind_times64, ((c, dst, scalar) for c in _encoded_chunks(ids))), batch)
 
-    def hash_stream(self, ids: Sequence[bytes], dst: bytes, batch: int) -> Iterator[bytes]:
+    def hash_stream(self, ids: Sequence[str | bytes], dst: bytes, batch: int) -> Iterator[bytes]:
         yield from self._regroup(
-            self._map(task_hash, [(list(c), dst) for c in _chunks(ids, TASK_SIZE)]), batch)
+            self._map(task_hash, ((c, dst) for c in _encoded_chunks(ids))), batch)
 
     def mult_stream(self, blocks: Iterator[bytes], scalar: bytes,
                     check_subgroup: bool) -> Iterator[bytes]:
@@ -389,7 +392,7 @@ class Engine:
             yield blk
 
     # -- plumbing ------------------------------------------------------------------
-    def _map(self, fn, arglist: list[tuple]) -> Iterator:
+    def _map(self, fn, arglist: Iterable[tuple]) -> Iterator:
         if self._pool is None:
             for args in arglist:
                 yield fn(*args)

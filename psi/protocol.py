@@ -291,7 +291,7 @@ def _balanced(ctx: ProtocolContext, role: str, prep: PreparedIds, params: PsiPar
     shuf = ctx.rng.child("psi/shuffle")
     perm = shuf.numpy().permutation(n)  # our send order -> prepared index
     t = time.perf_counter()
-    sent = [prep.ids[i].encode() for i in perm]
+    sent = [prep.ids[i] for i in perm]  # encoded lazily, per task, by the engine
     for k, blk in enumerate(eng.hash_blind_witnessed_stream(sent, dst, scalar, batch)):
         link.send("psi.blinded", blk)
         if ctx.progress:
@@ -484,7 +484,7 @@ def _unbalanced_bank(ctx: ProtocolContext, prep: PreparedIds, params: PsiParams,
     r, tinv = blinding_pair(ctx.rng.child("psi/oprf-blind"))
     perm = ctx.rng.child("psi/shuffle").numpy().permutation(n)
     t = time.perf_counter()
-    sent = [prep.ids[i].encode() for i in perm]
+    sent = [prep.ids[i] for i in perm]  # encoded lazily, per task, by the engine
     for blk in eng.hash_blind_witnessed_stream(sent, dst, r, batch):
         link.send("psi.oprf_query", blk)
     del sent
