@@ -46,7 +46,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _party(role, keys, ports, params, rows, bits, workers, out_q):
+def _cpu() -> float:
+    """CPU seconds of this party: its own process plus its worker processes
+    (background obfuscator workers included)."""
+    from secure_agg.procpool import worker_cpu_seconds
+    return time.process_time() + worker_cpu_seconds()
+
+
+def _party(role, keys, ports, params, rows, bits, workers, out_q, profile=None):
+    if profile:  # cProfile of this party's main process (worker processes not included)
+        import cProfile
+        prof = cProfile.Profile()
+        try:
+            return prof.runcall(_party, role, keys, ports, params, rows, bits, workers,
+                                out_q)
+        finally:
+            prof.dump_stats(str(Path(profile) / f"{role}.prof"))
     from federation.channel.peer import PeerChannel
     from federation.channel.testing import identities
     from federation.protocol import ProtocolContext
@@ -69,6 +84,7 @@ def _party(role, keys, ports, params, rows, bits, workers, out_q):
             keygen = time.perf_counter() - t
             out = bank.train(ctx, Xb, y, nb, params, cipher)
             out_q.put({"role": role, "keygen": keygen, "timings": out.timings,
+                       "cpu": _cpu(),
                        "history": [{k: h[k] for k in ("tree", "seconds", "n_leaves")}
                                    for h in out.history],
                        "auc": out.metrics["train"]["auc"]})
@@ -76,7 +92,7 @@ def _party(role, keys, ports, params, rows, bits, workers, out_q):
             from parties.provincial_platform import secureboost as plat
             out = plat.train(ctx, Xp, npf, params,
                              {"allow_insecure_test_key": True})
-            out_q.put({"role": role, "timings": out.timings})
+            out_q.put({"role": role, "timings": out.timings, "cpu": _cpu()})
         try:
             link.flush(30)
         except Exception:  # noqa: BLE001
@@ -86,7 +102,7 @@ def _party(role, keys, ports, params, rows, bits, workers, out_q):
         chan.stop(0.5)
 
 
-def run_tls(params, rows, bits, workers):
+def run_tls(params, rows, bits, workers, profile=None):
     from federation.channel.testing import make_keys
     with tempfile.TemporaryDirectory() as d:
         keys = [make_keys(d, "bank"), make_keys(d, "platform")]
@@ -94,7 +110,8 @@ def run_tls(params, rows, bits, workers):
         ctxm = mp.get_context("spawn")
         q = ctxm.Queue()
         procs = [ctxm.Process(target=_party, args=(r, keys, ports, params, rows, bits,
-                                                   workers, q)) for r in ("bank", "platform")]
+                                                   workers, q, profile))
+                 for r in ("bank", "platform")]
         for p in procs:
             p.start()
         res = {}
@@ -151,12 +168,18 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=1, help="threads per party")
     ap.add_argument("--link", choices=("tls", "local"), default="tls")
     ap.add_argument("--json", type=str, default=None)
+    ap.add_argument("--profile", type=str, default=None,
+                    help="directory for cProfile stats of each party (tls link)")
     a = ap.parse_args(argv)
     trees = a.trees or (3 if a.quick else 20)
     params = dict(n_trees=trees, max_depth=5, max_bin=32, learning_rate=0.3,
                   key_bits=a.bits)
+    load0 = os.getloadavg()
     t0 = time.perf_counter()
-    res = (run_tls if a.link == "tls" else run_local)(params, a.rows, a.bits, a.workers)
+    if a.link == "tls":
+        res = run_tls(params, a.rows, a.bits, a.workers, a.profile)
+    else:
+        res = run_local(params, a.rows, a.bits, a.workers)
     wall = time.perf_counter() - t0
     bt, pt = res["bank"]["timings"], res["platform"]["timings"]
     per_tree = [h["seconds"] for h in res["bank"]["history"]]
@@ -180,7 +203,9 @@ def main(argv=None):
            "per_tree": per_tree, "xgboost_seconds_per_tree": xt,
            "ratio_vs_xgboost": med / xt if xt else None,
            "component_seconds_total": shares, "train_auc": res["bank"]["auc"],
-           "keygen_seconds": res["bank"]["keygen"], "wall_seconds": wall}
+           "keygen_seconds": res["bank"]["keygen"], "wall_seconds": wall,
+           "cpu_seconds": {r: res[r].get("cpu") for r in ("bank", "platform")},
+           "load_avg_before": load0, "load_avg_after": os.getloadavg()}
     print(f"SecureBoost default_credit {out['rows']}x(13+10), {a.bits}-bit Paillier, "
           f"depth 5, 32 bins, {trees} trees, link={a.link}, workers/party={a.workers}")
     print(f"{'':34s}{'fedjoint':>12s}{'xgboost':>12s}")
@@ -189,6 +214,13 @@ def main(argv=None):
     for k, v in shares.items():
         print(f"  {k:32s}{v:10.2f}  ({v / max(2 * total, 1e-9):5.1%} of 2 x wall)")
     print(f"train AUC {out['train_auc']:.4f}")
+    cpu = out["cpu_seconds"]
+    if cpu.get("bank") is not None:
+        print(f"CPU seconds (process + workers, incl. keygen/setup): bank {cpu['bank']:.1f}, "
+              f"platform {cpu['platform']:.1f}; {(cpu['bank'] + cpu['platform']) / wall:.2f}"
+              f" cores busy on average over {wall:.0f} s wall")
+    print(f"load average before {load0[0]:.2f}, after {out['load_avg_after'][0]:.2f} "
+          f"(1 min; this machine has {os.cpu_count()} cores)")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))
     return out

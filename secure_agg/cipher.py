@@ -224,11 +224,13 @@ class PublicCipher(ABC):
     def rerandomize(self, a: CipherVector, rng=None) -> CipherVector:
         """Same plaintexts, fresh obfuscation (before sending derived ciphertexts)."""
 
-    def precompute_obfuscators(self, count: int, rng=None) -> ObfuscatorBatchBase:
+    def precompute_obfuscators(self, count: int, rng=None,
+                               obfuscation: str | None = None) -> ObfuscatorBatchBase:
         """A batch of ``count`` fresh obfuscators for later :meth:`encrypt` calls
         (``batch.encrypt(m)``), computed ahead of time where the implementation can
-        (the Paillier engine: in background worker processes). This default defers:
-        nothing is computed ahead, so any cipher supports the call."""
+        (the Paillier engine: in background worker processes; ``obfuscation`` selects
+        a re-randomisation scheme there). This default defers: nothing is computed
+        ahead, so any cipher supports the call."""
         return DeferredObfuscators(self, count, rng)
 
     @abstractmethod
@@ -347,7 +349,8 @@ class PlainCipher(PrivateCipher):
         n = self.n
         return self._vec([v % n for v in vals], b, "encrypt")
 
-    def precompute_obfuscators(self, count: int, rng=None) -> ObfuscatorBatchBase:
+    def precompute_obfuscators(self, count: int, rng=None,
+                               obfuscation: str | None = None) -> ObfuscatorBatchBase:
         """No-op batch that only counts (so protocol code runs unchanged)."""
         return ObfuscatorBatchBase(self, count)
 
@@ -421,9 +424,11 @@ class PlainCipher(PrivateCipher):
         grow = math.ceil(math.log2(max(len(idx), 1))) if len(idx) > 1 else 0
         return self._vec([int(v) % n for v in out], a.bound_bits + grow, "histogram")
 
-    def rerandomize(self, a: CipherVector, rng=None, obfuscation: str | None = None
-                    ) -> CipherVector:
+    def rerandomize(self, a: CipherVector, rng=None, obfuscation: str | None = None,
+                    obfuscators: ObfuscatorBatchBase | None = None) -> CipherVector:
         self.check_same_key(a)
+        if obfuscators is not None:
+            obfuscators._claim(len(a))
         return CipherVector(a.key_id, list(a.data), a.bound_bits)
 
     def to_bytes(self, a: CipherVector) -> bytes:

@@ -109,6 +109,10 @@ def test_encrypted_equals_plain():
             assert x.get("owner") == z.get("owner") and x["id"] == z["id"]
             assert abs(x.get("value", 0) - z.get("value", 0)) < 1e-6
     assert any(nd.get("owner") == "platform" for t in t2 for nd in t["nodes"])
+    # the platform's policy can force uniform r^n refreshes: same trees
+    ob3, _, _ = fit(Xb, y, Xp, nb, npf, dict(params, key_bits=1024), key,
+                    policy=dict(POLICY, refresh="standard"))
+    assert ob3.model.body["trees"] == t2
     # nothing raw crossed: the platform received ciphertext bytes and control messages
     kinds = {k for s, k, _, _ in crossed if s == "bank"}
     assert "sb.grad" in kinds and not any("label" in k for k in kinds)
@@ -222,3 +226,15 @@ def test_malicious_platform(monkeypatch, kind, fn, msg):
     _tamper(monkeypatch, kind, fn)
     with pytest.raises(ProtocolError, match=msg):
         _bad(Xb[:, :1] * 0, y, Xp, params)
+
+
+def test_refresh_mode():
+    assert plat.refresh_mode("djn_full", {}) == "djn_full"
+    assert plat.refresh_mode("djn_full", {"refresh": "standard"}) == "standard"
+    assert plat.refresh_mode("standard", {"refresh": "djn_full"}) == "standard"
+    with pytest.raises(ValueError, match="refresh"):
+        plat.refresh_mode("djn_full", {"refresh": "djn"})
+    from parties.common.params import ParamError
+    from parties.common.secureboost_params import parse
+    with pytest.raises(ParamError, match="refresh"):
+        parse({"refresh": "short"})

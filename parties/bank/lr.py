@@ -174,6 +174,24 @@ def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid):
 def _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits, curv,
           seed, cipher, pk_p, timings):
     d_b = Xs.shape[1]
+    rng_mask = ctx.rng.child("lr/mask")
+    ub, ab = C.u_bits(p.approximation, wbits), C.a_bits(wbits)
+    # obfuscators one batch ahead: [[u]], [[a]] under the bank's key, and the uniform
+    # r^n re-randomising the masked vector under the platform's key
+    ahead = C.Ahead(p.epochs, C.batch_sizes(n, bs))
+    extra_a = {"row": lambda m: m, "mean": lambda m: 1}.get(curv, lambda m: 0)
+    ahead.add("enc", cipher, ctx.rng.child("lr/encrypt"), lambda m: m + extra_a(m))
+    ahead.add("rr", pk_p, ctx.rng.child("lr/rerandomize"), lambda m: d_b + 2, "standard")
+    try:
+        return _epochs(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, curv,
+                       seed, cipher, pk_p, timings, ahead, rng_mask, ub, ab)
+    finally:
+        ahead.close()
+
+
+def _epochs(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, curv, seed,
+            cipher, pk_p, timings, ahead, rng_mask, ub, ab):
+    d_b = Xs.shape[1]
     FX = p.x_frac_bits
     Xq = C.encode(Xs, FX)
     ones = np.full((n, 1), (1 << FX) if p.fit_intercept else 0, dtype=np.int64)
@@ -181,10 +199,6 @@ def _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits, curv
     w = np.zeros(d_b + 1)  # last entry: intercept
     pen = np.r_[np.ones(d_b), 0.0]
     opt = C.Optimizer(p, d_b + 1, pen)
-    rng_enc = ctx.rng.child("lr/encrypt")
-    rng_mask = ctx.rng.child("lr/mask")
-    rng_rr = ctx.rng.child("lr/rerandomize")
-    ub, ab = C.u_bits(p.approximation, wbits), C.a_bits(wbits)
     a_const = C.encode(np.array([0.25]), C.FD)
     grad_scale = float(2 ** (FX + C.FD + C.FZ))
     loss_scale = float(2 ** (C.FD + C.FZ))
@@ -200,15 +214,16 @@ def _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits, curv
     for epoch in range(p.epochs):
         t_ep = time.perf_counter()
         loss_sum = 0.0
-        for idx in C.epoch_batches(seed, epoch, n, bs):
+        for bi, idx in enumerate(C.epoch_batches(seed, epoch, n, bs)):
             m = idx.size
+            obf = ahead.batch(epoch, bi)
             zb = Xs[idx] @ w[:d_b] + (w[d_b] if p.fit_intercept else 0.0)
             C.check_predictor(zb, PARTY, epoch)
             c0, u, a = C.residual_coefficients(p.approximation, zb, yv[idx], sw[idx])
             u_int = C.encode(u, C.FD)
             U = C.encode(u, C.FD + C.FZ)
             with ph("encrypt"):
-                encU = cipher.encrypt(U, rng_enc, bound_bits=ub)
+                encU = cipher.encrypt(U, bound_bits=ub, obfuscators=obf["enc"])
             peer.send_ct(C.K_ENC_U, cipher, encU)
             if curv == "public":
                 a_int = a_const
@@ -216,7 +231,7 @@ def _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits, curv
                 a_int = C.encode(a, C.FD)
                 a_send = a_int if curv == "row" else C.encode(np.array([a.mean()]), C.FD)
                 with ph("encrypt"):
-                    encA = cipher.encrypt(a_send, rng_enc, bound_bits=ab)
+                    encA = cipher.encrypt(a_send, bound_bits=ab, obfuscators=obf["enc"])
                 peer.send_ct(C.K_ENC_A, cipher, encA)
             with ph("wait"):
                 zp = peer.recv_ct(C.K_ENC_ZP, pk_p, m, C.ZP_BITS)
@@ -225,8 +240,7 @@ def _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits, curv
                 g = pk_p.matvec_t(Xaug[idx], dct)
                 lpiece = pk_p.matvec_t((2 * u_int)[:, None], zp)
                 vec = pk_p.concat([g, lpiece])
-                masked, masks = masking.mask(pk_p, vec, rng_mask)
-                masked = pk_p.rerandomize(masked, rng_rr)
+                masked, masks = C.mask(pk_p, vec, rng_mask, obf["rr"])
             peer.send_ct(C.K_BANK_GRAD_CT, pk_p, masked)
             with ph("wait"):
                 pg = peer.recv_ct(C.K_PLAT_GRAD_CT, cipher, d_p, cipher.capacity_bits)

@@ -21,6 +21,13 @@ What the bank learns about the platform (per federated tree):
     policy sets ``reveal_feature_names``; used for feature importance.
 It never receives platform feature values or thresholds.
 
+Overlap: the obfuscators of tree t+1's gradient encryptions do not depend on the data,
+so they are drawn (from the per-tree stream ``sb/enc/<t+1>``, in order) when tree t
+starts and computed by low-priority background processes while tree t is built -- the
+bank mostly waits for the platform's histograms then. Tree 0's are started before the
+handshake. The ciphertexts are the same whatever the timing (same draws, exact
+arithmetic), so an audit replay reproduces them bit for bit.
+
 What the bank reveals to the platform: the public key; the encrypted ``(g, h)`` of
 every row (Paillier, fresh randomness per ciphertext); the membership of rows in
 every tree node (the partition at bank splits is needed by the platform to build
@@ -194,10 +201,35 @@ class _BankTrainer:
         if not self.usable.any() and self.n_platform == 0:
             raise ValueError("no usable feature on either side (all constant or missing)")
 
+    def _federated(self, t: int) -> bool:
+        return t >= self.p.complete_secure
+
+    def _precompute(self, t: int) -> None:
+        """Start the obfuscators of tree ``t``'s gradient encryption (if it will send
+        any); one batch per tree, drawn from the tree's own stream."""
+        if t < self.p.n_trees and self._federated(t) and t not in self._obf:
+            self._obf[t] = self.cipher.precompute_obfuscators(
+                self.n, rng=self.ctx.rng.child(f"sb/enc/{t}"))
+
+    def _close_obfuscators(self) -> None:
+        for b in self._obf.values():
+            b.close()
+        self._obf.clear()
+
     def run(self) -> TrainOutcome:
+        self._obf: dict = {}
+        try:
+            return self._run()
+        finally:
+            self._close_obfuscators()  # unused ones (early stop, failure) are discarded
+
+    def _run(self) -> TrainOutcome:
         p = self.p
         t0 = time.perf_counter()
+        self._precompute(0)
         self.handshake()
+        if self.n_platform == 0:
+            self._close_obfuscators()
         base = _base_margin(p, self.y)
         margin = np.full(self.n, base)
         vmargin = None if self.Xv is None else np.full(self.Xv.shape[0], base)
@@ -209,7 +241,10 @@ class _BankTrainer:
             g, h = _grad_hess(p.objective, self.y, margin)
             g, h = self._sample(g, h, rng_np)
             bank_allowed, plat_allowed = self._colsample(rng_np)
-            federated = t >= p.complete_secure and self.n_platform > 0
+            federated = self._federated(t) and self.n_platform > 0
+            if self.n_platform > 0:
+                self._precompute(t)
+                self._precompute(t + 1)  # computed in the background while t is built
             self.link.send("sb.tree", {"tree": t, "federated": federated, "stop": False,
                                        "platform_features": plat_allowed})
             nodes, leaf_of = self._build_tree(t, g, h, bank_allowed, federated)
@@ -435,17 +470,18 @@ class _BankTrainer:
         link.send("sb.grad_meta", {"tree": t, "s": codec.s, "row_bits": codec.row_bits,
                                    "frac_bits": codec.frac_bits, "n_chunks": n_chunks,
                                    "chunk_rows": chunk})
-        rng = self.ctx.rng.child(f"sb/enc/{t}")
+        obf = self._obf.pop(t)  # drawn from the stream sb/enc/<t>, computed ahead
         for c in range(n_chunks):
             lo, hi = c * chunk, min(n, (c + 1) * chunk)
             te = time.perf_counter()
             plain = codec.encode_rows(g_int[lo:hi], h_int[lo:hi])
-            ct = cipher.encrypt(plain, rng=rng, bound_bits=codec.row_bits)
+            ct = cipher.encrypt(plain, bound_bits=codec.row_bits, obfuscators=obf)
             blob = cipher.to_bytes(ct)
             self.timer.add("encrypt", time.perf_counter() - te)
             ts = time.perf_counter()
             link.send("sb.grad", blob)
             self.timer.add("send", time.perf_counter() - ts)
+        obf.close()
 
     def _recv_histograms(self, frontier, codec: GradCodec) -> dict:
         cipher, link = self.cipher, self.link

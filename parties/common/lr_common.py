@@ -163,6 +163,62 @@ def shuffle_seed(p: LRParams, rng) -> bytes:
     return rng.child("lr/shuffle").random_bytes(32)
 
 
+def batch_sizes(n: int, batch_size: int) -> list[int]:
+    """Sizes of an epoch's mini-batches (the same every epoch)."""
+    if batch_size >= n:
+        return [n]
+    return [min(batch_size, n - s) for s in range(0, n, batch_size)]
+
+
+class Ahead:
+    """Obfuscators one mini-batch ahead: batch k+1's are computed in the background
+    (low-priority worker processes, :meth:`PublicCipher.precompute_obfuscators`)
+    while batch k waits for the peer. Each stream ``name`` has its own cipher, rng,
+    count per batch and scheme; batch ``(epoch, b)`` of a stream draws from
+    ``rng.child("e<epoch>/b<b>")``, so the ciphertexts do not depend on timing (audit
+    replay reproduces them). Unused batches are discarded by :meth:`close`."""
+
+    def __init__(self, epochs: int, sizes: list[int]):
+        self.epochs, self.sizes = epochs, sizes
+        self.streams: list[tuple] = []
+        self._live: dict[tuple, object] = {}
+
+    def add(self, name: str, cipher: PublicCipher, rng, count, obfuscation=None) -> None:
+        """``count(batch_rows) -> obfuscators`` needed by one batch of this stream."""
+        self.streams.append((name, cipher, rng, count, obfuscation))
+
+    def _start(self, epoch: int, b: int) -> None:
+        if epoch >= self.epochs:
+            return
+        for name, cipher, rng, count, obf in self.streams:
+            key = (epoch, b, name)
+            if key not in self._live:
+                self._live[key] = cipher.precompute_obfuscators(
+                    count(self.sizes[b]), rng=rng.child(f"e{epoch}/b{b}"), obfuscation=obf)
+
+    def batch(self, epoch: int, b: int) -> dict:
+        """The batches of mini-batch ``(epoch, b)``; starts the next mini-batch's."""
+        self._start(epoch, b)
+        self._start(*((epoch, b + 1) if b + 1 < len(self.sizes) else (epoch + 1, 0)))
+        return {name: self._live.pop((epoch, b, name)) for name, *_ in self.streams}
+
+    def close(self) -> None:
+        for batch in self._live.values():
+            batch.close()
+        self._live.clear()
+
+
+def mask(cipher: PublicCipher, a: CipherVector, rng, obfuscators) -> tuple[CipherVector,
+                                                                          list[int]]:
+    """``secure_agg.masking.mask`` with a precomputed (uniform ``r^n``) re-randomisation:
+    fresh uniform masks 40 bits wider than the bound, then a fresh obfuscator."""
+    from secure_agg.masking import STAT_BITS
+    width = a.bound_bits + STAT_BITS
+    masks = [rng.randbits(width) for _ in range(len(a))]
+    return cipher.rerandomize(cipher.add_plain(a, masks),
+                              obfuscators=obfuscators, obfuscation="standard"), masks
+
+
 def epoch_batches(seed: bytes, epoch: int, n: int, batch_size: int) -> list[np.ndarray]:
     """Row indices of each mini-batch of ``epoch`` (same on both sides)."""
     from secure_agg.rng import Drbg

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from parties.common.params import ParamError, from_dict
 
 OBJECTIVES = ("binary:logistic", "reg:squarederror")
+REFRESH_MODES = ("djn_full", "standard")
 
 #: parameters both parties must agree on (checked by the platform)
 SHARED = ("max_bin", "max_depth", "n_trees", "complete_secure", "binning")
@@ -40,6 +41,11 @@ class SecureBoostParams:
     binning: str = "auto"             # "auto" | "xgboost" | "native" (see binning.py)
     cipher: str = "paillier"          # "paillier" | "plain" (tests; policy must allow)
     key_bits: int = 2048
+    #: how the platform refreshes aggregates bound for the bank (docs/secureboost.md):
+    #: "djn_full" (statistically hiding against a semi-honest bank) or "standard"
+    #: (uniform r^n, also against a bank that tags rows outside <h_s>); the platform's
+    #: policy key ``refresh`` can only make it stricter
+    refresh: str = "djn_full"
 
     def __post_init__(self):
         def bad(field, why):
@@ -81,6 +87,8 @@ class SecureBoostParams:
             bad("binning", "expected 'auto', 'xgboost' or 'native'")
         if self.cipher not in ("paillier", "plain"):
             bad("cipher", "expected 'paillier' or 'plain'")
+        if self.refresh not in REFRESH_MODES:
+            bad("refresh", f"expected one of {REFRESH_MODES}")
         if self.base_score is not None and self.objective == "binary:logistic" and not (
                 0 < self.base_score < 1):
             bad("base_score", "must be a probability in (0, 1) for binary:logistic")

@@ -122,13 +122,28 @@ def _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy):
 def _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed, cipher,
           pk_b, timings):
     d_p = Xs.shape[1]
+    rng_enc = ctx.rng.child("lr/encrypt")
+    # obfuscators one batch ahead: [[z_p]] under the platform's key, and the uniform
+    # r^n re-randomising the masked gradient (and the loss slot) under the bank's key
+    ahead = C.Ahead(p.epochs, C.batch_sizes(n, bs))
+    ahead.add("enc", cipher, rng_enc.child("zp"), lambda m: m)
+    ahead.add("rr", pk_b, ctx.rng.child("lr/rerandomize"),
+              lambda m: d_p + (0 if curv == "public" else 1), "standard")
+    try:
+        return _epochs(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed,
+                       cipher, pk_b, timings, ahead, rng_enc)
+    finally:
+        ahead.close()
+
+
+def _epochs(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed, cipher,
+            pk_b, timings, ahead, rng_enc):
+    d_p = Xs.shape[1]
     FX = p.x_frac_bits
     Xq = C.encode(Xs, FX)
     w = np.zeros(d_p)
     opt = C.Optimizer(p, d_p, np.ones(d_p))
-    rng_enc = ctx.rng.child("lr/encrypt")
     rng_mask = ctx.rng.child("lr/mask")
-    rng_rr = ctx.rng.child("lr/rerandomize")
     ub, ab = C.u_bits(p.approximation, wbits), C.a_bits(wbits)
     a_const = int(C.encode(np.array([0.25]), C.FD)[0])
     grad_scale = float(2 ** (FX + C.FD + C.FZ))
@@ -140,13 +155,14 @@ def _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed, ciphe
     epoch = 0
     for epoch in range(p.epochs):
         t_ep = time.perf_counter()
-        for idx in C.epoch_batches(seed, epoch, n, bs):
+        for bi, idx in enumerate(C.epoch_batches(seed, epoch, n, bs)):
             m = idx.size
+            obf = ahead.batch(epoch, bi)
             zp = Xs[idx] @ w
             C.check_predictor(zp, PARTY, epoch)
             zp_int = C.encode(zp, C.FZ)
             with ph("encrypt"):
-                encZ = cipher.encrypt(zp_int, rng_enc, bound_bits=C.ZP_BITS)
+                encZ = cipher.encrypt(zp_int, bound_bits=C.ZP_BITS, obfuscators=obf["enc"])
             peer.send_ct(C.K_ENC_ZP, cipher, encZ)
             with ph("wait"):
                 U = peer.recv_ct(C.K_ENC_U, pk_b, m, ub)
@@ -164,8 +180,7 @@ def _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed, ciphe
                     xz = Xq[idx].astype(object).T.dot(zp_int.astype(object))
                     g = pk_b.add(pk_b.matvec_t(Xq[idx], U),
                                  pk_b.mul_plain(pk_b.take(A, [0] * d_p), [int(v) for v in xz]))
-                masked, masks = masking.mask(pk_b, g, rng_mask)
-                masked = pk_b.rerandomize(masked, rng_rr)
+                masked, masks = C.mask(pk_b, g, rng_mask, obf["rr"])
             peer.send_ct(C.K_PLAT_GRAD_CT, pk_b, masked)
             with ph("wait"):
                 bvec = peer.recv_ct(C.K_BANK_GRAD_CT, cipher, d_b + 2, cipher.capacity_bits)
@@ -182,7 +197,8 @@ def _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed, ciphe
                         lq = pk_b.matvec_t((zq * zq)[:, None], A)
                     else:
                         lq = pk_b.mul_plain(A, [q_plain])
-                    lct = pk_b.rerandomize(pk_b.add_plain(lq, [extra]), rng_rr)
+                    lct = pk_b.rerandomize(pk_b.add_plain(lq, [extra]),
+                                           obfuscators=obf["rr"], obfuscation="standard")
             peer.send_ct(C.K_LOSS_CT, pk_b, lct)
             with ph("wait"):
                 mine = peer.recv_ints(C.K_PLAT_GRAD_PLAIN, d_p, pk_b.n.bit_length())

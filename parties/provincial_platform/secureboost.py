@@ -22,11 +22,32 @@ What the platform learns (per federated tree):
 What it reveals: see ``parties.bank.secureboost`` (permuted cumulative histograms,
 partitions at its splits, left/right answers at scoring time, anonymous labels).
 
+Refresh and threat model. Every packed histogram ciphertext is multiplied by a fresh
+obfuscator before it goes to the bank (the key holder), which knows ``p, q`` and the
+randomness of every row ciphertext it sent: without a refresh it could take discrete
+logarithms of the aggregate's obfuscator modulo the 1024-bit primes (cheap when it
+chose ``p - 1`` smooth) and learn which of its rows were summed into each bin -- the
+platform's feature values in sorted order. A short-exponent (1024-bit) DJN factor does
+not reliably hide that exponent sum from a party that can take such logarithms, so:
+
+* ``refresh = "djn_full"`` (default): ``h_s^alpha'`` with ``alpha'`` uniform of
+  ``n.bit_length() + 128`` bits, statistically uniform (distance < 2^-128) over the
+  subgroup ``<h_s>`` that contains every obfuscator of an honest bank's DJN
+  encryptions, so the refreshed aggregate is independent of how it was formed.
+  Sound against a **semi-honest** bank (follows the protocol, tries to learn more).
+* ``refresh = "standard"``: uniform ``r^n`` over all n-th residues (phe's scheme,
+  ~5x the cost): also defeats a **malicious** bank that tags its row ciphertexts
+  with obfuscators outside ``<h_s>``.
+
+The job parameter ``refresh`` selects one; the platform policy key ``refresh`` can
+only make it stricter (``"standard"`` wins).
+
 Policy keys (``policy`` dict): ``allow_plain_cipher`` (default False: a
 ``cipher = "plain"`` job is refused), ``min_key_bits`` (default 2048; test keys
 below it need ``allow_insecure_test_key``), ``reveal_feature_names`` (default False:
 the bank sees ``platform_f<k>`` labels in feature importance), ``share_importance``
-(default True; False: every platform split is labelled ``platform``).
+(default True; False: every platform split is labelled ``platform``), ``refresh``
+(default ``"djn_full"``; ``"standard"`` forces uniform ``r^n`` refreshes).
 """
 
 from __future__ import annotations
@@ -40,7 +61,7 @@ import numpy as np
 from federation.protocol import ProtocolContext, ProtocolError
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.binning import bin_columns
-from parties.common.secureboost_params import SHARED, parse
+from parties.common.secureboost_params import REFRESH_MODES, SHARED, parse
 from parties.common.secureboost_wire import (
     PROTOCOL_VERSION,
     key_of,
@@ -57,7 +78,7 @@ ALGORITHM = "secureboost"
 
 DEFAULT_POLICY = {"allow_plain_cipher": False, "min_key_bits": 2048,
                   "allow_insecure_test_key": False, "reveal_feature_names": False,
-                  "share_importance": True}
+                  "share_importance": True, "refresh": "djn_full"}
 
 
 def public_cipher_from_description(desc: dict, policy: dict, workers: int = 1
@@ -95,18 +116,20 @@ def _with_bound(vec: CipherVector, bits: int) -> CipherVector:
     return CipherVector(vec.key_id, vec.data, min(vec.bound_bits, bits))
 
 
-def _refresh(cipher: PublicCipher, vec: CipherVector, rng) -> CipherVector:
-    """Multiply in fresh encryptions of zero before an aggregate goes to the key holder,
-    so it cannot trace which of its own row ciphertexts (whose randomness it knows)
-    were multiplied together. The bank's row ciphertexts use DJN obfuscators
-    ``h_s^alpha``; a fresh DJN factor hides the aggregate's exponent under the same
-    short-exponent assumption at ~1/20 of the cost of a uniform ``r^n``."""
-    fresh = getattr(cipher, "encrypt_zero_obfuscators", None)
-    if fresh is None or getattr(cipher, "obfuscation", "") != "djn":
-        return cipher.rerandomize(vec, rng)
-    rhos = fresh(len(vec), rng)
-    return CipherVector(vec.key_id, [cipher._add_raw(c, r) for c, r in
-                                     zip(vec.data, rhos, strict=True)], vec.bound_bits)
+def refresh_mode(params_refresh: str, policy: dict) -> str:
+    """The effective refresh: ``"standard"`` if either the job or the policy asks."""
+    pol = policy.get("refresh", "djn_full")
+    if pol not in REFRESH_MODES:
+        raise ValueError(f"policy refresh = {pol!r}: expected one of {REFRESH_MODES}")
+    return "standard" if "standard" in (params_refresh, pol) else "djn_full"
+
+
+def _refresh(cipher: PublicCipher, vec: CipherVector, rng, mode: str) -> CipherVector:
+    """Multiply in a fresh obfuscator before an aggregate goes to the key holder, so it
+    cannot trace which of its own row ciphertexts (whose randomness it knows) were
+    multiplied together: ``mode`` ``"djn_full"`` (statistically uniform over
+    ``<h_s>``) or ``"standard"`` (uniform ``r^n``); see the module docstring."""
+    return cipher.rerandomize(vec, rng, obfuscation=mode)
 
 
 class _PlatformTrainer:
@@ -121,6 +144,7 @@ class _PlatformTrainer:
             raise ValueError(f"feature_names has {len(names)} names for {X.shape[1]} "
                              "columns")
         self.names = list(names)
+        self.refresh = refresh_mode(p.refresh, policy)
         self.n, self.nf = X.shape
         self.binned = bin_columns(X, p.max_bin, p.binning)
         self.Xf = X.astype(np.float32)
@@ -302,7 +326,8 @@ class _PlatformTrainer:
                 packed = cipher.pack(cand, slot, per_ct)
                 self.timer["pack"] += time.perf_counter() - tp
                 tr = time.perf_counter()
-                packed = _refresh(cipher, packed, self.ctx.rng.child(f"sb/rr/{t}/{nid}"))
+                packed = _refresh(cipher, packed, self.ctx.rng.child(f"sb/rr/{t}/{nid}"),
+                                  self.refresh)
                 self.timer["rerandomize"] += time.perf_counter() - tr
                 tp = time.perf_counter()
                 blobs.append(cipher.to_bytes(packed))
