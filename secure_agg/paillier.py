@@ -20,14 +20,20 @@ Obfuscation (fresh for every ciphertext; never reused, never pooled and multipli
 * ``"standard"`` -- ``rho = r^n mod n^2`` with ``r`` uniform in ``Z_n^*``: exactly
   phe's scheme, statistically uniform over all n-th residues.
 
-:meth:`rerandomize` uses ``"standard"`` regardless: it exists to hide from the *key
+:meth:`rerandomize` never uses short exponents: it exists to hide from the *key
 holder* how a ciphertext was derived (which rows went into a histogram bin). The key
 holder knows ``p, q``: it can strip the plaintext, take n-th roots, and solve discrete
 logarithms modulo the 1024-bit primes far below the key's nominal security -- which
-would expose a short DJN exponent -- and when the factors of an aggregate come from
-different bases, power-residue symbols tell cosets of ``<h_s>`` apart for free. A
-uniform ``r^n`` leaves nothing to test. Rerandomised vectors are aggregates (a few
-dozen ciphertexts), so the cost (~8 ms each, threads scale it) is small.
+would expose a short DJN exponent sum. Modes: ``"standard"`` (default) -- uniform
+``r^n``, nothing left to test even when the factors of an aggregate come from
+different bases (power-residue symbols tell cosets of ``<h_s>`` apart for free);
+``"djn_full"`` -- ``h_s^alpha'`` with ``alpha'`` of ``bits(n) + 128`` bits,
+statistically uniform over ``<h_s>`` (semi-honest key holder), ~5-8x cheaper.
+
+Precomputation (:meth:`PaillierPublicCipher.precompute_obfuscators`,
+:class:`PaillierObfuscatorBatch`): obfuscators are drawn up front and computed by
+low-priority background processes; each is consumed exactly once, and the ciphertexts
+equal those of ``encrypt(m, rng)`` with the same stream.
 
 The key holder (:class:`PaillierPrivateCipher`) computes the same ``h_s^alpha``
 modulo ``p^2`` and ``q^2`` with half-size tables and recombines by CRT: the ciphertexts
