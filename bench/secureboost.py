@@ -214,6 +214,9 @@ def main(argv=None):
     for k, v in shares.items():
         print(f"  {k:32s}{v:10.2f}  ({v / max(2 * total, 1e-9):5.1%} of 2 x wall)")
     print(f"train AUC {out['train_auc']:.4f}")
+    obf = {k[len("obf_chunks_"):]: int(v) for k, v in bt.items() if k.startswith("obf_chunks_")}
+    if obf:
+        print(f"bank obfuscator chunks by who computed them: {obf}")
     cpu = out["cpu_seconds"]
     if cpu.get("bank") is not None:
         print(f"CPU seconds (process + workers, incl. keygen/setup): bank {cpu['bank']:.1f}, "

@@ -91,7 +91,7 @@ PRECOMPUTE_WINDOW_BITS = 12
 PRECOMPUTE_CHUNK = 1024
 #: a consumer waiting this long for chunks in flight in the (low-priority) background
 #: computes them itself too (same values; whichever finishes first is used)
-PRECOMPUTE_DUPLICATE_AFTER = 0.3
+PRECOMPUTE_DUPLICATE_AFTER = 2.0
 #: DJN (table) encryption goes to worker processes from this many values up
 PROCESS_MIN_VALUES = 64
 #: histogram / X.T @ enc / sum: the parent computes one chunk and workers - 1
@@ -823,7 +823,9 @@ class PaillierObfuscatorBatch(ObfuscatorBatchBase):
         self._pending = k
         self._bg_ok = count >= PROCESS_MIN_VALUES
         self._cond = threading.Condition()
-        self.background_chunks = 0  #: chunks the background computed (for benches/tests)
+        #: chunks computed by the background / stolen by the consumer / computed twice
+        #: because the background was starved (for benches and tests)
+        self.background_chunks = self.stolen_chunks = self.duplicated_chunks = 0
         if self._bg_ok:
             from secure_agg.procpool import get_background_pool
             get_background_pool(workers).submit(self)
@@ -915,6 +917,8 @@ class PaillierObfuscatorBatch(ObfuscatorBatchBase):
                 for c in steal[:pending]:
                     self._state[c] = _STOLEN
                 self._pending -= pending
+                self.stolen_chunks += pending
+                self.duplicated_chunks += len(steal) - pending
                 draws = [d for c in steal for d in self._draws[c]]
             try:
                 rhos = self.cipher._obfuscate_parallel(draws, self.scheme)

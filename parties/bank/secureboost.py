@@ -482,6 +482,8 @@ class _BankTrainer:
             link.send("sb.grad", blob)
             self.timer.add("send", time.perf_counter() - ts)
         obf.close()
+        for who in ("background", "stolen", "duplicated"):  # where the obfuscators came from
+            self.timer.add(f"obf_chunks_{who}", getattr(obf, f"{who}_chunks", 0))
 
     def _recv_histograms(self, frontier, codec: GradCodec) -> dict:
         cipher, link = self.cipher, self.link
