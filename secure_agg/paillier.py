@@ -28,7 +28,7 @@ would expose a short DJN exponent sum. Modes: ``"standard"`` (default) -- unifor
 ``r^n``, nothing left to test even when the factors of an aggregate come from
 different bases (power-residue symbols tell cosets of ``<h_s>`` apart for free);
 ``"djn_full"`` -- ``h_s^alpha'`` with ``alpha'`` of ``bits(n) + 128`` bits,
-statistically uniform over ``<h_s>`` (semi-honest key holder), ~5-8x cheaper.
+statistically uniform over ``<h_s>`` (semi-honest key holder), ~7.5x cheaper.
 
 Precomputation (:meth:`PaillierPublicCipher.precompute_obfuscators`,
 :class:`PaillierObfuscatorBatch`): obfuscators are drawn up front and computed by
