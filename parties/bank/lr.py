@@ -309,42 +309,15 @@ def _epochs(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, curv, see
             "x_frac_bits": p.x_frac_bits, "peer_n_features": d_p,
             "epochs_run": epoch + 1, "loss_curve": [h["loss"] for h in history]}
     part = ModelPart(C.ALGORITHM, PARTY, ctx.job_id, C.params_dict(p), body, list(names))
-    peer.send_json(C.K_PART_DIGEST, {"digest": C.fingerprint(part)})
-    other = peer.recv_json(C.K_PART_DIGEST).get("digest")
-    if not isinstance(other, str) or len(other) != 64:
-        raise C.LRError("platform sent a malformed model-part digest")
-    part.peer_part_digest = other
+    C.exchange_part_digests(peer, part, send_first=True, peer_label="platform")
     timings["total"] = time.perf_counter() - t_train + timings["setup"]
     return TrainOutcome(part, metrics, history, timings)
 
 
 def predict(ctx: ProtocolContext, model: ModelPart, X) -> np.ndarray:
     """Score aligned rows: the platform sends its partial scores; returns probabilities."""
-    if model.algorithm != C.ALGORITHM or model.party != PARTY:
-        raise C.LRError(f"not a bank logistic-regression part ({model.algorithm}, "
-                        f"{model.party})")
     peer = C.Peer(ctx.link)
-    std = Standardizer.from_dict(model.body["standardizer"])
-    err = None
-    try:
-        Xm, _ = as_feature_matrix(X, model.feature_names, "bank scoring data")
-        Xs = std.transform(Xm, "bank scoring data")
-    except InputError as exc:
-        err, Xs = str(exc), None
-    n = None if Xs is None else Xs.shape[0]
-    peer.send_json(C.K_SCORE_HELLO, {"ok": err is None, "error": err, "n_rows": n,
-                                     "fingerprint": C.fingerprint(model),
-                                     "peer_fingerprint": model.peer_part_digest})
-    ph = peer.recv_json(C.K_SCORE_HELLO)
-    if err is not None:
-        raise C.LRError(err)
-    if not ph.get("ok"):
-        raise C.LRError(f"the platform refused the scoring job: {ph.get('error')}")
-    if ph.get("fingerprint") != model.peer_part_digest:
-        raise C.LRError("the platform's model part is not the one this part was trained "
-                        "with (fingerprint mismatch)")
-    if ph.get("n_rows") != n:
-        raise C.LRError(f"row counts differ: bank {n}, platform {ph.get('n_rows')}")
-    zp = peer.recv_scores(C.K_PARTIAL_SCORE, n)
+    Xs = C.scoring_handshake(peer, model, X, PARTY, "platform")
+    zp = peer.recv_scores(C.K_PARTIAL_SCORE, Xs.shape[0])
     w = np.asarray(model.body["weights"], dtype=np.float64)
     return C.sigmoid(Xs @ w + float(model.body["intercept"]) + zp)

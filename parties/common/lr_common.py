@@ -498,6 +498,53 @@ def fingerprint(part: ModelPart) -> str:
     return dataclasses.replace(part, peer_part_digest="").digest()
 
 
+def exchange_part_digests(peer: Peer, part: ModelPart, *, send_first: bool,
+                          peer_label: str) -> None:
+    """Each part records the digest of the other party's part (they were trained together)."""
+    if send_first:
+        peer.send_json(K_PART_DIGEST, {"digest": fingerprint(part)})
+    other = peer.recv_json(K_PART_DIGEST).get("digest")
+    if not send_first:
+        peer.send_json(K_PART_DIGEST, {"digest": fingerprint(part)})
+    if not isinstance(other, str) or len(other) != 64:
+        raise LRError(f"{peer_label} sent a malformed model-part digest")
+    part.peer_part_digest = other
+
+
+def scoring_handshake(peer: Peer, model: ModelPart, X, party: str,
+                      peer_label: str) -> np.ndarray:
+    """Both roles of a scoring job: standardise the rows with the stored part, exchange
+    a hello (ok, row count, both parts' fingerprints) and check that the two parts were
+    trained together and score the same number of rows. Returns the standardised rows."""
+    from parties.common.standardize import InputError, Standardizer, as_feature_matrix
+
+    if model.algorithm != ALGORITHM or model.party != party:
+        raise LRError(f"not a {party} logistic-regression part ({model.algorithm}, "
+                      f"{model.party})")
+    std = Standardizer.from_dict(model.body["standardizer"])
+    err, Xs = None, None
+    try:
+        Xm, _ = as_feature_matrix(X, model.feature_names, f"{party} scoring data")
+        Xs = std.transform(Xm, f"{party} scoring data")
+    except InputError as exc:
+        err = str(exc)
+    n = None if Xs is None else Xs.shape[0]
+    peer.send_json(K_SCORE_HELLO, {"ok": err is None, "error": err, "n_rows": n,
+                                   "fingerprint": fingerprint(model),
+                                   "peer_fingerprint": model.peer_part_digest})
+    hello = peer.recv_json(K_SCORE_HELLO)
+    if err is not None:
+        raise LRError(err)
+    if not hello.get("ok"):
+        raise LRError(f"the {peer_label} refused the scoring job: {hello.get('error')}")
+    if hello.get("fingerprint") != model.peer_part_digest:
+        raise LRError(f"the {peer_label}'s model part is not the one this part was trained "
+                      "with (fingerprint mismatch)")
+    if hello.get("n_rows") != n:
+        raise LRError(f"row counts differ: {party} {n}, {peer_label} {hello.get('n_rows')}")
+    return Xs
+
+
 def params_dict(p: LRParams) -> dict:
     return dataclasses.asdict(p)
 

@@ -231,41 +231,14 @@ def _epochs(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed, cip
             "approximation": p.approximation, "x_frac_bits": p.x_frac_bits,
             "epochs_run": epoch + 1}
     part = ModelPart(C.ALGORITHM, PARTY, ctx.job_id, C.params_dict(p), body, list(names))
-    other = peer.recv_json(C.K_PART_DIGEST).get("digest")
-    peer.send_json(C.K_PART_DIGEST, {"digest": C.fingerprint(part)})
-    if not isinstance(other, str) or len(other) != 64:
-        raise C.LRError("bank sent a malformed model-part digest")
-    part.peer_part_digest = other
+    C.exchange_part_digests(peer, part, send_first=False, peer_label="bank")
     return TrainOutcome(part, {"epochs_run": epoch + 1}, history, timings)
 
 
 def predict(ctx: ProtocolContext, model: ModelPart, X) -> np.ndarray:
     """Send this party's partial scores ``X_p w_p`` to the bank (disclosed); returns them."""
-    if model.algorithm != C.ALGORITHM or model.party != PARTY:
-        raise C.LRError(f"not a platform logistic-regression part ({model.algorithm}, "
-                        f"{model.party})")
     peer = C.Peer(ctx.link)
-    std = Standardizer.from_dict(model.body["standardizer"])
-    err = None
-    try:
-        Xm, _ = as_feature_matrix(X, model.feature_names, "platform scoring data")
-        Xs = std.transform(Xm, "platform scoring data")
-    except InputError as exc:
-        err, Xs = str(exc), None
-    n = None if Xs is None else Xs.shape[0]
-    peer.send_json(C.K_SCORE_HELLO, {"ok": err is None, "error": err, "n_rows": n,
-                                     "fingerprint": C.fingerprint(model),
-                                     "peer_fingerprint": model.peer_part_digest})
-    bh = peer.recv_json(C.K_SCORE_HELLO)
-    if err is not None:
-        raise C.LRError(err)
-    if not bh.get("ok"):
-        raise C.LRError(f"the bank refused the scoring job: {bh.get('error')}")
-    if bh.get("fingerprint") != model.peer_part_digest:
-        raise C.LRError("the bank's model part is not the one this part was trained with "
-                        "(fingerprint mismatch)")
-    if bh.get("n_rows") != n:
-        raise C.LRError(f"row counts differ: platform {n}, bank {bh.get('n_rows')}")
+    Xs = C.scoring_handshake(peer, model, X, PARTY, "bank")
     z = Xs @ np.asarray(model.body["weights"], dtype=np.float64)
     peer.send_array(C.K_PARTIAL_SCORE, z)
     return z
