@@ -145,19 +145,7 @@ def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid):
     ph = peer.recv_json(C.K_HELLO)
     if err is not None:
         raise C.LRError(err)
-    if not ph.get("ok"):
-        raise C.LRError(f"the platform refused the job: {ph.get('error')}")
-    if ph.get("version") != C.PROTOCOL_VERSION:
-        raise C.LRError(f"platform speaks {ph.get('version')!r}, expected {C.PROTOCOL_VERSION}")
-    if ph.get("n_rows") != n:
-        raise C.LRError(f"row counts differ: bank has {n} training rows, platform "
-                        f"{ph.get('n_rows')} (rows must be PSI-aligned)")
-    if ph.get("n_valid") != hello["n_valid"]:
-        raise C.LRError(f"validation row counts differ: bank {hello['n_valid']}, "
-                        f"platform {ph.get('n_valid')}")
-    if ph.get("shared") != p.shared():
-        diff = sorted(k for k in p.shared() if p.shared()[k] != (ph.get("shared") or {}).get(k))
-        raise C.LRError(f"bank and platform job parameters differ: {', '.join(diff)}")
+    C.check_peer_hello(hello, ph, p, PARTY, "platform")
     d_p = ph.get("n_features")
     if not isinstance(d_p, int) or not 1 <= d_p <= 100000:
         raise C.LRError("platform announced an invalid feature count")

@@ -498,6 +498,28 @@ def fingerprint(part: ModelPart) -> str:
     return dataclasses.replace(part, peer_part_digest="").digest()
 
 
+def check_peer_hello(own: dict, other: dict, p: LRParams, party: str,
+                     peer_label: str) -> None:
+    """Both roles, after the hello exchange (and after raising their own input error):
+    fail on the peer's error, a version or row-count mismatch, or job parameters that
+    differ between the parties."""
+    if not other.get("ok"):
+        raise LRError(f"the {peer_label} refused the job: {other.get('error')}")
+    if other.get("version") != PROTOCOL_VERSION:
+        raise LRError(f"{peer_label} speaks {other.get('version')!r}, expected "
+                      f"{PROTOCOL_VERSION}")
+    if other.get("n_rows") != own["n_rows"]:
+        raise LRError(f"row counts differ: {party} has {own['n_rows']} training rows, "
+                      f"{peer_label} {other.get('n_rows')} (rows must be PSI-aligned)")
+    if other.get("n_valid") != own["n_valid"]:
+        raise LRError(f"validation row counts differ: {party} {own['n_valid']}, "
+                      f"{peer_label} {other.get('n_valid')}")
+    if other.get("shared") != p.shared():
+        theirs = other.get("shared") or {}
+        diff = sorted(k for k in p.shared() if p.shared()[k] != theirs.get(k))
+        raise LRError(f"bank and platform job parameters differ: {', '.join(diff)}")
+
+
 def exchange_part_digests(peer: Peer, part: ModelPart, *, send_first: bool,
                           peer_label: str) -> None:
     """Each part records the digest of the other party's part (they were trained together)."""

@@ -81,19 +81,7 @@ def _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy):
     bh = peer.recv_json(C.K_HELLO)
     if err is not None:
         raise C.LRError(err)
-    if not bh.get("ok"):
-        raise C.LRError(f"the bank refused the job: {bh.get('error')}")
-    if bh.get("version") != C.PROTOCOL_VERSION:
-        raise C.LRError(f"bank speaks {bh.get('version')!r}, expected {C.PROTOCOL_VERSION}")
-    if bh.get("n_rows") != n:
-        raise C.LRError(f"row counts differ: platform has {n} training rows, bank "
-                        f"{bh.get('n_rows')} (rows must be PSI-aligned)")
-    if bh.get("n_valid") != hello["n_valid"]:
-        raise C.LRError(f"validation row counts differ: platform {hello['n_valid']}, "
-                        f"bank {bh.get('n_valid')}")
-    if bh.get("shared") != p.shared():
-        diff = sorted(k for k in p.shared() if p.shared()[k] != (bh.get("shared") or {}).get(k))
-        raise C.LRError(f"bank and platform job parameters differ: {', '.join(diff)}")
+    C.check_peer_hello(hello, bh, p, PARTY, "bank")
     if p.early_stopping == "valid_auc" and not p.allow_validation_scores:
         raise C.LRError("early_stopping = \"valid_auc\" needs the platform's consent "
                         "(allow_validation_scores = true in its params)")
