@@ -28,8 +28,12 @@ demo: $(STAMP)
 	$(BIN)/fedjoint demo
 
 bench: $(STAMP)
-	$(BIN)/python bench/paillier.py --quick
-	$(BIN)/python bench/channel.py --quick
+	mkdir -p bench/results
+	$(BIN)/python bench/paillier.py --quick --json bench/results/paillier.json
+	$(BIN)/python bench/channel.py --quick --json bench/results/channel.json
+	$(BIN)/python bench/psi.py --quick --json bench/results/psi.json
+	$(BIN)/python bench/lr.py --quick --json bench/results/lr.json
+	$(BIN)/python bench/secureboost.py --quick --json bench/results/secureboost.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

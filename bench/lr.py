@@ -46,17 +46,11 @@ def load_side(role: str):
 
 def node_main(role: str, keys: dict, conn, cfg: dict) -> None:
     try:
-        from federation.channel.peer import PeerChannel
-        from federation.channel.testing import identities
+        from federation.channel.testing import process_side
         from federation.protocol import ProtocolContext
         from secure_agg.paillier import PaillierPrivateCipher
         from secure_agg.rng import Drbg
-        me, other = (keys["bank"], keys["platform"]) if role == "bank" else \
-            (keys["platform"], keys["bank"])
-        local, peer = identities(me, other)
-        chan = PeerChannel(local, peer, "127.0.0.1:0").start()
-        conn.send(chan.port)
-        chan.peer_addr = f"127.0.0.1:{conn.recv()}"
+        chan = process_side(role, keys, conn)
         X, names, y = load_side(role)
         n = cfg["rows"] or X.shape[0]
         X, y = X[:n], (None if y is None else y[:n])

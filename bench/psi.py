@@ -108,17 +108,11 @@ def _rss_mb() -> tuple[float, float]:
 def node_main(role: str, keys: dict, conn, cfg: dict) -> None:
     """One party node: own process, own gRPC server/client, own worker pool."""
     try:
-        from federation.channel.peer import PeerChannel
-        from federation.channel.testing import identities
+        from federation.channel.testing import process_side
         from federation.protocol import ProtocolContext
         from psi.protocol import PsiParams, prepare_platform_cache, run_psi
         from secure_agg.rng import Drbg
-        me, other = (keys["bank"], keys["platform"]) if role == "bank" else \
-            (keys["platform"], keys["bank"])
-        local, peer = identities(me, other)
-        chan = PeerChannel(local, peer, "127.0.0.1:0").start()
-        conn.send(chan.port)
-        chan.peer_addr = f"127.0.0.1:{conn.recv()}"
+        chan = process_side(role, keys, conn)
         lo, hi = cfg["ranges"][role]
         ids = make_ids(lo, hi, seed=1 if role == "bank" else 2)
         params = PsiParams(mode=cfg["mode"], check_subgroup=cfg["check_subgroup"],

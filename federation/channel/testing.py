@@ -54,3 +54,15 @@ def channel_pair(key_dir: str | os.PathLike, a: str = "bank", b: str = "platform
         raise
     ca.peer_addr = f"127.0.0.1:{cb.port}"
     return ca, cb, ka, kb
+
+
+def process_side(role: str, keys: dict, conn) -> PeerChannel:
+    """One side of a two-process benchmark or test: start this process's channel on a
+    free loopback port, swap ports with the other process over the pipe ``conn``, and
+    return the started channel. ``keys`` maps "bank"/"platform" to make_keys() output."""
+    other = "platform" if role == "bank" else "bank"
+    local, peer = identities(keys[role], keys[other])
+    chan = PeerChannel(local, peer, "127.0.0.1:0").start()
+    conn.send(chan.port)
+    chan.peer_addr = f"127.0.0.1:{conn.recv()}"
+    return chan
