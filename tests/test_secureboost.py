@@ -95,9 +95,10 @@ def test_identical_trees_to_xgboost_when_cuts_agree():
     assert np.abs(p - xgb_ref(X, y, X, params, float(y.mean()))).max() < 1e-5
 
 
-def test_encrypted_equals_plain():
+@pytest.mark.parametrize("name,n", [("breast", None), ("default_credit", 4000)])
+def test_encrypted_equals_plain(name, n):
     from secure_agg.paillier import PaillierPrivateCipher
-    Xb, y, Xp, nb, npf = load("breast")
+    Xb, y, Xp, nb, npf = load(name, n)
     params = dict(n_trees=2, max_depth=3, max_bin=16, learning_rate=0.3)
     ob1, _, _ = fit(Xb, y, Xp, nb, npf, dict(params, cipher="plain"), PlainCipher(1024))
     key = PaillierPrivateCipher.generate(1024, rng=Drbg(b"k" * 32), insecure_test_key=True)
