@@ -598,6 +598,10 @@ def validate_psi_params(spec: JobSpec, label: str):
         raise ConfigError(str(exc)) from None
     except ValueError as exc:
         raise ConfigError(f"{label}: [psi] {exc}") from None
+    for local_only in ("key_dir", "cache_dir"):
+        if spec.psi.get(local_only):
+            raise ConfigError(f"{label}: [psi] {local_only} is chosen by each node (under its "
+                              "data_dir), not by the job; remove it")
     if spec.algorithm != "psi" and getattr(params, "mode", "") == "cardinality":
         raise ConfigError(f"{label}: psi.mode = 'cardinality' reveals no rows; "
                           f"algorithm = {spec.algorithm!r} needs 'balanced' or 'unbalanced'")

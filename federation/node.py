@@ -24,6 +24,7 @@ Logs are JSON lines (``data_dir/node.log`` and stderr): ``ts``, ``level``, ``eve
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -35,6 +36,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+
+import numpy as np
 
 from federation.admin import AdminError, AdminServer, write_private
 from federation.config import (
@@ -440,6 +443,11 @@ class Node:
             path = model_path(self.cfg, job_id)
             result.model.save(path)
             artifacts["model"] = str(path)
+        if result.psi_rows is not None and result.psi_rows.size:
+            buf = io.BytesIO()
+            np.save(buf, result.psi_rows.astype(np.int64), allow_pickle=False)
+            write_private(jobdir / "intersection_rows.npy", buf.getvalue())
+            artifacts["intersection_rows"] = str(jobdir / "intersection_rows.npy")
         if result.test_scores is not None:
             write_private(jobdir / "test_scores.json",
                           json.dumps(result.test_scores).encode())

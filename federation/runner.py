@@ -79,6 +79,8 @@ class JobResult:
     test_scores: dict | None = None
     scores: dict | None = None       # scoring jobs, bank: {"ids": [...], "p": [...]}
     psi_info: dict = field(default_factory=dict)
+    # this side's intersection as row indices into its own dataset, in the agreed order
+    psi_rows: np.ndarray | None = None
 
 
 def _noop(*_a, **_k):
@@ -139,9 +141,11 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     on_stage("psi")
     t = time.perf_counter()
     rows, agreed_ids, info = _run_psi(ctx("psi"), party, data.ids, spec.psi,
-                                      node.policy.min_intersection)
-    res.intersection = len(rows)
+                                      node.policy.min_intersection, psi_dirs(node),
+                                      need_rows=spec.algorithm != "psi")
+    res.intersection = info["size"]
     res.psi_info = info
+    res.psi_rows = rows
     res.timings["psi"] = time.perf_counter() - t
     log("psi.done", {"intersection": len(rows), "own_rows": len(data)})
     aligned = data.take(rows)
@@ -315,11 +319,19 @@ def _call(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
+def psi_dirs(node: NodeConfig) -> tuple[str, str]:
+    """Where this node keeps its long-lived per-peer PSI keys (0600) and the caches of
+    unbalanced PSI; never taken from a job spec (the peer proposes those)."""
+    root = Path(node.data_dir) / "psi"
+    return str(root / "keys"), str(root / "cache")
+
+
 def _run_psi(ctx: ProtocolContext, party: str, ids: list[str], psi_params: dict,
-             min_intersection: int = 0) -> tuple[np.ndarray, list[str], dict]:
+             min_intersection: int = 0, dirs: tuple[str, str] | None = None,
+             need_rows: bool = True) -> tuple[np.ndarray, list[str], dict]:
     """-> (row indices into own data in the agreed order, the agreed normalised ids,
     info). This node's ``min_intersection`` policy goes into the PSI hello (the
-    platform's is binding on both)."""
+    platform's is binding on both). ``dirs`` = (key_dir, cache_dir) of this node."""
     try:
         from psi import ids as psi_ids
         from psi import protocol as P
@@ -328,6 +340,10 @@ def _run_psi(ctx: ProtocolContext, party: str, ids: list[str], psi_params: dict,
     from parties.common.params import ParamError, from_dict
     values = dict(psi_params)
     values["min_intersection"] = max(int(values.get("min_intersection", 0)), min_intersection)
+    values.pop("key_dir", None)
+    values.pop("cache_dir", None)
+    if dirs is not None:
+        values["key_dir"], values["cache_dir"] = dirs
     try:
         params = from_dict(P.PsiParams, values, "job [psi]")
         params.validate()
@@ -340,6 +356,10 @@ def _run_psi(ctx: ProtocolContext, party: str, ids: list[str], psi_params: dict,
     except psi_ids.IdInputError as exc:
         raise JobFailed(f"the IDs of this node's dataset are not usable for PSI: {exc}") \
             from None
+    info = {"mode": out.mode, "size": int(out.size), "peer_size": int(out.peer_size),
+            "own_size": len(ids), "id_type": params.id_type}
+    if out.indices is None and not need_rows:  # cardinality-only: the size is the result
+        return np.zeros(0, dtype=np.int64), [], info
     if out.indices is None:
         raise JobFailed(f"PSI mode {params.mode!r} reveals no rows; it cannot feed a "
                         "training or scoring job")
@@ -349,8 +369,6 @@ def _run_psi(ctx: ProtocolContext, party: str, ids: list[str], psi_params: dict,
     if len(np.unique(rows)) != len(rows):
         raise ProtocolError("PSI returned duplicate rows")
     agreed = [psi_ids.normalise(str(ids[i]), params.id_type) for i in rows]
-    info = {"mode": out.mode, "size": int(out.size), "peer_size": int(out.peer_size),
-            "own_size": len(ids), "id_type": params.id_type}
     return rows, agreed, info
 
 

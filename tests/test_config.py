@@ -127,6 +127,8 @@ def test_job_spec_ok_and_roundtrip(tmp_path):
     ("[job]", "[jobs]\n[job]", "did you mean 'job'"),
     ("test_fraction = 0.25", "test_fraction = 0.25\nvalid_fraction = -0.1",
      r"evaluation\.valid_fraction"),
+    ("[evaluation]", "[psi]\nkey_dir = '/etc'\n[evaluation]",
+     r"\[psi\] key_dir is chosen by each node"),
     ("[evaluation]", "[params]\nearly_stopping = 'valid_auc'\n[evaluation]",
      r"valid_fraction: \[params\] early_stopping = 'valid_auc' needs a validation split"),
 ])

@@ -339,3 +339,43 @@ def test_restart_fails_interrupted_jobs(tmp_path, keys):
         assert rec["state"] == "failed" and "restarted" in rec["error"]
     finally:
         node.stop()
+
+
+@needs_psi
+def test_psi_jobs_in_every_mode_match_a_plain_intersection(tmp_path, keys):
+    """PSI-only jobs through both nodes: balanced, unbalanced (the platform's long-lived
+    per-peer key and cache under its data_dir) and cardinality-only."""
+    import numpy as np
+    import pandas as pd
+
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys, bank_rows=300,
+                                            platform_rows=420)
+    ids_b = pd.read_csv(tmp_path / "bank.csv")["id"].astype(str).tolist()
+    ids_p = pd.read_csv(tmp_path / "platform.csv")["id"].astype(str).tolist()
+    ids_b = ids_b[::2] + [f"bank-only-{i}" for i in range(40)]   # partial overlap
+    pd.DataFrame({"id": ids_b, "y": 0, "x0": 0.0}).to_csv(tmp_path / "bank.csv",
+                                                          index=False)
+    expected = set(ids_b) & set(ids_p)
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    try:
+        client, pclient = AdminClient(bank.data_dir), AdminClient(plat.data_dir)
+        for mode in ("balanced", "unbalanced", "cardinality"):
+            job_id = _submit(client, write_job(tmp_path, f"psi-{mode}", "psi",
+                                               psi={"mode": mode}))
+            rec = wait_state(client, job_id, timeout=60)
+            assert rec["state"] == "done", (mode, rec["error"])
+            prec = wait_state(pclient, job_id, timeout=30)
+            assert rec["metrics"]["intersection"] == len(expected), mode
+            assert prec["metrics"]["intersection"] == len(expected), mode
+            if mode == "cardinality":
+                assert "intersection_rows" not in rec["artifacts"]
+                continue
+            rb = np.load(rec["artifacts"]["intersection_rows"], allow_pickle=False)
+            rp = np.load(prec["artifacts"]["intersection_rows"], allow_pickle=False)
+            got_b, got_p = [ids_b[i] for i in rb], [ids_p[i] for i in rp]
+            assert got_b == got_p and set(got_b) == expected, mode   # same rows, same order
+        keyfiles = list((plat.data_dir / "psi" / "keys").iterdir())
+        assert keyfiles and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in keyfiles)
+    finally:
+        bank.stop()
+        plat.stop()

@@ -85,12 +85,13 @@ def _slice(src: Path, dst: Path, rows: int | None) -> Path:
 
 def write_job(root: Path, name: str = "job", algorithm: str = "logistic_regression",
               params: dict | None = None, evaluation: dict | None = None,
-              extra_job: dict | None = None) -> Path:
+              extra_job: dict | None = None, psi: dict | None = None) -> Path:
     lines = ["[job]", f'name = "{name}"', f'algorithm = "{algorithm}"',
              'dataset = "loans"', 'peer_dataset = "enterprises"']
     for k, v in (extra_job or {}).items():
         lines.append(f"{k} = {_toml_value(v)}")
-    lines += ["[psi]", 'id_type = "string"']
+    lines += ["[psi]"] + [f"{k} = {_toml_value(v)}"
+                          for k, v in {"id_type": "string", **(psi or {})}.items()]
     if params:
         lines.append("[params]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in params.items()]
