@@ -95,6 +95,24 @@ WITNESS_BYTES = 2 * POINT_BYTES  # a witnessed point on the wire: u(R) || u(W)
 _A24 = mpz(121666)  # (A + 2) / 4
 
 
+def _times8_xz(w: mpz) -> tuple[mpz, mpz]:
+    """``[8]W`` in projective x-only form (X : Z): three Montgomery doublings of the
+    affine u-coordinate ``w`` (Z = 1 to start)."""
+    p, a24 = P, _A24
+    t1 = (w + 1) * (w + 1)
+    t2 = (w - 1) * (w - 1)
+    t3 = 4 * w
+    x = t1 * t2 % p
+    z = t3 * (t2 + a24 * t3) % p
+    for _ in range(2):
+        t1 = (x + z) * (x + z) % p
+        t2 = (x - z) * (x - z) % p
+        t3 = t1 - t2
+        x = t1 * t2 % p
+        z = t3 * (t2 + a24 * t3) % p
+    return x, z
+
+
 def _diagnose(r: mpz, i: int) -> str:
     """Reason for rejecting point ``i`` whose witness check failed (error text only)."""
     p = P
@@ -120,7 +138,7 @@ def validate_witnessed(blob: bytes, check_subgroup: bool = True) -> bytes:
     n = len(blob) // WITNESS_BYTES
     mv = memoryview(blob)
     out = bytearray(POINT_BYTES * n)
-    p, j, a24, jacobi, frm = P, J, _A24, gmpy2.jacobi, int.from_bytes
+    p, j, jacobi, frm = P, J, gmpy2.jacobi, int.from_bytes
     pm1 = p - 1
     for i in range(n):
         o = WITNESS_BYTES * i
@@ -142,22 +160,7 @@ def validate_witnessed(blob: bytes, check_subgroup: bool = True) -> bytes:
             raise PointError(f"point {i}: non-canonical subgroup witness")
         if w == 0 or jacobi((w * w + j * w + 1) * w % p, p) != 1:
             raise PointError(f"point {i}: subgroup witness not on curve25519")
-        # three x-only doublings of W, projective (X : Z), starting from Z = 1
-        t1 = (w + 1) * (w + 1)
-        t2 = (w - 1) * (w - 1)
-        t3 = 4 * w
-        x = t1 * t2 % p
-        z = t3 * (t2 + a24 * t3) % p
-        t1 = (x + z) * (x + z) % p
-        t2 = (x - z) * (x - z) % p
-        t3 = t1 - t2
-        x = t1 * t2 % p
-        z = t3 * (t2 + a24 * t3) % p
-        t1 = (x + z) * (x + z) % p
-        t2 = (x - z) * (x - z) % p
-        t3 = t1 - t2
-        x = t1 * t2 % p
-        z = t3 * (t2 + a24 * t3) % p
+        x, z = _times8_xz(w)
         if z == 0 or (x - r * z) % p:
             raise PointError(_diagnose(r, i))
     return bytes(out)
@@ -173,26 +176,12 @@ def times8_witnessed(blob: bytes) -> bytes:
     if n == 0:
         return b""
     mv = memoryview(blob)
-    p, a24, frm = P, _A24, int.from_bytes
+    p, frm = P, int.from_bytes
     xs = [mpz(0)] * n
     zs = [mpz(0)] * n
     for i in range(n):
         w = mpz(frm(mv[32 * i:32 * i + 32], "little"))
-        t1 = (w + 1) * (w + 1)
-        t2 = (w - 1) * (w - 1)
-        t3 = 4 * w
-        x = t1 * t2 % p
-        z = t3 * (t2 + a24 * t3) % p
-        t1 = (x + z) * (x + z) % p
-        t2 = (x - z) * (x - z) % p
-        t3 = t1 - t2
-        x = t1 * t2 % p
-        z = t3 * (t2 + a24 * t3) % p
-        t1 = (x + z) * (x + z) % p
-        t2 = (x - z) * (x - z) % p
-        t3 = t1 - t2
-        xs[i] = t1 * t2 % p
-        zs[i] = t3 * (t2 + a24 * t3) % p
+        xs[i], zs[i] = _times8_xz(w)
     acc = [mpz(0)] * n
     run = mpz(1)
     for i in range(n):

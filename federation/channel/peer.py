@@ -152,6 +152,24 @@ class _Bad(Exception):
     """A frame the receiver rejects; the message is the reason the job fails."""
 
 
+def _take_chunk(cur, data) -> None:
+    """Check one payload chunk against its envelope (size limit, announced length) and
+    take it into the message being received (digest and parts, unless it is a resent
+    duplicate being skipped)."""
+    n = len(data)
+    if n > MAX_CHUNK:
+        raise _Bad(f"chunk of {n} bytes exceeds the {MAX_CHUNK}-byte limit")
+    if cur is None:
+        raise _Bad("payload chunk without an envelope")
+    if cur.received + n > cur.env.length:
+        raise _Bad(f"seq {cur.env.seq} ({cur.env.kind}): payload is longer than "
+                   f"the {cur.env.length} bytes the envelope announced")
+    cur.received += n
+    if not cur.skip:
+        cur.hasher.update(data)
+        cur.parts.append(data)
+
+
 @dataclass
 class _OutMsg:
     seq: int
@@ -518,18 +536,7 @@ class _Job:
                 if self.in_gen != gen:
                     break
                 if type(f) is memoryview:  # data-only frame (fast path)
-                    n = len(f)
-                    if n > MAX_CHUNK:
-                        raise _Bad(f"chunk of {n} bytes exceeds the {MAX_CHUNK}-byte limit")
-                    if cur is None:
-                        raise _Bad("payload chunk without an envelope")
-                    if cur.received + n > cur.env.length:
-                        raise _Bad(f"seq {cur.env.seq} ({cur.env.kind}): payload is longer than "
-                                   f"the {cur.env.length} bytes the envelope announced")
-                    cur.received += n
-                    if not cur.skip:
-                        cur.hasher.update(f)
-                        cur.parts.append(f)
+                    _take_chunk(cur, f)
                     if cur.received < cur.env.length:
                         continue
                     done, cur = cur, None
@@ -556,18 +563,7 @@ class _Job:
                     cur = self._start_message(f.envelope)
                 data = f.data
                 if data:
-                    n = len(data)
-                    if n > MAX_CHUNK:
-                        raise _Bad(f"chunk of {n} bytes exceeds the {MAX_CHUNK}-byte limit")
-                    if cur is None:
-                        raise _Bad("payload chunk without an envelope")
-                    if cur.received + n > cur.env.length:
-                        raise _Bad(f"seq {cur.env.seq} ({cur.env.kind}): payload is longer than "
-                                   f"the {cur.env.length} bytes the envelope announced")
-                    cur.received += n
-                    if not cur.skip:
-                        cur.hasher.update(data)
-                        cur.parts.append(data)
+                    _take_chunk(cur, data)
                 if cur is not None and cur.received == cur.env.length:
                     done, cur = cur, None
                     if not done.skip:
