@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -83,25 +82,12 @@ def node_main(role: str, keys: dict, conn, cfg: dict) -> None:
 
 
 def run_nodes(cfg: dict) -> dict:
-    from federation.channel.testing import make_keys
+    from federation.channel.testing import spawn_process_pair
     with tempfile.TemporaryDirectory() as d:
-        keys = {r: make_keys(d + "/tls", r) for r in ("bank", "platform")}
-        ctx = mp.get_context("spawn")
-        pipes = {r: ctx.Pipe() for r in ("bank", "platform")}
-        procs = {r: ctx.Process(target=node_main, args=(r, keys, pipes[r][1], cfg))
-                 for r in pipes}
-        for p in procs.values():
-            p.start()
-        ports = {r: pipes[r][0].recv() for r in pipes}
-        pipes["bank"][0].send(ports["platform"])
-        pipes["platform"][0].send(ports["bank"])
-        for r in pipes:
-            msg = pipes[r][0].recv()
-            if msg != "ready":
-                raise RuntimeError(msg["error"])
-        for r in pipes:
-            pipes[r][0].send("go")
-        res = {r: pipes[r][0].recv() for r in pipes}
+        procs, conns = spawn_process_pair(node_main, cfg, d + "/tls")
+        for c in conns.values():
+            c.send("go")
+        res = {r: c.recv() for r, c in conns.items()}
         for p in procs.values():
             p.join(30)
     for r in res.values():

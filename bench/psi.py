@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import random
 import resource
@@ -151,34 +150,21 @@ def node_main(role: str, keys: dict, conn, cfg: dict) -> None:
 
 
 def run_config(cfg: dict) -> dict:
-    from federation.channel.testing import make_keys
+    from federation.channel.testing import spawn_process_pair
     with tempfile.TemporaryDirectory() as d:
-        keys = {r: make_keys(d + "/tls", r) for r in ("bank", "platform")}
         cfg = dict(cfg, dir=d)
-        ctx = mp.get_context("spawn")
-        pipes = {r: ctx.Pipe() for r in ("bank", "platform")}
-        procs = {r: ctx.Process(target=node_main, args=(r, keys, pipes[r][1], cfg))
-                 for r in pipes}
-        for p in procs.values():
-            p.start()
-        ports = {r: pipes[r][0].recv() for r in pipes}
-        pipes["bank"][0].send(ports["platform"])
-        pipes["platform"][0].send(ports["bank"])
-        for r in pipes:
-            msg = pipes[r][0].recv()
-            if msg != "ready":
-                raise RuntimeError(msg["error"])
+        procs, pipes = spawn_process_pair(node_main, cfg, d + "/tls")
         walls = []
         for _ in range(cfg["jobs"]):
             t = time.perf_counter()
             for r in pipes:
-                pipes[r][0].send("go")
+                pipes[r].send("go")
             for r in pipes:
-                msg = pipes[r][0].recv()
+                msg = pipes[r].recv()
                 if msg != "done":
                     raise RuntimeError(msg["error"])
             walls.append(time.perf_counter() - t)
-        res = {r: pipes[r][0].recv() for r in pipes}
+        res = {r: pipes[r].recv() for r in pipes}
         for p in procs.values():
             p.join(30)
         for r in res.values():

@@ -66,3 +66,28 @@ def process_side(role: str, keys: dict, conn) -> PeerChannel:
     conn.send(chan.port)
     chan.peer_addr = f"127.0.0.1:{conn.recv()}"
     return chan
+
+
+def spawn_process_pair(target: Callable, cfg: dict, key_dir: str | os.PathLike):
+    """Parent side of :func:`process_side`: run ``target(role, keys, conn, cfg)`` for the
+    bank and the platform in two spawned processes, swap their ports, and wait until both
+    send "ready". Returns ``(processes, parent pipe ends)``, each keyed by role."""
+    import multiprocessing as mp
+
+    keys = {r: make_keys(key_dir, r) for r in ("bank", "platform")}
+    ctx = mp.get_context("spawn")
+    pipes = {r: ctx.Pipe() for r in ("bank", "platform")}
+    procs = {r: ctx.Process(target=target, args=(r, keys, pipes[r][1], cfg)) for r in pipes}
+    for p in procs.values():
+        p.start()
+    conns = {r: pipes[r][0] for r in pipes}
+    ports = {r: conns[r].recv() for r in conns}
+    conns["bank"].send(ports["platform"])
+    conns["platform"].send(ports["bank"])
+    for r in conns:
+        msg = conns[r].recv()
+        if msg != "ready":
+            for p in procs.values():
+                p.kill()
+            raise RuntimeError(msg["error"] if isinstance(msg, dict) else str(msg))
+    return procs, conns
