@@ -621,6 +621,23 @@ def load_signing_public_hex(path: str | Path) -> str:
     return public_key_bytes(key).hex()
 
 
+def _protocol_mismatch(t, side: ReplaySide) -> str:
+    """Why this fedjoint cannot replay the job (other protocol versions), or ""."""
+    from federation import runner
+
+    recorded = t.header.get("protocols") or {}
+    if not recorded:
+        return ""
+    spec = side.spec
+    current = runner.protocol_versions(spec.algorithm, getattr(spec, "train_algorithm", ""))
+    diff = [f"{k} {recorded.get(k)!r} (this fedjoint speaks {current.get(k)!r})"
+            for k in sorted(set(recorded) | set(current)) if recorded.get(k) != current.get(k)]
+    if not diff:
+        return ""
+    return ("the job ran other protocol versions: " + ", ".join(diff) +
+            "; replay it with the fedjoint version that ran the job")
+
+
 def default_runner(side: ReplaySide, link: ReplayLink) -> str:
     """Run the party's pipeline (federation.runner.run_job_side) over the replay link."""
     from federation import runner
@@ -688,6 +705,13 @@ def replay(transcript_path: str | Path, party_dir: str | Path | None = None, *,
         rep.exit_code = EXIT_CANNOT_RUN
         rep.errors = [Finding("party dir", None, str(exc))]
         return rep
+    if runner is None:
+        stale = _protocol_mismatch(t, side)
+        if stale:
+            rep.exit_code = EXIT_CANNOT_RUN
+            rep.errors = [Finding(t.path.name, 0, stale)]
+            sidecar.close()
+            return rep
     if side.signing_public_hex != t.header["keys"][t.party]:
         rep.errors = [Finding(t.path.name, 0, f"the party directory's signing key "
                               f"({fingerprint(side.signing_public_hex)[:16]}...) is not "

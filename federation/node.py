@@ -51,7 +51,14 @@ from federation.config import (
 from federation.data import DataError
 from federation.jobstore import FINAL, InvalidTransition, JobNotFound, JobStore
 from federation.protocol import PeerGone, ProtocolError
-from federation.runner import JobFailed, JobResult, model_path, policy_refusal, run_job_side
+from federation.runner import (
+    JobFailed,
+    JobResult,
+    model_path,
+    policy_refusal,
+    protocol_versions,
+    run_job_side,
+)
 
 SEED_BYTES = 32
 _STAGE_STATE = {"psi": "psi", "training": "training", "evaluating": "evaluating",
@@ -430,6 +437,7 @@ class Node:
             party=self.cfg.name, peer=self.cfg.peer.name,
             signing_key=self.channel.local.signing_key,
             peer_public_key=self.channel.peer.signing_public_key, spec=spec.to_dict(),
+            protocols=protocol_versions(spec.algorithm, spec.train_algorithm),
             key_sizes={"paillier": spec.evaluation.key_bits,
                        "cipher": spec.evaluation.cipher}, roles=names)
 

@@ -319,6 +319,22 @@ def _call(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
+def protocol_versions(algorithm: str, train_algorithm: str = "") -> dict[str, str]:
+    """Versions of every protocol a job of ``algorithm`` runs. The transcript's first
+    record binds them; replay refuses to run under different versions."""
+    from federation.channel.peer import PROTOCOL_VERSION as channel_version
+    from psi.protocol import PROTOCOL_VERSION as psi_version
+    out = {"channel": str(channel_version), "psi": str(psi_version)}
+    algo = train_algorithm if algorithm == "score" else algorithm
+    if algo == "logistic_regression":
+        from parties.common.lr_common import PROTOCOL_VERSION as version
+        out[algo] = str(version)
+    elif algo == "secureboost":
+        from parties.common.secureboost_wire import PROTOCOL_VERSION as version
+        out[algo] = str(version)
+    return out
+
+
 def psi_dirs(node: NodeConfig) -> tuple[str, str]:
     """Where this node keeps its long-lived per-peer PSI keys (0600) and the caches of
     unbalanced PSI; never taken from a job spec (the peer proposes those)."""

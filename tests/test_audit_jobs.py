@@ -256,6 +256,17 @@ def test_node_job_audited_with_the_cli(tmp_path, algorithm, params):
     out = json.loads(res.output)
     assert res.exit_code == 1 and "psi." in out["errors"][0]["message"], out
     csv.write_text(original)
+    # another fedjoint, speaking another PSI version, refuses to replay (exit 2, says why)
+    import psi.protocol as psi_protocol
+    recorded = json.loads(Path(tb).read_text().splitlines()[0])
+    assert recorded["protocols"]["psi"] == psi_protocol.PROTOCOL_VERSION
+    real = psi_protocol.PROTOCOL_VERSION
+    psi_protocol.PROTOCOL_VERSION = "fedjoint-psi-v999"
+    try:
+        res = _cli("replay", tb, "--party-dir", str(tmp_path), "--json")
+    finally:
+        psi_protocol.PROTOCOL_VERSION = real
+    assert res.exit_code == 2 and "other protocol versions" in res.output, res.output
     # no seed at all: cannot run
     seed.unlink()
     assert _cli("replay", tb, "--party-dir", str(tmp_path)).exit_code == 2
