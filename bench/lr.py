@@ -54,7 +54,8 @@ def node_main(role: str, keys: dict, conn, cfg: dict) -> None:
         n = cfg["rows"] or X.shape[0]
         X, y = X[:n], (None if y is None else y[:n])
         t = time.perf_counter()
-        cipher = PaillierPrivateCipher.generate(cfg["key_bits"], workers=cfg["workers"])
+        cipher = PaillierPrivateCipher.generate(cfg["key_bits"], workers=cfg["workers"],
+                                                insecure_test_key=cfg["key_bits"] < 2048)
         keygen = time.perf_counter() - t
         conn.send("ready")
         assert conn.recv() == "go"
@@ -117,7 +118,7 @@ def sklearn_ref(rows: int, l2: float) -> dict:
 def encryption_floor(key_bits: int, workers: int) -> float:
     """Seconds per key-holder encryption here (one core), measured in this run."""
     from secure_agg.paillier import PaillierPrivateCipher
-    k = PaillierPrivateCipher.generate(key_bits, workers=1)
+    k = PaillierPrivateCipher.generate(key_bits, workers=1, insecure_test_key=key_bits < 2048)
     k.encrypt([1] * 64)  # build the tables
     t = time.perf_counter()
     k.encrypt(list(range(2000)))
