@@ -258,6 +258,38 @@ def _u_of_sum_slow(u0: mpz, u1: mpz) -> int:
     return r[0]
 
 
+def _ell2_curve25519(u: mpz, p=P, c2=_C2, c3=_C3, c4=_C4, x1n=P - J,
+                     jx1n=J * (P - J) % P, powmod=gmpy2.powmod) -> tuple[mpz, mpz, mpz]:
+    """RFC 9380 G.2.1 map_to_curve_elligator2_curve25519 with one exponentiation (the
+    sqrt-ratio with c4 = (p-5)/8; the second candidate tested as ``-gx1``), returning the
+    projective ``x = xn / xd`` and the affine ``y`` with the RFC's sign."""
+    tv1 = 2 * u * u % p
+    xd = tv1 + 1
+    tv2 = xd * xd % p
+    gxd = tv2 * xd % p
+    gx1 = (jx1n * tv1 + tv2) * x1n % p
+    tv3 = gxd * gxd % p
+    y = powmod(tv3 * tv3 * tv3 % p * gxd * gx1 % p, c4, p) * tv3 % p * gxd % p * gx1 % p
+    t = y * y % p * gxd % p
+    if t == gx1:
+        xn = x1n
+        if not y & 1:
+            y = p - y
+    elif t == p - gx1:
+        xn = x1n
+        y = y * c3 % p
+        if not y & 1:
+            y = p - y
+    else:
+        xn = x1n * tv1 % p
+        y = y * u % p * c2 % p
+        if y * y % p * gxd % p != gx1 * tv1 % p:
+            y = y * c3 % p
+        if y & 1:
+            y = p - y
+    return xn, xd, y
+
+
 def hash_to_u_batch(msgs: Iterable[bytes], dst: bytes) -> bytes:
     """Concatenated 32-byte little-endian u(Q0 + Q1) for each message (see module doc).
 
@@ -276,9 +308,7 @@ def hash_to_u_batch(msgs: Iterable[bytes], dst: bytes) -> bytes:
     copy = h_pre.copy
     sha512 = hashlib.sha512
     frm = int.from_bytes
-    powmod, p, c2, c3, c4, j = gmpy2.powmod, P, _C2, _C3, _C4, J
-    x1n = p - j
-    jx1n = j * x1n % p
+    p, j, ell2 = P, J, _ell2_curve25519
     nums: list = []
     dens: list = []
     special: dict[int, int] = {}
@@ -293,57 +323,9 @@ def hash_to_u_batch(msgs: Iterable[bytes], dst: bytes) -> bytes:
         b2 = sha512((frm(b0, "big") ^ frm(b1, "big")).to_bytes(64, "big") + sfx2).digest()
         ua = mpz(frm(b1[:48], "big")) % p
         ub = mpz(frm(b1[48:] + b2[:32], "big")) % p
-        # --- map 0 (RFC 9380 G.2.1, one exponentiation) ---
-        tv1 = 2 * ua * ua % p
-        xd0 = tv1 + 1
-        tv2 = xd0 * xd0 % p
-        gxd = tv2 * xd0 % p
-        gx1 = (jx1n * tv1 + tv2) * x1n % p
-        tv3 = gxd * gxd % p
-        y = powmod(tv3 * tv3 * tv3 % p * gxd * gx1 % p, c4, p) * tv3 % p * gxd % p * gx1 % p
-        t = y * y % p * gxd % p
-        if t == gx1:
-            xn0 = x1n
-            if not y & 1:
-                y = p - y
-        elif t == p - gx1:
-            xn0 = x1n
-            y = y * c3 % p
-            if not y & 1:
-                y = p - y
-        else:
-            xn0 = x1n * tv1 % p
-            y = y * ua % p * c2 % p
-            if y * y % p * gxd % p != gx1 * tv1 % p:
-                y = y * c3 % p
-            if y & 1:
-                y = p - y
-        y0 = y
-        # --- map 1 ---
-        tv1 = 2 * ub * ub % p
-        xd1 = tv1 + 1
-        tv2 = xd1 * xd1 % p
-        gxd = tv2 * xd1 % p
-        gx1 = (jx1n * tv1 + tv2) * x1n % p
-        tv3 = gxd * gxd % p
-        y = powmod(tv3 * tv3 * tv3 % p * gxd * gx1 % p, c4, p) * tv3 % p * gxd % p * gx1 % p
-        t = y * y % p * gxd % p
-        if t == gx1:
-            xn1 = x1n
-            if not y & 1:
-                y = p - y
-        elif t == p - gx1:
-            xn1 = x1n
-            y = y * c3 % p
-            if not y & 1:
-                y = p - y
-        else:
-            xn1 = x1n * tv1 % p
-            y = y * ub % p * c2 % p
-            if y * y % p * gxd % p != gx1 * tv1 % p:
-                y = y * c3 % p
-            if y & 1:
-                y = p - y
+        # two RFC 9380 G.2.1 maps, one exponentiation each
+        xn0, xd0, y0 = ell2(ua)
+        xn1, xd1, y = ell2(ub)
         dd = (xn1 * xd0 - xn0 * xd1) % p
         if not dd:
             special[idx] = _u_of_sum_slow(ua, ub)
