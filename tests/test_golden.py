@@ -71,12 +71,15 @@ def _run(spec, nodes, job_id: str) -> dict:
     res_b, res_p = run_two_parties(
         lambda: run_job_side(spec, nodes["bank"], a, SEEDS["bank"]),
         lambda: run_job_side(spec, nodes["platform"], b, SEEDS["platform"]), timeout=600)
+    # each direction's order is deterministic; the interleaving of the two is not
     messages = [f"{who} {kind} {ptype} {hashlib.sha256(data).hexdigest()}"
                 for who, kind, ptype, data in crossed]
     out = {"bank_model": res_b.model_digest, "platform_model": res_p.model_digest,
-           "messages": len(messages),
-           "wire": hashlib.sha256("\n".join(messages).encode()).hexdigest(),
-           "kinds": sorted({m.split()[1] for m in messages})}
+           "messages": len(messages), "kinds": sorted({m.split()[1] for m in messages})}
+    for party in ("bank", "platform"):
+        sent = "\n".join(m for m in messages if m.startswith(party + " "))
+        out[f"{party}_sent"] = hashlib.sha256(sent.encode()).hexdigest()
+    messages.sort(key=lambda m: not m.startswith("bank "))
     return out, res_b, res_p, messages
 
 
