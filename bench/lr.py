@@ -46,7 +46,7 @@ def load_side(role: str):
 def node_main(role: str, keys: dict, conn, cfg: dict) -> None:
     try:
         from federation.channel.testing import process_side
-        from federation.protocol import ProtocolContext
+        from federation.link import ProtocolContext
         from secure_agg.paillier import PaillierPrivateCipher
         from secure_agg.rng import Drbg
         chan = process_side(role, keys, conn)

@@ -108,7 +108,7 @@ def node_main(role: str, keys: dict, conn, cfg: dict) -> None:
     """One party node: own process, own gRPC server/client, own worker pool."""
     try:
         from federation.channel.testing import process_side
-        from federation.protocol import ProtocolContext
+        from federation.link import ProtocolContext
         from psi.protocol import PsiParams, prepare_platform_cache, run_psi
         from secure_agg.rng import Drbg
         chan = process_side(role, keys, conn)

@@ -64,7 +64,7 @@ def _party(role, keys, ports, params, rows, bits, workers, out_q, profile=None):
             prof.dump_stats(str(Path(profile) / f"{role}.prof"))
     from federation.channel.peer import PeerChannel
     from federation.channel.testing import identities
-    from federation.protocol import ProtocolContext
+    from federation.link import ProtocolContext
     from secure_agg.rng import Drbg
     me, peer = (keys[0], keys[1]) if role == "bank" else (keys[1], keys[0])
     local, pinned = identities(me, peer)
@@ -124,7 +124,7 @@ def run_tls(params, rows, bits, workers, profile=None):
 
 
 def run_local(params, rows, bits, workers):
-    from federation.protocol import ProtocolContext, local_link_pair, run_two_parties
+    from federation.link import ProtocolContext, local_link_pair, run_two_parties
     from parties.bank import secureboost as bank
     from parties.provincial_platform import secureboost as plat
     from secure_agg.paillier import PaillierPrivateCipher

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from federation.protocol import Envelope, Link, Payload, decode_payload, encode_payload
+from federation.link import Envelope, Link, Payload, decode_payload, encode_payload
 from federation.transcript import (
     DIRECTIONS,
     NOT_REPLAYED,

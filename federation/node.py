@@ -50,7 +50,7 @@ from federation.config import (
 )
 from federation.data import DataError
 from federation.jobstore import FINAL, InvalidTransition, JobNotFound, JobStore
-from federation.protocol import PeerGone, ProtocolError
+from federation.link import PeerGone, ProtocolError
 from federation.runner import (
     JobFailed,
     JobResult,

@@ -5,7 +5,7 @@ it. Its outcome depends only on
 
 * the job spec (as agreed),
 * this node's config and the data files it names (and, for scoring, the stored model),
-* the :class:`~federation.protocol.Link` (live gRPC, or a replay link fed from a
+* the :class:`~federation.link.Link` (live gRPC, or a replay link fed from a
   transcript), and
 * the per-job 32-byte ``seed`` from the node's vault.
 
@@ -44,7 +44,7 @@ import numpy as np
 
 from federation.config import TRAINING_ALGORITHMS, JobSpec, NodeConfig
 from federation.data import Dataset, hashed_split, load_dataset
-from federation.protocol import Link, ProtocolContext, ProtocolError
+from federation.link import Link, ProtocolContext, ProtocolError
 from parties.common.artifact import ModelPart
 from secure_agg.rng import Drbg
 

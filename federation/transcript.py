@@ -2,7 +2,7 @@
 
 Each node writes one transcript per job. The node creates a :class:`TranscriptWriter`
 when the job starts, hands it to the channel as the job's
-:class:`federation.protocol.MessageRecorder` (the channel calls
+:class:`federation.link.MessageRecorder` (the channel calls
 :meth:`TranscriptWriter.record` for every envelope sent or received), and when the
 job's pipeline has produced its model part it calls :func:`exchange_outcome`, which
 sends this party's signed outcome statement to the peer as message kind
@@ -64,12 +64,10 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -77,13 +75,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from federation.protocol import (
+from federation.link import (
+    DISCLOSURES,
     Envelope,
     Link,
     Payload,
     PeerGone,
     ProtocolError,
     check_kind,
+    declare_disclosures,
     decode_payload,
     encode_payload,
 )
@@ -186,41 +186,6 @@ class RunningRoot:
 def counts_in_roots(kind: str) -> bool:
     """Outcome messages are exchanged after the statements are made: not in the roots."""
     return kind != OUTCOME_KIND
-
-
-# ------------------------------------------------------------------- disclosure ledger
-
-
-@dataclass(frozen=True)
-class Disclosure:
-    category: str
-    count: Callable[[Payload], int]
-
-
-DISCLOSURES: dict[str, Disclosure] = {}
-
-
-def default_count(payload: Payload) -> int:
-    """Arrays count their elements; bytes and json objects count as one value."""
-    if isinstance(payload, np.ndarray):
-        return int(payload.size)
-    return 1
-
-
-def declare_disclosures(table: dict[str, str | tuple[str, Callable[[Payload], int] | None]]
-                        ) -> None:
-    """Declare message kinds whose values cross in the clear or under the receiver's key.
-
-    ``table`` maps a message kind to ``category`` or ``(category, count_fn)``;
-    ``count_fn(decoded_payload) -> int`` says how many values one message discloses
-    (default: array size, or 1). Call at import time of the protocol module.
-    """
-    for kind, spec in table.items():
-        check_kind(kind)
-        category, fn = (spec, None) if isinstance(spec, str) else spec
-        if not isinstance(category, str) or not category:
-            raise ValueError(f"disclosure category for {kind!r} must be a non-empty string")
-        DISCLOSURES[kind] = Disclosure(category, fn or default_count)
 
 
 declare_disclosures({"job.outcome": ("model-part digest", lambda p: 1)})

@@ -42,7 +42,7 @@ import nacl.bindings as sodium
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from gmpy2 import mpz
 
-from federation.protocol import ProtocolError
+from federation.link import ProtocolError
 
 from .hash_to_curve import J, P, hash_to_u_batch
 

@@ -73,8 +73,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from federation.protocol import ProtocolContext, ProtocolError
-from federation.transcript import declare_disclosures
+from federation.link import ProtocolContext, ProtocolError, declare_disclosures
 
 from .cache import KeyStore, OprfCache, PeerSetCache, key_id
 from .engine import POINT_BYTES, WITNESS_BYTES, Engine

@@ -47,7 +47,7 @@ from cryptography.exceptions import InvalidSignature
 from federation.channel import fedjoint_pb2 as pb
 from federation.channel import fedjoint_pb2_grpc as pbg
 from federation.keys import LocalIdentity, PeerIdentity, cert_fingerprint
-from federation.protocol import (
+from federation.link import (
     PTYPES,
     Envelope,
     Link,

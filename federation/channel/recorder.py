@@ -14,7 +14,7 @@ import os
 import threading
 import time
 
-from federation.protocol import Envelope
+from federation.link import Envelope
 
 
 class ListRecorder:

@@ -17,7 +17,7 @@ from federation.keys import (
     load_local_identity,
     load_peer_identity,
 )
-from federation.protocol import MessageRecorder
+from federation.link import MessageRecorder
 
 
 def make_keys(out_dir: str | os.PathLike, party: str) -> dict:

@@ -66,7 +66,7 @@ import time
 
 import numpy as np
 
-from federation.protocol import ProtocolContext
+from federation.link import ProtocolContext
 from parties.common import lr_common as C
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.metrics import auc as auc_score

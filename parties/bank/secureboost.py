@@ -44,7 +44,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from federation.protocol import ProtocolContext, ProtocolError
+from federation.link import ProtocolContext, ProtocolError
 from parties.common import metrics
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.binning import bin_columns

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from federation.protocol import Link, ProtocolError
-from federation.transcript import declare_disclosures, default_count
+from federation.link import Link, ProtocolError, declare_disclosures, default_count
 from parties.common.artifact import ModelPart
 from parties.common.params import ParamError, from_dict
 from secure_agg.cipher import CipherVector, PlainCipher, PublicCipher

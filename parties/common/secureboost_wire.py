@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from federation.protocol import Link, ProtocolError
-from federation.transcript import declare_disclosures
+from federation.link import Link, ProtocolError, declare_disclosures
 
 PROTOCOL_VERSION = 1
 

@@ -304,7 +304,7 @@ def threshold_left(values: np.ndarray, threshold: float, default_left: bool) -> 
 
 def bits_to_bool(packed: np.ndarray, n: int, what: str) -> np.ndarray:
     """Unpack a uint8 bit array of exactly ``ceil(n/8)`` bytes."""
-    from federation.protocol import ProtocolError
+    from federation.link import ProtocolError
     if packed.dtype != np.uint8 or packed.ndim != 1 or packed.size != (n + 7) // 8:
         raise ProtocolError(f"{what}: expected {(n + 7) // 8} packed bytes for {n} rows, "
                             f"got {packed.size} ({packed.dtype})")

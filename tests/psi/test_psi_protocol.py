@@ -10,7 +10,7 @@ import nacl.bindings as sodium
 import numpy as np
 import pytest
 
-from federation.protocol import (
+from federation.link import (
     ProtocolContext,
     ProtocolError,
     decode_payload,

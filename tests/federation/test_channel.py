@@ -12,7 +12,7 @@ from federation.channel import fedjoint_pb2_grpc as pbg
 from federation.channel.peer import PeerUnreachable
 from federation.channel.testing import channel_pair, identities, make_keys
 from federation.keys import make_self_signed_cert
-from federation.protocol import Envelope, ProtocolError
+from federation.link import Envelope, ProtocolError
 
 FAST = ChannelSettings(heartbeat_interval=0.2, peer_deadline=3.0)
 

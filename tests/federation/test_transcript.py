@@ -6,17 +6,16 @@ import stat
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from test_transcript_support import BANK, PLATFORM, make_parties, run_job
+from support.transcripts import BANK, PLATFORM, make_parties, run_job
 
 from federation import audit
-from federation.protocol import Envelope, encode_payload
+from federation.link import Envelope, declare_disclosures, encode_payload
 from federation.transcript import (
     FORMAT,
     VERSION,
     TranscriptError,
     TranscriptWriter,
     canonical,
-    declare_disclosures,
     load,
     sha256_hex,
     sidecar_path,

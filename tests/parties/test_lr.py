@@ -7,11 +7,11 @@ import threading
 
 import numpy as np
 import pytest
-from lr_helpers import load, run, score
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from support.lr import load, run, score
 
-from federation.protocol import ProtocolContext, local_link_pair
+from federation.link import ProtocolContext, local_link_pair
 from parties.bank import lr as bank_lr
 from parties.common.artifact import ModelPart
 from parties.common.lr_common import LRError, fingerprint

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from federation.protocol import ProtocolContext, local_link_pair, run_two_parties
+from federation.link import ProtocolContext, local_link_pair, run_two_parties
 from parties.bank import lr as bank_lr
 from parties.provincial_platform import lr as platform_lr
 from secure_agg.cipher import PlainCipher
 from secure_agg.rng import Drbg
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def load(name: str):

@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from federation.protocol import (
+from federation.link import (
     ProtocolError,
     decode_payload,
     encode_payload,

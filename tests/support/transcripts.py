@@ -15,10 +15,9 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation.audit import ReplaySide
-from federation.protocol import Link, run_two_parties
+from federation.link import Link, declare_disclosures, run_two_parties
 from federation.transcript import (
     TranscriptWriter,
-    declare_disclosures,
     exchange_outcome,
     recorded_local_link_pair,
 )

@@ -3,7 +3,7 @@
 import re
 
 import numpy as np
-from browser import rendered_series
+from support.browser import rendered_series
 
 from federation.report import render_report, write_report
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_node_support import free_port, wait_state, write_job, write_node_tomls
+from support.nodes import free_port, wait_state, write_job, write_node_tomls
 
 from federation.admin import AdminClient, AdminError
 from federation.config import load_job_spec, load_node_config
@@ -27,14 +27,14 @@ def _has(mod: str) -> bool:
     except ImportError:
         return False
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 needs_psi = pytest.mark.skipif(not _has("psi.protocol"), reason="psi.protocol not built yet")
 
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
-    from test_node_support import make_party_keys
+    from support.nodes import make_party_keys
     return make_party_keys(tmp_path_factory.mktemp("keys"))
 
 

@@ -20,10 +20,10 @@ from federation.channel import fedjoint_pb2 as pb
 from federation.channel import fedjoint_pb2_grpc as pbg
 from federation.channel.testing import channel_pair, identities, make_keys
 from federation.keys import load_signing_key
-from federation.protocol import Envelope, PeerGone, ProtocolError
+from federation.link import Envelope, PeerGone, ProtocolError
 
 FAST = ChannelSettings(heartbeat_interval=0.2, peer_deadline=3.0)
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_node_support import make_party_keys, write_job, write_node_tomls
+from support.nodes import make_party_keys, write_job, write_node_tomls
 
 from federation.cli import main
 from federation.config import load_node_config
 from federation.node import Node
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(capsys, *args) -> tuple[int, str, str]:

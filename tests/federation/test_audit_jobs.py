@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 
 from federation import audit
-from federation.protocol import ProtocolContext, run_two_parties
+from federation.link import ProtocolContext, run_two_parties
 from federation.transcript import TranscriptWriter, exchange_outcome, public_key_bytes
 from secure_agg.rng import Drbg
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 BANK, PLATFORM = "bank-a", "platform-b"
 KEY_BITS = 1024          # test size only (flagged insecure_test_key)
 ROWS = 120
@@ -191,7 +191,7 @@ def test_node_job_audited_with_the_cli(tmp_path, algorithm, params):
     """Two real nodes (gRPC, mTLS, SQLite, run_job_side with real PSI and Paillier);
     the auditor's commands exactly as in docs/audit.md."""
     pytest.importorskip("psi.protocol")
-    from test_node_support import wait_state, write_job, write_node_tomls
+    from support.nodes import wait_state, write_job, write_node_tomls
 
     from federation.admin import AdminClient
     from federation.config import load_job_spec, load_node_config

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from federation.config import job_spec_from_dict, node_config_from_dict
-from federation.protocol import local_link_pair, run_two_parties
+from federation.link import local_link_pair, run_two_parties
 from federation.runner import run_job_side
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 GOLDEN = DATA / "golden_digests.json"
 SEEDS = {"bank": hashlib.sha256(b"golden-bank").digest(),
          "platform": hashlib.sha256(b"golden-platform").digest()}

@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from federation.protocol import ProtocolContext, ProtocolError, local_link_pair, run_two_parties
+from federation.link import ProtocolContext, ProtocolError, local_link_pair, run_two_parties
 from parties.bank import secureboost as bank
 from parties.common.metrics import auc
 from parties.provincial_platform import secureboost as plat
 from secure_agg.cipher import PlainCipher
 from secure_agg.rng import Drbg
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 POLICY = {"allow_plain_cipher": True, "allow_insecure_test_key": True}
 
 

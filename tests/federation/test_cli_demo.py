@@ -7,12 +7,12 @@ import io
 from pathlib import Path
 
 import pytest
-from browser import rendered_series
 from rich.console import Console
+from support.browser import rendered_series
 
 from federation.config import ConfigError, load_job_spec, load_node_config, tomllib
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "credit_risk"
 
 

@@ -6,7 +6,7 @@ import socket
 import time
 from pathlib import Path
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def free_port() -> int:

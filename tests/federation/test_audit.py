@@ -1,6 +1,6 @@
 """Audit: a clean job verifies and replays on both sides; every kind of tampering is
 detected and the bad record named. Synthetic SecureBoost-shaped protocol (see
-test_transcript_support); real pipelines are covered in test_audit_jobs.py."""
+support/transcripts.py); real pipelines are covered in test_audit_jobs.py."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from test_transcript_support import BANK, PLATFORM, make_parties, run_job, runner_for
+from support.transcripts import BANK, PLATFORM, make_parties, run_job, runner_for
 
 from federation import audit
 from federation.transcript import (

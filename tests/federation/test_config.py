@@ -9,7 +9,7 @@ from federation.config import ConfigError, load_job_spec, load_node_config
 from federation.data import DataError, hashed_split, load_dataset
 from federation.jobstore import InvalidTransition, JobNotFound, JobStore
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 FP = "sha256:" + "ab" * 32
 
 NODE = f"""
