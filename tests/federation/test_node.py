@@ -379,3 +379,40 @@ def test_psi_jobs_in_every_mode_match_a_plain_intersection(tmp_path, keys):
     finally:
         bank.stop()
         plat.stop()
+
+
+def test_report_fields_guessed_from_model_body_keys():
+    """Pins what the report reads off a model part's body until artifacts declare it."""
+    from federation.node.results import report_fields_from_body_keys as fields
+    tree = {"body": {"importance": {"total_gain": {"a": 2.0, "b": 1}, "split_count":
+                                    {"b": 3, "c": 1}}}}
+    assert fields(tree) == {"feature_importance": [
+        {"feature": "a", "gain": 2.0, "splits": 0}, {"feature": "b", "gain": 1.0, "splits": 3},
+        {"feature": "c", "gain": 0.0, "splits": 1}]}
+    assert fields({"body": {"feature_importance": {"a": 0.5, "x": "n/a"}}}) == {
+        "feature_importance": [{"feature": "a", "gain": 0.5, "splits": 0}]}
+    assert fields({"body": {"importance": [{"feature": "a"}, 3]}}) == {
+        "feature_importance": [{"feature": "a"}]}
+    lr = {"body": {"weights": [-0.5, 2]}, "feature_names": ["a", "b"]}
+    assert fields(lr) == {"feature_importance": [
+        {"feature": "a", "gain": 0.5, "splits": 0}, {"feature": "b", "gain": 2.0, "splits": 0}]}
+    assert fields({"body": {"weights": [1.0]}, "feature_names": []}) == {
+        "feature_importance": []}
+
+
+def test_node_modules_import_only_modules_below_them():
+    """federation.node's parts form a chain (no cycles, function-level imports too)."""
+    import ast
+    order = ["logs", "context", "peer", "jobs", "control", "results", "admin_api", "daemon"]
+    pkg = ROOT / "federation" / "node"
+    assert sorted(p.stem for p in pkg.glob("*.py")) == sorted([*order, "__init__"])
+    for i, name in enumerate(order):
+        tree = ast.parse((pkg / f"{name}.py").read_text())
+        used = {n.module.rpartition(".")[2] for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and n.module
+                and n.module.startswith("federation.node.")}
+        used |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                 and n.module == "federation.node" for a in n.names}
+        used |= {a.name.rpartition(".")[2] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                 for a in n.names if a.name.startswith("federation.node.")}
+        assert used <= set(order[:i]), (name, used - set(order[:i]))

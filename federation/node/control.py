@@ -1,0 +1,246 @@
+"""The control plane: jobs proposed to and by the peer, this node's policy check,
+approval (automatic or by the platform's operator), abort and cancel.
+
+Everything here answers or sends a control request ("job.propose", "job.decision",
+"job.abort", "job.cancel", "node.hello"; the job flow is in the package docstring) and
+hands approved jobs to the job runner. The peer may open job streams only for jobs
+this node agreed to (:meth:`ControlPlane.job_filter`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from pathlib import Path
+
+from federation.admin import AdminError
+from federation.config import ConfigError, JobSpec, job_spec_from_dict
+from federation.jobstore import FINAL, InvalidTransition, JobNotFound
+from federation.node.context import NodeContext, NodePart, one_line
+from federation.node.jobs import JobRunner
+from federation.runner import policy_refusal
+
+
+class ControlPlane(NodePart):
+    """This node's answers to the peer's control requests, and its own requests."""
+
+    def __init__(self, ctx: NodeContext, jobs: JobRunner):
+        super().__init__(ctx)
+        self.jobs = jobs
+
+    def requests(self) -> dict:
+        """The control requests this node answers: name -> handler(body) -> reply."""
+        return {"job.propose": self._on_propose, "job.decision": self._on_decision,
+                "job.abort": self._on_abort, "job.cancel": self._on_cancel,
+                "node.hello": self._on_hello}
+
+    def job_filter(self, job_id: str):
+        """The peer may only open streams for jobs this node agreed to (or proposed)."""
+        try:
+            rec = self.store.get(job_id)
+        except JobNotFound:
+            return f"job {job_id} is not known to {self.cfg.name}"
+        if rec.job_id != job_id or rec.state in FINAL:
+            return f"job {job_id} is {rec.state} on {self.cfg.name}"
+        if rec.role == "platform" and rec.state == "submitted":
+            return f"job {job_id} is not approved on {self.cfg.name}"
+        return True
+
+    # ------------------------------------------------------------------ submit (bank)
+    def submit(self, spec_dict: dict, source: str = "job.toml") -> dict:
+        if self.cfg.party != "bank":
+            raise AdminError("jobs are submitted at the bank's node; this node is the "
+                             "platform (it approves or refuses proposals)")
+        try:
+            spec = job_spec_from_dict(spec_dict, source)
+        except ConfigError as exc:
+            raise AdminError(str(exc)) from None
+        if spec.algorithm == "score":
+            try:
+                m = self.store.model(spec.model)
+            except KeyError as exc:
+                raise AdminError(str(exc.args[0])) from None
+            spec.model = m["model_id"]
+            spec.train_algorithm = m["algorithm"]
+        reason = policy_refusal(spec, self.cfg)
+        if reason:
+            raise AdminError(f"refused by this node's policy: {reason}")
+        try:
+            ds = self.cfg.dataset(spec.dataset)
+        except ConfigError as exc:
+            raise AdminError(str(exc)) from None
+        if not Path(ds.path).is_file():
+            raise AdminError(f"{self.cfg.file}: datasets.{ds.name}.path: {ds.path} does not "
+                             "exist (fix the path in node.toml and restart the node)")
+        job_id = f"{spec.name}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-" \
+                 f"{secrets.token_hex(3)}"
+        # where the bank writes scores is its own business: kept out of the agreed spec
+        output, spec.output = spec.output, ""
+        self.store.create(job_id, spec.name, spec.algorithm, "bank", spec.to_dict())
+        if output:
+            self.store.update(job_id, artifacts={"requested_output": output})
+        self.log("job.submitted", {"job_id": job_id, "algorithm": spec.algorithm})
+        t = threading.Thread(target=self._propose, args=(job_id, spec), daemon=True,
+                             name=f"propose-{job_id}")
+        self.jobs.track(job_id, {"thread": t})
+        t.start()
+        return {"job_id": job_id}
+
+    def _propose(self, job_id: str, spec: JobSpec) -> None:
+        try:
+            reply = self.channel.request("job.propose", {
+                "job_id": job_id, "spec": spec.to_dict(), "from": self.cfg.name})
+        except Exception as exc:  # noqa: BLE001 - reported on the job
+            self.jobs.fail(job_id, f"could not propose the job to {self.cfg.peer.name} at "
+                           f"{self.cfg.peer.address}: {one_line(exc)}", notify=False)
+            return
+        decision = reply.get("decision")
+        if decision == "accept":
+            self._approved(job_id)
+        elif decision == "pending":
+            self.store.event(job_id, "awaiting_approval",
+                             {"message": f"{self.cfg.peer.name} requires manual approval; "
+                                         "waiting for its operator"})
+            self.log("job.awaiting_approval", {"job_id": job_id})
+            self.jobs.untrack(job_id)
+        else:
+            reason = str(reply.get("reason") or "no reason given")[:500]
+            self.jobs.fail(job_id, f"refused by {self.cfg.peer.name}'s policy: {reason}",
+                           notify=False)
+
+    def _approved(self, job_id: str) -> None:
+        try:
+            self.store.transition(job_id, "approved")
+        except (InvalidTransition, JobNotFound) as exc:
+            self.log("job.not_started", {"job_id": job_id, "why": str(exc)})
+            return
+        self.jobs.launch(job_id)
+
+    # ------------------------------------------------------------------ platform side
+    def _on_propose(self, body: dict) -> dict:
+        job_id = str(body.get("job_id", ""))
+        if not job_id or len(job_id) > 128 or not all(c.isalnum() or c in "._-"
+                                                      for c in job_id):
+            return {"decision": "refuse", "reason": "malformed job id"}
+        if self.cfg.party != "platform":
+            return {"decision": "refuse", "reason": f"{self.cfg.name} is a bank node; it does "
+                    "not accept proposals"}
+        try:
+            spec = job_spec_from_dict(body.get("spec") or {}, f"proposal {job_id}")
+        except ConfigError as exc:
+            return {"decision": "refuse", "reason": f"invalid job spec ({exc})"}
+        reason = policy_refusal(spec, self.cfg, peer_side=True)
+        if not reason and not Path(self.cfg.datasets[spec.peer_dataset].path).is_file():
+            reason = (f"dataset {spec.peer_dataset!r} is configured but its file is missing "
+                      f"on {self.cfg.name} (its operator must fix node.toml)")
+            self.log("dataset.missing", {"dataset": spec.peer_dataset}, level="error")
+        if spec.algorithm == "score" and not reason:
+            try:
+                m = self.store.model(spec.model)
+                if m["algorithm"] != spec.train_algorithm:
+                    reason = f"model {spec.model!r} here is a {m['algorithm']} model"
+            except KeyError:
+                reason = f"no model {spec.model!r} on {self.cfg.name}"
+        try:
+            self.store.create(job_id, spec.name, spec.algorithm, "platform", spec.to_dict())
+        except ValueError:
+            return {"decision": "refuse", "reason": f"job id {job_id!r} already exists"}
+        if reason:
+            self.log("job.refused", {"job_id": job_id, "reason": reason})
+            self.store.transition(job_id, "failed", f"refused by this node's policy: {reason}")
+            return {"decision": "refuse", "reason": reason}
+        if self.cfg.policy.require_approval:
+            self.store.event(job_id, "awaiting_approval", {
+                "message": "run `fedjoint job approve JOB` or `fedjoint job refuse JOB`"})
+            self.log("job.awaiting_approval", {"job_id": job_id})
+            return {"decision": "pending"}
+        self.log("job.accepted", {"job_id": job_id, "algorithm": spec.algorithm})
+        self.store.transition(job_id, "approved")
+        self.jobs.launch(job_id)
+        return {"decision": "accept"}
+
+    def decide(self, job_id: str, approve: bool, reason: str = "") -> dict:
+        """The platform operator approves or refuses a pending proposal."""
+        rec = self.store.get(job_id)
+        if rec.role != "platform" or rec.state != "submitted":
+            raise AdminError(f"job {rec.job_id} is not awaiting approval (state {rec.state})")
+        if approve:
+            self.store.transition(rec.job_id, "approved")
+            self.jobs.launch(rec.job_id)
+            self.channel.request("job.decision", {"job_id": rec.job_id, "decision": "accept"})
+        else:
+            reason = reason or "refused by the operator"
+            self.store.transition(rec.job_id, "failed", f"refused by this node's operator: "
+                                  f"{reason}")
+            self.channel.request("job.decision", {"job_id": rec.job_id, "decision": "refuse",
+                                                  "reason": reason})
+        return {"job_id": rec.job_id, "approved": approve}
+
+    def _on_decision(self, body: dict) -> dict:
+        job_id = str(body.get("job_id", ""))
+        try:
+            rec = self.store.get(job_id)
+        except JobNotFound:
+            return {"ok": False, "reason": "unknown job"}
+        if rec.job_id != job_id or rec.role != "bank" or rec.state != "submitted":
+            return {"ok": False, "reason": f"job not awaiting a decision ({rec.state})"}
+        if body.get("decision") == "accept":
+            self._approved(job_id)
+        else:
+            reason = str(body.get("reason") or "no reason given")[:500]
+            self.jobs.fail(job_id, f"refused by {self.cfg.peer.name}'s operator: {reason}",
+                           notify=False)
+        return {"ok": True}
+
+    # ------------------------------------------------------------------ abort, cancel
+    def _on_abort(self, body: dict) -> dict:
+        job_id = str(body.get("job_id", ""))
+        reason = f"{self.cfg.peer.name} stopped the job: " + \
+            str(body.get("reason") or "no reason given")[:500]
+        info = self.jobs.mark(job_id, "remote_reason", reason)
+        if info is not None:
+            self.jobs.close_link(job_id, info, reason)
+        else:
+            self.jobs.fail(job_id, reason, notify=False)
+        return {"ok": True}
+
+    def cancel(self, job_id: str) -> dict:
+        rec = self.store.get(job_id)
+        if rec.state in FINAL:
+            raise AdminError(f"job {rec.job_id} is already {rec.state}")
+        why = "cancelled by this node's operator"
+        # mark it cancelled here first (so the failure of our link is not reported as
+        # a failure), let the peer cancel its side, then stop our runner
+        info = self._cancel_local(rec.job_id, why, stop_runner=False)
+        try:
+            self.channel.request("job.cancel", {"job_id": rec.job_id})
+        except Exception as exc:  # noqa: BLE001
+            self.log("job.cancel_not_delivered", {"job_id": rec.job_id,
+                                                  "error": one_line(exc)})
+        if info is not None:
+            self.jobs.close_link(rec.job_id, info, why)
+        return {"job_id": rec.job_id, "state": "cancelled"}
+
+    def _on_cancel(self, body: dict) -> dict:
+        job_id = str(body.get("job_id", ""))
+        try:
+            self._cancel_local(job_id, f"cancelled by {self.cfg.peer.name}")
+        except (JobNotFound, AdminError):
+            pass
+        return {"ok": True}
+
+    def _cancel_local(self, job_id: str, why: str, stop_runner: bool = True):
+        info = self.jobs.mark(job_id, "cancelled", True)
+        try:
+            self.store.transition(job_id, "cancelled")
+            self.store.event(job_id, "cancelled", {"by": why})
+        except InvalidTransition:
+            pass
+        self.log("job.cancelled", {"job_id": job_id, "by": why})
+        if info is not None and stop_runner:
+            self.jobs.close_link(job_id, info, why)
+        return info
+
+    def _on_hello(self, body: dict) -> dict:
+        return {"name": self.cfg.name, "party": self.cfg.party, "time": time.time()}

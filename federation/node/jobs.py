@@ -1,0 +1,274 @@
+"""Running one job on this node: its runner thread, state transitions, transcript
+writer, and what it leaves behind (model part, PSI rows, scores, stored metrics).
+
+The job runner also keeps the registry of this node's live jobs (runner and proposal
+threads, their links, cancellation marks) that the control plane consults when the
+peer or the operator aborts or cancels a job, and that the daemon drains on stop.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from federation.admin import write_private
+from federation.config import ConfigError, JobSpec, job_spec_from_dict
+from federation.data import DataError
+from federation.jobstore import InvalidTransition, JobNotFound
+from federation.link import PeerGone, ProtocolError
+from federation.node.context import NodeContext, NodePart, one_line
+from federation.runner import JobFailed, JobResult, model_path, protocol_versions, run_job_side
+
+SEED_BYTES = 32
+_STAGE_STATE = {"psi": "psi", "training": "training", "evaluating": "evaluating",
+                "scoring": "scoring"}
+
+
+class JobRunner(NodePart):
+    """This node's live jobs and the thread that runs each one."""
+
+    def __init__(self, ctx: NodeContext):
+        super().__init__(ctx)
+        self._jobs: dict[str, dict] = {}          # job_id -> {"thread", "link", ...}
+        self._writers: dict = {}                  # job_id -> TranscriptWriter
+        self._lock = threading.RLock()
+        self._slots = threading.BoundedSemaphore(self.cfg.policy.max_concurrent_jobs)
+        self.stopping = threading.Event()
+
+    # ------------------------------------------------------------------ registry
+    def track(self, job_id: str, info: dict) -> None:
+        with self._lock:
+            self._jobs[job_id] = info
+
+    def untrack(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+    def mark(self, job_id: str, key: str, value) -> dict | None:
+        """Set ``key`` on a live job's entry; the entry, or None if the job is not live."""
+        with self._lock:
+            info = self._jobs.get(job_id)
+            if info is not None:
+                info[key] = value
+        return info
+
+    def recover(self) -> None:
+        """Jobs that were running when the node stopped cannot continue: fail them."""
+        for rec in self.store.active():
+            try:
+                self.store.transition(rec.job_id, "failed",
+                                      "interrupted: the node restarted while the job ran")
+            except InvalidTransition:
+                pass
+
+    def close_all(self, reason: str, timeout: float) -> None:
+        """Stop every live job's runner (its link fails) and wait for the threads."""
+        with self._lock:
+            running = list(self._jobs.items())
+        for job_id, info in running:
+            self.close_link(job_id, info, reason)
+        for _job_id, info in running:
+            t = info.get("thread")
+            if t is not None:
+                t.join(timeout)
+
+    def recorder_for(self, job_id: str):
+        """The channel asks for the job's recorder when the job's link is created
+        (locally or by the peer's first message): the job's transcript writer."""
+        with self._lock:
+            w = self._writers.get(job_id)
+            if w is None:
+                rec = self.store.get(job_id)
+                spec = job_spec_from_dict(rec.spec, f"job {job_id}")
+                w = self._transcript_writer(job_id, spec)
+                self._writers[job_id] = w
+            return w
+
+    # ------------------------------------------------------------------ running
+    def launch(self, job_id: str) -> None:
+        seed = os.urandom(SEED_BYTES)
+        write_private(self.data_dir / "vault" / f"{job_id}.seed", seed)
+        t = threading.Thread(target=self._run, args=(job_id, seed), daemon=True,
+                             name=f"job-{job_id}")
+        self.track(job_id, {"thread": t, "cancelled": False})
+        t.start()
+
+    def _run(self, job_id: str, seed: bytes) -> None:
+        rec = self.store.get(job_id)
+        spec = job_spec_from_dict(rec.spec, f"job {job_id}")
+        writer = None
+        link = None
+        info = self._jobs.get(job_id, {})
+        with self._slots:
+            if info.get("cancelled") or self.stopping.is_set():
+                return
+            try:
+                writer = self.recorder_for(job_id)
+                link = self.channel.link(job_id)
+                info["link"], info["writer"] = link, writer
+                self.log("job.started", {"job_id": job_id, "algorithm": spec.algorithm})
+
+                def on_stage(stage: str) -> None:
+                    state = _STAGE_STATE.get(stage)
+                    if state:
+                        self.store.transition(job_id, state)
+                        self.log("job.stage", {"job_id": job_id, "stage": stage})
+
+                last = [0.0]
+
+                def progress(step: str, frac: float) -> None:
+                    now = time.monotonic()
+                    if now - last[0] < 0.5 and frac < 1.0:
+                        return
+                    last[0] = now
+                    self.store.update(job_id, progress={"step": step,
+                                                        "fraction": round(float(frac), 4)})
+
+                def plog(event: str, fields: dict) -> None:
+                    self.log(event, {"job_id": job_id, **(fields or {})})
+                    self.store.event(job_id, event, fields or {})
+
+                result = run_job_side(spec, self.cfg, link, seed, progress=progress,
+                                      log=plog, on_stage=on_stage)
+                self._finish(job_id, spec, result, link, writer)
+            except BaseException as exc:  # noqa: BLE001 - every failure ends the job
+                self._job_error(job_id, exc, writer)
+            finally:
+                if link is not None:
+                    try:
+                        link.close(timeout=5.0)
+                    except Exception:  # noqa: BLE001
+                        pass
+                with self._lock:
+                    self._jobs.pop(job_id, None)
+                    self._writers.pop(job_id, None)
+
+    def _transcript_writer(self, job_id: str, spec: JobSpec):
+        from federation import transcript
+        names = {self.cfg.name: self.cfg.party, self.cfg.peer.name: self.cfg.peer_party}
+        return transcript.TranscriptWriter.create(
+            self.data_dir / "transcripts" / f"{job_id}.jsonl", job_id=job_id,
+            party=self.cfg.name, peer=self.cfg.peer.name,
+            signing_key=self.channel.local.signing_key,
+            peer_public_key=self.channel.peer.signing_public_key, spec=spec.to_dict(),
+            protocols=protocol_versions(spec.algorithm, spec.train_algorithm),
+            key_sizes={"paillier": spec.evaluation.key_bits,
+                       "cipher": spec.evaluation.cipher}, roles=names)
+
+    def _finish(self, job_id: str, spec: JobSpec, result: JobResult, link, writer) -> None:
+        from federation import transcript
+        jobdir = self.data_dir / "jobs" / job_id
+        jobdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        requested = self.store.get(job_id).artifacts.get("requested_output", "")
+        artifacts: dict = {"transcript": str(writer.path) if writer else ""}
+        if result.model is not None:
+            path = model_path(self.cfg, job_id)
+            result.model.save(path)
+            artifacts["model"] = str(path)
+        if result.psi_rows is not None and result.psi_rows.size:
+            buf = io.BytesIO()
+            np.save(buf, result.psi_rows.astype(np.int64), allow_pickle=False)
+            write_private(jobdir / "intersection_rows.npy", buf.getvalue())
+            artifacts["intersection_rows"] = str(jobdir / "intersection_rows.npy")
+        if result.test_scores is not None:
+            write_private(jobdir / "test_scores.json",
+                          json.dumps(result.test_scores).encode())
+            artifacts["test_scores"] = str(jobdir / "test_scores.json")
+        if result.scores is not None:
+            out = Path(requested) if requested else jobdir / "scores.csv"
+            artifacts["scores"] = str(write_scores(out, result.scores))
+        if writer is not None:
+            transcript.exchange_outcome(link, writer, result.model_digest or "")
+        if result.model is not None:
+            self.store.add_model(job_id, job_id, result.model.algorithm,
+                                 artifacts["model"], result.model_digest,
+                                 result.peer_model_digest, metrics=result.metrics,
+                                 feature_names=result.model.feature_names)
+        self.store.update(job_id, metrics=_jsonable(result.metrics), history=result.history,
+                          timings=result.timings, artifacts=artifacts,
+                          progress={"step": "done", "fraction": 1.0},
+                          checkpoint={"psi": result.psi_info,
+                                      "model_digest": result.model_digest,
+                                      "peer_model_digest": result.peer_model_digest})
+        self.store.transition(job_id, "done")
+        self.log("job.done", {"job_id": job_id, "intersection": result.intersection,
+                              "seconds": round(result.timings.get("total", 0.0), 3)})
+
+    # ------------------------------------------------------------------ failing
+    def _job_error(self, job_id: str, exc: BaseException, writer) -> None:
+        info = self._jobs.get(job_id, {})
+        if info.get("cancelled"):
+            if writer is not None:
+                writer.abort("cancelled")
+            return
+        peer_reason = ""
+        if isinstance(exc, JobFailed):
+            reason = str(exc)
+            peer_reason = reason
+        elif isinstance(exc, PeerGone):
+            reason = f"lost contact with {self.cfg.peer.name} ({self.cfg.peer.address}) " \
+                     f"during the job: {one_line(exc)}"
+        elif isinstance(exc, ProtocolError):
+            reason = f"protocol error: {one_line(exc)}"
+            peer_reason = f"{self.cfg.name} rejected a message: {one_line(exc)}"
+        elif isinstance(exc, (DataError, ConfigError)):
+            reason = one_line(exc)
+            peer_reason = f"{self.cfg.name} could not load its data (see its log)"
+        else:
+            reason = f"internal error: {type(exc).__name__}: {one_line(exc)}"
+            peer_reason = f"internal error on {self.cfg.name} (see its log)"
+            self.log("job.traceback", {"job_id": job_id, "traceback": traceback.format_exc(
+                limit=8)}, level="error")
+        remote = self._jobs.get(job_id, {}).get("remote_reason")
+        if remote and isinstance(exc, (PeerGone, ProtocolError)):
+            reason = remote
+            peer_reason = ""
+        if writer is not None:
+            try:
+                writer.abort(reason)
+            except Exception:  # noqa: BLE001
+                pass
+        self.fail(job_id, reason, notify=bool(peer_reason) and not remote,
+                  peer_reason=peer_reason)
+
+    def fail(self, job_id: str, reason: str, *, notify: bool, peer_reason: str = "") -> None:
+        try:
+            self.store.transition(job_id, "failed", reason)
+        except (InvalidTransition, JobNotFound):
+            return
+        self.log("job.failed", {"job_id": job_id, "reason": reason}, level="warning")
+        if notify and self.channel is not None:
+            try:
+                self.channel.request("job.abort", {"job_id": job_id,
+                                                   "reason": peer_reason or reason})
+            except Exception:  # noqa: BLE001 - the peer may be gone; that's fine
+                pass
+
+    def close_link(self, job_id: str, info: dict, reason: str) -> None:
+        """Make the job's runner thread stop: fail its link (the peer is told)."""
+        link = info.get("link")
+        if link is not None:
+            try:
+                link.abort(reason)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def write_scores(path: Path, scores: dict) -> Path:
+    """The bank's scoring output: ``id,score`` per scored row (mode 0600)."""
+    lines = ["id,score"] + [f"{i},{v:.6f}" for i, v in zip(scores["ids"], scores["p"],
+                                                            strict=True)]
+    write_private(Path(path), ("\n".join(lines) + "\n").encode())
+    return Path(path)
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda v: v.item() if hasattr(v, "item")
+                                 else str(v)))
