@@ -276,7 +276,8 @@ def test_bad_input_exit_2(job, tmp_path):
 
 
 def test_cli(job, tmp_path):
-    cli = audit.audit
+    from federation.cli.audit import audit_group as cli
+
     r = CliRunner()
     fp_b = fingerprint(job["pins"][BANK])
     fp_p = fingerprint(job["pins"][PLATFORM])
@@ -309,7 +310,7 @@ def test_cli(job, tmp_path):
 
 def test_fingerprints_are_printed_verbatim(capsys):
     """rich would turn ':CD:' inside a hex fingerprint into an emoji."""
-    from federation.audit import _console
+    from federation.cli.audit import _console
 
     _console().print("signing key: F2:CD:42:52")
     assert "F2:CD:42:52" in capsys.readouterr().out

@@ -83,7 +83,7 @@ def test_console_script_help():
     res = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.returncode == 0
-    for word in ("keys", "node", "job", "model", "demo"):
+    for word in ("keys", "node", "job", "model", "audit", "demo"):
         assert word in res.stdout
 
 

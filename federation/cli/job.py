@@ -1,0 +1,225 @@
+"""``fedjoint job``: submit, follow, approve/refuse, cancel and report jobs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from federation.admin import AdminClient
+from federation.cli.common import (
+    EXIT_JOB_FAILED,
+    FINAL,
+    admin_client,
+    config_option,
+    console,
+    fmt_metric,
+    fmt_time,
+    need_config,
+    print_table,
+)
+from federation.config import load_job_spec
+
+
+@click.group()
+def job() -> None:
+    """Submit and follow jobs."""
+
+
+@job.command("submit")
+@click.argument("job_file", type=click.Path())
+@config_option
+@click.option("--wait", is_flag=True, help="follow the job until it ends")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def job_submit(job_file: str, config_path: str | None, wait: bool, as_json: bool) -> None:
+    """Submit JOB_FILE (job.toml) to the local (bank) node."""
+    spec = load_job_spec(job_file)
+    client = admin_client(config_path)
+    res = client.call("submit", spec=spec.to_dict(), source=str(job_file))
+    job_id = res["job_id"]
+    if not wait:
+        if as_json:
+            click.echo(json.dumps(res))
+        else:
+            click.echo(f"submitted job {job_id}; follow it with `fedjoint job status "
+                       f"{job_id}` or `fedjoint job logs {job_id} --follow`")
+        return
+    rec = _follow(client, job_id, quiet=as_json)
+    if as_json:
+        click.echo(json.dumps(rec, default=str))
+    else:
+        _print_status(rec)
+    if rec["state"] != "done":
+        sys.exit(EXIT_JOB_FAILED)
+
+
+def _follow(client: AdminClient, job_id: str, quiet: bool = False, poll: float = 0.3) -> dict:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    c = console(stderr=True)
+    last_state = None
+    told_waiting = False
+
+    def tell_waiting(rec: dict) -> None:
+        nonlocal told_waiting
+        if rec.get("waiting") and not told_waiting and not quiet:
+            click.echo(f"{job_id}: {rec['waiting']}", err=True)
+            told_waiting = True
+    if quiet or not c.is_terminal:
+        while True:
+            rec = client.call("status", job_id=job_id)
+            tell_waiting(rec)
+            if rec["state"] != last_state and not quiet:
+                click.echo(f"{job_id}: {rec['state']}", err=True)
+                last_state = rec["state"]
+            if rec["state"] in FINAL:
+                return rec
+            time.sleep(poll)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.fields[step]}"), TimeElapsedColumn(), console=c,
+                  transient=True) as prog:
+        task = prog.add_task(job_id, total=1.0, step="")
+        while True:
+            rec = client.call("status", job_id=job_id)
+            if rec.get("waiting") and not told_waiting:
+                prog.console.print(f"{job_id}: {rec['waiting']}")
+                told_waiting = True
+            p = rec.get("progress") or {}
+            prog.update(task, description=f"{rec['state']}", completed=p.get("fraction", 0),
+                        step=p.get("step", ""))
+            if rec["state"] in FINAL:
+                return rec
+            time.sleep(poll)
+
+
+def _print_status(rec: dict) -> None:
+    c = console()
+    color = {"done": "green", "failed": "red", "cancelled": "yellow"}.get(rec["state"], "cyan")
+    c.print(f"[bold]{rec['job_id']}[/]  {rec['algorithm']}  [{color}]{rec['state']}[/]")
+    if rec.get("error"):
+        c.print(f"  reason: {rec['error']}")
+    if rec.get("waiting"):
+        c.print(f"  {rec['waiting']}")
+    p = rec.get("progress") or {}
+    if rec["state"] not in FINAL and p.get("step"):
+        c.print(f"  progress: {p['step']} {100 * float(p.get('fraction', 0)):.0f}%")
+    m = rec.get("metrics") or {}
+    shown = {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
+    if shown:
+        c.print("  " + "  ".join(f"{k}={fmt_metric(v)}" for k, v in sorted(shown.items())))
+    t = rec.get("timings") or {}
+    if t.get("total"):
+        c.print(f"  time: {t['total']:.1f} s")
+    art = rec.get("artifacts") or {}
+    for k in ("model", "scores", "transcript"):
+        if art.get(k):
+            c.print(f"  {k}: {art[k]}")
+
+
+@job.command("status")
+@click.argument("job_id")
+@config_option
+@click.option("--json", "as_json", is_flag=True)
+def job_status(job_id: str, config_path: str | None, as_json: bool) -> None:
+    """Show one job's state, error and metrics."""
+    rec = admin_client(config_path, read_only=True).call("status", job_id=job_id)
+    if as_json:
+        click.echo(json.dumps(rec, indent=2, default=str))
+    else:
+        _print_status(rec)
+
+
+@job.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=50, show_default=True)
+def job_list(config_path: str | None, as_json: bool, limit: int) -> None:
+    """List recent jobs on this node."""
+    rows = admin_client(config_path, read_only=True).call("list", limit=limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = [("JOB", "ALGORITHM", "ROLE", "STATE", "CREATED", "REASON / METRICS")]
+    for r in rows:
+        m = r.get("metrics") or {}
+        extra = r.get("error") or r.get("waiting") or (
+            f"auc={m['test_auc']:.4f}" if "test_auc" in m else
+            f"intersection={m['intersection']:,}" if "intersection" in m else "")
+        table.append((r["job_id"], r["algorithm"], r["role"], r["state"],
+                      fmt_time(r["created"]), extra))
+    print_table(table)
+
+
+@job.command("logs")
+@click.argument("job_id")
+@config_option
+@click.option("--follow", "-f", is_flag=True, help="keep printing until the job ends")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def job_logs(job_id: str, config_path: str | None, follow: bool, as_json: bool) -> None:
+    """Print a job's event log."""
+    client = admin_client(config_path, read_only=True)
+    after = 0
+    while True:
+        res = client.call("logs", job_id=job_id, after=after)
+        for e in res["events"]:
+            after = max(after, e["id"])
+            if as_json:
+                click.echo(json.dumps(e, default=str))
+            else:
+                fields = {k: v for k, v in e.items() if k not in ("id", "ts", "event")}
+                rest = " ".join(f"{k}={v}" for k, v in fields.items())
+                click.echo(f"{fmt_time(e['ts'])}  {e['event']:<22} {rest}")
+        if not follow or res["state"] in FINAL:
+            if follow and res["state"] in FINAL:
+                # drain events written alongside the final transition
+                for e in client.call("logs", job_id=job_id, after=after)["events"]:
+                    click.echo(json.dumps(e, default=str) if as_json else
+                               f"{fmt_time(e['ts'])}  {e['event']}")
+            return
+        time.sleep(0.5)
+
+
+@job.command("cancel")
+@click.argument("job_id")
+@config_option
+def job_cancel(job_id: str, config_path: str | None) -> None:
+    """Cancel a job (the peer is told too)."""
+    res = admin_client(config_path).call("cancel", job_id=job_id)
+    click.echo(f"job {res['job_id']} cancelled")
+
+
+@job.command("approve")
+@click.argument("job_id")
+@config_option
+def job_approve(job_id: str, config_path: str | None) -> None:
+    """Approve a proposed job (platform, when require_approval = true)."""
+    res = admin_client(config_path).call("approve", job_id=job_id)
+    click.echo(f"job {res['job_id']} approved")
+
+
+@job.command("refuse")
+@click.argument("job_id")
+@config_option
+@click.option("--reason", default="", help="shown to the bank's modeler")
+def job_refuse(job_id: str, config_path: str | None, reason: str) -> None:
+    """Refuse a proposed job (platform, when require_approval = true)."""
+    res = admin_client(config_path).call("refuse", job_id=job_id, reason=reason)
+    click.echo(f"job {res['job_id']} refused")
+
+
+@job.command("report")
+@click.argument("job_id")
+@config_option
+@click.option("--out", "out_path", type=click.Path(), default=None,
+              help="HTML file to write (default: <data_dir>/jobs/<job>/report.html)")
+def job_report(job_id: str, config_path: str | None, out_path: str | None) -> None:
+    """Write a self-contained HTML report of a job."""
+    from federation import report
+    cfg = need_config(config_path)
+    data = admin_client(config_path, read_only=True).call("report_data", job_id=job_id)
+    out = Path(out_path) if out_path else Path(cfg.data_dir) / "jobs" / data["job"]["id"] / \
+        "report.html"
+    path = report.write_report(data, out)
+    click.echo(f"report written to {path}")

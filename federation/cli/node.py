@@ -1,0 +1,83 @@
+"""``fedjoint node``: run the party node daemon and check the peer."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+
+import click
+
+from federation.admin import AdminClient, AdminError
+from federation.cli.common import EXIT_ERROR, config_option, console, need_config
+
+
+@click.group()
+def node() -> None:
+    """Run and check the party node."""
+
+
+@node.command("start")
+@config_option
+@click.option("--quiet", is_flag=True, help="do not echo the JSON log to stderr")
+def node_start(config_path: str | None, quiet: bool) -> None:
+    """Run the node daemon until interrupted (Ctrl-C / SIGTERM)."""
+    from federation.node import Node
+    cfg = need_config(config_path)
+    n = Node(cfg, quiet=quiet)
+    try:
+        n.start()
+    except Exception:
+        n.stop()
+        raise
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    if not quiet:
+        click.echo(f"fedjoint node {cfg.name} ({cfg.party}) listening on "
+                   f"{n.channel_address}; admin on {n.admin.address}; Ctrl-C to stop",
+                   err=True)
+    while not stop.wait(0.5):
+        pass
+    n.stop()
+
+
+@node.command("check")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def node_check(config_path: str | None, as_json: bool) -> None:
+    """Reach the peer: round-trip latency and both fingerprints."""
+    cfg = need_config(config_path)
+    try:
+        res = AdminClient(cfg.data_dir).call("check", timeout=60)
+        via = "running node"
+    except AdminError as exc:
+        if "not running" not in str(exc):
+            raise
+        from federation.node import standalone_check
+        res = standalone_check(cfg)
+        via = "standalone client (the local node is not running)"
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+    else:
+        c = console()
+        c.print(f"[bold]{cfg.name}[/] ({cfg.party}) -> [bold]{cfg.peer.name}[/] at "
+                f"{cfg.peer.address}  [dim](via {via})[/]")
+        c.print(f"  local certificate fingerprint:  {res.get('local_cert_fingerprint', '')}")
+        c.print(f"  local signing fingerprint:      {res.get('local_signing_fingerprint', '')}")
+        c.print(f"  peer certificate fingerprint:   {res.get('peer_cert_fingerprint', '')} "
+                f"(pinned)")
+        c.print(f"  peer signing fingerprint:       {res.get('peer_signing_fingerprint', '')}")
+        if res.get("ok"):
+            c.print(f"  [green]peer reachable[/]: round trip {res['rtt_ms']:.2f} ms "
+                    f"(median of {res.get('pings', 1)}); it answers as "
+                    f"{res.get('peer_reports', '?')} with the pinned certificate and key")
+        else:
+            c.print(f"  [red]peer unreachable[/]: {res.get('error')}")
+    if not res.get("ok"):
+        sys.exit(EXIT_ERROR)
