@@ -9,7 +9,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from federation.channel.peer import ChannelSettings, PeerChannel
+from federation.channel.peer import PeerChannel
+from federation.channel.settings import ChannelSettings
 from federation.keys import (
     LocalIdentity,
     PeerIdentity,
