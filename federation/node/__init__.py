@@ -30,9 +30,8 @@ Modules (each imports only modules listed above it)::
 Logs never contain keys, tokens, seeds or data values.
 """
 
-from federation.config import TRAINING_ALGORITHMS
 from federation.node.daemon import Node
 from federation.node.logs import JsonLog
 from federation.node.peer import make_channel, standalone_check
 
-__all__ = ["Node", "JsonLog", "TRAINING_ALGORITHMS", "make_channel", "standalone_check"]
+__all__ = ["Node", "JsonLog", "make_channel", "standalone_check"]
