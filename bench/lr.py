@@ -27,6 +27,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 DATA = os.path.join(ROOT, "tests", "data")
+
+from parties import registry  # noqa: E402 (after the path set-up)
+from parties.common.role import PartyData, insecure_test_policy  # noqa: E402
+
+BENCH_POLICY = insecure_test_policy()   # bench keys may be test sizes (--key-bits)
 FATE_COORDINATED_S = 62.0
 
 
@@ -59,16 +64,14 @@ def node_main(role: str, keys: dict, conn, cfg: dict) -> None:
         keygen = time.perf_counter() - t
         conn.send("ready")
         assert conn.recv() == "go"
+        algo = registry.get("logistic_regression")
+        params = algo.parse_params(cfg["params"], "bench params")
         job = "lr-bench"
         link = chan.link(job)
         ctx = ProtocolContext(link, job, Drbg(os.urandom(32)), workers=cfg["workers"])
         t = time.perf_counter()
-        if role == "bank":
-            from parties.bank.lr import train
-            out = train(ctx, X, y, names, cfg["params"], cipher)
-        else:
-            from parties.provincial_platform.lr import train
-            out = train(ctx, X, names, cfg["params"], cipher)
+        out = algo.role(role).train(ctx, PartyData(X, names, y=y), params, cipher,
+                                    BENCH_POLICY)
         wall = time.perf_counter() - t
         try:
             link.close()

@@ -29,6 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT / "tests" / "data"
 
+from parties import registry  # noqa: E402 (after the path set-up)
+from parties.common.role import PartyData, insecure_test_policy  # noqa: E402
+
+BENCH_POLICY = insecure_test_policy()   # bench keys may be test sizes (--key-bits)
+
+
+def typed(params: dict):
+    return registry.get("secureboost").parse_params(params, "bench params")
+
 
 def load(rows: int | None):
     import pandas as pd
@@ -82,7 +91,7 @@ def _party(role, keys, ports, params, rows, bits, workers, out_q, profile=None):
             cipher = PaillierPrivateCipher.generate(bits, workers=workers,
                                                     insecure_test_key=bits < 2048)
             keygen = time.perf_counter() - t
-            out = bank.train(ctx, Xb, y, nb, params, cipher)
+            out = bank.train(ctx, PartyData(Xb, nb, y=y), typed(params), cipher, BENCH_POLICY)
             out_q.put({"role": role, "keygen": keygen, "timings": out.timings,
                        "cpu": _cpu(),
                        "history": [{k: h[k] for k in ("tree", "seconds", "n_leaves")}
@@ -90,8 +99,7 @@ def _party(role, keys, ports, params, rows, bits, workers, out_q, profile=None):
                        "auc": out.metrics["train"]["auc"]})
         else:
             from parties.provincial_platform import secureboost as plat
-            out = plat.train(ctx, Xp, npf, params,
-                             {"allow_insecure_test_key": True})
+            out = plat.train(ctx, PartyData(Xp, npf), typed(params), None, BENCH_POLICY)
             out_q.put({"role": role, "timings": out.timings, "cpu": _cpu()})
         try:
             link.flush(30)
@@ -136,10 +144,11 @@ def run_local(params, rows, bits, workers):
                                             insecure_test_key=bits < 2048)
     keygen = time.perf_counter() - t
     ob, op = run_two_parties(
-        lambda: bank.train(ProtocolContext(a, "b", Drbg.fresh("b"), workers=workers), Xb, y,
-                           nb, params, cipher),
-        lambda: plat.train(ProtocolContext(b, "b", Drbg.fresh("p"), workers=workers), Xp,
-                           npf, params, {"allow_insecure_test_key": True}), timeout=7200)
+        lambda: bank.train(ProtocolContext(a, "b", Drbg.fresh("b"), workers=workers),
+                           PartyData(Xb, nb, y=y), typed(params), cipher, BENCH_POLICY),
+        lambda: plat.train(ProtocolContext(b, "b", Drbg.fresh("p"), workers=workers),
+                           PartyData(Xp, npf), typed(params), None, BENCH_POLICY),
+        timeout=7200)
     return {"bank": {"keygen": keygen, "timings": ob.timings, "auc":
                      ob.metrics["train"]["auc"],
                      "history": [{k: h[k] for k in ("tree", "seconds", "n_leaves")}
@@ -172,8 +181,7 @@ def main(argv=None):
                     help="directory for cProfile stats of each party (tls link)")
     a = ap.parse_args(argv)
     trees = a.trees or (3 if a.quick else 20)
-    params = dict(n_trees=trees, max_depth=5, max_bin=32, learning_rate=0.3,
-                  key_bits=a.bits)
+    params = dict(n_trees=trees, max_depth=5, max_bin=32, learning_rate=0.3)
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     if a.link == "tls":

@@ -143,6 +143,7 @@ def prepare(work: Path, quick: bool, say=print) -> tuple[Path, Path, Path]:
         cfg["channel"]["deadline_s"] = 30
         if quick:
             cfg["policy"]["allow_insecure_test_jobs"] = True   # 1024-bit test keys
+            cfg["policy"]["min_key_bits"] = 1024
         p.write_text(_dump_toml(cfg))
         paths[party] = p
 

@@ -24,17 +24,17 @@ Pipeline (training jobs)::
     -> evaluate on the test split by federated prediction (bank computes metrics)
     -> exchange model-part digests
 
-Control messages this module itself sends (kinds ``job.*``): ``job.check`` (does the
-intersection satisfy my policy, and the split digest), ``job.model_digest`` (the
-digest of my model part), ``score.model`` (which model parts a scoring job uses).
-None of them carries data values.
+Algorithms are reached only through :mod:`parties.registry`: the entry names the role
+modules (one contract, :mod:`parties.common.role`), the typed params (parsed once, in
+``JobSpec.parsed``), the key holders and the protocol table. Every message the job
+sends goes through a :class:`~federation.link.DeclaredLink` that refuses kinds the
+job's protocols (runner, PSI, algorithm) do not declare. The runner's own messages are
+declared in :mod:`federation.job_protocol`; none carries data values.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,14 +42,16 @@ from pathlib import Path
 
 import numpy as np
 
-from federation.config import TRAINING_ALGORITHMS, JobSpec, NodeConfig
+from federation import job_protocol as J
+from federation.config import JobSpec, NodeConfig, parse_psi_params
 from federation.data import Dataset, hashed_split, load_dataset
-from federation.link import Link, ProtocolContext, ProtocolError
+from federation.link import DeclaredLink, Link, ProtocolContext, ProtocolError
+from federation.policy import holds_key, make_cipher, policy_refusal, role_policy
+from parties import registry
 from parties.common.artifact import ModelPart
+from parties.common.role import PartyData
+from psi import protocol as psi_protocol
 from secure_agg.rng import Drbg
-
-MODULES = {"secureboost": "secureboost", "logistic_regression": "lr"}
-ROLE_PACKAGE = {"bank": "parties.bank", "platform": "parties.provincial_platform"}
 
 
 class JobFailed(Exception):
@@ -108,22 +110,28 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     on_stage = on_stage or _noop
     party = node.party
     job_id = link.job_id
+    kind = spec.kind
     root = Drbg(seed, f"job/{job_id}")
     res = JobResult(job_id=job_id, party=party, algorithm=spec.algorithm)
     t_all = time.perf_counter()
+    _check_local_policy(spec, node)
+    stored = _load_model(node, spec.model) if kind == "score" else None
+    algo_name = stored.algorithm if stored is not None else spec.model_algorithm
+    if stored is not None and spec.train_algorithm not in ("", stored.algorithm):
+        raise JobFailed(f"model {spec.model!r} is a {stored.algorithm!r} model, the job "
+                        f"says {spec.train_algorithm!r}")
+    algo = registry.get(algo_name) if kind != "psi" else None
+    tables = [J.TABLE, psi_protocol.TABLE] + ([algo.protocol] if algo else [])
+    link = DeclaredLink(link, tables, party)
 
     def ctx(label: str) -> ProtocolContext:
         return ProtocolContext(link=link, job_id=job_id, rng=root.child(label),
                                workers=node.workers, log=log, progress=progress)
 
-    _check_local_policy(spec, node)
-
     # ---- own data -------------------------------------------------------------------
     t = time.perf_counter()
-    stored: ModelPart | None = None
     ds_cfg = node.dataset(spec.dataset_for(party))
-    if spec.algorithm == "score":
-        stored = _load_model(node, spec.model)
+    if kind == "score":
         if party == "platform":
             from dataclasses import replace
             ds_cfg = replace(ds_cfg, columns=list(stored.feature_names))
@@ -131,7 +139,7 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
         if party == "bank":
             data = _select_columns(data, stored.feature_names, ds_cfg.name)
     else:
-        need = party == "bank" and spec.algorithm in TRAINING_ALGORITHMS
+        need = party == "bank" and algo is not None and algo.needs_label
         data = load_dataset(ds_cfg, need_label=need)
     log("data.loaded", {"dataset": ds_cfg.name, "rows": len(data),
                         "features": len(data.feature_names)})
@@ -142,7 +150,7 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     t = time.perf_counter()
     rows, agreed_ids, info = _run_psi(ctx("psi"), party, data.ids, spec.psi,
                                       node.policy.min_intersection, psi_dirs(node),
-                                      need_rows=spec.algorithm != "psi")
+                                      need_rows=kind != "psi")
     res.intersection = info["size"]
     res.psi_info = info
     res.psi_rows = rows
@@ -154,17 +162,16 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     # split before any model traffic
     test_mask = (hashed_split(agreed_ids, spec.evaluation.test_fraction,
                               spec.evaluation.split_salt)
-                 if spec.algorithm in TRAINING_ALGORITHMS
-                 else np.zeros(len(rows), dtype=bool))
+                 if kind == "train" else np.zeros(len(rows), dtype=bool))
     _exchange_checks(link, node, res.intersection, test_mask)
 
-    if spec.algorithm == "psi":
+    if kind == "psi":
         res.timings["total"] = time.perf_counter() - t_all
         res.metrics = {"intersection": res.intersection, "own_rows": len(data)}
         res.model_digest = _digest(b"fedjoint-psi-result-v1", rows.astype(">i8").tobytes())
         return res
 
-    if spec.algorithm == "score":
+    if kind == "score":
         on_stage("scoring")
         _score(spec, node, link, ctx, stored, aligned, res)
         res.timings["total"] = time.perf_counter() - t_all
@@ -182,25 +189,21 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     train, valid = (train.take(np.flatnonzero(~valid_mask)),
                     train.take(np.flatnonzero(valid_mask)))
     res.n_train, res.n_test = len(train), len(test)
-    if party == "bank" and len(np.unique(train.y)) < 2:
+    if party == "bank" and algo.needs_label and len(np.unique(train.y)) < 2:
         raise JobFailed(f"the training split has only one class ({len(train)} rows); the "
                         "intersection is too small or too unbalanced")
-    algo = spec.algorithm
-    mod = _role_module(party, algo)
-    params = _params(algo, spec.params)
+    role = algo.role(party)
     t = time.perf_counter()
-    # a role that holds its own key (the bank; the platform in LR) gets a private cipher
-    needs_key = party == "bank" or "cipher" in inspect.signature(mod.train).parameters
-    cipher = make_cipher(spec, node, root) if needs_key else None
+    cipher = make_cipher(spec, node, root) if holds_key(spec, party) else None
     res.timings["keygen"] = time.perf_counter() - t
-    X_valid = valid.X if len(valid) else None
-    if party == "bank":
-        y_valid = valid.y if len(valid) else None
-        outcome = _call(mod.train, ctx("train"), train.X, train.y, list(train.feature_names),
-                        params, cipher, X_valid=X_valid, y_valid=y_valid)
-    else:
-        outcome = _call(mod.train, ctx("train"), train.X, list(train.feature_names), params,
-                        cipher=cipher, X_valid=X_valid, policy=role_policy(node))
+    labelled = party == "bank" and algo.needs_label
+    part_data = PartyData(train.X, list(train.feature_names),
+                          y=train.y if labelled else None,
+                          X_valid=valid.X if len(valid) else None,
+                          y_valid=valid.y if labelled and len(valid) else None)
+    params = spec.parsed if spec.parsed is not None else \
+        algo.parse_params(spec.params, "job [params]")
+    outcome = role.train(ctx("train"), part_data, params, cipher, role_policy(node))
     res.timings["training"] = time.perf_counter() - t
     model = outcome.model
     res.history = list(outcome.history or [])
@@ -212,7 +215,7 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     if len(test):
         on_stage("evaluating")
         t = time.perf_counter()
-        scores = mod.predict(ctx("predict"), model, test.X)
+        scores = role.predict(ctx("predict"), model, test.X)
         res.timings["evaluating"] = time.perf_counter() - t
         if party == "bank":
             from parties.common import metrics as M
@@ -226,12 +229,7 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
                         "n_test": res.n_test})
 
     # ---- bind the two model parts: each records the other's unbound digest ------------
-    own = unbound_digest(model)
-    link.send("job.model_digest", {"digest": own})
-    peer = link.recv_json("job.model_digest")
-    peer_digest = str(peer.get("digest", ""))
-    if len(peer_digest) != 64:
-        raise ProtocolError("job.model_digest: expected a 64-hex-digit digest")
+    peer_digest = J.exchange_model_digests(link, unbound_digest(model))
     model.peer_part_digest = peer_digest
     res.model = model
     res.model_digest = model.digest()
@@ -250,88 +248,14 @@ def _check_local_policy(spec: JobSpec, node: NodeConfig) -> None:
         raise JobFailed(f"refused by {node.name}'s policy: {reason}")
 
 
-def policy_refusal(spec: JobSpec, node: NodeConfig, *, peer_side: bool = False) -> str:
-    """Why this node's policy refuses ``spec`` ('' if it does not)."""
-    pol = node.policy
-    if spec.algorithm not in pol.allowed_algorithms:
-        return (f"algorithm {spec.algorithm!r} is not allowed (allowed: "
-                f"{', '.join(pol.allowed_algorithms) or 'none'})")
-    ds_name = spec.dataset_for(node.party)
-    if ds_name not in node.datasets:
-        return f"no dataset named {ds_name!r} on {node.name}"
-    if pol.allowed_datasets is not None and ds_name not in pol.allowed_datasets and \
-            node.party == "platform":
-        return f"dataset {ds_name!r} is not offered to the peer"
-    if spec.algorithm in TRAINING_ALGORITHMS or spec.algorithm == "score":
-        ev = spec.evaluation
-        if ev.cipher == "plain" and not pol.allow_insecure_test_jobs:
-            return ("cipher = 'plain' (unencrypted test job) is not allowed; set "
-                    "allow_insecure_test_jobs = true only on test nodes")
-        if ev.cipher == "paillier" and ev.key_bits < pol.min_key_bits and \
-                not pol.allow_insecure_test_jobs:
-            return f"Paillier key of {ev.key_bits} bits is below the minimum {pol.min_key_bits}"
-    return ""
-
-
-def make_cipher(spec: JobSpec, node: NodeConfig, root: Drbg):
-    """This party's private cipher for the job. The Paillier key is derived from the
-    job seed (``Drbg(seed).child("paillier")``) so a replay regenerates it exactly."""
-    ev = spec.evaluation
-    if ev.cipher == "plain":
-        from secure_agg.cipher import PlainCipher
-        return PlainCipher(ev.key_bits, workers=node.workers)
-    from secure_agg.paillier import PaillierPrivateCipher
-    return PaillierPrivateCipher.generate(ev.key_bits, rng=root.child("paillier"),
-                                          workers=node.workers,
-                                          insecure_test_key=ev.key_bits < 2048)
-
-
-def role_policy(node: NodeConfig) -> dict:
-    """The platform's data-use policy as the protocol roles read it."""
-    pol = node.policy
-    return {"allow_plain_cipher": pol.allow_insecure_test_jobs,
-            "min_key_bits": pol.min_key_bits,
-            "allow_insecure_test_key": pol.allow_insecure_test_jobs,
-            "reveal_feature_names": pol.reveal_feature_names}
-
-
-def _role_module(party: str, algorithm: str):
-    name = f"{ROLE_PACKAGE[party]}.{MODULES[algorithm]}"
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise JobFailed(f"algorithm {algorithm!r} is not available on this node ({exc})") \
-            from None
-
-
-def _params(algorithm: str, params: dict) -> dict:
-    """Validate (errors name the key) and hand the role the plain dict."""
-    from federation.config import validate_algorithm_params
-    validate_algorithm_params(algorithm, params, "job [params]")
-    return dict(params)
-
-
-def _call(fn, *args, **kwargs):
-    """Call a role function passing only the keyword arguments it accepts."""
-    sig = inspect.signature(fn)
-    if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in sig.parameters}
-    return fn(*args, **kwargs)
-
-
 def protocol_versions(algorithm: str, train_algorithm: str = "") -> dict[str, str]:
     """Versions of every protocol a job of ``algorithm`` runs. The transcript's first
     record binds them; replay refuses to run under different versions."""
     from federation.channel.peer import PROTOCOL_VERSION as channel_version
-    from psi.protocol import PROTOCOL_VERSION as psi_version
-    out = {"channel": str(channel_version), "psi": str(psi_version)}
+    out = {"channel": str(channel_version), "psi": str(psi_protocol.PROTOCOL_VERSION)}
     algo = train_algorithm if algorithm == "score" else algorithm
-    if algo == "logistic_regression":
-        from parties.common.lr_common import PROTOCOL_VERSION as version
-        out[algo] = str(version)
-    elif algo == "secureboost":
-        from parties.common.secureboost_wire import PROTOCOL_VERSION as version
-        out[algo] = str(version)
+    if algo and algo != "psi":
+        out[algo] = registry.get(algo).version
     return out
 
 
@@ -348,12 +272,9 @@ def _run_psi(ctx: ProtocolContext, party: str, ids: list[str], psi_params: dict,
     """-> (row indices into own data in the agreed order, the agreed normalised ids,
     info). This node's ``min_intersection`` policy goes into the PSI hello (the
     platform's is binding on both). ``dirs`` = (key_dir, cache_dir) of this node."""
-    try:
-        from psi import ids as psi_ids
-        from psi import protocol as P
-    except ImportError as exc:
-        raise JobFailed(f"PSI is not available on this node ({exc})") from None
-    from parties.common.params import ParamError, from_dict
+    from federation.config import ConfigError
+    from psi import ids as psi_ids
+    P = psi_protocol
     values = dict(psi_params)
     values["min_intersection"] = max(int(values.get("min_intersection", 0)), min_intersection)
     values.pop("key_dir", None)
@@ -361,9 +282,8 @@ def _run_psi(ctx: ProtocolContext, party: str, ids: list[str], psi_params: dict,
     if dirs is not None:
         values["key_dir"], values["cache_dir"] = dirs
     try:
-        params = from_dict(P.PsiParams, values, "job [psi]")
-        params.validate()
-    except (ParamError, ValueError) as exc:
+        params = parse_psi_params(values, "job [psi]")
+    except ConfigError as exc:
         raise JobFailed(f"invalid [psi] parameters: {exc}") from None
     try:
         out = P.run_psi(ctx, party, ids, params)
@@ -393,21 +313,10 @@ def _exchange_checks(link: Link, node: NodeConfig, n: int, test_mask: np.ndarray
     if n < node.policy.min_intersection:
         problem = (f"the intersection has {n} IDs, below {node.name}'s minimum "
                    f"min_intersection = {node.policy.min_intersection}")
-    digest = hashlib.sha256(np.packbits(test_mask.astype(np.uint8)).tobytes() +
-                            str(len(test_mask)).encode()).hexdigest()
-    link.send("job.check", {"ok": not problem, "reason": problem, "split": digest,
-                            "intersection": n})
-    peer = link.recv_json("job.check")
-    if problem:
-        raise JobFailed(problem)
-    if not peer.get("ok", False):
-        raise JobFailed(str(peer.get("reason") or "the peer refused to continue")[:500])
-    if peer.get("intersection") != n:
-        raise JobFailed(f"the parties disagree on the intersection size ({n} here, "
-                        f"{peer.get('intersection')!r} at the peer)")
-    if peer.get("split") != digest:
-        raise JobFailed("the parties computed different train/test splits from the "
-                        "intersection (are the IDs formatted differently on each side?)")
+    try:
+        J.exchange_checks(link, problem, n, test_mask)
+    except J.CheckFailed as exc:
+        raise JobFailed(str(exc)) from None
 
 
 def _load_model(node: NodeConfig, model_id: str) -> ModelPart:
@@ -433,19 +342,19 @@ def _select_columns(data: Dataset, names: list[str], ds: str) -> Dataset:
 def _score(spec: JobSpec, node: NodeConfig, link: Link, ctx, model: ModelPart,
            aligned: Dataset, res: JobResult) -> None:
     # both sides confirm they hold the two halves of the same model
-    link.send("score.model", {"model": spec.model, "own_digest": unbound_digest(model),
+    link.send(J.K_SCORE_MODEL, {"model": spec.model, "own_digest": unbound_digest(model),
                               "peer_digest": model.peer_part_digest,
                               "algorithm": model.algorithm})
-    peer = link.recv_json("score.model")
+    peer = link.recv_json(J.K_SCORE_MODEL)
     if peer.get("algorithm") != model.algorithm:
         raise JobFailed(f"the peer's model {spec.model!r} is a {peer.get('algorithm')!r} "
                         f"model, here it is {model.algorithm!r}")
     if model.peer_part_digest and peer.get("own_digest") != model.peer_part_digest:
         raise JobFailed(f"the peer's part of model {spec.model!r} is not the one this "
                         "node's part was trained with (digest mismatch)")
-    mod = _role_module(node.party, model.algorithm)
+    role = registry.get(model.algorithm).role(node.party)  # checked against the job above
     t = time.perf_counter()
-    scores = mod.predict(ctx("predict"), model, aligned.X)
+    scores = role.predict(ctx("predict"), model, aligned.X)
     res.timings["scoring"] = time.perf_counter() - t
     res.peer_model_digest = str(peer.get("own_digest", ""))
     res.metrics = {"intersection": res.intersection, "scored": len(aligned)}

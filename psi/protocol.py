@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from federation.link import ProtocolContext, ProtocolError, declare_disclosures
+from federation.link import Message, ProtocolContext, ProtocolError, declare_protocol
 
 from .cache import KeyStore, OprfCache, PeerSetCache, key_id
 from .engine import POINT_BYTES, WITNESS_BYTES, Engine
@@ -528,14 +528,24 @@ def _witnessed_points(payload) -> int:
     return len(payload) // WITNESS_BYTES if isinstance(payload, bytes) else 1
 
 
-# What crosses in the clear or lets the receiver compute something about its own
-# rows: counted per job in the transcript's disclosure ledger (docs/psi.md).
-declare_disclosures({
-    "psi.hello": "set size and protocol parameters",
-    "psi.double": ("double-blinded points of the receiver's own IDs (intersection)",
-                   _points),
-    "psi.cache_block": "64-bit truncated OPRF values of platform IDs",
-    "psi.oprf_reply": ("OPRF evaluations of the bank's blinded IDs", _witnessed_points),
-    "psi.claim_pos": "claimed intersection positions in the platform cache",
-    "psi.verdict": "intersection verdicts on claimed matches",
-})
+# What crosses in the clear or lets the receiver compute something about its own rows
+# carries a disclosure, counted per job in the transcript's ledger (docs/psi.md).
+TABLE = declare_protocol("psi", PROTOCOL_VERSION, [
+    Message("psi.hello", "either", "json", "role, mode, set size, parameters, status",
+            disclosure="set size and protocol parameters"),
+    Message("psi.blinded", "either", "bin", "the sender's blinded ID points with witnesses"),
+    Message("psi.double", "either", "bin", "the receiver's points blinded again by the sender",
+            disclosure="double-blinded points of the receiver's own IDs (intersection)",
+            count=_points),
+    Message("psi.cache_req", "bank", "json", "whether the bank holds the current cache"),
+    Message("psi.cache_block", "platform", "npy", "truncated OPRF values of platform IDs",
+            disclosure="64-bit truncated OPRF values of platform IDs"),
+    Message("psi.oprf_query", "bank", "bin", "the bank's blinded ID points with witnesses"),
+    Message("psi.oprf_reply", "platform", "bin", "the platform key applied to the queries",
+            disclosure="OPRF evaluations of the bank's blinded IDs", count=_witnessed_points),
+    Message("psi.claim_pos", "bank", "npy", "claimed matching positions in the cache",
+            disclosure="claimed intersection positions in the platform cache"),
+    Message("psi.claim_val", "bank", "npy", "full OPRF values of the claimed matches"),
+    Message("psi.verdict", "platform", "npy", "which claimed matches are real",
+            disclosure="intersection verdicts on claimed matches"),
+])

@@ -5,7 +5,7 @@ channel, the config or the transcript writer (a test reads the imports to enforc
 * :mod:`~federation.link.errors` - ProtocolError, PeerGone
 * :mod:`~federation.link.codec` - payload codec (bin / npy / json) and the Envelope
 * :mod:`~federation.link.link` - Link, ProtocolContext, in-memory link pairs
-* :mod:`~federation.link.declare` - disclosure declarations
+* :mod:`~federation.link.declare` - message tables and disclosure declarations
 """
 
 from federation.link.codec import (
@@ -18,19 +18,33 @@ from federation.link.codec import (
     decode_payload,
     encode_payload,
 )
-from federation.link.declare import DISCLOSURES, Disclosure, declare_disclosures, default_count
-from federation.link.errors import PeerGone, ProtocolError
+from federation.link.declare import (
+    DISCLOSURES,
+    PROTOCOLS,
+    Disclosure,
+    Message,
+    ProtocolTable,
+    declare_disclosures,
+    declare_protocol,
+    default_count,
+    wire_table_markdown,
+)
+from federation.link.errors import PeerAborted, PeerGone, ProtocolError
 from federation.link.link import (
+    DeclaredLink,
     Link,
     MessageRecorder,
     ProtocolContext,
     local_link_pair,
+    root_cause,
     run_two_parties,
 )
 
 __all__ = [
-    "DISCLOSURES", "KIND_RE", "MAX_KIND_LEN", "PTYPES", "Disclosure", "Envelope", "Link",
-    "MessageRecorder", "Payload", "PeerGone", "ProtocolContext", "ProtocolError",
-    "check_kind", "declare_disclosures", "decode_payload", "default_count",
-    "encode_payload", "local_link_pair", "run_two_parties",
+    "DISCLOSURES", "KIND_RE", "MAX_KIND_LEN", "PROTOCOLS", "PTYPES", "DeclaredLink",
+    "Disclosure", "Envelope", "Link", "Message", "MessageRecorder", "Payload", "PeerAborted",
+    "PeerGone", "ProtocolContext", "ProtocolError", "ProtocolTable", "check_kind",
+    "declare_disclosures", "declare_protocol", "decode_payload", "default_count",
+    "encode_payload", "local_link_pair", "root_cause", "run_two_parties",
+    "wire_table_markdown",
 ]

@@ -7,3 +7,8 @@ class ProtocolError(Exception):
 
 class PeerGone(ProtocolError):
     """The peer disconnected or missed its deadline."""
+
+
+class PeerAborted(ProtocolError):
+    """The peer sent its protocol's abort message: the root cause is on the peer's side
+    (its job log, or the peer's error in :func:`~federation.link.run_two_parties`)."""

@@ -22,7 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from federation.link.codec import Envelope, Payload, check_kind, decode_payload, encode_payload
-from federation.link.errors import PeerGone, ProtocolError
+from federation.link.declare import ProtocolTable
+from federation.link.errors import PeerAborted, PeerGone, ProtocolError
 
 
 class MessageRecorder(Protocol):
@@ -124,9 +125,51 @@ def local_link_pair(job_id: str = "local", a: str = "bank",
             _LocalLink(job_id, b, a, q_ab, q_ba, crossed), crossed)
 
 
+class DeclaredLink(Link):
+    """A link that sends only message kinds its job's protocols declare, from the party
+    each kind names as its sender. The runner wraps every job's link in one, so an
+    undeclared kind fails before anything crosses, with the kind and the protocols."""
+
+    def __init__(self, link: Link, tables: list[ProtocolTable], role: str):
+        self._link, self.role = link, role
+        self.job_id, self.party, self.peer = link.job_id, link.party, link.peer
+        self._senders = {m.kind: m.sender for t in tables for m in t.messages}
+        self._names = ", ".join(t.name for t in tables)
+
+    def _check(self, kind: str, sending: bool) -> None:
+        sender = self._senders.get(kind)
+        if sender is None:
+            raise ProtocolError(f"message kind {kind!r} is not declared by this job's "
+                                f"protocols ({self._names})")
+        if sender != "either" and (sender == self.role) != sending:
+            raise ProtocolError(f"message kind {kind!r} is declared as sent by the {sender}; "
+                                f"this party is the {self.role} and "
+                                f"{'sends' if sending else 'receives'} it")
+
+    def send(self, kind: str, payload: Payload) -> None:
+        self._check(kind, sending=True)
+        self._link.send(kind, payload)
+
+    def recv(self, kind: str, timeout: float | None = None) -> Payload:
+        self._check(kind, sending=False)
+        return self._link.recv(kind, timeout) if timeout is not None else \
+            self._link.recv(kind)
+
+    def __getattr__(self, name: str):  # close(), stats... of the wrapped link
+        return getattr(self._link, name)
+
+
+def root_cause(errors: list[BaseException | None]) -> BaseException | None:
+    """The error to report when both parties failed: a party's own failure rather than
+    the other's "peer aborted" or "peer gone" that it caused."""
+    real = [e for e in errors if e is not None and not isinstance(e, (PeerAborted, PeerGone))]
+    return (real or [e for e in errors if e is not None] or [None])[0]
+
+
 def run_two_parties(fn_a: Callable[[], Any], fn_b: Callable[[], Any],
                     timeout: float = 600.0) -> tuple[Any, Any]:
-    """Run both roles in threads; re-raise the first failure; return both results."""
+    """Run both roles in threads and return both results; on failure raise the root
+    cause (:func:`root_cause`), not the other party's "peer aborted"."""
     results: list[Any] = [None, None]
     errors: list[BaseException | None] = [None, None]
 
@@ -142,9 +185,9 @@ def run_two_parties(fn_a: Callable[[], Any], fn_b: Callable[[], Any],
         t.start()
     for t in threads:
         t.join(timeout)
-    for e in errors:
-        if e is not None:
-            raise e
+    cause = root_cause(errors)
+    if cause is not None:
+        raise cause
     if any(t.is_alive() for t in threads):
         raise TimeoutError("protocol did not finish in time")
     return results[0], results[1]

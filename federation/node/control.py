@@ -19,7 +19,7 @@ from federation.config import ConfigError, JobSpec, job_spec_from_dict
 from federation.jobstore import FINAL, InvalidTransition, JobNotFound
 from federation.node.context import NodeContext, NodePart, one_line
 from federation.node.jobs import JobRunner
-from federation.runner import policy_refusal
+from federation.policy import policy_refusal
 
 
 class ControlPlane(NodePart):
@@ -130,7 +130,7 @@ class ControlPlane(NodePart):
             spec = job_spec_from_dict(body.get("spec") or {}, f"proposal {job_id}")
         except ConfigError as exc:
             return {"decision": "refuse", "reason": f"invalid job spec ({exc})"}
-        reason = policy_refusal(spec, self.cfg, peer_side=True)
+        reason = policy_refusal(spec, self.cfg)
         if not reason and not Path(self.cfg.datasets[spec.peer_dataset].path).is_file():
             reason = (f"dataset {spec.peer_dataset!r} is configured but its file is missing "
                       f"on {self.cfg.name} (its operator must fix node.toml)")

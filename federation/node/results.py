@@ -2,10 +2,8 @@
 
 Reads only what the job store and the job's files hold: metrics per split, PSI
 figures, the history rows, timings, test scores, the transcript's verification and
-disclosure ledger, and report fields read off the model part.
-:func:`report_fields_from_body_keys` is the only place that guesses report fields
-from a model part's body keys; it is meant to be replaced by the explanation the
-model artifact declares.
+disclosure ledger, and the model part's explanation as its algorithm declares it in
+the registry (:func:`model_explanation`).
 """
 
 from __future__ import annotations
@@ -50,8 +48,7 @@ def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]
     if art.get("test_scores") and Path(art["test_scores"]).exists():
         data["scores"] = json.loads(Path(art["test_scores"]).read_text())
     if art.get("model") and Path(art["model"]).exists():
-        part = json.loads(Path(art["model"]).read_text())
-        data.update(report_fields_from_body_keys(part))
+        data.update(model_explanation(art["model"]))
     if art.get("transcript"):
         local, peer = identities()
         pins = {cfg.name: _pub_hex(local.signing_key.public_key()),
@@ -60,33 +57,17 @@ def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]
     return data
 
 
-def report_fields_from_body_keys(part: dict) -> dict:
-    """Report fields guessed from a model part's body keys: ``feature_importance``
-    rows {feature, gain, splits} (the platform's features appear under the names its
-    policy released). A stop-gap until the artifact declares its explanation."""
-    body = part.get("body") or {}
-    imp = body.get("importance") or body.get("feature_importance")
-    rows: list[dict] = []
-    if isinstance(imp, dict):
-        gain = imp.get("total_gain") or imp.get("gain")
-        splits = imp.get("split_count") or imp.get("splits") or {}
-        if isinstance(gain, dict) or isinstance(splits, dict) and splits:
-            names = list(dict.fromkeys([*(gain or {}), *splits]))
-            rows = [{"feature": n, "gain": float((gain or {}).get(n, 0.0)),
-                     "splits": int(splits.get(n, 0))} for n in names]
-        else:
-            rows = [{"feature": k, "gain": float(v), "splits": 0} for k, v in imp.items()
-                    if isinstance(v, (int, float))]
-    elif isinstance(imp, list):
-        rows = [x for x in imp if isinstance(x, dict)]
-    else:
-        weights = body.get("weights")
-        names = part.get("feature_names") or []
-        if isinstance(weights, list) and len(weights) == len(names):
-            rows = [{"feature": n, "gain": abs(float(w)), "splits": 0}
-                    for n, w in zip(names, weights, strict=True)
-                    if isinstance(w, (int, float))]
-    return {"feature_importance": rows}
+def model_explanation(path: str) -> dict:
+    """The report's explanation of a stored model part, as its algorithm declares it
+    in the registry (``Algorithm.explain``); none if the algorithm declares none."""
+    from parties import registry
+    from parties.common.artifact import ModelPart
+    part = ModelPart.load(path)
+    try:
+        explain = registry.get(part.algorithm).explain
+    except registry.RegistryError:
+        return {}
+    return explain(part) if explain is not None else {}
 
 
 def _history_rows(history: list) -> list[dict]:

@@ -72,9 +72,11 @@ from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.metrics import auc as auc_score
 from parties.common.metrics import binary_report
 from parties.common.params import ParamError
+from parties.common.role import PartyData, RolePolicy
 from parties.common.standardize import InputError, Standardizer, as_feature_matrix, check_labels
 from secure_agg import masking
 from secure_agg.cipher import PrivateCipher
+from secure_agg.keypolicy import describe_public_key
 
 PARTY = "bank"
 
@@ -95,12 +97,14 @@ def _sample_weights(p: C.LRParams, y: np.ndarray) -> np.ndarray:
     return np.where(y == 1, w1, w0)
 
 
-def train(ctx: ProtocolContext, X, y, feature_names, params: dict, cipher: PrivateCipher,
-          X_valid=None, y_valid=None) -> TrainOutcome:
-    """Train jointly with the platform; returns the bank's model part and the metrics."""
+def train(ctx: ProtocolContext, data: PartyData, params: C.LRParams, cipher: PrivateCipher,
+          policy: RolePolicy) -> TrainOutcome:
+    """Train jointly with the platform; returns the bank's model part and the metrics.
+    ``policy.keys`` decides whether the platform's public key is acceptable."""
     peer = C.Peer(ctx.link)
     try:
-        return _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid)
+        return _train(ctx, peer, data.X, data.y, data.feature_names, params, cipher,
+                      data.X_valid, data.y_valid, policy)
     except C.LRError as exc:
         peer.abort(str(exc))  # the peer fails too instead of waiting for a message
         raise
@@ -109,12 +113,12 @@ def train(ctx: ProtocolContext, X, y, feature_names, params: dict, cipher: Priva
         raise C.LRError(str(exc)) from None
 
 
-def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid):
+def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid, policy):
     timings: dict = {}
     t_start = time.perf_counter()
     err = None
     try:
-        p = C.parse_params(params, PARTY)
+        p = params
         Xm, names = as_feature_matrix(X, feature_names, "bank training data")
         yv = check_labels(y, Xm.shape[0], "bank training labels")
         std = Standardizer.fit(Xm, names, "bank training data", standardize=p.standardize,
@@ -133,7 +137,7 @@ def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid):
     except (InputError, ParamError) as exc:
         err = str(exc)
     hello = {"version": C.PROTOCOL_VERSION, "ok": err is None, "error": err,
-             "key": C.describe_public(cipher.public())}
+             "key": describe_public_key(cipher.public(), form="modulus")}
     if err is None:
         wbits = C.weight_bits(float(sw.max()))
         curv = C.curvature_mode(p)
@@ -152,7 +156,7 @@ def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid):
     if p.early_stopping == "valid_auc" and not ph.get("valid_scores_allowed"):
         raise C.LRError("early_stopping = \"valid_auc\" needs the platform's consent "
                         "(allow_validation_scores = true in its params)")
-    pk_p = C.public_from_description(ph.get("key") or {}, cipher, ctx.workers)
+    pk_p = C.peer_cipher(ph.get("key") or {}, cipher, ctx.workers, policy.keys)
     timings["setup"] = time.perf_counter() - t_start
 
     return _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits,

@@ -46,9 +46,11 @@ import numpy as np
 
 from federation.link import ProtocolContext, ProtocolError
 from parties.common import metrics
+from parties.common import secureboost_wire as W
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.binning import bin_columns
-from parties.common.secureboost_params import SHARED, SecureBoostParams, parse
+from parties.common.role import PartyData, RolePolicy
+from parties.common.secureboost_params import SHARED, SecureBoostParams
 from parties.common.secureboost_wire import (
     PROTOCOL_VERSION,
     key_of,
@@ -71,7 +73,8 @@ from parties.common.tree import (
     threshold_left,
     unpack_entries,
 )
-from secure_agg.cipher import PlainCipher, PrivateCipher
+from secure_agg.cipher import PrivateCipher
+from secure_agg.keypolicy import describe_public_key
 
 ALGORITHM = "secureboost"
 
@@ -105,20 +108,6 @@ def _report(objective: str, y: np.ndarray, pred: np.ndarray) -> dict:
     if objective == "binary:logistic":
         return metrics.binary_report(y, pred)
     return {"rmse": metrics.rmse(y, pred), "n": int(y.size)}
-
-
-def describe_public_key(cipher: PrivateCipher) -> dict:
-    """What the platform needs to build its public cipher (no secret)."""
-    if isinstance(cipher, PlainCipher):
-        return {"scheme": "plain", "key_bits": cipher.key_bits, "key_id": cipher.key_id}
-    pub = cipher.public()
-    for attr in ("public_key", "pk", "key"):
-        pk = getattr(pub, attr, None)
-        if pk is not None and hasattr(pk, "to_json"):
-            return {"scheme": "paillier", "public_key": pk.to_json(),
-                    "key_bits": cipher.key_bits, "key_id": cipher.key_id}
-    return {"scheme": "paillier", "n": format(int(cipher.n), "x"),
-            "key_bits": cipher.key_bits, "key_id": cipher.key_id}
 
 
 # ----------------------------------------------------------------------------------
@@ -187,13 +176,13 @@ class _BankTrainer:
     # ---- protocol -----------------------------------------------------------------
     def handshake(self):
         p = self.p
-        self.link.send("sb.init", {
+        self.link.send(W.K_INIT, {
             "version": PROTOCOL_VERSION, "n_rows": int(self.n),
             "params": {k: getattr(p, k) for k in SHARED},
-            "key": describe_public_key(self.cipher),
+            "key": describe_public_key(self.cipher, form="full"),
             "n_valid": 0 if self.Xv is None else int(self.Xv.shape[0]),
         })
-        ack = recv_json(self.link, "sb.init_ack")
+        ack = recv_json(self.link, W.K_INIT_ACK)
         if ack.get("n_rows") != self.n:
             raise ProtocolError(f"platform has {ack.get('n_rows')} aligned rows, bank has "
                                 f"{self.n}: the PSI alignment differs")
@@ -245,7 +234,7 @@ class _BankTrainer:
             if self.n_platform > 0:
                 self._precompute(t)
                 self._precompute(t + 1)  # computed in the background while t is built
-            self.link.send("sb.tree", {"tree": t, "federated": federated, "stop": False,
+            self.link.send(W.K_TREE, {"tree": t, "federated": federated, "stop": False,
                                        "platform_features": plat_allowed})
             nodes, leaf_of = self._build_tree(t, g, h, bank_allowed, federated)
             tree = {"nodes": [nodes[k].to_json() for k in sorted(nodes)]}
@@ -277,9 +266,9 @@ class _BankTrainer:
         if p.early_stopping_rounds and best_it >= 0:
             n_keep = best_it + 1
             trees = trees[:n_keep]
-        self.link.send("sb.tree", {"tree": len(history), "stop": True, "n_trees": n_keep,
+        self.link.send(W.K_TREE, {"tree": len(history), "stop": True, "n_trees": n_keep,
                                    "federated": False, "platform_features": None})
-        labels = recv_json(self.link, "sb.labels")
+        labels = recv_json(self.link, W.K_LABELS)
         model = self._model(trees, base, labels, n_keep)
         # final predictions of the kept trees (the in-training predictions)
         final = base + np.sum(contribs[:n_keep], axis=0)
@@ -288,8 +277,8 @@ class _BankTrainer:
         if self.Xv is not None:
             outcome_metrics["valid"] = history[n_keep - 1]["valid"]
         outcome_metrics["best_iteration"] = n_keep - 1
-        self.link.send("sb.digest", {"digest": model.digest()})
-        peer = recv_json(self.link, "sb.digest")
+        self.link.send(W.K_DIGEST, {"digest": model.digest()})
+        peer = recv_json(self.link, W.K_DIGEST)
         model.peer_part_digest = str(peer.get("digest", ""))
         timings = dict(self.timer.t)
         timings["total"] = time.perf_counter() - t0
@@ -353,7 +342,7 @@ class _BankTrainer:
             frontier = [i for i in frontier if nodes[i].H >= 2 * max(p.min_child_weight, 0)
                         and nodes[i].n >= 2]
             if federated:
-                link.send("sb.expand", {"depth": depth, "nodes": frontier})
+                link.send(W.K_EXPAND, {"depth": depth, "nodes": frontier})
             if not frontier:
                 break
             # own candidates (computed while the platform builds its histograms)
@@ -409,9 +398,9 @@ class _BankTrainer:
                     self.platform_keys_gain[nd.key] = float(best_val)
                 splits.append([nid, owner, cand, ties if len(ties) > 1 else []])
             if federated:
-                link.send("sb.split", {"depth": depth, "splits": splits})
+                link.send(W.K_SPLIT, {"depth": depth, "splits": splits})
                 if bank_masks:
-                    link.send("sb.bank_partition", pack_bits(bank_masks))
+                    link.send(W.K_BANK_PARTITION, pack_bits(bank_masks))
             masks = {}
             bi = 0
             for nid, owner, _, _ in splits:
@@ -420,8 +409,8 @@ class _BankTrainer:
                     bi += 1
             if plat_nodes:
                 tw = time.perf_counter()
-                meta = recv_json(link, "sb.partition_meta")
-                got = recv(link, "sb.partition")
+                meta = recv_json(link, W.K_PARTITION_META)
+                got = recv(link, W.K_PARTITION)
                 timer.add("wait_partition", time.perf_counter() - tw)
                 if meta.get("nodes") != plat_nodes:
                     raise ProtocolError(f"partition for nodes {meta.get('nodes')}, "
@@ -431,7 +420,7 @@ class _BankTrainer:
                 if sizes != expect:
                     raise ProtocolError(f"platform partition lengths {sizes} disagree with "
                                         f"the node sizes {expect}")
-                for nid, m in zip(plat_nodes, unpack_bits(got, expect, "sb.partition"),
+                for nid, m in zip(plat_nodes, unpack_bits(got, expect, W.K_PARTITION),
                                   strict=True):
                     masks[nid] = m
             nxt = []
@@ -447,7 +436,7 @@ class _BankTrainer:
             frontier = nxt
         else:
             if federated:
-                link.send("sb.expand", {"depth": p.max_depth, "nodes": []})
+                link.send(W.K_EXPAND, {"depth": p.max_depth, "nodes": []})
         # leaves
         for nd in nodes.values():
             if not nd.owner:
@@ -467,7 +456,7 @@ class _BankTrainer:
         n = self.n
         chunk = p.chunk_rows
         n_chunks = (n + chunk - 1) // chunk
-        link.send("sb.grad_meta", {"tree": t, "s": codec.s, "row_bits": codec.row_bits,
+        link.send(W.K_GRAD_META, {"tree": t, "s": codec.s, "row_bits": codec.row_bits,
                                    "frac_bits": codec.frac_bits, "n_chunks": n_chunks,
                                    "chunk_rows": chunk})
         obf = self._obf.pop(t)  # drawn from the stream sb/enc/<t>, computed ahead
@@ -479,7 +468,7 @@ class _BankTrainer:
             blob = cipher.to_bytes(ct)
             self.timer.add("encrypt", time.perf_counter() - te)
             ts = time.perf_counter()
-            link.send("sb.grad", blob)
+            link.send(W.K_GRAD, blob)
             self.timer.add("send", time.perf_counter() - ts)
         obf.close()
         for who in ("background", "stolen", "duplicated"):  # where the obfuscators came from
@@ -488,8 +477,8 @@ class _BankTrainer:
     def _recv_histograms(self, frontier, codec: GradCodec) -> dict:
         cipher, link = self.cipher, self.link
         tw = time.perf_counter()
-        meta = recv_json(link, "sb.hist_meta")
-        blob = recv(link, "sb.hist")
+        meta = recv_json(link, W.K_HIST_META)
+        blob = recv(link, W.K_HIST)
         self.timer.add("wait_histograms", time.perf_counter() - tw)
         if not isinstance(blob, bytes):
             raise ProtocolError("sb.hist: expected ciphertext bytes")
@@ -575,8 +564,8 @@ class _BankTrainer:
 
 def _request_routes(link, keys: list[str], n_rows: int, which: str) -> dict:
     """Ask the platform for its left/right decisions on ``n_rows`` rows."""
-    link.send("sb.route_request", {"keys": keys, "set": which, "n_rows": int(n_rows)})
-    bits = recv(link, "sb.route_bits")
+    link.send(W.K_ROUTE_REQUEST, {"keys": keys, "set": which, "n_rows": int(n_rows)})
+    bits = recv(link, W.K_ROUTE_BITS)
     nb = (n_rows + 7) // 8
     if (not isinstance(bits, np.ndarray) or bits.dtype != np.uint8
             or bits.shape != (len(keys), nb)):
@@ -587,13 +576,14 @@ def _request_routes(link, keys: list[str], n_rows: int, which: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------
-def train(ctx: ProtocolContext, X: np.ndarray, y: np.ndarray, feature_names: list[str],
-          params: dict, cipher: PrivateCipher, X_valid=None, y_valid=None) -> TrainOutcome:
-    """Train the bank's side of a SecureBoost model (see the module docstring)."""
+def train(ctx: ProtocolContext, data: PartyData, params: SecureBoostParams,
+          cipher: PrivateCipher, policy: RolePolicy) -> TrainOutcome:
+    """Train the bank's side of a SecureBoost model (see the module docstring). The bank
+    receives no key in SecureBoost, so ``policy`` is not consulted."""
     try:
-        p = parse(params)
-        X, y = _check_inputs(X, y, feature_names)
-        trainer = _BankTrainer(ctx, X, y, feature_names, p, cipher, X_valid, y_valid)
+        X, y = _check_inputs(data.X, data.y, data.feature_names)
+        trainer = _BankTrainer(ctx, X, y, data.feature_names, params, cipher, data.X_valid,
+                               data.y_valid)
         return trainer.run()
     except BaseException as exc:
         send_abort(ctx.link, exc)
@@ -614,7 +604,7 @@ def predict(ctx: ProtocolContext, model: ModelPart, X: np.ndarray) -> np.ndarray
         Xf = X.astype(np.float32)
         keys = sorted({nd["key"] for tr in body["trees"] for nd in tr["nodes"]
                        if nd.get("owner") == "platform"})
-        ctx.link.send("sb.score_begin", {"n_rows": int(X.shape[0])})
+        ctx.link.send(W.K_SCORE_BEGIN, {"n_rows": int(X.shape[0])})
         decisions = _request_routes(ctx.link, keys, X.shape[0], "score")
         margin = np.full(X.shape[0], float(body["base_margin"]))
         for tr in body["trees"]:
@@ -622,7 +612,7 @@ def predict(ctx: ProtocolContext, model: ModelPart, X: np.ndarray) -> np.ndarray
                             lambda nd, r: threshold_left(Xf[r, nd["feature"]],
                                                          nd["threshold"], nd["default_left"]),
                             lambda key, r: decisions[key][r])
-        ctx.link.send("sb.score_end", {"n_rows": int(X.shape[0])})
+        ctx.link.send(W.K_SCORE_END, {"n_rows": int(X.shape[0])})
         return _transform(body["objective"], margin)
     except BaseException as exc:
         send_abort(ctx.link, exc)

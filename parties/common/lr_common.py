@@ -15,10 +15,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from federation.link import Link, ProtocolError, declare_disclosures, default_count
+from federation.link import (
+    Link,
+    Message,
+    PeerAborted,
+    ProtocolError,
+    declare_protocol,
+    default_count,
+)
 from parties.common.artifact import ModelPart
-from parties.common.params import ParamError, from_dict
-from secure_agg.cipher import CipherVector, PlainCipher, PublicCipher
+from parties.common.params import ParamError
+from secure_agg.cipher import CipherVector, PublicCipher
+from secure_agg.keypolicy import KeyPolicy, KeyPolicyError, peer_public_cipher
 
 ALGORITHM = "logistic_regression"
 PROTOCOL_VERSION = "fedjoint-lr-v1"
@@ -63,6 +71,10 @@ SHARED_KEYS = ("epochs", "batch_size", "approximation", "platform_curvature",
 
 class LRError(RuntimeError):
     """Training or scoring failed; the message says why. No model part is published."""
+
+
+class LRPeerAborted(LRError, PeerAborted):
+    """The peer sent ``lr.abort``: the root cause is on its side."""
 
 
 @dataclass
@@ -138,9 +150,9 @@ class LRParams:
     def shared(self) -> dict:
         return {k: getattr(self, k) for k in SHARED_KEYS}
 
-
-def parse_params(values: dict, party: str) -> LRParams:
-    return from_dict(LRParams, dict(values or {}), f"{party} logistic_regression params")
+    def needs_validation_split(self) -> str:
+        """The param that needs a validation split carved from the training rows."""
+        return "early_stopping = 'valid_auc'" if self.early_stopping == "valid_auc" else ""
 
 
 def full_batch(p: LRParams, n: int) -> int:
@@ -338,54 +350,14 @@ def regularization(p: LRParams, w: np.ndarray) -> float:
 
 
 # ---- keys ------------------------------------------------------------------------------
-def describe_public(cipher: PublicCipher) -> dict:
-    """JSON description of a public key (what crosses in ``lr.hello``)."""
-    if isinstance(cipher, PlainCipher):
-        return {"scheme": "plain", "key_bits": cipher.key_bits}
-    return {"scheme": "paillier", "key_bits": int(cipher.key_bits), "n": format(cipher.n, "x")}
-
-
-def public_from_description(desc: dict, own: PublicCipher, workers: int = 1,
-                            policy: dict | None = None) -> PublicCipher:
-    """The peer's public cipher; refuses a scheme different from ours, a weaker key, or
-    what this node's ``policy`` forbids (``allow_plain_cipher``, ``min_key_bits``,
-    ``allow_insecure_test_key``, as the job runner passes them)."""
-    policy = policy or {}
-    scheme = desc.get("scheme")
-    own_scheme = "plain" if isinstance(own, PlainCipher) else "paillier"
-    if scheme != own_scheme:
-        raise LRError(f"peer uses cipher {scheme!r} but this party uses {own_scheme!r}")
-    if scheme == "plain" and policy and not policy.get("allow_plain_cipher", False):
-        raise LRError("cipher = \"plain\" is refused by this node's policy (insecure test "
-                      "jobs are not allowed)")
-    bits = desc.get("key_bits")
-    if not isinstance(bits, int) or bits < min(own.key_bits, 2048):
-        raise LRError(f"peer key of {bits} bits is weaker than this party's "
-                      f"{own.key_bits}-bit key")
-    min_bits = int(policy.get("min_key_bits", 0) or 0)
-    if scheme == "paillier" and bits < min_bits and not policy.get("allow_insecure_test_key"):
-        raise LRError(f"peer key of {bits} bits is below this node's policy minimum "
-                      f"({min_bits})")
-    if scheme == "plain":
-        return PlainCipher(bits, workers=workers)
-    n_hex = desc.get("n")
-    if not isinstance(n_hex, str) or len(n_hex) > 4096:
-        raise LRError("peer public key: missing or malformed modulus")
+def peer_cipher(desc: dict, own: PublicCipher, workers: int, policy: KeyPolicy
+                ) -> PublicCipher:
+    """The peer's public cipher (``lr.hello``'s key) if this node's key policy accepts it
+    and it is no weaker than this party's own key; the one check, with LR's error type."""
     try:
-        n = int(n_hex, 16)
-    except ValueError:
-        raise LRError("peer public key: modulus is not hexadecimal") from None
-    if n.bit_length() != bits or n % 2 == 0:
-        raise LRError("peer public key: modulus does not match its declared size")
-    from secure_agg.keys import PaillierPublicKey  # the engine; imported lazily
-    from secure_agg.paillier import PaillierPublicCipher
-    # a peer key below 2048 bits is only accepted when this party itself uses a test key
-    insecure = bits < 2048 and own.key_bits < 2048
-    try:
-        key = PaillierPublicKey(n, insecure_test_key=insecure)
-    except ValueError as exc:
-        raise LRError(f"peer public key refused: {exc}") from None
-    return PaillierPublicCipher(key, workers=workers)
+        return peer_public_cipher(desc, policy, workers, own=own)
+    except KeyPolicyError as exc:
+        raise LRError(str(exc)) from None
 
 
 class Phases:
@@ -424,7 +396,7 @@ class Peer:
             return self.link.recv(kind)
         except ProtocolError as exc:
             if f"'{K_ABORT}'" in str(exc):
-                raise LRError(f"the peer ({self.link.peer}) aborted the job while this party "
+                raise LRPeerAborted(f"the peer ({self.link.peer}) aborted the job while this party "
                               f"waited for {kind}; see the peer's job log") from None
             raise
 
@@ -574,16 +546,35 @@ def _json_values(payload) -> int:
     return len(payload.get("v", [])) if isinstance(payload, dict) else default_count(payload)
 
 
-# Values that cross in the clear or under the receiver's own key (docs/lr.md); counted
-# per job in the transcript's disclosure ledger.
-declare_disclosures({
-    K_BANK_GRAD_CT: ("bank gradient, masked, under the platform's key", None),
-    K_PLAT_GRAD_CT: ("platform gradient, masked, under the bank's key", None),
-    K_BANK_GRAD_PLAIN: ("bank's own gradient (masked by the bank) decrypted", _json_values),
-    K_PLAT_GRAD_PLAIN: ("platform's own gradient (masked by it) decrypted", _json_values),
-    K_LOSS_CT: ("aggregate batch loss under the bank's key", None),
-    K_TRAIN_SCORES: ("platform partial scores (training rows)", None),
-    K_VALID_SCORES: ("platform partial scores (validation rows)", None),
-    K_FINAL_VALID_SCORES: ("platform partial scores (validation rows)", None),
-    K_PARTIAL_SCORE: ("platform partial scores (scored rows)", None),
-})
+# Values that cross in the clear or under the receiver's own key (docs/lr.md) carry a
+# disclosure, counted per job in the transcript's ledger.
+TABLE = declare_protocol(ALGORITHM, PROTOCOL_VERSION, [
+    Message(K_HELLO, "either", "json", "row count, shared params, public key (modulus)"),
+    Message(K_ABORT, "either", "json", "reason the sender failed"),
+    Message(K_ENC_U, "bank", "bin", "residual offsets u under the bank's key"),
+    Message(K_ENC_A, "bank", "bin", "residual curvature a under the bank's key"),
+    Message(K_ENC_ZP, "platform", "bin", "platform partial predictor under the platform's key"),
+    Message(K_PLAT_GRAD_CT, "platform", "bin", "platform gradient + mask under the bank's key",
+            disclosure="platform gradient, masked, under the bank's key"),
+    Message(K_BANK_GRAD_CT, "bank", "bin", "bank gradient + mask under the platform's key",
+            disclosure="bank gradient, masked, under the platform's key"),
+    Message(K_BANK_GRAD_PLAIN, "platform", "json", "the bank's masked gradient, decrypted",
+            disclosure="bank's own gradient (masked by the bank) decrypted",
+            count=_json_values),
+    Message(K_LOSS_CT, "platform", "bin", "aggregate batch loss terms under the bank's key",
+            disclosure="aggregate batch loss under the bank's key"),
+    Message(K_PLAT_GRAD_PLAIN, "bank", "json", "the platform's masked gradient, decrypted",
+            disclosure="platform's own gradient (masked by it) decrypted",
+            count=_json_values),
+    Message(K_VALID_SCORES, "platform", "npy", "platform partial scores, validation rows",
+            disclosure="platform partial scores (validation rows)"),
+    Message(K_EPOCH_END, "bank", "json", "epoch number and whether training stops"),
+    Message(K_TRAIN_SCORES, "platform", "npy", "platform partial scores, training rows",
+            disclosure="platform partial scores (training rows)"),
+    Message(K_FINAL_VALID_SCORES, "platform", "npy", "final partial scores, validation rows",
+            disclosure="platform partial scores (validation rows)"),
+    Message(K_PART_DIGEST, "either", "json", "fingerprint of the sender's model part"),
+    Message(K_SCORE_HELLO, "either", "json", "scoring: ok/error, row count, model fingerprint"),
+    Message(K_PARTIAL_SCORE, "platform", "npy", "platform partial scores, scored rows",
+            disclosure="platform partial scores (scored rows)"),
+])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from parties.common.params import ParamError, from_dict
+from parties.common.params import ParamError
 
 OBJECTIVES = ("binary:logistic", "reg:squarederror")
 REFRESH_MODES = ("djn_full", "standard")
@@ -96,6 +96,6 @@ class SecureBoostParams:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-def parse(params: dict | None, where: str = "secureboost params") -> SecureBoostParams:
-    return from_dict(SecureBoostParams, dict(params or {}), where)
+    def needs_validation_split(self) -> str:
+        """The param that needs a validation split carved from the training rows."""
+        return "early_stopping_rounds" if self.early_stopping_rounds > 0 else ""

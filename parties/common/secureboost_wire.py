@@ -28,15 +28,35 @@ from __future__ import annotations
 
 import numpy as np
 
-from federation.link import Link, ProtocolError, declare_disclosures
+from federation.link import Link, Message, PeerAborted, ProtocolError, declare_protocol
 
 PROTOCOL_VERSION = 1
+
+K_INIT = "sb.init"
+K_INIT_ACK = "sb.init_ack"
+K_TREE = "sb.tree"
+K_GRAD_META = "sb.grad_meta"
+K_GRAD = "sb.grad"
+K_EXPAND = "sb.expand"
+K_HIST_META = "sb.hist_meta"
+K_HIST = "sb.hist"
+K_SPLIT = "sb.split"
+K_BANK_PARTITION = "sb.bank_partition"
+K_PARTITION_META = "sb.partition_meta"
+K_PARTITION = "sb.partition"
+K_ROUTE_REQUEST = "sb.route_request"
+K_ROUTE_BITS = "sb.route_bits"
+K_LABELS = "sb.labels"
+K_DIGEST = "sb.digest"
+K_ABORT = "sb.abort"
+K_SCORE_BEGIN = "sb.score_begin"
+K_SCORE_END = "sb.score_end"
 
 
 def send_abort(link: Link, exc: BaseException) -> None:
     """Tell the peer we failed (best effort) so it does not wait for a timeout."""
     try:
-        link.send("sb.abort", {"reason": f"{type(exc).__name__}: {exc}"[:500]})
+        link.send(K_ABORT, {"reason": f"{type(exc).__name__}: {exc}"[:500]})
     except Exception:  # noqa: BLE001 - the link may be gone already
         pass
 
@@ -45,8 +65,8 @@ def recv_json(link: Link, kind: str, timeout: float | None = None) -> dict:
     try:
         return link.recv_json(kind, timeout) if timeout else link.recv_json(kind)
     except ProtocolError as exc:
-        if "'sb.abort'" in str(exc):
-            raise ProtocolError(f"peer aborted while we waited for {kind!r}") from None
+        if f"'{K_ABORT}'" in str(exc):
+            raise PeerAborted(f"peer aborted while we waited for {kind!r}") from None
         raise
 
 
@@ -54,8 +74,8 @@ def recv(link: Link, kind: str):
     try:
         return link.recv(kind)
     except ProtocolError as exc:
-        if "'sb.abort'" in str(exc):
-            raise ProtocolError(f"peer aborted while we waited for {kind!r}") from None
+        if f"'{K_ABORT}'" in str(exc):
+            raise PeerAborted(f"peer aborted while we waited for {kind!r}") from None
         raise
 
 
@@ -85,14 +105,52 @@ def key_of(tree: int, node: int) -> str:
     return f"{tree}:{node}"
 
 
-# Values that cross in the clear or under the receiver's own key (docs/secureboost.md);
-# counted per job in the transcript's disclosure ledger. Messages, not rows: a
+# Values that cross in the clear or under the receiver's own key (docs/secureboost.md)
+# carry a disclosure, counted per job in the transcript's ledger. Messages, not rows: a
 # partition message covers every node split at one depth.
-declare_disclosures({
-    "sb.partition": "sample partitions at platform-owned splits (messages)",
-    "sb.bank_partition": "sample partitions at bank-owned splits (messages)",
-    "sb.route_bits": "left/right answers at platform splits for scored rows (messages)",
-    "sb.hist": "g/h histograms of platform bins under the bank's key (messages)",
-    "sb.split": "which platform candidate split won (messages)",
-    "sb.labels": "platform feature labels released by policy",
-})
+TABLE = declare_protocol("secureboost", str(PROTOCOL_VERSION), [
+    Message(K_INIT, "bank", "json",
+            "n_rows, shared params, public key description, n_valid"),
+    Message(K_INIT_ACK, "platform", "json",
+            "n_rows, number of platform features, n_valid"),
+    Message(K_TREE, "bank", "json",
+            "tree index, federated or bank-only, sampled platform features, stop"),
+    Message(K_GRAD_META, "bank", "json",
+            "packing of the encrypted gradients (slot bits, chunks)"),
+    Message(K_GRAD, "bank", "bin",
+            "Paillier ciphertexts of packed (g, h) per row, in chunks"),
+    Message(K_EXPAND, "bank", "json",
+            "the nodes to split at this depth (empty: tree done)"),
+    Message(K_HIST_META, "platform", "json",
+            "per node: candidate and ciphertext counts"),
+    Message(K_HIST, "platform", "bin",
+            "refreshed packed ciphertexts of permuted cumulative (G_L, H_L)",
+            disclosure="g/h histograms of platform bins under the bank's key (messages)"),
+    Message(K_SPLIT, "bank", "json",
+            "per node: owner and winning (permuted) candidate",
+            disclosure="which platform candidate split won (messages)"),
+    Message(K_BANK_PARTITION, "bank", "npy",
+            "left/right bits of rows at bank-owned splits",
+            disclosure="sample partitions at bank-owned splits (messages)"),
+    Message(K_PARTITION_META, "platform", "json",
+            "which platform-split nodes the bits cover"),
+    Message(K_PARTITION, "platform", "npy",
+            "left/right bits of rows at platform-owned splits",
+            disclosure="sample partitions at platform-owned splits (messages)"),
+    Message(K_ROUTE_REQUEST, "bank", "json",
+            "platform split keys to evaluate on a row set"),
+    Message(K_ROUTE_BITS, "platform", "npy",
+            "left/right bits per requested split and row",
+            disclosure="left/right answers at platform splits for scored rows (messages)"),
+    Message(K_LABELS, "platform", "json",
+            "feature labels of platform splits (anonymous unless policy reveals)",
+            disclosure="platform feature labels released by policy"),
+    Message(K_DIGEST, "either", "json",
+            "digest of the sender's model part"),
+    Message(K_ABORT, "either", "json",
+            "reason the sender failed"),
+    Message(K_SCORE_BEGIN, "bank", "json",
+            "number of rows to score"),
+    Message(K_SCORE_END, "bank", "json",
+            "number of rows scored"),
+])

@@ -32,20 +32,23 @@ from federation.link import ProtocolContext
 from parties.common import lr_common as C
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.params import ParamError
+from parties.common.role import PartyData, RolePolicy
 from parties.common.standardize import InputError, Standardizer, as_feature_matrix
 from secure_agg import masking
 from secure_agg.cipher import PrivateCipher
+from secure_agg.keypolicy import describe_public_key
 
 PARTY = "platform"
 
 
-def train(ctx: ProtocolContext, X, feature_names, params: dict, cipher: PrivateCipher,
-          X_valid=None, policy: dict | None = None) -> TrainOutcome:
-    """Train jointly with the bank; returns the platform's model part. ``policy`` is
-    this node's data-use policy as the job runner passes it (plain cipher, key size)."""
+def train(ctx: ProtocolContext, data: PartyData, params: C.LRParams, cipher: PrivateCipher,
+          policy: RolePolicy) -> TrainOutcome:
+    """Train jointly with the bank; returns the platform's model part. ``policy.keys``
+    decides whether the bank's public key (scheme, size) is acceptable."""
     peer = C.Peer(ctx.link)
     try:
-        return _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy)
+        return _train(ctx, peer, data.X, data.feature_names, params, cipher, data.X_valid,
+                      policy)
     except C.LRError as exc:
         peer.abort(str(exc))  # the peer fails too instead of waiting for a message
         raise
@@ -58,7 +61,7 @@ def _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy):
     t0 = time.perf_counter()
     err = None
     try:
-        p = C.parse_params(params, PARTY)
+        p = params
         Xm, names = as_feature_matrix(X, feature_names, "platform training data")
         std = Standardizer.fit(Xm, names, "platform training data",
                                standardize=p.standardize, nan_policy=p.nan_policy)
@@ -72,7 +75,7 @@ def _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy):
     except (InputError, ParamError) as exc:
         err = str(exc)
     hello = {"version": C.PROTOCOL_VERSION, "ok": err is None, "error": err,
-             "key": C.describe_public(cipher.public())}
+             "key": describe_public_key(cipher.public(), form="modulus")}
     if err is None:
         hello.update({"n_rows": n, "n_valid": 0 if Xv is None else Xv.shape[0],
                       "n_features": Xs.shape[1], "shared": p.shared(),
@@ -101,7 +104,7 @@ def _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy):
         seed = b""
     if len(seed) != 32:
         raise C.LRError("bank announced a malformed shuffle seed")
-    pk_b = C.public_from_description(bh.get("key") or {}, cipher, ctx.workers, policy)
+    pk_b = C.peer_cipher(bh.get("key") or {}, cipher, ctx.workers, policy.keys)
     timings = {"setup": time.perf_counter() - t0}
     return _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed,
                  cipher, pk_b, timings)

@@ -42,12 +42,12 @@ not reliably hide that exponent sum from a party that can take such logarithms, 
 The job parameter ``refresh`` selects one; the platform policy key ``refresh`` can
 only make it stricter (``"standard"`` wins).
 
-Policy keys (``policy`` dict): ``allow_plain_cipher`` (default False: a
-``cipher = "plain"`` job is refused), ``min_key_bits`` (default 2048; test keys
-below it need ``allow_insecure_test_key``), ``reveal_feature_names`` (default False:
-the bank sees ``platform_f<k>`` labels in feature importance), ``share_importance``
-(default True; False: every platform split is labelled ``platform``), ``refresh``
-(default ``"djn_full"``; ``"standard"`` forces uniform ``r^n`` refreshes).
+Policy (:class:`~parties.common.role.RolePolicy`): ``keys`` decides which bank keys
+and ciphers are accepted (:func:`secure_agg.keypolicy.peer_public_cipher`),
+``reveal_feature_names`` (default False: the bank sees ``platform_f<k>`` labels in
+feature importance), ``share_importance`` (default True; False: every platform split is
+labelled ``platform``), ``refresh`` (default ``"djn_full"``; ``"standard"`` forces
+uniform ``r^n`` refreshes).
 """
 
 from __future__ import annotations
@@ -59,9 +59,11 @@ from collections import defaultdict
 import numpy as np
 
 from federation.link import ProtocolContext, ProtocolError
+from parties.common import secureboost_wire as W
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.binning import bin_columns
-from parties.common.secureboost_params import REFRESH_MODES, SHARED, parse
+from parties.common.role import PartyData, RolePolicy
+from parties.common.secureboost_params import REFRESH_MODES, SHARED, SecureBoostParams
 from parties.common.secureboost_wire import (
     PROTOCOL_VERSION,
     key_of,
@@ -72,43 +74,10 @@ from parties.common.secureboost_wire import (
     unpack_bits,
 )
 from parties.common.tree import candidate_layout, threshold_left
-from secure_agg.cipher import CipherVector, PlainCipher, PublicCipher
+from secure_agg.cipher import CipherVector, PublicCipher
+from secure_agg.keypolicy import peer_public_cipher
 
 ALGORITHM = "secureboost"
-
-DEFAULT_POLICY = {"allow_plain_cipher": False, "min_key_bits": 2048,
-                  "allow_insecure_test_key": False, "reveal_feature_names": False,
-                  "share_importance": True, "refresh": "djn_full"}
-
-
-def public_cipher_from_description(desc: dict, policy: dict, workers: int = 1
-                                   ) -> PublicCipher:
-    """Build the platform's public cipher from the bank's key description, applying
-    the platform's policy (plain cipher and short keys are refused by default)."""
-    scheme = desc.get("scheme")
-    bits = int(desc.get("key_bits", 0))
-    if scheme == "plain":
-        if not policy["allow_plain_cipher"]:
-            raise PermissionError("the bank asked for cipher='plain' but this platform's "
-                                  "policy does not allow insecure test jobs")
-        return PlainCipher(bits)
-    if scheme != "paillier":
-        raise ProtocolError(f"unknown cipher scheme {scheme!r}")
-    insecure = bits < policy["min_key_bits"]
-    if insecure and not policy["allow_insecure_test_key"]:
-        raise PermissionError(f"Paillier key of {bits} bits is below the policy minimum "
-                              f"of {policy['min_key_bits']}")
-    from secure_agg import paillier  # the engine; imported lazily
-    if "public_key" in desc:
-        from secure_agg.keys import PaillierPublicKey
-        pk = PaillierPublicKey.from_json(desc["public_key"], insecure_test_key=insecure)
-    else:
-        from secure_agg.keys import PaillierPublicKey
-        pk = PaillierPublicKey(int(desc["n"], 16), insecure_test_key=insecure)
-    if pk.bits != bits:
-        raise ProtocolError(f"key description says {bits} bits, key has {pk.bits}")
-    return paillier.PaillierPublicCipher(pk, workers=workers)
-
 
 def _with_bound(vec: CipherVector, bits: int) -> CipherVector:
     """Re-state a vector's plaintext bound when the protocol proves a tighter one (every
@@ -116,9 +85,9 @@ def _with_bound(vec: CipherVector, bits: int) -> CipherVector:
     return CipherVector(vec.key_id, vec.data, min(vec.bound_bits, bits))
 
 
-def refresh_mode(params_refresh: str, policy: dict) -> str:
+def refresh_mode(params_refresh: str, policy: RolePolicy) -> str:
     """The effective refresh: ``"standard"`` if either the job or the policy asks."""
-    pol = policy.get("refresh", "djn_full")
+    pol = policy.refresh
     if pol not in REFRESH_MODES:
         raise ValueError(f"policy refresh = {pol!r}: expected one of {REFRESH_MODES}")
     return "standard" if "standard" in (params_refresh, pol) else "djn_full"
@@ -169,7 +138,7 @@ class _PlatformTrainer:
         self.anon = {f: f"platform_f{int(perm[f])}" for f in range(self.nf)}
 
     def handshake(self):
-        init = recv_json(self.link, "sb.init")
+        init = recv_json(self.link, W.K_INIT)
         if init.get("version") != PROTOCOL_VERSION:
             raise ProtocolError(f"bank speaks SecureBoost protocol {init.get('version')}, "
                                 f"this platform {PROTOCOL_VERSION}")
@@ -179,7 +148,7 @@ class _PlatformTrainer:
                 raise ProtocolError(f"parameter {k} differs: bank {theirs.get(k)!r}, "
                                     f"platform {getattr(self.p, k)!r}")
         nv = int(init.get("n_valid", 0))
-        self.link.send("sb.init_ack", {"n_rows": int(self.n), "n_features": int(self.nf),
+        self.link.send(W.K_INIT_ACK, {"n_rows": int(self.n), "n_features": int(self.nf),
                                        "n_valid": 0 if self.Xv is None else
                                        int(self.Xv.shape[0])})
         if init.get("n_rows") != self.n:
@@ -188,14 +157,14 @@ class _PlatformTrainer:
         if nv and (self.Xv is None or self.Xv.shape[0] != nv):
             raise ValueError(f"bank has a validation set of {nv} rows; platform has "
                              f"{0 if self.Xv is None else self.Xv.shape[0]}")
-        self.cipher = public_cipher_from_description(init.get("key", {}), self.policy,
-                                                     self.ctx.workers)
+        self.cipher = peer_public_cipher(init.get("key", {}), self.policy.keys,
+                                         self.ctx.workers)
 
     def run(self) -> TrainOutcome:
         t0 = time.perf_counter()
         self.handshake()
         while True:
-            msg = recv_json(self.link, "sb.tree")
+            msg = recv_json(self.link, W.K_TREE)
             if msg.get("stop"):
                 n_keep = int(msg.get("n_trees", 0))
                 break
@@ -217,13 +186,13 @@ class _PlatformTrainer:
                        if int(k.split(":")[0]) < n_keep}
         labels = {}
         for k, (f, _, _) in self.lookup.items():
-            if not self.policy["share_importance"]:
+            if not self.policy.share_importance:
                 labels[k] = "platform"
-            elif self.policy["reveal_feature_names"]:
+            elif self.policy.reveal_feature_names:
                 labels[k] = self.names[f]
             else:
                 labels[k] = self.anon[f]
-        self.link.send("sb.labels", labels)
+        self.link.send(W.K_LABELS, labels)
         timings = dict(self.timer)
         timings["total"] = time.perf_counter() - t0  # local only: replay must not depend on it
         count = defaultdict(int)
@@ -234,15 +203,15 @@ class _PlatformTrainer:
                 "n_trees": n_keep, "split_count": dict(count)}
         model = ModelPart(ALGORITHM, "platform", self.ctx.job_id, self.p.to_dict(), body,
                           list(self.names))
-        self.link.send("sb.digest", {"digest": model.digest()})
-        peer = recv_json(self.link, "sb.digest")
+        self.link.send(W.K_DIGEST, {"digest": model.digest()})
+        peer = recv_json(self.link, W.K_DIGEST)
         model.peer_part_digest = str(peer.get("digest", ""))
         return TrainOutcome(model=model, timings=timings)
 
     # ---- one federated tree -------------------------------------------------------
     def _tree(self, t: int, allowed: np.ndarray):
         link, cipher, n = self.link, self.cipher, self.n
-        meta = recv_json(link, "sb.grad_meta")
+        meta = recv_json(link, W.K_GRAD_META)
         try:
             s, row_bits = int(meta["s"]), int(meta["row_bits"])
             n_chunks, chunk = int(meta["n_chunks"]), int(meta["chunk_rows"])
@@ -262,7 +231,7 @@ class _PlatformTrainer:
         w = cipher.ciphertext_bytes
         for c in range(n_chunks):
             tw = time.perf_counter()
-            blob = recv(link, "sb.grad")
+            blob = recv(link, W.K_GRAD)
             self.timer["wait_gradients"] += time.perf_counter() - tw
             lo, hi = c * chunk, min(n, (c + 1) * chunk)
             if not isinstance(blob, bytes) or len(blob) != (hi - lo) * w:
@@ -281,7 +250,7 @@ class _PlatformTrainer:
         rows = {0: np.arange(n)}
         hists: dict[int, CipherVector] = {}
         while True:
-            exp = recv_json(link, "sb.expand")
+            exp = recv_json(link, W.K_EXPAND)
             frontier = [int(i) for i in exp.get("nodes", [])]
             if not frontier:
                 break
@@ -334,11 +303,11 @@ class _PlatformTrainer:
                 n_cand.append(len(layout))
                 n_ct.append(len(packed))
             self.timer["pack"] += time.perf_counter() - tp
-            link.send("sb.hist_meta", {"nodes": frontier, "n_cand": n_cand, "n_ct": n_ct,
+            link.send(W.K_HIST_META, {"nodes": frontier, "n_cand": n_cand, "n_ct": n_ct,
                                        "slot_bits": slot, "per_ct": per_ct})
-            link.send("sb.hist", b"".join(blobs))
+            link.send(W.K_HIST, b"".join(blobs))
             tw = time.perf_counter()
-            dec = recv_json(link, "sb.split")
+            dec = recv_json(link, W.K_SPLIT)
             self.timer["wait_bank"] += time.perf_counter() - tw
             splits = dec.get("splits", [])
             bank_nodes = [int(sp[0]) for sp in splits if sp[1] == "bank"]
@@ -347,9 +316,9 @@ class _PlatformTrainer:
                 for nid in bank_nodes:
                     if nid not in frontier:
                         raise ProtocolError(f"sb.split: node {nid} was not expanded")
-                got = recv(link, "sb.bank_partition")
+                got = recv(link, W.K_BANK_PARTITION)
                 for nid, m in zip(bank_nodes, unpack_bits(
-                        got, [rows[i].size for i in bank_nodes], "sb.bank_partition"),
+                        got, [rows[i].size for i in bank_nodes], W.K_BANK_PARTITION),
                         strict=True):
                     masks[nid] = m
             plat_nodes, plat_masks = [], []
@@ -373,10 +342,10 @@ class _PlatformTrainer:
                 plat_nodes.append(nid)
                 plat_masks.append(left)
             if plat_nodes:
-                link.send("sb.partition_meta", {"nodes": plat_nodes,
+                link.send(W.K_PARTITION_META, {"nodes": plat_nodes,
                                                 "sizes": [int(rows[i].size)
                                                           for i in plat_nodes]})
-                link.send("sb.partition", pack_bits(plat_masks))
+                link.send(W.K_PARTITION, pack_bits(plat_masks))
             for nid, _, _, _ in splits:
                 nid = int(nid)
                 r, m = rows[nid], masks[nid]
@@ -384,13 +353,13 @@ class _PlatformTrainer:
 
     # ---- routing --------------------------------------------------------------------
     def _serve_routes(self, Xf: np.ndarray, which: str):
-        req = recv_json(self.link, "sb.route_request")
+        req = recv_json(self.link, W.K_ROUTE_REQUEST)
         keys = [str(k) for k in req.get("keys", [])]
         n = int(req.get("n_rows", -1))
         if req.get("set") != which or n != Xf.shape[0]:
             raise ProtocolError(f"route request for {req.get('set')!r} with {n} rows; "
                                 f"expected {which!r} with {Xf.shape[0]}")
-        self.link.send("sb.route_bits", route_bits(self.lookup, keys, Xf))
+        self.link.send(W.K_ROUTE_BITS, route_bits(self.lookup, keys, Xf))
 
 
 def route_bits(lookup: dict, keys: list[str], Xf: np.ndarray) -> np.ndarray:
@@ -408,14 +377,13 @@ def route_bits(lookup: dict, keys: list[str], Xf: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------
-def train(ctx: ProtocolContext, X: np.ndarray, feature_names: list[str], params: dict,
-          policy: dict | None = None, X_valid: np.ndarray | None = None) -> TrainOutcome:
-    """Train the platform's side of a SecureBoost model (see the module docstring)."""
+def train(ctx: ProtocolContext, data: PartyData, params: SecureBoostParams, cipher: None,
+          policy: RolePolicy) -> TrainOutcome:
+    """Train the platform's side of a SecureBoost model (see the module docstring); the
+    platform holds no key (``cipher`` is None)."""
     try:
-        p = parse(params)
-        pol = dict(DEFAULT_POLICY)
-        pol.update(policy or {})
-        return _PlatformTrainer(ctx, X, feature_names, p, pol, X_valid).run()
+        return _PlatformTrainer(ctx, data.X, data.feature_names, params, policy,
+                                data.X_valid).run()
     except BaseException as exc:
         send_abort(ctx.link, exc)
         raise
@@ -431,16 +399,16 @@ def predict(ctx: ProtocolContext, model: ModelPart, X: np.ndarray) -> None:
             raise ValueError(f"X has shape {X.shape}; the model expects "
                              f"{len(model.feature_names)} platform features")
         Xf = X.astype(np.float32)
-        begin = recv_json(ctx.link, "sb.score_begin")
+        begin = recv_json(ctx.link, W.K_SCORE_BEGIN)
         if int(begin.get("n_rows", -1)) != X.shape[0]:
             raise ProtocolError(f"bank scores {begin.get('n_rows')} rows, platform has "
                                 f"{X.shape[0]}: the PSI alignment differs")
-        req = recv_json(ctx.link, "sb.route_request")
+        req = recv_json(ctx.link, W.K_ROUTE_REQUEST)
         keys = [str(k) for k in req.get("keys", [])]
         if req.get("set") != "score" or int(req.get("n_rows", -1)) != X.shape[0]:
             raise ProtocolError("unexpected route request")
-        ctx.link.send("sb.route_bits", route_bits(model.body["splits"], keys, Xf))
-        recv_json(ctx.link, "sb.score_end")
+        ctx.link.send(W.K_ROUTE_BITS, route_bits(model.body["splits"], keys, Xf))
+        recv_json(ctx.link, W.K_SCORE_END)
     except BaseException as exc:
         send_abort(ctx.link, exc)
         raise

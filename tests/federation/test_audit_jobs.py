@@ -16,10 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support.roles import TEST_POLICY, typed
 
 from federation import audit
 from federation.link import ProtocolContext, run_two_parties
 from federation.transcript import TranscriptWriter, exchange_outcome, public_key_bytes
+from parties import registry
+from parties.common.role import PartyData
 from secure_agg.rng import Drbg
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -28,7 +31,7 @@ KEY_BITS = 1024          # test size only (flagged insecure_test_key)
 ROWS = 120
 
 LR_PARAMS = {"epochs": 2, "batch_size": 64}
-SB_PARAMS = {"n_trees": 2, "max_depth": 2, "max_bin": 8, "key_bits": KEY_BITS}
+SB_PARAMS = {"n_trees": 2, "max_depth": 2, "max_bin": 8}
 
 
 def _data():
@@ -57,25 +60,13 @@ def _side(algorithm: str, role: str):
         data, job_id = side.node_cfg, link.job_id
         root, cipher = _cipher(side.seed, job_id)
         ctx = ProtocolContext(link=link, job_id=job_id, rng=root.child("train"))
-        if algorithm == "lr":
-            if role == "bank":
-                from parties.bank.lr import train
-                (X, y, names) = data
-                out = train(ctx, X, y, names, dict(LR_PARAMS), cipher)
-            else:
-                from parties.provincial_platform.lr import train
-                (X, names) = data
-                out = train(ctx, X, names, dict(LR_PARAMS), cipher)
-        else:
-            if role == "bank":
-                from parties.bank.secureboost import train
-                (X, y, names) = data
-                out = train(ctx, X, y, names, dict(SB_PARAMS), cipher)
-            else:
-                from parties.provincial_platform.secureboost import train
-                (X, names) = data
-                out = train(ctx, X, names, dict(SB_PARAMS), policy={
-                    "allow_insecure_test_key": True})
+        name = "logistic_regression" if algorithm == "lr" else "secureboost"
+        algo = registry.get(name)
+        X, names, *y = data if role == "platform" else (data[0], data[2], data[1])
+        out = algo.role(role).train(
+            ctx, PartyData(X, names, y=y[0] if y else None),
+            typed(name, LR_PARAMS if algorithm == "lr" else SB_PARAMS),
+            cipher if algo.holds_key(role) else None, TEST_POLICY)
         return out.model.digest()
 
     return run

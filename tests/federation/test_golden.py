@@ -49,7 +49,7 @@ def _node(party: str, tmp: Path) -> object:
                  "cert_fingerprint": "00" * 32, "signing_public_key": "00" * 32,
                  "cert": "peer.crt"},
         "datasets": {"d": ds},
-        "policy": {"allow_insecure_test_jobs": True,
+        "policy": {"allow_insecure_test_jobs": True, "min_key_bits": 1024,
                    "min_intersection": 10},
     }
     return node_config_from_dict(raw, f"{party}.toml", base=tmp)

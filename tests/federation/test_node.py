@@ -381,23 +381,26 @@ def test_psi_jobs_in_every_mode_match_a_plain_intersection(tmp_path, keys):
         plat.stop()
 
 
-def test_report_fields_guessed_from_model_body_keys():
-    """Pins what the report reads off a model part's body until artifacts declare it."""
-    from federation.node.results import report_fields_from_body_keys as fields
-    tree = {"body": {"importance": {"total_gain": {"a": 2.0, "b": 1}, "split_count":
-                                    {"b": 3, "c": 1}}}}
-    assert fields(tree) == {"feature_importance": [
+def test_report_reads_the_explanation_its_algorithm_declares(tmp_path):
+    """The report's importance rows come from the registry's declared explain function
+    for the part's algorithm, not from guessing at body keys."""
+    from federation.node.results import model_explanation
+    from parties.common.artifact import ModelPart
+    tree = ModelPart("secureboost", "bank", "j", {}, {"importance": {
+        "total_gain": {"a": 2.0, "b": 1}, "split_count": {"b": 3, "c": 1}}}, ["a", "b"])
+    tree.save(tmp_path / "sb.json")
+    got = model_explanation(str(tmp_path / "sb.json"))
+    assert got["feature_importance"] == [
         {"feature": "a", "gain": 2.0, "splits": 0}, {"feature": "b", "gain": 1.0, "splits": 3},
-        {"feature": "c", "gain": 0.0, "splits": 1}]}
-    assert fields({"body": {"feature_importance": {"a": 0.5, "x": "n/a"}}}) == {
-        "feature_importance": [{"feature": "a", "gain": 0.5, "splits": 0}]}
-    assert fields({"body": {"importance": [{"feature": "a"}, 3]}}) == {
-        "feature_importance": [{"feature": "a"}]}
-    lr = {"body": {"weights": [-0.5, 2]}, "feature_names": ["a", "b"]}
-    assert fields(lr) == {"feature_importance": [
-        {"feature": "a", "gain": 0.5, "splits": 0}, {"feature": "b", "gain": 2.0, "splits": 0}]}
-    assert fields({"body": {"weights": [1.0]}, "feature_names": []}) == {
-        "feature_importance": []}
+        {"feature": "c", "gain": 0.0, "splits": 1}]
+    lr = ModelPart("logistic_regression", "bank", "j", {}, {"weights": [-0.5, 2]}, ["a", "b"])
+    lr.save(tmp_path / "lr.json")
+    rows = model_explanation(str(tmp_path / "lr.json"))["feature_importance"]
+    assert [(r["feature"], r["gain"], r["coefficient"]) for r in rows] == [
+        ("a", 0.5, -0.5), ("b", 2.0, 2.0)]
+    ModelPart("unregistered", "bank", "j", {}, {"weights": [1.0]}, ["a"]).save(
+        tmp_path / "x.json")
+    assert model_explanation(str(tmp_path / "x.json")) == {}
 
 
 def test_node_modules_import_only_modules_below_them():

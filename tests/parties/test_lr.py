@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from support.lr import load, run, score
+from support.lr import ALGO, load, run, score
+from support.roles import STRICT_POLICY, TEST_POLICY, data, typed
 
 from federation.link import ProtocolContext, local_link_pair
 from parties.bank import lr as bank_lr
@@ -204,9 +205,11 @@ def both_errors(Xb, y, Xp, params, pparams=None, bnames=None, pnames=None):
             errs[i] = exc
 
     ts = [threading.Thread(target=role, args=(0, lambda: bank_lr.train(
-              ca, Xb, y, bnames, params, PlainCipher(2048)))),
+              ca, data(Xb, bnames, y), typed(ALGO, params), PlainCipher(2048),
+              TEST_POLICY))),
           threading.Thread(target=role, args=(1, lambda: platform_lr.train(
-              cb, Xp, pnames, pparams or params, PlainCipher(2048))))]
+              cb, data(Xp, pnames), typed(ALGO, pparams or params), PlainCipher(2048),
+              TEST_POLICY)))]
     for t in ts:
         t.start()
     for t in ts:
@@ -290,14 +293,14 @@ def test_platform_policy_refuses_plain_cipher(small):
 
     def bank():
         try:
-            bank_lr.train(ca, Xb, y, None, P, PlainCipher(2048))
+            bank_lr.train(ca, data(Xb, None, y), typed(ALGO, P), PlainCipher(2048),
+                          TEST_POLICY)
         except Exception as exc:  # noqa: BLE001
             errs[0] = exc
 
     t = threading.Thread(target=bank)
     t.start()
     with pytest.raises(LRError, match="refused by this node's policy"):
-        platform_lr.train(cb, Xp, None, P, PlainCipher(2048),
-                          policy={"allow_plain_cipher": False, "min_key_bits": 2048})
+        platform_lr.train(cb, data(Xp), typed(ALGO, P), PlainCipher(2048), STRICT_POLICY)
     t.join(30)
     assert isinstance(errs[0], LRError)

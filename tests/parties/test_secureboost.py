@@ -1,11 +1,13 @@
 """SecureBoost: lossless vs XGBoost, encrypted == plain, scoring round trip, bad input."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
+from support.roles import STRICT_POLICY, TEST_POLICY, data, typed
 
 from federation.link import ProtocolContext, ProtocolError, local_link_pair, run_two_parties
 from parties.bank import secureboost as bank
@@ -15,7 +17,7 @@ from secure_agg.cipher import PlainCipher
 from secure_agg.rng import Drbg
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-POLICY = {"allow_plain_cipher": True, "allow_insecure_test_key": True}
+POLICY = TEST_POLICY
 
 
 def load(name, n=None):
@@ -43,8 +45,10 @@ def contexts():
 def fit(Xb, y, Xp, nb, npf, params, cipher, policy=POLICY, Xbv=None, yv=None, Xpv=None):
     cb, cp, crossed = contexts()
     ob, op = run_two_parties(
-        lambda: bank.train(cb, Xb, y, nb, params, cipher, Xbv, yv),
-        lambda: plat.train(cp, Xp, npf, params, policy, X_valid=Xpv), timeout=120)
+        lambda: bank.train(cb, data(Xb, nb, y, Xbv, yv), typed("secureboost", params), cipher,
+                           policy),
+        lambda: plat.train(cp, data(Xp, npf, X_valid=Xpv), typed("secureboost", params), None,
+                           policy), timeout=120)
     return ob, op, crossed
 
 
@@ -112,7 +116,7 @@ def test_encrypted_equals_plain(name, n):
     assert any(nd.get("owner") == "platform" for t in t2 for nd in t["nodes"])
     # the platform's policy can force uniform r^n refreshes: same trees
     ob3, _, _ = fit(Xb, y, Xp, nb, npf, dict(params, key_bits=1024), key,
-                    policy=dict(POLICY, refresh="standard"))
+                    policy=replace(POLICY, refresh="standard"))
     assert ob3.model.body["trees"] == t2
     # nothing raw crossed: the platform received ciphertext bytes and control messages
     kinds = {k for s, k, _, _ in crossed if s == "bank"}
@@ -167,8 +171,12 @@ def _platform_error(Xb, y, Xp, params, policy=POLICY):
         return run
     nb = [f"b{i}" for i in range(Xb.shape[1])]
     npf = [f"p{i}" for i in range(Xp.shape[1])]
-    run_two_parties(wrap("bank", lambda: bank.train(cb, Xb, y, nb, params, PlainCipher(1024))),
-                    wrap("platform", lambda: plat.train(cp, Xp, npf, params, policy)),
+    run_two_parties(wrap("bank", lambda: bank.train(cb, data(Xb, nb, y),
+                                                    typed("secureboost", params),
+                                                    PlainCipher(1024), policy)),
+                    wrap("platform", lambda: plat.train(cp, data(Xp, npf),
+                                                        typed("secureboost", params), None,
+                                                        policy)),
                     timeout=60)
     assert isinstance(errs.get("bank"), ProtocolError)
     return errs["platform"]
@@ -189,7 +197,7 @@ def test_bad_input():
         _bad(Xb, y * 2, Xp, params)
     err = _platform_error(Xb, y, np.ones_like(Xp), params)
     assert isinstance(err, ValueError) and "constant or all missing" in str(err)
-    err = _platform_error(Xb, y, Xp, params, policy={})
+    err = _platform_error(Xb, y, Xp, params, policy=STRICT_POLICY)
     assert isinstance(err, PermissionError) and "policy" in str(err)
     with pytest.raises(ProtocolError, match="alignment"):
         _bad(Xb, y, Xp[:-1], params)
@@ -204,7 +212,7 @@ def test_bad_input():
 
 
 def _tamper(monkeypatch, kind, fn):
-    from federation import protocol
+    from federation.link import link as protocol
     orig = protocol._LocalLink.send
 
     def send(self, k, payload):
@@ -230,12 +238,11 @@ def test_malicious_platform(monkeypatch, kind, fn, msg):
 
 
 def test_refresh_mode():
-    assert plat.refresh_mode("djn_full", {}) == "djn_full"
-    assert plat.refresh_mode("djn_full", {"refresh": "standard"}) == "standard"
-    assert plat.refresh_mode("standard", {"refresh": "djn_full"}) == "standard"
+    assert plat.refresh_mode("djn_full", POLICY) == "djn_full"
+    assert plat.refresh_mode("djn_full", replace(POLICY, refresh="standard")) == "standard"
+    assert plat.refresh_mode("standard", POLICY) == "standard"
     with pytest.raises(ValueError, match="refresh"):
-        plat.refresh_mode("djn_full", {"refresh": "djn"})
+        plat.refresh_mode("djn_full", replace(POLICY, refresh="djn"))
     from parties.common.params import ParamError
-    from parties.common.secureboost_params import parse
     with pytest.raises(ParamError, match="refresh"):
-        parse({"refresh": "short"})
+        typed("secureboost", {"refresh": "short"})

@@ -13,7 +13,9 @@ from parties.bank import lr as bank_lr
 from parties.provincial_platform import lr as platform_lr
 from secure_agg.cipher import PlainCipher
 from secure_agg.rng import Drbg
+from support.roles import TEST_POLICY, data, typed
 
+ALGO = "logistic_regression"
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
@@ -33,7 +35,8 @@ def load(name: str):
 
 
 def run(Xb, y, Xp, params, *, bank_cipher=None, plat_cipher=None, Xb_v=None, y_v=None,
-        Xp_v=None, bnames=None, pnames=None, job="lrtest", pparams=None):
+        Xp_v=None, bnames=None, pnames=None, job="lrtest", pparams=None, bank_policy=None,
+        plat_policy=None):
     bank_cipher = bank_cipher or PlainCipher(2048)
     plat_cipher = plat_cipher or PlainCipher(2048)
     la, lb, crossed = local_link_pair(job)
@@ -42,8 +45,11 @@ def run(Xb, y, Xp, params, *, bank_cipher=None, plat_cipher=None, Xb_v=None, y_v
     bnames = bnames or [f"b{j}" for j in range(Xb.shape[1])]
     pnames = pnames or [f"p{j}" for j in range(Xp.shape[1])]
     ob, op = run_two_parties(
-        lambda: bank_lr.train(ca, Xb, y, bnames, params, bank_cipher, Xb_v, y_v),
-        lambda: platform_lr.train(cb, Xp, pnames, pparams or params, plat_cipher, Xp_v))
+        lambda: bank_lr.train(ca, data(Xb, bnames, y, Xb_v, y_v), typed(ALGO, params),
+                              bank_cipher, bank_policy or TEST_POLICY),
+        lambda: platform_lr.train(cb, data(Xp, pnames, X_valid=Xp_v),
+                                  typed(ALGO, pparams or params), plat_cipher,
+                                  plat_policy or TEST_POLICY))
     return ob, op, crossed
 
 

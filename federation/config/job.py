@@ -1,0 +1,219 @@
+"""job.toml -> :class:`JobSpec`.
+
+job.toml (submitted at the bank's node)::
+
+    [job]
+    name = "sb-2024q1"
+    algorithm = "secureboost"       # "psi" | "secureboost" | "logistic_regression" | "score"
+    dataset = "loans"               # the bank's dataset
+    peer_dataset = "enterprises"    # the platform's dataset
+    model = ""                      # "score" jobs: id of the trained model to use
+    output = ""                     # "score" jobs: scores CSV path (bank side)
+    [psi]                           # passed to the PSI module's parameters
+    [params]                        # algorithm parameters (validated by the algorithm)
+    [evaluation]
+    test_fraction = 0.2
+    valid_fraction = 0.0            # share of the training rows held out for early
+                                    # stopping and validation curves (never test rows)
+    cipher = "paillier"             # "paillier" | "plain" (plain: test policy only)
+    key_bits = 2048
+    threshold = 0.5
+    split_salt = "fedjoint"         # the test split is a keyed hash of the ID: jobs with
+                                    # the same salt test on the same enterprises
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from federation.config.toml import NAME_RE, ConfigError, _load_toml, _Table
+from parties import registry
+from parties.common.params import ParamError
+from psi.protocol import PsiParams
+
+#: job types the runner itself implements; every other algorithm is registered in
+#: parties.registry and reached only through it
+JOB_TYPES = ("psi", "score")
+CIPHERS = ("paillier", "plain")
+
+
+def algorithm_names() -> list[str]:
+    """Every name a job's ``algorithm`` (and a policy's ``allowed_algorithms``) may use."""
+    return list(JOB_TYPES) + registry.names()
+
+
+def trained_algorithm_names() -> list[str]:
+    """Algorithms whose model parts a ``score`` job can use."""
+    return registry.names("train")
+
+
+@dataclass
+class EvaluationConfig:
+    test_fraction: float = 0.2
+    valid_fraction: float = 0.0    # of the training rows, for early stopping / curves
+    cipher: str = "paillier"
+    key_bits: int = 2048
+    threshold: float = 0.5
+    split_salt: str = "fedjoint"   # same salt -> same train/test split across jobs
+
+
+@dataclass
+class JobSpec:
+    """A validated job. ``to_dict`` is what the bank proposes to the platform."""
+
+    name: str
+    algorithm: str
+    dataset: str                 # the bank's dataset
+    peer_dataset: str            # the platform's dataset
+    psi: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    model: str = ""              # score jobs: model id (the job id that trained it)
+    output: str = ""             # score jobs: bank-side CSV path for scores
+    train_algorithm: str = ""    # score jobs: filled at submit from the stored model
+    #: the algorithm's typed params, parsed once here; never sent (``to_dict`` drops it)
+    parsed: Any = field(default=None, repr=False, compare=False)
+
+    def dataset_for(self, party: str) -> str:
+        return self.dataset if party == "bank" else self.peer_dataset
+
+    @property
+    def model_algorithm(self) -> str:
+        return self.train_algorithm if self.algorithm == "score" else self.algorithm
+
+    def to_dict(self) -> dict:
+        """What the bank proposes (plain values; the typed params stay local)."""
+        out = dataclasses.asdict(replace(self, parsed=None))
+        out.pop("parsed")
+        return out
+
+    @property
+    def kind(self) -> str:
+        """``psi`` | ``score`` (runner built-ins) or the registered algorithm's kind."""
+        return self.algorithm if self.algorithm in JOB_TYPES else \
+            registry.get(self.algorithm).kind
+
+
+_JOB_TOP = ("job", "psi", "params", "evaluation")
+_JOB_KEYS = ("name", "algorithm", "dataset", "peer_dataset", "model", "output")
+
+
+def load_job_spec(path: str | Path) -> JobSpec:
+    raw, label = _load_toml(path, "job")
+    spec = job_spec_from_dict(raw, label)
+    if spec.output and not Path(spec.output).is_absolute():
+        spec.output = str(Path(path).resolve().parent / spec.output)
+    return spec
+
+
+def job_spec_from_dict(raw: dict, label: str = "job.toml") -> JobSpec:
+    """Validate a job from its TOML tables (or :meth:`JobSpec.to_dict` output); the
+    algorithm's params are parsed once, here, into ``spec.parsed``."""
+    if "job" not in raw and "algorithm" in raw:        # JobSpec.to_dict() form
+        raw = _from_flat(raw)
+    top = _Table(label, "", raw)
+    top.check_keys(_JOB_TOP + ("train_algorithm",))
+    j = top.sub("job")
+    j.check_keys(_JOB_KEYS + ("train_algorithm",))
+    name = j.get("name", str)
+    if not NAME_RE.match(name):
+        raise j.err("name", f"= {name!r}: expected letters, digits, '.', '_' or '-' "
+                    "(at most 64 characters)")
+    algorithm = j.choice("algorithm", algorithm_names())
+    dataset = j.get("dataset", str)
+    peer_dataset = j.get("peer_dataset", str)
+    model = j.get("model", str, "")
+    output = j.get("output", str, "")
+    train_algorithm = j.get("train_algorithm", str, "")
+    if algorithm == "score" and not model:
+        raise ConfigError(f"{label}: missing required key job.model (score jobs name the "
+                          "trained model to use; see `fedjoint model list`)")
+    if algorithm != "score" and (model or output):
+        raise j.err("model" if model else "output", "is only used by algorithm = 'score'")
+    if train_algorithm and train_algorithm not in trained_algorithm_names():
+        raise j.err("train_algorithm", f"= {train_algorithm!r}: expected one of "
+                    f"{', '.join(trained_algorithm_names())}")
+
+    psi = dict(top.sub("psi", {}).data)
+    params = dict(top.sub("params", {}).data)
+    ev = top.sub("evaluation", {})
+    ev.check_keys([f.name for f in dataclasses.fields(EvaluationConfig)])
+    evaluation = EvaluationConfig(
+        test_fraction=ev.get("test_fraction", float, 0.2),
+        valid_fraction=ev.get("valid_fraction", float, 0.0),
+        cipher=ev.choice("cipher", CIPHERS, "paillier"),
+        key_bits=ev.get("key_bits", int, 2048),
+        threshold=ev.get("threshold", float, 0.5),
+        split_salt=ev.get("split_salt", str, "fedjoint"),
+    )
+    if not 0.0 <= evaluation.test_fraction < 1.0:
+        raise ev.err("test_fraction", f"= {evaluation.test_fraction}: expected a number in "
+                     "[0, 1)")
+    if not 0.0 <= evaluation.valid_fraction < 1.0:
+        raise ev.err("valid_fraction", f"= {evaluation.valid_fraction}: expected a number in "
+                     "[0, 1) (a share of the training rows)")
+    if evaluation.key_bits < 256 or evaluation.key_bits % 8:
+        raise ev.err("key_bits", f"= {evaluation.key_bits}: expected a multiple of 8, >= 256 "
+                     "(2048 or more outside tests)")
+    if not 0.0 < evaluation.threshold < 1.0:
+        raise ev.err("threshold", "expected a number in (0, 1)")
+
+    spec = JobSpec(name=name, algorithm=algorithm, dataset=dataset, peer_dataset=peer_dataset,
+                   psi=psi, params=params, evaluation=evaluation, model=model, output=output,
+                   train_algorithm=train_algorithm)
+    validate_psi_params(spec, label)
+    if algorithm in JOB_TYPES:
+        if params:
+            raise ConfigError(f"{label}: [params] is not used by algorithm = {algorithm!r} "
+                              "(remove it)")
+        return spec
+    algo = registry.get(algorithm)
+    if "cipher" in params or "key_bits" in params:
+        raise ConfigError(f"{label}: [params] {'cipher' if 'cipher' in params else 'key_bits'} "
+                          "belongs in [evaluation] (set the cipher and key size once there)")
+    try:
+        spec.parsed = algo.parse_params(params, f"{label} [params]")
+    except ParamError as exc:
+        raise ConfigError(f"{exc} (valid keys for {algorithm}: "
+                          f"{', '.join(algo.param_names())})") from None
+    needs = getattr(spec.parsed, "needs_validation_split", lambda: "")()
+    if needs and evaluation.valid_fraction <= 0:
+        raise ConfigError(f"{label} [evaluation]: valid_fraction: [params] {needs} needs a "
+                          "validation split; set valid_fraction (e.g. 0.1 of the training "
+                          "rows)")
+    return spec
+
+
+def _from_flat(d: dict) -> dict:
+    return {"job": {k: d[k] for k in _JOB_KEYS + ("train_algorithm",) if d.get(k) not in
+                    (None, "")},
+            "psi": d.get("psi") or {}, "params": d.get("params") or {},
+            "evaluation": d.get("evaluation") or {}}
+
+
+def parse_psi_params(values: dict, where: str) -> PsiParams:
+    """The typed [psi] table (``ConfigError`` names the key)."""
+    from parties.common.params import from_dict
+    try:
+        params = from_dict(PsiParams, values, where)
+        params.validate()
+    except ParamError as exc:
+        raise ConfigError(str(exc)) from None
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return params
+
+
+def validate_psi_params(spec: JobSpec, label: str) -> PsiParams:
+    params = parse_psi_params(spec.psi, f"{label} [psi]")
+    for local_only in ("key_dir", "cache_dir"):
+        if spec.psi.get(local_only):
+            raise ConfigError(f"{label}: [psi] {local_only} is chosen by each node (under its "
+                              "data_dir), not by the job; remove it")
+    if spec.algorithm != "psi" and params.mode == "cardinality":
+        raise ConfigError(f"{label}: psi.mode = 'cardinality' reveals no rows; "
+                          f"algorithm = {spec.algorithm!r} needs 'balanced' or 'unbalanced'")
+    return params

@@ -1,0 +1,269 @@
+"""node.toml -> :class:`NodeConfig` (one per party).
+
+node.toml (one per party)::
+
+    [node]
+    party = "bank"                 # "bank" | "platform"
+    name = "bank-a"                # shown to the peer, used as the channel sender name
+    listen = "0.0.0.0:7443"        # the gRPC channel (mutual TLS)
+    admin = "127.0.0.1:0"          # local admin endpoint (loopback only; 0 = any port)
+    data_dir = "bank-data"         # SQLite job store, models, logs, vault (relative to
+                                   # this file)
+    [keys]
+    tls_key = "keys/tls.key"       # from `fedjoint keys init`
+    tls_cert = "keys/tls.crt"
+    signing_key = "keys/signing.key"
+    [peer]
+    name = "platform-b"
+    address = "platform.example:7443"
+    cert = "keys/platform-b.tls.crt"       # the peer's certificate (public file)
+    cert_fingerprint = "AB:CD:..."         # printed by the peer's `fedjoint keys init`
+    signing_public_key = "keys/platform-b.sign.pub"   # or its 64 hex digits
+    [datasets.loans]
+    path = "data/bank.csv"          # CSV or Parquet
+    id_column = "id"
+    label_column = "y"              # bank only
+    columns = ["x0", "x1"]          # usable feature columns (default: all others)
+    [policy]
+    allowed_algorithms = ["psi", "secureboost", "logistic_regression", "score"]
+    min_key_bits = 2048
+    min_intersection = 100
+    require_approval = false
+    allow_insecure_test_jobs = false
+    reveal_feature_names = false
+    allowed_datasets = ["loans"]    # which local datasets the peer may name (default all)
+    max_concurrent_jobs = 2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from federation.config.job import algorithm_names
+from federation.config.toml import (
+    NAME_RE,
+    PARTIES,
+    ConfigError,
+    _load_toml,
+    _resolve,
+    _suggest,
+    _Table,
+    parse_address,
+)
+from secure_agg.keypolicy import DEFAULT_MAX_KEY_BITS, SECURE_MIN_BITS, KeyPolicy
+
+#: what a policy without allowed_algorithms allows (the algorithms of fedjoint 0.1)
+DEFAULT_ALLOWED = ("psi", "secureboost", "logistic_regression", "score")
+
+
+@dataclass
+class DatasetConfig:
+    name: str
+    path: Path
+    id_column: str
+    label_column: str | None = None
+    columns: list[str] | None = None   # None: every column but id and label
+
+
+@dataclass
+class PeerConfig:
+    name: str
+    address: str
+    cert_fingerprint: str
+    signing_public_key: str          # 64 hex digits, or the path of the peer's .sign.pub
+    cert: Path                       # the peer's certificate file (its .tls.crt)
+
+
+@dataclass
+class KeysConfig:
+    tls_key: Path
+    tls_cert: Path
+    signing_key: Path
+
+
+@dataclass
+class PolicyConfig:
+    #: omitted: the algorithms of fedjoint 0.1 (DEFAULT_ALLOWED); an algorithm added
+    #: later is allowed only once listed, or with ["all"]
+    allowed_algorithms: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED))
+    min_key_bits: int = SECURE_MIN_BITS
+    max_key_bits: int = DEFAULT_MAX_KEY_BITS
+    min_intersection: int = 100
+    require_approval: bool = False
+    allow_insecure_test_jobs: bool = False
+    reveal_feature_names: bool = False
+    allowed_datasets: list[str] | None = None   # None: every configured dataset
+    max_concurrent_jobs: int = 2
+
+
+def key_policy(policy: PolicyConfig) -> KeyPolicy:
+    """The node's cipher/key policy: one type for its own keys and its peer's."""
+    test = policy.allow_insecure_test_jobs
+    return KeyPolicy(min_key_bits=policy.min_key_bits, max_key_bits=policy.max_key_bits,
+                     allow_plain=test, allow_test_keys=test)
+
+
+@dataclass
+class ChannelConfig:
+    deadline_s: float = 30.0       # a peer silent this long is reported gone
+    heartbeat_s: float = 2.0
+    connect_timeout_s: float = 10.0
+
+
+@dataclass
+class NodeConfig:
+    file: Path
+    party: str
+    name: str
+    listen: str
+    admin: str
+    data_dir: Path
+    keys: KeysConfig
+    peer: PeerConfig
+    datasets: dict[str, DatasetConfig]
+    policy: PolicyConfig
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
+    workers: int = 1
+
+    @property
+    def peer_party(self) -> str:
+        return "platform" if self.party == "bank" else "bank"
+
+    def dataset(self, name: str) -> DatasetConfig:
+        if name not in self.datasets:
+            raise ConfigError(f"{self.file}: no dataset {name!r} in [datasets]"
+                              f"{_suggest(name, self.datasets)} "
+                              f"(configured: {', '.join(sorted(self.datasets)) or 'none'})")
+        return self.datasets[name]
+
+
+_NODE_TOP = ("node", "keys", "peer", "datasets", "policy", "channel")
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    raw, label = _load_toml(path, "node config")
+    return node_config_from_dict(raw, label, base=Path(path).resolve().parent,
+                                 file=Path(path).resolve())
+
+
+def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None = None
+                          ) -> NodeConfig:
+    top = _Table(label, "", raw)
+    top.check_keys(_NODE_TOP)
+    n = top.sub("node")
+    n.check_keys(("party", "name", "listen", "admin", "data_dir", "workers"))
+    party = n.choice("party", PARTIES)
+    name = n.get("name", str)
+    if not NAME_RE.match(name):
+        raise n.err("name", f"= {name!r}: expected letters, digits, '.', '_' or '-' "
+                    "(at most 64 characters)")
+    listen = n.get("listen", str)
+    parse_address(listen, label, "node.listen")
+    admin = n.get("admin", str, "127.0.0.1:0")
+    parse_address(admin, label, "node.admin", loopback=True)
+    data_dir = _resolve(base, n.get("data_dir", str))
+    workers = n.get("workers", int, 1)
+    if workers < 1:
+        raise n.err("workers", f"= {workers}: expected an integer >= 1")
+
+    k = top.sub("keys")
+    k.check_keys(("tls_key", "tls_cert", "signing_key"))
+    keys = KeysConfig(*(_resolve(base, k.get(x, str))
+                        for x in ("tls_key", "tls_cert", "signing_key")))
+
+    p = top.sub("peer")
+    p.check_keys(("name", "address", "cert_fingerprint", "signing_public_key", "cert"))
+    peer_address = p.get("address", str)
+    parse_address(peer_address, label, "peer.address")
+    fp = p.get("cert_fingerprint", str).strip()
+    hexfp = re.sub(r"[\s:]", "", fp[7:] if fp.lower().startswith("sha256:") else fp)
+    if not re.fullmatch(r"[0-9A-Fa-f]{64}", hexfp):
+        raise p.err("cert_fingerprint", f"= {fp!r}: expected the peer certificate's SHA-256 "
+                    "fingerprint as printed by `fedjoint keys init` (64 hex digits, colons "
+                    "optional)")
+    fp = ":".join(hexfp[i:i + 2].upper() for i in range(0, 64, 2))
+    cert = p.get("cert", str)
+    spk = p.get("signing_public_key", str).strip()
+    if not re.fullmatch(r"[0-9A-Fa-f]{64}", spk):
+        spk = str(_resolve(base, spk))
+    peer = PeerConfig(name=p.get("name", str), address=peer_address, cert_fingerprint=fp,
+                      signing_public_key=spk, cert=_resolve(base, cert))
+    if not NAME_RE.match(peer.name):
+        raise p.err("name", f"= {peer.name!r}: expected letters, digits, '.', '_' or '-'")
+    if peer.name == name:
+        raise p.err("name", f"= {peer.name!r}: the peer must have a different name than "
+                    "node.name")
+
+    datasets: dict[str, DatasetConfig] = {}
+    ds_top = top.sub("datasets", {})
+    for ds_name in ds_top.data:
+        d = ds_top.sub(ds_name)
+        d.check_keys(("path", "id_column", "label_column", "columns"))
+        label_col = d.get("label_column", str, None)
+        if label_col is not None and party != "bank":
+            raise d.err("label_column", "is only allowed on the bank's node (the platform "
+                        "holds no labels)")
+        cols = d.get("columns", "str_list", None)
+        idc = d.get("id_column", str, "id")
+        if cols is not None:
+            for c in (idc, label_col):
+                if c is not None and c in cols:
+                    raise d.err("columns", f"must not contain the id/label column {c!r}")
+            if len(set(cols)) != len(cols):
+                raise d.err("columns", "contains duplicate names")
+        datasets[ds_name] = DatasetConfig(ds_name, _resolve(base, d.get("path", str)), idc,
+                                          label_col, cols)
+
+    pol = top.sub("policy", {})
+    pf = {f.name for f in dataclasses.fields(PolicyConfig)}
+    pol.check_keys(pf)
+    policy = PolicyConfig()
+    algs = pol.get("allowed_algorithms", "str_list", policy.allowed_algorithms)
+    known = algorithm_names()
+    if algs == ["all"]:
+        algs = known
+    for a in algs:
+        if a not in known:
+            raise pol.err("allowed_algorithms", f"contains {a!r}: expected names from "
+                          f"{', '.join(known)} (or [\"all\"]){_suggest(a, known)}")
+    policy.allowed_algorithms = algs
+    for b in ("require_approval", "allow_insecure_test_jobs", "reveal_feature_names"):
+        setattr(policy, b, pol.get(b, bool, False))
+    policy.min_key_bits = pol.get("min_key_bits", int, SECURE_MIN_BITS)
+    policy.max_key_bits = pol.get("max_key_bits", int, DEFAULT_MAX_KEY_BITS)
+    if policy.min_key_bits < SECURE_MIN_BITS and not policy.allow_insecure_test_jobs:
+        raise pol.err("min_key_bits", f"= {policy.min_key_bits}: keys below {SECURE_MIN_BITS} "
+                      "bits are test keys; only a test node (allow_insecure_test_jobs = true) "
+                      "may accept them")
+    try:
+        key_policy(policy)
+    except ValueError as exc:
+        raise pol.err("max_key_bits", f"= {policy.max_key_bits}: {exc}") from None
+    policy.min_intersection = pol.get("min_intersection", int, 100)
+    if policy.min_intersection < 1:
+        raise pol.err("min_intersection", "expected an integer >= 1")
+    allowed = pol.get("allowed_datasets", "str_list", None)
+    if allowed is not None:
+        for a in allowed:
+            if a not in datasets:
+                raise pol.err("allowed_datasets", f"names {a!r}, which is not in [datasets]"
+                              f"{_suggest(a, datasets)}")
+    policy.allowed_datasets = allowed
+    policy.max_concurrent_jobs = pol.get("max_concurrent_jobs", int, 2)
+    if policy.max_concurrent_jobs < 1:
+        raise pol.err("max_concurrent_jobs", "expected an integer >= 1")
+
+    ch = top.sub("channel", {})
+    ch.check_keys(("deadline_s", "heartbeat_s", "connect_timeout_s"))
+    channel = ChannelConfig(ch.get("deadline_s", float, 30.0), ch.get("heartbeat_s", float, 2.0),
+                            ch.get("connect_timeout_s", float, 10.0))
+    for fname in ("deadline_s", "heartbeat_s", "connect_timeout_s"):
+        if getattr(channel, fname) <= 0:
+            raise ch.err(fname, "expected a positive number of seconds")
+
+    return NodeConfig(file=file or Path(label), party=party, name=name, listen=listen,
+                      admin=admin, data_dir=data_dir, keys=keys, peer=peer, datasets=datasets,
+                      policy=policy, channel=channel, workers=workers)

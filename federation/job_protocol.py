@@ -1,0 +1,70 @@
+"""The runner's own messages (kinds ``job.*`` and ``score.*``) and their exchanges.
+
+None of them carries data values: ``job.check`` says whether the intersection satisfies
+the sender's policy and carries a digest of the train/test split; ``job.model_digest``
+the digest of the sender's model part; ``score.model`` which model parts a scoring job
+uses. ``job.outcome`` (the signed outcome statement) is exchanged by the node after the
+runner returns, on the same channel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from federation.link import Link, Message, ProtocolError, declare_protocol
+
+PROTOCOL_VERSION = "fedjoint-job-v1"
+
+K_CHECK = "job.check"
+K_MODEL_DIGEST = "job.model_digest"
+K_SCORE_MODEL = "score.model"
+
+TABLE = declare_protocol("job", PROTOCOL_VERSION, [
+    Message(K_CHECK, "either", "json",
+            "intersection size, ok/reason of the sender's policy, digest of the split"),
+    Message(K_MODEL_DIGEST, "either", "json", "digest of the sender's unbound model part"),
+    Message(K_SCORE_MODEL, "either", "json",
+            "scoring: model id, algorithm, digests of both parts"),
+    Message("job.outcome", "either", "json", "signed outcome statement (model digest, "
+            "per-direction counts and digests)", disclosure="model-part digest",
+            count=lambda p: 1),
+])
+
+
+class CheckFailed(Exception):
+    """One side's policy (or the two sides' views) refuse to continue after PSI."""
+
+
+def split_digest(test_mask: np.ndarray) -> str:
+    return hashlib.sha256(np.packbits(test_mask.astype(np.uint8)).tobytes() +
+                          str(len(test_mask)).encode()).hexdigest()
+
+
+def exchange_checks(link: Link, problem: str, n: int, test_mask: np.ndarray) -> None:
+    """Both sides say whether the intersection passes their policy and agree on the
+    split before any model traffic; raises :class:`CheckFailed` with the reason."""
+    digest = split_digest(test_mask)
+    link.send(K_CHECK, {"ok": not problem, "reason": problem, "split": digest,
+                        "intersection": n})
+    peer = link.recv_json(K_CHECK)
+    if problem:
+        raise CheckFailed(problem)
+    if not peer.get("ok", False):
+        raise CheckFailed(str(peer.get("reason") or "the peer refused to continue")[:500])
+    if peer.get("intersection") != n:
+        raise CheckFailed(f"the parties disagree on the intersection size ({n} here, "
+                          f"{peer.get('intersection')!r} at the peer)")
+    if peer.get("split") != digest:
+        raise CheckFailed("the parties computed different train/test splits from the "
+                          "intersection (are the IDs formatted differently on each side?)")
+
+
+def exchange_model_digests(link: Link, own: str) -> str:
+    """Send this part's unbound digest, return the peer's (64 hex digits)."""
+    link.send(K_MODEL_DIGEST, {"digest": own})
+    peer = str(link.recv_json(K_MODEL_DIGEST).get("digest", ""))
+    if len(peer) != 64:
+        raise ProtocolError(f"{K_MODEL_DIGEST}: expected a 64-hex-digit digest")
+    return peer

@@ -1,0 +1,141 @@
+"""The algorithm registry: each algorithm declared once.
+
+An entry names the algorithm, its kind (``train`` | ``transform`` | ``score``), its
+params class, the bank's and the platform's role modules (both implementing
+:mod:`parties.common.role`), its protocol table (version, message kinds, disclosures),
+which parties hold a private key, and whether the bank's labels are needed. The runtime
+reaches algorithms only through :func:`get`; adding an algorithm is its own files plus
+one :func:`register` call (here for the built-ins, or in a plug-in module).
+
+Registration checks everything a job would trip over later: a known kind, a params
+dataclass, role modules with the contract's functions and signatures, a declared protocol table. Errors are :class:`RegistryError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+
+from federation.link import ProtocolTable
+from parties.common.artifact import ModelPart
+from parties.common.params import from_dict
+from parties.common.role import ROLE_FUNCTIONS, check_role_module
+
+KINDS = tuple(ROLE_FUNCTIONS)
+PARTIES = ("bank", "platform")
+
+
+class RegistryError(LookupError):
+    """An algorithm is unknown, or its declaration breaks the role contract."""
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    kind: str                       # "train" | "transform" | "score"
+    params: type                    # dataclass; its fields are the job's [params] keys
+    bank: ModuleType
+    platform: ModuleType
+    protocol: ProtocolTable
+    key_holders: tuple[str, ...]    # parties that generate a private key for the job
+    needs_label: bool = True        # the bank's role receives y
+    #: what a report may show about a model part: ModelPart -> {"feature_importance":
+    #: [{feature, gain, splits, ...}], "measure": ...} (parties.common.explain)
+    explain: Callable[[ModelPart], dict] | None = None
+    summary: str = ""
+
+    @property
+    def version(self) -> str:
+        return self.protocol.version
+
+    def role(self, party: str) -> ModuleType:
+        return self.bank if party == "bank" else self.platform
+
+    def holds_key(self, party: str) -> bool:
+        return party in self.key_holders
+
+    def parse_params(self, values: dict, where: str):
+        """The typed params object (``ParamError`` names the key and lists valid ones)."""
+        return from_dict(self.params, dict(values or {}), where)
+
+    def param_names(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self.params)]
+
+
+_REGISTRY: dict[str, Algorithm] = {}
+
+
+def register(algo: Algorithm) -> Algorithm:
+    """Add ``algo`` after checking its declaration; returns it."""
+    where = f"algorithm {algo.name!r}"
+    if not algo.name or not algo.name.replace("_", "").isalnum() or algo.name != algo.name.lower():
+        raise RegistryError(f"{where}: names are lowercase letters, digits and '_'")
+    if algo.name in _REGISTRY and _REGISTRY[algo.name] is not algo:
+        raise RegistryError(f"{where} is already registered")
+    if algo.kind not in KINDS:
+        raise RegistryError(f"{where}: kind {algo.kind!r} is not one of {KINDS}")
+    if not dataclasses.is_dataclass(algo.params):
+        raise RegistryError(f"{where}: params must be a dataclass, not {algo.params!r}")
+    if not set(algo.key_holders) <= set(PARTIES):
+        raise RegistryError(f"{where}: key_holders {algo.key_holders} must name parties "
+                            f"from {PARTIES}")
+    if algo.explain is not None and not callable(algo.explain):
+        raise RegistryError(f"{where}: explain must be a function ModelPart -> dict")
+    if not isinstance(algo.protocol, ProtocolTable):
+        raise RegistryError(f"{where}: protocol must be a declared ProtocolTable")
+    for party in PARTIES:
+        try:
+            check_role_module(algo.role(party), algo.kind, f"{where} ({party})")
+        except TypeError as exc:
+            raise RegistryError(str(exc)) from None
+    _REGISTRY[algo.name] = algo
+    return algo
+
+
+def unregister(name: str) -> None:
+    """Remove an algorithm (plug-in tests)."""
+    _REGISTRY.pop(name, None)
+
+
+def get(name: str) -> Algorithm:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise RegistryError(f"unknown algorithm {name!r} (registered: "
+                            f"{', '.join(names()) or 'none'})") from None
+
+
+def names(kind: str | None = None) -> list[str]:
+    return sorted(n for n, a in _REGISTRY.items() if kind is None or a.kind == kind)
+
+
+def all_algorithms() -> list[Algorithm]:
+    return [_REGISTRY[n] for n in names()]
+
+
+# ------------------------------------------------------------------------ built-ins
+
+
+def _builtins() -> None:
+    from parties.bank import lr as bank_lr
+    from parties.bank import secureboost as bank_sb
+    from parties.common import lr_common, secureboost_wire
+    from parties.common.explain import linear_coefficients, tree_importance
+    from parties.common.lr_common import LRParams
+    from parties.common.secureboost_params import SecureBoostParams
+    from parties.provincial_platform import lr as platform_lr
+    from parties.provincial_platform import secureboost as platform_sb
+
+    register(Algorithm(
+        "secureboost", "train", SecureBoostParams, bank_sb, platform_sb,
+        secureboost_wire.TABLE, key_holders=("bank",), explain=tree_importance,
+        summary="lossless vertical gradient-boosted trees (XGBoost hist splits)"))
+    register(Algorithm(
+        "logistic_regression", "train", LRParams, bank_lr, platform_lr,
+        lr_common.TABLE, key_holders=("bank", "platform"), explain=linear_coefficients,
+        summary="vertical logistic regression, two Paillier keys, no third party"))
+
+
+_builtins()
