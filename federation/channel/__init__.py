@@ -15,14 +15,15 @@ Modules, each importing only those above it:
 * :mod:`.settings` -- limits, protocol version, :class:`ChannelSettings`, exceptions;
 * :mod:`.frames` -- a message as protobuf frames, and the receiver's per-frame checks;
 * :mod:`.stream` -- one job's two directions: sequencing, acks, resend, dedupe,
-  deadlines, heartbeats; :class:`GrpcLink`, the protocol's handle;
+  deadlines, heartbeats;
 * :mod:`.servicer` -- the gRPC server side: pin check, job streams, control requests;
-* :mod:`.peer` -- :class:`PeerChannel`: server and client with mTLS, control, jobs.
+* :mod:`.peer` -- :class:`PeerChannel` (server and client with mTLS, control, jobs) and
+  :class:`GrpcLink`, the protocol's handle of one job.
 
 docs/channel.md is the operators' description.
 """
 
-from federation.channel.peer import PeerChannel, probe_certificate
+from federation.channel.peer import GrpcLink, PeerChannel, probe_certificate
 from federation.channel.recorder import JsonlRecorder, ListRecorder
 from federation.channel.settings import (
     MAX_CHUNK,
@@ -30,7 +31,6 @@ from federation.channel.settings import (
     ControlError,
     PeerUnreachable,
 )
-from federation.channel.stream import GrpcLink
 
 __all__ = ["MAX_CHUNK", "ChannelSettings", "ControlError", "GrpcLink", "JsonlRecorder",
            "ListRecorder", "PeerChannel", "PeerUnreachable", "probe_certificate"]

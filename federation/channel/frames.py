@@ -141,7 +141,7 @@ class Incoming:
         if self.hasher.digest() != env.sha256:
             raise BadFrame(f"payload SHA-256 mismatch on seq {env.seq} ({env.kind})")
         parts, self.parts = self.parts, []
-        return parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def take_chunk(cur: Incoming | None, data) -> None:
@@ -159,4 +159,8 @@ def take_chunk(cur: Incoming | None, data) -> None:
     cur.received += n
     if not cur.skip:
         cur.hasher.update(data)
-        cur.parts.append(data)
+        # A view of gRPC's buffer is copied out here, one chunk at a time, so that
+        # payload() joins only bytes objects: bytes.join then copies without holding the
+        # GIL (it keeps it for views), and heartbeats, acks and the liveness bookkeeping
+        # of every job keep running while a GiB-sized message is reassembled.
+        cur.parts.append(data if type(data) is bytes else bytes(data))

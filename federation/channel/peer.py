@@ -3,12 +3,13 @@
 ``PeerChannel`` owns the gRPC server (mutual TLS: a client certificate is required and
 only the pinned peer certificate is trusted as root; :mod:`.servicer` then compares the
 presented certificate with the pin) and the client connection to the peer's server
-(trusting only the pinned peer certificate, target name ``fedjoint.peer``). It creates
-jobs (:meth:`PeerChannel.link`, or when the peer opens one and ``job_filter`` accepts),
-sends control requests and answers them with registered handlers, and runs the watchdog
-that cancels client streams whose server went silent. A peer that cannot be reached is
-reported with :class:`PeerUnreachable`, naming the address, the gRPC error and, if the
-server there presents another certificate, its fingerprint (:func:`probe_certificate`).
+(trusting only the pinned peer certificate, target name ``fedjoint.peer``). It opens
+jobs (:meth:`PeerChannel.link` returns a :class:`GrpcLink`; the peer may open one that
+``job_filter`` accepts), sends control requests and answers them with registered
+handlers, and runs the watchdog that cancels client streams whose server went silent.
+A peer that cannot be reached is reported with :class:`PeerUnreachable`, naming the
+address, the gRPC error and, if the server there presents another certificate, its
+fingerprint (:func:`probe_certificate`).
 """
 
 from __future__ import annotations
@@ -39,11 +40,14 @@ from federation.channel.settings import (
     log,
     log_event,
 )
-from federation.channel.stream import GrpcLink, Job
+from federation.channel.stream import Job
 from federation.keys import LocalIdentity, PeerIdentity, cert_fingerprint
 from federation.link import (
+    Link,
     MessageRecorder,
+    Payload,
     PeerGone,
+    ProtocolError,
     check_kind,
     decode_payload,
     encode_payload,
@@ -54,6 +58,44 @@ __all__ = ["PROTOCOL_VERSION", "ChannelSettings", "ControlError", "GrpcLink", "P
            "PeerUnreachable", "probe_certificate"]
 
 _MESSAGES_METHOD = "/fedjoint.channel.v1.PeerLink/Messages"
+
+
+class GrpcLink(Link):
+    """The protocol-facing handle of one job over the gRPC channel (state in :class:`Job`)."""
+
+    def __init__(self, job: Job):
+        self._job = job
+        self.job_id = job.job_id
+        self.party = job.chan.local.party
+        self.peer = job.chan.peer.party
+
+    def send(self, kind: str, payload: Payload) -> None:
+        self._job.send(kind, payload)
+
+    def recv(self, kind: str, timeout: float | None = None) -> Payload:
+        """Next message; ``timeout=None`` waits as long as the peer is alive."""
+        return self._job.recv(kind, timeout)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the peer acknowledged everything sent; False on timeout."""
+        return self._job.flush(timeout)
+
+    def abort(self, reason: str) -> None:
+        """Fail the job locally and tell the peer why."""
+        self._job.fail(ProtocolError(f"aborted by {self.party}: {reason}"))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush, tell the peer this side is done, and forget the job."""
+        self._job.close(timeout)
+
+    @property
+    def failed(self) -> ProtocolError | None:
+        return self._job.failed
+
+    def stats(self) -> dict:
+        j = self._job
+        return {"sent": j.next_seq - 1, "acked": j.acked, "received": j.delivered,
+                "unacked_bytes": j.unacked_bytes, "inbox_bytes": j.inbox_bytes}
 
 
 def _split_addr(addr: str) -> tuple[str, int]:

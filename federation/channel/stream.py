@@ -1,4 +1,4 @@
-"""The per-job stream: both directions of one job, and :class:`GrpcLink`, its handle.
+"""The per-job stream: both directions of one job, behind its ``GrpcLink``.
 
 Per job and direction the sender numbers messages 1, 2, 3... and keeps every message
 until the receiver acknowledges it (cumulative acks; ``send`` blocks while more than
@@ -10,8 +10,9 @@ partially received message is discarded.
 
 The receive side is fed by the servicer (:meth:`Job.read_stream`, one thread per
 incoming stream): envelope checks, sequence order and signature, chunks, digest, then
-the inbox, which ``recv`` drains. Liveness: idle streams carry heartbeats; a job whose
-peer has been silent or unreachable for ``peer_deadline`` seconds fails with
+the inbox, which ``recv`` drains. Liveness: idle streams carry heartbeats; every frame
+counts as contact, and so does the time the reader spends finishing a message; a job
+whose peer has been silent or unreachable for ``peer_deadline`` seconds fails with
 :class:`PeerGone` (:class:`PeerUnreachable` from the pump).
 
 A job knows its channel only through :class:`Owner`, so this module does not import the
@@ -52,7 +53,6 @@ from federation.channel.settings import (
 from federation.keys import LocalIdentity, PeerIdentity
 from federation.link import (
     Envelope,
-    Link,
     MessageRecorder,
     Payload,
     PeerGone,
@@ -103,6 +103,7 @@ class Job:
         self.delivered = 0
         self.in_gen = 0
         self.in_last_seen = now
+        self.in_busy = False  # the reader is finishing a message whose data all arrived
         self.peer_closed = False
         # send side
         self.next_seq = 1
@@ -171,6 +172,36 @@ class Job:
             self.unacked[seq] = msg
             self.unacked_bytes += len(data)
             self.out_cv.notify_all()
+
+    def flush(self, timeout: float | None) -> bool:
+        """Wait until the peer acknowledged everything sent; False on timeout."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self.out_cv:
+            while self.acked < self.next_seq - 1:
+                if self.failed is not None:
+                    self._raise_failed()
+                now = time.monotonic()
+                if end is not None and now >= end:
+                    return False
+                self.out_cv.wait(0.2 if end is None else min(0.2, end - now))
+        return True
+
+    def close(self, timeout: float) -> None:
+        """Flush, tell the peer this side is done, and have the channel forget the job."""
+        try:
+            if self.failed is None:
+                self.flush(timeout)
+        finally:
+            with self.lock:
+                self.close_requested = True
+                self.out_cv.notify_all()
+            self.pump.join(timeout=min(timeout, 2.0))
+            with self.lock:
+                self.closed = True
+                self.out_gen += 1
+                self.in_cv.notify_all()
+                self.out_cv.notify_all()
+            self.chan._forget(self.job_id)
 
     def _release(self, ack: int) -> None:
         """Caller holds the lock: drop messages the peer acknowledged."""
@@ -331,7 +362,7 @@ class Job:
                     gone = PeerGone(f"peer {chan.peer.party} closed job {self.job_id} while "
                                     f"{kind!r} was expected")
                     break
-                silent = now - self.in_last_seen
+                silent = 0.0 if self.in_busy else now - self.in_last_seen
                 if silent > chan.settings.peer_deadline:
                     gone = PeerGone(f"peer {chan.peer.party} at {chan.peer_addr} silent for "
                                     f"{silent:.1f}s on job {self.job_id} (deadline "
@@ -370,8 +401,17 @@ class Job:
         return Incoming(env, skip=False)
 
     def _finish_message(self, cur: Incoming, gen: int) -> None:
-        env = cur.env
-        data = cur.payload()
+        """Reassemble, record and deliver a message whose data all arrived. Meanwhile the
+        reader takes no frames, so the peer's heartbeats wait in gRPC: the peer is not
+        counted as silent until this returns (seconds, for a GiB-sized message)."""
+        self.in_busy = True
+        try:
+            self._deliver(cur.env, cur.payload(), gen)
+        finally:
+            self.in_last_seen = time.monotonic()
+            self.in_busy = False
+
+    def _deliver(self, env: Envelope, data: bytes, gen: int) -> None:
         limit = self.chan.settings.inbox_limit_bytes
         with self.in_cv:
             while (self.in_gen == gen and self.failed is None and self.inbox_bytes
@@ -452,65 +492,3 @@ class Job:
             self.fail(ProtocolError(f"internal error reading job {self.job_id}: "
                                     f"{type(exc).__name__}"), notify_peer=True)
         out.put(None)
-
-
-class GrpcLink(Link):
-    """The protocol-facing handle of one job over the gRPC channel."""
-
-    def __init__(self, job: Job):
-        self._job = job
-        self.job_id = job.job_id
-        self.party = job.chan.local.party
-        self.peer = job.chan.peer.party
-
-    def send(self, kind: str, payload: Payload) -> None:
-        self._job.send(kind, payload)
-
-    def recv(self, kind: str, timeout: float | None = None) -> Payload:
-        """Next message; ``timeout=None`` waits as long as the peer is alive."""
-        return self._job.recv(kind, timeout)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until the peer acknowledged everything sent; False on timeout."""
-        job = self._job
-        end = None if timeout is None else time.monotonic() + timeout
-        with job.out_cv:
-            while job.acked < job.next_seq - 1:
-                if job.failed is not None:
-                    job._raise_failed()
-                now = time.monotonic()
-                if end is not None and now >= end:
-                    return False
-                job.out_cv.wait(0.2 if end is None else min(0.2, end - now))
-        return True
-
-    def abort(self, reason: str) -> None:
-        """Fail the job locally and tell the peer why."""
-        self._job.fail(ProtocolError(f"aborted by {self.party}: {reason}"))
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Flush, tell the peer this side is done, and forget the job."""
-        job = self._job
-        try:
-            if job.failed is None:
-                self.flush(timeout)
-        finally:
-            with job.lock:
-                job.close_requested = True
-                job.out_cv.notify_all()
-            job.pump.join(timeout=min(timeout, 2.0))
-            with job.lock:
-                job.closed = True
-                job.out_gen += 1
-                job.in_cv.notify_all()
-                job.out_cv.notify_all()
-            job.chan._forget(job.job_id)
-
-    @property
-    def failed(self) -> ProtocolError | None:
-        return self._job.failed
-
-    def stats(self) -> dict:
-        j = self._job
-        return {"sent": j.next_seq - 1, "acked": j.acked, "received": j.delivered,
-                "unacked_bytes": j.unacked_bytes, "inbox_bytes": j.inbox_bytes}

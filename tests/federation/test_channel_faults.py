@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation.channel import MAX_CHUNK, ChannelSettings, ListRecorder, PeerChannel
+from federation.channel import MAX_CHUNK, ChannelSettings, ListRecorder, PeerChannel, frames
 from federation.channel import fedjoint_pb2 as pb
 from federation.channel import fedjoint_pb2_grpc as pbg
 from federation.channel.testing import channel_pair, identities, make_keys
@@ -306,3 +306,29 @@ def test_one_gib_payload_intact(pair):
     assert la.flush(30)
     la.close()
     lb.close()
+
+
+
+def test_slow_reassembly_is_not_peer_silence(tmp_path, monkeypatch):
+    """While the receiver reassembles a message whose data all arrived (seconds for a
+    GiB on a slow machine; here stretched past the peer deadline) it reads no frames, so
+    the peer's heartbeats wait in gRPC: that is not the peer going silent."""
+    settings = ChannelSettings(heartbeat_interval=0.1, peer_deadline=1.0)
+    reassemble = frames.Incoming.payload
+
+    def slow_payload(self):
+        time.sleep(1.5 * settings.peer_deadline)
+        return reassemble(self)
+
+    monkeypatch.setattr(frames.Incoming, "payload", slow_payload)
+    a, b, *_ = channel_pair(tmp_path, settings=settings)
+    try:
+        la, lb = a.link("slow"), b.link("slow")
+        la.send("t.slow", b"x" * 1000)
+        assert lb.recv_bytes("t.slow", timeout=30) == b"x" * 1000
+        assert la.flush(10)
+        la.close()
+        lb.close()
+    finally:
+        a.stop(0)
+        b.stop(0)
