@@ -99,6 +99,16 @@ def run_chunks(workers: int, n: int, fn: Callable[[int, int], Any],
     return [f.result() for f in futs]
 
 
+def flatten(parts: list[list]) -> list:
+    """The chunk results of :func:`run_chunks` as one list."""
+    if len(parts) == 1:
+        return parts[0]
+    out: list = []
+    for p in parts:
+        out.extend(p)
+    return out
+
+
 def run_tasks(workers: int, tasks: Sequence[Callable[[], Any]]) -> list[Any]:
     """Run independent zero-argument tasks; results in task order."""
     if workers <= 1 or len(tasks) <= 1 or _inline():

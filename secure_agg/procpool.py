@@ -1,42 +1,29 @@
-"""Worker processes for fixed-base-table (DJN) encryption.
+"""The parent's side of the worker processes: spawning them and sending them work.
 
 Why processes: see :mod:`secure_agg.pool`. Why not ``multiprocessing``: its spawn and
 forkserver methods re-import the caller's ``__main__`` in every worker (breaking any
 unguarded script that encrypts), ``fork`` is unsafe next to gRPC threads, and both use
-pickle. Instead each worker is ``python -m secure_agg.procpool`` and the two ends speak
-a fixed binary format over the worker's stdin/stdout:
+pickle. Instead each worker is ``python -m secure_agg.worker`` and the two ends speak
+the fixed binary format of :mod:`secure_agg.framing` over the worker's stdin/stdout.
+This module imports that format only: it knows nothing of ciphers or kernels (the
+engine hands it key specs, plaintexts and draws; the worker does the arithmetic).
 
-request  = u32 header length, JSON header, body
-           header: {"kind": "public"|"private", "n", "p", "q" (hex), "count",
-                    "vw" (signed plaintext width), "dw" (exponent width)}
-           body:   count signed big-endian plaintexts of vw bytes, then count
-                   big-endian exponents of dw bytes
-response = u8 status (0 ok), u32 length, payload: count ciphertexts of width
-           bytes(n^2) (status 1: UTF-8 error message)
-
-Other ops (``"op"`` in the header): ``"histogram"``, ``"matvec"``, ``"product"`` (public
-vector work on ciphertexts in the body) and ``"obfuscate"``: ``count`` exponents (or, for
-``"scheme": "standard"``, units r) of ``dw`` bytes in, ``count`` obfuscators ``rho mod
-n^2`` out -- the work behind :meth:`PaillierPublicCipher.precompute_obfuscators`.
-
-A worker caches the ciphers (with their tables) of its 3 most recent keys. Workers start
-lazily, serve requests one at a time, and exit when their stdin closes (at interpreter
+:class:`ProcessPool` (:func:`get_pool`): ``workers`` normal-priority processes, started
+lazily, used by one call at a time; they exit when their stdin closes (at interpreter
 exit).
 
-:class:`BackgroundPool` runs queued obfuscator chunks on its own worker processes,
-started with a lower CPU priority (``nice``, default 10, ``FEDJOINT_BG_NICE``), so
-precomputation soaks up cores the protocol leaves idle (waiting for the peer) without
-slowing the protocol's own critical path; a consumer that needs a chunk nobody has
-started yet computes it itself on the normal-priority pool (see
-``secure_agg.paillier.PaillierObfuscatorBatch``).
+:class:`BackgroundPool` (:func:`get_background_pool`) runs queued obfuscator chunks on
+its own worker processes, started with a lower CPU priority (``nice``, default 10,
+``FEDJOINT_BG_NICE``), so precomputation soaks up cores the protocol leaves idle
+(waiting for the peer) without slowing the protocol's own critical path; a consumer
+that needs a chunk nobody has started yet computes it itself on the normal-priority
+pool (see :class:`secure_agg.precompute.PaillierObfuscatorBatch`).
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
-import struct
 import subprocess
 import sys
 import threading
@@ -45,35 +32,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from gmpy2 import mpz
 
-_HDR = struct.Struct(">I")
-_RESP = struct.Struct(">BI")
+from secure_agg.framing import (
+    ciphertext_width,
+    encrypt_request,
+    frame_request,
+    obfuscate_request,
+    read_response,
+    split_reply,
+)
 
-
-def _read_exact(stream, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = stream.read(n - len(buf))
-        if not chunk:
-            raise EOFError("worker pipe closed")
-        buf += chunk
-    return bytes(buf)
-
-
-def join_ciphertexts(cts, width: int) -> bytes:
-    """Fixed-width big-endian bytes; ``None`` (an empty bin) becomes all zeros."""
-    zero = bytes(width)
-    return b"".join(zero if c is None else mpz(c).to_bytes(width, "big") for c in cts)
-
-
-def split_ciphertexts(payload: bytes, width: int, allow_empty: bool = False) -> list:
-    fb = mpz.from_bytes
-    out = [fb(payload[i:i + width], "big") for i in range(0, len(payload), width)]
-    if allow_empty:
-        return [None if c == 0 else c for c in out]
-    return out
+#: DJN (table) encryption and obfuscators go to worker processes from this many values
+#: up (below, moving them costs more than it saves)
+PROCESS_MIN_VALUES = 64
 
 
 class _Worker:
@@ -81,23 +53,18 @@ class _Worker:
         root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        args = [sys.executable, "-m", "secure_agg.procpool"]
+        args = [sys.executable, "-m", "secure_agg.worker"]
         if nice > 0:  # the worker lowers its own priority (no preexec_fn next to threads)
             args += ["--nice", str(int(nice))]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      env=env, cwd=root)
 
     def send(self, header: dict, body: bytes) -> None:
-        h = json.dumps(header).encode()
-        self.proc.stdin.write(_HDR.pack(len(h)) + h + body)
+        self.proc.stdin.write(frame_request(header, body))
         self.proc.stdin.flush()
 
     def recv(self) -> bytes:
-        status, length = _RESP.unpack(_read_exact(self.proc.stdout, _RESP.size))
-        payload = _read_exact(self.proc.stdout, length)
-        if status:
-            raise RuntimeError(f"encryption worker failed: {payload.decode(errors='replace')}")
-        return payload
+        return read_response(self.proc.stdout)
 
     def close(self) -> None:
         try:
@@ -144,63 +111,26 @@ class ProcessPool:
     def encrypt(self, spec: tuple, chunks: list[tuple[list[int], list[int]]],
                 exp_bits: int) -> list[list[mpz]]:
         """Encrypt ``(plaintexts, exponents)`` chunks, one per worker, in order."""
-        n = int(spec[1])
-        vw = (n.bit_length() + 8) // 8 + 1
-        dw = (exp_bits + 7) // 8
-        cw = (2 * n.bit_length() + 7) // 8
-        head = {"op": "encrypt", "kind": spec[0], "n": format(n, "x")}
-        if spec[0] == "private":
-            head.update(p=format(int(spec[2]), "x"), q=format(int(spec[3]), "x"))
-        requests = []
-        for vals, draws in chunks:
-            body = b"".join(int(v).to_bytes(vw, "big", signed=True) for v in vals)
-            body += b"".join(int(d).to_bytes(dw, "big") for d in draws)
-            requests.append(({**head, "count": len(vals), "vw": vw, "dw": dw}, body))
-        payloads, _ = self.run(requests)
-        out = []
-        for payload, (vals, _) in zip(payloads, chunks, strict=True):
-            if len(payload) != cw * len(vals):
-                raise RuntimeError("encryption worker returned a wrong-sized reply")
-            out.append(split_ciphertexts(payload, cw))
-        return out
+        payloads, _ = self.run([encrypt_request(spec, vals, draws, exp_bits)
+                                for vals, draws in chunks])
+        cw = ciphertext_width(spec[1])
+        return [split_reply(p, cw, len(vals), "encryption")
+                for p, (vals, _) in zip(payloads, chunks, strict=True)]
 
     def obfuscate(self, spec: tuple, chunks: list[list[int]], scheme: str, exp_bits: int,
                   window: int) -> list[list[mpz]]:
         """Obfuscators ``rho mod n^2`` for chunks of draws, one chunk per worker."""
         payloads, _ = self.run([obfuscate_request(spec, d, scheme, exp_bits, window)
                                 for d in chunks])
-        cw = (2 * int(spec[1]).bit_length() + 7) // 8
-        return [decode_obfuscators(p, cw, len(d)) for p, d in zip(payloads, chunks,
-                                                                   strict=True)]
+        cw = ciphertext_width(spec[1])
+        return [split_reply(p, cw, len(d), "obfuscation")
+                for p, d in zip(payloads, chunks, strict=True)]
 
     def close(self) -> None:
         with self._lock:
             for w in self._procs:
                 w.close()
             self._procs = []
-
-
-def _draw_width(spec: tuple, scheme: str, exp_bits: int) -> int:
-    n = int(spec[1])
-    return (n.bit_length() + 7) // 8 if scheme == "standard" else (exp_bits + 7) // 8
-
-
-def obfuscate_request(spec: tuple, draws: list[int], scheme: str, exp_bits: int,
-                      window: int) -> tuple[dict, bytes]:
-    """The ``"obfuscate"`` request for ``draws`` (exponents, or units for standard)."""
-    n = int(spec[1])
-    dw = _draw_width(spec, scheme, exp_bits)
-    head = {"op": "obfuscate", "kind": spec[0], "n": format(n, "x"), "count": len(draws),
-            "dw": dw, "scheme": scheme, "exp_bits": int(exp_bits), "window": int(window)}
-    if spec[0] == "private":
-        head.update(p=format(int(spec[2]), "x"), q=format(int(spec[3]), "x"))
-    return head, b"".join(int(d).to_bytes(dw, "big") for d in draws)
-
-
-def decode_obfuscators(payload: bytes, width: int, count: int) -> list[mpz]:
-    if len(payload) != width * count:
-        raise RuntimeError("obfuscation worker returned a wrong-sized reply")
-    return split_ciphertexts(payload, width)
 
 
 class BackgroundPool:
@@ -327,115 +257,3 @@ def _shutdown() -> None:
         pool.close()
     for bg in list(_bg_pools.values()):
         bg.close()
-
-
-# ---- worker side -----------------------------------------------------------------------
-def _serve_encrypt(head: dict, body: bytes, count: int, vw: int, dw: int,
-                   cache: dict) -> bytes:
-    cipher = _cached_cipher(head, cache)
-    vals = [int.from_bytes(body[i:i + vw], "big", signed=True)
-            for i in range(0, count * vw, vw)]
-    off = count * vw
-    draws = [int.from_bytes(body[off + i:off + i + dw], "big")
-             for i in range(0, count * dw, dw)]
-    cts = cipher._encrypt_local(vals, draws, "djn")
-    return join_ciphertexts(cts, cipher.ciphertext_bytes)
-
-
-def _cached_cipher(head: dict, cache: dict):
-    from secure_agg.keys import PaillierPrivateKey, PaillierPublicKey
-    from secure_agg.paillier import PaillierPrivateCipher, PaillierPublicCipher
-
-    key = (head["kind"], head["n"], head.get("p"), head.get("q"))
-    cipher = cache.get(key)
-    if cipher is None:
-        pub = PaillierPublicKey(mpz(head["n"], 16), insecure_test_key=True)
-        if head["kind"] == "private":
-            sk = PaillierPrivateKey(pub, mpz(head["p"], 16), mpz(head["q"], 16))
-            cipher = PaillierPrivateCipher(sk, workers=1)
-        else:
-            cipher = PaillierPublicCipher(pub, workers=1)
-        while len(cache) >= 3:  # tables are ~17 MB per key: keep the 3 newest
-            cache.pop(next(iter(cache)))
-        cache[key] = cipher
-    return cipher
-
-
-def _serve_obfuscate(head: dict, body: bytes, count: int, dw: int, cache: dict) -> bytes:
-    cipher = _cached_cipher(head, cache)
-    scheme = str(head["scheme"])
-    if int(head["exp_bits"]) != cipher._exp_bits(scheme):
-        raise ValueError("obfuscate: exponent size does not match the scheme")
-    draws = [int.from_bytes(body[i:i + dw], "big") for i in range(0, count * dw, dw)]
-    rhos = cipher._obfuscate_local(draws, scheme, int(head.get("window", 8)))
-    return join_ciphertexts(rhos, cipher.ciphertext_bytes)
-
-
-def _serve_vector(op: str, head: dict, body: bytes) -> bytes:
-    """Public-key vector work on ciphertexts sent as bytes (range-checked)."""
-    from secure_agg import paillier
-
-    n = mpz(head["n"], 16)
-    nsq = n * n
-    cw = (nsq.bit_length() + 7) // 8
-    count = int(head["count"])
-    cts = split_ciphertexts(body[:count * cw], cw)
-    if any(not 0 < c < nsq for c in cts):
-        raise ValueError("ciphertext out of range")
-    rest = body[count * cw:]
-    if op == "product":
-        return join_ciphertexts([paillier._product(cts, nsq)], cw)
-    feats = int(head["feats"])
-    if op == "histogram":
-        sub = np.frombuffer(rest, dtype="<i4").reshape(count, feats)
-        return join_ciphertexts(paillier._histogram_chunk(cts, sub, int(head["nbins"]), nsq),
-                                cw)
-    X = np.frombuffer(rest, dtype="<i8").reshape(count, feats)
-    return join_ciphertexts(paillier._matvec_chunk(cts, X, nsq), cw)
-
-
-def serve(stdin=None, stdout=None) -> None:
-    stdin = stdin or sys.stdin.buffer
-    stdout = stdout or sys.stdout.buffer
-    cache: dict[tuple, Any] = {}
-    while True:
-        raw = stdin.read(_HDR.size)
-        if not raw:
-            return
-        try:
-            (hlen,) = _HDR.unpack(_read_exact_prefix(stdin, raw, _HDR.size))
-            head = json.loads(_read_exact(stdin, hlen))
-            op = head.get("op", "encrypt")
-            if op == "encrypt":
-                count, vw, dw = int(head["count"]), int(head["vw"]), int(head["dw"])
-                body = _read_exact(stdin, count * (vw + dw))
-                payload = _serve_encrypt(head, body, count, vw, dw, cache)
-            elif op == "obfuscate":
-                count, dw = int(head["count"]), int(head["dw"])
-                body = _read_exact(stdin, count * dw)
-                payload = _serve_obfuscate(head, body, count, dw, cache)
-            elif op in ("histogram", "matvec", "product"):
-                body = _read_exact(stdin, int(head["body"]))
-                payload = _serve_vector(op, head, body)
-            else:
-                raise ValueError(f"unknown op {op!r}")
-            stdout.write(_RESP.pack(0, len(payload)) + payload)
-        except EOFError:
-            return
-        except Exception as exc:  # noqa: BLE001 - reported to the parent
-            msg = f"{type(exc).__name__}: {exc}".encode()
-            stdout.write(_RESP.pack(1, len(msg)) + msg)
-        stdout.flush()
-
-
-def _read_exact_prefix(stream, got: bytes, n: int) -> bytes:
-    return got if len(got) >= n else got + _read_exact(stream, n - len(got))
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--nice":
-        try:
-            os.nice(int(sys.argv[2]))
-        except (OSError, ValueError):
-            pass
-    serve()

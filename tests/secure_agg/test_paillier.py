@@ -178,9 +178,9 @@ def test_matvec_t_matches_numpy_and_phe(cipher):
 
 def test_histogram_joint_binning_plans(key512):
     """Many rows and few bins make the engine bin 2 or 3 features jointly."""
-    from secure_agg.paillier import _group_plan
-    assert _group_plan(10, 32, 100_000) == 2 and _group_plan(10, 4, 3000) == 3
-    assert _group_plan(10, 32, 500) == 1
+    from secure_agg.kernels import group_plan
+    assert group_plan(10, 32, 100_000) == 2 and group_plan(10, 4, 3000) == 3
+    assert group_plan(10, 32, 500) == 1
     c = PaillierPrivateCipher(key512[1], workers=2)
     rng = np.random.default_rng(11)
     n, feats, nb = 3000, 5, 4
@@ -369,7 +369,7 @@ def test_packer_capacity_errors(key512):
 def test_process_offload_matches_single_thread(key512, monkeypatch):
     """histogram / X.T @ enc / sum with the parent + worker-process split give exactly
     the single-thread ciphertexts; a failing worker request is a clear error."""
-    import secure_agg.paillier as engine
+    import secure_agg.paillier_ops as ops
     from secure_agg.procpool import get_pool
 
     pub, sk = key512
@@ -383,7 +383,7 @@ def test_process_offload_matches_single_thread(key512, monkeypatch):
     ev2 = c1.encrypt(v[::-1], rng=Drbg(SEED, "off2"))
     single = (c1.matvec_t(X, ev).data, c1.histogram(ev, bins, 5, rows=rows).data,
               c1.sum(ev).data, c1.add(ev, ev2).data)
-    monkeypatch.setattr(engine, "PROCESS_MIN_ROWS", 8)
+    monkeypatch.setattr(ops, "PROCESS_MIN_ROWS", 8)
     for w in (2, 3):
         cw = PaillierPublicCipher(pub, workers=w)
         assert (cw.matvec_t(X, ev).data, cw.histogram(ev, bins, 5, rows=rows).data,
@@ -392,6 +392,51 @@ def test_process_offload_matches_single_thread(key512, monkeypatch):
     with pytest.raises(RuntimeError, match="unknown op"):
         get_pool(2).run([({"op": "bogus"}, b"")])
     assert PaillierPublicCipher(pub, workers=2).sum(ev).data == single[2]  # pool recovers
+
+
+def test_worker_speaks_framing_and_imports_only_kernels(key512):
+    """The worker loop, fed in-process: its ciphertexts are the cipher's; a vector
+    request with an out-of-range ciphertext is refused and the loop carries on. In a
+    fresh interpreter the worker module loads the kernels and the pipe format only
+    (never the ciphers or the parent's pool). Empty encryptions work for both ciphers."""
+    import io
+    import subprocess
+    import sys
+
+    from secure_agg.framing import (
+        encrypt_request,
+        frame_request,
+        read_response,
+        split_reply,
+        vector_request,
+    )
+    from secure_agg.worker import serve
+
+    pub, sk = key512
+    c = PaillierPrivateCipher(sk, workers=1)
+    vals, draws = [5, -7, 0], c._draw(Drbg(SEED, "w"), 3, "djn")
+    want = c._encrypt_local(vals, draws, "djn")
+    w = c.ciphertext_bytes
+    bad = vector_request("product", c.n, w, [c.nsquare], {}, b"")
+    good = vector_request("product", c.n, w, want, {}, b"")
+    stdin = io.BytesIO(b"".join(frame_request(h, b) for h, b in (
+        encrypt_request(c._spec(), vals, draws, c.djn_exponent_bits), bad, good)))
+    stdout = io.BytesIO()
+    serve(stdin, stdout)
+    stdout.seek(0)
+    assert split_reply(read_response(stdout), w, 3, "encryption") == want
+    with pytest.raises(RuntimeError, match="out of range"):
+        read_response(stdout)
+    assert split_reply(read_response(stdout), w, 1, "product") == c.sum(
+        CipherVector(c.key_id, want, 8)).data
+    code = ("import sys, secure_agg.worker; print(*sorted(m for m in sys.modules "
+            "if m.startswith('secure_agg.')))")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=root).stdout.split()
+    assert out == ["secure_agg.framing", "secure_agg.kernels", "secure_agg.worker"]
+    for cw in (c, c.public()):
+        assert cw.encrypt([]).data == [] and cw.encrypt_zero_obfuscators(0) == []
 
 
 # ---- precomputed obfuscators -------------------------------------------------------------
