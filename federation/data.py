@@ -88,9 +88,10 @@ def _numeric(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
 
 
 def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None) -> Dataset:
-    """Load and check ``ds``. ``need_label``: True for the bank's training data."""
+    """Load and check ``ds`` (its file, or its in-memory ``frame``). ``need_label``: True
+    for the bank's training data."""
     path = Path(ds.path)
-    df = _read(path)
+    df = _read(path) if ds.frame is None else ds.frame.copy()
     if df.shape[1] == 0:
         raise DataError(f"{path}: the file has no columns")
     if len(df) == 0:

@@ -13,7 +13,7 @@ import hashlib
 
 import numpy as np
 
-from federation.link import Link, Message, ProtocolError, declare_protocol
+from federation.link import Link, Message, ProtocolError, declare_protocol, wire_table_markdown
 
 PROTOCOL_VERSION = "fedjoint-job-v1"
 
@@ -68,3 +68,16 @@ def exchange_model_digests(link: Link, own: str) -> str:
     if len(peer) != 64:
         raise ProtocolError(f"{K_MODEL_DIGEST}: expected a 64-hex-digit digest")
     return peer
+
+
+def wire_doc() -> str:
+    """docs/wire.md: the declared tables of the runner, PSI and every registered
+    algorithm (``python -m federation.job_protocol > docs/wire.md``)."""
+    from parties import registry
+    from psi.protocol import TABLE as PSI_TABLE
+    return wire_table_markdown([TABLE, PSI_TABLE,
+                                *(a.protocol for a in registry.all_algorithms())])
+
+
+if __name__ == "__main__":
+    print(wire_doc())

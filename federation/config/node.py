@@ -41,6 +41,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from federation.config.job import algorithm_names
 from federation.config.toml import (
@@ -66,6 +67,9 @@ class DatasetConfig:
     id_column: str
     label_column: str | None = None
     columns: list[str] | None = None   # None: every column but id and label
+    #: an in-memory pandas DataFrame instead of the file at ``path`` (the Python API);
+    #: ``path`` then only names it in messages
+    frame: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass

@@ -133,7 +133,7 @@ def wire_table_markdown(tables: list[ProtocolTable] | None = None) -> str:
     """The docs' wire table (docs/wire.md), generated from the declarations."""
     out = ["# What crosses the wire", "",
            "Generated from the protocols' declared message tables "
-           "(`python -m federation.link.declare > docs/wire.md`); a test keeps it current.",
+           "(`python -m federation.job_protocol > docs/wire.md`); a test keeps it current.",
            "Disclosure: what the receiver learns in the clear, counted in the transcript's "
            "ledger; empty means only ciphertexts, masked values or control fields.", ""]
     for t in tables if tables is not None else sorted(PROTOCOLS.values(), key=lambda t: t.name):

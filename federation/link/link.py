@@ -109,9 +109,19 @@ class _LocalLink(Link):
             got, ptype, data = self._inbox.get(timeout=timeout)
         except queue.Empty:
             raise PeerGone(f"no message {kind!r} from {self.peer} within {timeout}s") from None
+        if got is _CLOSED:
+            self._inbox.put((_CLOSED, "", b""))   # every later recv fails the same way
+            raise PeerGone(f"{self.peer} closed the link while {kind!r} was expected")
         if got != kind:
             raise ProtocolError(f"expected message {kind!r} from {self.peer}, got {got!r}")
         return decode_payload(ptype, data)
+
+    def close(self) -> None:
+        """Tell the peer's end that nothing more will come (it fails at its next recv)."""
+        self._outbox.put((_CLOSED, "", b""))
+
+
+_CLOSED = object()
 
 
 def local_link_pair(job_id: str = "local", a: str = "bank",

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 import pytest
+from support.golden import JOBS, SEEDS
 
 from federation.config import job_spec_from_dict, node_config_from_dict
 from federation.link import local_link_pair, run_two_parties
@@ -27,15 +28,6 @@ from federation.runner import run_job_side
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 GOLDEN = DATA / "golden_digests.json"
-SEEDS = {"bank": hashlib.sha256(b"golden-bank").digest(),
-         "platform": hashlib.sha256(b"golden-platform").digest()}
-
-JOBS = {
-    "secureboost": {"params": {"n_trees": 2, "max_depth": 3, "max_bin": 16}},
-    "logistic_regression": {"params": {"epochs": 2, "batch_size": 128}},
-}
-
-
 def _node(party: str, tmp: Path) -> object:
     ds = {"path": str(DATA / ("breast_hetero_guest.csv" if party == "bank"
                               else "breast_hetero_host.csv")), "id_column": "id"}

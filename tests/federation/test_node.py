@@ -132,7 +132,8 @@ def _wait_pending(client: AdminClient, job_id: str) -> None:
 def test_insecure_job_refused_and_manual_approval(tmp_path, keys):
     bank_toml, plat_toml = write_node_tomls(
         tmp_path, keys=keys,
-        platform_policy={"allow_insecure_test_jobs": False, "require_approval": True})
+        platform_policy={"allow_insecure_test_jobs": False, "min_key_bits": 2048,
+                         "require_approval": True})
     bank, plat = _start(bank_toml), _start(plat_toml)
     try:
         client, pclient = AdminClient(bank.data_dir), AdminClient(plat.data_dir)

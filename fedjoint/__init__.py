@@ -1,0 +1,21 @@
+"""fedjoint's Python face: run a joint job in a notebook, verify and replay transcripts.
+
+    import fedjoint
+    result = fedjoint.run_local("job.toml", bank=bank_df, platform=platform_df)
+    result.metrics["test_auc"]; result.score(new_bank_df, new_platform_df)
+
+:func:`run_local` runs the node's own pipeline (the function a node's job process
+runs) for both parties in one process; :func:`verify` and :func:`replay` are the
+auditor's commands (``fedjoint audit verify|replay``). The params classes are the typed
+``[params]`` / ``[psi]`` tables of job.toml.
+"""
+
+from federation.audit import replay, verify
+from fedjoint.local import FedjointError, RunResult, run_local
+from parties.common.lr_common import LRParams
+from parties.common.secureboost_params import SecureBoostParams
+from parties.registry import names as algorithms
+from psi.protocol import PsiParams
+
+__all__ = ["FedjointError", "LRParams", "PsiParams", "RunResult", "SecureBoostParams",
+           "algorithms", "replay", "run_local", "verify"]
