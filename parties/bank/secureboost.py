@@ -45,7 +45,7 @@ from collections import defaultdict
 import numpy as np
 
 from federation.link import ProtocolContext, ProtocolError
-from parties.common import metrics
+from parties.bank import secureboost_objectives as O
 from parties.common import secureboost_wire as W
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.binning import bin_columns
@@ -79,61 +79,6 @@ from secure_agg.keypolicy import describe_public_key
 ALGORITHM = "secureboost"
 
 
-# ----------------------------------------------------------------------------------
-# objectives
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _grad_hess(objective: str, y: np.ndarray, margin: np.ndarray):
-    if objective == "binary:logistic":
-        p = _sigmoid(margin)
-        return p - y, np.maximum(p * (1.0 - p), 1e-16)
-    return margin - y, np.ones_like(margin)
-
-
-def _base_margin(p: SecureBoostParams, y: np.ndarray) -> float:
-    if p.objective == "binary:logistic":
-        b = float(np.mean(y)) if p.base_score is None else p.base_score
-        b = min(max(b, 1e-6), 1 - 1e-6)
-        return math.log(b / (1 - b))
-    return float(np.mean(y)) if p.base_score is None else float(p.base_score)
-
-
-def _transform(objective: str, margin: np.ndarray) -> np.ndarray:
-    return _sigmoid(margin) if objective == "binary:logistic" else margin
-
-
-def _report(objective: str, y: np.ndarray, pred: np.ndarray) -> dict:
-    if objective == "binary:logistic":
-        return metrics.binary_report(y, pred)
-    return {"rmse": metrics.rmse(y, pred), "n": int(y.size)}
-
-
-# ----------------------------------------------------------------------------------
-def _check_inputs(X, y, feature_names, what="X"):
-    if y is None:
-        raise ValueError("label y is missing: the bank must hold the label column")
-    y = np.asarray(y)
-    if y.dtype.kind not in "biuf":
-        raise ValueError(f"label y is not numeric (dtype {y.dtype})")
-    y = y.astype(np.float64).ravel()
-    if not np.isfinite(y).all():
-        bad = int(np.flatnonzero(~np.isfinite(y))[0])
-        raise ValueError(f"label y has a missing or non-finite value at row {bad}")
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"{what}: expected a 2-D matrix, got shape {X.shape}")
-    if X.shape[0] != y.size:
-        raise ValueError(f"{what} has {X.shape[0]} rows but y has {y.size}")
-    if X.shape[0] < 2:
-        raise ValueError(f"{what}: need at least 2 rows")
-    if len(feature_names) != X.shape[1]:
-        raise ValueError(f"feature_names has {len(feature_names)} names for "
-                         f"{X.shape[1]} columns")
-    return X, y
-
-
 class _Timer:
     def __init__(self):
         self.t = defaultdict(float)
@@ -164,7 +109,7 @@ class _BankTrainer:
         if X_valid is not None or y_valid is not None:
             if X_valid is None or y_valid is None:
                 raise ValueError("validation set needs both X_valid and y_valid")
-            Xv, yv = _check_inputs(X_valid, y_valid, names, "X_valid")
+            Xv, yv = O.check_inputs(X_valid, y_valid, names, "X_valid")
             self.Xv, self.yv = Xv.astype(np.float32), yv
         if p.early_stopping_rounds and self.Xv is None:
             raise ValueError("early_stopping_rounds needs a validation set "
@@ -219,7 +164,7 @@ class _BankTrainer:
         self.handshake()
         if self.n_platform == 0:
             self._close_obfuscators()
-        base = _base_margin(p, self.y)
+        base = O.base_margin(p, self.y)
         margin = np.full(self.n, base)
         vmargin = None if self.Xv is None else np.full(self.Xv.shape[0], base)
         trees, history, contribs = [], [], []
@@ -227,7 +172,7 @@ class _BankTrainer:
         rng_np = self.ctx.rng.child("sb/sampling").numpy()
         for t in range(p.n_trees):
             tt = time.perf_counter()
-            g, h = _grad_hess(p.objective, self.y, margin)
+            g, h = O.grad_hess(p.objective, self.y, margin)
             g, h = self._sample(g, h, rng_np)
             bank_allowed, plat_allowed = self._colsample(rng_np)
             federated = self._federated(t) and self.n_platform > 0
@@ -244,11 +189,11 @@ class _BankTrainer:
             contribs.append(contrib)
             margin += contrib
             rec = {"tree": t, "federated": federated, "seconds": time.perf_counter() - tt,
-                   "train": _report(p.objective, self.y, _transform(p.objective, margin)),
+                   "train": O.report(p.objective, self.y, O.transform(p.objective, margin)),
                    "n_leaves": sum(1 for v in nodes.values() if not v.owner)}
             if vmargin is not None:
                 vmargin += self._route_tree(tree, self.Xv, t, "valid")
-                rec["valid"] = _report(p.objective, self.yv, _transform(p.objective, vmargin))
+                rec["valid"] = O.report(p.objective, self.yv, O.transform(p.objective, vmargin))
                 loss = (rec["valid"]["log_loss"] if p.objective == "binary:logistic"
                         else rec["valid"]["rmse"])
                 if loss < best - 1e-12:
@@ -272,8 +217,8 @@ class _BankTrainer:
         model = self._model(trees, base, labels, n_keep)
         # final predictions of the kept trees (the in-training predictions)
         final = base + np.sum(contribs[:n_keep], axis=0)
-        outcome_metrics = {"train": _report(p.objective, self.y,
-                                            _transform(p.objective, final))}
+        outcome_metrics = {"train": O.report(p.objective, self.y,
+                                            O.transform(p.objective, final))}
         if self.Xv is not None:
             outcome_metrics["valid"] = history[n_keep - 1]["valid"]
         outcome_metrics["best_iteration"] = n_keep - 1
@@ -581,7 +526,7 @@ def train(ctx: ProtocolContext, data: PartyData, params: SecureBoostParams,
     """Train the bank's side of a SecureBoost model (see the module docstring). The bank
     receives no key in SecureBoost, so ``policy`` is not consulted."""
     try:
-        X, y = _check_inputs(data.X, data.y, data.feature_names)
+        X, y = O.check_inputs(data.X, data.y, data.feature_names)
         trainer = _BankTrainer(ctx, X, y, data.feature_names, params, cipher, data.X_valid,
                                data.y_valid)
         return trainer.run()
@@ -613,7 +558,7 @@ def predict(ctx: ProtocolContext, model: ModelPart, X: np.ndarray) -> np.ndarray
                                                          nd["threshold"], nd["default_left"]),
                             lambda key, r: decisions[key][r])
         ctx.link.send(W.K_SCORE_END, {"n_rows": int(X.shape[0])})
-        return _transform(body["objective"], margin)
+        return O.transform(body["objective"], margin)
     except BaseException as exc:
         send_abort(ctx.link, exc)
         raise

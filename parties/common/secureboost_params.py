@@ -39,8 +39,6 @@ class SecureBoostParams:
     precision_bits: int = 24          # fixed-point fractional bits of g and h (as float32)
     chunk_rows: int = 4096            # rows per encrypted-gradient message (streaming)
     binning: str = "auto"             # "auto" | "xgboost" | "native" (see binning.py)
-    cipher: str = "paillier"          # "paillier" | "plain" (tests; policy must allow)
-    key_bits: int = 2048
     #: how the platform refreshes aggregates bound for the bank (docs/secureboost.md):
     #: "djn_full" (statistically hiding against a semi-honest bank) or "standard"
     #: (uniform r^n, also against a bank that tags rows outside <h_s>); the platform's
@@ -85,8 +83,6 @@ class SecureBoostParams:
             bad("chunk_rows", "must be >= 64")
         if self.binning not in ("auto", "xgboost", "native"):
             bad("binning", "expected 'auto', 'xgboost' or 'native'")
-        if self.cipher not in ("paillier", "plain"):
-            bad("cipher", "expected 'paillier' or 'plain'")
         if self.refresh not in REFRESH_MODES:
             bad("refresh", f"expected one of {REFRESH_MODES}")
         if self.base_score is not None and self.objective == "binary:logistic" and not (

@@ -72,7 +72,7 @@ def xgb_ref(X, y, Xte, params, base):
 def test_auc_matches_xgboost_and_scoring_roundtrip(name, n):
     Xb, y, Xp, nb, npf = load(name, n)
     tr, te = split(len(y))
-    params = dict(n_trees=8, max_depth=4, max_bin=32, learning_rate=0.3, cipher="plain")
+    params = dict(n_trees=8, max_depth=4, max_bin=32, learning_rate=0.3)
     ob, op, _ = fit(Xb[tr], y[tr], Xp[tr], nb, npf, params, PlainCipher(1024))
     p_ours = score(ob, op, Xb[te], Xp[te])
     p_xgb = xgb_ref(np.hstack([Xb, Xp])[tr], y[tr], np.hstack([Xb, Xp])[te], params,
@@ -92,7 +92,7 @@ def test_auc_matches_xgboost_and_scoring_roundtrip(name, n):
 def test_identical_trees_to_xgboost_when_cuts_agree():
     # breast has few enough rows that XGBoost's sketch is exact at max_bin=256
     Xb, y, Xp, nb, npf = load("breast")
-    params = dict(n_trees=4, max_depth=3, max_bin=256, learning_rate=0.3, cipher="plain")
+    params = dict(n_trees=4, max_depth=3, max_bin=256, learning_rate=0.3)
     ob, op, _ = fit(Xb, y, Xp, nb, npf, params, PlainCipher(1024))
     p = score(ob, op, Xb, Xp)
     X = np.hstack([Xb, Xp])
@@ -104,9 +104,9 @@ def test_encrypted_equals_plain(name, n):
     from secure_agg.paillier import PaillierPrivateCipher
     Xb, y, Xp, nb, npf = load(name, n)
     params = dict(n_trees=2, max_depth=3, max_bin=16, learning_rate=0.3)
-    ob1, _, _ = fit(Xb, y, Xp, nb, npf, dict(params, cipher="plain"), PlainCipher(1024))
+    ob1, _, _ = fit(Xb, y, Xp, nb, npf, dict(params), PlainCipher(1024))
     key = PaillierPrivateCipher.generate(1024, rng=Drbg(b"k" * 32), insecure_test_key=True)
-    ob2, op2, crossed = fit(Xb, y, Xp, nb, npf, dict(params, key_bits=1024), key)
+    ob2, op2, crossed = fit(Xb, y, Xp, nb, npf, dict(params), key)
     t1, t2 = ob1.model.body["trees"], ob2.model.body["trees"]
     for a, b in zip(t1, t2, strict=True):
         assert len(a["nodes"]) == len(b["nodes"])
@@ -115,7 +115,7 @@ def test_encrypted_equals_plain(name, n):
             assert abs(x.get("value", 0) - z.get("value", 0)) < 1e-6
     assert any(nd.get("owner") == "platform" for t in t2 for nd in t["nodes"])
     # the platform's policy can force uniform r^n refreshes: same trees
-    ob3, _, _ = fit(Xb, y, Xp, nb, npf, dict(params, key_bits=1024), key,
+    ob3, _, _ = fit(Xb, y, Xp, nb, npf, dict(params), key,
                     policy=replace(POLICY, refresh="standard"))
     assert ob3.model.body["trees"] == t2
     # nothing raw crossed: the platform received ciphertext bytes and control messages
@@ -131,7 +131,7 @@ def test_options_missing_values_validation_early_stopping():
     Xb[rng.random(Xb.shape) < 0.1] = np.nan
     Xp[rng.random(Xp.shape) < 0.1] = np.nan
     tr, te = split(len(y))
-    params = dict(n_trees=30, max_depth=3, max_bin=16, learning_rate=0.5, cipher="plain",
+    params = dict(n_trees=30, max_depth=3, max_bin=16, learning_rate=0.5,
                   early_stopping_rounds=2, subsample=0.8, colsample_bytree=0.8,
                   complete_secure=1, gamma=0.5)
     ob, op, _ = fit(Xb[tr], y[tr], Xp[tr], nb, npf, params, PlainCipher(1024),
@@ -143,9 +143,9 @@ def test_options_missing_values_validation_early_stopping():
     p = score(ob, op, Xb[te], Xp[te])
     assert abs(auc(y[te], p) - ob.metrics["valid"]["auc"]) < 1e-9
     # GOSS and regression run too
-    params = dict(n_trees=3, max_depth=3, max_bin=16, cipher="plain", goss=True)
+    params = dict(n_trees=3, max_depth=3, max_bin=16, goss=True)
     ob, _, _ = fit(Xb[tr], y[tr], Xp[tr], nb, npf, params, PlainCipher(1024))
-    params = dict(n_trees=3, max_depth=3, max_bin=16, cipher="plain",
+    params = dict(n_trees=3, max_depth=3, max_bin=16,
                   objective="reg:squarederror")
     ob, _, _ = fit(Xb[tr], y[tr] * 3 + 1, Xp[tr], nb, npf, params, PlainCipher(1024))
     assert ob.history[-1]["train"]["rmse"] < ob.history[0]["train"]["rmse"]
@@ -184,7 +184,7 @@ def _platform_error(Xb, y, Xp, params, policy=POLICY):
 
 def test_bad_input():
     Xb, y, Xp, _, _ = load("breast")
-    params = dict(n_trees=2, max_depth=2, max_bin=8, cipher="plain")
+    params = dict(n_trees=2, max_depth=2, max_bin=8)
     with pytest.raises(ValueError, match="label y is missing"):
         _bad(Xb, None, Xp, params)
     with pytest.raises(ValueError, match="not numeric"):
@@ -231,7 +231,7 @@ def _tamper(monkeypatch, kind, fn):
 def test_malicious_platform(monkeypatch, kind, fn, msg):
     Xb, y, Xp, _, _ = load("breast")
     # platform features only on the bank's side would never ask for a partition
-    params = dict(n_trees=1, max_depth=2, max_bin=8, cipher="plain")
+    params = dict(n_trees=1, max_depth=2, max_bin=8)
     _tamper(monkeypatch, kind, fn)
     with pytest.raises(ProtocolError, match=msg):
         _bad(Xb[:, :1] * 0, y, Xp, params)

@@ -44,7 +44,7 @@ def write_node_tomls(root: Path, *, bank_policy: dict | None = None,
             "platform-b": _slice(DATA / "breast_hetero_host.csv", root / "platform.csv",
                                  platform_rows)}
     base_policy = {"allow_insecure_test_jobs": True, "min_intersection": 50,
-                   "min_key_bits": 1024}
+                   "min_key_bits": 512}   # test nodes: keys down to 512 bits
     out = []
     for name, peer, party, pol in (("bank-a", "platform-b", "bank", bank_policy),
                                    ("platform-b", "bank-a", "platform", platform_policy)):
