@@ -26,7 +26,11 @@ node.toml (one per party)::
     columns = ["x0", "x1"]          # usable feature columns (default: all others)
     [policy]
     allowed_algorithms = ["psi", "secureboost", "logistic_regression", "score"]
-    min_key_bits = 2048
+                                    # (the default; ["all"]: every registered algorithm;
+                                    # one added later is off until listed)
+    min_key_bits = 2048             # Paillier keys (own and peer's) below: refused;
+                                    # below 2048 only with allow_insecure_test_jobs
+    max_key_bits = 4096             # ... above: refused (at most 8192)
     min_intersection = 100
     require_approval = false
     allow_insecure_test_jobs = false

@@ -229,3 +229,16 @@ def test_jobstore_state_machine(tmp_path):
         st.get("%")           # no wildcard matching
     st.add_model("j1", "j1", "secureboost", "/m", "abc", metrics={"auc": 0.9})
     assert st.model("j1")["digest"] == "abc" and len(st.models()) == 1
+
+
+def test_policy_keys_documented_exactly():
+    """The example walkthrough's [policy] table lists every policy key and only those."""
+    import dataclasses
+    import re
+
+    from federation.config import PolicyConfig
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "examples" / "credit_risk" / "README.md").read_text()
+    table = text.split("`[policy]` in `platform/node.toml`", 1)[1].split("\n\n", 2)[1]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, re.M))
+    assert documented == {f.name for f in dataclasses.fields(PolicyConfig)}

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
-from support.roles import STRICT_POLICY, TEST_POLICY, data, typed
+from support.roles import STRICT_POLICY, TEST_POLICY, contexts, data, run_roles, typed
 
-from federation.link import ProtocolContext, ProtocolError, local_link_pair, run_two_parties
+from federation.link import ProtocolError, run_two_parties
 from parties.bank import secureboost as bank
 from parties.common.metrics import auc
 from parties.provincial_platform import secureboost as plat
@@ -36,20 +36,9 @@ def split(n, frac=0.8, seed=0):
     return np.sort(idx[:k]), np.sort(idx[k:])
 
 
-def contexts():
-    a, b, crossed = local_link_pair()
-    return (ProtocolContext(a, "job", Drbg(b"bank-seed-0123456789abcdef012345")),
-            ProtocolContext(b, "job", Drbg(b"platform-seed-0123456789abcdef01")), crossed)
-
-
 def fit(Xb, y, Xp, nb, npf, params, cipher, policy=POLICY, Xbv=None, yv=None, Xpv=None):
-    cb, cp, crossed = contexts()
-    ob, op = run_two_parties(
-        lambda: bank.train(cb, data(Xb, nb, y, Xbv, yv), typed("secureboost", params), cipher,
-                           policy),
-        lambda: plat.train(cp, data(Xp, npf, X_valid=Xpv), typed("secureboost", params), None,
-                           policy), timeout=120)
-    return ob, op, crossed
+    return run_roles("secureboost", data(Xb, nb, y, Xbv, yv), data(Xp, npf, X_valid=Xpv),
+                     params, bank_cipher=cipher, bank_policy=policy, platform_policy=policy)
 
 
 def score(ob, op, Xb, Xp):

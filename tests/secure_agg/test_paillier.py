@@ -533,3 +533,29 @@ def test_rerandomize_djn_full_and_wide_tables(key512):
         t = FixedBaseTable(gmpy2.mpz(7), m, 300, window_bits=w)
         es = [0, 1, (1 << 300) - 1, 12345678901234567890, 2 ** 299 + 17]
         assert t.pow_many(es) == [gmpy2.powmod(7, e, m) for e in es]
+
+
+def test_phe_known_answer_vectors():
+    """Ciphertexts phe 1.5.0 produced for fixed (m, r) on a fixed 1024-bit test key
+    (tests/data/kat/phe_paillier_1024.json): the engine reads them as its own bytes,
+    decrypts them, adds them homomorphically, and computes the same c from (m, r)."""
+    import json
+    from pathlib import Path
+    kat = json.loads((Path(__file__).resolve().parents[1] / "data" / "kat" /
+                      "phe_paillier_1024.json").read_text())
+    n, p, q = (int(kat[k], 16) for k in ("n", "p", "q"))
+    pub = PaillierPublicKey(n, insecure_test_key=True)
+    cipher = PaillierPrivateCipher(PaillierPrivateKey(pub, p, q))
+    width = cipher.ciphertext_bytes
+    ms = [int(v["m"]) for v in kat["vectors"]]
+    cs = [int(v["c"], 16) for v in kat["vectors"]]
+    blob = b"".join(c.to_bytes(width, "big") for c in cs)
+    vec = cipher.from_bytes(blob, bound_bits=max(m.bit_length() for m in ms) + 1)
+    assert cipher.decrypt(vec) == ms
+    assert cipher.to_bytes(vec) == blob
+    total = cipher.sum(vec)
+    assert cipher.decrypt(total) == [sum(ms)]
+    n2 = n * n
+    for v, m, c in zip(kat["vectors"], ms, cs, strict=True):
+        r = int(v["r"], 16)
+        assert (1 + n * (m % n)) * pow(r, n, n2) % n2 == c

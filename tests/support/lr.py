@@ -13,7 +13,7 @@ from parties.bank import lr as bank_lr
 from parties.provincial_platform import lr as platform_lr
 from secure_agg.cipher import PlainCipher
 from secure_agg.rng import Drbg
-from support.roles import TEST_POLICY, data, typed
+from support.roles import TEST_POLICY, contexts, data, run_roles, typed
 
 ALGO = "logistic_regression"
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -39,18 +39,21 @@ def run(Xb, y, Xp, params, *, bank_cipher=None, plat_cipher=None, Xb_v=None, y_v
         plat_policy=None):
     bank_cipher = bank_cipher or PlainCipher(2048)
     plat_cipher = plat_cipher or PlainCipher(2048)
-    la, lb, crossed = local_link_pair(job)
-    ca = ProtocolContext(la, job, Drbg(b"b" * 32, "bank"))
-    cb = ProtocolContext(lb, job, Drbg(b"p" * 32, "platform"))
     bnames = bnames or [f"b{j}" for j in range(Xb.shape[1])]
     pnames = pnames or [f"p{j}" for j in range(Xp.shape[1])]
-    ob, op = run_two_parties(
-        lambda: bank_lr.train(ca, data(Xb, bnames, y, Xb_v, y_v), typed(ALGO, params),
-                              bank_cipher, bank_policy or TEST_POLICY),
-        lambda: platform_lr.train(cb, data(Xp, pnames, X_valid=Xp_v),
-                                  typed(ALGO, pparams or params), plat_cipher,
-                                  plat_policy or TEST_POLICY))
-    return ob, op, crossed
+    if pparams is not None:   # the two parties read different tables (a mismatch test)
+        ca, cb, crossed = contexts(job)
+        ob, op = run_two_parties(
+            lambda: bank_lr.train(ca, data(Xb, bnames, y, Xb_v, y_v), typed(ALGO, params),
+                                  bank_cipher, bank_policy or TEST_POLICY),
+            lambda: platform_lr.train(cb, data(Xp, pnames, X_valid=Xp_v),
+                                      typed(ALGO, pparams), plat_cipher,
+                                      plat_policy or TEST_POLICY))
+        return ob, op, crossed
+    return run_roles(ALGO, data(Xb, bnames, y, Xb_v, y_v), data(Xp, pnames, X_valid=Xp_v),
+                     params, bank_cipher=bank_cipher, platform_cipher=plat_cipher,
+                     bank_policy=bank_policy or TEST_POLICY,
+                     platform_policy=plat_policy or TEST_POLICY, job=job, timeout=600)
 
 
 def score(bank_part, plat_part, Xb, Xp, job="lrscore"):
