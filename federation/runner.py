@@ -120,7 +120,10 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     if stored is not None and spec.train_algorithm not in ("", stored.algorithm):
         raise JobFailed(f"model {spec.model!r} is a {stored.algorithm!r} model, the job "
                         f"says {spec.train_algorithm!r}")
-    algo = registry.get(algo_name) if kind != "psi" else None
+    try:
+        algo = registry.get(algo_name) if kind != "psi" else None
+    except registry.RegistryError as exc:   # e.g. a stored model of a removed algorithm
+        raise JobFailed(str(exc)) from None
     tables = [J.TABLE, psi_protocol.TABLE] + ([algo.protocol] if algo else [])
     link = DeclaredLink(link, tables, party)
 
