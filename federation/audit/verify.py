@@ -227,6 +227,16 @@ class _Checker:
             if own[d] != mine[d]:
                 self.err(i, f"{party}'s signed statement covers {own[d]['n']} {d} messages "
                             f"but the transcript has {mine[d]['n']} (or different ones)")
+        # the ledger is peer-attested: each side signs what it received, so what this
+        # transcript says it disclosed must equal what the peer signed it learnt
+        ledger = {d: self._disclosed(d) for d in DIRECTIONS}
+        if own["disclosed"] != ledger["received"]:
+            self.err(i, f"{party}'s signed statement lists disclosures received "
+                        f"{own['disclosed']} but its records add up to {ledger['received']}")
+        if theirs["disclosed"] != ledger["sent"]:
+            self.err(i, f"{peer} signed that it received disclosures {theirs['disclosed']}; "
+                        f"this transcript's records of what it sent add up to "
+                        f"{ledger['sent']} (a ledger under-reported or altered)")
         other = {"sent": "received", "received": "sent"}
         for d in DIRECTIONS:
             if theirs[d] != mine[other[d]]:
@@ -241,6 +251,16 @@ class _Checker:
                 self.err(m[0], f"the {OUTCOME_KIND} message {d} differs from the "
                                "statement in the outcome record")
         return {n: st[n]["model_digest"] for n in (party, peer)}
+
+    def _disclosed(self, d: str) -> dict[str, int]:
+        """Disclosed values per category in this transcript's ``d`` messages (the
+        outcome exchange excluded, as in the statements)."""
+        out: dict[str, int] = {}
+        for _, r in self.msgs[d]:
+            disc = r.get("disc")
+            if counts_in_roots(r["kind"]) and isinstance(disc, list) and len(disc) == 2:
+                out[disc[0]] = out.get(disc[0], 0) + int(disc[1])
+        return dict(sorted(out.items()))
 
     def _summary(self, status: str, outcome: dict, closing: dict | None) -> dict:
         t, h = self.t, self.t.header
@@ -289,7 +309,7 @@ def _agree(a: _Checker, b: _Checker) -> list[Finding]:
     for key in ("keys", "spec_digest"):
         if ha.get(key) != hb.get(key):
             out.append(Finding(b.where, 0, f"record 0 disagrees with {a.where} on {key}"))
-    fields = ("seq", "sender", "kind", "ptype", "len", "sha256", "sig")
+    fields = ("seq", "sender", "kind", "ptype", "len", "sha256", "sig", "disc")
     for d, od in (("sent", "received"), ("received", "sent")):
         xs, ys = a.msgs[d], b.msgs[od]
         for k in range(max(len(xs), len(ys))):

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from federation.link import Envelope, declare_disclosures
 
 FORMAT = "fedjoint-transcript"
-VERSION = 1
+VERSION = 2  # v2: outcome statements sign the disclosures each party received
 ZERO_HASH = "0" * 64
 RECORD_DOMAIN = b"fedjoint-transcript-v1\n"
 STATEMENT_DOMAIN = b"fedjoint-outcome-v1\n"
@@ -133,7 +133,12 @@ def check_statement(stmt: Any, *, job_id: str, party: str, key_hex: str) -> str 
     if not isinstance(stmt, dict):
         return "outcome statement is not an object"
     try:
-        ok_shape = (set(stmt) == {"job_id", "party", "model_digest", "sent", "received", "sig"}
+        disclosed = stmt.get("disclosed")
+        ok_shape = (set(stmt) == {"job_id", "party", "model_digest", "sent", "received",
+                                  "disclosed", "sig"}
+                    and isinstance(disclosed, dict)
+                    and all(isinstance(k, str) and isinstance(v, int) and v >= 0
+                            for k, v in disclosed.items())
                     and all(isinstance(stmt[d], dict) and set(stmt[d]) == {"n", "root"}
                             and isinstance(stmt[d]["n"], int) and isinstance(stmt[d]["root"], str)
                             for d in DIRECTIONS)

@@ -59,6 +59,9 @@ class TranscriptWriter:
         self._closed = False
         self._roots = {d: RunningRoot() for d in DIRECTIONS}
         self._outcome_seen = {d: False for d in DIRECTIONS}
+        #: disclosed values this party received, per ledger category (its statement
+        #: signs them, so the sender cannot under-report what it disclosed)
+        self._received_disc: dict[str, int] = {}
         self._fh = _open_private(path)
         self._side = _open_private(self.sidecar_path)
         self._side_off = 0
@@ -156,6 +159,9 @@ class TranscriptWriter:
             self._append(rec)
             if counts_in_roots(envelope.kind):
                 self._roots[direction].add(envelope)
+                if direction == "received" and "disc" in rec:
+                    cat, n = rec["disc"]
+                    self._received_disc[cat] = self._received_disc.get(cat, 0) + n
             else:
                 self._outcome_seen[direction] = True
             self._lock.notify_all()
@@ -173,6 +179,7 @@ class TranscriptWriter:
                 "sent": {"n": self._roots["sent"].n, "root": self._roots["sent"].root},
                 "received": {"n": self._roots["received"].n,
                              "root": self._roots["received"].root},
+                "disclosed": dict(sorted(self._received_disc.items())),
             }
         stmt["sig"] = self._key.sign(statement_signing_bytes(stmt)).hex()
         return stmt

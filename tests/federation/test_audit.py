@@ -314,3 +314,29 @@ def test_fingerprints_are_printed_verbatim(capsys):
 
     _console().print("signing key: F2:CD:42:52")
     assert "F2:CD:42:52" in capsys.readouterr().out
+
+
+def test_ledger_is_peer_attested(job, tmp_path):
+    """A writer that lowers the disclosures it sent and re-signs its whole chain with
+    its own key is caught alone (the peer signed what it received) and with --peer."""
+    lines = _lines(job["tp"])            # the platform sends syn.partition / syn.count
+    key = job["platform"].key
+    sent_disc = [i for i, x in enumerate(lines) if b'"dir":"sent"' in x and b'"disc"' in x
+                 and b"job.outcome" not in x]
+    assert sent_disc, "the synthetic job sends a disclosing kind"
+    out = list(lines)
+    for i in range(sent_disc[0], len(out)):
+        rec = json.loads(out[i])
+        if i in sent_disc:
+            rec["disc"] = [rec["disc"][0], 0]
+        rec["prev"] = sha256_hex(out[i - 1])
+        rec["rsig"] = key.sign(record_signing_bytes(rec)).hex()
+        out[i] = canonical(rec)
+    forged = _write(tmp_path, "ledger.jsonl", out)
+    rep = audit.verify(forged, pinned_keys=job["pins"])
+    assert any(f"{BANK} signed that it received disclosures" in e.message
+               for e in rep.errors), rep.errors
+    rep = audit.verify(forged, job["tb"], pinned_keys=job["pins"])
+    assert not rep.ok
+    clean = audit.verify(job["tb"], job["tp"], pinned_keys=job["pins"])
+    assert clean.ok and clean.summary["ledger"], clean.errors
