@@ -60,13 +60,23 @@ class JobRunner(NodePart):
         return info
 
     def recover(self) -> None:
-        """Jobs that were running when the node stopped cannot continue: fail them."""
+        """Jobs that were running when the node stopped cannot continue: fail them, and
+        close their transcripts with a signed abort record (they verify as failed, not
+        incomplete)."""
+        from federation import transcript
+        from federation.keys import load_signing_key
+        reason = "interrupted: the node restarted while the job ran"
+        key = None
         for rec in self.store.active():
             try:
-                self.store.transition(rec.job_id, "failed",
-                                      "interrupted: the node restarted while the job ran")
+                self.store.transition(rec.job_id, "failed", reason)
             except InvalidTransition:
-                pass
+                continue
+            path = self.data_dir / "transcripts" / f"{rec.job_id}.jsonl"
+            if path.exists():
+                key = key or load_signing_key(self.cfg.keys.signing_key)
+                if transcript.close_interrupted(path, key, reason):
+                    self.log("transcript.closed", {"job_id": rec.job_id, "reason": reason})
 
     def close_all(self, reason: str, timeout: float) -> None:
         """Stop every live job's runner (its link fails) and wait for the threads."""

@@ -96,14 +96,14 @@ from federation.transcript.records import (
     statement_signing_bytes,
     verify_sig,
 )
-from federation.transcript.writer import TranscriptWriter, exchange_outcome
+from federation.transcript.writer import TranscriptWriter, close_interrupted, exchange_outcome
 
 __all__ = [
     "DIRECTIONS", "FORMAT", "NOT_REPLAYED", "OUTCOME_KIND", "RECORD_DOMAIN",
     "SIDECAR_SUFFIX", "STATEMENT_DOMAIN", "VERSION", "ZERO_HASH",
     "RecordMalformed", "RecordedLocalLink", "RunningRoot", "SidecarReader", "Transcript",
     "TranscriptError", "TranscriptUnreadable", "TranscriptWriter",
-    "canonical", "check_statement", "counts_in_roots", "envelope_leaf", "exchange_outcome",
+    "canonical", "check_statement", "close_interrupted", "counts_in_roots", "envelope_leaf", "exchange_outcome",
     "fingerprint", "load", "public_key_bytes", "record_signing_bytes",
     "recorded_local_link_pair", "sha256_hex", "sidecar_path", "spec_digest",
     "statement_signing_bytes", "verify_sig",

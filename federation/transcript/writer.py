@@ -45,7 +45,8 @@ class TranscriptWriter:
     """
 
     def __init__(self, path: Path, *, job_id: str, party: str, peer: str,
-                 signing_key: Ed25519PrivateKey, peer_key_hex: str, fsync: bool):
+                 signing_key: Ed25519PrivateKey, peer_key_hex: str, fsync: bool,
+                 resume_at: tuple[int, str] | None = None):
         self.path = path
         self.sidecar_path = sidecar_path(path)
         self.job_id, self.party, self.peer = job_id, party, peer
@@ -54,16 +55,17 @@ class TranscriptWriter:
         self.peer_key_hex = peer_key_hex
         self._fsync = fsync
         self._lock = threading.Condition()
-        self._index = 0
-        self._prev = ZERO_HASH
+        # a new transcript starts at record 0; close_interrupted appends to an existing
+        # one after its last record (index, hash of that line)
+        self._index, self._prev = resume_at or (0, ZERO_HASH)
         self._closed = False
         self._roots = {d: RunningRoot() for d in DIRECTIONS}
         self._outcome_seen = {d: False for d in DIRECTIONS}
         #: disclosed values this party received, per ledger category (its statement
         #: signs them, so the sender cannot under-report what it disclosed)
         self._received_disc: dict[str, int] = {}
-        self._fh = _open_private(path)
-        self._side = _open_private(self.sidecar_path)
+        self._fh = _open_private(path, existing=resume_at is not None)
+        self._side = _open_private(self.sidecar_path, existing=resume_at is not None)
         self._side_off = 0
         self.bytes_written = 0
         self.late_messages = 0   # messages handed over after the closing record
@@ -243,9 +245,44 @@ class TranscriptWriter:
         self._lock.notify_all()
 
 
-def _open_private(path: Path):
+def close_interrupted(path: str | Path, signing_key: Ed25519PrivateKey, reason: str) -> bool:
+    """Close the transcript of a job that was interrupted (the node was killed or
+    restarted while it ran) with a signed ``abort`` record, so it verifies as failed,
+    not incomplete. An incomplete last line (cut by the crash) is dropped first, and the
+    reason says so. Returns False if there is nothing to close (no file, no record, or
+    already closed)."""
+    import json
+    path = Path(path)
+    if not path.exists():
+        return False
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    tail = lines.pop()                     # b"" when the file ends with a newline
+    if not lines:
+        return False
+    try:
+        last = json.loads(lines[-1])
+    except ValueError:
+        return False
+    if not isinstance(last, dict) or last.get("type") in ("outcome", "abort"):
+        return False
+    if tail:
+        reason += f" (an incomplete last record of {len(tail)} bytes was dropped)"
+        with open(path, "r+b") as fh:
+            fh.truncate(len(data) - len(tail))
+    head = json.loads(lines[0]) if lines[0] else {}
+    w = TranscriptWriter(path, job_id=str(head.get("job_id", "")),
+                         party=str(head.get("party", "")), peer=str(head.get("peer", "")),
+                         signing_key=signing_key, peer_key_hex="", fsync=True,
+                         resume_at=(len(lines), sha256_hex(lines[-1])))
+    w.abort(reason)
+    return True
+
+
+def _open_private(path: Path, existing: bool = False):
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+    flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if existing else os.O_CREAT | os.O_EXCL)
+    fd = os.open(path, flags, 0o600)
     return os.fdopen(fd, "ab")
 
 

@@ -420,3 +420,27 @@ def test_node_modules_import_only_modules_below_them():
         used |= {a.name.rpartition(".")[2] for n in ast.walk(tree) if isinstance(n, ast.Import)
                  for a in n.names if a.name.startswith("federation.node.")}
         assert used <= set(order[:i]), (name, used - set(order[:i]))
+
+
+def test_restart_closes_interrupted_transcripts(tmp_path, keys):
+    """A node that restarts after a job was killed mid-run fails the job and closes its
+    transcript with a signed abort record: it verifies as failed, not incomplete."""
+    from federation import audit
+    from federation.keys import load_signing_key
+    from federation.transcript import TranscriptWriter
+    bank_toml, _ = write_node_tomls(tmp_path, keys=keys)
+    cfg = load_node_config(bank_toml)
+    node = Node(cfg, quiet=True)
+    node.store.create("killed-1", "killed", "secureboost", "bank", {}, state="training")
+    key = load_signing_key(cfg.keys.signing_key)
+    peer_key = load_signing_key(load_node_config(tmp_path / "platform.toml").keys.signing_key)
+    path = node.data_dir / "transcripts" / "killed-1.jsonl"
+    w = TranscriptWriter.create(path, job_id="killed-1", party=cfg.name, peer=cfg.peer.name,
+                                signing_key=key, peer_public_key=peer_key.public_key())
+    w._fh.close()                      # the process died here: no closing record
+    node.jobs.recover()
+    assert node.store.get("killed-1").state == "failed"
+    rep = audit.verify(path, pinned_keys={cfg.name: key.public_key(),
+                                          cfg.peer.name: peer_key.public_key()})
+    assert rep.ok and rep.summary["status"] == "aborted", rep.errors
+    assert "node restarted" in rep.summary["reason"]

@@ -127,3 +127,24 @@ def test_aborted_job_verifies_as_aborted(tmp_path):
     rep = audit.verify(tb, pinned_keys={BANK: bank.key.public_key()})
     assert rep.ok and rep.summary["status"] == "aborted"
     assert "simulated failure" in rep.summary["reason"]
+
+
+def test_interrupted_transcript_is_closed_with_a_signed_abort(tmp_path):
+    """What a restarted node does for a job killed mid-run: the transcript (even one
+    whose last line the crash cut) gets a signed abort record and verifies as failed."""
+    from federation.transcript import close_interrupted
+    bank, platform = make_parties()
+    tb, _ = run_job(tmp_path, "job-k", bank, platform)
+    lines = tb.read_bytes().split(b"\n")[:-1]
+    cut = b"\n".join(lines[:-3]) + b"\n" + lines[-3][:40]    # killed while writing
+    tb.write_bytes(cut)
+    pins = {BANK: bank.key.public_key(), PLATFORM: platform.key.public_key()}
+    before = audit.verify(tb, pinned_keys=pins)
+    assert not before.ok
+    assert close_interrupted(tb, bank.key, "interrupted: the node restarted")
+    rep = audit.verify(tb, pinned_keys=pins)
+    assert rep.ok, rep.errors
+    assert rep.summary["status"] == "aborted"
+    assert "incomplete last record of 40 bytes was dropped" in rep.summary["reason"]
+    assert not close_interrupted(tb, bank.key, "again")          # already closed
+    assert not close_interrupted(tmp_path / "none.jsonl", bank.key, "x")
