@@ -23,8 +23,9 @@ from federation.config import ConfigError, JobSpec, job_spec_from_dict
 from federation.data import DataError
 from federation.jobstore import InvalidTransition, JobNotFound
 from federation.link import PeerGone, ProtocolError
+from federation.node.compute import run_job_process
 from federation.node.context import NodeContext, NodePart, one_line
-from federation.runner import JobFailed, JobResult, model_path, protocol_versions, run_job_side
+from federation.runner import JobFailed, JobResult, model_path, protocol_versions
 
 SEED_BYTES = 32
 _STAGE_STATE = {"psi": "psi", "training": "training", "evaluating": "evaluating",
@@ -145,8 +146,12 @@ class JobRunner(NodePart):
                     self.log(event, {"job_id": job_id, **(fields or {})})
                     self.store.event(job_id, event, fields or {})
 
-                result = run_job_side(spec, self.cfg, link, seed, progress=progress,
-                                      log=plog, on_stage=on_stage)
+                # the pipeline computes in its own process; this thread relays
+                result = run_job_process(
+                    rec.spec, self.cfg, link, seed, progress=progress, log=plog,
+                    on_stage=on_stage,
+                    should_stop=lambda: bool(info.get("cancelled")) or
+                    self.stopping.is_set())
                 self._finish(job_id, spec, result, link, writer)
             except BaseException as exc:  # noqa: BLE001 - every failure ends the job
                 self._job_error(job_id, exc, writer)
@@ -234,8 +239,8 @@ class JobRunner(NodePart):
         else:
             reason = f"internal error: {type(exc).__name__}: {one_line(exc)}"
             peer_reason = f"internal error on {self.cfg.name} (see its log)"
-            self.log("job.traceback", {"job_id": job_id, "traceback": traceback.format_exc(
-                limit=8)}, level="error")
+            tb = getattr(exc, "child_traceback", None) or traceback.format_exc(limit=8)
+            self.log("job.traceback", {"job_id": job_id, "traceback": tb}, level="error")
         remote = self._jobs.get(job_id, {}).get("remote_reason")
         if remote and isinstance(exc, (PeerGone, ProtocolError)):
             reason = remote

@@ -1,0 +1,176 @@
+"""A job's computation in its own OS process, so the daemon never stalls.
+
+The daemon keeps the channel, the admin endpoint, control RPCs, heartbeats and every
+other job; whatever a job computes (a large key generation, PSI, encryption) runs in a
+child process that cannot hold the daemon's GIL. The child runs exactly
+:func:`federation.runner.run_job_side` over a :class:`PipeLink`; the daemon relays its
+messages to the job's channel link, so the channel still signs, checks and records
+every message in the transcript (no second socket, no side door).
+
+Pipe protocol (between this node's own processes; nothing here comes from the peer):
+
+    child -> daemon  ("send", kind, ptype, bytes)        a message for the peer
+                     ("recv", kind, timeout)             wait for the peer's next message
+                     ("log", event, fields) | ("progress", step, fraction) | ("stage", s)
+                     ("done", JobResult) | ("failed", exception, traceback text)
+    daemon -> child  ("ok", ptype, bytes) | ("raise", exception)   answer to "recv"
+
+Payloads cross the pipe in their wire encoding (:mod:`federation.link.codec`). Results
+and exceptions are pickled: they come from this node's own child process, never from
+the peer. A child that dies (killed, out of memory) fails its job only, with its exit
+code; cancelling a job or stopping the node terminates the child.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+import threading
+import traceback
+from collections.abc import Callable
+
+from federation.link import (
+    Link,
+    PeerAborted,
+    PeerGone,
+    ProtocolError,
+    decode_payload,
+    encode_payload,
+)
+from federation.runner import JobFailed
+
+POLL_S = 0.2          # how often the daemon checks for cancellation while a job runs
+TERM_GRACE_S = 3.0    # SIGTERM, then SIGKILL after this long
+
+_CONTEXT = None
+
+
+def _context():
+    """forkserver: children fork from a clean single-threaded server that has imported
+    the pipeline once (fast start, no inherited daemon threads or sockets)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["federation.runner", "parties.registry"])
+        _CONTEXT = ctx
+    return _CONTEXT
+
+
+class JobProcessDied(JobFailed):
+    """The job's process ended without a result (killed, crashed, out of memory), or
+    the job was stopped while it computed."""
+
+
+class PipeLink(Link):
+    """The child's end: every send and recv goes to the daemon's relay."""
+
+    def __init__(self, conn, job_id: str, party: str, peer: str):
+        self._conn, self.job_id, self.party, self.peer = conn, job_id, party, peer
+        self._lock = threading.Lock()
+
+    def send(self, kind, payload) -> None:
+        ptype, data = encode_payload(payload)
+        with self._lock:
+            self._conn.send(("send", kind, ptype, data))
+
+    def recv(self, kind, timeout=None):
+        with self._lock:
+            self._conn.send(("recv", kind, timeout))
+            reply = self._conn.recv()
+        if reply[0] == "ok":
+            return decode_payload(reply[1], reply[2])
+        raise reply[1]
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling, else a RuntimeError with its type and text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - any unpicklable exception
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def _child_main(conn, spec_dict: dict, cfg, link_names: tuple[str, str, str],
+                seed: bytes) -> None:
+    from federation.config import job_spec_from_dict
+    from federation.runner import run_job_side
+    try:
+        spec = job_spec_from_dict(spec_dict, f"job {link_names[0]}")
+        link = PipeLink(conn, *link_names)
+        result = run_job_side(
+            spec, cfg, link, seed,
+            progress=lambda step, frac: conn.send(("progress", step, float(frac))),
+            log=lambda event, fields: conn.send(("log", event, dict(fields or {}))),
+            on_stage=lambda stage: conn.send(("stage", stage)))
+        conn.send(("done", result))
+    except BaseException as exc:  # noqa: BLE001 - reported to the daemon
+        conn.send(("failed", _portable(exc), traceback.format_exc(limit=12)))
+    finally:
+        conn.close()
+
+
+def run_job_process(spec_dict: dict, cfg, link, seed: bytes, *,
+                    progress: Callable, log: Callable, on_stage: Callable,
+                    should_stop: Callable[[], bool]):
+    """Run the job's pipeline in a child process, relaying its messages over ``link``
+    (the job's channel link); returns its JobResult or raises what it raised."""
+    ctx = _context()
+    mine, theirs = ctx.Pipe(duplex=True)
+    names = (link.job_id, getattr(link, "party", ""), getattr(link, "peer", ""))
+    proc = ctx.Process(target=_child_main, args=(theirs, spec_dict, cfg, names, seed),
+                       name=f"fedjoint-job-{link.job_id}")   # not daemonic: it has
+    # its own worker processes (PSI, Paillier); it is always stopped below, and a child
+    # whose daemon died fails at its next pipe operation
+    proc.start()
+    theirs.close()
+    try:
+        while True:
+            if should_stop():
+                raise JobProcessDied("the job was stopped")
+            if not mine.poll(POLL_S):
+                if not proc.is_alive() and not mine.poll(0):
+                    raise JobProcessDied(f"the job's process died (exit code "
+                                         f"{proc.exitcode})")
+                continue
+            try:
+                msg = mine.recv()
+            except (EOFError, OSError):
+                proc.join(1.0)
+                raise JobProcessDied(f"the job's process died (exit code {proc.exitcode})"
+                                     ) from None
+            op = msg[0]
+            if op == "send":
+                link.send(msg[1], decode_payload(msg[2], msg[3]))
+            elif op == "recv":
+                try:
+                    payload = link.recv(msg[1], msg[2]) if msg[2] is not None else \
+                        link.recv(msg[1])
+                    mine.send(("ok", *encode_payload(payload)))
+                except (PeerGone, PeerAborted, ProtocolError) as exc:
+                    mine.send(("raise", _portable(exc)))
+            elif op == "progress":
+                progress(msg[1], msg[2])
+            elif op == "log":
+                log(msg[1], msg[2])
+            elif op == "stage":
+                on_stage(msg[1])
+            elif op == "done":
+                return msg[1]
+            elif op == "failed":
+                exc = msg[1]
+                exc.child_traceback = msg[2]
+                raise exc
+    finally:
+        mine.close()
+        _stop(proc)
+
+
+def _stop(proc) -> None:
+    proc.join(0.5)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(TERM_GRACE_S)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(1.0)
