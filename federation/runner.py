@@ -44,9 +44,15 @@ import numpy as np
 
 from federation import job_protocol as J
 from federation.config import JobSpec, NodeConfig, parse_psi_params
-from federation.data import Dataset, hashed_split, load_dataset
+from federation.data import DataError, Dataset, hashed_split, load_dataset
 from federation.link import DeclaredLink, Link, ProtocolContext, ProtocolError
-from federation.policy import holds_key, make_cipher, policy_refusal, role_policy
+from federation.policy import (
+    feature_refusal,
+    holds_key,
+    make_cipher,
+    policy_refusal,
+    role_policy,
+)
 from parties import registry
 from parties.common.artifact import ModelPart
 from parties.common.role import PartyData
@@ -133,7 +139,7 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
 
     # ---- own data -------------------------------------------------------------------
     t = time.perf_counter()
-    ds_cfg = node.dataset(spec.dataset_for(party))
+    ds_cfg = _chosen_columns(spec, node, node.dataset(spec.dataset_for(party)))
     if kind == "score":
         if party == "platform":
             from dataclasses import replace
@@ -242,6 +248,24 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
 
 
 # --------------------------------------------------------------------------- pieces
+
+
+def _chosen_columns(spec: JobSpec, node: NodeConfig, ds_cfg):
+    """This side's dataset restricted to the columns the job picks for it (``features`` /
+    ``peer_features``, in the job's order); unchanged when it picks none. A platform
+    refuses with the one answer that names no column (federation.policy.NOT_OFFERED);
+    the bank's reason names its own columns, so it stays in its log (DataError: the
+    platform is told only that the bank could not load its data)."""
+    wanted = spec.features_for(node.party)
+    if wanted is None:
+        return ds_cfg
+    reason = feature_refusal(spec, node)
+    if reason and node.party == "platform":
+        raise JobFailed(f"refused by {node.name}'s policy: {reason}")
+    if reason:
+        raise DataError(reason)
+    from dataclasses import replace
+    return replace(ds_cfg, columns=list(wanted))
 
 
 def _check_local_policy(spec: JobSpec, node: NodeConfig) -> None:

@@ -11,8 +11,10 @@ import click
 
 from federation.admin import AdminClient
 from federation.cli.common import (
+    EXIT_ERROR,
     EXIT_JOB_FAILED,
     FINAL,
+    CliError,
     admin_client,
     config_option,
     console,
@@ -22,6 +24,9 @@ from federation.cli.common import (
     print_table,
 )
 from federation.config import load_job_spec
+
+#: `fedjoint job validate`: the check itself could not run (like `audit`'s exit 2)
+EXIT_CANNOT_CHECK = 2
 
 
 @click.group()
@@ -116,6 +121,160 @@ def _print_status(rec: dict) -> None:
     for k in ("model", "scores", "transcript"):
         if art.get(k):
             c.print(f"  {k}: {art[k]}")
+
+
+@job.command("validate")
+@click.argument("job_file", type=click.Path())
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="print the checks as JSON")
+def job_validate(job_file: str, config_path: str | None, as_json: bool) -> None:
+    """Check JOB_FILE against the local node without proposing it: the job file and its
+    [params], this node's policy (algorithm, dataset, key size), the dataset's file and
+    header columns, the job's column choice. Exit 0: valid here; 1: a check failed;
+    2: could not check (no or broken node.toml, no job file)."""
+    from federation.config import ConfigError, load_node_config
+    if not config_path:
+        _cannot_check("no node config: pass --config node.toml or set FEDJOINT_CONFIG")
+    try:
+        node = load_node_config(config_path)
+    except ConfigError as exc:
+        _cannot_check(str(exc))
+    if not Path(job_file).is_file():
+        _cannot_check(f"{job_file}: job file not found")
+    checks = validate_job(job_file, node)
+    failed = [c for c in checks if c[0] == "FAIL"]
+    if as_json:
+        click.echo(json.dumps({"valid": not failed, "node": node.name, "party": node.party,
+                               "checks": [{"status": st, "check": what, "detail": detail}
+                                          for st, what, detail in checks]}, indent=2))
+    else:
+        click.echo(f"{job_file} against {node.name} ({node.party} node, {node.file}):")
+        for st, what, detail in checks:
+            click.echo(f"  {st:<4}  {what}" + (f": {detail}" if detail else ""))
+        n = sum(1 for c in checks if c[0] != "--")
+        click.echo(f"invalid: {len(failed)} of {n} checks failed (nothing was proposed)"
+                   if failed else f"valid: {n} checks passed on {node.name} (nothing was "
+                   "proposed)")
+    if failed:
+        sys.exit(EXIT_ERROR)
+
+
+def _cannot_check(msg: str):
+    err = CliError(msg)
+    err.exit_code = EXIT_CANNOT_CHECK
+    raise err
+
+
+def validate_job(job_file: str, node) -> list[tuple[str, str, str]]:
+    """The checks of ``fedjoint job validate``: (``ok`` | ``FAIL`` | ``--`` (not checked
+    here), what, detail). Reads node.toml, the job file, the dataset's header and (score
+    jobs) the job store; proposes and writes nothing."""
+    from federation.config import ConfigError
+    from federation.data import DataError
+    from federation.policy import (
+        NOT_OFFERED,
+        feature_refusal,
+        features_not_offered,
+        header_columns,
+        offered_columns,
+        policy_checks,
+    )
+    out: list[tuple[str, str, str]] = []
+
+    def check(what: str, problem: str, detail: str = "") -> bool:
+        out.append(("FAIL" if problem else "ok", what, problem or detail))
+        return not problem
+
+    try:
+        spec = load_job_spec(job_file)
+    except ConfigError as exc:
+        check("the job file and its [params]", str(exc))
+        return out
+    party = node.party
+    params = ", ".join(f"{k} = {v!r}" for k, v in spec.params.items()) or "defaults"
+    detail = f"{spec.algorithm}, [params] {params}"
+    if spec.aliases:
+        detail += " (read " + ", ".join(f"{a} as {c}" for a, c in spec.aliases) + ")"
+    check(f"job {spec.name!r} parses", "", detail)
+    if party == "platform":
+        out.append(("--", "submitting", "jobs are submitted at the bank's node; this "
+                    "checks the platform's side of the job"))
+    if spec.algorithm == "score":
+        check("model " + repr(spec.model) + " is on this node", _model_problem(spec, node))
+    for what, problem in policy_checks(spec, node):
+        if problem == NOT_OFFERED:   # this node's own operator may see which names
+            try:
+                problem += " (" + ", ".join(repr(c) for c in
+                                            features_not_offered(spec, node)) + ")"
+            except DataError:
+                pass
+        check(what, problem)
+    ds_name = spec.dataset_for(party)
+    if ds_name in node.datasets:
+        ds = node.datasets[ds_name]
+        try:
+            header = header_columns(ds)
+        except DataError as exc:
+            check(f"dataset {ds_name!r}: file {ds.path} is readable", str(exc))
+        else:
+            check(f"dataset {ds_name!r}: file {ds.path} is readable", "",
+                  f"{len(header)} columns in its header")
+            check(f"id column {ds.id_column!r} is in the header",
+                  "" if ds.id_column in header else f"not found in {ds.path}; set "
+                  f"id_column in [datasets.{ds_name}]")
+            needs_label = party == "bank" and spec.kind == "train" and \
+                getattr(_algorithm(spec), "needs_label", False)
+            if needs_label:
+                ok = ds.label_column and ds.label_column in header
+                check(f"label column {ds.label_column!r} is in the header", "" if ok else
+                      f"set label_column in [datasets.{ds_name}] to a column of {ds.path}")
+            if ds.columns is not None:
+                missing = [c for c in ds.columns if c not in header]
+                check(f"[datasets.{ds_name}] columns are in the header",
+                      f"{missing} are not in {ds.path}" if missing else "")
+            wanted = spec.features_for(party)
+            key = "features" if party == "bank" else "peer_features"
+            if wanted is None and spec.kind == "train":
+                try:
+                    n = len(offered_columns(ds))
+                except DataError:
+                    n = 0
+                out.append(("--", key, f"not set: the job uses all {n} feature columns "
+                            f"dataset {ds_name!r} offers"))
+            elif wanted is not None and party == "bank":
+                check(f"features ({len(wanted)}) are columns of dataset {ds_name!r}",
+                      feature_refusal(spec, node).removeprefix("features: "),
+                      ", ".join(wanted))
+    peer = "platform" if party == "bank" else "bank"
+    pf = spec.features_for(peer)
+    out.append(("--", f"the {peer}'s side", f"dataset {spec.dataset_for(peer)!r}"
+                + (f", {len(pf)} chosen columns" if pf else "")
+                + ("; its node checks it when the job is proposed" if peer == "platform"
+                   else "; the bank's node checks it when the job is submitted")))
+    return out
+
+
+def _algorithm(spec):
+    from parties import registry
+    try:
+        return registry.get(spec.model_algorithm) if spec.model_algorithm not in \
+            ("psi", "score", "") else None
+    except registry.RegistryError:
+        return None
+
+
+def _model_problem(spec, node) -> str:
+    from federation.jobstore import JobStore
+    db = Path(node.data_dir) / "jobs.db"
+    if not db.is_file():
+        return f"no model {spec.model!r} on this node (it has no job store yet)"
+    try:
+        m = JobStore(db).model(spec.model)
+    except KeyError as exc:
+        return str(exc.args[0])
+    if not Path(m["path"]).is_file():
+        return f"model {m['model_id']!r} is registered but its file {m['path']} is missing"
+    return ""
 
 
 @job.command("status")

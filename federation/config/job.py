@@ -9,8 +9,13 @@ job.toml (submitted at the bank's node)::
     peer_dataset = "enterprises"    # the platform's dataset
     model = ""                      # "score" jobs: id of the trained model to use
     output = ""                     # "score" jobs: scores CSV path (bank side)
+    features = ["x0", "x3"]         # training jobs: the bank's columns to use (default:
+                                    # all its dataset offers); part of the agreed spec
+    peer_features = ["x1"]          # ... the platform's (never beyond its `columns`)
     [psi]                           # passed to the PSI module's parameters
-    [params]                        # algorithm parameters (validated by the algorithm)
+    [params]                        # algorithm parameters (validated by the algorithm;
+                                    # XGBoost / scikit-learn aliases are resolved here,
+                                    # parties.common.params)
     [evaluation]
     test_fraction = 0.2
     valid_fraction = 0.0            # share of the training rows held out for early
@@ -31,7 +36,7 @@ from typing import Any
 
 from federation.config.toml import NAME_RE, ConfigError, _load_toml, _Table
 from parties import registry
-from parties.common.params import ParamError
+from parties.common.params import ParamError, UnknownParam, canonical_params, valid_keys
 from psi.protocol import PsiParams
 
 #: job types the runner itself implements; every other algorithm is registered in
@@ -74,11 +79,21 @@ class JobSpec:
     model: str = ""              # score jobs: model id (the job id that trained it)
     output: str = ""             # score jobs: bank-side CSV path for scores
     train_algorithm: str = ""    # score jobs: filled at submit from the stored model
+    #: training jobs: the bank's / the platform's columns to use, in this order (None:
+    #: every column the dataset offers); sent only when set
+    features: list[str] | None = None
+    peer_features: list[str] | None = None
     #: the algorithm's typed params, parsed once here; never sent (``to_dict`` drops it)
     parsed: Any = field(default=None, repr=False, compare=False)
+    #: (alias, canonical key) pairs resolved while parsing [params]; local, never sent
+    aliases: list = field(default_factory=list, repr=False, compare=False)
 
     def dataset_for(self, party: str) -> str:
         return self.dataset if party == "bank" else self.peer_dataset
+
+    def features_for(self, party: str) -> list[str] | None:
+        """The columns ``party`` trains on (None: all its dataset offers)."""
+        return self.features if party == "bank" else self.peer_features
 
     @property
     def model_algorithm(self) -> str:
@@ -86,8 +101,12 @@ class JobSpec:
 
     def to_dict(self) -> dict:
         """What the bank proposes (plain values; the typed params stay local)."""
-        out = dataclasses.asdict(replace(self, parsed=None))
+        out = dataclasses.asdict(replace(self, parsed=None, aliases=[]))
         out.pop("parsed")
+        out.pop("aliases")
+        for key in _OPTIONAL:          # absent unless set: older specs digest as before
+            if out[key] is None:
+                del out[key]
         return out
 
     @property
@@ -98,7 +117,9 @@ class JobSpec:
 
 
 _JOB_TOP = ("job", "psi", "params", "evaluation")
-_JOB_KEYS = ("name", "algorithm", "dataset", "peer_dataset", "model", "output")
+_JOB_KEYS = ("name", "algorithm", "dataset", "peer_dataset", "model", "output", "features",
+             "peer_features")
+_OPTIONAL = ("features", "peer_features")
 
 
 def load_job_spec(path: str | Path) -> JobSpec:
@@ -128,6 +149,7 @@ def job_spec_from_dict(raw: dict, label: str = "job.toml") -> JobSpec:
     model = j.get("model", str, "")
     output = j.get("output", str, "")
     train_algorithm = j.get("train_algorithm", str, "")
+    features = {k: _feature_list(j, k) for k in _OPTIONAL}
     if algorithm == "score" and not model:
         raise ConfigError(f"{label}: missing required key job.model (score jobs name the "
                           "trained model to use; see `fedjoint model list`)")
@@ -163,8 +185,13 @@ def job_spec_from_dict(raw: dict, label: str = "job.toml") -> JobSpec:
 
     spec = JobSpec(name=name, algorithm=algorithm, dataset=dataset, peer_dataset=peer_dataset,
                    psi=psi, params=params, evaluation=evaluation, model=model, output=output,
-                   train_algorithm=train_algorithm)
+                   train_algorithm=train_algorithm, **features)
     validate_psi_params(spec, label)
+    for key, value in features.items():
+        if value is not None and spec.kind not in ("train", "transform"):
+            why = ("uses the columns its model was trained on" if algorithm == "score" else
+                   "trains nothing")
+            raise j.err(key, f"is only used by training jobs (a {algorithm!r} job {why})")
     if algorithm in JOB_TYPES:
         if params:
             raise ConfigError(f"{label}: [params] is not used by algorithm = {algorithm!r} "
@@ -175,16 +202,35 @@ def job_spec_from_dict(raw: dict, label: str = "job.toml") -> JobSpec:
         raise ConfigError(f"{label}: [params] {'cipher' if 'cipher' in params else 'key_bits'} "
                           "belongs in [evaluation] (set the cipher and key size once there)")
     try:
-        spec.parsed = algo.parse_params(params, f"{label} [params]")
-    except ParamError as exc:
+        # aliases (eta, n_estimators, ...) become canonical keys once, here: the canonical
+        # table is what is proposed, stored and recorded
+        spec.params, spec.aliases = canonical_params(algo.params, params, f"{label} [params]")
+        spec.parsed = algo.parse_params(spec.params, f"{label} [params]")
+    except UnknownParam as exc:
         raise ConfigError(f"{exc} (valid keys for {algorithm}: "
-                          f"{', '.join(algo.param_names())})") from None
+                          f"{valid_keys(algo.params)})") from None
+    except ParamError as exc:
+        raise ConfigError(str(exc)) from None
     needs = getattr(spec.parsed, "needs_validation_split", lambda: "")()
     if needs and evaluation.valid_fraction <= 0:
         raise ConfigError(f"{label} [evaluation]: valid_fraction: [params] {needs} needs a "
                           "validation split; set valid_fraction (e.g. 0.1 of the training "
                           "rows)")
     return spec
+
+
+def _feature_list(j: _Table, key: str) -> list[str] | None:
+    cols = j.get(key, "str_list", None)
+    if cols is None:
+        return None
+    if not cols:
+        raise j.err(key, "= []: name at least one column (or leave the key out to use all)")
+    if any(not c.strip() for c in cols):
+        raise j.err(key, "contains an empty column name")
+    dup = sorted({c for c in cols if cols.count(c) > 1})
+    if dup:
+        raise j.err(key, f"names {', '.join(repr(c) for c in dup)} more than once")
+    return list(cols)
 
 
 def _from_flat(d: dict) -> dict:

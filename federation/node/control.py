@@ -16,10 +16,11 @@ from pathlib import Path
 
 from federation.admin import AdminError
 from federation.config import ConfigError, JobSpec, job_spec_from_dict
+from federation.data import DataError
 from federation.jobstore import FINAL, InvalidTransition, JobNotFound
 from federation.node.context import NodeContext, NodePart, one_line
 from federation.node.jobs import JobRunner
-from federation.policy import policy_refusal
+from federation.policy import NOT_OFFERED, feature_refusal, features_not_offered, policy_refusal
 
 
 class ControlPlane(NodePart):
@@ -73,6 +74,9 @@ class ControlPlane(NodePart):
         if not Path(ds.path).is_file():
             raise AdminError(f"{self.cfg.file}: datasets.{ds.name}.path: {ds.path} does not "
                              "exist (fix the path in node.toml and restart the node)")
+        reason = feature_refusal(spec, self.cfg)   # the bank's own columns: named here
+        if reason:
+            raise AdminError(f"job {spec.name!r}: {reason}")
         job_id = f"{spec.name}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-" \
                  f"{secrets.token_hex(3)}"
         # where the bank writes scores is its own business: kept out of the agreed spec
@@ -147,7 +151,13 @@ class ControlPlane(NodePart):
         except ValueError:
             return {"decision": "refuse", "reason": f"job id {job_id!r} already exists"}
         if reason:
-            self.log("job.refused", {"job_id": job_id, "reason": reason})
+            fields = {"job_id": job_id, "reason": reason}
+            if reason == NOT_OFFERED:   # which names, for this operator only
+                try:
+                    fields["not_offered"] = features_not_offered(spec, self.cfg)
+                except DataError:
+                    pass
+            self.log("job.refused", fields)
             self.store.transition(job_id, "failed", f"refused by this node's policy: {reason}")
             return {"decision": "refuse", "reason": reason}
         if self.cfg.policy.require_approval:

@@ -63,7 +63,6 @@ from parties.common.secureboost_wire import (
 from parties.common.tree import (
     GradCodec,
     Node,
-    SplitRule,
     candidate_layout,
     plain_candidates,
     prune,
@@ -104,7 +103,8 @@ class _BankTrainer:
             kind = "all missing" if all_missing[j] else "constant"
             ctx.log("secureboost.feature_unusable",
                     {"feature": self.names[j], "reason": kind})
-        self.rule = SplitRule(p.reg_lambda, p.min_child_weight, p.gamma)
+        self.rule = p.split_rule()
+        self.weights = p.row_weights(y)   # class weights of g and h (None: unweighted)
         self.Xv = self.yv = None
         if X_valid is not None or y_valid is not None:
             if X_valid is None or y_valid is None:
@@ -169,7 +169,7 @@ class _BankTrainer:
         vmargin = None if self.Xv is None else np.full(self.Xv.shape[0], base)
         trees, history, contribs = [], [], []
         best, best_it, since = math.inf, -1, 0
-        rng_np = self.ctx.rng.child("sb/sampling").numpy()
+        rng_np = p.sampling_rng(self.ctx.rng)
         for t in range(p.n_trees):
             tt = time.perf_counter()
             g, h = O.grad_hess(p.objective, self.y, margin)
@@ -234,6 +234,8 @@ class _BankTrainer:
     # ---- sampling -------------------------------------------------------------------
     def _sample(self, g, h, rng):
         p = self.p
+        if self.weights is not None:
+            g, h = g * self.weights, h * self.weights
         if p.goss:
             n = self.n
             top_n = int(p.top_rate * n)

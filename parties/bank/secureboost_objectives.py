@@ -24,7 +24,7 @@ def grad_hess(objective: str, y: np.ndarray, margin: np.ndarray):
 
 def base_margin(p: SecureBoostParams, y: np.ndarray) -> float:
     if p.objective == "binary:logistic":
-        b = float(np.mean(y)) if p.base_score is None else p.base_score
+        b = p.label_mean(y) if p.base_score is None else p.base_score
         b = min(max(b, 1e-6), 1 - 1e-6)
         return math.log(b / (1 - b))
     return float(np.mean(y)) if p.base_score is None else float(p.base_score)

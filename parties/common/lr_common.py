@@ -23,6 +23,7 @@ from federation.link import (
     declare_protocol,
     default_count,
 )
+from parties.common import params as vocab
 from parties.common.artifact import ModelPart
 from parties.common.params import ParamError
 from secure_agg.cipher import CipherVector, PublicCipher
@@ -81,14 +82,20 @@ class LRPeerAborted(LRError, PeerAborted):
 class LRParams:
     """``[params]`` of a ``logistic_regression`` job (both parties read the same table)."""
 
+    ALIASES = {"eta": "learning_rate", "lambda": "reg_lambda", "l2": "reg_lambda",
+               "l1": "reg_alpha", "random_state": "seed", "scale_pos_weight": vocab.SCALE_POS_WEIGHT}
+    REFUSED = {**vocab.TREE_ONLY, **vocab.LINEAR_MODEL_REFUSED}   # parties.common.params
+    ARTIFACT_NAMES = {"reg_lambda": "l2", "reg_alpha": "l1"}  # as fedjoint-lr-v1 parts say
+    l2 = property(lambda self: self.reg_lambda)  # the optimiser's names (as LinRegParams)
+    l1 = property(lambda self: self.reg_alpha)
     epochs: int = 10
     batch_size: int | None = 4096        #: None, 0 or -1: full batch
     learning_rate: float = 0.05
     decay: float = 0.0                   #: per-epoch rate: lr / (1 + decay * epoch)
     optimizer: str = "adam"              #: sgd | momentum | adam
     momentum: float = 0.9                #: momentum / Adam beta1
-    l2: float = 0.0                      #: lambda of (lambda/2)||w||^2 (sklearn C = 1/(n*l2))
-    l1: float = 0.0                      #: lambda of lambda*||w||_1, via a proximal step
+    reg_lambda: float = 0.0              #: (lambda/2)||w||^2 (sklearn C = 1/(n*lambda)); l2
+    reg_alpha: float = 0.0               #: lambda*||w||_1, via a proximal step; l1
     fit_intercept: bool = True           #: intercept lives at the bank
     class_weight: str | dict | None = None  #: None | "balanced" | {"0": w0, "1": w1}
     approximation: str = "linearized"    #: linearized (default) | taylor
@@ -119,8 +126,8 @@ class LRParams:
             raise ParamError(f"optimizer = {self.optimizer!r}; expected one of {OPTIMIZERS}")
         if not 0 <= self.momentum < 1:
             raise ParamError(f"momentum = {self.momentum} must be in [0, 1)")
-        if self.l2 < 0 or self.l1 < 0:
-            raise ParamError("l1 and l2 must be >= 0")
+        if self.reg_lambda < 0 or self.reg_alpha < 0:
+            raise ParamError("reg_alpha and reg_lambda must be >= 0")
         if self.approximation not in APPROXIMATIONS:
             raise ParamError(f"approximation = {self.approximation!r}; expected one of "
                              f"{APPROXIMATIONS}")
@@ -136,16 +143,7 @@ class LRParams:
             raise ParamError(f"nan_policy = {self.nan_policy!r}; expected fail, mean or zero")
         if not 4 <= self.x_frac_bits <= 30:
             raise ParamError(f"x_frac_bits = {self.x_frac_bits} must be in [4, 30]")
-        cw = self.class_weight
-        if isinstance(cw, str) and cw != "balanced":
-            raise ParamError(f"class_weight = {cw!r}; expected \"balanced\" or a table")
-        if isinstance(cw, dict):
-            keys = {str(k) for k in cw}
-            if not keys <= {"0", "1"}:
-                raise ParamError(f"class_weight keys must be \"0\" and \"1\", got {sorted(keys)}")
-            for k, v in cw.items():
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 256:
-                    raise ParamError(f"class_weight[{k!r}] = {v!r} must be in (0, 256)")
+        vocab.check_class_weight(self.class_weight, 2.0 ** MAX_WEIGHT_BITS)
 
     def shared(self) -> dict:
         return {k: getattr(self, k) for k in SHARED_KEYS}
@@ -539,7 +537,7 @@ def scoring_handshake(peer: Peer, model: ModelPart, X, party: str,
 
 
 def params_dict(p: LRParams) -> dict:
-    return dataclasses.asdict(p)
+    return vocab.artifact_params(p)
 
 
 def _json_values(payload) -> int:

@@ -7,12 +7,25 @@ its first message and the platform refuses to continue if they differ from its o
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import hashlib
+from dataclasses import dataclass
 
-from parties.common.params import ParamError
+import numpy as np
+
+from parties.common.params import (
+    SCALE_POS_WEIGHT,
+    ParamError,
+    artifact_params,
+    check_class_weight,
+)
+from parties.common.tree import SplitRule
+from secure_agg.rng import Drbg
 
 OBJECTIVES = ("binary:logistic", "reg:squarederror")
 REFRESH_MODES = ("djn_full", "standard")
+#: class weights multiply the bank's g and h; kept far below the fixed-point limits
+MAX_CLASS_WEIGHT = 2.0 ** 16
+_PROTOCOL = "would need a protocol change"
 
 #: parameters both parties must agree on (checked by the platform)
 SHARED = ("max_bin", "max_depth", "n_trees", "complete_secure", "binning")
@@ -20,6 +33,34 @@ SHARED = ("max_bin", "max_depth", "n_trees", "complete_secure", "binning")
 
 @dataclass
 class SecureBoostParams:
+    #: XGBoost / scikit-learn / older names -> the canonical key (parties.common.params)
+    ALIASES = {"eta": "learning_rate", "n_estimators": "n_trees", "num_boost_round": "n_trees",
+               "lambda": "reg_lambda", "l2": "reg_lambda", "alpha": "reg_alpha",
+               "l1": "reg_alpha", "min_split_loss": "gamma", "random_state": "seed",
+               "scale_pos_weight": SCALE_POS_WEIGHT}
+    #: known names this algorithm does not take, and why
+    REFUSED = {
+        "colsample_bylevel": f"columns are sampled per tree (colsample_bytree); per level "
+                             f"the platform would sample its own columns ({_PROTOCOL})",
+        "colsample_bynode": f"columns are sampled per tree (colsample_bytree); per node "
+                            f"the platform would sample its own columns ({_PROTOCOL})",
+        "tree_method": "SecureBoost always builds histogram trees (XGBoost's 'hist'; "
+                       "set max_bin)",
+        "grow_policy": f"trees grow level by level (max_depth); lossguide {_PROTOCOL}",
+        "max_leaves": f"trees grow level by level (max_depth); lossguide {_PROTOCOL}",
+        "monotone_constraints": f"the bank does not know which platform feature a "
+                                f"candidate split is on ({_PROTOCOL})",
+        "interaction_constraints": f"the bank does not know which platform feature a "
+                                   f"candidate split is on ({_PROTOCOL})",
+        "nthread": "set workers in the [node] table of node.toml",
+        "n_jobs": "set workers in the [node] table of node.toml",
+        "epochs": "SecureBoost trains trees: set n_trees",
+        "batch_size": "SecureBoost uses every row in every tree (chunk_rows only sizes "
+                      "messages)",
+    }
+    #: fields added after model parts were first recorded: in a part only when set
+    ADDED_FIELDS = ("reg_alpha", "max_delta_step", "class_weight", "seed")
+
     objective: str = "binary:logistic"
     n_trees: int = 20
     max_depth: int = 5
@@ -27,7 +68,13 @@ class SecureBoostParams:
     max_bin: int = 32
     min_child_weight: float = 1.0
     reg_lambda: float = 1.0
-    gamma: float = 0.0
+    gamma: float = 0.0                # minimum loss reduction of a split (min_split_loss)
+    reg_alpha: float = 0.0            # L1 penalty on leaf weights (bank-local)
+    max_delta_step: float = 0.0       # cap on |leaf weight| before learning_rate; 0: none
+    #: None | "balanced" | {"0": w0, "1": w1}: the bank weighs each row's g and h by its
+    #: class (scale_pos_weight = w is {"0": 1, "1": w}); binary:logistic only
+    class_weight: str | dict | None = None
+    seed: int | None = None           # fixes subsample/GOSS/colsample draws (else the job's)
     base_score: float | None = None   # None: mean label (probability for logistic)
     subsample: float = 1.0            # row subsampling per tree (unsampled rows: g=h=0)
     goss: bool = False                # gradient-based one-side sampling instead
@@ -64,6 +111,14 @@ class SecureBoostParams:
             bad("reg_lambda", "must be >= 0")
         if self.gamma < 0:
             bad("gamma", "must be >= 0")
+        if self.reg_alpha < 0:
+            bad("reg_alpha", "must be >= 0")
+        if self.max_delta_step < 0:
+            bad("max_delta_step", "must be >= 0 (0: no cap)")
+        if self.class_weight is not None and self.objective != "binary:logistic":
+            bad("class_weight", "weighs the two classes of binary:logistic; "
+                f"{self.objective} has no classes")
+        check_class_weight(self.class_weight, MAX_CLASS_WEIGHT)
         if not 0 < self.subsample <= 1:
             bad("subsample", "must be in (0, 1]")
         if not (0 < self.top_rate < 1 and 0 < self.other_rate < 1
@@ -90,8 +145,44 @@ class SecureBoostParams:
             bad("base_score", "must be a probability in (0, 1) for binary:logistic")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return artifact_params(self)
 
     def needs_validation_split(self) -> str:
         """The param that needs a validation split carved from the training rows."""
         return "early_stopping_rounds" if self.early_stopping_rounds > 0 else ""
+
+    def split_rule(self) -> SplitRule:
+        """Gains and leaf weights (XGBoost's, with reg_alpha and max_delta_step)."""
+        return SplitRule(self.reg_lambda, self.min_child_weight, self.gamma, self.reg_alpha,
+                         self.max_delta_step)
+
+    def sampling_rng(self, job_rng: Drbg) -> np.random.Generator:
+        """The bank's draws for subsample, GOSS and colsample_bytree: from ``seed`` when
+        set (every job with that seed samples the same rows and columns), else from the
+        job's own stream ``sb/sampling``. Encryption randomness never comes from here."""
+        if self.seed is None:
+            return job_rng.child("sb/sampling").numpy()
+        key = hashlib.sha256(f"fedjoint-sb-sampling\0{self.seed}".encode()).digest()
+        return Drbg(key, "sb/sampling").numpy()
+
+    def row_weights(self, y: np.ndarray) -> np.ndarray | None:
+        """Each row's class weight (``None``: unweighted); "balanced" is n / (2 n_class)
+        over the rows given (the bank's training rows)."""
+        cw = self.class_weight
+        if cw is None:
+            return None
+        y = np.asarray(y)
+        if cw == "balanced":
+            n, n1 = y.size, float((y == 1).sum())
+            if n1 in (0.0, float(n)):
+                return np.ones(n)
+            w1, w0 = n / (2.0 * n1), n / (2.0 * (n - n1))
+        else:
+            table = {str(k): float(v) for k, v in cw.items()}
+            w0, w1 = table.get("0", 1.0), table.get("1", 1.0)
+        return np.where(y == 1, w1, w0)
+
+    def label_mean(self, y: np.ndarray) -> float:
+        """The (class-weighted) mean label: the constant that minimises the loss."""
+        w = self.row_weights(y)
+        return float(np.mean(y)) if w is None else float(np.average(y, weights=w))

@@ -118,20 +118,43 @@ def plain_candidates(hist: np.ndarray, layout: CandidateLayout, n_features: int
 # gains
 @dataclass(frozen=True)
 class SplitRule:
+    """XGBoost's split gain and leaf weight (``reg_alpha``: L1 soft threshold of G;
+    ``max_delta_step``: cap on |weight|, the gain then taken at the capped weight)."""
+
     reg_lambda: float = 1.0
     min_child_weight: float = 1.0
     gamma: float = 0.0
+    reg_alpha: float = 0.0
+    max_delta_step: float = 0.0
+
+    def _l1(self, G):
+        if not self.reg_alpha:
+            return G
+        return np.sign(G) * np.maximum(np.abs(G) - self.reg_alpha, 0.0)
+
+    def _weights(self, G, H):
+        w = -self._l1(G) / (H + self.reg_lambda)
+        if self.max_delta_step:
+            w = np.clip(w, -self.max_delta_step, self.max_delta_step)
+        return w
 
     def gain(self, G, H):
         G = np.asarray(G, dtype=np.float64)
         H = np.asarray(H, dtype=np.float64)
         ok = (H >= self.min_child_weight) & (H > 0)
-        return np.where(ok, G * G / np.where(ok, H + self.reg_lambda, 1.0), 0.0)
+        den = np.where(ok, H + self.reg_lambda, 1.0)
+        if self.max_delta_step:
+            w = self._weights(G, den - self.reg_lambda)
+            return np.where(ok, -(2.0 * G * w + den * w * w), 0.0)
+        T = self._l1(G)
+        return np.where(ok, T * T / den, 0.0)
 
     def weight(self, G: float, H: float) -> float:
         if H < self.min_child_weight or H <= 0:
             return 0.0
-        return -G / (H + self.reg_lambda)
+        if not (self.reg_alpha or self.max_delta_step):
+            return -G / (H + self.reg_lambda)
+        return float(self._weights(np.float64(G), np.float64(H)))
 
     def loss_chg(self, GL: np.ndarray, HL: np.ndarray, G: float, H: float) -> np.ndarray:
         """Loss change per candidate; ``-inf`` where the split is not allowed."""
