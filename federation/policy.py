@@ -168,7 +168,8 @@ def feature_refusal(spec: JobSpec, node: NodeConfig) -> str:
 def role_policy(node: NodeConfig) -> RolePolicy:
     """The node's policy as the protocol roles read it."""
     pol = node.policy
-    return RolePolicy(keys=key_policy(pol), reveal_feature_names=pol.reveal_feature_names)
+    return RolePolicy(keys=key_policy(pol), reveal_feature_names=pol.reveal_feature_names,
+                      refresh=pol.refresh)
 
 
 def holds_key(spec: JobSpec, party: str) -> bool:

@@ -159,7 +159,8 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     t = time.perf_counter()
     rows, agreed_ids, info = _run_psi(ctx("psi"), party, data.ids, spec.psi,
                                       node.policy.min_intersection, psi_dirs(node),
-                                      need_rows=kind != "psi")
+                                      need_rows=kind != "psi",
+                                      check_subgroup=node.policy.psi_check_subgroup)
     res.intersection = info["size"]
     res.psi_info = info
     res.psi_rows = rows
@@ -295,10 +296,12 @@ def psi_dirs(node: NodeConfig) -> tuple[str, str]:
 
 def _run_psi(ctx: ProtocolContext, party: str, ids: list[str], psi_params: dict,
              min_intersection: int = 0, dirs: tuple[str, str] | None = None,
-             need_rows: bool = True) -> tuple[np.ndarray, list[str], dict]:
+             need_rows: bool = True, check_subgroup: bool = True
+             ) -> tuple[np.ndarray, list[str], dict]:
     """-> (row indices into own data in the agreed order, the agreed normalised ids,
     info). This node's ``min_intersection`` policy goes into the PSI hello (the
-    platform's is binding on both). ``dirs`` = (key_dir, cache_dir) of this node."""
+    platform's is binding on both). ``dirs`` = (key_dir, cache_dir) of this node;
+    ``check_subgroup``: this node's own policy for the points it receives."""
     from federation.config import ConfigError
     from psi import ids as psi_ids
     P = psi_protocol
@@ -306,6 +309,7 @@ def _run_psi(ctx: ProtocolContext, party: str, ids: list[str], psi_params: dict,
     values["min_intersection"] = max(int(values.get("min_intersection", 0)), min_intersection)
     values.pop("key_dir", None)
     values.pop("cache_dir", None)
+    values["check_subgroup"] = check_subgroup
     if dirs is not None:
         values["key_dir"], values["cache_dir"] = dirs
     try:

@@ -255,6 +255,10 @@ def parse_psi_params(values: dict, where: str) -> PsiParams:
 
 def validate_psi_params(spec: JobSpec, label: str) -> PsiParams:
     params = parse_psi_params(spec.psi, f"{label} [psi]")
+    if "check_subgroup" in spec.psi:
+        raise ConfigError(f"{label}: [psi] check_subgroup is each node's own choice for "
+                          "the points it receives ([policy] psi_check_subgroup in its "
+                          "node.toml), not the job's; remove it")
     for local_only in ("key_dir", "cache_dir"):
         if spec.psi.get(local_only):
             raise ConfigError(f"{label}: [psi] {local_only} is chosen by each node (under its "
