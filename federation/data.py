@@ -61,15 +61,24 @@ def _read(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: cannot parse ({first})") from None
 
 
-def _numeric(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
+#: cells read as missing (np.nan) in feature columns, compared case-insensitively after
+#: stripping spaces: blank, NA, NaN, -NaN, null, None and pandas' <NA>
+MISSING_TOKENS = frozenset({"", "na", "nan", "-nan", "null", "none", "<na>"})
+
+
+def _numeric(df: pd.DataFrame, col: str, path: Path, *,
+             missing_ok: bool = False) -> np.ndarray:
+    """Column ``col`` as float64. ``missing_ok`` (feature columns): blank / NA / NaN /
+    null cells and pandas NaN load as ``np.nan``; otherwise (labels) they are an error.
+    Infinite values and non-numeric strings are always an error (column and row named)."""
     s = df[col]
     if s.dtype == object or pd.api.types.is_string_dtype(s):
         raw = s.astype(str).str.strip()
-        blank = raw.isin(["", "NA", "NaN", "nan", "null", "NULL", "None"])
+        blank = (raw.isna() | raw.str.lower().isin(MISSING_TOKENS)).to_numpy(dtype=bool)
         vals = pd.to_numeric(raw.where(~blank, None), errors="coerce")
-        bad = vals.isna() & ~blank
+        bad = vals.isna().to_numpy(dtype=bool) & ~blank
         if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+            row = int(np.flatnonzero(bad)[0])
             raise DataError(f"{path}: column {col!r} is not numeric ({int(bad.sum())} "
                             f"non-numeric value(s), first at data row {row + 1}, file line "
                             f"{row + 2}); drop it from columns or encode it as numbers")
@@ -78,12 +87,15 @@ def _numeric(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
             raise DataError(f"{path}: column {col!r} is not numeric (dtype {s.dtype})")
         vals = pd.to_numeric(s, errors="coerce")
     arr = vals.to_numpy(dtype=np.float64, na_value=np.nan)
-    nan = ~np.isfinite(arr)
-    if nan.any():
-        row = int(np.flatnonzero(nan)[0])
-        raise DataError(f"{path}: column {col!r} has {int(nan.sum())} missing or infinite "
+    bad = np.isinf(arr) if missing_ok else ~np.isfinite(arr)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        what = "infinite" if missing_ok else "missing or infinite"
+        fix = ("replace them by finite numbers (leave a cell blank for a missing value)"
+               if missing_ok else "impute or drop them before the job")
+        raise DataError(f"{path}: column {col!r} has {int(bad.sum())} {what} "
                         f"value(s), first at data row {row + 1} (file line {row + 2}); "
-                        "impute or drop them before the job")
+                        f"{fix}")
     return arr
 
 
@@ -148,7 +160,7 @@ def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None) -> Datase
         raise DataError(f"{path}: no feature columns besides id/label")
     X = np.empty((len(df), len(feats)), dtype=np.float64)
     for j, c in enumerate(feats):
-        X[:, j] = _numeric(df, c, path)
+        X[:, j] = _numeric(df, c, path, missing_ok=True)  # blank cells: np.nan
     return Dataset(ds.name, ids, X, feats, y)
 
 

@@ -73,7 +73,13 @@ from parties.common.metrics import auc as auc_score
 from parties.common.metrics import binary_report
 from parties.common.params import ParamError
 from parties.common.role import PartyData, RolePolicy
-from parties.common.standardize import InputError, Standardizer, as_feature_matrix, check_labels
+from parties.common.standardize import (
+    InputError,
+    as_feature_matrix,
+    check_labels,
+    fit_own_columns,
+    peer_view,
+)
 from secure_agg import masking
 from secure_agg.cipher import PrivateCipher
 from secure_agg.keypolicy import describe_public_key
@@ -106,23 +112,27 @@ def train(ctx: ProtocolContext, data: PartyData, params: C.LRParams, cipher: Pri
         return _train(ctx, peer, data.X, data.y, data.feature_names, params, cipher,
                       data.X_valid, data.y_valid, policy)
     except C.LRError as exc:
-        peer.abort(str(exc))  # the peer fails too instead of waiting for a message
+        peer.abort(exc.peer_reason or str(exc))  # the peer fails too instead of waiting
         raise
     except (InputError, ParamError) as exc:
-        peer.abort(str(exc))
+        peer.abort(peer_view(exc, PARTY, policy.reveal_feature_names)
+                   if isinstance(exc, InputError) else str(exc))
         raise C.LRError(str(exc)) from None
 
 
 def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid, policy):
     timings: dict = {}
     t_start = time.perf_counter()
-    err = None
+    if hasattr(X, "__len__"):  # both parties know the row count: fail before the hello
+        C.check_batch_size(params, len(X))
+    err = shown = None
     try:
         p = params
         Xm, names = as_feature_matrix(X, feature_names, "bank training data")
         yv = check_labels(y, Xm.shape[0], "bank training labels")
-        std = Standardizer.fit(Xm, names, "bank training data", standardize=p.standardize,
-                               nan_policy=p.nan_policy)
+        std = fit_own_columns(Xm, names, PARTY, "bank training data",
+                              nan_policy=p.nan_policy, standardize=p.standardize,
+                              log=ctx.log)
         Xs = std.transform(Xm, "bank training data")
         n = Xs.shape[0]
         bs = C.check_batch_size(p, n)
@@ -134,9 +144,11 @@ def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid, pol
         if p.early_stopping == "valid_auc" and Xv is None:
             raise ParamError("early_stopping = \"valid_auc\" needs validation rows")
         sw = _sample_weights(p, yv)
-    except (InputError, ParamError) as exc:
-        err = str(exc)
-    hello = {"version": C.PROTOCOL_VERSION, "ok": err is None, "error": err,
+    except InputError as exc:  # about the bank's own data: the platform gets no details
+        err, shown = str(exc), peer_view(exc, PARTY, policy.reveal_feature_names)
+    except ParamError as exc:
+        err = shown = str(exc)
+    hello = {"version": C.PROTOCOL_VERSION, "ok": err is None, "error": shown,
              "key": describe_public_key(cipher.public(), form="modulus")}
     if err is None:
         wbits = C.weight_bits(float(sw.max()))
@@ -148,7 +160,7 @@ def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid, pol
     peer.send_json(C.K_HELLO, hello)
     ph = peer.recv_json(C.K_HELLO)
     if err is not None:
-        raise C.LRError(err)
+        raise C.LRError(err, peer_reason=shown)
     C.check_peer_hello(hello, ph, p, PARTY, "platform")
     d_p = ph.get("n_features")
     if not isinstance(d_p, int) or not 1 <= d_p <= 100000:

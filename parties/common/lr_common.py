@@ -26,6 +26,7 @@ from federation.link import (
 from parties.common import params as vocab
 from parties.common.artifact import ModelPart
 from parties.common.params import ParamError
+from parties.common.standardize import check_nan_policy, peer_view
 from secure_agg.cipher import CipherVector, PublicCipher
 from secure_agg.keypolicy import KeyPolicy, KeyPolicyError, peer_public_cipher
 
@@ -71,7 +72,13 @@ SHARED_KEYS = ("epochs", "batch_size", "approximation", "platform_curvature",
 
 
 class LRError(RuntimeError):
-    """Training or scoring failed; the message says why. No model part is published."""
+    """Training or scoring failed; the message says why. No model part is published.
+    ``peer_reason``: what the peer is told instead, when the message describes this
+    party's own data (column names, counts of missing values)."""
+
+    def __init__(self, message: str = "", peer_reason: str | None = None):
+        super().__init__(message)
+        self.peer_reason = peer_reason
 
 
 class LRPeerAborted(LRError, PeerAborted):
@@ -107,7 +114,11 @@ class LRParams:
     patience: int = 2                    #: epochs without validation-AUC gain
     seed: int | None = None              #: fixes the batch order (else from the DRBG)
     standardize: bool = True
-    nan_policy: str = "fail"             #: fail | mean | zero
+    #: missing (NaN) feature cells: fail | mean | median | zero for every column, or a
+    #: table {column = policy, "*" = default for unnamed columns (else "fail")}; names
+    #: may be qualified "bank:col" / "platform:col". Each party applies it to its own
+    #: columns, with statistics from its own training rows (docs/lr.md)
+    nan_policy: str | dict = "fail"
     evaluate_train: bool = True          #: platform discloses train partial scores at the end
     allow_validation_scores: bool = False  #: platform consents to per-epoch valid scores
     x_frac_bits: int = 12
@@ -139,8 +150,7 @@ class LRParams:
                              f"{EARLY_STOPPING}")
         if self.tol < 0 or self.patience < 1:
             raise ParamError("tol must be >= 0 and patience >= 1")
-        if self.nan_policy not in ("fail", "mean", "zero"):
-            raise ParamError(f"nan_policy = {self.nan_policy!r}; expected fail, mean or zero")
+        check_nan_policy(self.nan_policy)
         if not 4 <= self.x_frac_bits <= 30:
             raise ParamError(f"x_frac_bits = {self.x_frac_bits} must be in [4, 30]")
         vocab.check_class_weight(self.class_weight, 2.0 ** MAX_WEIGHT_BITS)
@@ -158,10 +168,14 @@ def full_batch(p: LRParams, n: int) -> int:
 
 
 def check_batch_size(p: LRParams, n: int) -> int:
+    """The batch size for ``n`` training rows. Larger than ``n`` is a job error (both
+    parties know ``n``; each role checks before its first message): a full batch makes
+    one optimiser step per epoch, so that is asked for explicitly (``batch_size = 0``)."""
     bs = full_batch(p, n)
     if bs > n:
         raise ParamError(f"batch_size = {bs} is larger than the {n} intersecting training "
-                         f"rows; use a smaller batch_size or 0 for full batch")
+                         f"rows; set a smaller batch_size, or batch_size = 0 for one full "
+                         f"batch (one optimiser step) per epoch")
     return bs
 
 
@@ -513,14 +527,15 @@ def scoring_handshake(peer: Peer, model: ModelPart, X, party: str,
         raise LRError(f"not a {party} logistic-regression part ({model.algorithm}, "
                       f"{model.party})")
     std = Standardizer.from_dict(model.body["standardizer"])
-    err, Xs = None, None
+    err, Xs, shown = None, None, None
     try:
         Xm, _ = as_feature_matrix(X, model.feature_names, f"{party} scoring data")
         Xs = std.transform(Xm, f"{party} scoring data")
     except InputError as exc:
-        err = str(exc)
+        # names this party's column (e.g. missing cells in a "fail" column): kept local
+        err, shown = str(exc), peer_view(exc, party, reveal=False)
     n = None if Xs is None else Xs.shape[0]
-    peer.send_json(K_SCORE_HELLO, {"ok": err is None, "error": err, "n_rows": n,
+    peer.send_json(K_SCORE_HELLO, {"ok": err is None, "error": shown, "n_rows": n,
                                    "fingerprint": fingerprint(model),
                                    "peer_fingerprint": model.peer_part_digest})
     hello = peer.recv_json(K_SCORE_HELLO)

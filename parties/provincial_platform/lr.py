@@ -33,7 +33,12 @@ from parties.common import lr_common as C
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.params import ParamError
 from parties.common.role import PartyData, RolePolicy
-from parties.common.standardize import InputError, Standardizer, as_feature_matrix
+from parties.common.standardize import (
+    InputError,
+    as_feature_matrix,
+    fit_own_columns,
+    peer_view,
+)
 from secure_agg import masking
 from secure_agg.cipher import PrivateCipher
 from secure_agg.keypolicy import describe_public_key
@@ -50,21 +55,26 @@ def train(ctx: ProtocolContext, data: PartyData, params: C.LRParams, cipher: Pri
         return _train(ctx, peer, data.X, data.feature_names, params, cipher, data.X_valid,
                       policy)
     except C.LRError as exc:
-        peer.abort(str(exc))  # the peer fails too instead of waiting for a message
+        peer.abort(exc.peer_reason or str(exc))  # the peer fails too instead of waiting
         raise
     except (InputError, ParamError) as exc:
-        peer.abort(str(exc))
+        peer.abort(peer_view(exc, PARTY, policy.reveal_feature_names)
+                   if isinstance(exc, InputError) else str(exc))
         raise C.LRError(str(exc)) from None
 
 
 def _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy):
     t0 = time.perf_counter()
-    err = None
+    if hasattr(X, "__len__"):  # both parties know the row count: fail before the hello
+        C.check_batch_size(params, len(X))
+    err = shown = None
     try:
         p = params
         Xm, names = as_feature_matrix(X, feature_names, "platform training data")
-        std = Standardizer.fit(Xm, names, "platform training data",
-                               standardize=p.standardize, nan_policy=p.nan_policy)
+        # this party's nan_policy per column, statistics from its own rows (kept here)
+        std = fit_own_columns(Xm, names, PARTY, "platform training data",
+                              nan_policy=p.nan_policy, standardize=p.standardize,
+                              log=ctx.log)
         Xs = std.transform(Xm, "platform training data")
         n = Xs.shape[0]
         bs = C.check_batch_size(p, n)
@@ -72,9 +82,11 @@ def _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy):
         if X_valid is not None:
             Xvm, _ = as_feature_matrix(X_valid, names, "platform validation data")
             Xv = std.transform(Xvm, "platform validation data")
-    except (InputError, ParamError) as exc:
-        err = str(exc)
-    hello = {"version": C.PROTOCOL_VERSION, "ok": err is None, "error": err,
+    except InputError as exc:  # names the platform's columns: the bank gets no details
+        err, shown = str(exc), peer_view(exc, PARTY, policy.reveal_feature_names)
+    except ParamError as exc:
+        err = shown = str(exc)
+    hello = {"version": C.PROTOCOL_VERSION, "ok": err is None, "error": shown,
              "key": describe_public_key(cipher.public(), form="modulus")}
     if err is None:
         hello.update({"n_rows": n, "n_valid": 0 if Xv is None else Xv.shape[0],
@@ -83,7 +95,7 @@ def _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy):
     peer.send_json(C.K_HELLO, hello)
     bh = peer.recv_json(C.K_HELLO)
     if err is not None:
-        raise C.LRError(err)
+        raise C.LRError(err, peer_reason=shown)
     C.check_peer_hello(hello, bh, p, PARTY, "bank")
     if p.early_stopping == "valid_auc" and not p.allow_validation_scores:
         raise C.LRError("early_stopping = \"valid_auc\" needs the platform's consent "
