@@ -30,7 +30,7 @@ import numpy as np
 
 from federation.link import Link, Message, PeerAborted, ProtocolError, declare_protocol
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # v2: missing-left candidates listed from the highest bin down
 
 K_INIT = "sb.init"
 K_INIT_ACK = "sb.init_ack"

@@ -83,7 +83,9 @@ def candidate_layout(n_cuts: np.ndarray, has_missing: np.ndarray,
             dl.append(False)
             src.append(f * (B - 1) + b)
         if miss:
-            for b in range(-1, K):
+            # from the highest bin down, as XGBoost enumerates them: among equal gains
+            # the first (highest threshold) wins, so unseen rows route as XGBoost's
+            for b in range(K - 1, -2, -1):
                 feat.append(f)
                 ble.append(b)
                 dl.append(True)

@@ -124,13 +124,6 @@ def test_secureboost_with_missing_cells_equals_xgboost_on_training_rows(name, ma
     _exact(name, max_bin, "train")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tie-break of missing-left candidates: XGBoost enumerates them from the highest bin "
-    "down and keeps the first best (the highest threshold among equal gains, e.g. across "
-    "bins that are empty in the node); parties.common.tree.candidate_layout lists them "
-    "from the lowest bin up, so the lowest wins. Training rows route the same, unseen "
-    "rows between the two thresholds do not. Fix: range(K - 1, -2, -1) in the "
-    "missing-left loop of candidate_layout (then both roles pick XGBoost's candidate)."))
 @pytest.mark.parametrize("name,max_bin", [("breast", 256), ("default_credit", 32)])
 def test_secureboost_with_missing_cells_equals_xgboost_on_unseen_rows(name, max_bin):
     _exact(name, max_bin, "test")
