@@ -12,7 +12,8 @@ reason, the sender is told the reason); the server and other jobs carry on.
 
 Modules, each importing only those above it:
 
-* :mod:`.settings` -- limits, protocol version, :class:`ChannelSettings`, exceptions;
+* :mod:`.settings` -- wire constants, protocol version, :class:`ChannelSettings` (its
+  limits: node.toml ``[limits]``, :mod:`federation.config.limits`), exceptions;
 * :mod:`.frames` -- a message as protobuf frames, and the receiver's per-frame checks;
 * :mod:`.stream` -- one job's two directions: sequencing, acks, resend, dedupe,
   deadlines, heartbeats;

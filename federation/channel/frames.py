@@ -10,8 +10,9 @@ The stateless checks a receiver makes before a message reaches the protocol live
 too, in the order they run: the envelope's fields (:func:`parse_envelope`), the sender's
 Ed25519 signature (:func:`verify_signature`, after the stream checked the sequence
 number), and each chunk's size and running total, digested as it arrives
-(:func:`take_chunk`). A failed check raises :class:`BadFrame`, whose message is the
-reason the job fails.
+(:func:`take_chunk`: no chunk above 4 MiB, none below ``limits.min_chunk_bytes`` but a
+message's last, never more than announced). A failed check raises :class:`BadFrame`,
+whose message is the reason the job fails; peer-supplied names in it are clipped.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import federation.channel.fedjoint_pb2 as pb
 from federation.channel.settings import MAX_CHUNK
 from federation.keys import PeerIdentity
 from federation.link import PTYPES, Envelope, ProtocolError, check_kind
+from federation.link.codec import clip
 
 _DATA_TAG = b"\x1a"  # Frame.data: field 3, wire type 2
 
@@ -92,23 +94,30 @@ def envelope_pb(env: Envelope) -> pb.Envelope:
                        signature=env.signature)
 
 
+def _name(s: str) -> str:
+    """A peer-supplied name, quoted and clipped, for an error message."""
+    return clip(repr(s), 80)
+
+
 def parse_envelope(e: pb.Envelope, job_id: str, peer: str, max_bytes: int) -> Envelope:
     """Check an envelope's fields against the stream's job, the peer and the length
-    limit (not its sequence number or signature) and return it as an :class:`Envelope`."""
+    limit ``limits.max_message_bytes`` (not its sequence number or signature) and return
+    it as an :class:`Envelope`."""
     if e.job_id != job_id:
-        raise BadFrame(f"envelope names job {e.job_id!r} on the stream of job {job_id!r}")
+        raise BadFrame(f"envelope names job {_name(e.job_id)} on the stream of job "
+                       f"{job_id!r}")
     if e.sender != peer:
-        raise BadFrame(f"envelope sender {e.sender!r} is not the peer {peer!r}")
+        raise BadFrame(f"envelope sender {_name(e.sender)} is not the peer {peer!r}")
     try:
         check_kind(e.kind)
     except ProtocolError as exc:
         raise BadFrame(f"seq {e.seq}: {exc}") from None
     if e.ptype not in PTYPES:
-        raise BadFrame(f"seq {e.seq} ({e.kind}): unknown payload type {e.ptype!r}; expected "
-                       f"one of {', '.join(PTYPES)}")
+        raise BadFrame(f"seq {e.seq} ({e.kind}): unknown payload type {_name(e.ptype)}; "
+                       f"expected one of {', '.join(PTYPES)}")
     if e.length > max_bytes:
-        raise BadFrame(f"seq {e.seq} ({e.kind}): announced length {e.length} exceeds the "
-                       f"limit {max_bytes}")
+        raise BadFrame(f"seq {e.seq} ({e.kind}): announced length {e.length} exceeds "
+                       f"limits.max_message_bytes = {max_bytes}")
     if len(e.sha256) != 32 or len(e.signature) != 64:
         raise BadFrame(f"seq {e.seq} ({e.kind}): malformed digest or signature field")
     return Envelope(e.job_id, e.seq, e.sender, e.kind, e.ptype, e.length, e.sha256,
@@ -144,18 +153,25 @@ class Incoming:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def take_chunk(cur: Incoming | None, data) -> None:
-    """Check one payload chunk against its envelope (size limit, announced length) and
+def take_chunk(cur: Incoming | None, data, min_chunk: int) -> None:
+    """Check one payload chunk against its envelope (size limits, announced length) and
     take it into the message being received (digest and parts, unless it is a resent
-    duplicate being skipped)."""
+    duplicate being skipped). A chunk that does not end its message must be at least
+    ``min_chunk`` (``limits.min_chunk_bytes``) bytes."""
     n = len(data)
     if n > MAX_CHUNK:
         raise BadFrame(f"chunk of {n} bytes exceeds the {MAX_CHUNK}-byte limit")
     if cur is None:
         raise BadFrame("payload chunk without an envelope")
-    if cur.received + n > cur.env.length:
-        raise BadFrame(f"seq {cur.env.seq} ({cur.env.kind}): payload is longer than "
-                       f"the {cur.env.length} bytes the envelope announced")
+    env = cur.env
+    if cur.received + n >= env.length:
+        if cur.received + n > env.length:
+            raise BadFrame(f"seq {env.seq} ({env.kind}): payload is longer than the "
+                           f"{env.length} bytes the envelope announced")
+    elif n < min_chunk:
+        raise BadFrame(f"seq {env.seq} ({env.kind}): chunk of {n} bytes before the end of "
+                       f"the message; chunks but a message's last must be at least "
+                       f"limits.min_chunk_bytes = {min_chunk}")
     cur.received += n
     if not cur.skip:
         cur.hasher.update(data)

@@ -95,7 +95,8 @@ class GrpcLink(Link):
     def stats(self) -> dict:
         j = self._job
         return {"sent": j.next_seq - 1, "acked": j.acked, "received": j.delivered,
-                "unacked_bytes": j.unacked_bytes, "inbox_bytes": j.inbox_bytes}
+                "unacked_bytes": j.unacked_bytes, "inbox_bytes": j.inbox_bytes,
+                "buffered_bytes": j.buffered_bytes()}
 
 
 def _split_addr(addr: str) -> tuple[str, int]:
@@ -151,6 +152,7 @@ class PeerChannel:
         self._stub_obj: pbg.PeerLinkStub | None = None
         self._stopping = False
         self._watchdog: threading.Thread | None = None
+        self._servicer = None
         self.port: int | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -164,10 +166,13 @@ class PeerChannel:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
                 ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.so_reuseport", 0)]
+        # one worker per stream the peer may hold (limits.max_streams) plus some that only
+        # control calls can use; RPCs beyond a bounded queue are refused by gRPC itself
+        workers = self.settings.server_workers
         server = grpc.server(futures.ThreadPoolExecutor(
-            max_workers=self.settings.server_workers, thread_name_prefix="fedjoint-srv"),
-            options=opts)
-        add_to_server(server, self)
+            max_workers=workers, thread_name_prefix="fedjoint-srv"),
+            options=opts, maximum_concurrent_rpcs=4 * workers)
+        self._servicer = add_to_server(server, self)
         creds = grpc.ssl_server_credentials(
             [(self.local.tls_key_pem, self.local.tls_cert_pem)],
             root_certificates=self.peer.tls_cert_pem, require_client_auth=True)
@@ -255,7 +260,7 @@ class PeerChannel:
         return self._messages
 
     def _unreachable(self, exc: grpc.RpcError, what: str) -> PeerUnreachable:
-        detail = exc.details() if hasattr(exc, "details") else str(exc)
+        detail = self.settings.clip(exc.details() if hasattr(exc, "details") else str(exc))
         hint = ""
         try:
             presented = probe_certificate(self.peer_addr or "", self.local, timeout=2.0)
@@ -284,10 +289,16 @@ class PeerChannel:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise self._unreachable(exc, f"control request {kind}") from None
             raise ControlError(f"control request {kind} to {self.peer.party}: "
-                               f"{exc.code().name}: {exc.details()}") from None
+                               f"{exc.code().name}: {self.settings.clip(exc.details())}"
+                               ) from None
         if not rep.ok:
-            raise ControlError(rep.error)
-        return decode_payload("json", rep.body)  # type: ignore[return-value]
+            raise ControlError(self.settings.clip(rep.error))
+        try:
+            return decode_payload("json", rep.body,  # type: ignore[return-value]
+                                  self.settings.limits.json)
+        except ProtocolError as exc:
+            raise ControlError(f"control request {kind}: {self.peer.party} answered with "
+                               f"{exc}") from None
 
     def on_request(self, kind: str, handler: Callable[[dict], dict]) -> None:
         """Register the handler for control requests of ``kind`` from the peer.
@@ -390,6 +401,12 @@ class PeerChannel:
     def jobs(self) -> list[str]:
         with self._lock:
             return list(self._jobs)
+
+    @property
+    def open_streams(self) -> int:
+        """Message streams the peer holds open to this node now (at most
+        ``limits.max_streams``)."""
+        return self._servicer.streams if self._servicer is not None else 0
 
     def _watch(self) -> None:
         """Cancel client streams whose server has been silent past the deadline."""

@@ -2,11 +2,15 @@
 
 Every call is first checked against the pinned peer certificate (its SHA-256 over the
 DER certificate the TLS layer verified), so a certificate that merely passes TLS is
-refused with ``PERMISSION_DENIED``. ``Messages`` checks the hello (job id, sender,
+refused with ``PERMISSION_DENIED``. ``Messages`` admits at most ``limits.max_streams``
+streams at once (more are refused with ``RESOURCE_EXHAUSTED`` straight away, so they
+hold no worker), drops a stream that has not said hello within
+``limits.hello_timeout_s`` (``DEADLINE_EXCEEDED``), checks the hello (job id, sender,
 protocol version), asks the channel for the job (which may refuse it), answers with the
 last sequence number delivered, hands the incoming frames to the job's reader thread
-(:meth:`Job.read_stream`) and sends acks, heartbeats and errors back. ``Control`` runs
-the handler the channel registered for the request's kind and returns its answer.
+(:meth:`Job.read_stream`) and sends acks, heartbeats and errors back. ``Control`` checks
+the body against ``limits.max_control_bytes`` and the JSON limits, runs the handler the
+channel registered for the request's kind and returns its answer.
 
 The servicer knows its channel only through :class:`Host`, so this module does not
 import the peer module that starts the server.
@@ -28,7 +32,6 @@ import federation.channel.fedjoint_pb2_grpc as pbg
 from federation.channel.frames import parse_frame
 from federation.channel.settings import (
     JOB_ID_RE,
-    MAX_CONTROL_BODY,
     PROTOCOL_VERSION,
     ChannelSettings,
     ControlError,
@@ -38,6 +41,7 @@ from federation.channel.settings import (
 from federation.channel.stream import Job
 from federation.keys import LocalIdentity, PeerIdentity, cert_fingerprint
 from federation.link import ProtocolError, check_kind, decode_payload, encode_payload
+from federation.link.codec import clip
 
 
 class Host(Protocol):
@@ -51,10 +55,66 @@ class Host(Protocol):
     def _job_for_peer(self, job_id: str) -> tuple[Job | None, str]: ...
 
 
+_NO_HELLO = object()
+
+
 class Servicer(pbg.PeerLinkServicer):
     def __init__(self, chan: Host):
         self.chan = chan
         self._fp_cache: dict[bytes, str] = {}
+        self._lock = threading.Lock()
+        self.streams = 0           # Messages calls in progress (admitted)
+        self._refused = 0          # refused since the last stream.refused log line
+        self._refused_logged = 0.0
+
+    # ------------------------------------------------------------ stream admission
+
+    def _admit(self, context: grpc.ServicerContext) -> bool:
+        """Count one more stream, unless ``limits.max_streams`` are open; the count
+        drops when the RPC ends, however it ends."""
+        cap = self.chan.settings.limits.max_streams
+        with self._lock:
+            if self.streams >= cap:
+                self._refused += 1
+                return False
+            self.streams += 1
+        if not context.add_callback(self._release):
+            self._release()
+        return True
+
+    def _release(self) -> None:
+        with self._lock:
+            self.streams -= 1
+
+    def _log_refused(self, who: str) -> None:
+        """At most one ``stream.refused`` line a second, with the count, so a flood of
+        streams cannot flood the log."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._refused_logged < 1.0:
+                return
+            n, self._refused, self._refused_logged = self._refused, 0, now
+        log_event(logging.WARNING, "stream.refused", address=who, refused=n,
+                  reason=repr(f"more than limits.max_streams = "
+                              f"{self.chan.settings.limits.max_streams} streams"))
+
+    @staticmethod
+    def _first_frame(request_iterator, timeout: float):
+        """The stream's first frame, None if the stream ended, or _NO_HELLO after
+        ``timeout`` seconds (read by a helper thread: gRPC's iterator has no timeout)."""
+        q: queue.SimpleQueue = queue.SimpleQueue()
+
+        def read() -> None:
+            try:
+                q.put(next(request_iterator))
+            except Exception:  # noqa: BLE001 - StopIteration, RpcError: the stream ended
+                q.put(None)
+
+        threading.Thread(target=read, name="fedjoint-hello", daemon=True).start()
+        try:
+            return q.get(timeout=timeout)
+        except queue.Empty:
+            return _NO_HELLO
 
     def _authorize(self, context: grpc.ServicerContext, rpc: str) -> None:
         chan = self.chan
@@ -78,18 +138,33 @@ class Servicer(pbg.PeerLinkServicer):
         chan = self.chan
         self._authorize(context, "Messages")
         who = context.peer()
-        try:
-            first = next(request_iterator)
-        except (StopIteration, grpc.RpcError):
+        limits = chan.settings.limits
+        if not self._admit(context):
+            self._log_refused(who)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{chan.local.party} already serves {limits.max_streams} message "
+                          f"streams from {chan.peer.party} (limits.max_streams = "
+                          f"{limits.max_streams})")
+        first = self._first_frame(request_iterator, limits.hello_timeout_s)
+        if first is None:
             return
-        h = first.hello
-        if not first.HasField("hello") or not JOB_ID_RE.match(h.job_id):
+        if first is _NO_HELLO:
+            log_event(logging.WARNING, "stream.refused", address=who,
+                      reason=repr(f"no hello within limits.hello_timeout_s = "
+                                  f"{limits.hello_timeout_s}s"))
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                          f"no hello within {limits.hello_timeout_s}s "
+                          f"(limits.hello_timeout_s = {limits.hello_timeout_s})")
+        if isinstance(first, memoryview) or not first.HasField("hello") \
+                or not JOB_ID_RE.match(first.hello.job_id):
             log_event(logging.WARNING, "stream.refused", address=who, reason="bad hello")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           "first frame must be a hello with a valid job id")
+        h = first.hello
         if h.sender != chan.peer.party:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"hello sender {h.sender!r} is not the peer {chan.peer.party!r}")
+                          f"hello sender {clip(repr(h.sender), 80)} is not the peer "
+                          f"{chan.peer.party!r}")
         if h.protocol_version != PROTOCOL_VERSION:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           f"channel protocol version {h.protocol_version} unsupported "
@@ -143,13 +218,15 @@ class Servicer(pbg.PeerLinkServicer):
         chan = self.chan
         self._authorize(context, "Control")
         if request.sender != chan.peer.party:
-            return pb.ControlReply(ok=False, error=f"sender {request.sender!r} is not the "
-                                                   f"peer {chan.peer.party!r}")
+            return pb.ControlReply(ok=False, error=f"sender {clip(repr(request.sender), 80)} "
+                                                   f"is not the peer {chan.peer.party!r}")
+        limits = chan.settings.limits
         try:
             kind = check_kind(request.kind)
-            if len(request.body) > MAX_CONTROL_BODY:
-                raise ProtocolError(f"control body of {len(request.body)} bytes is too large")
-            body = decode_payload("json", request.body)
+            if len(request.body) > limits.max_control_bytes:
+                raise ProtocolError(f"control body of {len(request.body)} bytes exceeds "
+                                    f"limits.max_control_bytes = {limits.max_control_bytes}")
+            body = decode_payload("json", request.body, limits.json)
         except ProtocolError as exc:
             return pb.ControlReply(ok=False, error=str(exc))
         handler = chan._handlers.get(kind)
@@ -170,7 +247,7 @@ class Servicer(pbg.PeerLinkServicer):
         return pb.ControlReply(ok=True, body=data)
 
 
-def add_to_server(server: grpc.Server, chan: Host) -> None:
+def add_to_server(server: grpc.Server, chan: Host) -> Servicer:
     """Serve ``PeerLink`` for ``chan`` on ``server`` (data frames parsed zero-copy)."""
     servicer = Servicer(chan)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
@@ -182,3 +259,4 @@ def add_to_server(server: grpc.Server, chan: Host) -> None:
                 servicer.Control, request_deserializer=pb.ControlRequest.FromString,
                 response_serializer=pb.ControlReply.SerializeToString),
         }),))
+    return servicer

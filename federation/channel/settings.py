@@ -1,18 +1,23 @@
-"""Channel limits, wire constants, :class:`ChannelSettings` and the channel's exceptions.
+"""Wire constants, :class:`ChannelSettings` and the channel's exceptions.
 
-The leaf every other channel module imports (it imports none of them), so the limits
-live in one place: the chunk and frame sizes gRPC is configured with, the control body
-limit, the protocol version a hello must carry, and the per-node settings with their
-node.toml defaults. Also the structured log helper all channel modules share.
+The leaf every other channel module imports (it imports none of them): the chunk and
+frame sizes gRPC is configured with, the protocol version a hello must carry, and the
+per-node settings. Every limit a peer can hit (message size, chunk size, job buffer,
+control body, streams, hello timeout, JSON bounds, logged text) is a field of
+``ChannelSettings.limits``, the node's :class:`~federation.config.limits.Limits` from
+node.toml ``[limits]``; the settings only read them. Also the structured log helper all
+channel modules share.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from federation.config.limits import Limits
 from federation.link import PeerGone
+from federation.link.codec import clip
 
 log = logging.getLogger("fedjoint.channel")
 
@@ -20,7 +25,9 @@ MAX_CHUNK = 4 * 1024 * 1024
 #: gRPC message limit: one chunk plus room for the envelope; larger frames are refused
 #: by gRPC itself (RESOURCE_EXHAUSTED), smaller oversized chunks by the receiver.
 MAX_FRAME = MAX_CHUNK + 64 * 1024
-MAX_CONTROL_BODY = 1024 * 1024
+#: gRPC server workers kept free for control calls (pings, proposals) beyond the
+#: ``limits.max_streams`` a peer's message streams may hold
+CONTROL_WORKERS = 8
 PROTOCOL_VERSION = 1
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 PING_KIND = "channel.ping"
@@ -44,16 +51,30 @@ class ChannelSettings:
     heartbeat_interval: float = 1.0     # idle streams send a heartbeat this often
     peer_deadline: float = 10.0         # silent/unreachable this long -> PeerGone
     chunk_size: int = MAX_CHUNK         # payload bytes per frame (<= 4 MiB)
-    max_message_bytes: int = 4 << 30    # largest payload accepted (announced length)
     send_window_bytes: int = 128 << 20  # unacknowledged bytes before send() blocks
-    inbox_limit_bytes: int = 512 << 20  # received, unconsumed bytes before reading pauses
     ack_every: int = 16                 # acknowledge at least every N small messages
     ack_delay: float = 0.02             # ... or after this many seconds
     control_timeout: float = 10.0       # default deadline of request()
-    server_workers: int = 64            # thread pool of the gRPC server
+    limits: Limits = field(default_factory=Limits)  # node.toml [limits]
 
     def __post_init__(self) -> None:
-        if not 0 < self.chunk_size <= MAX_CHUNK:
-            raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK}, got {self.chunk_size}")
+        if not self.limits.min_chunk_bytes <= self.chunk_size <= MAX_CHUNK:
+            raise ValueError(f"chunk_size must be in {self.limits.min_chunk_bytes}..{MAX_CHUNK}"
+                             f" (limits.min_chunk_bytes..4 MiB), got {self.chunk_size}")
         if self.heartbeat_interval <= 0 or self.peer_deadline <= self.heartbeat_interval:
             raise ValueError("need 0 < heartbeat_interval < peer_deadline")
+
+    @property
+    def max_message_bytes(self) -> int:
+        """Largest payload sent or accepted (``limits.max_message_bytes``)."""
+        return self.limits.max_message_bytes
+
+    @property
+    def server_workers(self) -> int:
+        """gRPC server threads: one per message stream the peer may hold, plus
+        :data:`CONTROL_WORKERS` that streams can never occupy."""
+        return self.limits.max_streams + CONTROL_WORKERS
+
+    def clip(self, text: object) -> str:
+        """Peer-supplied ``text`` cut to ``limits.max_logged_chars`` for logs and errors."""
+        return clip(text, self.limits.max_logged_chars, "limits.max_logged_chars")

@@ -10,10 +10,13 @@ partially received message is discarded.
 
 The receive side is fed by the servicer (:meth:`Job.read_stream`, one thread per
 incoming stream): envelope checks, sequence order and signature, chunks, digest, then
-the inbox, which ``recv`` drains. Liveness: idle streams carry heartbeats; every frame
-counts as contact, and so does the time the reader spends finishing a message; a job
-whose peer has been silent or unreachable for ``peer_deadline`` seconds fails with
-:class:`PeerGone` (:class:`PeerUnreachable` from the pump).
+the inbox, which ``recv`` drains. Before taking a message's chunks the reader waits
+until the job's inbox plus the announced length fit ``limits.max_job_buffer_bytes`` (or
+the inbox is empty), so a job never holds more than that, checked or not. Liveness: idle
+streams carry heartbeats; every frame counts as contact, and so does the time the reader
+spends finishing a message; a job whose peer has been silent or unreachable for
+``peer_deadline`` seconds fails with :class:`PeerGone` (:class:`PeerUnreachable` from
+the pump).
 
 A job knows its channel only through :class:`Owner`, so this module does not import the
 peer module that creates jobs.
@@ -61,6 +64,7 @@ from federation.link import (
     decode_payload,
     encode_payload,
 )
+from federation.link.codec import clip
 
 
 class Owner(Protocol):
@@ -104,6 +108,7 @@ class Job:
         self.in_gen = 0
         self.in_last_seen = now
         self.in_busy = False  # the reader is finishing a message whose data all arrived
+        self.in_cur: Incoming | None = None  # the message being received
         self.peer_closed = False
         # send side
         self.next_seq = 1
@@ -132,8 +137,12 @@ class Job:
                 self.abort_reason = str(exc)[:1000]
             self.in_cv.notify_all()
             self.out_cv.notify_all()
+        # peer-supplied parts of reasons are clipped where they are read; this bounds
+        # the line whatever a protocol put in its exception
+        cap = 4 * self.chan.settings.limits.max_logged_chars
         log_event(level, "job.failed", job=self.job_id, peer=self.chan.peer.party,
-                  error=type(exc).__name__, reason=repr(str(exc)))
+                  error=type(exc).__name__,
+                  reason=repr(clip(str(exc), cap, "limits.max_logged_chars")))
 
     def _raise_failed(self) -> None:
         f = self.failed
@@ -147,8 +156,9 @@ class Job:
         ptype, data = encode_payload(payload)
         settings = self.chan.settings
         if len(data) > settings.max_message_bytes:
-            raise ValueError(f"payload of {len(data)} bytes exceeds max_message_bytes "
-                             f"{settings.max_message_bytes}")
+            raise ValueError(f"{kind} payload of {len(data)} bytes exceeds "
+                             f"limits.max_message_bytes = {settings.max_message_bytes} "
+                             f"(node.toml [limits]; the peer applies its own)")
         digest = hashlib.sha256(data).digest()
         with self.lock:
             if self.failed is not None:
@@ -289,7 +299,8 @@ class Job:
                     backoff = 0.05
                     if reply.error:
                         self.fail(ProtocolError(f"{chan.peer.party} rejected job {self.job_id}:"
-                                                f" {reply.error}"), notify_peer=False)
+                                                f" {chan.settings.clip(reply.error)}"),
+                                  notify_peer=False)
                         continue
                     with self.lock:
                         if reply.hello:
@@ -304,13 +315,15 @@ class Job:
                 continue
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
-                last_error = f"{code.name if code else 'error'}: {exc.details() if code else exc}"
+                last_error = chan.settings.clip(
+                    f"{code.name if code else 'error'}: {exc.details() if code else exc}")
                 if code in (grpc.StatusCode.PERMISSION_DENIED,
                             grpc.StatusCode.INVALID_ARGUMENT,
                             grpc.StatusCode.FAILED_PRECONDITION,
                             grpc.StatusCode.UNIMPLEMENTED):
                     self.fail(ProtocolError(f"{chan.peer.party} refused job {self.job_id}: "
-                                            f"{exc.details()}"), notify_peer=False)
+                                            f"{chan.settings.clip(exc.details())}"),
+                              notify_peer=False)
                     return
             finally:
                 self.call = None
@@ -383,7 +396,7 @@ class Job:
                                     f"{self.job_id}, got {env.kind!r} (seq {env.seq})"))
             self._raise_failed()
         try:
-            return decode_payload(env.ptype, data)
+            return decode_payload(env.ptype, data, chan.settings.limits.json)
         except ProtocolError as e:
             self.fail(ProtocolError(f"{kind} (seq {env.seq}) from {chan.peer.party}: {e}"))
             raise ProtocolError(str(self.failed)) from None
@@ -398,7 +411,32 @@ class Job:
             raise BadFrame(f"out-of-order sequence number: expected seq {expected}, got "
                            f"{e.seq} ({e.kind})")
         verify_signature(env, chan.peer)
-        return Incoming(env, skip=False)
+        self._reserve(env.length)
+        self.in_cur = cur = Incoming(env, skip=False)
+        return cur
+
+    def buffered_bytes(self) -> int:
+        """Received bytes this job holds: its inbox and the message being received."""
+        cur = self.in_cur
+        return self.inbox_bytes + (cur.received if cur is not None and cur.parts else 0)
+
+    def _reserve(self, length: int) -> None:
+        """Wait until a message of ``length`` bytes fits the job's buffer
+        (``limits.max_job_buffer_bytes``; one message always fits an empty inbox). The
+        peer's frames meanwhile wait in gRPC (TCP back-pressure); like reassembly, the
+        wait is not peer silence."""
+        limit = self.chan.settings.limits.max_job_buffer_bytes
+        with self.in_cv:
+            if not self.inbox_bytes or self.inbox_bytes + length <= limit:
+                return
+            self.in_busy = True
+            try:
+                while (self.failed is None and self.inbox_bytes
+                       and self.inbox_bytes + length > limit and not self.chan._stopping):
+                    self.in_cv.wait(0.5)
+            finally:
+                self.in_last_seen = time.monotonic()
+                self.in_busy = False
 
     def _finish_message(self, cur: Incoming, gen: int) -> None:
         """Reassemble, record and deliver a message whose data all arrived. Meanwhile the
@@ -412,11 +450,7 @@ class Job:
             self.in_busy = False
 
     def _deliver(self, env: Envelope, data: bytes, gen: int) -> None:
-        limit = self.chan.settings.inbox_limit_bytes
         with self.in_cv:
-            while (self.in_gen == gen and self.failed is None and self.inbox_bytes
-                   and self.inbox_bytes + len(data) > limit and not self.chan._stopping):
-                self.in_cv.wait(0.5)
             if self.in_gen != gen or self.failed is not None:
                 return
             if self.recorder is not None:
@@ -433,13 +467,14 @@ class Job:
         ack_tokens = 0
         last_token = 0
         settings = self.chan.settings
+        min_chunk = settings.limits.min_chunk_bytes
         try:
             for f in frames:
                 self.in_last_seen = time.monotonic()
                 if self.in_gen != gen:
                     break
                 if type(f) is memoryview:  # data-only frame (fast path)
-                    take_chunk(cur, f)
+                    take_chunk(cur, f, min_chunk)
                     if cur.received < cur.env.length:
                         continue
                     done, cur = cur, None
@@ -450,7 +485,7 @@ class Job:
                     continue
                 if f.abort:
                     self.fail(ProtocolError(f"{self.chan.peer.party} aborted job {self.job_id}: "
-                                            f"{f.abort}"), notify_peer=False)
+                                            f"{settings.clip(f.abort)}"), notify_peer=False)
                     break
                 if f.close:
                     with self.lock:
@@ -466,7 +501,7 @@ class Job:
                     cur = self._start_message(f.envelope)
                 data = f.data
                 if data:
-                    take_chunk(cur, data)
+                    take_chunk(cur, data, min_chunk)
                 if cur is not None and cur.received == cur.env.length:
                     done, cur = cur, None
                     if not done.skip:

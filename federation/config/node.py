@@ -37,6 +37,8 @@ node.toml (one per party)::
     reveal_feature_names = false
     allowed_datasets = ["loans"]    # which local datasets the peer may name (default all)
     max_concurrent_jobs = 2
+    [limits]                        # message sizes, streams, timeouts, JSON bounds: every
+    max_message_bytes = 268435456   # key optional; see federation.config.limits
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.config.job import algorithm_names
+from federation.config.limits import Limits, parse_limits
 from federation.config.toml import (
     NAME_RE,
     PARTIES,
@@ -142,6 +145,7 @@ class NodeConfig:
     policy: PolicyConfig
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     workers: int = 1
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def peer_party(self) -> str:
@@ -155,7 +159,7 @@ class NodeConfig:
         return self.datasets[name]
 
 
-_NODE_TOP = ("node", "keys", "peer", "datasets", "policy", "channel")
+_NODE_TOP = ("node", "keys", "peer", "datasets", "policy", "channel", "limits")
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
@@ -280,7 +284,8 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
     for fname in ("deadline_s", "heartbeat_s", "connect_timeout_s"):
         if getattr(channel, fname) <= 0:
             raise ch.err(fname, "expected a positive number of seconds")
+    limits = parse_limits(top.sub("limits", {}))
 
     return NodeConfig(file=file or Path(label), party=party, name=name, listen=listen,
                       admin=admin, data_dir=data_dir, keys=keys, peer=peer, datasets=datasets,
-                      policy=policy, channel=channel, workers=workers)
+                      policy=policy, channel=channel, workers=workers, limits=limits)

@@ -65,7 +65,8 @@ class Node:
         start_channel(self.channel, self.cfg)
         host, port = parse_address(self.cfg.admin, str(self.cfg.file), "node.admin",
                                    loopback=True)
-        self.admin = AdminServer(host, port, self.data_dir, self.api.handlers(), self.log)
+        self.admin = AdminServer(host, port, self.data_dir, self.api.handlers(), self.log,
+                                 limits=self.cfg.limits)
         self.admin.start()
         self.log("node.started", {"party": self.cfg.party, "listen": self.channel_address,
                                   "admin": self.admin.address, "peer": self.cfg.peer.name,

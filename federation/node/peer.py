@@ -36,7 +36,8 @@ def make_channel(cfg: NodeConfig, **kwargs):
     settings = ChannelSettings(heartbeat_interval=min(cfg.channel.heartbeat_s,
                                                       cfg.channel.deadline_s / 2),
                                peer_deadline=cfg.channel.deadline_s,
-                               control_timeout=cfg.channel.connect_timeout_s)
+                               control_timeout=cfg.channel.connect_timeout_s,
+                               limits=cfg.limits)
     return PeerChannel(local, peer, cfg.listen, cfg.peer.address, settings=settings, **kwargs)
 
 

@@ -19,6 +19,7 @@ from federation.channel import MAX_CHUNK, ChannelSettings, ListRecorder, PeerCha
 from federation.channel import fedjoint_pb2 as pb
 from federation.channel import fedjoint_pb2_grpc as pbg
 from federation.channel.testing import channel_pair, identities, make_keys
+from federation.config.limits import Limits
 from federation.keys import load_signing_key
 from federation.link import Envelope, PeerGone, ProtocolError
 
@@ -51,16 +52,19 @@ def _hello(job):
 def _bad_cases(sk):
     big = b"\x01" * (MAX_CHUNK + 1)
     good = b'{"a":1}'
+    min_chunk = b"\x02" * Limits().min_chunk_bytes
     other = Ed25519PrivateKey.generate()
     return {
         "oversized-chunk": ([pb.Frame(envelope=_env(sk, "J", 1, "t.x", "bin", big), data=big)],
                             "exceeds the 4194304-byte limit"),
         "too-long": ([pb.Frame(envelope=_env(sk, "J", 1, "t.x", "bin", b"12345", length=4),
                                data=b"12345")], "longer than the 4 bytes"),
-        "too-short": ([pb.Frame(envelope=_env(sk, "J", 1, "t.x", "bin", b"12", length=10),
-                                data=b"12"),
+        # (a first chunk of limits.min_chunk_bytes, so only the early end is wrong)
+        "too-short": ([pb.Frame(envelope=_env(sk, "J", 1, "t.x", "bin", min_chunk,
+                                              length=len(min_chunk) + 10), data=min_chunk),
                        pb.Frame(envelope=_env(sk, "J", 2, "t.x", "bin", b"1"), data=b"1")],
-                      "payload ended after 2 of the 10 bytes"),
+                      f"payload ended after {len(min_chunk)} of the {len(min_chunk) + 10} "
+                      f"bytes"),
         "bad-signature": ([pb.Frame(envelope=_env(other, "J", 1, "t.x", "json", good),
                                     data=good)], "bad signature on seq 1"),
         "digest": ([pb.Frame(envelope=_env(sk, "J", 1, "t.x", "json", good, sha=b"\x00" * 32),
@@ -294,18 +298,25 @@ def test_killed_peer_reported_within_deadline(tmp_path):
 # ------------------------------------------------------------------ 1 GiB
 
 
-def test_one_gib_payload_intact(pair):
-    a, b, *_ = pair
-    la, lb = a.link("big-1g"), b.link("big-1g")
-    payload = np.random.default_rng(7).bytes(1 << 30)
-    want = hashlib.sha256(payload).digest()
-    la.send("t.huge", payload)
-    got = lb.recv_bytes("t.huge", timeout=120)
-    assert len(got) == 1 << 30 and hashlib.sha256(got).digest() == want
-    del got
-    assert la.flush(30)
-    la.close()
-    lb.close()
+def test_one_gib_payload_intact(tmp_path):
+    # above the default limits.max_message_bytes (256 MiB): this pair raises it
+    big = ChannelSettings(heartbeat_interval=0.2, peer_deadline=3.0,
+                          limits=Limits(max_message_bytes=1 << 30, max_job_buffer_bytes=1 << 30))
+    a, b, *_ = channel_pair(tmp_path, settings=big)
+    try:
+        la, lb = a.link("big-1g"), b.link("big-1g")
+        payload = np.random.default_rng(7).bytes(1 << 30)
+        want = hashlib.sha256(payload).digest()
+        la.send("t.huge", payload)
+        got = lb.recv_bytes("t.huge", timeout=120)
+        assert len(got) == 1 << 30 and hashlib.sha256(got).digest() == want
+        del got
+        assert la.flush(30)
+        la.close()
+        lb.close()
+    finally:
+        a.stop(0)
+        b.stop(0)
 
 
 

@@ -1,0 +1,146 @@
+"""node.toml ``[limits]`` -> :class:`Limits`: every bound a peer or a local client can
+push against, in one place, with safe defaults.
+
+The channel (``ChannelSettings.limits``), the payload decoder (``Limits.json``) and the
+admin endpoint take their bounds from here. Hitting one fails only the job or the
+connection that hit it, with a reason naming the limit's key (``limits.max_message_bytes
+= 268435456``); the node, its other jobs, pings and the admin endpoint carry on.
+docs/threat-model.md lists which attack each limit stops and the test that shows it.
+
+::
+
+    [limits]
+    max_message_bytes = 268435456     # 256 MiB: largest message payload sent or accepted
+    min_chunk_bytes = 65536           # every chunk of a message but its last is >= this
+    max_job_buffer_bytes = 536870912  # 512 MiB: received bytes one job may hold
+    max_control_bytes = 1048576       # 1 MiB: body of a control request from the peer
+    max_streams = 32                  # message streams the peer may hold open at once
+    hello_timeout_s = 10.0            # a new stream must say hello within this
+    max_json_bytes = 16777216         # 16 MiB: largest JSON payload
+    max_json_depth = 32               # deepest JSON nesting
+    max_json_int_digits = 64          # longest JSON integer
+    max_logged_chars = 500            # peer-supplied text in logs and stored errors
+    admin_timeout_s = 10.0            # an admin connection must deliver its request within
+    admin_max_request_bytes = 1048576 # 1 MiB: largest admin request body
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+
+from federation.config.toml import _Table
+from federation.link.codec import JSON_LIMITS, JsonLimits
+
+#: the largest chunk a fedjoint sender puts in one frame (federation.channel MAX_CHUNK)
+_MAX_CHUNK = 4 << 20
+#: Python refuses to convert longer decimal strings to int
+_INT_DIGITS_CAP = sys.get_int_max_str_digits() or 4300
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what the peer and local clients may make this node hold or do."""
+
+    #: Largest message payload, checked on the announced length before any byte is
+    #: buffered (receiving) and in ``send`` (sending). The largest legitimate messages
+    #: are a few MiB with default parameters (a PSI batch of 65536 points: 4 MiB; an LR
+    #: batch or a SecureBoost gradient chunk of 4096 ciphertexts: 2-4 MiB); a full-batch
+    #: LR over 500k rows with 2048-bit keys is 256 MiB.
+    max_message_bytes: int = 256 << 20
+    #: Smallest chunk of a message other than its last one (fedjoint senders cut 4 MiB
+    #: chunks), so a message cannot be sent as a flood of tiny frames.
+    min_chunk_bytes: int = 64 << 10
+    #: Received bytes one job may hold: delivered-but-unread messages plus the message
+    #: being received (buffered until its SHA-256 is checked). Reading pauses above it
+    #: (TCP back-pressure); one message is always allowed, so it must be at least
+    #: ``max_message_bytes``.
+    max_job_buffer_bytes: int = 512 << 20
+    #: Body of one control request (job proposals, status, cancel, ping) from the peer.
+    max_control_bytes: int = 1 << 20
+    #: Message streams the peer may hold open to this node at once (one per open job
+    #: and direction is normal); more are refused at once, without holding a worker.
+    max_streams: int = 32
+    #: A new message stream must name its job (say hello) within this many seconds.
+    hello_timeout_s: float = 10.0
+    #: Largest JSON payload (message or control body).
+    max_json_bytes: int = JSON_LIMITS.max_bytes
+    #: Deepest nesting of JSON arrays and objects ({} is 1).
+    max_json_depth: int = JSON_LIMITS.max_depth
+    #: Longest integer in a JSON payload, in decimal digits (big numbers travel as
+    #: strings or binary).
+    max_json_int_digits: int = JSON_LIMITS.max_int_digits
+    #: Peer-supplied text (abort reasons, error replies, names) is cut to this many
+    #: characters in logs and stored job errors.
+    max_logged_chars: int = 500
+    #: An admin connection must deliver each complete request within this many seconds
+    #: (idle keep-alive connections are closed after it too).
+    admin_timeout_s: float = 10.0
+    #: Largest admin request body (the CLI sends job specs: a few KiB).
+    admin_max_request_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        problem = check_limits(vars(self))
+        if problem:
+            key, msg = problem
+            raise ValueError(f"limits.{key} = {getattr(self, key)!r}: {msg}")
+
+    @property
+    def json(self) -> JsonLimits:
+        """The JSON bounds in the form the payload decoder takes."""
+        return JsonLimits(self.max_json_bytes, self.max_json_depth, self.max_json_int_digits)
+
+
+#: (key, smallest, largest) of every integer limit; floats are positive seconds
+_INT_RANGES = {
+    "max_message_bytes": (1, 1 << 40),
+    "min_chunk_bytes": (1, _MAX_CHUNK),
+    "max_job_buffer_bytes": (1, 1 << 42),
+    "max_control_bytes": (1024, 4 << 20),
+    "max_streams": (1, 1024),
+    "max_json_bytes": (2, 1 << 32),
+    "max_json_depth": (1, 512),
+    "max_json_int_digits": (1, _INT_DIGITS_CAP),
+    "max_logged_chars": (64, 1 << 20),
+    "admin_max_request_bytes": (1024, 1 << 30),
+}
+_FLOATS = ("hello_timeout_s", "admin_timeout_s")
+
+
+def check_limits(values: dict) -> tuple[str, str] | None:
+    """``(key, what is wrong)`` for the first invalid value of ``{key: value}``, or None."""
+    for key, (lo, hi) in _INT_RANGES.items():
+        v = values[key]
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            return key, f"expected an integer in {lo}..{hi}"
+    for key in _FLOATS:
+        v = values[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 3600:
+            return key, "expected a number of seconds in (0, 3600]"
+    if values["max_job_buffer_bytes"] < values["max_message_bytes"]:
+        return ("max_job_buffer_bytes", f"must be at least limits.max_message_bytes "
+                f"({values['max_message_bytes']}): a job must be able to hold one whole "
+                f"message")
+    return None
+
+
+KEYS = tuple(f.name for f in dataclasses.fields(Limits))
+
+
+def parse_limits(t: _Table) -> Limits:
+    """The ``[limits]`` table (every key optional); errors name the file and the key."""
+    t.check_keys(KEYS)
+    defaults = Limits()
+    values = {}
+    for key in KEYS:
+        kind = float if key in _FLOATS else int
+        values[key] = t.get(key, kind, getattr(defaults, key))
+    problem = check_limits(values)
+    if problem:
+        key, msg = problem
+        raise t.err(key, f"= {values[key]!r}: {msg}")
+    return Limits(**values)
+
+
+__all__ = ["KEYS", "Limits", "check_limits", "parse_limits"]
