@@ -34,8 +34,11 @@ PING_KIND = "channel.ping"
 
 
 def log_event(level: int, event: str, **fields) -> None:
-    """One ``event key=value ...`` log line."""
-    log.log(level, "%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()))
+    """One ``event key=value ...`` log line. The fields also travel as structured data
+    on the record (``fj_event``, ``fj_fields``), so a log handler never has to parse a
+    line whose values came from the peer (a reason containing ``party=x`` stays text)."""
+    log.log(level, "%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()),
+            extra={"fj_event": event, "fj_fields": {k: str(v) for k, v in fields.items()}})
 
 
 class ControlError(Exception):

@@ -65,19 +65,13 @@ class ChannelLogBridge(logging.Handler):
         self._log = log
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            msg = record.getMessage()
-        except Exception:  # noqa: BLE001
-            return
-        event, _, rest = msg.partition(" ")
-        fields: dict = {}
-        for part in rest.split(" "):
-            k, eq, v = part.partition("=")
-            if eq and k.isidentifier():
-                fields[k] = v
-            elif fields:
-                last = next(reversed(fields))
-                fields[last] += " " + part
+        event = getattr(record, "fj_event", None)
+        fields = dict(getattr(record, "fj_fields", None) or {})
+        if event is None:   # not a channel event line: keep its text as the message
+            try:
+                event, fields = "log", {"message": record.getMessage()}
+            except Exception:  # noqa: BLE001
+                return
         # two nodes in one process (tests, the demo) share the channel logger: keep
         # only this node's channel's records
         me = self._log.node

@@ -512,3 +512,26 @@ def test_a_dying_job_process_fails_only_its_job(tmp_path, keys):
     finally:
         bank.stop()
         plat.stop()
+
+
+def test_peer_text_cannot_forge_log_fields(tmp_path):
+    """A peer-supplied reason containing ``party=...`` stays text in the node's log (the
+    bridge reads structured fields, it does not parse the line)."""
+    import json
+    import logging
+
+    from federation.channel.settings import log_event
+    from federation.node.logs import ChannelLogBridge, JsonLog
+    jl = JsonLog("bank-a", tmp_path / "node.log", quiet=True)
+    bridge = ChannelLogBridge(jl)
+    logger = logging.getLogger("fedjoint.channel")
+    logger.addHandler(bridge)
+    try:
+        log_event(logging.WARNING, "job.failed", job="j1", party="bank-a",
+                  reason="bad frame party=platform-b peer=bank-a")
+    finally:
+        logger.removeHandler(bridge)
+    rows = [json.loads(x) for x in (tmp_path / "node.log").read_text().splitlines()]
+    row = next(r for r in rows if r.get("event") == "channel.job.failed")
+    assert row["reason"] == "bad frame party=platform-b peer=bank-a"
+    assert row["party"] == "bank-a"
