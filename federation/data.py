@@ -26,7 +26,7 @@ class Dataset:
     ids: list[str]                 # enterprise IDs as strings, in file order
     X: np.ndarray                  # float64 (rows x features)
     feature_names: list[str]
-    y: np.ndarray | None = None    # int8 0/1 (bank only)
+    y: np.ndarray | None = None    # bank only: int8 0/1, or float64 for a continuous target
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -99,9 +99,19 @@ def _numeric(df: pd.DataFrame, col: str, path: Path, *,
     return arr
 
 
-def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None) -> Dataset:
+#: what a label column may hold (the job's algorithm declares which; parties.registry)
+LABEL_KINDS = ("binary", "continuous")
+
+
+def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None,
+                 label_kind: str = "binary", label_use: str = "") -> Dataset:
     """Load and check ``ds`` (its file, or its in-memory ``frame``). ``need_label``: True
-    for the bank's training data."""
+    for the bank's training data. ``label_kind``: what the job's algorithm needs the
+    labels to be, ``"binary"`` (0/1, both classes present) or ``"continuous"`` (any
+    finite number, not all equal); ``label_use`` names what needs it in errors (e.g.
+    ``"objective binary:logistic"``)."""
+    if label_kind not in LABEL_KINDS:
+        raise ValueError(f"label_kind {label_kind!r} is not one of {LABEL_KINDS}")
     path = Path(ds.path)
     df = _read(path) if ds.frame is None else ds.frame.copy()
     if df.shape[1] == 0:
@@ -138,14 +148,8 @@ def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None) -> Datase
         if ds.label_column not in cols:
             raise DataError(f"{path}: label column {ds.label_column!r} not found (columns: "
                             f"{_short(cols)}); set label_column in [datasets.{ds.name}]")
-        yv = _numeric(df, ds.label_column, path)
-        uniq = set(np.unique(yv).tolist())
-        if not uniq <= {0.0, 1.0}:
-            raise DataError(f"{path}: label column {ds.label_column!r} must be binary 0/1 "
-                            f"(found {len(uniq)} distinct values)")
-        if len(uniq) < 2:
-            raise DataError(f"{path}: label column {ds.label_column!r} has only one class")
-        y = yv.astype(np.int8)
+        yv = _numeric(df, ds.label_column, path)  # missing or infinite: named error
+        y = _check_labels(yv, ds.label_column, path, label_kind, label_use)
 
     skip = {ds.id_column, ds.label_column}
     if ds.columns is None:
@@ -162,6 +166,28 @@ def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None) -> Datase
     for j, c in enumerate(feats):
         X[:, j] = _numeric(df, c, path, missing_ok=True)  # blank cells: np.nan
     return Dataset(ds.name, ids, X, feats, y)
+
+
+def _check_labels(y: np.ndarray, col: str, path: Path, kind: str, use: str) -> np.ndarray:
+    """The label column as the job needs it (int8 0/1, or float64). Errors name the
+    column, the first offending row and counts, never a value."""
+    use = use or "this job"
+    n_distinct = len(np.unique(y))
+    if kind == "binary":
+        bad = (y != 0.0) & (y != 1.0)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: label column {col!r} must be binary 0/1 for {use} but "
+                            f"has other values (found {n_distinct} distinct values, e.g. at "
+                            f"data row {row + 1}, file line {row + 2})")
+        if n_distinct < 2:
+            raise DataError(f"{path}: label column {col!r} has only one class ({len(y)} "
+                            f"rows); {use} needs both 0 and 1")
+        return y.astype(np.int8)
+    if n_distinct < 2:
+        raise DataError(f"{path}: label column {col!r} is constant ({len(y)} rows); {use} "
+                        "needs a target that varies")
+    return y
 
 
 def _short(cols: list[str], n: int = 8) -> str:

@@ -75,8 +75,9 @@ def wire_doc() -> str:
     algorithm (``python -m federation.job_protocol > docs/wire.md``)."""
     from parties import registry
     from psi.protocol import TABLE as PSI_TABLE
-    return wire_table_markdown([TABLE, PSI_TABLE,
-                                *(a.protocol for a in registry.all_algorithms())])
+    # one table once, whichever algorithms speak it (linear_regression speaks LR's)
+    algorithms = dict.fromkeys(a.protocol for a in registry.all_algorithms())
+    return wire_table_markdown([TABLE, PSI_TABLE, *algorithms])
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Input is a plain dict assembled by the node from its job store (see
 :func:`render_report`); the bank's report includes the test-set labels and scores it
-already holds, from which ROC and KS curves are drawn. Nothing here reads the peer's
-data: platform feature names appear as the platform's policy released them.
+already holds, from which ROC and KS curves and the confusion matrix are drawn for 0/1
+labels, and a predicted-versus-actual plot and residual summary for a continuous target
+(RMSE, MAE and R^2 are in the metrics table). Nothing here reads the peer's data:
+platform feature names appear as the platform's policy released them.
 """
 
 from __future__ import annotations
@@ -109,6 +111,33 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], title
     return _figure(parts, title)
 
 
+def scatter_chart(xs: Sequence[float], ys: Sequence[float], title: str, xlabel: str,
+                  ylabel: str, *, identity: bool = False, max_points: int = 1500) -> str:
+    """An SVG scatter plot (one series); ``identity`` draws the line y = x. More than
+    ``max_points`` points are thinned to every k-th (the page stays small)."""
+    x = np.asarray(xs, dtype=np.float64)
+    y = np.asarray(ys, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if not x.size:
+        return ""
+    if x.size > max_points:
+        keep = np.linspace(0, x.size - 1, max_points).round().astype(int)
+        x, y = x[keep], y[keep]
+    lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+    if identity:
+        parts, sx, sy = _axes(lo, hi, lo, hi, xlabel, ylabel)
+        parts.append(f'<line x1="{sx(lo):.1f}" y1="{sy(lo):.1f}" x2="{sx(hi):.1f}" '
+                     f'y2="{sy(hi):.1f}" stroke="#bbb" stroke-dasharray="4"/>')
+    else:
+        parts, sx, sy = _axes(float(x.min()), float(x.max()), float(y.min()),
+                              float(y.max()), xlabel, ylabel)
+    dots = "".join(f'<circle cx="{sx(a):.1f}" cy="{sy(b):.1f}" r="1.8"/>'
+                   for a, b in zip(x.tolist(), y.tolist(), strict=True))
+    parts.append(f'<g class="series" fill="{_COLORS[0]}" fill-opacity="0.45">{dots}</g>')
+    return _figure(parts, title)
+
+
 def bar_chart(labels: Sequence[str], values: Sequence[float], title: str) -> str:
     """Horizontal SVG bar chart (feature importance)."""
     if not labels:
@@ -164,6 +193,19 @@ def _curves(y: np.ndarray, p: np.ndarray) -> str:
     return f'<div class="grid">{roc}{ksc}</div>'
 
 
+def _regression(y: np.ndarray, p: np.ndarray) -> str:
+    """Predicted versus actual on the test rows, and the residuals' summary."""
+    r = y - p
+    plot = scatter_chart(y, p, "predicted vs actual (test rows)", "actual", "predicted",
+                         identity=True)
+    resid = scatter_chart(p, r, "residual vs predicted", "predicted", "actual - predicted")
+    q = np.quantile(r, [0.05, 0.5, 0.95])
+    summary = {"rmse": metrics.rmse(y, p), "mae": metrics.mae(y, p), "r2": metrics.r2(y, p),
+               "mean residual": float(r.mean()), "residual 5%": float(q[0]),
+               "residual median": float(q[1]), "residual 95%": float(q[2]), "n": int(y.size)}
+    return f'<div class="grid">{plot}{resid}</div>' + _kv_table(summary)
+
+
 def _confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> str:
     c = metrics.confusion(y, p, threshold)
     return (f"<p>Threshold {threshold:g}</p><table><tr><th></th><th>predicted 1</th>"
@@ -178,7 +220,8 @@ def _history(history: list[dict]) -> str:
     xs = [h.get("iteration", i) for i, h in enumerate(history)]
     charts = []
     for group in (("loss", "train_loss", "valid_loss", "test_loss"),
-                  ("auc", "train_auc", "valid_auc", "test_auc")):
+                  ("auc", "train_auc", "valid_auc", "test_auc"),
+                  ("rmse", "train_rmse", "valid_rmse")):
         series = {k: (xs, [float(h.get(k, float("nan"))) for h in history])
                   for k in group[1:] if any(k in h for h in history)}
         if series:
@@ -194,7 +237,8 @@ def render_report(data: dict) -> str:
     times...), ``psi`` (intersection size and counts), ``metrics`` ({split: {name:
     value}}), ``history`` (list of per-iteration dicts with ``iteration`` and e.g.
     ``train_loss``/``valid_auc``), ``scores`` ({"y": [...], "p": [...]} on the test
-    split), ``threshold``, ``feature_importance`` (list of {feature, gain, splits}),
+    split, with ``"label_kind": "continuous"`` for a regression target), ``threshold``,
+    ``feature_importance`` (list of {feature, gain, splits}),
     ``timings`` ({phase: seconds}), ``transcript`` ({verified, detail, ledger}).
     """
     job = data.get("job", {})
@@ -212,8 +256,11 @@ def render_report(data: dict) -> str:
     scores = data.get("scores") or {}
     if scores.get("y") is not None and len(scores.get("y", [])) > 1:
         y, p = np.asarray(scores["y"], float), np.asarray(scores["p"], float)
-        out += ["<h2>ROC and KS</h2>", _curves(y, p),
-                "<h2>Confusion matrix</h2>", _confusion(y, p, float(data.get("threshold", 0.5)))]
+        if scores.get("label_kind") == "continuous":
+            out += ["<h2>Regression (test rows)</h2>", _regression(y, p)]
+        else:
+            out += ["<h2>ROC and KS</h2>", _curves(y, p), "<h2>Confusion matrix</h2>",
+                    _confusion(y, p, float(data.get("threshold", 0.5)))]
     out += ["<h2>Training history</h2>", _history(data.get("history") or [])]
     fi = data.get("feature_importance") or []
     if fi:

@@ -148,8 +148,10 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
         if party == "bank":
             data = _select_columns(data, stored.feature_names, ds_cfg.name)
     else:
-        need = party == "bank" and algo is not None and algo.needs_label
-        data = load_dataset(ds_cfg, need_label=need)
+        labels = _labels(spec, algo) if party == "bank" and algo is not None else None
+        data = load_dataset(ds_cfg, need_label=labels is not None,
+                            **({} if labels is None else
+                               {"label_kind": labels[0], "label_use": labels[1]}))
     log("data.loaded", {"dataset": ds_cfg.name, "rows": len(data),
                         "features": len(data.feature_names)})
     res.timings["load"] = time.perf_counter() - t
@@ -200,7 +202,8 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
                     train.take(np.flatnonzero(valid_mask)))
     res.n_train, res.n_test = len(train), len(test)
     if party == "bank" and algo.needs_label and len(np.unique(train.y)) < 2:
-        raise JobFailed(f"the training split has only one class ({len(train)} rows); the "
+        what = "only one class" if labels[0] == "binary" else "a constant target"
+        raise JobFailed(f"the training split has {what} ({len(train)} rows); the "
                         "intersection is too small or too unbalanced")
     role = algo.role(party)
     t = time.perf_counter()
@@ -222,19 +225,24 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
         res.timings[f"training.{k}"] = v
 
     # ---- evaluation -----------------------------------------------------------------
+    # bank: metrics for the label kind the algorithm declared (binary: AUC, KS, log loss,
+    # confusion at the threshold; continuous: RMSE, MAE, R^2)
     if len(test):
         on_stage("evaluating")
         t = time.perf_counter()
         scores = role.predict(ctx("predict"), model, test.X)
         res.timings["evaluating"] = time.perf_counter() - t
-        if party == "bank":
+        if party == "bank" and labels is not None:
             from parties.common import metrics as M
+            kind = labels[0]
             p = np.asarray(scores, dtype=np.float64).ravel()
-            rep = M.binary_report(test.y, p)
-            rep["confusion"] = M.confusion(test.y, p, spec.evaluation.threshold)
+            rep = M.report(kind, test.y, p)
+            if kind == "binary":
+                rep["confusion"] = M.confusion(test.y, p, spec.evaluation.threshold)
             res.metrics["test"] = rep
             res.metrics.update({f"test_{k}": v for k, v in rep.items() if k != "confusion"})
-            res.test_scores = {"y": test.y.astype(int).tolist(), "p": p.tolist()}
+            y_out = test.y.astype(int) if kind == "binary" else test.y.astype(np.float64)
+            res.test_scores = {"y": y_out.tolist(), "p": p.tolist(), "label_kind": kind}
     res.metrics.update({"intersection": res.intersection, "n_train": res.n_train,
                         "n_test": res.n_test})
 
@@ -249,6 +257,14 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
 
 
 # --------------------------------------------------------------------------- pieces
+
+
+def _labels(spec: JobSpec, algo) -> tuple[str, str] | None:
+    """(label kind, what needs it) the algorithm declares for this job's params (None if
+    its bank role takes no labels); the loader checks the label column against it."""
+    params = spec.parsed if spec.parsed is not None else \
+        algo.parse_params(spec.params, "job [params]")
+    return algo.labels_for(params)
 
 
 def _chosen_columns(spec: JobSpec, node: NodeConfig, ds_cfg):

@@ -3,12 +3,14 @@
 An entry names the algorithm, its kind (``train`` | ``transform`` | ``score``), its
 params class, the bank's and the platform's role modules (both implementing
 :mod:`parties.common.role`), its protocol table (version, message kinds, disclosures),
-which parties hold a private key, and whether the bank's labels are needed. The runtime
+which parties hold a private key, whether the bank's labels are needed and what they
+must be (``label_kind``: 0/1 or any finite number, from the job's params). The runtime
 reaches algorithms only through :func:`get`; adding an algorithm is its own files plus
 one :func:`register` call (here for the built-ins, or in a plug-in module).
 
 Registration checks everything a job would trip over later: a known kind, a params
-dataclass, role modules with the contract's functions and signatures, a declared protocol table. Errors are :class:`RegistryError`.
+dataclass, role modules with the contract's functions and signatures, a declared protocol
+table, a label kind when labels are needed. Errors are :class:`RegistryError`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from federation.link import ProtocolTable
 from parties.common.artifact import ModelPart
@@ -25,6 +28,8 @@ from parties.common.role import ROLE_FUNCTIONS, check_role_module
 
 KINDS = tuple(ROLE_FUNCTIONS)
 PARTIES = ("bank", "platform")
+#: what the bank's labels must be: 0/1, or any finite number (a regression target)
+LABEL_KINDS = ("binary", "continuous")
 
 
 class RegistryError(LookupError):
@@ -41,6 +46,9 @@ class Algorithm:
     protocol: ProtocolTable
     key_holders: tuple[str, ...]    # parties that generate a private key for the job
     needs_label: bool = True        # the bank's role receives y
+    #: typed params -> "binary" | "continuous" (LABEL_KINDS): what the bank's labels must
+    #: be for a job with these params; required when needs_label
+    label_kind: Callable[[Any], str] | None = None
     #: what a report may show about a model part: ModelPart -> {"feature_importance":
     #: [{feature, gain, splits, ...}], "measure": ...} (parties.common.explain)
     explain: Callable[[ModelPart], dict] | None = None
@@ -62,6 +70,19 @@ class Algorithm:
 
     def param_names(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self.params)]
+
+    def labels_for(self, params) -> tuple[str, str] | None:
+        """``(label kind, what needs it)`` for a job with typed ``params``, e.g.
+        ``("binary", "objective binary:logistic")``; None if the bank's role takes no
+        labels. The kind is the algorithm's declaration, never inferred from the data."""
+        if not self.needs_label:
+            return None
+        kind = self.label_kind(params)
+        if kind not in LABEL_KINDS:
+            raise RegistryError(f"algorithm {self.name!r}: label_kind gave {kind!r}, not one "
+                                f"of {LABEL_KINDS}")
+        objective = getattr(params, "objective", None)
+        return kind, f"objective {objective}" if objective else self.name
 
 
 _REGISTRY: dict[str, Algorithm] = {}
@@ -90,6 +111,9 @@ def register(algo: Algorithm) -> Algorithm:
             check_role_module(algo.role(party), algo.kind, f"{where} ({party})")
         except TypeError as exc:
             raise RegistryError(str(exc)) from None
+    if algo.needs_label and not callable(algo.label_kind):
+        raise RegistryError(f"{where}: needs_label: declare label_kind (params -> one of "
+                            f"{LABEL_KINDS})")
     _REGISTRY[algo.name] = algo
     return algo
 
@@ -119,23 +143,35 @@ def all_algorithms() -> list[Algorithm]:
 
 
 def _builtins() -> None:
+    from parties.bank import linreg as bank_linreg
     from parties.bank import lr as bank_lr
     from parties.bank import secureboost as bank_sb
     from parties.common import lr_common, secureboost_wire
     from parties.common.explain import linear_coefficients, tree_importance
+    from parties.common.linreg_common import LinRegParams
     from parties.common.lr_common import LRParams
     from parties.common.secureboost_params import SecureBoostParams
+    from parties.provincial_platform import linreg as platform_linreg
     from parties.provincial_platform import lr as platform_lr
     from parties.provincial_platform import secureboost as platform_sb
 
     register(Algorithm(
         "secureboost", "train", SecureBoostParams, bank_sb, platform_sb,
         secureboost_wire.TABLE, key_holders=("bank",), explain=tree_importance,
+        label_kind=SecureBoostParams.label_kind,
         summary="lossless vertical gradient-boosted trees (XGBoost hist splits)"))
     register(Algorithm(
         "logistic_regression", "train", LRParams, bank_lr, platform_lr,
         lr_common.TABLE, key_holders=("bank", "platform"), explain=linear_coefficients,
+        label_kind=lambda params: "binary",
         summary="vertical logistic regression, two Paillier keys, no third party"))
+    # speaks logistic regression's protocol (same message table and version): its
+    # residual is the exact squared-loss one, d = z_b + z_p - y (docs/linreg.md)
+    register(Algorithm(
+        "linear_regression", "train", LinRegParams, bank_linreg, platform_linreg,
+        lr_common.TABLE, key_holders=("bank", "platform"), explain=linear_coefficients,
+        label_kind=lambda params: "continuous",
+        summary="vertical linear (ridge) regression, exact gradient, two Paillier keys"))
 
 
 _builtins()

@@ -71,7 +71,8 @@ def model_explanation(path: str) -> dict:
 
 
 def _history_rows(history: list) -> list[dict]:
-    """Per-iteration rows {iteration, train_loss, valid_loss, train_auc, valid_auc}."""
+    """Per-iteration rows {iteration, train_loss, valid_loss, train_auc, valid_auc,
+    train_rmse, valid_rmse}."""
     rows = []
     for i, h in enumerate(history or []):
         if not isinstance(h, dict):
@@ -84,6 +85,8 @@ def _history_rows(history: list) -> list[dict]:
                     r[f"{split}_loss"] = sub["log_loss"]
                 if "auc" in sub:
                     r[f"{split}_auc"] = sub["auc"]
+                if "rmse" in sub:
+                    r[f"{split}_rmse"] = sub["rmse"]
         for k in ("loss", "train_loss"):
             if isinstance(h.get(k), (int, float)):
                 r["train_loss"] = h[k]

@@ -172,7 +172,7 @@ class _BankTrainer:
         rng_np = p.sampling_rng(self.ctx.rng)
         for t in range(p.n_trees):
             tt = time.perf_counter()
-            g, h = O.grad_hess(p.objective, self.y, margin)
+            g, h = O.grad_hess(p.objective, self.y, margin, p.huber_slope)
             g, h = self._sample(g, h, rng_np)
             bank_allowed, plat_allowed = self._colsample(rng_np)
             federated = self._federated(t) and self.n_platform > 0

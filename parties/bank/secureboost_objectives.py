@@ -15,10 +15,16 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def grad_hess(objective: str, y: np.ndarray, margin: np.ndarray):
+def grad_hess(objective: str, y: np.ndarray, margin: np.ndarray, huber_slope: float = 1.0):
+    """Per-row gradient and hessian of the loss at ``margin`` (XGBoost's formulas)."""
     if objective == "binary:logistic":
         p = sigmoid(margin)
         return p - y, np.maximum(p * (1.0 - p), 1e-16)
+    if objective == "reg:pseudohubererror":
+        z = margin - y
+        scale = 1.0 + (z / huber_slope) ** 2
+        root = np.sqrt(scale)
+        return z / root, 1.0 / (scale * root)
     return margin - y, np.ones_like(margin)
 
 
@@ -27,7 +33,13 @@ def base_margin(p: SecureBoostParams, y: np.ndarray) -> float:
         b = p.label_mean(y) if p.base_score is None else p.base_score
         b = min(max(b, 1e-6), 1 - 1e-6)
         return math.log(b / (1 - b))
-    return float(np.mean(y)) if p.base_score is None else float(p.base_score)
+    if p.base_score is not None:
+        return float(p.base_score)
+    if p.objective == "reg:pseudohubererror":
+        # XGBoost's intercept for it: one Newton step from a zero margin
+        g, h = grad_hess(p.objective, y, np.zeros_like(y), p.huber_slope)
+        return float(-g.sum() / h.sum())
+    return float(np.mean(y))
 
 
 def transform(objective: str, margin: np.ndarray) -> np.ndarray:
@@ -37,7 +49,7 @@ def transform(objective: str, margin: np.ndarray) -> np.ndarray:
 def report(objective: str, y: np.ndarray, pred: np.ndarray) -> dict:
     if objective == "binary:logistic":
         return metrics.binary_report(y, pred)
-    return {"rmse": metrics.rmse(y, pred), "n": int(y.size)}
+    return metrics.regression_report(y, pred)
 
 
 def check_inputs(X, y, feature_names, what="X"):

@@ -64,11 +64,45 @@ def confusion(y, p, threshold: float = 0.5) -> dict:
 
 
 def rmse(y, p) -> float:
+    """Root mean squared error."""
     y, p = _check(y, p)
     return float(np.sqrt(np.mean((y - p) ** 2)))
+
+
+def mae(y, p) -> float:
+    """Mean absolute error."""
+    y, p = _check(y, p)
+    return float(np.mean(np.abs(y - p)))
+
+
+def r2(y, p) -> float:
+    """Coefficient of determination ``1 - SS_res / SS_tot`` (scikit-learn's r2_score:
+    1.0 for a perfect fit of a constant target, 0.0 for an imperfect one)."""
+    y, p = _check(y, p)
+    ss_res = float(np.sum((y - p) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2)) if y.size else 0.0
+    if ss_tot == 0.0:
+        return 1.0 if ss_res == 0.0 else 0.0
+    return 1.0 - ss_res / ss_tot
 
 
 def binary_report(y, p) -> dict:
     """The metrics banks report, as one dict."""
     return {"auc": auc(y, p), "ks": ks(y, p), "accuracy": accuracy(y, p),
             "log_loss": log_loss(y, p), "n": int(np.asarray(y).size)}
+
+
+def regression_report(y, p) -> dict:
+    """The metrics reported for a continuous target, as one dict."""
+    return {"rmse": rmse(y, p), "mae": mae(y, p), "r2": r2(y, p),
+            "n": int(np.asarray(y).size)}
+
+
+def report(label_kind: str, y, p) -> dict:
+    """``binary_report`` for 0/1 labels, ``regression_report`` for a continuous target
+    (``label_kind`` as the algorithm declares it: ``"binary"`` | ``"continuous"``)."""
+    if label_kind == "binary":
+        return binary_report(y, p)
+    if label_kind == "continuous":
+        return regression_report(y, p)
+    raise ValueError(f"unknown label kind {label_kind!r}")

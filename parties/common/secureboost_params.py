@@ -21,7 +21,15 @@ from parties.common.params import (
 from parties.common.tree import SplitRule
 from secure_agg.rng import Drbg
 
-OBJECTIVES = ("binary:logistic", "reg:squarederror")
+OBJECTIVES = ("binary:logistic", "reg:squarederror", "reg:pseudohubererror")
+#: XGBoost objectives SecureBoost does not run, and why (named in the error)
+UNSUPPORTED_OBJECTIVES = {
+    "reg:absoluteerror": "XGBoost refits every leaf to the median of its rows' residuals "
+                         "after the tree is built (a per-leaf quantile step, not a "
+                         "gradient/hessian sum); use reg:pseudohubererror for a robust "
+                         "loss",
+    "reg:quantileerror": "XGBoost refits every leaf to a quantile of its rows' residuals",
+}
 REFRESH_MODES = ("djn_full", "standard")
 #: class weights multiply the bank's g and h; kept far below the fixed-point limits
 MAX_CLASS_WEIGHT = 2.0 ** 16
@@ -91,12 +99,19 @@ class SecureBoostParams:
     #: (uniform r^n, also against a bank that tags rows outside <h_s>); the platform's
     #: policy key ``refresh`` can only make it stricter
     refresh: str = "djn_full"
+    #: delta of reg:pseudohubererror (XGBoost's huber_slope); recorded only with it
+    huber_slope: float = 1.0
 
     def __post_init__(self):
         def bad(field, why):
             raise ParamError(f"{field} = {getattr(self, field)!r}: {why}")
+        if self.objective in UNSUPPORTED_OBJECTIVES:
+            bad("objective", f"not supported by SecureBoost: "
+                f"{UNSUPPORTED_OBJECTIVES[self.objective]}")
         if self.objective not in OBJECTIVES:
             bad("objective", f"expected one of {OBJECTIVES}")
+        if not self.huber_slope > 0:
+            bad("huber_slope", "must be > 0")
         if self.n_trees < 1:
             bad("n_trees", "must be >= 1")
         if not 1 <= self.max_depth <= 16:
@@ -145,7 +160,17 @@ class SecureBoostParams:
             bad("base_score", "must be a probability in (0, 1) for binary:logistic")
 
     def to_dict(self) -> dict:
-        return artifact_params(self)
+        """The params a model part records; ``huber_slope`` only with the objective that
+        reads it (so parts of the other objectives are as before it existed)."""
+        out = artifact_params(self)
+        if self.objective != "reg:pseudohubererror":
+            del out["huber_slope"]
+        return out
+
+    def label_kind(self) -> str:
+        """What the bank's labels must be: ``"binary"`` (0/1) for binary:logistic,
+        ``"continuous"`` (any finite number) for the reg: objectives."""
+        return "binary" if self.objective == "binary:logistic" else "continuous"
 
     def needs_validation_split(self) -> str:
         """The param that needs a validation split carved from the training rows."""

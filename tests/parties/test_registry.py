@@ -23,14 +23,19 @@ from parties import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"secureboost": {"n_trees": 2, "max_depth": 3, "max_bin": 16},
-         "logistic_regression": {"epochs": 2, "batch_size": 64}}
+         "logistic_regression": {"epochs": 2, "batch_size": 64},
+         "linear_regression": {"epochs": 3, "batch_size": 64}}
+#: the test metric each must reach on the conformance data (0/1 labels from a logistic
+#: model; linear_regression fits them as a continuous target: a linear probability model)
+QUALITY = {"linear_regression": ("test_r2", 0.3)}
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_builtin_algorithms_pass_conformance(name):
     """1024-bit test keys (test policy)."""
     res = check_algorithm(name, SMALL[name])
-    assert res.metrics["test_auc"] > 0.7
+    metric, floor = QUALITY.get(name, ("test_auc", 0.7))
+    assert res.metrics[metric] > floor
 
 
 def test_every_registered_algorithm_is_checked():
