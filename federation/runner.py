@@ -61,7 +61,16 @@ from secure_agg.rng import Drbg
 
 
 class JobFailed(Exception):
-    """The job cannot continue; the message is the reason shown to the operator."""
+    """The job cannot continue; the message is the reason shown to the operator.
+    ``peer_message``: what the peer's operator is told, when it must not be the full
+    reason (it may name this party's columns); empty: the reason itself."""
+
+    def __init__(self, message: str, peer_message: str = ""):
+        super().__init__(message)
+        self.peer_message = peer_message
+
+    def __reduce__(self):   # keeps peer_message across the job process's pipe
+        return type(self), (str(self), self.peer_message)
 
 
 @dataclass
@@ -216,7 +225,8 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
                           y_valid=valid.y if labelled and len(valid) else None)
     params = spec.parsed if spec.parsed is not None else \
         algo.parse_params(spec.params, "job [params]")
-    outcome = role.train(ctx("train"), part_data, params, cipher, role_policy(node))
+    outcome = _role_call(algo, role.train, ctx("train"), part_data, params, cipher,
+                         role_policy(node))
     res.timings["training"] = time.perf_counter() - t
     model = outcome.model
     res.history = list(outcome.history or [])
@@ -230,7 +240,7 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     if len(test):
         on_stage("evaluating")
         t = time.perf_counter()
-        scores = role.predict(ctx("predict"), model, test.X)
+        scores = _role_call(algo, role.predict, ctx("predict"), model, test.X)
         res.timings["evaluating"] = time.perf_counter() - t
         if party == "bank" and labels is not None:
             from parties.common import metrics as M
@@ -283,6 +293,18 @@ def _chosen_columns(spec: JobSpec, node: NodeConfig, ds_cfg):
         raise DataError(reason)
     from dataclasses import replace
     return replace(ds_cfg, columns=list(wanted))
+
+
+def _role_call(algo, fn, *args):
+    """Call a role; what it declares as a job error fails the job with its message (a
+    protocol error or the peer's abort keeps its own type: the node reports those)."""
+    try:
+        return fn(*args)
+    except ProtocolError:
+        raise
+    except algo.job_errors as exc:
+        raise JobFailed(f"{algo.name}: {exc}", peer_message=f"{algo.name} failed on the "
+                        "peer's side (its operator sees why in its job log)") from exc
 
 
 def _check_local_policy(spec: JobSpec, node: NodeConfig) -> None:
@@ -401,7 +423,8 @@ def _score(spec: JobSpec, node: NodeConfig, link: Link, ctx, model: ModelPart,
                         "node's part was trained with (digest mismatch)")
     role = registry.get(model.algorithm).role(node.party)  # checked against the job above
     t = time.perf_counter()
-    scores = role.predict(ctx("predict"), model, aligned.X)
+    scores = _role_call(registry.get(model.algorithm), role.predict, ctx("predict"), model,
+                        aligned.X)
     res.timings["scoring"] = time.perf_counter() - t
     res.peer_model_digest = str(peer.get("own_digest", ""))
     res.metrics = {"intersection": res.intersection, "scored": len(aligned)}

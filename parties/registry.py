@@ -49,6 +49,9 @@ class Algorithm:
     #: typed params -> "binary" | "continuous" (LABEL_KINDS): what the bank's labels must
     #: be for a job with these params; required when needs_label
     label_kind: Callable[[Any], str] | None = None
+    #: exceptions a role raises for a problem with the job itself (its data, params,
+    #: the peer's key): the job fails with the message, not as an "internal error"
+    job_errors: tuple[type[BaseException], ...] = ()
     #: what a report may show about a model part: ModelPart -> {"feature_importance":
     #: [{feature, gain, splits, ...}], "measure": ...} (parties.common.explain)
     explain: Callable[[ModelPart], dict] | None = None
@@ -158,19 +161,19 @@ def _builtins() -> None:
     register(Algorithm(
         "secureboost", "train", SecureBoostParams, bank_sb, platform_sb,
         secureboost_wire.TABLE, key_holders=("bank",), explain=tree_importance,
-        label_kind=SecureBoostParams.label_kind,
+        label_kind=SecureBoostParams.label_kind, job_errors=(ValueError, PermissionError),
         summary="lossless vertical gradient-boosted trees (XGBoost hist splits)"))
     register(Algorithm(
         "logistic_regression", "train", LRParams, bank_lr, platform_lr,
         lr_common.TABLE, key_holders=("bank", "platform"), explain=linear_coefficients,
-        label_kind=lambda params: "binary",
+        label_kind=lambda params: "binary", job_errors=(lr_common.LRError,),
         summary="vertical logistic regression, two Paillier keys, no third party"))
     # speaks logistic regression's protocol (same message table and version): its
     # residual is the exact squared-loss one, d = z_b + z_p - y (docs/linreg.md)
     register(Algorithm(
         "linear_regression", "train", LinRegParams, bank_linreg, platform_linreg,
         lr_common.TABLE, key_holders=("bank", "platform"), explain=linear_coefficients,
-        label_kind=lambda params: "continuous",
+        label_kind=lambda params: "continuous", job_errors=(lr_common.LRError,),
         summary="vertical linear (ridge) regression, exact gradient, two Paillier keys"))
 
 

@@ -226,7 +226,7 @@ class JobRunner(NodePart):
         peer_reason = ""
         if isinstance(exc, JobFailed):
             reason = str(exc)
-            peer_reason = reason
+            peer_reason = exc.peer_message or reason
         elif isinstance(exc, PeerGone):
             reason = f"lost contact with {self.cfg.peer.name} ({self.cfg.peer.address}) " \
                      f"during the job: {one_line(exc)}"

@@ -260,6 +260,7 @@ def test_two_nodes_secureboost_and_lr_on_blank_cells(tmp_path):
         assert recs[fail]["state"] == "failed"
         err = recs[fail]["error"]
         assert "nan_policy" in err and "missing (NaN)" in err, err
+        assert err.startswith("logistic_regression: "), err   # a job error, not internal
         perr = wait_state(pclient, fail, timeout=60)["error"] or ""
         print("nan_policy=fail: bank:", err, "| platform:", perr)
         assert "bank training data" in err and "bank training data" not in perr, perr
