@@ -65,19 +65,7 @@ def train(ctx: ProtocolContext, data: PartyData, params: L.LinRegParams,
           cipher: PrivateCipher, policy: RolePolicy) -> TrainOutcome:
     """Train jointly with the platform; returns the bank's model part and the metrics.
     ``policy.keys`` decides whether the platform's public key is acceptable."""
-    peer = C.Peer(ctx.link)
-    try:
-        return _train(ctx, peer, data, params, cipher, policy)
-    except L.LinRegError as exc:
-        peer.abort(exc.shown)  # the peer fails too instead of waiting for a message
-        raise
-    except C.LRError as exc:
-        peer.abort(str(exc))
-        raise
-    except (InputError, ParamError) as exc:
-        shown = L.peer_reason(PARTY) if isinstance(exc, InputError) else str(exc)
-        peer.abort(shown)
-        raise L.LinRegError(str(exc), shown=shown) from None
+    return L.guarded(ctx, PARTY, _train, data, params, cipher, policy)
 
 
 def _target(y, n_rows: int, where: str) -> np.ndarray:

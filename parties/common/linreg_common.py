@@ -26,6 +26,7 @@ import numpy as np
 from parties.common import lr_common as C
 from parties.common.artifact import ModelPart
 from parties.common.params import ParamError
+from parties.common.standardize import InputError
 
 ALGORITHM = "linear_regression"
 #: the hello's residual field: an LR role paired with a linear-regression role (or the
@@ -155,6 +156,24 @@ def check_peer_hello(own: dict, other: dict, p: LinRegParams, party: str,
                           f"linear regression's {RESIDUAL!r} (is it a logistic_regression "
                           "job there?)")
     C.check_peer_hello(own, other, p, party, peer_label)
+
+
+def guarded(ctx, party: str, body, *args):
+    """Run a role's ``body(ctx, peer, *args)``; on failure tell the peer what it may
+    see (it fails at once instead of waiting) and raise a LinRegError."""
+    peer = C.Peer(ctx.link)
+    try:
+        return body(ctx, peer, *args)
+    except LinRegError as exc:
+        peer.abort(exc.shown)
+        raise
+    except C.LRError as exc:
+        peer.abort(str(exc))
+        raise
+    except (InputError, ParamError) as exc:
+        shown = peer_reason(party) if isinstance(exc, InputError) else str(exc)
+        peer.abort(shown)
+        raise LinRegError(str(exc), shown=shown) from None
 
 
 def peer_reason(party: str) -> str:

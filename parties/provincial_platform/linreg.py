@@ -46,19 +46,7 @@ def train(ctx: ProtocolContext, data: PartyData, params: L.LinRegParams,
           cipher: PrivateCipher, policy: RolePolicy) -> TrainOutcome:
     """Train jointly with the bank; returns the platform's model part. ``policy.keys``
     decides whether the bank's public key (scheme, size) is acceptable."""
-    peer = C.Peer(ctx.link)
-    try:
-        return _train(ctx, peer, data, params, cipher, policy)
-    except L.LinRegError as exc:
-        peer.abort(exc.shown)  # the peer fails too instead of waiting for a message
-        raise
-    except C.LRError as exc:
-        peer.abort(str(exc))
-        raise
-    except (InputError, ParamError) as exc:
-        shown = L.peer_reason(PARTY) if isinstance(exc, InputError) else str(exc)
-        peer.abort(shown)
-        raise L.LinRegError(str(exc), shown=shown) from None
+    return L.guarded(ctx, PARTY, _train, data, params, cipher, policy)
 
 
 def _train(ctx, peer, data, p, cipher, policy):
