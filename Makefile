@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench proto lint clean
+.PHONY: install test demo bench proto lint clean fuzz
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,9 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+fuzz: $(STAMP)  # the decoder fuzzers at 5000 examples each (docs/fuzzing.md)
+	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/federation/test_fuzz_decoders.py tests/psi/test_fuzz_points.py tests/secure_agg/test_fuzz_ciphertexts.py
 
 demo: $(STAMP)
 	$(BIN)/fedjoint demo

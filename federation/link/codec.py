@@ -122,6 +122,9 @@ def _decode_npy(data: bytes) -> np.ndarray:
     if dtype.hasobject or dtype.kind not in "biuf":
         raise ProtocolError(f"npy payload must be a numeric or bool array, not dtype "
                             f"{clip(dtype, 60)}")
+    if any(d < 0 for d in shape):  # (-1, -1) passed the size check (found by fuzzing)
+        raise ProtocolError(f"malformed npy payload: negative dimension in shape "
+                            f"{clip(shape, 60)}")
     count = math.prod(shape)
     want, start = count * dtype.itemsize, buf.tell()
     have = len(data) - start
@@ -131,8 +134,12 @@ def _decode_npy(data: bytes) -> np.ndarray:
                             f"follow")
     # what np.load does with a checked header: the data, copied out (a writable array
     # that does not pin the message's buffer)
-    arr = np.frombuffer(data, dtype=dtype, count=count, offset=start)
-    arr = arr.reshape(shape[::-1]).transpose() if fortran else arr.reshape(shape)
+    try:  # numpy refuses e.g. shape (2**40, 2**40, 0) or more than 64 dimensions
+        arr = np.frombuffer(data, dtype=dtype, count=count, offset=start)
+        arr = arr.reshape(shape[::-1]).transpose() if fortran else arr.reshape(shape)
+    except ValueError as exc:
+        raise ProtocolError(f"malformed npy payload: shape {clip(shape, 60)}: "
+                            f"{clip(exc)}") from None
     return arr.copy(order="K")
 
 

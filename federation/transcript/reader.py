@@ -89,7 +89,9 @@ def load(path: str | Path) -> Transcript:
 def _parse_line(path: Path, i: int, line: bytes) -> dict:
     try:
         rec = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: JSONDecodeError, or an integer beyond Python's digit limit;
+        # RecursionError: a line nested thousands deep (both found by fuzzing)
         if i == 0:
             raise TranscriptUnreadable(f"{path}: record 0 is not JSON: not a fedjoint "
                                        "transcript, or its first line is damaged") from None
@@ -98,7 +100,7 @@ def _parse_line(path: Path, i: int, line: bytes) -> dict:
         raise RecordMalformed(i, "not a JSON object")
     try:
         again = canonical(rec)
-    except ValueError:
+    except (ValueError, RecursionError):
         again = b""
     if again != line:
         raise RecordMalformed(i, "not in canonical form (the line was modified)")
