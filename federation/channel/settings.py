@@ -12,10 +12,10 @@ channel modules share.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 
-from federation.config.limits import Limits
+# JOB_ID_RE: the one definition of a job id (federation.config.limits), re-exported
+from federation.config.limits import JOB_ID_RE, Limits  # noqa: F401
 from federation.link import PeerGone
 from federation.link.codec import clip
 
@@ -29,7 +29,6 @@ MAX_FRAME = MAX_CHUNK + 64 * 1024
 #: ``limits.max_streams`` a peer's message streams may hold
 CONTROL_WORKERS = 8
 PROTOCOL_VERSION = 1
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 PING_KIND = "channel.ping"
 
 

@@ -12,6 +12,10 @@ import click
 from federation.admin import AdminClient, AdminError
 from federation.cli.common import EXIT_ERROR, config_option, console, need_config
 
+#: on SIGINT/SIGTERM, how long the node waits for its running jobs to stop (their job
+#: processes are terminated; the channel and the log close after)
+STOP_JOBS_TIMEOUT_S = 6.0
+
 
 @click.group()
 def node() -> None:
@@ -44,7 +48,9 @@ def node_start(config_path: str | None, quiet: bool) -> None:
                    err=True)
     while not stop.wait(0.5):
         pass
-    n.stop()
+    # running jobs fail with "the node stopped while the job ran" and their transcripts
+    # are closed; the whole stop stays within 10 s of the signal
+    n.stop(timeout=STOP_JOBS_TIMEOUT_S)
 
 
 @node.command("check")

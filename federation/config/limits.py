@@ -22,11 +22,18 @@ docs/threat-model.md lists which attack each limit stops and the test that shows
     max_logged_chars = 500            # peer-supplied text in logs and stored errors
     admin_timeout_s = 10.0            # an admin connection must deliver its request within
     admin_max_request_bytes = 1048576 # 1 MiB: largest admin request body
+    max_peer_jobs = 4                 # jobs the peer may have open here at once
+    max_peer_proposals_per_minute = 30  # job proposals the peer may make per minute
+
+Job ids (proposals, stream hellos, control requests) are checked by :func:`job_id_problem`
+against :data:`JOB_ID_RE` (the channel uses the same definition) before anything is
+written for them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from dataclasses import dataclass
 
@@ -37,6 +44,25 @@ from federation.link.codec import JSON_LIMITS, JsonLimits
 _MAX_CHUNK = 4 << 20
 #: Python refuses to convert longer decimal strings to int
 _INT_DIGITS_CAP = sys.get_int_max_str_digits() or 4300
+#: Longest job id (a peer-supplied id names files: vault/ID.seed, transcripts/ID.jsonl)
+MAX_JOB_ID_CHARS = 128
+#: The one definition of a job id, used by the channel (stream hellos, links) and the
+#: node (proposals, control requests): ASCII letters and digits first, then ASCII
+#: letters, digits and ``_ . : -``; no ``/``, no whitespace or control characters, no
+#: other scripts. ``\Z`` (not ``$``, which also matches before a final newline).
+JOB_ID_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{MAX_JOB_ID_CHARS - 1}}}\Z")
+
+
+def job_id_problem(job_id: object) -> str | None:
+    """Why ``job_id`` (as received from the peer) is not a valid job id, or None."""
+    if not isinstance(job_id, str) or not job_id:
+        return "a job id is required (a non-empty string)"
+    if len(job_id) > MAX_JOB_ID_CHARS:
+        return f"job id is {len(job_id)} characters long (at most {MAX_JOB_ID_CHARS})"
+    if not JOB_ID_RE.match(job_id):
+        return (f"job id {job_id[:40]!r} is malformed (ASCII letters and digits, then "
+                f"letters, digits and '_', '.', ':', '-' only)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -79,6 +105,14 @@ class Limits:
     admin_timeout_s: float = 10.0
     #: Largest admin request body (the CLI sends job specs: a few KiB).
     admin_max_request_bytes: int = 1 << 20
+    #: Jobs the peer may have open on this node at once (proposed and not yet done,
+    #: failed or cancelled, awaiting approval included); a further proposal is refused
+    #: before anything is stored for it. ``policy.max_concurrent_jobs`` still bounds how
+    #: many of them compute at once.
+    max_peer_jobs: int = 4
+    #: Job proposals the peer may make in any 60 seconds; more are refused before their
+    #: spec is read or anything is stored.
+    max_peer_proposals_per_minute: int = 30
 
     def __post_init__(self) -> None:
         problem = check_limits(vars(self))
@@ -104,6 +138,8 @@ _INT_RANGES = {
     "max_json_int_digits": (1, _INT_DIGITS_CAP),
     "max_logged_chars": (64, 1 << 20),
     "admin_max_request_bytes": (1024, 1 << 30),
+    "max_peer_jobs": (1, 1024),
+    "max_peer_proposals_per_minute": (1, 100_000),
 }
 _FLOATS = ("hello_timeout_s", "admin_timeout_s")
 
@@ -143,4 +179,5 @@ def parse_limits(t: _Table) -> Limits:
     return Limits(**values)
 
 
-__all__ = ["KEYS", "Limits", "check_limits", "parse_limits"]
+__all__ = ["JOB_ID_RE", "KEYS", "MAX_JOB_ID_CHARS", "Limits", "check_limits", "job_id_problem",
+           "parse_limits"]

@@ -5,6 +5,12 @@ Everything here answers or sends a control request ("job.propose", "job.decision
 "job.abort", "job.cancel", "node.hello"; the job flow is in the package docstring) and
 hands approved jobs to the job runner. The peer may open job streams only for jobs
 this node agreed to (:meth:`ControlPlane.job_filter`).
+
+A job id from the peer is checked (:func:`~federation.config.limits.job_id_problem`, the
+channel's own definition) before anything is logged, stored or written for it. On the
+platform, ``limits.max_peer_proposals_per_minute`` and ``limits.max_peer_jobs`` are
+checked before a proposal's spec is read: a refused proposal leaves no store row, seed
+file, transcript or thread behind.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 
 from federation.admin import AdminError
 from federation.config import ConfigError, JobSpec, job_spec_from_dict
+from federation.config.limits import job_id_problem
 from federation.data import DataError
 from federation.jobstore import FINAL, InvalidTransition, JobNotFound
 from federation.node.context import NodeContext, NodePart, one_line
@@ -29,6 +36,13 @@ class ControlPlane(NodePart):
     def __init__(self, ctx: NodeContext, jobs: JobRunner):
         super().__init__(ctx)
         self.jobs = jobs
+        # proposals are decided one at a time: the per-peer limits are checked and the
+        # job stored (or refused) atomically
+        self._propose_lock = threading.Lock()
+        self._clock = time.monotonic
+        lim = self.cfg.limits
+        self._tokens = float(lim.max_peer_proposals_per_minute)   # token bucket
+        self._tokens_at = self._clock()
 
     def requests(self) -> dict:
         """The control requests this node answers: name -> handler(body) -> reply."""
@@ -38,6 +52,9 @@ class ControlPlane(NodePart):
 
     def job_filter(self, job_id: str):
         """The peer may only open streams for jobs this node agreed to (or proposed)."""
+        problem = job_id_problem(job_id)
+        if problem:
+            return problem
         try:
             rec = self.store.get(job_id)
         except JobNotFound:
@@ -122,14 +139,45 @@ class ControlPlane(NodePart):
         self.jobs.launch(job_id)
 
     # ------------------------------------------------------------------ platform side
+    def _peer_limit(self) -> str:
+        """Why one more proposal from the peer is over a per-peer limit, or "". The rate
+        is a token bucket: a burst of ``max_peer_proposals_per_minute``, then one every
+        60 / that many seconds. Called with ``_propose_lock`` held."""
+        lim = self.cfg.limits
+        rate = lim.max_peer_proposals_per_minute
+        now = self._clock()
+        self._tokens = min(float(rate), self._tokens + (now - self._tokens_at) * rate / 60)
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            return (f"too many proposals from {self.cfg.peer.name}: "
+                    f"limits.max_peer_proposals_per_minute = {rate} (try again in "
+                    f"{(1.0 - self._tokens) * 60 / rate:.1f} s)")
+        self._tokens -= 1.0        # every proposal counts, refused or not
+        open_jobs = sum(1 for r in self.store.active() if r.role == "platform")
+        if open_jobs >= lim.max_peer_jobs:
+            return (f"{self.cfg.peer.name} already has {open_jobs} open jobs on "
+                    f"{self.cfg.name}: limits.max_peer_jobs = {lim.max_peer_jobs} (propose "
+                    f"again when one ends)")
+        return ""
+
     def _on_propose(self, body: dict) -> dict:
-        job_id = str(body.get("job_id", ""))
-        if not job_id or len(job_id) > 128 or not all(c.isalnum() or c in "._-"
-                                                      for c in job_id):
-            return {"decision": "refuse", "reason": "malformed job id"}
+        job_id = body.get("job_id", "")
+        problem = job_id_problem(job_id)
+        if problem:
+            self.log("job.refused", {"reason": f"invalid job id ({problem})"},
+                     level="warning")
+            return {"decision": "refuse", "reason": f"invalid job id: {problem}"}
         if self.cfg.party != "platform":
             return {"decision": "refuse", "reason": f"{self.cfg.name} is a bank node; it does "
                     "not accept proposals"}
+        with self._propose_lock:
+            over = self._peer_limit()
+            if over:
+                self.log("job.refused", {"job_id": job_id, "reason": over}, level="warning")
+                return {"decision": "refuse", "reason": over}
+            return self._consider(job_id, body)
+
+    def _consider(self, job_id: str, body: dict) -> dict:
         try:
             spec = job_spec_from_dict(body.get("spec") or {}, f"proposal {job_id}")
         except ConfigError as exc:
@@ -188,7 +236,10 @@ class ControlPlane(NodePart):
         return {"job_id": rec.job_id, "approved": approve}
 
     def _on_decision(self, body: dict) -> dict:
-        job_id = str(body.get("job_id", ""))
+        job_id = body.get("job_id", "")
+        problem = job_id_problem(job_id)
+        if problem:
+            return {"ok": False, "reason": problem}
         try:
             rec = self.store.get(job_id)
         except JobNotFound:
@@ -205,7 +256,10 @@ class ControlPlane(NodePart):
 
     # ------------------------------------------------------------------ abort, cancel
     def _on_abort(self, body: dict) -> dict:
-        job_id = str(body.get("job_id", ""))
+        job_id = body.get("job_id", "")
+        problem = job_id_problem(job_id)
+        if problem:
+            return {"ok": False, "reason": problem}
         reason = f"{self.cfg.peer.name} stopped the job: " + \
             str(body.get("reason") or "no reason given")[:500]
         info = self.jobs.mark(job_id, "remote_reason", reason)
@@ -233,7 +287,10 @@ class ControlPlane(NodePart):
         return {"job_id": rec.job_id, "state": "cancelled"}
 
     def _on_cancel(self, body: dict) -> dict:
-        job_id = str(body.get("job_id", ""))
+        job_id = body.get("job_id", "")
+        problem = job_id_problem(job_id)
+        if problem:
+            return {"ok": False, "reason": problem}
         try:
             self._cancel_local(job_id, f"cancelled by {self.cfg.peer.name}")
         except (JobNotFound, AdminError):

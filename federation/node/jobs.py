@@ -20,6 +20,7 @@ import numpy as np
 
 from federation.admin import write_private
 from federation.config import ConfigError, JobSpec, job_spec_from_dict
+from federation.config.limits import job_id_problem
 from federation.data import DataError
 from federation.jobstore import InvalidTransition, JobNotFound
 from federation.link import PeerGone, ProtocolError
@@ -28,6 +29,9 @@ from federation.node.context import NodeContext, NodePart, one_line
 from federation.runner import JobFailed, JobResult, model_path, protocol_versions
 
 SEED_BYTES = 32
+#: the reason a job that was running (or waiting for a slot) when the node was stopped
+#: fails with, in its record and its transcript's signed abort record
+NODE_STOPPED = "the node stopped while the job ran"
 _STAGE_STATE = {"psi": "psi", "training": "training", "evaluating": "evaluating",
                 "scoring": "scoring"}
 
@@ -80,19 +84,25 @@ class JobRunner(NodePart):
                     self.log("transcript.closed", {"job_id": rec.job_id, "reason": reason})
 
     def close_all(self, reason: str, timeout: float) -> None:
-        """Stop every live job's runner (its link fails) and wait for the threads."""
+        """Stop every live job's runner (its link fails; with ``stopping`` set the job
+        fails with :data:`NODE_STOPPED`) and wait for the threads, ``timeout`` seconds in
+        all."""
         with self._lock:
             running = list(self._jobs.items())
         for job_id, info in running:
             self.close_link(job_id, info, reason)
+        deadline = time.monotonic() + timeout
         for _job_id, info in running:
             t = info.get("thread")
-            if t is not None:
-                t.join(timeout)
+            if t is not None and t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
 
     def recorder_for(self, job_id: str):
         """The channel asks for the job's recorder when the job's link is created
         (locally or by the peer's first message): the job's transcript writer."""
+        problem = job_id_problem(job_id)
+        if problem:
+            raise ValueError(problem)
         with self._lock:
             w = self._writers.get(job_id)
             if w is None:
@@ -104,6 +114,9 @@ class JobRunner(NodePart):
 
     # ------------------------------------------------------------------ running
     def launch(self, job_id: str) -> None:
+        problem = job_id_problem(job_id)    # the id names the seed and transcript files
+        if problem:
+            raise ValueError(problem)
         seed = os.urandom(SEED_BYTES)
         write_private(self.data_dir / "vault" / f"{job_id}.seed", seed)
         t = threading.Thread(target=self._run, args=(job_id, seed), daemon=True,
@@ -118,7 +131,12 @@ class JobRunner(NodePart):
         link = None
         info = self._jobs.get(job_id, {})
         with self._slots:
-            if info.get("cancelled") or self.stopping.is_set():
+            if info.get("cancelled"):
+                return
+            if self.stopping.is_set():
+                self.fail(job_id, "the node stopped before the job started", notify=False)
+                with self._lock:
+                    self._jobs.pop(job_id, None)
                 return
             try:
                 writer = self.recorder_for(job_id)
@@ -245,6 +263,10 @@ class JobRunner(NodePart):
         if remote and isinstance(exc, (PeerGone, ProtocolError)):
             reason = remote
             peer_reason = ""
+        elif self.stopping.is_set():   # whatever the stop made the job raise
+            reason = f"{NODE_STOPPED} ({self.cfg.name} was shut down)"
+            peer_reason = ""       # the aborted link told the peer; no request that
+            # could wait for a peer that is gone while the node shuts down
         if writer is not None:
             try:
                 writer.abort(reason)
