@@ -20,7 +20,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PARTIES = ("bank", "platform")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")   # \Z: no trailing newline
 
 
 class ConfigError(ValueError):

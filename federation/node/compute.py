@@ -104,8 +104,13 @@ def _child_main(conn, spec_dict: dict, cfg, link_names: tuple[str, str, str],
             log=lambda event, fields: conn.send(("log", event, dict(fields or {}))),
             on_stage=lambda stage: conn.send(("stage", stage)))
         conn.send(("done", result))
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        pass    # the daemon closed the pipe (job stopped or cancelled): nobody to tell
     except BaseException as exc:  # noqa: BLE001 - reported to the daemon
-        conn.send(("failed", _portable(exc), traceback.format_exc(limit=12)))
+        try:
+            conn.send(("failed", _portable(exc), traceback.format_exc(limit=12)))
+        except (BrokenPipeError, EOFError, ConnectionResetError):
+            pass
     finally:
         conn.close()
 

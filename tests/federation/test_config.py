@@ -242,3 +242,10 @@ def test_policy_keys_documented_exactly():
     table = text.split("`[policy]` in `platform/node.toml`", 1)[1].split("\n\n", 2)[1]
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, re.M))
     assert documented == {f.name for f in dataclasses.fields(PolicyConfig)}
+
+
+def test_names_refuse_a_trailing_newline():
+    from federation.config import ConfigError, job_spec_from_dict
+    job = {"job": {"name": "ok\n", "algorithm": "psi", "dataset": "d", "peer_dataset": "d"}}
+    with pytest.raises(ConfigError, match="job.name"):
+        job_spec_from_dict(job)
