@@ -133,7 +133,9 @@ def load_job_spec(path: str | Path) -> JobSpec:
 def job_spec_from_dict(raw: dict, label: str = "job.toml") -> JobSpec:
     """Validate a job from its TOML tables (or :meth:`JobSpec.to_dict` output); the
     algorithm's params are parsed once, here, into ``spec.parsed``."""
-    if "job" not in raw and "algorithm" in raw:        # JobSpec.to_dict() form
+    # a peer's proposal may carry any JSON value as its spec: a number or a boolean
+    # raised TypeError here (found by fuzzing); _Table names what it got instead
+    if isinstance(raw, dict) and "job" not in raw and "algorithm" in raw:  # to_dict() form
         raw = _from_flat(raw)
     top = _Table(label, "", raw)
     top.check_keys(_JOB_TOP + ("train_algorithm",))

@@ -431,10 +431,36 @@ def test_job_spec_arbitrary_objects(raw):
     _spec_checked(raw)
 
 
-@given(st.sampled_from(["job", "evaluation", "params", "psi"]), _keys, _json_values,
-       st.booleans())
-def test_job_spec_mutated_valid(table, key, value, delete):
+@given(_json_values)
+def test_job_spec_any_json_value(raw):
+    """A proposal's ``spec`` is whatever JSON the peer sent (control: ``body["spec"]``)."""
+    _spec_checked(raw)
+
+
+@pytest.mark.parametrize("raw", [5, True, 1.5, None])
+def test_job_spec_values_found_by_fuzzing(raw):
+    """Regression: a number or boolean spec raised TypeError ('argument of type 'int'
+    is not iterable'), which the proposal handler does not catch."""
+    with pytest.raises(ConfigError, match="must be a table"):
+        job_spec_from_dict(raw, "proposal fuzz")
+
+
+_PARAM_KEYS = st.sampled_from(["n_trees", "max_depth", "epochs", "batch_size",
+                               "learning_rate", "early_stopping", "objective", "alpha",
+                               "l2", "bins", "min_child_weight", "features", "stages",
+                               "missing", "subsample"]) | _keys
+
+
+@given(st.sampled_from(["job", "evaluation", "params", "psi"]), _keys | _PARAM_KEYS,
+       _json_values, st.booleans(),
+       st.sampled_from(["logistic_regression", "linear_regression", "secureboost", "psi",
+                        "score", "nope"]),
+       st.dictionaries(_PARAM_KEYS, _json_values, max_size=3))
+def test_job_spec_mutated_valid(table, key, value, delete, algorithm, params):
     raw = json.loads(json.dumps(_VALID_JOB))
+    raw["job"]["algorithm"] = algorithm
+    if params:
+        raw["params"] = params
     t = raw.setdefault(table, {})
     if delete and key in t:
         del t[key]
