@@ -53,6 +53,16 @@ def node_start(config_path: str | None, quiet: bool) -> None:
     n.stop(timeout=STOP_JOBS_TIMEOUT_S)
 
 
+@node.command("reload")
+@config_option
+def node_reload(config_path: str | None) -> None:
+    """Pick up edits to node.toml's [datasets], [policy] and workers (no restart)."""
+    cfg = need_config(config_path)
+    res = AdminClient(cfg.data_dir).call("reload", timeout=30)
+    what = ", ".join(res.get("reloaded") or []) or "nothing changed"
+    click.echo(f"{cfg.name}: reloaded {res.get('file')}: {what}")
+
+
 @node.command("check")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")

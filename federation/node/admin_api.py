@@ -17,6 +17,7 @@ from federation.jobstore import JobNotFound
 from federation.node.context import NodeContext, NodePart
 from federation.node.control import ControlPlane
 from federation.node.peer import check_channel, load_identities
+from federation.node.reload import reload_config
 from federation.node.results import report_data as job_report_data
 
 OFFLINE_OPS = ("status", "list", "logs", "models", "model", "report_data")
@@ -73,7 +74,8 @@ class AdminApi(NodePart):
         return {"status": _nf(status), "list": jobs, "logs": _nf(logs), "submit": submit,
                 "cancel": _nf(cancel), "approve": _nf(approve), "refuse": _nf(refuse),
                 "check": lambda a: self.check(), "models": models, "model": model,
-                "report_data": _nf(report_data), "info": lambda a: self.info()}
+                "report_data": _nf(report_data), "info": lambda a: self.info(),
+                "reload": lambda a: reload_config(self.ctx)}
 
     def offline_handlers(self) -> dict:
         """Read-only admin calls served straight from the job store (node stopped)."""

@@ -39,8 +39,12 @@ class NodePart:
 
     def __init__(self, ctx: NodeContext):
         self.ctx = ctx
-        self.cfg, self.data_dir, self.log, self.store = ctx.cfg, ctx.data_dir, ctx.log, \
-            ctx.store
+        self.data_dir, self.log, self.store = ctx.data_dir, ctx.log, ctx.store
+
+    @property
+    def cfg(self) -> NodeConfig:
+        """The current configuration (``fedjoint node reload`` may replace it)."""
+        return self.ctx.cfg
 
     @property
     def channel(self):

@@ -27,7 +27,6 @@ class Node:
 
     def __init__(self, cfg: NodeConfig, *, quiet: bool = False, offline: bool = False):
         """``offline``: only read the job store (CLI queries while the node is stopped)."""
-        self.cfg = cfg
         self.data_dir = Path(cfg.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for sub in ("vault", "models", "transcripts", "jobs"):
@@ -41,6 +40,10 @@ class Node:
         self.api = AdminApi(self.ctx, self.control)
         self.admin: AdminServer | None = None
         self._log_bridge: logging.Handler | None = None
+
+    @property
+    def cfg(self) -> NodeConfig:
+        return self.ctx.cfg
 
     @property
     def channel(self):

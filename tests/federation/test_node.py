@@ -407,7 +407,8 @@ def test_report_reads_the_explanation_its_algorithm_declares(tmp_path):
 def test_node_modules_import_only_modules_below_them():
     """federation.node's parts form a chain (no cycles, function-level imports too)."""
     import ast
-    order = ["logs", "context", "peer", "compute", "jobs", "control", "results", "admin_api", "daemon"]
+    order = ["logs", "context", "peer", "compute", "jobs", "control", "results", "reload",
+             "admin_api", "daemon"]
     pkg = ROOT / "federation" / "node"
     assert sorted(p.stem for p in pkg.glob("*.py")) == sorted([*order, "__init__"])
     for i, name in enumerate(order):
@@ -535,3 +536,32 @@ def test_peer_text_cannot_forge_log_fields(tmp_path):
     row = next(r for r in rows if r.get("event") == "channel.job.failed")
     assert row["reason"] == "bad frame party=platform-b peer=bank-a"
     assert row["party"] == "bank-a"
+
+
+@needs_psi
+def test_node_reload_applies_policy_and_refuses_restart_keys(tmp_path, keys):
+    """`fedjoint node reload`: [policy] edits apply to the next job without a restart;
+    an edit that needs a restart (the listen address) applies nothing and says so."""
+    from click.testing import CliRunner
+
+    from federation.cli import cli
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    try:
+        client = AdminClient(bank.data_dir)
+        text = plat_toml.read_text()
+        plat_toml.write_text(text.replace("min_intersection = 50", "min_intersection = 5000"))
+        run = CliRunner().invoke(cli, ["node", "reload", "--config", str(plat_toml)])
+        assert run.exit_code == 0 and "reloaded" in run.output and "policy" in run.output, \
+            run.output
+        assert plat.cfg.policy.min_intersection == 5000
+        rec = wait_state(client, _submit(client, write_job(tmp_path, "after-reload", "psi")))
+        assert rec["state"] == "failed" and "min_intersection" in rec["error"]
+        plat_toml.write_text(text.replace('listen = "127.0.0.1:', 'listen = "127.0.0.2:'))
+        run = CliRunner().invoke(cli, ["node", "reload", "--config", str(plat_toml)])
+        err = str(run.exception or "")     # `main` prints it; the bare group raises it
+        assert run.exit_code != 0 and "changes listen" in err and "restart" in err, err
+        assert plat.cfg.policy.min_intersection == 5000     # nothing applied
+    finally:
+        bank.stop()
+        plat.stop()
