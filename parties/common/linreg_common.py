@@ -27,6 +27,7 @@ from parties.common import lr_common as C
 from parties.common.artifact import ModelPart
 from parties.common.params import ParamError
 from parties.common.standardize import InputError
+from secure_agg.keypolicy import describe_public_key
 
 ALGORITHM = "linear_regression"
 #: the hello's residual field: an LR role paired with a linear-regression role (or the
@@ -174,6 +175,15 @@ def guarded(ctx, party: str, body, *args):
         shown = peer_reason(party) if isinstance(exc, InputError) else str(exc)
         peer.abort(shown)
         raise LinRegError(str(exc), shown=shown) from None
+
+
+def hello(err: BaseException | None, party: str, cipher) -> dict:
+    """The common part of ``lr.hello`` for linear regression: ok or the error the peer
+    may see, the residual, this party's public key (modulus form)."""
+    shown = None if err is None else (
+        peer_reason(party) if isinstance(err, InputError) else str(err))
+    return {"version": C.PROTOCOL_VERSION, "ok": err is None, "error": shown,
+            "residual": RESIDUAL, "key": describe_public_key(cipher.public(), form="modulus")}
 
 
 def peer_reason(party: str) -> str:

@@ -37,7 +37,6 @@ from parties.common.role import PartyData, RolePolicy
 from parties.common.standardize import InputError, Standardizer, as_feature_matrix
 from secure_agg import masking
 from secure_agg.cipher import PrivateCipher
-from secure_agg.keypolicy import describe_public_key
 
 PARTY = "platform"
 
@@ -65,11 +64,8 @@ def _train(ctx, peer, data, p, cipher, policy):
             Xv = std.transform(Xvm, "platform validation data")
     except (InputError, ParamError) as exc:
         err = exc
-    shown = None if err is None else (
-        L.peer_reason(PARTY) if isinstance(err, InputError) else str(err))
-    hello = {"version": C.PROTOCOL_VERSION, "ok": err is None, "error": shown,
-             "residual": L.RESIDUAL,
-             "key": describe_public_key(cipher.public(), form="modulus")}
+    hello = L.hello(err, PARTY, cipher)
+    shown = hello["error"]
     if err is None:
         hello.update({"n_rows": n, "n_valid": 0 if Xv is None else Xv.shape[0],
                       "n_features": Xs.shape[1], "shared": p.shared()})
