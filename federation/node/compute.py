@@ -12,23 +12,26 @@ Pipe protocol (between this node's own processes; nothing here comes from the pe
     child -> daemon  ("send", kind, ptype, bytes)        a message for the peer
                      ("recv", kind, timeout)             wait for the peer's next message
                      ("log", event, fields) | ("progress", step, fraction) | ("stage", s)
-                     ("done", JobResult) | ("failed", exception, traceback text)
-    daemon -> child  ("ok", ptype, bytes) | ("raise", exception)   answer to "recv"
+                     ("done", JobResult) | ("failed", error record, traceback text)
+    daemon -> child  ("ok", ptype, bytes) | ("raise", error record)   answer to "recv"
 
 Payloads cross the pipe in their wire encoding (:mod:`federation.link.codec`). Results
-and exceptions are pickled: they come from this node's own child process, never from
-the peer. A child that dies (killed, out of memory) fails its job only, with its exit
-code; cancelling a job or stopping the node terminates the child.
+(the JobResult, via multiprocessing) come from this node's own child process, never
+from the peer. Exceptions cross as error records ``(kind, type name, message,
+peer_message)`` and are rebuilt from a fixed table of kinds, never unpickled. A child
+that dies (killed, out of memory) fails its job only, with its exit code; cancelling a
+job or stopping the node terminates the child.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import pickle
 import threading
 import traceback
 from collections.abc import Callable
 
+from federation.config import ConfigError
+from federation.data import DataError
 from federation.link import (
     Link,
     PeerAborted,
@@ -79,16 +82,29 @@ class PipeLink(Link):
             reply = self._conn.recv()
         if reply[0] == "ok":
             return decode_payload(reply[1], reply[2])
-        raise reply[1]
+        raise _rebuild(reply[1])
 
 
-def _portable(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling, else a RuntimeError with its type and text."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:  # noqa: BLE001 - any unpicklable exception
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
+#: what an error record's kind rebuilds to, most specific first (PeerAborted and
+#: PeerGone are ProtocolErrors)
+_KINDS = (("job", JobFailed), ("aborted", PeerAborted), ("gone", PeerGone),
+          ("protocol", ProtocolError), ("data", DataError), ("config", ConfigError))
+
+
+def _error_record(exc: BaseException) -> tuple[str, str, str, str]:
+    """An exception as plain data: (kind, type name, message, peer_message)."""
+    kind = next((k for k, cls in _KINDS if isinstance(exc, cls)), "other")
+    return kind, type(exc).__name__, str(exc), getattr(exc, "peer_message", "") or ""
+
+
+def _rebuild(record) -> BaseException:
+    """The exception an error record stands for; an unknown kind becomes a RuntimeError
+    that keeps the original type's name."""
+    kind, name, message, peer_message = (tuple(record) + ("", "", "", ""))[:4]
+    if kind == "job":
+        return JobFailed(str(message), peer_message=str(peer_message))
+    cls = dict(_KINDS).get(kind)
+    return cls(str(message)) if cls is not None else RuntimeError(f"{name}: {message}")
 
 
 def _child_main(conn, spec_dict: dict, cfg, link_names: tuple[str, str, str],
@@ -108,7 +124,7 @@ def _child_main(conn, spec_dict: dict, cfg, link_names: tuple[str, str, str],
         pass    # the daemon closed the pipe (job stopped or cancelled): nobody to tell
     except BaseException as exc:  # noqa: BLE001 - reported to the daemon
         try:
-            conn.send(("failed", _portable(exc), traceback.format_exc(limit=12)))
+            conn.send(("failed", _error_record(exc), traceback.format_exc(limit=12)))
         except (BrokenPipeError, EOFError, ConnectionResetError):
             pass
     finally:
@@ -153,7 +169,7 @@ def run_job_process(spec_dict: dict, cfg, link, seed: bytes, *,
                         link.recv(msg[1])
                     mine.send(("ok", *encode_payload(payload)))
                 except (PeerGone, PeerAborted, ProtocolError) as exc:
-                    mine.send(("raise", _portable(exc)))
+                    mine.send(("raise", _error_record(exc)))
             elif op == "progress":
                 progress(msg[1], msg[2])
             elif op == "log":
@@ -163,7 +179,7 @@ def run_job_process(spec_dict: dict, cfg, link, seed: bytes, *,
             elif op == "done":
                 return msg[1]
             elif op == "failed":
-                exc = msg[1]
+                exc = _rebuild(msg[1])
                 exc.child_traceback = msg[2]
                 raise exc
     finally:

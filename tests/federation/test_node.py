@@ -565,3 +565,20 @@ def test_node_reload_applies_policy_and_refuses_restart_keys(tmp_path, keys):
     finally:
         bank.stop()
         plat.stop()
+
+
+def test_job_process_errors_cross_as_records():
+    """Errors from a job process are rebuilt from plain records (kind, type, message,
+    peer message), never unpickled; the kinds the node's error handling reads survive."""
+    from federation.config import ConfigError
+    from federation.data import DataError
+    from federation.link import PeerAborted, PeerGone, ProtocolError
+    from federation.node.compute import _error_record, _rebuild
+    from federation.runner import JobFailed
+    for exc in (JobFailed("x", peer_message="y"), PeerAborted("a"), PeerGone("g"),
+                ProtocolError("p"), DataError("d"), ConfigError("c")):
+        back = _rebuild(_error_record(exc))
+        assert type(back) is type(exc) and str(back) == str(exc)
+    assert _rebuild(_error_record(JobFailed("x", peer_message="y"))).peer_message == "y"
+    other = _rebuild(_error_record(KeyError("k")))
+    assert type(other) is RuntimeError and str(other) == "KeyError: 'k'"
