@@ -115,14 +115,18 @@ def model_path(node: NodeConfig, model_id: str) -> Path:
 def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
                  progress: Callable[[str, float], None] | None = None,
                  log: Callable[[str, dict], None] | None = None,
-                 on_stage: Callable[[str], None] | None = None) -> JobResult:
+                 on_stage: Callable[[str], None] | None = None,
+                 checkpoint: Callable[[str, int, dict], None] | None = None) -> JobResult:
     """Run this party's side of ``spec`` over ``link``; see the module docstring.
 
     ``on_stage`` is told ``"psi"``, ``"training"``, ``"evaluating"`` or ``"scoring"``
     when the pipeline enters that stage (the node maps them to job states).
+    ``checkpoint(stage, step, state)`` is called where a role calls
+    ``ctx.checkpoint(step, state)`` (:mod:`federation.node.checkpoint` keeps them).
     """
     log = log or _noop
     on_stage = on_stage or _noop
+    checkpoint = checkpoint or _noop
     party = node.party
     job_id = link.job_id
     kind = spec.kind
@@ -144,7 +148,8 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
 
     def ctx(label: str) -> ProtocolContext:
         return ProtocolContext(link=link, job_id=job_id, rng=root.child(label),
-                               workers=node.workers, log=log, progress=progress)
+                               workers=node.workers, log=log, progress=progress,
+                               checkpoint=lambda step, state: checkpoint(label, step, state))
 
     # ---- own data -------------------------------------------------------------------
     t = time.perf_counter()

@@ -87,6 +87,12 @@ class ProtocolContext:
     workers: int = 1
     log: Callable[[str, dict], None] = field(default=lambda event, fields: None)
     progress: Callable[[str, float], None] | None = None
+    #: ``checkpoint(step, state)``: a role calls it at the end of each boosting round /
+    #: epoch, at a point where every message of that round has been sent and received
+    #: by both roles. ``state`` (json values and arrays: the role's own model state so
+    #: far) is digested into the job's checkpoint; the node resumes an interrupted job
+    #: from the last checkpoint both parties hold (docs/resume.md). No-op by default.
+    checkpoint: Callable[[int, dict], None] = field(default=lambda step, state: None)
 
 
 class _LocalLink(Link):

@@ -222,6 +222,7 @@ def _epochs(ctx, peer, p, Xs, ys, n, bs, d_p, seed, cipher, pk_p, ahead):
             ctx.progress("training", (epoch + 1) / p.epochs)
         last = stop or epoch + 1 == p.epochs
         peer.send_json(C.K_EPOCH_END, {"epoch": epoch + 1, "stop": bool(last), "best": False})
+        ctx.checkpoint(epoch + 1, {"w": w})
         stopped = stop
         if last:
             break

@@ -289,6 +289,7 @@ def _epochs(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, curv, see
         last = stop or epoch + 1 == p.epochs
         peer.send_json(C.K_EPOCH_END, {"epoch": epoch + 1, "stop": bool(last),
                                        "best": new_best})
+        ctx.checkpoint(epoch + 1, {"w": w})
         if stop:
             stopped_early = True
         if last:

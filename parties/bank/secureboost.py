@@ -205,6 +205,7 @@ class _BankTrainer:
                                               if k in ("tree", "seconds", "n_leaves")})
             if self.ctx.progress:
                 self.ctx.progress("training", (t + 1) / p.n_trees)
+            self.ctx.checkpoint(t + 1, {"margin": margin, "n_trees": len(trees)})
             if p.early_stopping_rounds and since >= p.early_stopping_rounds:
                 break
         n_keep = len(trees)

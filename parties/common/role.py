@@ -5,7 +5,9 @@ The runner calls, for each party, the role module the registry names::
     train(ctx, data, params, cipher, policy) -> TrainOutcome      # kinds train, transform
     predict(ctx, model, X) -> np.ndarray | None                   # kinds train, score
 
-* ``ctx`` - :class:`~federation.link.ProtocolContext` (link, per-job DRBG, workers, log).
+* ``ctx`` - :class:`~federation.link.ProtocolContext` (link, per-job DRBG, workers, log,
+  and ``ctx.checkpoint(step, state)``, which a training loop calls after each tree or
+  epoch once that round's messages have all crossed, so the node can resume the job).
 * ``data`` - :class:`PartyData`: this party's aligned training rows (``y`` only on the
   bank, and only when the algorithm needs labels) and its validation rows.
 * ``params`` - the algorithm's typed params object, parsed once at the job boundary.

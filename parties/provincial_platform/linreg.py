@@ -165,6 +165,7 @@ def _epochs(ctx, peer, p, Xs, n, bs, d_b, seed, cipher, pk_b, ahead, rng_enc):
         ctx.log("linreg.epoch", rec)
         if ctx.progress:
             ctx.progress("training", (epoch + 1) / p.epochs)
+        ctx.checkpoint(epoch + 1, {"w": w})
         if ctrl.get("stop"):
             break
     return w, history, ph.rounded()

@@ -220,6 +220,7 @@ def _epochs(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed, cip
         ctx.log("lr.epoch", rec)
         if ctx.progress:
             ctx.progress("training", (epoch + 1) / p.epochs)
+        ctx.checkpoint(epoch + 1, {"w": w})
         if ctrl.get("stop"):
             break
     timings["train"] = time.perf_counter() - t_train

@@ -182,6 +182,7 @@ class _PlatformTrainer:
                 self._tree(t, allowed)
             if self.Xv is not None:
                 self._serve_routes(self.Xv, "valid")
+            self.ctx.checkpoint(t + 1, {"splits": len(self.lookup)})
         self.lookup = {k: v for k, v in self.lookup.items()
                        if int(k.split(":")[0]) < n_keep}
         labels = {}
