@@ -1,8 +1,10 @@
 """Loading a party's dataset (CSV or Parquet) with errors an operator can act on.
 
 Errors are :class:`DataError` and name the file and the column (and for NaN the first
-row, by its 1-based line in the file). Error messages never quote data values (they
-may be sensitive); they name columns, rows and counts only.
+row, by its 1-based line in the file). Error messages never quote feature values (they
+may be sensitive); they name columns, rows and counts only. A multiclass label's
+errors quote the class value at fault (class names are the bank's own vocabulary and
+the error stays with the bank: the peer is told only that the data did not load).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ class Dataset:
     ids: list[str]                 # enterprise IDs as strings, in file order
     X: np.ndarray                  # float64 (rows x features)
     feature_names: list[str]
-    y: np.ndarray | None = None    # bank only: int8 0/1, or float64 for a continuous target
+    y: np.ndarray | None = None    # bank only: int8 0/1, float64 (continuous) or int64
+    #: multiclass only: the class values in index order (y holds indices into it)
+    classes: list | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -34,7 +38,8 @@ class Dataset:
     def take(self, rows) -> Dataset:
         rows = np.asarray(rows, dtype=np.int64)
         return Dataset(self.name, [self.ids[i] for i in rows], self.X[rows],
-                       list(self.feature_names), None if self.y is None else self.y[rows])
+                       list(self.feature_names), None if self.y is None else self.y[rows],
+                       self.classes)
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -100,16 +105,20 @@ def _numeric(df: pd.DataFrame, col: str, path: Path, *,
 
 
 #: what a label column may hold (the job's algorithm declares which; parties.registry)
-LABEL_KINDS = ("binary", "continuous")
+LABEL_KINDS = ("binary", "continuous", "multiclass")
+#: default bound on a multiclass label's distinct classes (node.toml limits.max_classes)
+MAX_CLASSES = 64
 
 
 def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None,
-                 label_kind: str = "binary", label_use: str = "") -> Dataset:
+                 label_kind: str = "binary", label_use: str = "",
+                 max_classes: int = MAX_CLASSES) -> Dataset:
     """Load and check ``ds`` (its file, or its in-memory ``frame``). ``need_label``: True
     for the bank's training data. ``label_kind``: what the job's algorithm needs the
-    labels to be, ``"binary"`` (0/1, both classes present) or ``"continuous"`` (any
-    finite number, not all equal); ``label_use`` names what needs it in errors (e.g.
-    ``"objective binary:logistic"``)."""
+    labels to be, ``"binary"`` (0/1, both classes present), ``"continuous"`` (any
+    finite number, not all equal) or ``"multiclass"`` (class values, 2..``max_classes``
+    of them: see :func:`class_labels`); ``label_use`` names what needs it in errors
+    (e.g. ``"objective binary:logistic"``)."""
     if label_kind not in LABEL_KINDS:
         raise ValueError(f"label_kind {label_kind!r} is not one of {LABEL_KINDS}")
     path = Path(ds.path)
@@ -138,7 +147,7 @@ def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None,
                         f"{len(ids) - len(set(ids))} duplicate id(s), first at data row "
                         f"{first + 1}; ids must be unique")
 
-    y = None
+    y, classes = None, None
     if need_label is None:
         need_label = ds.label_column is not None
     if need_label:
@@ -148,8 +157,12 @@ def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None,
         if ds.label_column not in cols:
             raise DataError(f"{path}: label column {ds.label_column!r} not found (columns: "
                             f"{_short(cols)}); set label_column in [datasets.{ds.name}]")
-        yv = _numeric(df, ds.label_column, path)  # missing or infinite: named error
-        y = _check_labels(yv, ds.label_column, path, label_kind, label_use)
+        if label_kind == "multiclass":
+            y, classes = class_labels(df[ds.label_column], ds.label_column, path,
+                                      label_use, max_classes)
+        else:
+            yv = _numeric(df, ds.label_column, path)  # missing or infinite: named error
+            y = _check_labels(yv, ds.label_column, path, label_kind, label_use)
 
     skip = {ds.id_column, ds.label_column}
     if ds.columns is None:
@@ -165,7 +178,68 @@ def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None,
     X = np.empty((len(df), len(feats)), dtype=np.float64)
     for j, c in enumerate(feats):
         X[:, j] = _numeric(df, c, path, missing_ok=True)  # blank cells: np.nan
-    return Dataset(ds.name, ids, X, feats, y)
+    return Dataset(ds.name, ids, X, feats, y, classes)
+
+
+def class_labels(s: pd.Series, col: str, path: Path, use: str = "",
+                 max_classes: int = MAX_CLASSES) -> tuple[np.ndarray, list]:
+    """A multiclass label column -> (int64 class indices, class values in index order).
+
+    Integer values (``0..K-1`` or any other integers) are classes sorted numerically;
+    otherwise every value is a class name (stripped text) and the names are sorted as
+    text. So integer classes ``0..K-1`` keep their numbers as indices. Errors: a missing
+    label, a non-integer number among numbers, one class only, more than
+    ``max_classes`` classes; each names the row (and the value at fault)."""
+    use = use or "this job"
+    where = f"{path}: label column {col!r}"
+    if pd.api.types.is_bool_dtype(s):
+        s = s.astype(np.int64)
+    if pd.api.types.is_numeric_dtype(s):
+        raw = s.astype(object).where(s.notna(), None)
+        text = pd.Series(["" if v is None else str(v) for v in raw], index=s.index)
+        nums = pd.to_numeric(s, errors="coerce")
+    else:
+        text = s.astype(str).str.strip().where(s.notna(), "")
+        nums = pd.to_numeric(text, errors="coerce")
+    blank = (s.isna() | text.str.lower().isin(MISSING_TOKENS)).to_numpy(dtype=bool)
+    if blank.any():
+        row = int(np.flatnonzero(blank)[0])
+        raise DataError(f"{where} has {int(blank.sum())} missing label(s), first at data "
+                        f"row {row + 1} (file line {row + 2}); {use} needs a class on "
+                        "every row")
+    numeric = nums.notna().to_numpy(dtype=bool)
+    if numeric.all():
+        v = nums.to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(v) | (v != np.round(v))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{where} must hold class values (integers or names) for "
+                            f"{use}; data row {row + 1} (file line {row + 2}) holds "
+                            f"{_quote(text.iloc[row])}, not an integer ({int(bad.sum())} "
+                            "such row(s))")
+        keys: np.ndarray = v.astype(np.int64)
+        classes = sorted({int(c) for c in np.unique(keys)})
+    else:
+        keys = text.to_numpy(dtype=object)
+        classes = sorted({str(c) for c in keys})
+    if len(classes) < 2:
+        raise DataError(f"{where} has only one class, {_quote(classes[0])} ({len(s)} "
+                        f"rows); {use} needs at least two")
+    if len(classes) > max_classes:
+        raise DataError(f"{where} has {len(classes)} distinct classes, more than "
+                        f"limits.max_classes = {max_classes} (e.g. "
+                        f"{', '.join(_quote(c) for c in classes[:5])}, ...); merge rare "
+                        "classes or raise the limit in node.toml")
+    if numeric.all():
+        y = np.searchsorted(np.asarray(classes, dtype=np.int64), keys)
+    else:
+        y = pd.Categorical(keys, categories=classes).codes
+    return np.asarray(y, dtype=np.int64), classes
+
+
+def _quote(value, n: int = 40) -> str:
+    text = str(value)
+    return repr(text if len(text) <= n else text[:n] + "...")
 
 
 def _check_labels(y: np.ndarray, col: str, path: Path, kind: str, use: str) -> np.ndarray:

@@ -169,7 +169,7 @@ def role_policy(node: NodeConfig) -> RolePolicy:
     """The node's policy as the protocol roles read it."""
     pol = node.policy
     return RolePolicy(keys=key_policy(pol), reveal_feature_names=pol.reveal_feature_names,
-                      refresh=pol.refresh)
+                      refresh=pol.refresh, max_classes=node.limits.max_classes)
 
 
 def holds_key(spec: JobSpec, party: str) -> bool:

@@ -3,8 +3,9 @@
 Input is a plain dict assembled by the node from its job store (see
 :func:`render_report`); the bank's report includes the test-set labels and scores it
 already holds, from which ROC and KS curves and the confusion matrix are drawn for 0/1
-labels, and a predicted-versus-actual plot and residual summary for a continuous target
-(RMSE, MAE and R^2 are in the metrics table). Nothing here reads the peer's data:
+labels, a predicted-versus-actual plot and residual summary for a continuous target
+(RMSE, MAE and R^2 are in the metrics table), and for multiclass labels the K x K
+confusion matrix and one-vs-rest ROC curves with each class's AUC. Nothing here reads the peer's data:
 platform feature names appear as the platform's policy released them.
 """
 
@@ -214,6 +215,35 @@ def _confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> str:
             f"<td>{c['tn']:,}</td></tr></table>")
 
 
+def _multiclass(scores: dict) -> str:
+    """One-vs-rest ROC curves, per-class AUC / F1 table and the K x K confusion matrix."""
+    y = np.asarray(scores["y"], dtype=np.int64)
+    p = np.asarray(scores["p"], dtype=np.float64)
+    classes = [str(c) for c in scores.get("classes") or range(p.shape[1])]
+    rep = metrics.multiclass_report(y, p)
+    cm = np.asarray(rep["confusion"])
+    curves = {}
+    for c, name in enumerate(classes[:len(_COLORS)]):
+        fpr, tpr, _ = metrics.roc_curve((y == c).astype(float), p[:, c])
+        curves[f"{name} (AUC {rep['auc_per_class'][c]:.3f})"] = (fpr, tpr)
+    roc = line_chart(curves, "one-vs-rest ROC", "false positive rate",
+                     "true positive rate", diagonal=True) if curves else ""
+    tp, actual, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
+    per_class = [{"class": name, "rows": int(actual[c]), "predicted": int(predicted[c]),
+                  "auc (one-vs-rest)": rep["auc_per_class"][c],
+                  "precision": float(tp[c] / predicted[c]) if predicted[c] else float("nan"),
+                  "recall": float(tp[c] / actual[c]) if actual[c] else float("nan")}
+                 for c, name in enumerate(classes)]
+    head = "".join(f"<th>predicted {_esc(n)}</th>" for n in classes)
+    body = "".join(f"<tr><th>actual {_esc(n)}</th>" +
+                   "".join(f"<td>{int(v):,}</td>" for v in cm[i]) + "</tr>"
+                   for i, n in enumerate(classes))
+    matrix = f"<h3>Confusion matrix</h3><table><tr><th></th>{head}</tr>{body}</table>"
+    summary = {k: rep[k] for k in ("accuracy", "macro_f1", "auc", "log_loss", "n")}
+    return (f'<div class="grid">{roc}</div>' + _kv_table(summary) +
+            _grid_table(per_class) + matrix)
+
+
 def _history(history: list[dict]) -> str:
     if not history:
         return '<p class="muted">no per-iteration history</p>'
@@ -237,7 +267,8 @@ def render_report(data: dict) -> str:
     times...), ``psi`` (intersection size and counts), ``metrics`` ({split: {name:
     value}}), ``history`` (list of per-iteration dicts with ``iteration`` and e.g.
     ``train_loss``/``valid_auc``), ``scores`` ({"y": [...], "p": [...]} on the test
-    split, with ``"label_kind": "continuous"`` for a regression target), ``threshold``,
+    split, with ``"label_kind": "continuous"`` for a regression target; for
+    ``"multiclass"``, ``p`` is (n, K) and ``classes`` names the K classes), ``threshold``,
     ``feature_importance`` (list of {feature, gain, splits}),
     ``timings`` ({phase: seconds}), ``transcript`` ({verified, detail, ledger}).
     """
@@ -256,7 +287,9 @@ def render_report(data: dict) -> str:
     scores = data.get("scores") or {}
     if scores.get("y") is not None and len(scores.get("y", [])) > 1:
         y, p = np.asarray(scores["y"], float), np.asarray(scores["p"], float)
-        if scores.get("label_kind") == "continuous":
+        if scores.get("label_kind") == "multiclass":
+            out += ["<h2>Classes (test rows)</h2>", _multiclass(scores)]
+        elif scores.get("label_kind") == "continuous":
             out += ["<h2>Regression (test rows)</h2>", _regression(y, p)]
         else:
             out += ["<h2>ROC and KS</h2>", _curves(y, p), "<h2>Confusion matrix</h2>",

@@ -164,6 +164,7 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     else:
         labels = _labels(spec, algo) if party == "bank" and algo is not None else None
         data = load_dataset(ds_cfg, need_label=labels is not None,
+                            max_classes=node.limits.max_classes,
                             **({} if labels is None else
                                {"label_kind": labels[0], "label_use": labels[1]}))
     log("data.loaded", {"dataset": ds_cfg.name, "rows": len(data),
@@ -215,10 +216,8 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     train, valid = (train.take(np.flatnonzero(~valid_mask)),
                     train.take(np.flatnonzero(valid_mask)))
     res.n_train, res.n_test = len(train), len(test)
-    if party == "bank" and algo.needs_label and len(np.unique(train.y)) < 2:
-        what = "only one class" if labels[0] == "binary" else "a constant target"
-        raise JobFailed(f"the training split has {what} ({len(train)} rows); the "
-                        "intersection is too small or too unbalanced")
+    if party == "bank" and algo.needs_label:
+        _check_training_labels(labels[0], train)
     role = algo.role(party)
     t = time.perf_counter()
     cipher = make_cipher(spec, node, root) if holds_key(spec, party) else None
@@ -227,7 +226,8 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     part_data = PartyData(train.X, list(train.feature_names),
                           y=train.y if labelled else None,
                           X_valid=valid.X if len(valid) else None,
-                          y_valid=valid.y if labelled and len(valid) else None)
+                          y_valid=valid.y if labelled and len(valid) else None,
+                          classes=train.classes if labelled else None)
     params = spec.parsed if spec.parsed is not None else \
         algo.parse_params(spec.params, "job [params]")
     outcome = _role_call(algo, role.train, ctx("train"), part_data, params, cipher,
@@ -241,23 +241,19 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
 
     # ---- evaluation -----------------------------------------------------------------
     # bank: metrics for the label kind the algorithm declared (binary: AUC, KS, log loss,
-    # confusion at the threshold; continuous: RMSE, MAE, R^2)
+    # confusion at the threshold; continuous: RMSE, MAE, R^2; multiclass: accuracy,
+    # macro-F1, per-class AUC, log loss, K x K confusion)
     if len(test):
         on_stage("evaluating")
         t = time.perf_counter()
         scores = _role_call(algo, role.predict, ctx("predict"), model, test.X)
         res.timings["evaluating"] = time.perf_counter() - t
         if party == "bank" and labels is not None:
-            from parties.common import metrics as M
-            kind = labels[0]
-            p = np.asarray(scores, dtype=np.float64).ravel()
-            rep = M.report(kind, test.y, p)
-            if kind == "binary":
-                rep["confusion"] = M.confusion(test.y, p, spec.evaluation.threshold)
+            rep, res.test_scores = _evaluate(labels[0], test, scores,
+                                             spec.evaluation.threshold)
             res.metrics["test"] = rep
-            res.metrics.update({f"test_{k}": v for k, v in rep.items() if k != "confusion"})
-            y_out = test.y.astype(int) if kind == "binary" else test.y.astype(np.float64)
-            res.test_scores = {"y": y_out.tolist(), "p": p.tolist(), "label_kind": kind}
+            res.metrics.update({f"test_{k}": v for k, v in rep.items()
+                                if not isinstance(v, (dict, list))})
     res.metrics.update({"intersection": res.intersection, "n_train": res.n_train,
                         "n_test": res.n_test})
 
@@ -280,6 +276,44 @@ def _labels(spec: JobSpec, algo) -> tuple[str, str] | None:
     params = spec.parsed if spec.parsed is not None else \
         algo.parse_params(spec.params, "job [params]")
     return algo.labels_for(params)
+
+
+def _check_training_labels(kind: str, train: Dataset) -> None:
+    """The training split must hold both classes / a varying target / every class."""
+    if kind == "multiclass":
+        counts = np.bincount(train.y, minlength=len(train.classes))
+        empty = [train.classes[i] for i in np.flatnonzero(counts == 0)]
+        if empty:
+            raise JobFailed(f"class(es) {empty} of the label have no rows in the training "
+                            f"split ({len(train)} rows, {len(train.classes)} classes); the "
+                            "intersection is too small or the class too rare")
+        return
+    if len(np.unique(train.y)) < 2:
+        what = "only one class" if kind == "binary" else "a constant target"
+        raise JobFailed(f"the training split has {what} ({len(train)} rows); the "
+                        "intersection is too small or too unbalanced")
+
+
+def _evaluate(kind: str, test: Dataset, scores, threshold: float) -> tuple[dict, dict]:
+    """(test metrics, the test rows' scores the node keeps: ids, labels, scores)."""
+    from parties.common import metrics as M
+    p = np.asarray(scores, dtype=np.float64)
+    if kind == "multiclass":
+        if p.shape != (len(test), len(test.classes)):
+            raise ProtocolError(f"multiclass prediction has shape {p.shape}, expected "
+                                f"({len(test)}, {len(test.classes)})")
+        rep = M.report(kind, test.y, p)
+        rep["classes"] = list(test.classes)
+        return rep, {"ids": list(test.ids), "y": test.y.tolist(), "p": p.tolist(),
+                     "pred": np.argmax(p, axis=1).tolist(), "classes": list(test.classes),
+                     "label_kind": kind}
+    p = p.ravel()
+    rep = M.report(kind, test.y, p)
+    if kind == "binary":
+        rep["confusion"] = M.confusion(test.y, p, threshold)
+    y_out = test.y.astype(int) if kind == "binary" else test.y.astype(np.float64)
+    return rep, {"ids": list(test.ids), "y": y_out.tolist(), "p": p.tolist(),
+                 "label_kind": kind}
 
 
 def _chosen_columns(spec: JobSpec, node: NodeConfig, ds_cfg):
@@ -435,13 +469,18 @@ def _score(spec: JobSpec, node: NodeConfig, link: Link, ctx, model: ModelPart,
     res.metrics = {"intersection": res.intersection, "scored": len(aligned)}
     # the job's result digest (what the outcome statement binds): the model part used
     # and what this side computed with it
-    p = np.asarray(scores if scores is not None else [], dtype=np.float64).ravel()
+    p = np.asarray(scores if scores is not None else [], dtype=np.float64)
+    p = p if p.ndim == 2 else p.ravel()   # (n, K) class probabilities, or one per row
     res.model_digest = _digest(b"fedjoint-score-result-v1", model.digest().encode(),
                                p.astype(">f8").tobytes(),
                                str(len(aligned)).encode())
     if node.party == "bank":
         # returned, not written: the node writes the CSV (replay must not touch files)
         res.scores = {"ids": list(aligned.ids), "p": p.tolist()}
+        if p.ndim == 2:
+            classes = list(model.body.get("classes") or range(p.shape[1]))
+            res.scores.update({"classes": classes,
+                               "pred": [classes[i] for i in np.argmax(p, axis=1)]})
 
 
 def unbound_digest(model: ModelPart) -> str:

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from federation.config import (
@@ -76,7 +77,9 @@ class RunResult:
     def score(self, bank: pd.DataFrame | str | Path, platform: pd.DataFrame | str | Path,
               *, seed: bytes | int | None = None) -> pd.DataFrame:
         """Score the enterprises both frames share with this model (a federated scoring
-        job, PSI included): ``DataFrame[id, score]`` in the agreed order."""
+        job, PSI included): ``DataFrame[id, score]`` in the agreed order; for a
+        multiclass model ``DataFrame[id, class, p_<class>...]`` (predicted class, then
+        each class's probability)."""
         spec = job_spec_from_dict({
             "job": {"name": f"{self.job.name}-score", "algorithm": "score",
                     "dataset": self.job.dataset, "peer_dataset": self.job.peer_dataset,
@@ -86,7 +89,12 @@ class RunResult:
                            "key_bits": self.job.evaluation.key_bits}}, "score job")
         nodes = _with_frames(self._nodes, spec, bank, platform)
         res_b, _, _ = _run(spec, nodes, seed)
-        return pd.DataFrame({"id": res_b.scores["ids"], "score": res_b.scores["p"]})
+        sc = res_b.scores
+        if "classes" in sc:   # multiclass: the predicted class, then p_<class> columns
+            cols = {f"p_{c}": col for c, col in zip(sc["classes"], np.asarray(sc["p"]).T,
+                                                    strict=True)}
+            return pd.DataFrame({"id": sc["ids"], "class": sc["pred"], **cols})
+        return pd.DataFrame({"id": sc["ids"], "score": sc["p"]})
 
 
 def run_local(job: dict | str | Path | JobSpec, *, bank: pd.DataFrame | str | Path,

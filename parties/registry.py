@@ -4,7 +4,7 @@ An entry names the algorithm, its kind (``train`` | ``transform`` | ``score``), 
 params class, the bank's and the platform's role modules (both implementing
 :mod:`parties.common.role`), its protocol table (version, message kinds, disclosures),
 which parties hold a private key, whether the bank's labels are needed and what they
-must be (``label_kind``: 0/1 or any finite number, from the job's params). The runtime
+must be (``label_kind``: 0/1, any finite number or class values, from the job's params). The runtime
 reaches algorithms only through :func:`get`; adding an algorithm is its own files plus
 one :func:`register` call (here for the built-ins, or in a plug-in module).
 
@@ -28,8 +28,9 @@ from parties.common.role import ROLE_FUNCTIONS, check_role_module
 
 KINDS = tuple(ROLE_FUNCTIONS)
 PARTIES = ("bank", "platform")
-#: what the bank's labels must be: 0/1, or any finite number (a regression target)
-LABEL_KINDS = ("binary", "continuous")
+#: what the bank's labels must be: 0/1, any finite number (a regression target), or
+#: class values (multiclass: the loader maps them to indices 0..K-1, sorted)
+LABEL_KINDS = ("binary", "continuous", "multiclass")
 
 
 class RegistryError(LookupError):
@@ -46,8 +47,8 @@ class Algorithm:
     protocol: ProtocolTable
     key_holders: tuple[str, ...]    # parties that generate a private key for the job
     needs_label: bool = True        # the bank's role receives y
-    #: typed params -> "binary" | "continuous" (LABEL_KINDS): what the bank's labels must
-    #: be for a job with these params; required when needs_label
+    #: typed params -> "binary" | "continuous" | "multiclass" (LABEL_KINDS): what the
+    #: bank's labels must be for a job with these params; required when needs_label
     label_kind: Callable[[Any], str] | None = None
     #: exceptions a role raises for a problem with the job itself (its data, params,
     #: the peer's key): the job fails with the message, not as an "internal error"

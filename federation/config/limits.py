@@ -24,6 +24,7 @@ docs/threat-model.md lists which attack each limit stops and the test that shows
     admin_max_request_bytes = 1048576 # 1 MiB: largest admin request body
     max_peer_jobs = 4                 # jobs the peer may have open here at once
     max_peer_proposals_per_minute = 30  # job proposals the peer may make per minute
+    max_classes = 64                  # classes of a multiclass label (own data and peer's K)
 
 Job ids (proposals, stream hellos, control requests) are checked by :func:`job_id_problem`
 against :data:`JOB_ID_RE` (the channel uses the same definition) before anything is
@@ -113,6 +114,10 @@ class Limits:
     #: Job proposals the peer may make in any 60 seconds; more are refused before their
     #: spec is read or anything is stored.
     max_peer_proposals_per_minute: int = 30
+    #: Distinct classes a multiclass label may have: the bank's loader refuses more, and
+    #: a platform refuses a job whose bank announces more (each class is a tree per
+    #: round and a gradient slot per row).
+    max_classes: int = 64
 
     def __post_init__(self) -> None:
         problem = check_limits(vars(self))
@@ -140,6 +145,7 @@ _INT_RANGES = {
     "admin_max_request_bytes": (1024, 1 << 30),
     "max_peer_jobs": (1, 1024),
     "max_peer_proposals_per_minute": (1, 100_000),
+    "max_classes": (2, 4096),
 }
 _FLOATS = ("hello_timeout_s", "admin_timeout_s")
 

@@ -299,9 +299,17 @@ class JobRunner(NodePart):
 
 
 def write_scores(path: Path, scores: dict) -> Path:
-    """The bank's scoring output: ``id,score`` per scored row (mode 0600)."""
-    lines = ["id,score"] + [f"{i},{v:.6f}" for i, v in zip(scores["ids"], scores["p"],
-                                                            strict=True)]
+    """The bank's scoring output (mode 0600): ``id,score`` per scored row, or for a
+    multiclass model ``id,class,p_<class>...`` (the predicted class, then each class's
+    probability in the model's class order)."""
+    if "classes" in scores:
+        head = ",".join(["id", "class"] + [f"p_{c}" for c in scores["classes"]])
+        lines = [head] + [",".join([str(i), str(c)] + [f"{v:.6f}" for v in row])
+                          for i, c, row in zip(scores["ids"], scores["pred"], scores["p"],
+                                               strict=True)]
+    else:
+        lines = ["id,score"] + [f"{i},{v:.6f}" for i, v in zip(scores["ids"], scores["p"],
+                                                                strict=True)]
     write_private(Path(path), ("\n".join(lines) + "\n").encode())
     return Path(path)
 

@@ -50,6 +50,8 @@ class PartyData:
     y: np.ndarray | None = None          # bank only, when the algorithm needs labels
     X_valid: np.ndarray | None = None    # validation rows (from the training rows)
     y_valid: np.ndarray | None = None
+    #: multiclass labels: the class values in index order (y holds indices 0..K-1)
+    classes: list | None = None
 
     def __post_init__(self):
         if self.X_valid is not None and len(self.X_valid) == 0:
@@ -64,6 +66,7 @@ class RolePolicy:
     reveal_feature_names: bool = False   # platform: name its features to the bank
     share_importance: bool = True        # platform: per-feature importance to the bank
     refresh: str = "djn_full"            # platform: minimum SecureBoost refresh level
+    max_classes: int = 64                # most classes a peer may announce (limits)
 
 
 def insecure_test_policy() -> RolePolicy:

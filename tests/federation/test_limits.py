@@ -680,3 +680,29 @@ def test_admin_slow_connections_are_closed(admin):
     assert any(e == "admin.refused" and "limits.admin_timeout_s" in f["reason"]
                for e, f in admin.events), admin.events
     assert client.call("ping", n=4) == {"pong": 4}
+
+
+def test_max_classes_is_a_configured_limit(tmp_path):
+    """limits.max_classes: node.toml -> the loader's bound and the roles' policy."""
+    import pandas as pd
+    from support.nodes import write_node_tomls
+
+    from federation.config import DatasetConfig, load_node_config
+    from federation.data import DataError, load_dataset
+    from federation.policy import role_policy
+    assert Limits().max_classes == 64
+    with pytest.raises(ValueError, match="limits.max_classes"):
+        Limits(max_classes=1)
+    _, platform_toml = write_node_tomls(tmp_path)
+    with open(platform_toml, "a") as fh:
+        fh.write("\n[limits]\nmax_classes = 4\n")
+    node = load_node_config(platform_toml)
+    assert node.limits.max_classes == 4 and role_policy(node).max_classes == 4
+    path = tmp_path / "m.csv"
+    pd.DataFrame({"id": [f"e{i}" for i in range(10)], "y": list(range(5)) * 2,
+                  "x": np.arange(10.0)}).to_csv(path, index=False)
+    ds = DatasetConfig(name="m", path=str(path), id_column="id", label_column="y")
+    with pytest.raises(DataError, match=r"5 distinct classes, more than "
+                                         r"limits.max_classes = 4"):
+        load_dataset(ds, label_kind="multiclass", max_classes=node.limits.max_classes)
+    assert len(load_dataset(ds, label_kind="multiclass", max_classes=5).classes) == 5
