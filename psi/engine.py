@@ -1,9 +1,12 @@
 """Batch EC work for PSI: hashing to the curve, X25519 blinding, point validation.
 
 Points on the wire are 32-byte little-endian Montgomery u-coordinates of curve25519
-(RFC 7748 encoding). Scalar multiplication is OpenSSL's X25519 through
-``cryptography`` (measured faster here than libsodium's ed25519 primitives, see
-docs/psi.md). X25519 clamps scalars to multiples of 8, which clears the cofactor, so
+(RFC 7748 encoding). Scalar multiplication is X25519: Intel's multi-buffer
+``mbx_x25519_mb8`` where the CPU and the installed ``fedjoint[native]`` extra allow it,
+else OpenSSL's through ``cryptography`` (measured faster here than libsodium's ed25519
+primitives, see docs/psi.md); the field work below runs in the C extension when it was
+built, else in gmpy2 (psi/native/__init__.py chooses; results are byte-identical).
+X25519 clamps scalars to multiples of 8, which clears the cofactor, so
 blinding commutes: ``X25519(a, X25519(b, u)) == X25519(b, X25519(a, u))``.
 
 Validation of every received point we multiply:
@@ -24,8 +27,8 @@ Validation of every received point we multiply:
    still uses for single points without a witness; tests compare both).
 4. the X25519 result must not be the all-zero value (OpenSSL refuses it).
 
-Work is spread over a process pool (``workers`` > 1) because the gmpy2 field
-arithmetic and the OpenSSL calls hold the GIL. Workers receive the per-job scalar over
+Work is spread over a process pool (``workers`` > 1), in tasks of TASK_SIZE IDs
+(vectorised batches: one C call per task and step). Workers receive the per-job scalar over
 a local pipe to a child process of this party; nothing here touches the network.
 
 What each party learns: nothing -- local computation.
@@ -44,6 +47,7 @@ from gmpy2 import mpz
 
 from federation.link import ProtocolError
 
+from . import native
 from .hash_to_curve import J, P, hash_to_u_batch
 
 POINT_BYTES = 32
@@ -59,10 +63,20 @@ def validate_points(blob: bytes, check_subgroup: bool = True) -> None:
     if len(blob) % POINT_BYTES:
         raise PointError(f"point block of {len(blob)} bytes is not a multiple of 32")
     n = len(blob) // POINT_BYTES
+    ext = native.field()
+    if ext is not None:
+        bad = ext.check_points(blob)
+        if bad >= 0:
+            raise PointError(f"point {bad >> 3}: {_REASONS[bad & 7]}")
+        if not check_subgroup or not n:
+            return
     us = []
     p, j, jacobi = P, J, gmpy2.jacobi
     for i in range(n):
         chunk = blob[POINT_BYTES * i:POINT_BYTES * (i + 1)]
+        if ext is not None:
+            us.append(mpz(int.from_bytes(chunk, "little")))
+            continue
         if chunk[31] & 0x80:
             raise PointError(f"point {i}: non-canonical encoding (bit 255 set)")
         u = mpz(int.from_bytes(chunk, "little"))
@@ -92,6 +106,10 @@ def validate_points(blob: bytes, check_subgroup: bool = True) -> None:
 
 
 WITNESS_BYTES = 2 * POINT_BYTES  # a witnessed point on the wire: u(R) || u(W)
+# the C extension's reason codes (psi/native/_psi_native.c), same texts as the Python
+_REASONS = {1: "non-canonical encoding (bit 255 set)", 2: "non-canonical encoding (u >= p)",
+            3: "low-order or exceptional point", 4: "not on curve25519 (twist point)",
+            5: "non-canonical subgroup witness", 6: "subgroup witness not on curve25519"}
 _A24 = mpz(121666)  # (A + 2) / 4
 
 
@@ -135,6 +153,16 @@ def validate_witnessed(blob: bytes, check_subgroup: bool = True) -> bytes:
     if len(blob) % WITNESS_BYTES:
         raise PointError(f"witnessed point block of {len(blob)} bytes is not a multiple "
                          f"of {WITNESS_BYTES}")
+    ext = native.field()
+    if ext is not None:
+        res = ext.validate_witnessed(blob, check_subgroup)
+        if isinstance(res, int):
+            i, code = res >> 3, res & 7
+            if code == 7:
+                raise PointError(_diagnose(mpz(int.from_bytes(
+                    blob[WITNESS_BYTES * i:WITNESS_BYTES * i + 32], "little")), i))
+            raise PointError(f"point {i}: {_REASONS[code]}")
+        return res
     n = len(blob) // WITNESS_BYTES
     mv = memoryview(blob)
     out = bytearray(POINT_BYTES * n)
@@ -175,6 +203,12 @@ def times8_witnessed(blob: bytes) -> bytes:
     n = len(blob) // POINT_BYTES
     if n == 0:
         return b""
+    ext = native.field()
+    if ext is not None:
+        res = ext.times8_witnessed(blob)
+        if res is None:
+            raise PointError("times8: a point of order <= 8")
+        return res
     mv = memoryview(blob)
     p, frm = P, int.from_bytes
     xs = [mpz(0)] * n
@@ -208,7 +242,26 @@ def times8(blob: bytes, rounds: int = 1) -> bytes:
 
 
 def x25519_many(scalar: bytes, blob: bytes) -> bytes:
-    """``X25519(scalar, u)`` for each 32-byte ``u`` in ``blob`` (no validation)."""
+    """``X25519(scalar, u)`` for each 32-byte ``u`` in ``blob`` (no validation), through
+    the backend psi.native selects (multi-buffer or OpenSSL; identical results)."""
+    kind, addr = native.x25519_backend()
+    if kind == "mb" and blob:
+        res = native.field().x25519_mb8(addr, scalar, blob)
+        if not isinstance(res, tuple):
+            return res
+        i, status = res
+        if status == _MBX_STATUS_LOW_ORDER_ERR:
+            raise PointError(f"point {i}: X25519 result is zero (low-order input)")
+        native.log.warning("psi: mbx_x25519_mb8 lane status %d at point %d; this batch "
+                           "runs through OpenSSL X25519", status, i)
+    return x25519_many_openssl(scalar, blob)
+
+
+_MBX_STATUS_LOW_ORDER_ERR = 4  # crypto_mb/status.h
+
+
+def x25519_many_openssl(scalar: bytes, blob: bytes) -> bytes:
+    """:func:`x25519_many` through OpenSSL (``cryptography``), whatever the backend."""
     priv = X25519PrivateKey.from_private_bytes(scalar)
     ex, frompub = priv.exchange, X25519PublicKey.from_public_bytes
     out = []

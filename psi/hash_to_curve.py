@@ -19,7 +19,7 @@ with ``P = hash_to_curve(msg) = [8] R``: the clamping performs the cofactor clea
 and we save three doublings per ID. (tests check this identity.)
 
 Nothing in this module is secret-dependent except the messages themselves (IDs); field
-arithmetic is variable-time gmpy2, which leaks timing of the *hashing* of a party's own
+arithmetic is variable-time (gmpy2, or the C extension that mirrors it), which leaks timing of the *hashing* of a party's own
 IDs on its own machine only, never of a secret scalar (scalar multiplication happens
 in OpenSSL / libsodium).
 
@@ -33,6 +33,8 @@ from collections.abc import Iterable, Sequence
 
 import gmpy2
 from gmpy2 import mpz
+
+from . import native
 
 # --- field and curve constants ------------------------------------------------------
 
@@ -293,8 +295,31 @@ def _ell2_curve25519(u: mpz, p=P, c2=_C2, c3=_C3, c4=_C4, x1n=P - J,
 def hash_to_u_batch(msgs: Iterable[bytes], dst: bytes) -> bytes:
     """Concatenated 32-byte little-endian u(Q0 + Q1) for each message (see module doc).
 
-    ``X25519(k, u)`` of an entry equals ``u([clamp(k)/8] * hash_to_curve(msg))``.
-    Straight-line code with gmpy2: expand_message_xmd with the Z_pad block hashed once,
+    ``X25519(k, u)`` of an entry equals ``u([clamp(k)/8] * hash_to_curve(msg))``. Runs
+    in the C extension (psi/native/_psi_native.c: the same steps as
+    :func:`hash_to_u_batch_py` in radix-2^51 field arithmetic, its own SHA-512) when it
+    is built and not turned off (psi.native), else in :func:`hash_to_u_batch_py`.
+    """
+    ext = native.field()
+    if ext is None:
+        return hash_to_u_batch_py(msgs, dst)
+    if len(dst) > 255:
+        dst = hashlib.sha512(b"H2C-OVERSIZE-DST-" + dst).digest()
+    msgs = msgs if isinstance(msgs, list | tuple) else list(msgs)
+    out, special = ext.hash_to_u_batch(msgs, dst + bytes([len(dst)]))
+    if not special:
+        return out
+    fixed = bytearray(out)
+    for i in special:  # x(Q0) = x(Q1): Q0 = +-Q1, probability ~2^-252 (affine slow path)
+        u0, u1 = hash_to_field(msgs[i], 2, dst)
+        fixed[32 * i:32 * i + 32] = _u_of_sum_slow(u0, u1).to_bytes(32, "little")
+    return bytes(fixed)
+
+
+def hash_to_u_batch_py(msgs: Iterable[bytes], dst: bytes) -> bytes:
+    """:func:`hash_to_u_batch` in pure Python with gmpy2 (the fallback).
+
+    Straight-line code: expand_message_xmd with the Z_pad block hashed once,
     the RFC 9380 G.2.1 map twice (one ``powmod`` each: the sqrt-ratio with
     c4 = (p-5)/8, no y recomputation, the second candidate tested as ``-gx1``), the
     affine sum's u-coordinate only, and one batched inversion per call.

@@ -9,6 +9,7 @@ import os
 
 import gmpy2
 import nacl.bindings as sodium
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,6 +22,9 @@ from psi.engine import (
     validate_witnessed,
     x25519_many,
 )
+
+# every test here runs once per compute path (tests/psi/conftest.py)
+pytestmark = pytest.mark.usefixtures("psi_backend")
 
 P = h2c.P_INT
 DST = b"fedjoint-fuzz-points"

@@ -13,6 +13,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from psi import hash_to_curve as h2c
 from psi.engine import x25519_many
 
+# every test here runs once per compute path (tests/psi/conftest.py)
+pytestmark = pytest.mark.usefixtures("psi_backend")
+
 KAT = Path(__file__).resolve().parent.parent / "data" / "kat"
 
 

@@ -24,6 +24,9 @@ from psi.engine import (
     x25519_many,
 )
 
+# every test here runs once per compute path (tests/psi/conftest.py)
+pytestmark = pytest.mark.usefixtures("psi_backend")
+
 P, L = h2c.P_INT, h2c.L_ORDER
 INV8 = pow(8, -1, L)
 
