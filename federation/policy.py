@@ -71,8 +71,9 @@ def policy_checks(spec: JobSpec, node: NodeConfig) -> list[tuple[str, str]]:
                     "test_key": "; a test node sets allow_insecure_test_jobs = true and "
                                 "min_key_bits"}.get(exc.rule, "")
             problem = f"{exc}{hint}"
+        lo, hi = key_policy(pol).bits_range(ev.cipher)
         out.append((f"cipher {ev.cipher!r} with {ev.key_bits}-bit keys is within the key "
-                    f"policy ({pol.min_key_bits}..{pol.max_key_bits} bits)", problem))
+                    f"policy (allowed_ciphers, {lo}..{hi} bits)", problem))
     if node.party == "platform" and spec.features_for("platform") is not None:
         out.append(("peer_features are columns this platform offers",
                     feature_refusal(spec, node)))
@@ -180,13 +181,18 @@ def holds_key(spec: JobSpec, party: str) -> bool:
 
 
 def make_cipher(spec: JobSpec, node: NodeConfig, root: Drbg):
-    """This party's private cipher for the job. The Paillier key is derived from the
-    job seed (``Drbg(seed).child("paillier")``) so a replay regenerates it exactly."""
+    """This party's private cipher for the job. The key is derived from the job seed
+    (``Drbg(seed).child("paillier")``, ``child("ou")`` for OU) so a replay regenerates
+    it exactly."""
     ev = spec.evaluation
     test_key = key_policy(node.policy).check(ev.cipher, ev.key_bits)
     if ev.cipher == "plain":
         from secure_agg.cipher import PlainCipher
         return PlainCipher(ev.key_bits, workers=node.workers)
+    if ev.cipher == "ou":
+        from secure_agg.ou import OUPrivateCipher
+        return OUPrivateCipher.generate(ev.key_bits, rng=root.child("ou"),
+                                        workers=node.workers, insecure_test_key=test_key)
     from secure_agg.paillier import PaillierPrivateCipher
     return PaillierPrivateCipher.generate(ev.key_bits, rng=root.child("paillier"),
                                           workers=node.workers, insecure_test_key=test_key)

@@ -6,10 +6,11 @@ peer), and the request / response framing spoken over a worker's stdin / stdout 
 parent (:mod:`secure_agg.procpool`) and the worker (:mod:`secure_agg.worker`). No pickle:
 
 request  = u32 header length, JSON header, body
-           header: {"op", "kind": "public"|"private", "n", "p", "q" (hex), "count", ...}
+           header: {"op", "kind": "public"|"private"|"ou_public"|"ou_private", "n",
+                    the kind's KEY_FIELDS (hex), "count", ...}
 response = u8 status (0 ok), u32 length, payload (status 1: UTF-8 error message)
 
-ops (ciphertexts are big-endian, ``bytes(n^2)`` wide):
+ops (ciphertexts are big-endian, ``bytes(n^2)`` wide; OU kinds: ``bytes(n)``):
 
 * ``"encrypt"`` (DJN) -- header ``"vw"`` (signed plaintext width), ``"dw"`` (exponent
   width); body: ``count`` signed plaintexts of vw bytes, then ``count`` exponents of dw
@@ -20,7 +21,7 @@ ops (ciphertexts are big-endian, ``bytes(n^2)`` wide):
 * ``"product"``, ``"histogram"``, ``"matvec"`` (public vector work) -- header ``"body"``
   (its length), ``"feats"``, ``"nbins"``; body: ``count`` ciphertexts, then the bins
   (``<i4``) or coefficients (``<i8``), row-major; payload: ciphertexts, all-zero for an
-  empty histogram bin.
+  empty histogram bin. Header ``"mod"``: the ciphertext modulus when not ``n^2`` (OU).
 """
 
 from __future__ import annotations
@@ -83,12 +84,24 @@ def split_reply(payload: bytes, width: int, count: int, what: str) -> list[mpz]:
 
 
 # ---- requests ------------------------------------------------------------------------------
+#: the key fields after ``n`` in a spec, per kind (see ``_spec`` of the ciphers)
+KEY_FIELDS = {"public": (), "private": ("p", "q"), "ou_public": ("g", "h"),
+              "ou_private": ("g", "h", "p", "q")}
+
+
+def spec_width(spec: tuple) -> int:
+    """Bytes of one ciphertext under ``spec``'s key: n^2 for Paillier, n for OU."""
+    n = int(spec[1])
+    return (n.bit_length() + 7) // 8 if spec[0].startswith("ou_") else ciphertext_width(n)
+
+
 def _key_head(op: str, spec: tuple) -> dict:
-    """``spec``: ``("public", n)`` or ``("private", n, p, q)`` (see ``_spec`` of the
-    ciphers); the key holder's factors travel only over its own workers' stdin."""
+    """``spec``: ``(kind, n, *KEY_FIELDS[kind])``, e.g. ``("public", n)`` or
+    ``("private", n, p, q)``; the key holder's factors travel only over its own
+    workers' stdin."""
     head = {"op": op, "kind": spec[0], "n": format(int(spec[1]), "x")}
-    if spec[0] == "private":
-        head.update(p=format(int(spec[2]), "x"), q=format(int(spec[3]), "x"))
+    head.update({k: format(int(v), "x") for k, v in zip(KEY_FIELDS[spec[0]], spec[2:],
+                                                          strict=True)})
     return head
 
 
@@ -135,18 +148,22 @@ def read_draws(head: dict, body: bytes) -> list[int]:
 
 
 def vector_request(op: str, n: mpz, width: int, cts: list, extra: dict,
-                   tail: bytes) -> tuple[dict, bytes]:
-    """A ``"product"`` / ``"histogram"`` / ``"matvec"`` request on ``cts``."""
+                   tail: bytes, mod: mpz | None = None) -> tuple[dict, bytes]:
+    """A ``"product"`` / ``"histogram"`` / ``"matvec"`` request on ``cts``; ``mod`` is
+    the ciphertext modulus when it is not ``n^2`` (OU: ``n``)."""
     body = join_ciphertexts(cts, width) + tail
     head = {"op": op, "n": format(int(n), "x"), "count": len(cts), "body": len(body),
             **extra}
+    if mod is not None:
+        head["mod"] = format(int(mod), "x")
     return head, body
 
 
 def read_vector(head: dict, body: bytes) -> tuple[mpz, list[mpz], bytes]:
-    """``(n^2, ciphertexts, rest of the body)`` of a vector request (range-checked)."""
+    """``(modulus, ciphertexts, rest of the body)`` of a vector request (range-checked);
+    the modulus is ``n^2`` unless the header names another (``"mod"``)."""
     n = mpz(head["n"], 16)
-    nsq = n * n
+    nsq = mpz(head["mod"], 16) if "mod" in head else n * n
     cw = (nsq.bit_length() + 7) // 8
     count = int(head["count"])
     cts = split_ciphertexts(body[:count * cw], cw)

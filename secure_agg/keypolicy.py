@@ -5,7 +5,9 @@ Every algorithm that receives a public key from its peer builds the peer's ciphe
 :meth:`KeyPolicy.check_bits`. The rules, in one place:
 
 * ``cipher = "plain"`` (no encryption) only when ``allow_plain`` (test nodes).
-* Paillier keys must be within ``[min_key_bits, max_key_bits]``.
+* Any other cipher must be in ``allowed_ciphers`` (``"paillier"``, ``"ou"``).
+* Paillier keys must be within ``[min_key_bits, max_key_bits]``, OU keys within
+  ``[ou_min_key_bits, ou_max_key_bits]``.
 * Keys below :data:`SECURE_MIN_BITS` (2048) additionally need ``allow_test_keys``; such a
   key is flagged ``insecure_test_key`` for the engine. A policy minimum below 2048 is
   therefore only meaningful on a test node, and a test node whose minimum is 1024
@@ -15,7 +17,9 @@ Every algorithm that receives a public key from its peer builds the peer's ciphe
 
 Public-key descriptions cross in two forms, kept for wire compatibility of the
 existing protocol versions: ``"full"`` (the key's JSON plus ``key_id``; SecureBoost v1)
-and ``"modulus"`` (``n`` in hex; LR v1). :func:`peer_public_cipher` reads both.
+and ``"modulus"`` (``n`` in hex; LR v1). :func:`peer_public_cipher` reads both. An OU
+key crosses as ``{"scheme": "ou", "key_bits", "n", "g", "h"}`` (hex; ``"full"`` adds
+``key_id``), each field length-limited and range-checked before use.
 """
 
 from __future__ import annotations
@@ -27,13 +31,19 @@ from secure_agg.cipher import PlainCipher, PublicCipher
 SECURE_MIN_BITS = 2048          #: below this a key is a test key
 DEFAULT_MAX_KEY_BITS = 4096     #: largest key a peer may propose or send by default
 ABSOLUTE_MAX_KEY_BITS = 8192    #: no policy may allow more (keygen time, memory)
-SCHEMES = ("paillier", "plain")
+SCHEMES = ("paillier", "ou", "plain")
+#: the real ciphers a policy may allow-list (``plain`` is governed by ``allow_plain``)
+CIPHERS = ("paillier", "ou")
+#: the node.toml keys of each cipher's key-size range
+BITS_KEYS = {"paillier": ("min_key_bits", "max_key_bits"),
+             "ou": ("ou_min_key_bits", "ou_max_key_bits")}
 MAX_MODULUS_HEX = ABSOLUTE_MAX_KEY_BITS // 4
 
 
 class KeyPolicyError(PermissionError):
     """A key or cipher refused by this node's policy. ``rule`` names the rule broken:
-    ``plain``, ``test_key``, ``min_key_bits``, ``max_key_bits`` or ``malformed``."""
+    ``plain``, ``allowed_ciphers``, ``test_key``, the size key broken
+    (:data:`BITS_KEYS`) or ``malformed``."""
 
     def __init__(self, message: str, rule: str = "malformed"):
         super().__init__(message)
@@ -48,47 +58,85 @@ class KeyPolicy:
     max_key_bits: int = DEFAULT_MAX_KEY_BITS
     allow_plain: bool = False
     allow_test_keys: bool = False
+    #: ciphers this node accepts (besides ``plain``, which ``allow_plain`` governs)
+    allowed_ciphers: tuple[str, ...] = ("paillier",)
+    ou_min_key_bits: int = SECURE_MIN_BITS
+    ou_max_key_bits: int = DEFAULT_MAX_KEY_BITS
 
     def __post_init__(self):
-        if not 256 <= self.min_key_bits <= self.max_key_bits <= ABSOLUTE_MAX_KEY_BITS:
-            raise ValueError(f"key policy: need 256 <= min_key_bits ({self.min_key_bits}) <= "
-                             f"max_key_bits ({self.max_key_bits}) <= {ABSOLUTE_MAX_KEY_BITS}")
+        for scheme, (lo_key, hi_key) in BITS_KEYS.items():
+            lo, hi = self.bits_range(scheme)
+            if not 256 <= lo <= hi <= ABSOLUTE_MAX_KEY_BITS:
+                raise ValueError(f"key policy: need 256 <= {lo_key} ({lo}) <= {hi_key} ({hi}) "
+                                 f"<= {ABSOLUTE_MAX_KEY_BITS}")
+        bad = [c for c in self.allowed_ciphers if c not in CIPHERS]
+        if bad:
+            raise ValueError(f"key policy: allowed_ciphers contains {bad[0]!r} (expected "
+                             f"names from {', '.join(CIPHERS)})")
+
+    def bits_range(self, scheme: str) -> tuple[int, int]:
+        """``(min, max)`` key bits this node accepts for ``scheme``."""
+        if scheme == "ou":
+            return self.ou_min_key_bits, self.ou_max_key_bits
+        return self.min_key_bits, self.max_key_bits
 
     def check_scheme(self, scheme: str, whose: str = "the job's") -> None:
         if scheme not in SCHEMES:
             raise KeyPolicyError(f"{whose} cipher {scheme!r} is unknown (expected one of "
                                  f"{', '.join(SCHEMES)})")
-        if scheme == "plain" and not self.allow_plain:
-            raise KeyPolicyError(f"{whose} cipher = 'plain' (no encryption) is refused by "
-                                 "this node's policy (insecure test jobs are not allowed)", "plain")
+        if scheme == "plain":
+            if not self.allow_plain:
+                raise KeyPolicyError(f"{whose} cipher = 'plain' (no encryption) is refused by "
+                                     "this node's policy (insecure test jobs are not allowed)",
+                                     "plain")
+        elif scheme not in self.allowed_ciphers:
+            raise KeyPolicyError(f"{whose} cipher {scheme!r} is not in this node's [policy] "
+                                 f"allowed_ciphers (allowed: "
+                                 f"{', '.join(self.allowed_ciphers) or 'none'})",
+                                 "allowed_ciphers")
 
-    def check_bits(self, bits: object, whose: str = "the job's") -> bool:
-        """Raise :class:`KeyPolicyError` unless a Paillier key of ``bits`` is acceptable;
-        returns whether it is a test key (below 2048 bits)."""
+    def check_bits(self, bits: object, whose: str = "the job's",
+                   scheme: str = "paillier") -> bool:
+        """Raise :class:`KeyPolicyError` unless a ``scheme`` key of ``bits`` is
+        acceptable; returns whether it is a test key (below 2048 bits)."""
         if isinstance(bits, bool) or not isinstance(bits, int):
             raise KeyPolicyError(f"{whose} key size {bits!r} is not an integer")
-        if bits > self.max_key_bits:
-            raise KeyPolicyError(f"{whose} Paillier key of {bits} bits is above this node's "
-                                 f"maximum max_key_bits = {self.max_key_bits}", "max_key_bits")
-        if bits < self.min_key_bits:
-            raise KeyPolicyError(f"{whose} Paillier key of {bits} bits is below this node's "
-                                 f"minimum min_key_bits = {self.min_key_bits}", "min_key_bits")
+        name = "OU" if scheme == "ou" else "Paillier"
+        lo, hi = self.bits_range(scheme)
+        lo_key, hi_key = BITS_KEYS.get(scheme, BITS_KEYS["paillier"])
+        if bits > hi:
+            raise KeyPolicyError(f"{whose} {name} key of {bits} bits is above this node's "
+                                 f"maximum {hi_key} = {hi}", hi_key)
+        if bits < lo:
+            raise KeyPolicyError(f"{whose} {name} key of {bits} bits is below this node's "
+                                 f"minimum {lo_key} = {lo}", lo_key)
         test_key = bits < SECURE_MIN_BITS
         if test_key and not self.allow_test_keys:
-            raise KeyPolicyError(f"{whose} Paillier key of {bits} bits is a test key (below "
+            raise KeyPolicyError(f"{whose} {name} key of {bits} bits is a test key (below "
                                  f"{SECURE_MIN_BITS}); this node does not allow test keys", "test_key")
         return test_key
 
     def check(self, scheme: str, bits: object, whose: str = "the job's") -> bool:
         """Scheme and size together; returns whether it is a test key."""
         self.check_scheme(scheme, whose)
-        return self.check_bits(bits, whose) if scheme == "paillier" else False
+        return False if scheme == "plain" else self.check_bits(bits, whose, scheme)
+
+
+def scheme_of(cipher: PublicCipher) -> str:
+    """``"plain"``, ``"ou"`` or ``"paillier"``."""
+    if isinstance(cipher, PlainCipher):
+        return "plain"
+    from secure_agg.ou import OUPublicCipher
+    return "ou" if isinstance(cipher, OUPublicCipher) else "paillier"
 
 
 def describe_public_key(cipher, form: str = "full") -> dict:
     """What a peer needs to build this party's public cipher (no secret)."""
-    if isinstance(cipher, PlainCipher):
-        desc = {"scheme": "plain", "key_bits": cipher.key_bits}
+    scheme = scheme_of(cipher)
+    if scheme in ("plain", "ou"):
+        desc = {"scheme": scheme, "key_bits": int(cipher.key_bits)}
+        if scheme == "ou":
+            desc.update(cipher.public_key.fields())
         if form == "full":
             desc["key_id"] = cipher.key_id
         return desc
@@ -112,7 +160,7 @@ def peer_public_cipher(desc: object, policy: KeyPolicy, workers: int = 1, *,
         raise KeyPolicyError("the peer's key description is not an object")
     scheme, bits = desc.get("scheme"), desc.get("key_bits")
     if own is not None:
-        own_scheme = "plain" if isinstance(own, PlainCipher) else "paillier"
+        own_scheme = scheme_of(own)
         if scheme != own_scheme:
             raise KeyPolicyError(f"the peer uses cipher {scheme!r} but this party uses "
                                  f"{own_scheme!r}")
@@ -122,6 +170,8 @@ def peer_public_cipher(desc: object, policy: KeyPolicy, workers: int = 1, *,
     test_key = policy.check(str(scheme), bits, "the peer's")
     if scheme == "plain":
         return PlainCipher(bits, workers=workers)
+    if scheme == "ou":
+        return _peer_ou(desc, bits, test_key, workers)
     from secure_agg.keys import PaillierPublicKey
     from secure_agg.paillier import PaillierPublicCipher
     try:
@@ -144,3 +194,17 @@ def peer_public_cipher(desc: object, policy: KeyPolicy, workers: int = 1, *,
         raise KeyPolicyError(f"the peer's key description says {bits} bits, the key has "
                              f"{key.bits}")
     return PaillierPublicCipher(key, workers=workers)
+
+
+def _peer_ou(desc: dict, bits: int, test_key: bool, workers: int) -> PublicCipher:
+    from secure_agg.ou import OUPublicCipher
+    from secure_agg.ou_keys import OUPublicKey
+    try:
+        key = OUPublicKey.from_fields(desc, insecure_test_key=test_key,
+                                      max_hex=MAX_MODULUS_HEX)
+    except ValueError as exc:
+        raise KeyPolicyError(f"the peer's public key is refused: {exc}") from None
+    if key.bits != bits:
+        raise KeyPolicyError(f"the peer's key description says {bits} bits, the key has "
+                             f"{key.bits}")
+    return OUPublicCipher(key, workers=workers)

@@ -35,11 +35,11 @@ from typing import Any
 from gmpy2 import mpz
 
 from secure_agg.framing import (
-    ciphertext_width,
     encrypt_request,
     frame_request,
     obfuscate_request,
     read_response,
+    spec_width,
     split_reply,
 )
 
@@ -113,7 +113,7 @@ class ProcessPool:
         """Encrypt ``(plaintexts, exponents)`` chunks, one per worker, in order."""
         payloads, _ = self.run([encrypt_request(spec, vals, draws, exp_bits)
                                 for vals, draws in chunks])
-        cw = ciphertext_width(spec[1])
+        cw = spec_width(spec)
         return [split_reply(p, cw, len(vals), "encryption")
                 for p, (vals, _) in zip(payloads, chunks, strict=True)]
 
@@ -122,7 +122,7 @@ class ProcessPool:
         """Obfuscators ``rho mod n^2`` for chunks of draws, one chunk per worker."""
         payloads, _ = self.run([obfuscate_request(spec, d, scheme, exp_bits, window)
                                 for d in chunks])
-        cw = ciphertext_width(spec[1])
+        cw = spec_width(spec)
         return [split_reply(p, cw, len(d), "obfuscation")
                 for p, d in zip(payloads, chunks, strict=True)]
 

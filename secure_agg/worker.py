@@ -2,7 +2,8 @@
 
 Serves the requests of :mod:`secure_agg.framing` on stdin / stdout, one at a time,
 with the kernels of :mod:`secure_agg.kernels`, until stdin closes (the parent exits).
-It imports those two modules only -- never the cipher classes or the parent's pool --
+It imports those modules (and :mod:`secure_agg.ou_kernels`) only -- never the cipher
+classes or the parent's pool --
 so a worker starts fast and the engine's import graph has no cycle. It keeps the
 kernels (with their tables, ~17 MB per key) of its 3 most recent keys.
 
@@ -19,6 +20,7 @@ from gmpy2 import mpz
 
 from secure_agg.framing import (
     HDR,
+    KEY_FIELDS,
     ciphertext_width,
     frame_response,
     join_ciphertexts,
@@ -34,30 +36,41 @@ from secure_agg.kernels import (
     matvec_chunk,
     product,
 )
+from secure_agg.ou_kernels import OUKernel
 
 #: keys whose kernels (and tables) a worker keeps
 CACHED_KEYS = 3
 
 
-def _kernel(head: dict, cache: dict) -> PublicKernel:
-    key = (head["kind"], head["n"], head.get("p"), head.get("q"))
+def _kernel(head: dict, cache: dict):
+    kind = head["kind"]
+    fields = [mpz(head[k], 16) for k in KEY_FIELDS[kind]]
+    key = (kind, head["n"], *fields)
     kernel = cache.get(key)
     if kernel is None:
         n = mpz(head["n"], 16)
-        if head["kind"] == "private":
-            kernel = PrivateKernel(n, mpz(head["p"], 16), mpz(head["q"], 16))
-        else:
+        if kind == "private":
+            kernel = PrivateKernel(n, *fields)
+        elif kind == "public":
             kernel = PublicKernel(n)
+        else:
+            kernel = OUKernel(n, fields[0], fields[1],
+                              tuple(fields[2:]) if kind == "ou_private" else None)
         while len(cache) >= CACHED_KEYS:  # keep the newest
             cache.pop(next(iter(cache)))
         cache[key] = kernel
     return kernel
 
 
+def _width(kernel) -> int:
+    """Ciphertext bytes of a kernel's key (OU kernels know theirs; Paillier: n^2)."""
+    return getattr(kernel, "width", None) or ciphertext_width(kernel.n)
+
+
 def _encrypt(head: dict, body: bytes, cache: dict) -> bytes:
     kernel = _kernel(head, cache)
     vals, draws = read_encrypt(head, body)
-    return join_ciphertexts(kernel.encrypt(vals, draws, "djn"), ciphertext_width(kernel.n))
+    return join_ciphertexts(kernel.encrypt(vals, draws, "djn"), _width(kernel))
 
 
 def _obfuscate(head: dict, body: bytes, cache: dict) -> bytes:
@@ -66,7 +79,7 @@ def _obfuscate(head: dict, body: bytes, cache: dict) -> bytes:
     if int(head["exp_bits"]) != kernel.exp_bits(scheme):
         raise ValueError("obfuscate: exponent size does not match the scheme")
     rhos = kernel.obfuscate(read_draws(head, body), scheme, int(head.get("window", 8)))
-    return join_ciphertexts(rhos, ciphertext_width(kernel.n))
+    return join_ciphertexts(rhos, _width(kernel))
 
 
 def _vector(op: str, head: dict, body: bytes) -> bytes:
@@ -96,7 +109,7 @@ def handle(head: dict, body: bytes, cache: dict) -> bytes:
 def serve(stdin=None, stdout=None) -> None:
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
-    cache: dict[tuple, PublicKernel] = {}
+    cache: dict[tuple, object] = {}
     while True:
         raw = stdin.read(HDR.size)
         if not raw:

@@ -20,7 +20,8 @@ job.toml (submitted at the bank's node)::
     test_fraction = 0.2
     valid_fraction = 0.0            # share of the training rows held out for early
                                     # stopping and validation curves (never test rows)
-    cipher = "paillier"             # "paillier" | "plain" (plain: test policy only)
+    cipher = "paillier"             # "paillier" | "ou" | "plain" (plain: test policy only;
+                                    # ou: the platform's allowed_ciphers must list it)
     key_bits = 2048
     threshold = 0.5
     split_salt = "fedjoint"         # the test split is a keyed hash of the ID: jobs with
@@ -42,7 +43,7 @@ from psi.protocol import PsiParams
 #: job types the runner itself implements; every other algorithm is registered in
 #: parties.registry and reached only through it
 JOB_TYPES = ("psi", "score")
-CIPHERS = ("paillier", "plain")
+CIPHERS = ("paillier", "ou", "plain")
 
 
 def algorithm_names() -> list[str]:
