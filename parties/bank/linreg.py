@@ -47,14 +47,15 @@ import time
 import numpy as np
 
 from federation.link import ProtocolContext
+from parties.bank import linear_loop as loop
 from parties.common import linreg_common as L
 from parties.common import lr_common as C
+from parties.common import residuals as R
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.metrics import regression_report
 from parties.common.params import ParamError
 from parties.common.role import PartyData, RolePolicy
 from parties.common.standardize import InputError, Standardizer, as_feature_matrix
-from secure_agg import masking
 from secure_agg.cipher import PrivateCipher
 
 PARTY = "bank"
@@ -121,16 +122,9 @@ def _train(ctx, peer, data, p, cipher, policy):
     timings = {"setup": time.perf_counter() - t_start}
 
     d_b = Xs.shape[1]
-    # obfuscators one batch ahead: [[u]] under the bank's key, and the uniform r^n
-    # re-randomising the masked vector under the platform's key
-    ahead = C.Ahead(p.epochs, C.batch_sizes(n, bs))
-    ahead.add("enc", cipher, ctx.rng.child("lr/encrypt"), lambda m: m)
-    ahead.add("rr", pk_p, ctx.rng.child("lr/rerandomize"), lambda m: d_b + 2, "standard")
-    try:
-        w, history, stopped, ph_t = _epochs(ctx, peer, p, Xs, target.transform(y), n, bs,
-                                            d_p, seed, cipher, pk_p, ahead)
-    finally:
-        ahead.close()
+    job = loop.BankJob(p, R.Squared(L.U_BITS), Xs, target.transform(y), np.ones(n), d_p, bs,
+                       seed, cipher, pk_p, event="linreg.epoch", error=L.LinRegError)
+    w, history, stopped, ph_t, _ = loop.train(ctx, peer, job)
     timings["train"] = time.perf_counter() - t_start - timings["setup"]
     timings.update(ph_t)
 
@@ -154,79 +148,6 @@ def _train(ctx, peer, data, p, cipher, policy):
     C.exchange_part_digests(peer, part, send_first=True, peer_label="platform")
     timings["total"] = time.perf_counter() - t_start
     return TrainOutcome(part, metrics, history, timings)
-
-
-def _epochs(ctx, peer, p, Xs, ys, n, bs, d_p, seed, cipher, pk_p, ahead):
-    """The training loop: -> (weights with the intercept last, history, stopped early,
-    phase timings)."""
-    d_b = Xs.shape[1]
-    FX = p.x_frac_bits
-    Xq = C.encode(Xs, FX)
-    ones = np.full((n, 1), (1 << FX) if p.fit_intercept else 0, dtype=np.int64)
-    Xaug = np.hstack([Xq, ones])
-    w = np.zeros(d_b + 1)  # last entry: intercept (stays 0 without one)
-    opt = C.Optimizer(p, d_b + 1, np.r_[np.ones(d_b), 0.0])
-    rng_mask = ctx.rng.child("lr/mask")
-    grad_scale = float(2 ** (FX + L.FZ))
-    loss_scale = float(2 ** L.LOSS_FRAC)
-    history: list[dict] = []
-    ph = C.Phases()
-    prev_loss = first_loss = None
-    stopped = False
-    for epoch in range(p.epochs):
-        t_ep = time.perf_counter()
-        loss_sum = 0.0
-        for bi, idx in enumerate(C.epoch_batches(seed, epoch, n, bs)):
-            m = idx.size
-            obf = ahead.batch(epoch, bi)
-            zb = Xs[idx] @ w[:d_b] + w[d_b]
-            C.check_predictor(zb, PARTY, epoch)
-            u = zb - ys[idx]
-            U = C.encode(u, L.FZ)
-            with ph("encrypt"):
-                encU = cipher.encrypt(U, bound_bits=L.U_BITS, obfuscators=obf["enc"])
-            peer.send_ct(C.K_ENC_U, cipher, encU)
-            with ph("wait"):
-                zp = peer.recv_ct(C.K_ENC_ZP, pk_p, m, C.ZP_BITS)
-            with ph("homomorphic"):
-                g = pk_p.matvec_t(Xaug[idx], pk_p.add_plain(zp, U))
-                lpiece = pk_p.matvec_t((2 * U)[:, None], zp)
-                masked, masks = C.mask(pk_p, pk_p.concat([g, lpiece]), rng_mask, obf["rr"])
-            peer.send_ct(C.K_BANK_GRAD_CT, pk_p, masked)
-            with ph("wait"):
-                pg = peer.recv_ct(C.K_PLAT_GRAD_CT, cipher, d_p, cipher.capacity_bits)
-                mine = peer.recv_ints(C.K_BANK_GRAD_PLAIN, d_b + 1, pk_p.n.bit_length())
-                lct = peer.recv_ct(C.K_LOSS_CT, cipher, 1, cipher.capacity_bits)
-            with ph("decrypt"):
-                dec = cipher.decrypt(cipher.concat([pg, lct]))
-            peer.send_ints(C.K_PLAT_GRAD_PLAIN, dec[:d_p])
-            g_int = masking.unmask(mine, masks[:d_b + 1])
-            grad = np.array([float(v) for v in g_int]) / grad_scale / m
-            if not p.fit_intercept:
-                grad[d_b] = 0.0
-            two_l = float(u @ u) + (dec[d_p] - masks[d_b + 1]) / loss_scale
-            loss_sum += (0.5 * two_l / m + C.regularization(p, w[:d_b])) * m
-            w = opt.step(w, grad, epoch)
-        loss = loss_sum / n
-        rec = {"epoch": epoch + 1, "loss": loss, "seconds": time.perf_counter() - t_ep}
-        if not np.isfinite(loss) or (first_loss is not None and loss > 1e3 * max(first_loss, 1)):
-            raise L.LinRegError(f"training diverged at epoch {epoch + 1}: loss {loss:g}; "
-                                "lower learning_rate")
-        first_loss = loss if first_loss is None else first_loss
-        stop = (p.early_stopping == "loss" and prev_loss is not None
-                and abs(prev_loss - loss) <= p.tol * max(1.0, abs(prev_loss)))
-        prev_loss = loss
-        history.append(rec)
-        ctx.log("linreg.epoch", rec)
-        if ctx.progress:
-            ctx.progress("training", (epoch + 1) / p.epochs)
-        last = stop or epoch + 1 == p.epochs
-        peer.send_json(C.K_EPOCH_END, {"epoch": epoch + 1, "stop": bool(last), "best": False})
-        ctx.checkpoint(epoch + 1, {"w": w})
-        stopped = stop
-        if last:
-            break
-    return w, history, stopped, ph.rounded()
 
 
 def predict(ctx: ProtocolContext, model: ModelPart, X) -> np.ndarray:

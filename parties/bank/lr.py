@@ -67,7 +67,9 @@ import time
 import numpy as np
 
 from federation.link import ProtocolContext
+from parties.bank import linear_loop as loop
 from parties.common import lr_common as C
+from parties.common import residuals as R
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.metrics import auc as auc_score
 from parties.common.metrics import binary_report
@@ -80,7 +82,6 @@ from parties.common.standardize import (
     fit_own_columns,
     peer_view,
 )
-from secure_agg import masking
 from secure_agg.cipher import PrivateCipher
 from secure_agg.keypolicy import describe_public_key
 
@@ -171,135 +172,21 @@ def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid, pol
     pk_p = C.peer_cipher(ph.get("key") or {}, cipher, ctx.workers, policy.keys)
     timings["setup"] = time.perf_counter() - t_start
 
-    return _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits,
-                 curv, seed, cipher, pk_p, timings)
+    return _finish(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits,
+                   seed, cipher, pk_p, timings)
 
 
-def _loop(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits, curv,
-          seed, cipher, pk_p, timings):
+def _finish(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits, seed,
+            cipher, pk_p, timings):
     d_b = Xs.shape[1]
-    rng_mask = ctx.rng.child("lr/mask")
-    ub, ab = C.u_bits(p.approximation, wbits), C.a_bits(wbits)
-    # obfuscators one batch ahead: [[u]], [[a]] under the bank's key, and the uniform
-    # r^n re-randomising the masked vector under the platform's key
-    ahead = C.Ahead(p.epochs, C.batch_sizes(n, bs))
-    extra_a = {"row": lambda m: m, "mean": lambda m: 1}.get(curv, lambda m: 0)
-    ahead.add("enc", cipher, ctx.rng.child("lr/encrypt"), lambda m: m + extra_a(m))
-    ahead.add("rr", pk_p, ctx.rng.child("lr/rerandomize"), lambda m: d_b + 2, "standard")
-    try:
-        return _epochs(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, curv,
-                       seed, cipher, pk_p, timings, ahead, rng_mask, ub, ab)
-    finally:
-        ahead.close()
-
-
-def _epochs(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, curv, seed,
-            cipher, pk_p, timings, ahead, rng_mask, ub, ab):
-    d_b = Xs.shape[1]
-    FX = p.x_frac_bits
-    Xq = C.encode(Xs, FX)
-    ones = np.full((n, 1), (1 << FX) if p.fit_intercept else 0, dtype=np.int64)
-    Xaug = np.hstack([Xq, ones])
-    w = np.zeros(d_b + 1)  # last entry: intercept
-    pen = np.r_[np.ones(d_b), 0.0]
-    opt = C.Optimizer(p, d_b + 1, pen)
-    a_const = C.encode(np.array([0.25]), C.FD)
-    grad_scale = float(2 ** (FX + C.FD + C.FZ))
-    loss_scale = float(2 ** (C.FD + C.FZ))
-    history: list[dict] = []
-    ph = C.Phases()
-    best = {"auc": -1.0, "w": w.copy(), "epoch": 0}
-    stale = 0
-    prev_loss = None
-    first_loss = None
-    stopped_early = False
+    job = loop.BankJob(p, R.Sigmoid(p, wbits), Xs, yv, sw, d_p, bs, seed, cipher, pk_p,
+                       Xv, valid_metric=lambda z: auc_score(yvv, z[:, 0]))
     t_train = time.perf_counter()
-    epoch = 0
-    for epoch in range(p.epochs):
-        t_ep = time.perf_counter()
-        loss_sum = 0.0
-        for bi, idx in enumerate(C.epoch_batches(seed, epoch, n, bs)):
-            m = idx.size
-            obf = ahead.batch(epoch, bi)
-            zb = Xs[idx] @ w[:d_b] + (w[d_b] if p.fit_intercept else 0.0)
-            C.check_predictor(zb, PARTY, epoch)
-            c0, u, a = C.residual_coefficients(p.approximation, zb, yv[idx], sw[idx])
-            u_int = C.encode(u, C.FD)
-            U = C.encode(u, C.FD + C.FZ)
-            with ph("encrypt"):
-                encU = cipher.encrypt(U, bound_bits=ub, obfuscators=obf["enc"])
-            peer.send_ct(C.K_ENC_U, cipher, encU)
-            if curv == "public":
-                a_int = a_const
-            else:
-                a_int = C.encode(a, C.FD)
-                a_send = a_int if curv == "row" else C.encode(np.array([a.mean()]), C.FD)
-                with ph("encrypt"):
-                    encA = cipher.encrypt(a_send, bound_bits=ab, obfuscators=obf["enc"])
-                peer.send_ct(C.K_ENC_A, cipher, encA)
-            with ph("wait"):
-                zp = peer.recv_ct(C.K_ENC_ZP, pk_p, m, C.ZP_BITS)
-            with ph("homomorphic"):
-                dct = pk_p.add_plain(pk_p.mul_plain(zp, a_int), U)
-                g = pk_p.matvec_t(Xaug[idx], dct)
-                lpiece = pk_p.matvec_t((2 * u_int)[:, None], zp)
-                vec = pk_p.concat([g, lpiece])
-                masked, masks = C.mask(pk_p, vec, rng_mask, obf["rr"])
-            peer.send_ct(C.K_BANK_GRAD_CT, pk_p, masked)
-            with ph("wait"):
-                pg = peer.recv_ct(C.K_PLAT_GRAD_CT, cipher, d_p, cipher.capacity_bits)
-                mine = peer.recv_ints(C.K_BANK_GRAD_PLAIN, d_b + 1, pk_p.n.bit_length())
-                lct = peer.recv_ct(C.K_LOSS_CT, cipher, 1, cipher.capacity_bits)
-            with ph("decrypt"):
-                dec = cipher.decrypt(cipher.concat([pg, lct]))
-            peer.send_ints(C.K_PLAT_GRAD_PLAIN, dec[:d_p])
-            g_int = masking.unmask(mine, masks[:d_b + 1])
-            grad = np.array([float(v) for v in g_int]) / grad_scale / m
-            if not p.fit_intercept:
-                grad[d_b] = 0.0
-            two_l = 2.0 * float(c0.sum()) + (dec[d_p] - masks[d_b + 1]) / loss_scale
-            batch_loss = 0.5 * two_l / m + C.regularization(p, w[:d_b])
-            loss_sum += batch_loss * m
-            w = opt.step(w, grad, epoch)
-        loss = loss_sum / n
-        rec = {"epoch": epoch + 1, "loss": loss, "seconds": time.perf_counter() - t_ep}
-        if not np.isfinite(loss) or (first_loss is not None and loss > 1e3 * max(first_loss, 1)):
-            raise C.LRError(f"training diverged at epoch {epoch + 1}: loss {loss:g}; "
-                            f"lower learning_rate")
-        first_loss = loss if first_loss is None else first_loss
-        stop = False
-        new_best = False
-        if p.early_stopping == "valid_auc":
-            zpv = peer.recv_scores(C.K_VALID_SCORES, Xv.shape[0])
-            a_v = auc_score(yvv, Xv @ w[:d_b] + w[d_b] + zpv)
-            rec["valid_auc"] = a_v
-            if a_v > best["auc"] + p.tol:
-                best = {"auc": a_v, "w": w.copy(), "epoch": epoch + 1}
-                new_best, stale = True, 0
-            else:
-                stale += 1
-                stop = stale >= p.patience
-        elif p.early_stopping == "loss" and prev_loss is not None:
-            stop = abs(prev_loss - loss) <= p.tol * max(1.0, abs(prev_loss))
-        prev_loss = loss
-        history.append(rec)
-        ctx.log("lr.epoch", rec)
-        if ctx.progress:
-            ctx.progress("training", (epoch + 1) / p.epochs)
-        last = stop or epoch + 1 == p.epochs
-        peer.send_json(C.K_EPOCH_END, {"epoch": epoch + 1, "stop": bool(last),
-                                       "best": new_best})
-        ctx.checkpoint(epoch + 1, {"w": w})
-        if stop:
-            stopped_early = True
-        if last:
-            break
+    w, history, stopped_early, phases, epochs_run = loop.train(ctx, peer, job)
     timings["train"] = time.perf_counter() - t_train
-    timings.update(ph.rounded())
-    if p.early_stopping == "valid_auc":
-        w = best["w"]
+    timings.update(phases)
     t_eval = time.perf_counter()
-    metrics: dict = {"epochs_run": epoch + 1, "stopped_early": stopped_early,
+    metrics: dict = {"epochs_run": epochs_run, "stopped_early": stopped_early,
                      "final_loss": history[-1]["loss"]}
     if p.evaluate_train:
         zpt = peer.recv_scores(C.K_TRAIN_SCORES, n)
@@ -312,7 +199,7 @@ def _epochs(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, curv, see
             "intercept": float(w[d_b]) if p.fit_intercept else 0.0,
             "standardizer": std.to_dict(), "approximation": p.approximation,
             "x_frac_bits": p.x_frac_bits, "peer_n_features": d_p,
-            "epochs_run": epoch + 1, "loss_curve": [h["loss"] for h in history]}
+            "epochs_run": epochs_run, "loss_curve": [h["loss"] for h in history]}
     part = ModelPart(C.ALGORITHM, PARTY, ctx.job_id, C.params_dict(p), body, list(names))
     C.exchange_part_digests(peer, part, send_first=True, peer_label="platform")
     timings["total"] = time.perf_counter() - t_train + timings["setup"]

@@ -467,10 +467,12 @@ class Peer:
     def send_array(self, kind: str, arr: np.ndarray) -> None:
         self.link.send(kind, np.ascontiguousarray(arr, dtype=np.float64))
 
-    def recv_scores(self, kind: str, count: int) -> np.ndarray:
+    def recv_scores(self, kind: str, count: int, k: int = 1) -> np.ndarray:
+        """``count`` partial scores, or ``(count, k)`` of them for ``k > 1`` classes."""
         arr = self._recv(kind)
-        if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f" or arr.shape != (count,):
-            raise ProtocolError(f"{kind}: expected {count} float scores")
+        shape = (count,) if k == 1 else (count, k)
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f" or arr.shape != shape:
+            raise ProtocolError(f"{kind}: expected {' x '.join(map(str, shape))} float scores")
         if not np.all(np.isfinite(arr)):
             raise ProtocolError(f"{kind}: non-finite partial scores")
         return arr.astype(np.float64)

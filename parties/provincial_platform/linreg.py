@@ -31,11 +31,12 @@ import numpy as np
 from federation.link import ProtocolContext
 from parties.common import linreg_common as L
 from parties.common import lr_common as C
+from parties.common import residuals as R
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.params import ParamError
 from parties.common.role import PartyData, RolePolicy
 from parties.common.standardize import InputError, Standardizer, as_feature_matrix
-from secure_agg import masking
+from parties.provincial_platform import linear_loop as loop
 from secure_agg.cipher import PrivateCipher
 
 PARTY = "platform"
@@ -86,18 +87,9 @@ def _train(ctx, peer, data, p, cipher, policy):
     pk_b = C.peer_cipher(bh.get("key") or {}, cipher, ctx.workers, policy.keys)
     timings = {"setup": time.perf_counter() - t0}
 
-    d_p = Xs.shape[1]
-    rng_enc = ctx.rng.child("lr/encrypt")
-    # obfuscators one batch ahead: [[z_p]] under the platform's key, and the uniform
-    # r^n re-randomising the masked gradient under the bank's key
-    ahead = C.Ahead(p.epochs, C.batch_sizes(n, bs))
-    ahead.add("enc", cipher, rng_enc.child("zp"), lambda m: m)
-    ahead.add("rr", pk_b, ctx.rng.child("lr/rerandomize"), lambda m: d_p, "standard")
-    try:
-        w, history, ph_t = _epochs(ctx, peer, p, Xs, n, bs, d_b, seed, cipher, pk_b,
-                                   ahead, rng_enc)
-    finally:
-        ahead.close()
+    job = loop.PlatformJob(p, R.Squared(L.U_BITS).layout, Xs, d_b, bs, seed, cipher, pk_b,
+                           event="linreg.epoch", error=L.LinRegError)
+    w, history, ph_t = loop.train(ctx, peer, job)
     timings["train"] = time.perf_counter() - t0 - timings["setup"]
     timings.update(ph_t)
     if p.evaluate_train:
@@ -109,66 +101,6 @@ def _train(ctx, peer, data, p, cipher, policy):
     part = ModelPart(L.ALGORITHM, PARTY, ctx.job_id, p.to_dict(), body, list(names))
     C.exchange_part_digests(peer, part, send_first=False, peer_label="bank")
     return TrainOutcome(part, {"epochs_run": len(history)}, history, timings)
-
-
-def _epochs(ctx, peer, p, Xs, n, bs, d_b, seed, cipher, pk_b, ahead, rng_enc):
-    d_p = Xs.shape[1]
-    FX = p.x_frac_bits
-    Xq = C.encode(Xs, FX)
-    w = np.zeros(d_p)
-    opt = C.Optimizer(p, d_p, np.ones(d_p))
-    rng_mask = ctx.rng.child("lr/mask")
-    grad_scale = float(2 ** (FX + L.FZ))
-    loss_scale = float(2 ** L.LOSS_FRAC)
-    history: list[dict] = []
-    ph = C.Phases()
-    for epoch in range(p.epochs):
-        t_ep = time.perf_counter()
-        for bi, idx in enumerate(C.epoch_batches(seed, epoch, n, bs)):
-            m = idx.size
-            obf = ahead.batch(epoch, bi)
-            zp = Xs[idx] @ w
-            C.check_predictor(zp, PARTY, epoch)
-            zp_int = C.encode(zp, L.FZ)
-            with ph("encrypt"):
-                encZ = cipher.encrypt(zp_int, bound_bits=C.ZP_BITS, obfuscators=obf["enc"])
-            peer.send_ct(C.K_ENC_ZP, cipher, encZ)
-            with ph("wait"):
-                U = peer.recv_ct(C.K_ENC_U, pk_b, m, L.U_BITS)
-            with ph("homomorphic"):
-                g = pk_b.matvec_t(Xq[idx], pk_b.add_plain(U, zp_int))
-                masked, masks = C.mask(pk_b, g, rng_mask, obf["rr"])
-            peer.send_ct(C.K_PLAT_GRAD_CT, pk_b, masked)
-            with ph("wait"):
-                bvec = peer.recv_ct(C.K_BANK_GRAD_CT, cipher, d_b + 2, cipher.capacity_bits)
-            with ph("decrypt"):
-                vals = cipher.decrypt(bvec)
-            peer.send_ints(C.K_BANK_GRAD_PLAIN, vals[:d_b + 1])
-            # the loss slot: v = 2 sum(u z_p) + mask (decrypted, meaningless here) plus
-            # sum(z_p^2) and this party's penalty, sent back under the bank's key
-            zz = int((zp_int.astype(object) ** 2).sum())
-            pen = int(round(2 * m * C.regularization(p, w) * loss_scale))
-            with ph("encrypt"):
-                lct = pk_b.encrypt([vals[d_b + 1] + zz + pen], rng_enc)
-            peer.send_ct(C.K_LOSS_CT, pk_b, lct)
-            with ph("wait"):
-                mine = peer.recv_ints(C.K_PLAT_GRAD_PLAIN, d_p, pk_b.n.bit_length())
-            g_int = masking.unmask(mine, masks)
-            grad = np.array([float(v) for v in g_int]) / grad_scale / m
-            w = opt.step(w, grad, epoch)
-        ctrl = peer.recv_json(C.K_EPOCH_END)
-        if ctrl.get("epoch") != epoch + 1:
-            raise L.LinRegError(f"bank is at epoch {ctrl.get('epoch')}, platform at "
-                                f"{epoch + 1}")
-        rec = {"epoch": epoch + 1, "seconds": time.perf_counter() - t_ep}
-        history.append(rec)
-        ctx.log("linreg.epoch", rec)
-        if ctx.progress:
-            ctx.progress("training", (epoch + 1) / p.epochs)
-        ctx.checkpoint(epoch + 1, {"w": w})
-        if ctrl.get("stop"):
-            break
-    return w, history, ph.rounded()
 
 
 def predict(ctx: ProtocolContext, model: ModelPart, X) -> np.ndarray:

@@ -30,6 +30,7 @@ import numpy as np
 
 from federation.link import ProtocolContext
 from parties.common import lr_common as C
+from parties.common import residuals as R
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.params import ParamError
 from parties.common.role import PartyData, RolePolicy
@@ -39,7 +40,7 @@ from parties.common.standardize import (
     fit_own_columns,
     peer_view,
 )
-from secure_agg import masking
+from parties.provincial_platform import linear_loop as loop
 from secure_agg.cipher import PrivateCipher
 from secure_agg.keypolicy import describe_public_key
 
@@ -118,125 +119,22 @@ def _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy):
         raise C.LRError("bank announced a malformed shuffle seed")
     pk_b = C.peer_cipher(bh.get("key") or {}, cipher, ctx.workers, policy.keys)
     timings = {"setup": time.perf_counter() - t0}
-    return _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed,
-                 cipher, pk_b, timings)
-
-
-def _loop(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed, cipher,
-          pk_b, timings):
-    d_p = Xs.shape[1]
-    rng_enc = ctx.rng.child("lr/encrypt")
-    # obfuscators one batch ahead: [[z_p]] under the platform's key, and the uniform
-    # r^n re-randomising the masked gradient (and the loss slot) under the bank's key
-    ahead = C.Ahead(p.epochs, C.batch_sizes(n, bs))
-    ahead.add("enc", cipher, rng_enc.child("zp"), lambda m: m)
-    ahead.add("rr", pk_b, ctx.rng.child("lr/rerandomize"),
-              lambda m: d_p + (0 if curv == "public" else 1), "standard")
-    try:
-        return _epochs(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed,
-                       cipher, pk_b, timings, ahead, rng_enc)
-    finally:
-        ahead.close()
-
-
-def _epochs(ctx, peer, p, std, names, Xs, Xv, n, bs, d_b, wbits, curv, seed, cipher,
-            pk_b, timings, ahead, rng_enc):
-    d_p = Xs.shape[1]
-    FX = p.x_frac_bits
-    Xq = C.encode(Xs, FX)
-    w = np.zeros(d_p)
-    opt = C.Optimizer(p, d_p, np.ones(d_p))
-    rng_mask = ctx.rng.child("lr/mask")
-    ub, ab = C.u_bits(p.approximation, wbits), C.a_bits(wbits)
-    a_const = int(C.encode(np.array([0.25]), C.FD)[0])
-    grad_scale = float(2 ** (FX + C.FD + C.FZ))
-    loss_scale = float(2 ** (C.FD + C.FZ))
-    history: list[dict] = []
-    ph = C.Phases()
-    best_w = w.copy()
+    job = loop.PlatformJob(p, R.Sigmoid(p, wbits).layout, Xs, d_b, bs, seed, cipher, pk_b,
+                           Xv)
     t_train = time.perf_counter()
-    epoch = 0
-    for epoch in range(p.epochs):
-        t_ep = time.perf_counter()
-        for bi, idx in enumerate(C.epoch_batches(seed, epoch, n, bs)):
-            m = idx.size
-            obf = ahead.batch(epoch, bi)
-            zp = Xs[idx] @ w
-            C.check_predictor(zp, PARTY, epoch)
-            zp_int = C.encode(zp, C.FZ)
-            with ph("encrypt"):
-                encZ = cipher.encrypt(zp_int, bound_bits=C.ZP_BITS, obfuscators=obf["enc"])
-            peer.send_ct(C.K_ENC_ZP, cipher, encZ)
-            with ph("wait"):
-                U = peer.recv_ct(C.K_ENC_U, pk_b, m, ub)
-                A = None
-                if curv != "public":
-                    A = peer.recv_ct(C.K_ENC_A, pk_b, m if curv == "row" else 1, ab)
-            zq = C.encode(zp, C.FQ)
-            q_plain = int((zq * zq).sum())
-            with ph("homomorphic"):
-                if curv == "public":
-                    g = pk_b.matvec_t(Xq[idx], pk_b.add_plain(U, zp_int * a_const))
-                elif curv == "row":
-                    g = pk_b.matvec_t(Xq[idx], pk_b.add(U, pk_b.mul_plain(A, zp_int)))
-                else:  # [[mean a]] times the exact X_p^T z_p
-                    xz = Xq[idx].astype(object).T.dot(zp_int.astype(object))
-                    g = pk_b.add(pk_b.matvec_t(Xq[idx], U),
-                                 pk_b.mul_plain(pk_b.take(A, [0] * d_p), [int(v) for v in xz]))
-                masked, masks = C.mask(pk_b, g, rng_mask, obf["rr"])
-            peer.send_ct(C.K_PLAT_GRAD_CT, pk_b, masked)
-            with ph("wait"):
-                bvec = peer.recv_ct(C.K_BANK_GRAD_CT, cipher, d_b + 2, cipher.capacity_bits)
-            with ph("decrypt"):
-                vals = cipher.decrypt(bvec)
-            peer.send_ints(C.K_BANK_GRAD_PLAIN, vals[:d_b + 1])
-            pen = 2 * m * C.regularization(p, w)
-            extra = vals[d_b + 1] + int(round(pen * loss_scale))
-            with ph("homomorphic"):
-                if curv == "public":
-                    lct = pk_b.encrypt([extra + a_const * q_plain], rng_enc)
-                else:
-                    if curv == "row":
-                        lq = pk_b.matvec_t((zq * zq)[:, None], A)
-                    else:
-                        lq = pk_b.mul_plain(A, [q_plain])
-                    lct = pk_b.rerandomize(pk_b.add_plain(lq, [extra]),
-                                           obfuscators=obf["rr"], obfuscation="standard")
-            peer.send_ct(C.K_LOSS_CT, pk_b, lct)
-            with ph("wait"):
-                mine = peer.recv_ints(C.K_PLAT_GRAD_PLAIN, d_p, pk_b.n.bit_length())
-            g_int = masking.unmask(mine, masks)
-            grad = np.array([float(v) for v in g_int]) / grad_scale / m
-            w = opt.step(w, grad, epoch)
-        if p.early_stopping == "valid_auc":
-            peer.send_array(C.K_VALID_SCORES, Xv @ w)
-        ctrl = peer.recv_json(C.K_EPOCH_END)
-        if ctrl.get("epoch") != epoch + 1:
-            raise C.LRError(f"bank is at epoch {ctrl.get('epoch')}, platform at {epoch + 1}")
-        if ctrl.get("best"):
-            best_w = w.copy()
-        rec = {"epoch": epoch + 1, "seconds": time.perf_counter() - t_ep}
-        history.append(rec)
-        ctx.log("lr.epoch", rec)
-        if ctx.progress:
-            ctx.progress("training", (epoch + 1) / p.epochs)
-        ctx.checkpoint(epoch + 1, {"w": w})
-        if ctrl.get("stop"):
-            break
+    w, history, phases = loop.train(ctx, peer, job)
     timings["train"] = time.perf_counter() - t_train
-    timings.update(ph.rounded())
-    if p.early_stopping == "valid_auc":
-        w = best_w
+    timings.update(phases)
     if p.evaluate_train:
         peer.send_array(C.K_TRAIN_SCORES, Xs @ w)
     if Xv is not None:
         peer.send_array(C.K_FINAL_VALID_SCORES, Xv @ w)
     body = {"weights": [float(v) for v in w], "standardizer": std.to_dict(),
             "approximation": p.approximation, "x_frac_bits": p.x_frac_bits,
-            "epochs_run": epoch + 1}
+            "epochs_run": len(history)}
     part = ModelPart(C.ALGORITHM, PARTY, ctx.job_id, C.params_dict(p), body, list(names))
     C.exchange_part_digests(peer, part, send_first=False, peer_label="bank")
-    return TrainOutcome(part, {"epochs_run": epoch + 1}, history, timings)
+    return TrainOutcome(part, {"epochs_run": len(history)}, history, timings)
 
 
 def predict(ctx: ProtocolContext, model: ModelPart, X) -> np.ndarray:
