@@ -86,6 +86,22 @@ def train(ctx, peer: C.Peer, job: BankJob):
         ahead.close()
 
 
+def final_predictors(peer: C.Peer, job: BankJob, w: np.ndarray):
+    """The joint predictors ``z_b + z_p`` on the training rows (with ``evaluate_train``)
+    and the validation rows (if any), from the platform's disclosed partial scores:
+    ``(rows,)`` for one column, else ``(rows, K)``; None where nothing was sent."""
+    k = job.residual.layout.k
+    out = []
+    for kind, X, on in ((C.K_TRAIN_SCORES, job.Xs, job.p.evaluate_train),
+                        (C.K_FINAL_VALID_SCORES, job.Xv, job.Xv is not None)):
+        if not on:
+            out.append(None)
+            continue
+        z = scores(X, w, k, True) + peer.recv_scores(kind, X.shape[0], k).reshape(-1, k)
+        out.append(z[:, 0] if k == 1 else z)
+    return tuple(out)
+
+
 def _batch(job: BankJob, lay: Layout, w, idx, Xaug, obf, peer, rng_mask, ph, epoch):
     """One mini-batch: -> (2 * loss sum on the batch, gradient)."""
     p, cipher, pk_p, K = job.p, job.cipher, job.pk_p, lay.k

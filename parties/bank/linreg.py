@@ -123,7 +123,7 @@ def _train(ctx, peer, data, p, cipher, policy):
 
     d_b = Xs.shape[1]
     job = loop.BankJob(p, R.Squared(L.U_BITS), Xs, target.transform(y), np.ones(n), d_p, bs,
-                       seed, cipher, pk_p, event="linreg.epoch", error=L.LinRegError)
+                       seed, cipher, pk_p, Xv, event="linreg.epoch", error=L.LinRegError)
     w, history, stopped, ph_t, _ = loop.train(ctx, peer, job)
     timings["train"] = time.perf_counter() - t_start - timings["setup"]
     timings.update(ph_t)
@@ -132,12 +132,10 @@ def _train(ctx, peer, data, p, cipher, policy):
     epochs_run = len(history)
     metrics: dict = {"epochs_run": epochs_run, "stopped_early": stopped,
                      "final_loss": history[-1]["loss"]}
-    if p.evaluate_train:
-        zpt = peer.recv_scores(C.K_TRAIN_SCORES, n)
-        metrics["train"] = regression_report(y, target.inverse(Xs @ w[:d_b] + w[d_b] + zpt))
-    if Xv is not None:
-        zpv = peer.recv_scores(C.K_FINAL_VALID_SCORES, Xv.shape[0])
-        metrics["valid"] = regression_report(yv, target.inverse(Xv @ w[:d_b] + w[d_b] + zpv))
+    for name, z, labels in zip(("train", "valid"), loop.final_predictors(peer, job, w),
+                               (y, yv), strict=True):
+        if z is not None:
+            metrics[name] = regression_report(labels, target.inverse(z))
     timings["evaluate"] = time.perf_counter() - t_eval
     body = {"objective": L.OBJECTIVE, "weights": [float(v) for v in w[:d_b]],
             "intercept": float(w[d_b]), "target": target.to_dict(),

@@ -5,7 +5,7 @@ intercept) and the labels ``y``; the platform P holds ``X_p``. ``[[v]]_B`` is a
 ciphertext under the bank's key (only B decrypts), ``[[v]]_P`` under the platform's.
 
 Residual. For each batch row the bank computes, from its own ``z_b`` and ``y`` only,
-coefficients ``(c0, u, a)`` (see ``parties.common.lr_common.residual_coefficients``)
+coefficients ``(c0, u, a)`` (see ``parties.common.residuals.residual_coefficients``)
 such that the residual is ``d = u + a * z_p`` and the loss ``c0 + u*z_p + a*z_p^2/2``:
 
 * ``approximation = "linearized"`` (default): first-order expansion of the sigmoid
@@ -108,17 +108,9 @@ def train(ctx: ProtocolContext, data: PartyData, params: C.LRParams, cipher: Pri
           policy: RolePolicy) -> TrainOutcome:
     """Train jointly with the platform; returns the bank's model part and the metrics.
     ``policy.keys`` decides whether the platform's public key is acceptable."""
-    peer = C.Peer(ctx.link)
-    try:
-        return _train(ctx, peer, data.X, data.y, data.feature_names, params, cipher,
-                      data.X_valid, data.y_valid, policy)
-    except C.LRError as exc:
-        peer.abort(exc.peer_reason or str(exc))  # the peer fails too instead of waiting
-        raise
-    except (InputError, ParamError) as exc:
-        peer.abort(peer_view(exc, PARTY, policy.reveal_feature_names)
-                   if isinstance(exc, InputError) else str(exc))
-        raise C.LRError(str(exc)) from None
+    return C.guarded(ctx, lambda exc: peer_view(exc, PARTY, policy.reveal_feature_names),
+                     C.LRError, _train, data.X, data.y, data.feature_names, params, cipher,
+                     data.X_valid, data.y_valid, policy)
 
 
 def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid, policy):
@@ -152,8 +144,8 @@ def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid, pol
     hello = {"version": C.PROTOCOL_VERSION, "ok": err is None, "error": shown,
              "key": describe_public_key(cipher.public(), form="modulus")}
     if err is None:
-        wbits = C.weight_bits(float(sw.max()))
-        curv = C.curvature_mode(p)
+        wbits = R.weight_bits(float(sw.max()))
+        curv = R.curvature_mode(p)
         seed = C.shuffle_seed(p, ctx.rng)
         hello.update({"n_rows": n, "n_valid": 0 if Xv is None else Xv.shape[0],
                       "n_features": Xs.shape[1], "shared": p.shared(), "weight_bits": wbits,
@@ -188,12 +180,10 @@ def _finish(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits, se
     t_eval = time.perf_counter()
     metrics: dict = {"epochs_run": epochs_run, "stopped_early": stopped_early,
                      "final_loss": history[-1]["loss"]}
-    if p.evaluate_train:
-        zpt = peer.recv_scores(C.K_TRAIN_SCORES, n)
-        metrics["train"] = binary_report(yv, C.sigmoid(Xs @ w[:d_b] + w[d_b] + zpt))
-    if Xv is not None:
-        zpv = peer.recv_scores(C.K_FINAL_VALID_SCORES, Xv.shape[0])
-        metrics["valid"] = binary_report(yvv, C.sigmoid(Xv @ w[:d_b] + w[d_b] + zpv))
+    for name, z, labels in zip(("train", "valid"), loop.final_predictors(peer, job, w),
+                               (yv, yvv), strict=True):
+        if z is not None:
+            metrics[name] = binary_report(labels, R.sigmoid(z))
     timings["evaluate"] = time.perf_counter() - t_eval
     body = {"weights": [float(v) for v in w[:d_b]],
             "intercept": float(w[d_b]) if p.fit_intercept else 0.0,
@@ -212,4 +202,4 @@ def predict(ctx: ProtocolContext, model: ModelPart, X) -> np.ndarray:
     Xs = C.scoring_handshake(peer, model, X, PARTY, "platform")
     zp = peer.recv_scores(C.K_PARTIAL_SCORE, Xs.shape[0])
     w = np.asarray(model.body["weights"], dtype=np.float64)
-    return C.sigmoid(Xs @ w + float(model.body["intercept"]) + zp)
+    return R.sigmoid(Xs @ w + float(model.body["intercept"]) + zp)

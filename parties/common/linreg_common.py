@@ -73,9 +73,9 @@ class LinRegError(C.LRError):
     ``shown``: what the peer is told (the message itself unless it names this party's
     own columns)."""
 
-    def __init__(self, message: str = "", *, shown: str | None = None):
-        super().__init__(message)
+    def __init__(self, message: str = "", shown: str | None = None):
         self.shown = message if shown is None else shown
+        super().__init__(message, peer_reason=self.shown)
 
 
 @dataclass
@@ -110,22 +110,7 @@ class LinRegParams:
     x_frac_bits: int = 12
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ParamError(f"epochs = {self.epochs} must be >= 1")
-        if self.batch_size is not None and self.batch_size not in (0, -1) \
-                and self.batch_size < 1:
-            raise ParamError(f"batch_size = {self.batch_size} must be >= 1 (or 0/-1 for full)")
-        if not self.learning_rate > 0:
-            raise ParamError(f"learning_rate = {self.learning_rate} must be > 0")
-        if self.decay < 0:
-            raise ParamError(f"decay = {self.decay} must be >= 0")
-        if self.optimizer not in C.OPTIMIZERS:
-            raise ParamError(f"optimizer = {self.optimizer!r}; expected one of "
-                             f"{C.OPTIMIZERS}")
-        if not 0 <= self.momentum < 1:
-            raise ParamError(f"momentum = {self.momentum} must be in [0, 1)")
-        if self.reg_lambda < 0 or self.reg_alpha < 0:
-            raise ParamError("reg_alpha and reg_lambda must be >= 0")
+        C.check_optimizer(self)
         if self.early_stopping not in EARLY_STOPPING:
             raise ParamError(f"early_stopping = {self.early_stopping!r}; expected one of "
                              f"{EARLY_STOPPING}")
@@ -134,8 +119,6 @@ class LinRegParams:
         if self.nan_policy not in NAN_POLICIES:
             raise ParamError(f"nan_policy = {self.nan_policy!r}; expected one of "
                              f"{NAN_POLICIES}")
-        if not 4 <= self.x_frac_bits <= 30:
-            raise ParamError(f"x_frac_bits = {self.x_frac_bits} must be in [4, 30]")
 
     # the names lr_common's optimiser and penalty read
     l2 = property(lambda self: self.reg_lambda)
@@ -160,21 +143,9 @@ def check_peer_hello(own: dict, other: dict, p: LinRegParams, party: str,
 
 
 def guarded(ctx, party: str, body, *args):
-    """Run a role's ``body(ctx, peer, *args)``; on failure tell the peer what it may
-    see (it fails at once instead of waiting) and raise a LinRegError."""
-    peer = C.Peer(ctx.link)
-    try:
-        return body(ctx, peer, *args)
-    except LinRegError as exc:
-        peer.abort(exc.shown)
-        raise
-    except C.LRError as exc:
-        peer.abort(str(exc))
-        raise
-    except (InputError, ParamError) as exc:
-        shown = peer_reason(party) if isinstance(exc, InputError) else str(exc)
-        peer.abort(shown)
-        raise LinRegError(str(exc), shown=shown) from None
+    """Run a role's ``body(ctx, peer, *args)`` (``lr_common.guarded``); the peer is told
+    only that this party's own data was unusable, never why."""
+    return C.guarded(ctx, lambda exc: peer_reason(party), LinRegError, body, *args)
 
 
 def hello(err: BaseException | None, party: str, cipher) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -26,7 +25,7 @@ from federation.link import (
 from parties.common import params as vocab
 from parties.common.artifact import ModelPart
 from parties.common.params import ParamError
-from parties.common.standardize import check_nan_policy, peer_view
+from parties.common.standardize import InputError, check_nan_policy, peer_view
 from secure_agg.cipher import CipherVector, PublicCipher
 from secure_agg.keypolicy import KeyPolicy, KeyPolicyError, peer_public_cipher
 
@@ -81,6 +80,23 @@ class LRError(RuntimeError):
         self.peer_reason = peer_reason
 
 
+def guarded(ctx, input_view, error: type, body, *args):
+    """Run a role's ``body(ctx, peer, *args)``. On failure the peer is told what it may
+    see (it fails at once instead of waiting): an error's ``peer_reason`` (or its
+    message); for an ``InputError`` about this party's own data ``input_view(exc)``.
+    Input and parameter errors are raised again as ``error(message, shown)``."""
+    peer = Peer(ctx.link)
+    try:
+        return body(ctx, peer, *args)
+    except LRError as exc:
+        peer.abort(exc.peer_reason or str(exc))
+        raise
+    except (InputError, ParamError) as exc:
+        shown = input_view(exc) if isinstance(exc, InputError) else str(exc)
+        peer.abort(shown)
+        raise error(str(exc), shown) from None
+
+
 class LRPeerAborted(LRError, PeerAborted):
     """The peer sent ``lr.abort``: the root cause is on its side."""
 
@@ -124,21 +140,7 @@ class LRParams:
     x_frac_bits: int = 12
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ParamError(f"epochs = {self.epochs} must be >= 1")
-        if self.batch_size is not None and self.batch_size not in (0, -1) \
-                and self.batch_size < 1:
-            raise ParamError(f"batch_size = {self.batch_size} must be >= 1 (or 0/-1 for full)")
-        if not self.learning_rate > 0:
-            raise ParamError(f"learning_rate = {self.learning_rate} must be > 0")
-        if self.decay < 0:
-            raise ParamError(f"decay = {self.decay} must be >= 0")
-        if self.optimizer not in OPTIMIZERS:
-            raise ParamError(f"optimizer = {self.optimizer!r}; expected one of {OPTIMIZERS}")
-        if not 0 <= self.momentum < 1:
-            raise ParamError(f"momentum = {self.momentum} must be in [0, 1)")
-        if self.reg_lambda < 0 or self.reg_alpha < 0:
-            raise ParamError("reg_alpha and reg_lambda must be >= 0")
+        check_optimizer(self)
         if self.approximation not in APPROXIMATIONS:
             raise ParamError(f"approximation = {self.approximation!r}; expected one of "
                              f"{APPROXIMATIONS}")
@@ -151,8 +153,6 @@ class LRParams:
         if self.tol < 0 or self.patience < 1:
             raise ParamError("tol must be >= 0 and patience >= 1")
         check_nan_policy(self.nan_policy)
-        if not 4 <= self.x_frac_bits <= 30:
-            raise ParamError(f"x_frac_bits = {self.x_frac_bits} must be in [4, 30]")
         vocab.check_class_weight(self.class_weight, 2.0 ** MAX_WEIGHT_BITS)
 
     def shared(self) -> dict:
@@ -161,6 +161,27 @@ class LRParams:
     def needs_validation_split(self) -> str:
         """The param that needs a validation split carved from the training rows."""
         return "early_stopping = 'valid_auc'" if self.early_stopping == "valid_auc" else ""
+
+
+def check_optimizer(p) -> None:
+    """The checks every linear model's params share: epochs, batches, optimiser,
+    penalties and the features' fixed point (``LRParams``, ``LinRegParams``)."""
+    if p.epochs < 1:
+        raise ParamError(f"epochs = {p.epochs} must be >= 1")
+    if p.batch_size is not None and p.batch_size not in (0, -1) and p.batch_size < 1:
+        raise ParamError(f"batch_size = {p.batch_size} must be >= 1 (or 0/-1 for full)")
+    if not p.learning_rate > 0:
+        raise ParamError(f"learning_rate = {p.learning_rate} must be > 0")
+    if p.decay < 0:
+        raise ParamError(f"decay = {p.decay} must be >= 0")
+    if p.optimizer not in OPTIMIZERS:
+        raise ParamError(f"optimizer = {p.optimizer!r}; expected one of {OPTIMIZERS}")
+    if not 0 <= p.momentum < 1:
+        raise ParamError(f"momentum = {p.momentum} must be in [0, 1)")
+    if p.reg_lambda < 0 or p.reg_alpha < 0:
+        raise ParamError("reg_alpha and reg_lambda must be >= 0")
+    if not 4 <= p.x_frac_bits <= 30:
+        raise ParamError(f"x_frac_bits = {p.x_frac_bits} must be in [4, 30]")
 
 
 def full_batch(p: LRParams, n: int) -> int:
@@ -249,62 +270,6 @@ def epoch_batches(seed: bytes, epoch: int, n: int, batch_size: int) -> list[np.n
         return [np.arange(n)]
     order = Drbg(seed, "lr/batches").child(f"epoch{epoch}").numpy().permutation(n)
     return [order[s:s + batch_size] for s in range(0, n, batch_size)]
-
-
-# ---- residual approximation -------------------------------------------------------------
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
-def softplus(z: np.ndarray) -> np.ndarray:
-    return np.logaddexp(0.0, z)
-
-
-def residual_coefficients(approximation: str, zb: np.ndarray, y: np.ndarray,
-                          sw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row ``(c0, u, a)`` so that, with the platform's partial predictor ``z_p``,
-
-    * residual   ``d  = u + a * z_p``          (approximates ``s * (sigmoid(z) - y)``)
-    * loss       ``l  = c0 + u*z_p + a*z_p**2 / 2``  (approximates ``s * logloss``)
-
-    ``linearized``: first-order expansion of the sigmoid around the bank's own
-    ``z_b`` (exact in ``z_b``, linear in ``z_p``). ``taylor``: the classic expansion
-    around 0, ``sigmoid(z) ~ 1/2 + z/4``.
-    """
-    if approximation == "taylor":
-        c0 = math.log(2.0) + (0.5 - y) * zb + 0.125 * zb * zb
-        u = 0.5 + 0.25 * zb - y
-        a = np.full_like(zb, 0.25)
-    else:
-        s = sigmoid(zb)
-        c0 = softplus(zb) - y * zb
-        u = s - y
-        a = s * (1.0 - s)
-    return sw * c0, sw * u, sw * a
-
-
-def curvature_mode(p: LRParams) -> str:
-    """How the platform gets the curvature ``a``: ``public`` (the constant 1/4 of the
-    unweighted Taylor residual), ``mean`` (one ciphertext ``[[mean(a)]]`` per batch) or
-    ``row`` (``[[a_i]]`` per row)."""
-    if p.approximation == "taylor" and p.class_weight is None:
-        return "public"
-    return "row" if p.platform_curvature == "per_row" else "mean"
-
-
-def weight_bits(sw_max: float) -> int:
-    """Bits announced for the largest sample weight (only its power of two crosses)."""
-    return max(0, math.ceil(math.log2(sw_max))) if sw_max > 1 else 0
-
-
-def u_bits(approximation: str, wbits: int) -> int:
-    """Bound bits of U = round(u * 2**(FD + FZ))."""
-    extra = ZB - 1 if approximation == "taylor" else 1
-    return FD + wbits + extra + 1 + FZ
-
-
-def a_bits(wbits: int) -> int:
-    return FD + wbits - 1
 
 
 ZP_BITS = FZ + ZB + 1  #: bound bits of the encoded partial predictor

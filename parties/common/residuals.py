@@ -16,7 +16,7 @@ A strategy is the bank's map ``(z_b, y, weights) -> (c0, u, A)`` plus the fixed-
 :class:`Layout` both parties derive from the job's params and ``K``:
 
 * :class:`Sigmoid`: binary LR, linearized around ``z_b`` or Taylor around 0
-  (``lr_common.residual_coefficients``); ``pattern = ((0, 0),)``.
+  (:func:`residual_coefficients`); ``pattern = ((0, 0),)``.
 * :class:`Softmax`: multinomial LR, the softmax linearized around ``z_b``:
   ``u = s (softmax(z_b) - onehot(y))``, ``A = s (diag(p) - p p^T)`` (full pattern).
 * :class:`OneVsRest`: ``K`` binary residuals side by side (diagonal pattern).
@@ -35,6 +35,62 @@ import numpy as np
 from parties.common import lr_common as C
 
 
+# ---- the binary residual's approximation -----------------------------------------------
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def softplus(z: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, z)
+
+
+def residual_coefficients(approximation: str, zb: np.ndarray, y: np.ndarray,
+                          sw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row ``(c0, u, a)`` so that, with the platform's partial predictor ``z_p``,
+
+    * residual   ``d  = u + a * z_p``          (approximates ``s * (sigmoid(z) - y)``)
+    * loss       ``l  = c0 + u*z_p + a*z_p**2 / 2``  (approximates ``s * logloss``)
+
+    ``linearized``: first-order expansion of the sigmoid around the bank's own
+    ``z_b`` (exact in ``z_b``, linear in ``z_p``). ``taylor``: the classic expansion
+    around 0, ``sigmoid(z) ~ 1/2 + z/4``.
+    """
+    if approximation == "taylor":
+        c0 = math.log(2.0) + (0.5 - y) * zb + 0.125 * zb * zb
+        u = 0.5 + 0.25 * zb - y
+        a = np.full_like(zb, 0.25)
+    else:
+        s = sigmoid(zb)
+        c0 = softplus(zb) - y * zb
+        u = s - y
+        a = s * (1.0 - s)
+    return sw * c0, sw * u, sw * a
+
+
+def curvature_mode(p: C.LRParams) -> str:
+    """How the platform gets the curvature ``a``: ``public`` (the constant 1/4 of the
+    unweighted Taylor residual), ``mean`` (one ciphertext ``[[mean(a)]]`` per batch) or
+    ``row`` (``[[a_i]]`` per row)."""
+    if p.approximation == "taylor" and p.class_weight is None:
+        return "public"
+    return "row" if p.platform_curvature == "per_row" else "mean"
+
+
+def weight_bits(sw_max: float) -> int:
+    """Bits announced for the largest sample weight (only its power of two crosses)."""
+    return max(0, math.ceil(math.log2(sw_max))) if sw_max > 1 else 0
+
+
+def u_bits(approximation: str, wbits: int) -> int:
+    """Bound bits of U = round(u * 2**(FD + FZ))."""
+    extra = C.ZB - 1 if approximation == "taylor" else 1
+    return C.FD + wbits + extra + 1 + C.FZ
+
+
+def a_bits(wbits: int) -> int:
+    return C.FD + wbits - 1
+
+
 @dataclass(frozen=True)
 class Layout:
     """Fixed point and curvature of one job (identical on both sides)."""
@@ -45,7 +101,7 @@ class Layout:
     loss_frac: int                  #: fractional bits of the loss slot
     u_bits: int                     #: bound bits of U
     a_bits: int                     #: bound bits of an encoded curvature entry
-    curvature: str                  #: "public" | "mean" | "row" (lr_common.curvature_mode)
+    curvature: str                  #: "public" | "mean" | "row" (:func:`curvature_mode`)
     pattern: tuple[tuple[int, int], ...]  #: curvature entries (k, j), k <= j, that cross
     public: tuple[int, ...] = ()    #: curvature == "public": the entries, encoded
     identity: bool = False          #: A = I: the bank adds z_p to u, no multiplication
@@ -84,15 +140,15 @@ class Sigmoid:
 
     def __init__(self, p, wbits: int):
         self.approximation = p.approximation
-        curv = C.curvature_mode(p)
+        curv = curvature_mode(p)
         public = tuple(int(v) for v in C.encode(np.array([0.25]), C.FD)) \
             if curv == "public" else ()
         self.layout = Layout(1, C.FD + C.FZ, C.FD, C.FD + C.FZ,
-                             C.u_bits(p.approximation, wbits), C.a_bits(wbits), curv,
+                             u_bits(p.approximation, wbits), a_bits(wbits), curv,
                              ((0, 0),), public)
 
     def coefficients(self, zb: np.ndarray, y: np.ndarray, sw: np.ndarray):
-        c0, u, a = C.residual_coefficients(self.approximation, zb[:, 0], y, sw)
+        c0, u, a = residual_coefficients(self.approximation, zb[:, 0], y, sw)
         return 2.0 * float(c0.sum()), u[:, None], {(0, 0): a}
 
 
@@ -109,7 +165,7 @@ class OneVsRest(Sigmoid):
     def coefficients(self, zb, y, sw):
         two_c0, us, a = 0.0, [], {}
         for k in range(self.layout.k):
-            c0, u, ak = C.residual_coefficients(self.approximation, zb[:, k],
+            c0, u, ak = residual_coefficients(self.approximation, zb[:, k],
                                                 (y == k).astype(np.float64), sw)
             two_c0 += 2.0 * float(c0.sum())
             us.append(u)
@@ -123,7 +179,7 @@ class Softmax:
     def __init__(self, p, wbits: int, k: int):
         self.approximation = p.approximation
         self.k = k
-        curv = C.curvature_mode(p)
+        curv = curvature_mode(p)
         pattern = full_pattern(k)
         public = ()
         if curv == "public":   # Taylor around 0: A = I/K - 1/K^2, the same for every row
@@ -132,7 +188,7 @@ class Softmax:
         # |u| <= 1 + |J0 z_b| < 1 + 2**(ZB + 1) / K with Taylor, <= 1 linearized
         extra = 2 if self.approximation == "taylor" else 0
         self.layout = Layout(k, C.FD + C.FZ, C.FD, C.FD + C.FZ,
-                             C.u_bits(p.approximation, wbits) + extra, C.a_bits(wbits),
+                             u_bits(p.approximation, wbits) + extra, a_bits(wbits),
                              curv, pattern, public)
 
     def _taylor_a(self) -> np.ndarray:
@@ -183,5 +239,5 @@ def softmax(z: np.ndarray) -> np.ndarray:
 def ovr_proba(z: np.ndarray) -> np.ndarray:
     """One-vs-rest class probabilities: each column's sigmoid, rows renormalised (as
     scikit-learn's ``LogisticRegression(multi_class="ovr").predict_proba``)."""
-    p = C.sigmoid(z)
+    p = sigmoid(z)
     return p / p.sum(1, keepdims=True)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from parties.common import lr_common as C
+from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.residuals import Layout
 from secure_agg import masking
 
@@ -75,6 +76,20 @@ def train(ctx, peer: C.Peer, job: PlatformJob):
         return _epochs(ctx, peer, job, ahead, rng_enc)
     finally:
         ahead.close()
+
+
+def finish(ctx, peer: C.Peer, job: PlatformJob, w, history, timings, algorithm: str,
+           params: dict, body: dict, names) -> TrainOutcome:
+    """Disclose the final partial scores (training rows with ``evaluate_train``,
+    validation rows if any), exchange part digests, return the platform's outcome."""
+    k = job.layout.k
+    if job.p.evaluate_train:
+        peer.send_array(C.K_TRAIN_SCORES, scores(job.Xs, w, k))
+    if job.Xv is not None:
+        peer.send_array(C.K_FINAL_VALID_SCORES, scores(job.Xv, w, k))
+    part = ModelPart(algorithm, PARTY, ctx.job_id, params, body, list(names))
+    C.exchange_part_digests(peer, part, send_first=False, peer_label="bank")
+    return TrainOutcome(part, {"epochs_run": len(history)}, history, timings)
 
 
 def _sum(pk, terms):

@@ -88,19 +88,14 @@ def _train(ctx, peer, data, p, cipher, policy):
     timings = {"setup": time.perf_counter() - t0}
 
     job = loop.PlatformJob(p, R.Squared(L.U_BITS).layout, Xs, d_b, bs, seed, cipher, pk_b,
-                           event="linreg.epoch", error=L.LinRegError)
+                           Xv, event="linreg.epoch", error=L.LinRegError)
     w, history, ph_t = loop.train(ctx, peer, job)
     timings["train"] = time.perf_counter() - t0 - timings["setup"]
     timings.update(ph_t)
-    if p.evaluate_train:
-        peer.send_array(C.K_TRAIN_SCORES, Xs @ w)
-    if Xv is not None:
-        peer.send_array(C.K_FINAL_VALID_SCORES, Xv @ w)
     body = {"weights": [float(v) for v in w], "standardizer": std.to_dict(),
             "x_frac_bits": p.x_frac_bits, "epochs_run": len(history)}
-    part = ModelPart(L.ALGORITHM, PARTY, ctx.job_id, p.to_dict(), body, list(names))
-    C.exchange_part_digests(peer, part, send_first=False, peer_label="bank")
-    return TrainOutcome(part, {"epochs_run": len(history)}, history, timings)
+    return loop.finish(ctx, peer, job, w, history, timings, L.ALGORITHM, p.to_dict(), body,
+                       names)
 
 
 def predict(ctx: ProtocolContext, model: ModelPart, X) -> np.ndarray:

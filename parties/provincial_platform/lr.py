@@ -51,17 +51,9 @@ def train(ctx: ProtocolContext, data: PartyData, params: C.LRParams, cipher: Pri
           policy: RolePolicy) -> TrainOutcome:
     """Train jointly with the bank; returns the platform's model part. ``policy.keys``
     decides whether the bank's public key (scheme, size) is acceptable."""
-    peer = C.Peer(ctx.link)
-    try:
-        return _train(ctx, peer, data.X, data.feature_names, params, cipher, data.X_valid,
-                      policy)
-    except C.LRError as exc:
-        peer.abort(exc.peer_reason or str(exc))  # the peer fails too instead of waiting
-        raise
-    except (InputError, ParamError) as exc:
-        peer.abort(peer_view(exc, PARTY, policy.reveal_feature_names)
-                   if isinstance(exc, InputError) else str(exc))
-        raise C.LRError(str(exc)) from None
+    return C.guarded(ctx, lambda exc: peer_view(exc, PARTY, policy.reveal_feature_names),
+                     C.LRError, _train, data.X, data.feature_names, params, cipher,
+                     data.X_valid, policy)
 
 
 def _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy):
@@ -108,9 +100,9 @@ def _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy):
         raise C.LRError("bank announced an invalid feature count")
     if not isinstance(wbits, int) or not 0 <= wbits <= C.MAX_WEIGHT_BITS:
         raise C.LRError("bank announced invalid class-weight bits")
-    if curv != C.curvature_mode(p):
+    if curv != R.curvature_mode(p):
         raise C.LRError(f"bank announced residual layout {curv!r}, expected "
-                        f"{C.curvature_mode(p)!r}")
+                        f"{R.curvature_mode(p)!r}")
     try:
         seed = bytes.fromhex(bh.get("shuffle_seed", ""))
     except (TypeError, ValueError):
@@ -125,16 +117,11 @@ def _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy):
     w, history, phases = loop.train(ctx, peer, job)
     timings["train"] = time.perf_counter() - t_train
     timings.update(phases)
-    if p.evaluate_train:
-        peer.send_array(C.K_TRAIN_SCORES, Xs @ w)
-    if Xv is not None:
-        peer.send_array(C.K_FINAL_VALID_SCORES, Xv @ w)
     body = {"weights": [float(v) for v in w], "standardizer": std.to_dict(),
             "approximation": p.approximation, "x_frac_bits": p.x_frac_bits,
             "epochs_run": len(history)}
-    part = ModelPart(C.ALGORITHM, PARTY, ctx.job_id, C.params_dict(p), body, list(names))
-    C.exchange_part_digests(peer, part, send_first=False, peer_label="bank")
-    return TrainOutcome(part, {"epochs_run": len(history)}, history, timings)
+    return loop.finish(ctx, peer, job, w, history, timings, C.ALGORITHM, C.params_dict(p),
+                       body, names)
 
 
 def predict(ctx: ProtocolContext, model: ModelPart, X) -> np.ndarray:

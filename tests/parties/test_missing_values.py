@@ -29,9 +29,10 @@ from federation.link import run_two_parties
 from parties.bank import lr as bank_lr
 from parties.bank import secureboost as bank_sb
 from parties.common.binning import bin_columns
-from parties.common.lr_common import LRError, sigmoid
+from parties.common.lr_common import LRError
 from parties.common.metrics import auc
 from parties.common.params import ParamError
+from parties.common.residuals import sigmoid
 from parties.common.standardize import Standardizer, column_nan_policies
 from parties.provincial_platform import lr as platform_lr
 from parties.provincial_platform import secureboost as platform_sb
