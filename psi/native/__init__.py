@@ -6,8 +6,10 @@ byte-identical results:
 
 * field code (hash-to-curve, witnesses, point checks): the C extension
   ``psi.native._psi_native`` built by ``pip install`` (setuptools ``ext-modules``,
-  optional), else the gmpy2 code in psi/hash_to_curve.py and psi/engine.py.
-  ``FEDJOINT_PSI_NATIVE=off`` forces the Python code.
+  optional), else the gmpy2 code in psi/hash_to_curve.py and psi/engine.py. In C the
+  exponentiations (square roots, Legendre symbols) run 8 lanes wide with AVX-512 IFMA
+  when the CPU has it. ``FEDJOINT_PSI_NATIVE`` = ``auto`` | ``scalar`` (C without the
+  SIMD code) | ``off`` (the Python code).
 * X25519: Intel's multi-buffer ``mbx_x25519_mb8`` (8 lanes per call, AVX-512 IFMA) from
   the ``ipp-crypto`` wheel (``pip install 'fedjoint[native]'``, x86_64 Linux), used
   when the CPU has AVX-512 IFMA (``/proc/cpuinfo``), the library reports X25519 8-lane
@@ -60,11 +62,14 @@ def _load_ext():
 
 def field():
     """The C extension module, or None (pure Python) -- with the reason logged once."""
-    if os.environ.get(NATIVE_ENV, "auto").lower() in ("off", "0", "python", "no"):
+    mode = os.environ.get(NATIVE_ENV, "auto").lower()
+    if mode in ("off", "0", "python", "no"):
         return None
     mod, why = _load_ext()
     if mod is None:
         _note(f"psi: {why}; using the pure-Python field code (slower, same results)")
+        return None
+    mod.simd(mode != "scalar")
     return mod
 
 
@@ -149,8 +154,9 @@ def x25519_backend() -> tuple[str, int]:
 def describe() -> dict:
     """What this process runs (bench output, logs)."""
     x, _ = x25519_backend()
-    return {"x25519": x, "field": "c" if field() is not None else "python",
-            "cpu_avx512ifma": cpu_has_ifma()}
+    ext = field()
+    kind = "python" if ext is None else "c+ifma" if ext.simd() else "c"
+    return {"x25519": x, "field": kind, "cpu_avx512ifma": cpu_has_ifma()}
 
 
 @functools.cache

@@ -3,7 +3,8 @@
 * ``mb``: C extension + multi-buffer X25519 (skipped where the CPU or the
   ``fedjoint[native]`` extra is missing; ``test_psi_native`` fails if the extra is
   installed on an AVX-512 IFMA CPU and the path still does not load);
-* ``openssl``: C extension + OpenSSL X25519 (``FEDJOINT_PSI_BACKEND=openssl``);
+* ``openssl``: C extension without its AVX-512 IFMA code + OpenSSL X25519
+  (``FEDJOINT_PSI_BACKEND=openssl``, ``FEDJOINT_PSI_NATIVE=scalar``);
 * ``python``: pure-Python field code + OpenSSL (``FEDJOINT_PSI_NATIVE=off``).
 """
 
@@ -14,7 +15,7 @@ import pytest
 from psi import native
 
 PATHS = {"mb": {native.BACKEND_ENV: "mb", native.NATIVE_ENV: "auto"},
-         "openssl": {native.BACKEND_ENV: "openssl", native.NATIVE_ENV: "auto"},
+         "openssl": {native.BACKEND_ENV: "openssl", native.NATIVE_ENV: "scalar"},
          "python": {native.BACKEND_ENV: "openssl", native.NATIVE_ENV: "off"}}
 
 

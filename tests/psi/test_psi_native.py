@@ -50,8 +50,9 @@ def test_mb_loads_where_it_should():
     if not native.cpu_has_ifma():
         pytest.skip("CPU without AVX-512 IFMA")
     assert mb_reason() == ""
-    assert in_path("mb", native.describe) == {"x25519": "mb", "field": "c",
+    assert in_path("mb", native.describe) == {"x25519": "mb", "field": "c+ifma",
                                               "cpu_avx512ifma": True}
+    assert in_path("openssl", native.describe)["field"] == "c"
 
 
 @needs_ext
@@ -70,12 +71,31 @@ def test_field_ops_match_python_integers():
 
 
 @needs_ext
+@pytest.mark.parametrize("simd", [True, False], ids=["ifma", "scalar"])
+def test_batch_exponentiation_matches_python_integers(simd):
+    rnd = random.Random(8)
+    vals = [0, 1, 2, P - 1, P, P + 1, 2**255 - 1, 2**255 - 20, 2**52 - 1, 2**52]
+    vals += [rnd.randrange(2**255) for _ in range(301)]  # 8-lane groups and a remainder
+    blob = b"".join(v.to_bytes(32, "little") for v in vals)
+    if simd and not EXT.simd(True):
+        native.field()
+        pytest.skip("no AVX-512 IFMA on this CPU")
+    try:
+        EXT.simd(simd)
+        got = EXT.pow22523_batch(blob)
+    finally:
+        native.field()  # back to the environment's setting
+    assert got == b"".join(pow(v % P, (P - 5) // 8, P).to_bytes(32, "little") for v in vals)
+
+
+@needs_ext
 def test_hash_to_u_batch_c_equals_python():
     rnd = random.Random(3)
     msgs = [b"", b"abc", b"\x00" * 200, "全角ＩＤ".encode()]
     msgs += [rnd.randbytes(rnd.randrange(300)) for _ in range(1500)]
     for dst in (DST, b"fedjoint-psi", b"D" * 256):  # 256: RFC 9380 oversize-DST rule
         want = h2c.hash_to_u_batch_py(msgs, dst)
+        assert in_path("mb", h2c.hash_to_u_batch, msgs, dst) == want  # IFMA if the CPU has it
         assert in_path("openssl", h2c.hash_to_u_batch, msgs, dst) == want
         assert in_path("openssl", h2c.hash_to_u_batch, iter(msgs), dst) == want
     assert in_path("openssl", h2c.hash_to_u_batch, [], DST) == b""
@@ -87,16 +107,21 @@ def _witnessed(n, seed):
     return engine.x25519_many_openssl(rnd.randbytes(32), u)
 
 
+# C field code with the IFMA exponentiations ("mb" path) and without ("openssl" path)
+C_PATHS = ("mb", "openssl")
+
+
 @needs_ext
-def test_witness_and_checks_c_equal_python():
+@pytest.mark.parametrize("path", C_PATHS)
+def test_witness_and_checks_c_equal_python(path):
     w = _witnessed(300, 1)
     wit = in_path("python", engine.times8_witnessed, w)
-    assert in_path("openssl", engine.times8_witnessed, w) == wit
+    assert in_path(path, engine.times8_witnessed, w) == wit
     for sub in (True, False):
-        assert outcome("openssl", engine.validate_witnessed, wit, sub) == \
+        assert outcome(path, engine.validate_witnessed, wit, sub) == \
             outcome("python", engine.validate_witnessed, wit, sub)
-        assert outcome("openssl", engine.validate_points, w, sub) == (True, None)
-    assert in_path("openssl", engine.times8, w, 2) == in_path("python", engine.times8, w, 2)
+        assert outcome(path, engine.validate_points, w, sub) == (True, None)
+    assert in_path(path, engine.times8, w, 2) == in_path("python", engine.times8, w, 2)
 
 
 def _bad_blocks():
@@ -120,16 +145,17 @@ def _bad_blocks():
 
 
 @needs_ext
+@pytest.mark.parametrize("path", C_PATHS)
 @pytest.mark.parametrize("case", list(_bad_blocks()))
-def test_refusals_identical_in_c_and_python(case):
+def test_refusals_identical_in_c_and_python(case, path):
     blob = _bad_blocks()[case]
     for sub in (True, False):
-        c = outcome("openssl", engine.validate_witnessed, blob, sub)
+        c = outcome(path, engine.validate_witnessed, blob, sub)
         assert c == outcome("python", engine.validate_witnessed, blob, sub)
         if sub or case in ("bit255", "u>=p", "zero", "p-1", "twist-r"):
             assert not c[0] and c[1].startswith("point 2: "), c
         plain = b"".join(blob[i:i + 32] for i in range(0, len(blob), 64))
-        assert outcome("openssl", engine.validate_points, plain, False) == \
+        assert outcome(path, engine.validate_points, plain, False) == \
             outcome("python", engine.validate_points, plain, False)
 
 
