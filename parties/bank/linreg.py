@@ -155,5 +155,5 @@ def predict(ctx: ProtocolContext, model: ModelPart, X) -> np.ndarray:
     Xs = L.scoring_handshake(peer, model, X, PARTY, "platform")
     zp = peer.recv_scores(C.K_PARTIAL_SCORE, Xs.shape[0])
     w = np.asarray(model.body["weights"], dtype=np.float64)
-    z = Xs @ w + float(model.body["intercept"]) + zp
+    z = C.linear_predictor(Xs, w) + float(model.body["intercept"]) + zp
     return L.TargetScaler.from_dict(model.body["target"]).inverse(z)

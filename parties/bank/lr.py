@@ -202,4 +202,4 @@ def predict(ctx: ProtocolContext, model: ModelPart, X) -> np.ndarray:
     Xs = C.scoring_handshake(peer, model, X, PARTY, "platform")
     zp = peer.recv_scores(C.K_PARTIAL_SCORE, Xs.shape[0])
     w = np.asarray(model.body["weights"], dtype=np.float64)
-    return R.sigmoid(Xs @ w + float(model.body["intercept"]) + zp)
+    return R.sigmoid(C.linear_predictor(Xs, w) + float(model.body["intercept"]) + zp)

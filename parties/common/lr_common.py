@@ -272,6 +272,12 @@ def epoch_batches(seed: bytes, epoch: int, n: int, batch_size: int) -> list[np.n
     return [order[s:s + batch_size] for s in range(0, n, batch_size)]
 
 
+def linear_predictor(Xs: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``Xs @ w`` row by row in a fixed order (einsum, not BLAS gemv, whose blocking
+    depends on the row count): a scoring job and online serving give the same bits."""
+    return np.einsum("ij,j->i", np.asarray(Xs, np.float64), np.asarray(w, np.float64))
+
+
 ZP_BITS = FZ + ZB + 1  #: bound bits of the encoded partial predictor
 
 

@@ -128,6 +128,6 @@ def predict(ctx: ProtocolContext, model: ModelPart, X) -> np.ndarray:
     """Send this party's partial scores ``X_p w_p`` to the bank (disclosed); returns them."""
     peer = C.Peer(ctx.link)
     Xs = C.scoring_handshake(peer, model, X, PARTY, "bank")
-    z = Xs @ np.asarray(model.body["weights"], dtype=np.float64)
+    z = C.linear_predictor(Xs, model.body["weights"])
     peer.send_array(C.K_PARTIAL_SCORE, z)
     return z
