@@ -73,11 +73,12 @@ def exchange_model_digests(link: Link, own: str) -> str:
 def wire_doc() -> str:
     """docs/wire.md: the declared tables of the runner, PSI and every registered
     algorithm (``python -m federation.job_protocol > docs/wire.md``)."""
+    from federation.serving.protocol import TABLE as SERVING_TABLE
     from parties import registry
     from psi.protocol import TABLE as PSI_TABLE
     # one table once, whichever algorithms speak it (linear_regression speaks LR's)
     algorithms = dict.fromkeys(a.protocol for a in registry.all_algorithms())
-    return wire_table_markdown([TABLE, PSI_TABLE, *algorithms])
+    return wire_table_markdown([TABLE, PSI_TABLE, *algorithms, SERVING_TABLE])
 
 
 if __name__ == "__main__":

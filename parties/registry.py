@@ -57,6 +57,10 @@ class Algorithm:
     #: [{feature, gain, splits, ...}], "measure": ...} (parties.common.explain)
     explain: Callable[[ModelPart], dict] | None = None
     summary: str = ""
+    #: online scoring (``fedjoint serve``): (bank module with ``scorer(model)``,
+    #: platform module with ``answerer(model, setup)``), see parties.common.serving;
+    #: None: the algorithm's models cannot be served
+    serving: tuple[ModuleType, ModuleType] | None = None
 
     @property
     def version(self) -> str:
@@ -149,7 +153,9 @@ def all_algorithms() -> list[Algorithm]:
 def _builtins() -> None:
     from parties.bank import linreg as bank_linreg
     from parties.bank import lr as bank_lr
+    from parties.bank import lr_serving as bank_lr_serve
     from parties.bank import secureboost as bank_sb
+    from parties.bank import secureboost_serving as bank_sb_serve
     from parties.common import lr_common, secureboost_wire
     from parties.common.explain import linear_coefficients, tree_importance
     from parties.common.linreg_common import LinRegParams
@@ -157,18 +163,22 @@ def _builtins() -> None:
     from parties.common.secureboost_params import SecureBoostParams
     from parties.provincial_platform import linreg as platform_linreg
     from parties.provincial_platform import lr as platform_lr
+    from parties.provincial_platform import lr_serving as platform_lr_serve
     from parties.provincial_platform import secureboost as platform_sb
+    from parties.provincial_platform import secureboost_serving as platform_sb_serve
 
     register(Algorithm(
         "secureboost", "train", SecureBoostParams, bank_sb, platform_sb,
         secureboost_wire.TABLE, key_holders=("bank",), explain=tree_importance,
         label_kind=SecureBoostParams.label_kind, job_errors=(ValueError, PermissionError),
-        summary="lossless vertical gradient-boosted trees (XGBoost hist splits)"))
+        summary="lossless vertical gradient-boosted trees (XGBoost hist splits)",
+        serving=(bank_sb_serve, platform_sb_serve)))
     register(Algorithm(
         "logistic_regression", "train", LRParams, bank_lr, platform_lr,
         lr_common.TABLE, key_holders=("bank", "platform"), explain=linear_coefficients,
         label_kind=lambda params: "binary", job_errors=(lr_common.LRError,),
-        summary="vertical logistic regression, two Paillier keys, no third party"))
+        summary="vertical logistic regression, two Paillier keys, no third party",
+        serving=(bank_lr_serve, platform_lr_serve)))
     # speaks logistic regression's protocol (same message table and version): its
     # residual is the exact squared-loss one, d = z_b + z_p - y (docs/linreg.md)
     register(Algorithm(

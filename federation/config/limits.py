@@ -25,6 +25,11 @@ docs/threat-model.md lists which attack each limit stops and the test that shows
     max_peer_jobs = 4                 # jobs the peer may have open here at once
     max_peer_proposals_per_minute = 30  # job proposals the peer may make per minute
     max_classes = 64                  # classes of a multiclass label (own data and peer's K)
+    serve_max_body_bytes = 1048576    # 1 MiB: largest HTTP request body of `fedjoint serve`
+    serve_max_batch_rows = 1024       # applicants per score:batch request and per lookup
+    serve_queue_rows = 4096           # applicants waiting for a lookup (full: 503)
+    serve_lookup_timeout_s = 2.0      # a lookup the platform has not answered fails (503)
+    serve_max_sessions = 8            # served models the peer may have open here at once
 
 Job ids (proposals, stream hellos, control requests) are checked by :func:`job_id_problem`
 against :data:`JOB_ID_RE` (the channel uses the same definition) before anything is
@@ -118,6 +123,21 @@ class Limits:
     #: a platform refuses a job whose bank announces more (each class is a tree per
     #: round and a gradient slot per row).
     max_classes: int = 64
+    #: Largest HTTP request body ``fedjoint serve`` reads (413 above; the body is not
+    #: buffered past it).
+    serve_max_body_bytes: int = 1 << 20
+    #: Applicants in one ``/v1/score:batch`` request (422 above) and in one lookup the
+    #: bank sends or the platform answers (refused above).
+    serve_max_batch_rows: int = 1024
+    #: Applicants the bank's service holds waiting for a lookup; a request that does not
+    #: fit is answered 503 at once (bounded queue, no unbounded latency).
+    serve_queue_rows: int = 4096
+    #: A lookup the platform has not answered within this many seconds fails its
+    #: requests with 503 (the platform may be down or restarting).
+    serve_lookup_timeout_s: float = 2.0
+    #: Serving sessions (served models set up by the bank) open on the platform at once;
+    #: the oldest is dropped for a new one above it (each holds its feature store).
+    serve_max_sessions: int = 8
 
     def __post_init__(self) -> None:
         problem = check_limits(vars(self))
@@ -146,8 +166,12 @@ _INT_RANGES = {
     "max_peer_jobs": (1, 1024),
     "max_peer_proposals_per_minute": (1, 100_000),
     "max_classes": (2, 4096),
+    "serve_max_body_bytes": (1024, 1 << 30),
+    "serve_max_batch_rows": (1, 1 << 16),
+    "serve_queue_rows": (1, 1 << 24),
+    "serve_max_sessions": (1, 1024),
 }
-_FLOATS = ("hello_timeout_s", "admin_timeout_s")
+_FLOATS = ("hello_timeout_s", "admin_timeout_s", "serve_lookup_timeout_s")
 
 
 def check_limits(values: dict) -> tuple[str, str] | None:

@@ -42,6 +42,7 @@ node.toml (one per party)::
     max_concurrent_jobs = 2
     [limits]                        # message sizes, streams, timeouts, JSON bounds: every
     max_message_bytes = 268435456   # key optional; see federation.config.limits
+    [serving]                       # online scoring: see federation.config.serving
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from typing import Any
 
 from federation.config.job import algorithm_names
 from federation.config.limits import Limits, parse_limits
+from federation.config.serving import ServingConfig, parse_serving
 from federation.config.toml import (
     NAME_RE,
     PARTIES,
@@ -157,6 +159,7 @@ class NodeConfig:
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     workers: int = 1
     limits: Limits = field(default_factory=Limits)
+    serving: ServingConfig = field(default_factory=ServingConfig)   # [serving]
 
     @property
     def peer_party(self) -> str:
@@ -170,7 +173,7 @@ class NodeConfig:
         return self.datasets[name]
 
 
-_NODE_TOP = ("node", "keys", "peer", "datasets", "policy", "channel", "limits")
+_NODE_TOP = ("node", "keys", "peer", "datasets", "policy", "channel", "limits", "serving")
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
@@ -305,7 +308,9 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
         if getattr(channel, fname) <= 0:
             raise ch.err(fname, "expected a positive number of seconds")
     limits = parse_limits(top.sub("limits", {}))
+    serving = parse_serving(top.sub("serving", {}), data_dir)
 
     return NodeConfig(file=file or Path(label), party=party, name=name, listen=listen,
                       admin=admin, data_dir=data_dir, keys=keys, peer=peer, datasets=datasets,
-                      policy=policy, channel=channel, workers=workers, limits=limits)
+                      policy=policy, channel=channel, workers=workers, limits=limits,
+                      serving=serving)

@@ -20,6 +20,7 @@ from federation.node.control import ControlPlane
 from federation.node.jobs import JobRunner
 from federation.node.logs import ChannelLogBridge, JsonLog
 from federation.node.peer import make_channel, start_channel
+from federation.serving.platform import ServingHost
 
 
 class Node:
@@ -38,6 +39,7 @@ class Node:
         self.jobs = JobRunner(self.ctx)
         self.control = ControlPlane(self.ctx, self.jobs)
         self.api = AdminApi(self.ctx, self.control)
+        self.serving = ServingHost(self.ctx)       # serve.* lookups (docs/serving.md)
         self.admin: AdminServer | None = None
         self._log_bridge: logging.Handler | None = None
 
@@ -63,7 +65,7 @@ class Node:
         chlog.addHandler(self._log_bridge)
         self.ctx.channel = make_channel(self.cfg, recorder_factory=self.jobs.recorder_for,
                                         job_filter=self.control.job_filter)
-        for name, handler in self.control.requests().items():
+        for name, handler in {**self.control.requests(), **self.serving.requests()}.items():
             self.channel.on_request(name, handler)
         start_channel(self.channel, self.cfg)
         host, port = parse_address(self.cfg.admin, str(self.cfg.file), "node.admin",
@@ -85,6 +87,7 @@ class Node:
         if self.channel is not None:
             self.channel.stop()
             self.ctx.channel = None
+        self.serving.stop()
         logging.getLogger("fedjoint.channel").removeHandler(self._log_bridge)
         self.log("node.stopped", {})
         self.log.close()

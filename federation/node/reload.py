@@ -1,7 +1,9 @@
 """``fedjoint node reload``: pick up node.toml edits without restarting the node.
 
 What a running node can take on at once: ``[datasets]`` (paths, columns offered),
-``[policy]`` (algorithms, key sizes, approval, refresh...) and ``[node] workers``.
+``[policy]`` (algorithms, key sizes, approval, refresh...), ``[serving]`` (which models
+may be served, rates and budgets; a running ``fedjoint serve`` keeps its own) and
+``[node] workers``.
 Jobs already running keep the configuration they started with; the next job reads the
 new one. Everything the daemon built at start (party, name, addresses, data_dir, keys,
 the peer's identity, channel settings, limits) needs a restart: a reload that changes
@@ -15,7 +17,7 @@ from dataclasses import fields, replace
 from federation.admin import AdminError
 from federation.config import ConfigError, NodeConfig, load_node_config
 
-RELOADABLE = ("datasets", "policy", "workers")
+RELOADABLE = ("datasets", "policy", "workers", "serving")
 RESTART_ONLY = ("party", "name", "listen", "admin", "data_dir", "keys", "peer", "channel",
                 "limits")
 

@@ -1,0 +1,240 @@
+"""A served model on the bank's node: its part, its serving session with the platform,
+lookups and scoring (no HTTP here: :mod:`.app` calls :meth:`ServedModel.score_rows`).
+
+``ServedModel`` loads the bank's model part and the training job's ID type from the
+node's data directory, opens a session on the platform (``serve.open``: model id, both
+parts' digests, a fresh 256-bit pseudonym key, the algorithm's setup) and scores a
+micro-batch with one ``serve.lookup`` round trip. A session the platform no longer
+knows (it restarted) is opened again, with a new key, and the lookup retried once. An
+unreachable platform, a lookup not answered within ``limits.serve_lookup_timeout_s``
+or a refusal raise :class:`ServingError` with the HTTP status the API answers (503,
+429 for rate and budget, 403 for policy). Each answered lookup is appended to
+``data_dir/serving/<model>.ledger.jsonl`` (time, rows, how many the platform held, the
+values it disclosed): what the bank learned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from federation.serving import protocol as P
+
+_STATUS = {"rate": 429, "budget": 429, "policy": 403, "model": 409, "request": 502,
+           "session": 503}
+
+
+class ServingError(Exception):
+    """A request that cannot be scored now: ``status`` (HTTP) and a message."""
+
+    def __init__(self, status: int, message: str, field: str = ""):
+        super().__init__(message)
+        self.status, self.field = status, field
+
+
+class ServedModel:
+    def __init__(self, cfg, model_id: str, channel=None):
+        from federation.config import parse_psi_params
+        from federation.jobstore import JobStore
+        from federation.node.peer import make_channel
+        from federation.runner import model_path, unbound_digest
+        from parties import registry
+        from parties.common.artifact import ModelPart
+        self.cfg = cfg
+        store = JobStore(Path(cfg.data_dir) / "jobs.db")
+        try:
+            rec = store.model(model_id)
+        except KeyError as exc:
+            raise ServingError(404, str(exc.args[0]), "model") from None
+        self.model_id = rec["model_id"]
+        part = ModelPart.load(model_path(cfg, self.model_id))
+        serving = registry.get(part.algorithm).serving
+        if serving is None:
+            raise ServingError(409, f"{part.algorithm} models cannot be served", "model")
+        self.algorithm = part.algorithm
+        self.scorer = serving[0].scorer(part)
+        self.features = list(self.scorer.features)
+        self._feature_index = {n: j for j, n in enumerate(self.features)}
+        #: values the platform discloses per scored row (split decisions / partial scores)
+        self.values_per_row = len(self.scorer.keys) if hasattr(self.scorer, "keys") else \
+            self.scorer.answer_width
+        spec = store.get(self.model_id).spec
+        self.id_type = parse_psi_params(spec.get("psi") or {}, "training job [psi]").id_type
+        self._open_body = {"model": self.model_id, "bank_digest": unbound_digest(part),
+                           "platform_digest": part.peer_part_digest,
+                           "setup": self.scorer.setup}
+        self.channel = channel or make_channel(cfg)
+        self._lock = threading.Lock()
+        self._session: tuple[str, bytes] | None = None
+        self.counters = {"requests": 0, "rows": 0, "lookups": 0, "held": 0, "no_data": 0,
+                         "refused": 0, "values_received": 0, "reopened": 0, "errors": 0}
+        self._ledger = None
+
+    # ------------------------------------------------------------------ session
+    def open(self) -> tuple[str, bytes]:
+        """(session id, key) of a new session on the platform."""
+        from federation.channel import ControlError, PeerUnreachable
+        key = secrets.token_bytes(32)
+        try:
+            rep = self.channel.request(P.K_OPEN, {**self._open_body, "key": key.hex()},
+                                       timeout=max(30.0, self.cfg.limits.serve_lookup_timeout_s))
+        except (PeerUnreachable, ControlError) as exc:
+            raise ServingError(503, f"the platform cannot open serving: {exc}") from None
+        self._check_reply(rep)
+        if rep.get("dtype") != self.scorer.answer_dtype or \
+                rep.get("width") != self.scorer.answer_width:
+            raise ServingError(502, "the platform's answers would not fit this model part")
+        sid = str(rep.get("session", ""))
+        if not P.SESSION_RE.match(sid):
+            raise ServingError(502, "the platform answered serve.open without a session")
+        with self._lock:
+            self._session = (sid, key)
+        return sid, key
+
+    def close(self) -> None:
+        with self._lock:
+            sess, self._session = self._session, None
+            if self._ledger is not None:
+                self._ledger.close()
+                self._ledger = None
+        if sess is not None:
+            try:
+                self.channel.request(P.K_CLOSE, {"session": sess[0]}, timeout=2.0)
+            except Exception:  # noqa: BLE001 - the platform may be gone; it drops it anyway
+                pass
+
+    def _check_reply(self, rep: dict) -> None:
+        if not rep.get("ok"):
+            code = str(rep.get("code", ""))
+            raise ServingError(_STATUS.get(code, 502),
+                               f"refused by the platform: {str(rep.get('error'))[:300]}",
+                               "id" if code == "request" else "")
+
+    # ------------------------------------------------------------------ scoring
+    def features_row(self, features: dict) -> np.ndarray:
+        """One applicant's bank features in model order (None -> NaN); ServingError (422)
+        naming the feature that is missing, unexpected or not a number."""
+        missing = [n for n in self.features if n not in features]
+        if missing:
+            raise ServingError(422, f"missing feature(s) {', '.join(missing[:5])}: the model "
+                               f"needs {len(self.features)} bank features", f"features.{missing[0]}")
+        extra = [n for n in features if n not in self._feature_index]
+        if extra:
+            raise ServingError(422, f"unexpected feature(s) {', '.join(map(str, extra[:5]))}; "
+                               f"the model's bank features are {', '.join(self.features)}",
+                               f"features.{extra[0]}")
+        x = np.empty(len(self.features))
+        for j, n in enumerate(self.features):
+            v = features[n]
+            if v is None:
+                x[j] = np.nan
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                x[j] = float(v)
+                if not np.isfinite(x[j]):
+                    raise ServingError(422, f"feature {n}: expected a finite number",
+                                       f"features.{n}")
+            else:
+                raise ServingError(422, f"feature {n}: expected a number or null, got "
+                                   f"{type(v).__name__}", f"features.{n}")
+        self._check_values(x[None, :])
+        return x
+
+    def _check_values(self, X: np.ndarray) -> None:
+        from parties.common.serving import ServingInputError
+        try:
+            self.scorer.check(X)
+        except ServingInputError as exc:
+            raise ServingError(422, str(exc), "features") from None
+
+    def normalised_id(self, raw) -> str:
+        from psi.ids import normalise
+        if not isinstance(raw, str) or not raw.strip() or len(raw) > 256:
+            raise ServingError(422, "id: expected a non-empty string of at most 256 "
+                               "characters", "id")
+        return normalise(raw, self.id_type)
+
+    def score_rows(self, ids: list[str], X: np.ndarray) -> list[dict]:
+        """Scores of a micro-batch (normalised ids, features in model order): one lookup."""
+        found, answers, unknown = self._lookup(ids)
+        sc = self.scorer.score(X, answers, found)
+        refuse = unknown == "refuse"
+        out = []
+        for i in range(len(ids)):
+            if refuse and not found[i]:
+                out.append({"error": "the platform holds no data for this applicant "
+                            "(its serving.unknown_ids = \"refuse\")", "status": 404})
+                continue
+            r = {"score": float(sc.score[i]), "platform_data": bool(found[i])}
+            if sc.probability is not None:
+                r["probability"] = float(sc.probability[i])
+            if sc.probabilities is not None:
+                r["probabilities"] = [float(v) for v in sc.probabilities[i]]
+            out.append(r)
+        with self._lock:
+            c = self.counters
+            c["rows"] += len(ids)
+            c["lookups"] += 1
+            c["held"] += int(found.sum())
+            c["no_data"] += int((~found).sum()) if not refuse else 0
+            c["refused"] += int((~found).sum()) if refuse else 0
+            c["values_received"] += self.values_per_row * len(ids)
+        self._record(len(ids), int(found.sum()), self.values_per_row * len(ids))
+        return out
+
+    def _lookup(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray, str]:
+        from federation.channel import ControlError, PeerUnreachable
+        for attempt in (0, 1):
+            with self._lock:
+                sess = self._session
+            if sess is None:
+                sess = self.open()
+            sid, key = sess
+            body = {"session": sid, "ids": [P.pseudonym(key, i) for i in ids]}
+            try:
+                rep = self.channel.request(P.K_LOOKUP, body,
+                                           timeout=self.cfg.limits.serve_lookup_timeout_s)
+            except (PeerUnreachable, ControlError) as exc:
+                raise ServingError(503, f"the platform did not answer: {str(exc)[:300]}") \
+                    from None
+            if not rep.get("ok") and rep.get("code") == "session" and attempt == 0:
+                with self._lock:
+                    self._session = None
+                    self.counters["reopened"] += 1
+                continue
+            self._check_reply(rep)
+            n = len(ids)
+            try:
+                found = np.unpackbits(P.decode_array(rep.get("found"), "u1", ((n + 7) // 8,),
+                                                     "serve.answer found"), count=n
+                                      ).astype(bool)
+                answers = P.decode_array(rep.get("answers"), self.scorer.answer_dtype,
+                                         (n, self.scorer.answer_width), "serve.answer answers")
+            except ValueError as exc:
+                raise ServingError(502, f"the platform's answer is malformed: {exc}") from None
+            return found, answers, str(rep.get("unknown_ids", "no_data"))
+        raise ServingError(503, "the platform keeps dropping the serving session")
+
+    def _record(self, n: int, held: int, values: int) -> None:
+        line = json.dumps({"t": round(time.time(), 3), "n": n, "held": held,
+                           "values": values}, separators=(",", ":")) + "\n"
+        with self._lock:
+            if self._ledger is None:
+                d = Path(self.cfg.data_dir) / "serving"
+                d.mkdir(mode=0o700, exist_ok=True)
+                fd = os.open(d / f"{self.model_id}.ledger.jsonl",
+                             os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                self._ledger = os.fdopen(fd, "a", buffering=1)
+            self._ledger.write(line)
+
+    def describe(self) -> dict:
+        with self._lock:
+            counters = dict(self.counters)
+            session = self._session is not None
+        return {"model": self.model_id, "algorithm": self.algorithm,
+                "features": self.features, "session_open": session, "counters": counters}

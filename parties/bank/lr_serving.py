@@ -1,0 +1,48 @@
+"""Logistic-regression online scoring, bank side: ``sigmoid(x_b . w_b + b + z_p)``
+with the platform's answered partial score ``z_p``, computed as the scoring job
+computes it (see :mod:`parties.common.serving`), so scores agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from parties.common import lr_common as C
+from parties.common.serving import Scores, ServingInputError
+from parties.common.standardize import InputError, Standardizer
+
+
+class Scorer:
+    answer_dtype = "f8"
+    answer_width = 1
+    setup: dict = {}
+
+    def __init__(self, model):
+        if model.algorithm != C.ALGORITHM or model.party != "bank":
+            raise ServingInputError("not the bank's logistic-regression model part")
+        self.features = list(model.feature_names)
+        self.std = Standardizer.from_dict(model.body["standardizer"])
+        self.w = np.asarray(model.body["weights"], dtype=np.float64)
+        self.intercept = float(model.body["intercept"])
+
+    def check(self, X: np.ndarray) -> None:
+        """Raise :class:`ServingInputError` naming the feature the model cannot take."""
+        try:
+            self.std.transform(X, "features")
+        except InputError as exc:
+            raise ServingInputError(str(exc)) from None
+
+    def score(self, X: np.ndarray, answers: np.ndarray, found: np.ndarray) -> Scores:
+        try:
+            Xs = self.std.transform(np.asarray(X, dtype=np.float64), "features")
+        except InputError as exc:
+            raise ServingInputError(str(exc)) from None
+        zp = np.asarray(answers, dtype=np.float64)[:, 0]
+        if not np.isfinite(zp).all():
+            raise ValueError("the platform answered a partial score that is not finite")
+        z = C.linear_predictor(Xs, self.w) + self.intercept + zp
+        return Scores(score=z, probability=C.sigmoid(z))
+
+
+def scorer(model) -> Scorer:
+    return Scorer(model)

@@ -1,0 +1,252 @@
+"""Online scoring (issue 15) with two real nodes on loopback and real HTTP: a SecureBoost
+and an LR model trained by jobs, served by ``fedjoint serve``'s application (uvicorn
+in a thread), the platform answering over the mutual-TLS channel.
+
+* served scores equal the scoring job's bit for bit (the job's result digest is
+  recomputed from the served probabilities, in the job's row order);
+* bad input is a 4xx naming the field, never a 500;
+* the platform's policy: models not listed, the rate and the daily budget, IDs it does
+  not hold ("no_data": the model's defaults, flagged; "refuse": 404);
+* the service survives the platform node restarting (503 while it is down, then
+  scores again on a new session).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from support.nodes import make_party_keys, wait_state, write_job, write_node_tomls
+
+from federation.admin import AdminClient
+from federation.config import load_job_spec, load_node_config
+from federation.data import load_dataset
+from federation.node import Node
+
+pytest.importorskip("fastapi")
+
+
+def _start(path: Path) -> Node:
+    return Node(load_node_config(path), quiet=True).start()
+
+
+def _run_job(client, job: Path) -> dict:
+    jid = client.call("submit", spec=load_job_spec(job).to_dict(), source=str(job))["job_id"]
+    rec = wait_state(client, jid, timeout=120)
+    assert rec["state"] == "done", rec["error"]
+    return rec
+
+
+def _set_serving(plat: Node, toml: Path, **serving) -> None:
+    """Rewrite platform.toml's [serving] and reload the running node."""
+    text = toml.read_text().split("\n[serving]\n")[0]
+    lines = ["", "[serving]"] + [f"{k} = {json.dumps(v)}" for k, v in serving.items()]
+    toml.write_text(text + "\n".join(lines) + "\n")
+    AdminClient(plat.data_dir).call("reload")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Both nodes, an SB and an LR model, their scoring jobs, and the serving app."""
+    from federation.cli.serve import build
+    from federation.serving.app import ThreadedServer
+    tmp = tmp_path_factory.mktemp("serving")
+    bank_toml, plat_toml = write_node_tomls(tmp, keys=make_party_keys(tmp))
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    srv = None
+    try:
+        client = AdminClient(bank.data_dir)
+        sb = _run_job(client, write_job(tmp, "sb", "secureboost",
+                                        params={"n_trees": 4, "max_depth": 3}))["job_id"]
+        lr = _run_job(client, write_job(tmp, "lr", params={"epochs": 3, "batch_size": 128}))["job_id"]
+        jobs = {m: _run_job(client, write_job(tmp, f"score-{m[:2]}", "score",
+                                              extra_job={"model": m})) for m in (sb, lr)}
+        _set_serving(plat, plat_toml, models=[sb, lr], rate_per_s=100000.0)
+        cfg = load_node_config(bank_toml)
+        app, models, token = build(cfg, [sb, lr])
+        srv = ThreadedServer(app).start()
+        yield {"tmp": tmp, "bank": bank, "plat": plat, "plat_toml": plat_toml, "cfg": cfg,
+               "sb": sb, "lr": lr, "jobs": jobs, "url": srv.url, "token": token,
+               "models": {m.model_id: m for m in models}}
+    finally:
+        if srv is not None:
+            srv.stop()
+        bank.stop()
+        plat.stop()
+
+
+def _http(world) -> httpx.Client:
+    return httpx.Client(base_url=world["url"], timeout=30,
+                        headers={"Authorization": f"Bearer {world['token']}"})
+
+
+def _applicants(world, model_id: str) -> tuple[list[str], list[dict]]:
+    """The bank's rows of the scoring job, in its order, as API applicants."""
+    served = world["models"][model_id]
+    ds = world["cfg"].dataset("loans")
+    data = load_dataset(ds, need_label=False)
+    pos = {str(i): r for r, i in enumerate(data.ids)}
+    cols = [data.feature_names.index(f) for f in served.features]
+    rec = world["jobs"][model_id]
+    ids = [line.split(",")[0] for line in
+           Path(rec["artifacts"]["scores"]).read_text().splitlines()[1:]]
+    apps = []
+    for i in ids:
+        row = data.X[pos[i], cols]
+        apps.append({"id": i, "features": {f: (None if np.isnan(v) else float(v))
+                                           for f, v in zip(served.features, row, strict=True)}})
+    return ids, apps
+
+
+@pytest.mark.parametrize("which", ["sb", "lr"])
+def test_served_scores_equal_the_scoring_job_bit_for_bit(world, which):
+    from federation.runner import _digest, model_path
+    from parties.common.artifact import ModelPart
+    model_id = world[which]
+    ids, apps = _applicants(world, model_id)
+    with _http(world) as c:
+        r = c.post("/v1/score:batch", json={"model": model_id, "applicants": apps})
+        assert r.status_code == 200, r.text
+        res = r.json()["results"]
+        p = np.array([x["probability"] for x in res])
+        assert all(x["platform_data"] for x in res) and [x["id"] for x in res] == ids
+        # one at a time: the same bits as in the batch
+        for k in (0, 7, len(apps) - 1):
+            one = c.post("/v1/score", json={"model": model_id, **apps[k]}).json()
+            assert one["probability"] == p[k] and one["id"] == ids[k]
+            assert one["score"] == res[k]["score"]
+    # the scoring job's result digest binds its model part and its probabilities (f8)
+    part = ModelPart.load(model_path(world["cfg"], model_id))
+    digest = _digest(b"fedjoint-score-result-v1", part.digest().encode(),
+                     p.astype(">f8").tobytes(), str(len(ids)).encode())
+    assert digest == world["jobs"][model_id]["checkpoint"]["model_digest"]
+    csv = [float(line.split(",")[1]) for line in Path(
+        world["jobs"][model_id]["artifacts"]["scores"]).read_text().splitlines()[1:]]
+    assert np.allclose(csv, p, atol=1e-6, rtol=0)
+
+
+def test_bad_input_is_a_4xx_naming_the_field(world):
+    sb = world["sb"]
+    _, apps = _applicants(world, sb)
+    good = {"model": sb, **apps[0]}
+    feats = dict(apps[0]["features"])
+    first = next(iter(feats))
+    cases = [
+        (b"{not json", 400, "body", "malformed JSON"),
+        (b"[1, 2]", 400, "body", "JSON object"),
+        (b'{"model": "x", "id": "1", "features": {"a": NaN}}', 400, "body", "NaN"),
+        ({**good, "extra": 1}, 422, "extra", "unexpected field extra"),
+        ({k: v for k, v in good.items() if k != "id"}, 422, "id", "missing field id"),
+        ({**good, "model": "nope"}, 404, "model", "not served here"),
+        ({**good, "id": 17}, 422, "id", "expected a non-empty string"),
+        ({**good, "features": [1, 2]}, 422, "features", "expected an object"),
+        ({**good, "features": {k: v for k, v in feats.items() if k != first}}, 422,
+         f"features.{first}", f"missing feature(s) {first}"),
+        ({**good, "features": {**feats, "zz_unknown": 1.0}}, 422, "features.zz_unknown",
+         "unexpected feature(s) zz_unknown"),
+        ({**good, "features": {**feats, first: "1.5"}}, 422, f"features.{first}",
+         "expected a number or null, got str"),
+        ({**good, "features": {**feats, first: True}}, 422, f"features.{first}",
+         "got bool"),
+    ]
+    with _http(world) as c:
+        for body, status, field, text in cases:
+            r = (c.post("/v1/score", content=body) if isinstance(body, bytes)
+                 else c.post("/v1/score", json=body))
+            assert r.status_code == status, (body, r.text)
+            assert r.json()["field"] == field and text in r.json()["error"], (body, r.text)
+        lim = world["cfg"].limits
+        r = c.post("/v1/score:batch", json={"model": sb, "applicants": [apps[0]] *
+                                            (lim.serve_max_batch_rows + 1)})
+        assert r.status_code == 422 and r.json()["field"] == "applicants", r.text
+        r = c.post("/v1/score:batch", json={"model": sb, "applicants": [
+            apps[0], {"id": "x", "features": {**feats, first: "bad"}}]})
+        assert r.status_code == 422 and r.json()["field"] == f"applicants[1].features.{first}"
+        r = c.post("/v1/score", content=b"{" + b" " * lim.serve_max_body_bytes + b"}")
+        assert r.status_code == 413 and "limits.serve_max_body_bytes" in r.json()["error"]
+        for headers in ({"Authorization": "Bearer wrong"}, {"Authorization": ""}):
+            r = c.post("/v1/score", json=good, headers=headers)
+            assert r.status_code == 401 and r.json()["field"] == "authorization"
+        assert c.get("/v1/models", headers={"Authorization": "x"}).status_code == 401
+        assert c.get("/healthz").json() == {"status": "ok"}
+        doc = c.get("/openapi.json").json()
+        assert {"/v1/score", "/v1/score:batch", "/v1/models", "/healthz"} <= set(doc["paths"])
+        models = c.get("/v1/models").json()["models"]
+        assert {m["model"] for m in models} == {sb, world["lr"]}
+
+
+def test_platform_policy_unknown_ids_rate_and_budget(world):
+    sb, lr, plat, toml = world["sb"], world["lr"], world["plat"], world["plat_toml"]
+    _, apps = _applicants(world, sb)
+    feats = apps[0]["features"]
+    served = world["models"][sb]
+    with _http(world) as c:
+        # an ID the platform does not hold: the model's default directions, flagged
+        r = c.post("/v1/score", json={"model": sb, "id": "not-a-platform-id",
+                                      "features": feats}).json()
+        assert r["platform_data"] is False
+        X = np.array([[np.nan if v is None else v for v in feats.values()]])
+        defaults = [bool(s["default_left"]) for s in _platform_splits(world, sb,
+                                                                       served.scorer.keys)]
+        all_default = served.scorer.score(X, np.packbits(np.array([defaults]), axis=1), None)
+        assert r["score"] == float(all_default.score[0])
+        r = c.post("/v1/score", json={"model": lr, "id": "not-a-platform-id",
+                                      "features": _applicants(world, lr)[1][0]["features"]})
+        assert r.json()["platform_data"] is False
+        _set_serving(plat, toml, models=[sb, lr], unknown_ids="refuse", rate_per_s=100000.0)
+        r = c.post("/v1/score", json={"model": sb, "id": "not-a-platform-id",
+                                      "features": feats})
+        assert r.status_code == 404 and "holds no data" in r.json()["error"], r.text
+        # the model is no longer listed: refused by the platform's policy
+        _set_serving(plat, toml, models=[lr], rate_per_s=100000.0)
+        r = c.post("/v1/score", json={"model": sb, **apps[1]})
+        assert r.status_code == 403 and "[serving] models" in r.json()["error"], r.text
+        # the rate: a burst of one second's worth, then 429
+        _set_serving(plat, toml, models=[sb, lr], rate_per_s=3.0)
+        codes = [c.post("/v1/score", json={"model": sb, **apps[k]}).status_code
+                 for k in range(6)]
+        assert 429 in codes and codes[0] == 200, codes
+        r = c.post("/v1/score", json={"model": sb, **apps[0]})
+        assert r.status_code == 429 and "serving.rate_per_s" in r.json()["error"]
+        # the day's budget (what was used today stays counted)
+        used = plat.serving._used
+        _set_serving(plat, toml, models=[sb, lr], rate_per_s=100000.0, daily_budget=used + 2)
+        r = c.post("/v1/score:batch", json={"model": sb, "applicants": apps[:3]})
+        assert r.status_code == 429 and "serving.daily_budget" in r.json()["error"], r.text
+        assert c.post("/v1/score:batch", json={"model": sb, "applicants": apps[:2]}
+                      ).status_code == 200
+        _set_serving(plat, toml, models=[sb, lr], rate_per_s=100000.0)
+    # what the platform learned is in its ledger: pseudonyms, never raw IDs
+    ledger = (plat.data_dir / "serving" / "ledger.jsonl").read_text()
+    assert "not-a-platform-id" not in ledger and apps[0]["id"] not in ledger.split('"ids"')[0]
+    rec = json.loads(ledger.splitlines()[-1])
+    assert rec["n"] == 2 and len(rec["ids"][0]) == 32
+
+
+def _platform_splits(world, model_id, keys):
+    from federation.runner import model_path
+    from parties.common.artifact import ModelPart
+    part = ModelPart.load(model_path(load_node_config(world["plat_toml"]), model_id))
+    return [part.body["splits"][k] for k in keys]
+
+
+def test_the_service_survives_the_platform_restarting(world):
+    sb = world["sb"]
+    _, apps = _applicants(world, sb)
+    with _http(world) as c:
+        before = c.post("/v1/score", json={"model": sb, **apps[3]}).json()
+        world["plat"].stop()
+        r = c.post("/v1/score", json={"model": sb, **apps[3]})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        world["plat"] = _start(world["plat_toml"])
+        for _ in range(50):
+            r = c.post("/v1/score", json={"model": sb, **apps[3]})
+            if r.status_code == 200:
+                break
+        assert r.status_code == 200, r.text
+        assert r.json()["probability"] == before["probability"]
+        m = {x["model"]: x for x in c.get("/v1/models").json()["models"]}[sb]
+        assert m["counters"]["reopened"] >= 1
