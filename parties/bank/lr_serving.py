@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from parties.common import lr_common as C
+from parties.common import residuals as R
 from parties.common.serving import Scores, ServingInputError
 from parties.common.standardize import InputError, Standardizer
 
@@ -41,7 +42,7 @@ class Scorer:
         if not np.isfinite(zp).all():
             raise ValueError("the platform answered a partial score that is not finite")
         z = C.linear_predictor(Xs, self.w) + self.intercept + zp
-        return Scores(score=z, probability=C.sigmoid(z))
+        return Scores(score=z, probability=R.sigmoid(z))
 
 
 def scorer(model) -> Scorer:
