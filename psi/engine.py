@@ -325,10 +325,11 @@ def _chunks(seq: Sequence, size: int) -> Iterator[Sequence]:
         yield seq[i:i + size]
 
 
-def _encoded_chunks(ids: Sequence[str | bytes]) -> Iterator[list[bytes]]:
-    """TASK_SIZE-sized lists of UTF-8 IDs, encoded lazily (only the tasks in flight)."""
+def _id_chunks(ids: Sequence[str | bytes]) -> Iterator[list[str | bytes]]:
+    """TASK_SIZE-sized lists of IDs; str IDs are hashed as UTF-8 by the worker
+    (hash_to_u_batch), so this process does not encode them."""
     for c in _chunks(ids, TASK_SIZE):
-        yield [s.encode() if isinstance(s, str) else s for s in c]
+        yield list(c)
 
 
 class Engine:
@@ -357,23 +358,23 @@ class Engine:
                           batch: int) -> Iterator[bytes]:
         """Yield blinded point blocks of ``batch`` IDs each, in order."""
         yield from self._regroup(
-            self._map(task_hash_blind, ((c, dst, scalar) for c in _encoded_chunks(ids))), batch)
+            self._map(task_hash_blind, ((c, dst, scalar) for c in _id_chunks(ids))), batch)
 
     def hash_blind_witnessed_stream(self, ids: Sequence[str | bytes], dst: bytes, scalar: bytes,
                                     batch: int) -> Iterator[bytes]:
         """Like :meth:`hash_blind_stream` but 64-byte ``u([8]W) || u(W)`` entries."""
         yield from self._regroup(
-            self._map(task_hash_blind_witnessed, ((c, dst, scalar) for c in _encoded_chunks(ids))),
+            self._map(task_hash_blind_witnessed, ((c, dst, scalar) for c in _id_chunks(ids))),
             batch, WITNESS_BYTES)
 
     def hash_blind_times64_stream(self, ids: Sequence[str | bytes], dst: bytes, scalar: bytes,
                                   batch: int) -> Iterator[bytes]:
         yield from self._regroup(
-            self._map(task_hash_blind_times64, ((c, dst, scalar) for c in _encoded_chunks(ids))), batch)
+            self._map(task_hash_blind_times64, ((c, dst, scalar) for c in _id_chunks(ids))), batch)
 
     def hash_stream(self, ids: Sequence[str | bytes], dst: bytes, batch: int) -> Iterator[bytes]:
         yield from self._regroup(
-            self._map(task_hash, ((c, dst) for c in _encoded_chunks(ids))), batch)
+            self._map(task_hash, ((c, dst) for c in _id_chunks(ids))), batch)
 
     def mult_stream(self, blocks: Iterator[bytes], scalar: bytes,
                     check_subgroup: bool) -> Iterator[bytes]:

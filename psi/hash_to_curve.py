@@ -292,8 +292,9 @@ def _ell2_curve25519(u: mpz, p=P, c2=_C2, c3=_C3, c4=_C4, x1n=P - J,
     return xn, xd, y
 
 
-def hash_to_u_batch(msgs: Iterable[bytes], dst: bytes) -> bytes:
-    """Concatenated 32-byte little-endian u(Q0 + Q1) for each message (see module doc).
+def hash_to_u_batch(msgs: Iterable[bytes | str], dst: bytes) -> bytes:
+    """Concatenated 32-byte little-endian u(Q0 + Q1) for each message (see module doc);
+    a ``str`` message is hashed as its UTF-8 bytes.
 
     ``X25519(k, u)`` of an entry equals ``u([clamp(k)/8] * hash_to_curve(msg))``. Runs
     in the C extension (psi/native/_psi_native.c: the same steps as
@@ -302,7 +303,7 @@ def hash_to_u_batch(msgs: Iterable[bytes], dst: bytes) -> bytes:
     """
     ext = native.field()
     if ext is None:
-        return hash_to_u_batch_py(msgs, dst)
+        return hash_to_u_batch_py([m.encode() if isinstance(m, str) else m for m in msgs], dst)
     if len(dst) > 255:
         dst = hashlib.sha512(b"H2C-OVERSIZE-DST-" + dst).digest()
     msgs = msgs if isinstance(msgs, list | tuple) else list(msgs)
@@ -311,7 +312,8 @@ def hash_to_u_batch(msgs: Iterable[bytes], dst: bytes) -> bytes:
         return out
     fixed = bytearray(out)
     for i in special:  # x(Q0) = x(Q1): Q0 = +-Q1, probability ~2^-252 (affine slow path)
-        u0, u1 = hash_to_field(msgs[i], 2, dst)
+        m = msgs[i].encode() if isinstance(msgs[i], str) else msgs[i]
+        u0, u1 = hash_to_field(m, 2, dst)
         fixed[32 * i:32 * i + 32] = _u_of_sum_slow(u0, u1).to_bytes(32, "little")
     return bytes(fixed)
 

@@ -118,7 +118,8 @@ static void expand_xmd96(uint8_t *b1, uint8_t *b2, const sha512_ctx *pre, const 
     sha512_update(&c, dp, dl); sha512_final(&c, b2);
 }
 
-/* hash_to_u_batch(msgs, dst_prime) -> (bytes, [indices needing the slow path]) */
+/* hash_to_u_batch(msgs, dst_prime) -> (bytes, [indices needing the slow path]);
+ * msgs: bytes, or str (hashed as UTF-8) */
 static PyObject *py_hash_to_u_batch(PyObject *self, PyObject *args)
 {
     PyObject *seq, *msgs, *out = NULL, *special = NULL;
@@ -140,12 +141,16 @@ static PyObject *py_hash_to_u_batch(PyObject *self, PyObject *args)
     sha512_init(&pre);
     sha512_update(&pre, zpad, 128);
     for (Py_ssize_t i = 0; i < n; i++) { /* pass 1: hash_to_field, map up to the sqrt */
-        char *msg;
+        const char *msg;
         Py_ssize_t ml;
         uint8_t b1[64], b2[64], ub[48];
         fe ua, ubf;
-        if (PyBytes_AsStringAndSize(PySequence_Fast_GET_ITEM(msgs, i), &msg, &ml) < 0)
+        PyObject *item = PySequence_Fast_GET_ITEM(msgs, i);
+        if (PyUnicode_Check(item)) { /* an ID as str: its UTF-8 bytes */
+            if (!(msg = PyUnicode_AsUTF8AndSize(item, &ml))) goto fail;
+        } else if (PyBytes_AsStringAndSize(item, (char **)&msg, &ml) < 0) {
             goto fail;
+        }
         expand_xmd96(b1, b2, &pre, (const uint8_t *)msg, (size_t)ml, dstp.buf,
                      (size_t)dstp.len);
         memcpy(ub, b1 + 48, 16);

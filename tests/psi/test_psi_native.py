@@ -101,6 +101,15 @@ def test_hash_to_u_batch_c_equals_python():
     assert in_path("openssl", h2c.hash_to_u_batch, [], DST) == b""
 
 
+@pytest.mark.parametrize("path", list(PATHS))
+def test_str_ids_hash_as_utf8(path):
+    ids = ["913502000728319549", "全角ＩＤ", ""]
+    assert in_path(path, h2c.hash_to_u_batch, ids, DST) == \
+        h2c.hash_to_u_batch_py([i.encode() for i in ids], DST)
+    with pytest.raises(UnicodeEncodeError):
+        in_path(path, h2c.hash_to_u_batch, ["\udc80"], DST)
+
+
 def _witnessed(n, seed):
     rnd = random.Random(seed)
     u = h2c.hash_to_u_batch_py([rnd.randbytes(9) for _ in range(n)], DST)
