@@ -171,7 +171,12 @@ def create_app(models: dict[str, ServedModel], token: str, limits, wait_s: float
             raise
         return nid, x
 
-    async def run(sm: ServedModel, ids, X) -> list[dict]:
+    async def run(sm: ServedModel, ids, X, where=lambda i: "") -> list[dict]:
+        try:
+            sm.check_rows(X)
+        except ServingError as exc:
+            exc.field = f"{where(getattr(exc, 'row', 0))}{exc.field}"
+            raise
         try:
             return await batchers[sm.model_id].submit(ids, X)
         except QueueFull as exc:
@@ -202,7 +207,7 @@ def create_app(models: dict[str, ServedModel], token: str, limits, wait_s: float
             res = (await run(sm, [nid], x[None, :]))[0]
             if "error" in res:
                 return _error(res["status"], res["error"], "id")
-            return {"model": sm.model_id, "id": obj["id"], **res}
+            return JSONResponse({"model": sm.model_id, "id": obj["id"], **res})
         return await guarded(request, one)
 
     @app.post("/v1/score:batch", openapi_extra=_body(_BATCH_REQ, {
@@ -223,10 +228,11 @@ def create_app(models: dict[str, ServedModel], token: str, limits, wait_s: float
                     _check_keys(a, ("id", "features"), f"applicants[{i}].")
                 rows.append(applicant(sm, a, f"applicants[{i}]."))
             ids = [r[0] for r in rows]
-            res = await run(sm, ids, np.stack([r[1] for r in rows]))
+            res = await run(sm, ids, np.stack([r[1] for r in rows]),
+                            lambda i: f"applicants[{i}].")
             out = [{"id": a["id"], **{k: v for k, v in r.items() if k != "status"}}
                    for a, r in zip(apps, res, strict=True)]
-            return {"model": sm.model_id, "results": out}
+            return JSONResponse({"model": sm.model_id, "results": out})
         return await guarded(request, many)
 
     @app.get("/v1/models")

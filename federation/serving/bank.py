@@ -16,6 +16,7 @@ values it disclosed): what the bank learned.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import threading
@@ -129,28 +130,34 @@ class ServedModel:
             raise ServingError(422, f"unexpected feature(s) {', '.join(map(str, extra[:5]))}; "
                                f"the model's bank features are {', '.join(self.features)}",
                                f"features.{extra[0]}")
-        x = np.empty(len(self.features))
-        for j, n in enumerate(self.features):
+        row = []
+        for n in self.features:
             v = features[n]
             if v is None:
-                x[j] = np.nan
-            elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                x[j] = float(v)
-                if not np.isfinite(x[j]):
-                    raise ServingError(422, f"feature {n}: expected a finite number",
-                                       f"features.{n}")
+                row.append(math.nan)
+            elif type(v) in (int, float) and math.isfinite(_float(v)):
+                row.append(float(v))
             else:
-                raise ServingError(422, f"feature {n}: expected a number or null, got "
-                                   f"{type(v).__name__}", f"features.{n}")
-        self._check_values(x[None, :])
-        return x
+                what = "a finite number" if type(v) in (int, float) else \
+                    f"a number or null, got {type(v).__name__}"
+                raise ServingError(422, f"feature {n}: expected {what}", f"features.{n}")
+        return np.array(row)
 
-    def _check_values(self, X: np.ndarray) -> None:
+    def check_rows(self, X: np.ndarray) -> None:
+        """Raise ServingError (422) if the model cannot take a row of ``X``, naming the
+        feature; the exception's ``row`` is the first such row."""
         from parties.common.serving import ServingInputError
         try:
-            self.scorer.check(X)
-        except ServingInputError as exc:
-            raise ServingError(422, str(exc), "features") from None
+            return self.scorer.check(X)
+        except ServingInputError:
+            pass
+        for i in range(len(X)):       # only on the error path: which row, which feature
+            try:
+                self.scorer.check(X[i:i + 1])
+            except ServingInputError as exc:
+                err = ServingError(422, str(exc), "features")
+                err.row = i
+                raise err from None
 
     def normalised_id(self, raw) -> str:
         from psi.ids import normalise
@@ -238,3 +245,10 @@ class ServedModel:
             session = self._session is not None
         return {"model": self.model_id, "algorithm": self.algorithm,
                 "features": self.features, "session_open": session, "counters": counters}
+
+
+def _float(v: int | float) -> float:
+    try:
+        return float(v)
+    except OverflowError:         # a JSON integer beyond float range
+        return math.inf

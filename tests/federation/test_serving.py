@@ -151,6 +151,8 @@ def test_bad_input_is_a_4xx_naming_the_field(world):
          "expected a number or null, got str"),
         ({**good, "features": {**feats, first: True}}, 422, f"features.{first}",
          "got bool"),
+        ({**good, "features": {**feats, first: 10 ** 400}}, 422, f"features.{first}",
+         "expected a finite number"),
     ]
     with _http(world) as c:
         for body, status, field, text in cases:
@@ -165,6 +167,14 @@ def test_bad_input_is_a_4xx_naming_the_field(world):
         r = c.post("/v1/score:batch", json={"model": sb, "applicants": [
             apps[0], {"id": "x", "features": {**feats, first: "bad"}}]})
         assert r.status_code == 422 and r.json()["field"] == f"applicants[1].features.{first}"
+        # LR trained with nan_policy "fail": a missing value is refused, naming the column
+        lr_apps = _applicants(world, world["lr"])[1]
+        lr_feats = dict(lr_apps[0]["features"])
+        lr_first = next(iter(lr_feats))
+        r = c.post("/v1/score:batch", json={"model": world["lr"], "applicants": [
+            lr_apps[0], {"id": "x", "features": {**lr_feats, lr_first: None}}]})
+        assert r.status_code == 422 and r.json()["field"] == "applicants[1].features", r.text
+        assert repr(lr_first) in r.json()["error"] and "fail" in r.json()["error"]
         r = c.post("/v1/score", content=b"{" + b" " * lim.serve_max_body_bytes + b"}")
         assert r.status_code == 413 and "limits.serve_max_body_bytes" in r.json()["error"]
         for headers in ({"Authorization": "Bearer wrong"}, {"Authorization": ""}):
