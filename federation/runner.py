@@ -116,7 +116,8 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
                  progress: Callable[[str, float], None] | None = None,
                  log: Callable[[str, dict], None] | None = None,
                  on_stage: Callable[[str], None] | None = None,
-                 checkpoint: Callable[[str, int, dict], None] | None = None) -> JobResult:
+                 checkpoint: Callable[[str, int, dict], None] | None = None,
+                 psi_budget: psi_protocol.Budget | None = None) -> JobResult:
     """Run this party's side of ``spec`` over ``link``; see the module docstring.
 
     ``on_stage`` is told ``"psi"``, ``"training"``, ``"evaluating"`` or ``"scoring"``
@@ -177,12 +178,14 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     rows, agreed_ids, info = _run_psi(ctx("psi"), party, data.ids, spec.psi,
                                       node.policy.min_intersection, psi_dirs(node),
                                       need_rows=kind != "psi",
-                                      check_subgroup=node.policy.psi_check_subgroup)
+                                      check_subgroup=node.policy.psi_check_subgroup,
+                                      budget=psi_budget)
     res.intersection = info["size"]
     res.psi_info = info
     res.psi_rows = rows
     res.timings["psi"] = time.perf_counter() - t
-    log("psi.done", {"intersection": len(rows), "own_rows": len(data)})
+    log("psi.done", {"intersection": len(rows), "own_rows": len(data),
+                     **({"budget": info["budget"]} if "budget" in info else {})})
     aligned = data.take(rows)
 
     # both parties check the intersection against their own policy and agree on the
@@ -373,12 +376,14 @@ def psi_dirs(node: NodeConfig) -> tuple[str, str]:
 
 def _run_psi(ctx: ProtocolContext, party: str, ids: list[str], psi_params: dict,
              min_intersection: int = 0, dirs: tuple[str, str] | None = None,
-             need_rows: bool = True, check_subgroup: bool = True
+             need_rows: bool = True, check_subgroup: bool = True,
+             budget: psi_protocol.Budget | None = None
              ) -> tuple[np.ndarray, list[str], dict]:
     """-> (row indices into own data in the agreed order, the agreed normalised ids,
     info). This node's ``min_intersection`` policy goes into the PSI hello (the
     platform's is binding on both). ``dirs`` = (key_dir, cache_dir) of this node;
-    ``check_subgroup``: this node's own policy for the points it receives."""
+    ``check_subgroup``: this node's own policy for the points it receives; ``budget``:
+    the platform node's query budget (the node passes it; replay and run_local do not)."""
     from federation.config import ConfigError
     from psi import ids as psi_ids
     P = psi_protocol
@@ -394,7 +399,7 @@ def _run_psi(ctx: ProtocolContext, party: str, ids: list[str], psi_params: dict,
     except ConfigError as exc:
         raise JobFailed(f"invalid [psi] parameters: {exc}") from None
     try:
-        out = P.run_psi(ctx, party, ids, params)
+        out = P.run_psi(ctx, party, ids, params, budget=budget)
     except P.PsiPolicyError as exc:
         raise JobFailed(str(exc)) from None
     except psi_ids.IdInputError as exc:
@@ -402,6 +407,9 @@ def _run_psi(ctx: ProtocolContext, party: str, ids: list[str], psi_params: dict,
             from None
     info = {"mode": out.mode, "size": int(out.size), "peer_size": int(out.peer_size),
             "own_size": len(ids), "id_type": params.id_type}
+    for k in ("budget", "key_id"):   # the platform's charge and its OPRF key
+        if k in out.stats:
+            info[k] = out.stats[k]
     if out.indices is None and not need_rows:  # cardinality-only: the size is the result
         return np.zeros(0, dtype=np.int64), [], info
     if out.indices is None:

@@ -54,7 +54,8 @@ the factor 8 of their witnesses) for all y, sorted by ``T(y)`` = low 64 bits of 
 * bank learns X ∩ Y, |Y|, and the 64-bit truncations T(y) of all platform IDs: it can
   test a candidate ID z for membership in Y only by obtaining F_k(z) through an online
   query, i.e. it learns membership exactly for the IDs it queries (here: X). Across
-  jobs with the same key, queries accumulate (key rotation/query budget: see docs).
+  jobs with the same key, queries accumulate: the platform's node bounds them with a
+  query budget and rotates k (docs/psi.md, "Query budget and key rotation").
 * platform learns X ∩ Y (as its rows) and |X|; the blinded queries r.H(x) are uniform.
 * truncation: a false candidate needs T(x) = T(y) for x ≠ y: about |X||Y| / 2^64
   expected per job (5.4e-8 for 10^5 x 10^7) and it is rejected anyway by the
@@ -63,19 +64,26 @@ the factor 8 of their witnesses) for all y, sorted by ``T(y)`` = low 64 bits of 
 All modes: the party sizes and the normalisation/suite strings are exchanged in the
 ``psi.hello``; the platform's ``min_intersection`` travels there too and both sides
 fail the job with :class:`PsiPolicyError` if the intersection is smaller.
+
+Query budget (all modes: each lets the bank test |X| IDs of its choice for membership
+in Y): the platform's ``run_psi(..., budget=charge)`` calls ``charge(peer, |X|,
+key_id)`` right after the bank's hello, before it sends any blinded point or processes
+one of the bank's; ``charge`` raises :class:`PsiBudgetError` to refuse (the job fails,
+nothing is computed for the bank's set) and returns what it recorded
+(``stats["budget"]``). ``key_id`` is the OPRF key's id in unbalanced mode, '' otherwise.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from federation.link import Message, ProtocolContext, ProtocolError, declare_protocol
 
-from .cache import KeyStore, OprfCache, PeerSetCache, key_id
+from .cache import KeyStore, OprfCache, PeerSetCache, clamp, key_id, scalar_for
 from .engine import POINT_BYTES, WITNESS_BYTES, Engine
 from .hash_to_curve import L_ORDER, SUITE_CURVE25519
 from .ids import PreparedIds, norm_version, prepare_ids, raw_digest
@@ -91,6 +99,15 @@ TRUNC_BLOCK = 1 << 18  # uint64 per psi.cache_block message (2 MiB)
 
 class PsiPolicyError(RuntimeError):
     """The PSI finished but a policy (e.g. min_intersection) forbids using it."""
+
+
+class PsiBudgetError(PsiPolicyError):
+    """The platform's query budget refuses the bank's set (before any point of it is
+    processed); the message names the limit and its node.toml key."""
+
+
+#: the platform's budget hook: ``charge(peer, n_queries, key_id) -> record``
+Budget = Callable[[str, int, str], dict]
 
 
 @dataclass(frozen=True)
@@ -228,13 +245,14 @@ def _binding_minimum(role: str, params: PsiParams, peer_hello: dict) -> int:
 # --------------------------------------------------------------------------- entry
 
 def run_psi(ctx: ProtocolContext, role: str, ids: Sequence[str], params: PsiParams,
-            engine: Engine | None = None) -> PsiResult:
+            engine: Engine | None = None, budget: Budget | None = None) -> PsiResult:
     """Run this party's side of the PSI over ``ctx.link``.
 
     ``ids``: this party's raw IDs, one per dataset row. ``PsiResult.indices`` are row
     numbers into ``ids``. Raises :class:`psi.ids.IdInputError` (local input; the peer
     gets an abort hello), :class:`ProtocolError` (peer misbehaved or aborted),
-    :class:`PsiPolicyError` (intersection below min_intersection).
+    :class:`PsiPolicyError` (intersection below min_intersection),
+    :class:`PsiBudgetError` (the platform's ``budget`` refused the bank's set).
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")
@@ -244,13 +262,14 @@ def run_psi(ctx: ProtocolContext, role: str, ids: Sequence[str], params: PsiPara
     eng = engine if engine is not None else Engine(ctx.workers)
     try:
         if params.mode == "unbalanced" and role == "platform":
-            res = _unbalanced_platform(ctx, ids, params, eng)
+            res = _unbalanced_platform(ctx, ids, params, eng, budget)
         else:
             prep = _prepare_or_abort(ctx, role, ids, params)
             if params.mode == "unbalanced":
                 res = _unbalanced_bank(ctx, prep, params, eng)
             else:
-                res = _balanced(ctx, role, prep, params, eng)
+                res = _balanced(ctx, role, prep, params, eng,
+                            budget if role == "platform" else None)
             res.stats.update(prep.stats())
     finally:
         if own_engine:
@@ -276,7 +295,7 @@ def _prepare_or_abort(ctx: ProtocolContext, role: str, ids: Sequence[str],
 # --------------------------------------------------------------------------- balanced
 
 def _balanced(ctx: ProtocolContext, role: str, prep: PreparedIds, params: PsiParams,
-              eng: Engine) -> PsiResult:
+              eng: Engine, budget: Budget | None = None) -> PsiResult:
     link, tmo, batch = ctx.link, params.timeout, params.batch_size
     dst = params.dst.encode()
     stats: dict = {}
@@ -286,6 +305,8 @@ def _balanced(ctx: ProtocolContext, role: str, prep: PreparedIds, params: PsiPar
     m, peer_batch = _check_hello(peer, role, params)
     if params.max_peer_set is not None and m > params.max_peer_set:
         raise ProtocolError(f"peer set of {m} IDs exceeds max_peer_set={params.max_peer_set}")
+    if budget is not None:   # before anything blinded is sent or processed
+        stats["budget"] = budget(link.peer, m, "")
     scalar = ctx.rng.child("psi/blind").random_bytes(32)
     shuf = ctx.rng.child("psi/shuffle")
     perm = shuf.numpy().permutation(n)  # our send order -> prepared index
@@ -341,16 +362,11 @@ def blinding_pair(rng) -> tuple[bytes, bytes]:
     happens for about half of all r (rejection sampling from the job DRBG), so both
     blinding and unblinding run through X25519.
     """
-    inv8 = pow(8, -1, L_ORDER)
     while True:
         r = rng.random_bytes(32)
-        c = int.from_bytes(r, "little")
-        c = (c & ~7 & ~(1 << 255)) | (1 << 254)
-        inv = pow(c, -1, L_ORDER)
-        mm = (inv - (1 << 254)) * inv8 % L_ORDER
-        if mm < (1 << 251):
-            t = (1 << 254) + 8 * mm
-            return r, t.to_bytes(32, "little")
+        t = scalar_for(pow(clamp(r), -1, L_ORDER))
+        if t is not None:
+            return r, t
 
 
 def prepare_platform_cache(ids: Sequence[str], params: PsiParams, peer: str,
@@ -362,39 +378,45 @@ def prepare_platform_cache(ids: Sequence[str], params: PsiParams, peer: str,
     """
     if not params.key_dir or not params.cache_dir:
         raise ValueError("unbalanced PSI on the platform needs key_dir and cache_dir")
-    key = KeyStore(params.key_dir).oprf_key(peer)
+    keys = KeyStore(params.key_dir)
     digest = raw_digest(ids, params.id_type, params.invalid, params.duplicates)
     nv = norm_version(params.id_type)
-    got = OprfCache.lookup(params.cache_dir, peer, key, digest, nv, params.dst)
-    if got is not None:
-        return got
-    prep = prepare_ids(ids, params.id_type, params.invalid, params.duplicates)
-    eng = engine if engine is not None else Engine(workers)
-    try:
-        return OprfCache.build(params.cache_dir, peer, key, prep, digest, eng, params.dst,
-                               params.batch_size)
-    finally:
-        if engine is None:
-            eng.close()
+    with keys.using(peer):   # a rotation waits; never a cache under a retired key
+        key = keys.oprf_key(peer)
+        got = OprfCache.lookup(params.cache_dir, peer, key, digest, nv, params.dst)
+        if got is not None:
+            return got
+        prep = prepare_ids(ids, params.id_type, params.invalid, params.duplicates)
+        eng = engine if engine is not None else Engine(workers)
+        try:
+            return OprfCache.build(params.cache_dir, peer, key, prep, digest, eng,
+                                   params.dst, params.batch_size)
+        finally:
+            if engine is None:
+                eng.close()
 
 
 def _unbalanced_platform(ctx: ProtocolContext, ids: Sequence[str], params: PsiParams,
-                         eng: Engine) -> PsiResult:
+                         eng: Engine, budget: Budget | None = None) -> PsiResult:
     link, tmo = ctx.link, params.timeout
     if not params.key_dir or not params.cache_dir:
         raise ValueError("unbalanced PSI on the platform needs key_dir and cache_dir")
     stats: dict = {}
     peer_name = link.peer
     t = time.perf_counter()
-    key = KeyStore(params.key_dir).oprf_key(peer_name)
+    keys = KeyStore(params.key_dir)
     digest = raw_digest(ids, params.id_type, params.invalid, params.duplicates)
-    cache = OprfCache.lookup(params.cache_dir, peer_name, key, digest,
-                             norm_version(params.id_type), params.dst)
-    stats["cache_built_now"] = cache is None
-    if cache is None:
-        prep = _prepare_or_abort(ctx, "platform", ids, params)
-        cache = OprfCache.build(params.cache_dir, peer_name, key, prep, digest, eng,
-                                params.dst, params.batch_size)
+    # key and cache are taken together under the key's shared lock: a rotation waits
+    # for it, and this job then keeps the key and its memory-mapped cache to the end
+    with keys.using(peer_name):
+        key = keys.oprf_key(peer_name)
+        cache = OprfCache.lookup(params.cache_dir, peer_name, key, digest,
+                                 norm_version(params.id_type), params.dst)
+        stats["cache_built_now"] = cache is None
+        if cache is None:
+            prep = _prepare_or_abort(ctx, "platform", ids, params)
+            cache = OprfCache.build(params.cache_dir, peer_name, key, prep, digest, eng,
+                                    params.dst, params.batch_size)
     stats.update(cache.meta["prep_stats"])
     stats["t_cache"] = round(time.perf_counter() - t, 3)
     t_online = time.perf_counter()
@@ -405,6 +427,9 @@ def _unbalanced_platform(ctx: ProtocolContext, ids: Sequence[str], params: PsiPa
     m, peer_batch = _check_hello(peer, "platform", params)
     if params.max_peer_set is not None and m > params.max_peer_set:
         raise ProtocolError(f"bank set of {m} IDs exceeds max_peer_set={params.max_peer_set}")
+    if budget is not None:   # before the truncated set is sent or a query processed
+        stats["budget"] = budget(peer_name, m, key_id(key))
+    stats["key_id"] = key_id(key)
     req = link.recv_json("psi.cache_req", tmo)
     if not isinstance(req.get("have"), bool):
         raise ProtocolError("psi.cache_req: 'have' must be a boolean")
@@ -540,7 +565,9 @@ TABLE = declare_protocol("psi", PROTOCOL_VERSION, [
     Message("psi.cache_req", "bank", "json", "whether the bank holds the current cache"),
     Message("psi.cache_block", "platform", "npy", "truncated OPRF values of platform IDs",
             disclosure="64-bit truncated OPRF values of platform IDs"),
-    Message("psi.oprf_query", "bank", "bin", "the bank's blinded ID points with witnesses"),
+    Message("psi.oprf_query", "bank", "bin", "the bank's blinded ID points with witnesses",
+            disclosure="IDs the bank looked up in the platform's set (its query budget)",
+            count=_witnessed_points),
     Message("psi.oprf_reply", "platform", "bin", "the platform key applied to the queries",
             disclosure="OPRF evaluations of the bank's blinded IDs", count=_witnessed_points),
     Message("psi.claim_pos", "bank", "npy", "claimed matching positions in the cache",

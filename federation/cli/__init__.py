@@ -6,7 +6,8 @@ Every failure prints one line (``error: ...``) to stderr and exits non-zero; set
 operator token are in the node's data directory.
 
 One module per command group (:mod:`.keys`, :mod:`.node`, :mod:`.job`, :mod:`.model`,
-:mod:`.audit`, :mod:`.demo`, :mod:`.serve`) and their shared helpers (:mod:`.common`); this module
+:mod:`.audit`, :mod:`.psi`, :mod:`.demo`, :mod:`.serve`) and their shared helpers
+(:mod:`.common`); this module
 assembles the ``fedjoint`` group and holds :func:`main`, the console script.
 """
 
@@ -25,6 +26,7 @@ from federation.cli.job import job as job_group
 from federation.cli.keys import keys as keys_group
 from federation.cli.model import model as model_group
 from federation.cli.node import node as node_group
+from federation.cli.psi import psi as psi_group
 from federation.cli.serve import serve as serve_command
 from federation.config import ConfigError
 from federation.data import DataError
@@ -37,8 +39,8 @@ def cli() -> None:
     data platform (PSI + SecureBoost / logistic regression over mutual-TLS gRPC)."""
 
 
-for _command in (keys_group, node_group, job_group, model_group, audit_group, demo_command,
-                 serve_command):
+for _command in (keys_group, node_group, job_group, model_group, audit_group, psi_group,
+                 demo_command, serve_command):
     cli.add_command(_command)
 
 

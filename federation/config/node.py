@@ -40,6 +40,10 @@ node.toml (one per party)::
     reveal_feature_names = false
     allowed_datasets = ["loans"]    # which local datasets the peer may name (default all)
     max_concurrent_jobs = 2
+    psi_max_queries_per_job = 1000000   # platform: IDs the bank may look up in one job
+    psi_max_queries_per_day = 2000000   # ... and per rolling 24 h (all PSI modes)
+    psi_key_rotation = "days:30"    # platform: unbalanced-PSI key, "days:N", "queries:N",
+                                    # both ("days:30,queries:5000000") or "never"
     [limits]                        # message sizes, streams, timeouts, JSON bounds: every
     max_message_bytes = 268435456   # key optional; see federation.config.limits
     [serving]                       # online scoring: see federation.config.serving
@@ -125,6 +129,40 @@ class PolicyConfig:
     #: full prime-order-subgroup check of the PSI points this node receives: its own
     #: choice, never the peer's ([psi] in a job cannot switch it off)
     psi_check_subgroup: bool = True
+    #: platform: IDs the bank may test for membership in this node's data (its PSI set
+    #: size), per job and per rolling 24 h, in every PSI mode; counted durably
+    psi_max_queries_per_job: int = 1_000_000
+    psi_max_queries_per_day: int = 2_000_000
+    #: platform: when the unbalanced-PSI OPRF key rotates (and its cache is re-encrypted)
+    psi_key_rotation: str = "days:30"
+
+    @property
+    def key_rotation(self) -> tuple[float | None, int | None]:
+        """``psi_key_rotation`` as (days, queries); None: no such trigger."""
+        return parse_key_rotation(self.psi_key_rotation)
+
+
+def parse_key_rotation(text: str) -> tuple[float | None, int | None]:
+    """``"days:N"``, ``"queries:N"``, both joined by a comma, or ``"never"`` ->
+    (days, queries); ValueError says what is wrong."""
+    days = queries = None
+    if text.strip() == "never":
+        return days, queries
+    for part in text.split(","):
+        what, _, num = part.strip().partition(":")
+        try:
+            value = float(num) if what == "days" else int(num)
+        except ValueError:
+            value = 0
+        if what not in ("days", "queries") or not value > 0 or \
+                (days if what == "days" else queries) is not None:
+            raise ValueError(f"{part.strip()!r}: expected 'days:N' and/or 'queries:N' "
+                             "(N > 0, each at most once, comma-separated) or 'never'")
+        if what == "days":
+            days = value
+        else:
+            queries = value
+    return days, queries
 
 
 def key_policy(policy: PolicyConfig) -> KeyPolicy:
@@ -300,6 +338,8 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
     if policy.max_concurrent_jobs < 1:
         raise pol.err("max_concurrent_jobs", "expected an integer >= 1")
 
+    _psi_budget_keys(pol, policy, party)
+
     ch = top.sub("channel", {})
     ch.check_keys(("deadline_s", "heartbeat_s", "connect_timeout_s"))
     channel = ChannelConfig(ch.get("deadline_s", float, 30.0), ch.get("heartbeat_s", float, 2.0),
@@ -314,3 +354,21 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
                       admin=admin, data_dir=data_dir, keys=keys, peer=peer, datasets=datasets,
                       policy=policy, channel=channel, workers=workers, limits=limits,
                       serving=serving)
+
+
+def _psi_budget_keys(pol: _Table, policy: PolicyConfig, party: str) -> None:
+    """[policy] psi_max_queries_per_job / _per_day and psi_key_rotation (platform)."""
+    keys = ("psi_max_queries_per_job", "psi_max_queries_per_day", "psi_key_rotation")
+    for k in keys:
+        if k in pol.data and party != "platform":
+            raise pol.err(k, "applies on the platform's node (it limits what the bank may "
+                          "look up in the platform's data); remove it here")
+    for k in keys[:2]:
+        setattr(policy, k, pol.get(k, int, getattr(policy, k)))
+        if getattr(policy, k) < 1:
+            raise pol.err(k, f"= {getattr(policy, k)}: expected an integer >= 1")
+    policy.psi_key_rotation = pol.get("psi_key_rotation", str, policy.psi_key_rotation)
+    try:
+        parse_key_rotation(policy.psi_key_rotation)
+    except ValueError as exc:
+        raise pol.err("psi_key_rotation", f"= {policy.psi_key_rotation!r}: {exc}") from None

@@ -23,6 +23,7 @@ Modules (each imports only modules listed above it)::
     logs       the JSON-lines log; channel log records bridged into it
     context    what the parts share: config, data dir, log, job store, channel
     peer       this node's channel end built from node.toml; ``node check``
+    psi_budget the platform's PSI query budget ledger and OPRF key rotation
     compute    a job's pipeline in its own OS process, relayed over the job's link
     jobs       running one job: states, transcript writer, stored results
     control    peer control requests: proposals, policy, approval, abort, cancel

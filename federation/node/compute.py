@@ -110,14 +110,21 @@ def _rebuild(record) -> BaseException:
 def _child_main(conn, spec_dict: dict, cfg, link_names: tuple[str, str, str],
                 seed: bytes) -> None:
     from federation.config import job_spec_from_dict
+    from federation.node.psi_budget import job_psi_budget
     from federation.runner import run_job_side
     try:
         spec = job_spec_from_dict(spec_dict, f"job {link_names[0]}")
         link = PipeLink(conn, *link_names)
+
+        def log(event, fields):
+            conn.send(("log", event, dict(fields or {})))
+
+        # the platform's query budget (and a due OPRF key rotation) for the job's PSI
+        budget = job_psi_budget(spec, cfg, link_names[0], log)
         result = run_job_side(
-            spec, cfg, link, seed,
+            spec, cfg, link, seed, psi_budget=budget,
             progress=lambda step, frac: conn.send(("progress", step, float(frac))),
-            log=lambda event, fields: conn.send(("log", event, dict(fields or {}))),
+            log=log,
             on_stage=lambda stage: conn.send(("stage", stage)))
         conn.send(("done", result))
     except (BrokenPipeError, EOFError, ConnectionResetError):

@@ -38,9 +38,9 @@ def test_subgroup_check_is_the_receivers_choice(monkeypatch):
     seen: dict = {}
     real = protocol.run_psi
 
-    def spy(ctx, role, ids, params):
+    def spy(ctx, role, ids, params, **kw):
         seen[role] = params.check_subgroup
-        return real(ctx, role, ids, params)
+        return real(ctx, role, ids, params, **kw)
 
     monkeypatch.setattr(protocol, "run_psi", spy)
     bank, plat = synthetic_parties()
