@@ -7,7 +7,13 @@ over the in-memory link (``--link local``). Prints median seconds per tree and w
 time goes (bank encryption, platform histograms, packing + refresh, bank decryption,
 waiting/network), and XGBoost's time for the same trees on the joined plaintext.
 
-    .venv/bin/python bench/secureboost.py [--quick] [--trees N] [--json PATH]
+In the same run (``--classes K``, default 4; 0 skips it) a ``multi:softprob`` job on a
+K-class label derived from default_credit (the label and quantiles of one bank plus one
+platform column) trains ``--rounds`` rounds of K class trees, each row's K gradient
+pairs in one ciphertext: seconds per class tree beside the binary figure, and XGBoost's
+multiclass seconds per tree.
+
+    .venv/bin/python bench/secureboost.py [--quick] [--trees N] [--classes K] [--json PATH]
 """
 
 from __future__ import annotations
@@ -39,14 +45,31 @@ def typed(params: dict):
     return registry.get("secureboost").parse_params(params, "bench params")
 
 
-def load(rows: int | None):
+def load(rows: int | None, classes: int = 0):
+    """default_credit's halves; ``classes`` K > 0: a K-class label instead of y (y
+    crossed with the K/2-quantiles of one bank and one platform column)."""
     import pandas as pd
     g = pd.read_csv(DATA / "default_credit_hetero_guest.csv")
     h = pd.read_csv(DATA / "default_credit_hetero_host.csv")
     if rows:
         g, h = g[:rows], h[:rows]
-    return (g.drop(columns=["id", "y"]).values, g.y.values.astype(float),
+    y = g.y.values.astype(float)
+    if classes:
+        s = g.iloc[:, 2].values + h.iloc[:, 1].values
+        half = max(1, classes // 2)
+        q = np.digitize(s, np.quantile(s, np.arange(1, half) / half)) if half > 1 else 0
+        y = np.minimum(y * half + q, classes - 1).astype(float)
+    return (g.drop(columns=["id", "y"]).values, y,
             h.drop(columns=["id"]).values, list(g.columns[2:]), list(h.columns[1:]))
+
+
+def _bank_data(Xb, nb, y, params) -> PartyData:
+    k = 0 if not params.get("objective", "").startswith("multi:") else int(y.max()) + 1
+    return PartyData(Xb, nb, y=y, classes=list(range(k)) if k else None)
+
+
+def _train_auc(metrics: dict) -> float:
+    return metrics["train"]["auc"]
 
 
 def _free_port() -> int:
@@ -83,7 +106,7 @@ def _party(role, keys, ports, params, rows, bits, workers, out_q, profile=None):
     try:
         link = chan.link("bench-sb")
         ctx = ProtocolContext(link, "bench-sb", Drbg.fresh(role), workers=workers)
-        Xb, y, Xp, nb, npf = load(rows)
+        Xb, y, Xp, nb, npf = load(rows, params.get("num_class", 0))
         if role == "bank":
             from parties.bank import secureboost as bank
             from secure_agg.paillier import PaillierPrivateCipher
@@ -91,12 +114,13 @@ def _party(role, keys, ports, params, rows, bits, workers, out_q, profile=None):
             cipher = PaillierPrivateCipher.generate(bits, workers=workers,
                                                     insecure_test_key=bits < 2048)
             keygen = time.perf_counter() - t
-            out = bank.train(ctx, PartyData(Xb, nb, y=y), typed(params), cipher, BENCH_POLICY)
+            out = bank.train(ctx, _bank_data(Xb, nb, y, params), typed(params), cipher,
+                             BENCH_POLICY)
             out_q.put({"role": role, "keygen": keygen, "timings": out.timings,
                        "cpu": _cpu(),
                        "history": [{k: h[k] for k in ("tree", "seconds", "n_leaves")}
                                    for h in out.history],
-                       "auc": out.metrics["train"]["auc"]})
+                       "auc": _train_auc(out.metrics)})
         else:
             from parties.provincial_platform import secureboost as plat
             out = plat.train(ctx, PartyData(Xp, npf), typed(params), None, BENCH_POLICY)
@@ -137,7 +161,7 @@ def run_local(params, rows, bits, workers):
     from parties.provincial_platform import secureboost as plat
     from secure_agg.paillier import PaillierPrivateCipher
     from secure_agg.rng import Drbg
-    Xb, y, Xp, nb, npf = load(rows)
+    Xb, y, Xp, nb, npf = load(rows, params.get("num_class", 0))
     a, b, _ = local_link_pair("bench-sb")
     t = time.perf_counter()
     cipher = PaillierPrivateCipher.generate(bits, workers=workers,
@@ -145,27 +169,37 @@ def run_local(params, rows, bits, workers):
     keygen = time.perf_counter() - t
     ob, op = run_two_parties(
         lambda: bank.train(ProtocolContext(a, "b", Drbg.fresh("b"), workers=workers),
-                           PartyData(Xb, nb, y=y), typed(params), cipher, BENCH_POLICY),
+                           _bank_data(Xb, nb, y, params), typed(params), cipher,
+                           BENCH_POLICY),
         lambda: plat.train(ProtocolContext(b, "b", Drbg.fresh("p"), workers=workers),
                            PartyData(Xp, npf), typed(params), None, BENCH_POLICY),
         timeout=7200)
-    return {"bank": {"keygen": keygen, "timings": ob.timings, "auc":
-                     ob.metrics["train"]["auc"],
+    return {"bank": {"keygen": keygen, "timings": ob.timings, "auc": _train_auc(ob.metrics),
                      "history": [{k: h[k] for k in ("tree", "seconds", "n_leaves")}
                                  for h in ob.history]},
             "platform": {"timings": op.timings}}
 
 
 def xgb_time(params, rows):
+    """XGBoost's seconds per tree for the same job (multiclass: per class tree)."""
     import xgboost as xgb
-    Xb, y, Xp, _, _ = load(rows)
+    k = params.get("num_class", 0)
+    Xb, y, Xp, _, _ = load(rows, k)
     X = np.hstack([Xb, Xp])
     d = xgb.DMatrix(X, y)
+    extra = {"objective": "multi:softprob", "num_class": k} if k else \
+        {"objective": "binary:logistic"}
     t = time.perf_counter()
     xgb.train(dict(tree_method="hist", max_bin=params["max_bin"],
-                   max_depth=params["max_depth"], eta=0.3, nthread=1,
-                   objective="binary:logistic"), d, params["n_trees"])
-    return (time.perf_counter() - t) / params["n_trees"]
+                   max_depth=params["max_depth"], eta=0.3, nthread=1, **extra),
+              d, params["n_trees"])
+    return (time.perf_counter() - t) / (params["n_trees"] * max(k, 1))
+
+
+def run(a, params):
+    if a.link == "tls":
+        return run_tls(params, a.rows, a.bits, a.workers, a.profile)
+    return run_local(params, a.rows, a.bits, a.workers)
 
 
 def main(argv=None):
@@ -179,15 +213,16 @@ def main(argv=None):
     ap.add_argument("--json", type=str, default=None)
     ap.add_argument("--profile", type=str, default=None,
                     help="directory for cProfile stats of each party (tls link)")
+    ap.add_argument("--classes", type=int, default=4,
+                    help="K of the multiclass job run after the binary one (0: none)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="rounds of the multiclass job (default max(1, trees // 4))")
     a = ap.parse_args(argv)
     trees = a.trees or (3 if a.quick else 20)
     params = dict(n_trees=trees, max_depth=5, max_bin=32, learning_rate=0.3)
     load0 = os.getloadavg()
     t0 = time.perf_counter()
-    if a.link == "tls":
-        res = run_tls(params, a.rows, a.bits, a.workers, a.profile)
-    else:
-        res = run_local(params, a.rows, a.bits, a.workers)
+    res = run(a, params)
     wall = time.perf_counter() - t0
     bt, pt = res["bank"]["timings"], res["platform"]["timings"]
     per_tree = [h["seconds"] for h in res["bank"]["history"]]
@@ -232,8 +267,47 @@ def main(argv=None):
               f" cores busy on average over {wall:.0f} s wall")
     print(f"load average before {load0[0]:.2f}, after {out['load_avg_after'][0]:.2f} "
           f"(1 min; this machine has {os.cpu_count()} cores)")
+    if a.classes:
+        out["multiclass"] = _multiclass(a, trees, med, out["xgboost_seconds_per_tree"])
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))
+    return out
+
+
+def _multiclass(a, trees: int, binary_med: float, binary_xgb: float) -> dict:
+    """The K-class job of the same run: seconds per round and per class tree."""
+    K = a.classes
+    rounds = a.rounds or max(1, trees // 4)
+    params = dict(n_trees=rounds, max_depth=5, max_bin=32, learning_rate=0.3,
+                  objective="multi:softprob", num_class=K)
+    t0 = time.perf_counter()
+    res = run(a, params)
+    wall = time.perf_counter() - t0
+    per_round = [h["seconds"] for h in res["bank"]["history"]]
+    med = statistics.median(per_round)
+    bt, pt = res["bank"]["timings"], res["platform"]["timings"]
+    xt = xgb_time(params, a.rows)
+    out = {"classes": K, "rounds": rounds, "median_seconds_per_round": med,
+           "median_seconds_per_class_tree": med / K, "per_round": per_round,
+           "xgboost_seconds_per_class_tree": xt,
+           "ratio_vs_binary_tree": med / K / binary_med if binary_med else None,
+           "ratio_vs_xgboost": med / K / xt if xt else None,
+           "bank_encrypt": bt.get("encrypt", 0.0),
+           "bank_decrypt": bt.get("decrypt", 0.0) + bt.get("unpack", 0.0),
+           "platform_histograms": pt.get("histograms", 0.0),
+           "platform_pack_and_mask": pt.get("pack", 0.0),
+           "platform_refresh": pt.get("rerandomize", 0.0),
+           "train_auc_macro": res["bank"]["auc"], "wall_seconds": wall}
+    print(f"multi:softprob K={K}, {rounds} round(s) of {K} class trees, same data and "
+          "settings (one encryption per row per round):")
+    print(f"{'':34s}{'fedjoint':>12s}{'xgboost':>12s}")
+    print(f"{'median s/class tree':34s}{med / K:12.2f}{xt:12.4f}")
+    print(f"{'binary s/tree (above)':34s}{binary_med:12.2f}{binary_xgb:12.4f}")
+    print(f"  class tree / binary tree {out['ratio_vs_binary_tree']:.2f}x; s/round {med:.2f}; "
+          f"bank encrypt {out['bank_encrypt']:.1f} s, decrypt {out['bank_decrypt']:.1f} s, "
+          f"platform histograms {out['platform_histograms']:.1f} s, pack+mask "
+          f"{out['platform_pack_and_mask']:.1f} s, refresh {out['platform_refresh']:.1f} s "
+          f"(over all rounds); train macro AUC {out['train_auc_macro']:.4f}")
     return out
 
 

@@ -46,10 +46,13 @@ import numpy as np
 
 from federation.link import ProtocolContext, ProtocolError
 from parties.bank import secureboost_objectives as O
+from parties.bank.secureboost_multiclass import BankMulticlass
+from parties.common import secureboost_multiclass as MC
 from parties.common import secureboost_wire as W
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.binning import bin_columns
 from parties.common.role import PartyData, RolePolicy
+from parties.common.secureboost_multiclass import MULTI_OBJECTIVES
 from parties.common.secureboost_params import SHARED, SecureBoostParams
 from parties.common.secureboost_wire import (
     PROTOCOL_VERSION,
@@ -115,6 +118,8 @@ class _BankTrainer:
             raise ValueError("early_stopping_rounds needs a validation set "
                              "(X_valid, y_valid)")
         self.timer = _Timer()
+        self.init_extra: dict = {}   # multiclass: version 3 and num_class in sb.init
+        self.multi: BankMulticlass | None = None   # multiclass: drives the rounds
         self.importance = {"count": defaultdict(int), "gain": defaultdict(float)}
         self.platform_keys_gain: dict[str, float] = {}
 
@@ -126,6 +131,7 @@ class _BankTrainer:
             "params": {k: getattr(p, k) for k in SHARED},
             "key": describe_public_key(self.cipher, form="full"),
             "n_valid": 0 if self.Xv is None else int(self.Xv.shape[0]),
+            **self.init_extra,
         })
         ack = recv_json(self.link, W.K_INIT_ACK)
         if ack.get("n_rows") != self.n:
@@ -141,6 +147,8 @@ class _BankTrainer:
     def _precompute(self, t: int) -> None:
         """Start the obfuscators of tree ``t``'s gradient encryption (if it will send
         any); one batch per tree, drawn from the tree's own stream."""
+        if self.multi is not None:
+            return self.multi.precompute(t)
         if t < self.p.n_trees and self._federated(t) and t not in self._obf:
             self._obf[t] = self.cipher.precompute_obfuscators(
                 self.n, rng=self.ctx.rng.child(f"sb/enc/{t}"))
@@ -153,7 +161,7 @@ class _BankTrainer:
     def run(self) -> TrainOutcome:
         self._obf: dict = {}
         try:
-            return self._run()
+            return self._run() if self.multi is None else self.multi.run()
         finally:
             self._close_obfuscators()  # unused ones (early stop, failure) are discarded
 
@@ -269,7 +277,9 @@ class _BankTrainer:
         return bank, plat
 
     # ---- one tree ---------------------------------------------------------------------
-    def _build_tree(self, t, g, h, bank_allowed, federated):
+    def _build_tree(self, t, g, h, bank_allowed, federated, codec=None):
+        """One tree from ``g``, ``h``; ``codec``: the round's histogram decoding when the
+        gradients already crossed (a multiclass class tree), else they are sent here."""
         p, link, timer = self.p, self.link, self.timer
         fb = p.precision_bits
         g_int = quantize(g, fb, "gradients")
@@ -279,8 +289,7 @@ class _BankTrainer:
         layout = candidate_layout(self.n_cuts, self.binned.has_missing,
                                   bank_allowed & self.usable)
         nf = self.n_cuts.size
-        codec = None
-        if federated:
+        if federated and codec is None:
             codec = GradCodec.for_gradients(g_int, h_int, self.n, fb)
             self._send_gradients(t, g_int, h_int, codec)
         rows = {0: np.arange(self.n)}
@@ -532,6 +541,8 @@ def train(ctx: ProtocolContext, data: PartyData, params: SecureBoostParams,
         X, y = O.check_inputs(data.X, data.y, data.feature_names)
         trainer = _BankTrainer(ctx, X, y, data.feature_names, params, cipher, data.X_valid,
                                data.y_valid)
+        if params.objective in MULTI_OBJECTIVES:   # K class trees per round
+            trainer.multi = BankMulticlass(trainer, data.classes)
         return trainer.run()
     except BaseException as exc:
         send_abort(ctx.link, exc)
@@ -554,13 +565,16 @@ def predict(ctx: ProtocolContext, model: ModelPart, X: np.ndarray) -> np.ndarray
                        if nd.get("owner") == "platform"})
         ctx.link.send(W.K_SCORE_BEGIN, {"n_rows": int(X.shape[0])})
         decisions = _request_routes(ctx.link, keys, X.shape[0], "score")
-        margin = np.full(X.shape[0], float(body["base_margin"]))
-        for tr in body["trees"]:
-            margin += route(tr["nodes"], X.shape[0],
-                            lambda nd, r: threshold_left(Xf[r, nd["feature"]],
-                                                         nd["threshold"], nd["default_left"]),
-                            lambda key, r: decisions[key][r])
+        outputs = [route(tr["nodes"], X.shape[0],
+                         lambda nd, r: threshold_left(Xf[r, nd["feature"]],
+                                                      nd["threshold"], nd["default_left"]),
+                         lambda key, r: decisions[key][r]) for tr in body["trees"]]
         ctx.link.send(W.K_SCORE_END, {"n_rows": int(X.shape[0])})
+        if body["objective"] in MULTI_OBJECTIVES:   # (n, K) class probabilities
+            return MC.probabilities(body, outputs, X.shape[0])
+        margin = np.full(X.shape[0], float(body["base_margin"]))
+        for out in outputs:
+            margin += out
         return O.transform(body["objective"], margin)
     except BaseException as exc:
         send_abort(ctx.link, exc)

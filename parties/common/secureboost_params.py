@@ -21,7 +21,10 @@ from parties.common.params import (
 from parties.common.tree import SplitRule
 from secure_agg.rng import Drbg
 
-OBJECTIVES = ("binary:logistic", "reg:squarederror", "reg:pseudohubererror")
+OBJECTIVES = ("binary:logistic", "reg:squarederror", "reg:pseudohubererror",
+              "multi:softprob", "multi:softmax")
+#: multiclass objectives: K trees per round (parties.common.secureboost_multiclass)
+MULTI = ("multi:softprob", "multi:softmax")
 #: XGBoost objectives SecureBoost does not run, and why (named in the error)
 UNSUPPORTED_OBJECTIVES = {
     "reg:absoluteerror": "XGBoost refits every leaf to the median of its rows' residuals "
@@ -67,7 +70,7 @@ class SecureBoostParams:
                       "messages)",
     }
     #: fields added after model parts were first recorded: in a part only when set
-    ADDED_FIELDS = ("reg_alpha", "max_delta_step", "class_weight", "seed")
+    ADDED_FIELDS = ("reg_alpha", "max_delta_step", "class_weight", "seed", "num_class")
 
     objective: str = "binary:logistic"
     n_trees: int = 20
@@ -101,6 +104,9 @@ class SecureBoostParams:
     refresh: str = "djn_full"
     #: delta of reg:pseudohubererror (XGBoost's huber_slope); recorded only with it
     huber_slope: float = 1.0
+    #: multi:* objectives: the number of classes (XGBoost's num_class); 0: the label's
+    #: (the bank's loader counts them); when set it must equal the label's
+    num_class: int = 0
 
     def __post_init__(self):
         def bad(field, why):
@@ -130,6 +136,17 @@ class SecureBoostParams:
             bad("reg_alpha", "must be >= 0")
         if self.max_delta_step < 0:
             bad("max_delta_step", "must be >= 0 (0: no cap)")
+        if self.num_class and (self.objective not in MULTI or not
+                               2 <= self.num_class <= 4096):
+            bad("num_class", "needs objective multi:softprob or multi:softmax and is in "
+                "[2, 4096] (0: the label's classes)")
+        if self.num_class < 0:
+            bad("num_class", "must be >= 0 (0: the label's classes)")
+        if self.objective in MULTI and self.goss:
+            bad("goss", "is not available with multi:* objectives (use subsample)")
+        if self.class_weight is not None and self.objective in MULTI:
+            bad("class_weight", "weighs the two classes of binary:logistic; not available "
+                f"with {self.objective}")
         if self.class_weight is not None and self.objective != "binary:logistic":
             bad("class_weight", "weighs the two classes of binary:logistic; "
                 f"{self.objective} has no classes")
@@ -169,7 +186,10 @@ class SecureBoostParams:
 
     def label_kind(self) -> str:
         """What the bank's labels must be: ``"binary"`` (0/1) for binary:logistic,
-        ``"continuous"`` (any finite number) for the reg: objectives."""
+        ``"multiclass"`` (class values) for multi:*, ``"continuous"`` (any finite
+        number) for the reg: objectives."""
+        if self.objective in MULTI:
+            return "multiclass"
         return "binary" if self.objective == "binary:logistic" else "continuous"
 
     def needs_validation_split(self) -> str:

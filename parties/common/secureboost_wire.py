@@ -22,6 +22,16 @@ fixed-width ciphertext bytes:
     B->P sb.tree {stop: true, n_trees}; P->B sb.labels {key: label}
     both: sb.digest (model part digests)
     on any failure: sb.abort {reason} to the peer, best effort.
+
+Multiclass jobs (``multi:softprob`` / ``multi:softmax``; parties.common.
+secureboost_multiclass) speak in-band version 3 over the same kinds: ``sb.init`` adds
+``num_class`` K; a round is K ``sb.tree`` messages with ``class`` 0..K-1 (tree index
+``round * K + class``); the first federated one of a round is followed by the round's
+``sb.grad_meta`` (adds ``num_class``, ``class_bits``, ``per_row``, ``groups``) and
+``groups`` x n_chunks ``sb.grad`` chunks (each row's K pairs packed, ``per_row`` classes
+per ciphertext); every class tree then runs the per-level exchange above, its
+``sb.hist`` entries ``per_row * class_bits`` wide with every slot but the tree's class
+masked. Binary and regression jobs stay at version 2, byte for byte.
 """
 
 from __future__ import annotations
@@ -110,21 +120,26 @@ def key_of(tree: int, node: int) -> str:
 # partition message covers every node split at one depth.
 TABLE = declare_protocol("secureboost", str(PROTOCOL_VERSION), [
     Message(K_INIT, "bank", "json",
-            "n_rows, shared params, public key description, n_valid"),
+            "n_rows, shared params, public key description, n_valid; multiclass: "
+            "num_class"),
     Message(K_INIT_ACK, "platform", "json",
             "n_rows, number of platform features, n_valid"),
     Message(K_TREE, "bank", "json",
-            "tree index, federated or bank-only, sampled platform features, stop"),
+            "tree index, federated or bank-only, sampled platform features, stop; "
+            "multiclass: the tree's class"),
     Message(K_GRAD_META, "bank", "json",
-            "packing of the encrypted gradients (slot bits, chunks)"),
+            "packing of the encrypted gradients (slot bits, chunks; multiclass: class "
+            "slot bits, classes per row, groups)"),
     Message(K_GRAD, "bank", "bin",
-            "Paillier ciphertexts of packed (g, h) per row, in chunks"),
+            "Paillier ciphertexts of packed (g, h) per row, in chunks (multiclass: the "
+            "K pairs of a row packed, per group)"),
     Message(K_EXPAND, "bank", "json",
             "the nodes to split at this depth (empty: tree done)"),
     Message(K_HIST_META, "platform", "json",
             "per node: candidate and ciphertext counts"),
     Message(K_HIST, "platform", "bin",
-            "refreshed packed ciphertexts of permuted cumulative (G_L, H_L)",
+            "refreshed packed ciphertexts of permuted cumulative (G_L, H_L) "
+            "(multiclass: other classes' slots masked)",
             disclosure="g/h histograms of platform bins under the bank's key (messages)"),
     Message(K_SPLIT, "bank", "json",
             "per node: owner and winning (permuted) candidate",

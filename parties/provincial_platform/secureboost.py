@@ -63,6 +63,7 @@ from parties.common import secureboost_wire as W
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.binning import bin_columns
 from parties.common.role import PartyData, RolePolicy
+from parties.common.secureboost_multiclass import MULTI_OBJECTIVES, MULTICLASS_VERSION
 from parties.common.secureboost_params import REFRESH_MODES, SHARED, SecureBoostParams
 from parties.common.secureboost_wire import (
     PROTOCOL_VERSION,
@@ -74,6 +75,7 @@ from parties.common.secureboost_wire import (
     unpack_bits,
 )
 from parties.common.tree import candidate_layout, threshold_left
+from parties.provincial_platform.secureboost_multiclass import PlatformMulticlass
 from secure_agg.cipher import CipherVector, PublicCipher
 from secure_agg.keypolicy import peer_public_cipher
 
@@ -102,6 +104,8 @@ def _refresh(cipher: PublicCipher, vec: CipherVector, rng, mode: str) -> CipherV
 
 
 class _PlatformTrainer:
+    restate = staticmethod(_with_bound)   # for the multiclass hooks
+
     def __init__(self, ctx, X, names, p, policy, X_valid):
         self.ctx, self.link, self.p, self.policy = ctx, ctx.link, p, policy
         X = np.asarray(X)
@@ -132,6 +136,7 @@ class _PlatformTrainer:
         bins = self.binned.bins.astype(np.int64)
         self.hbins = np.where(bins < 0, self.B - 1, bins)
         self.lookup: dict[str, list] = {}
+        self.multi: PlatformMulticlass | None = None   # multiclass jobs (handshake)
         self.timer = defaultdict(float)
         rng = ctx.rng.child("sb/labels").numpy()
         perm = rng.permutation(self.nf)
@@ -139,9 +144,11 @@ class _PlatformTrainer:
 
     def handshake(self):
         init = recv_json(self.link, W.K_INIT)
-        if init.get("version") != PROTOCOL_VERSION:
+        multi = self.p.objective in MULTI_OBJECTIVES
+        version = MULTICLASS_VERSION if multi else PROTOCOL_VERSION
+        if init.get("version") != version:
             raise ProtocolError(f"bank speaks SecureBoost protocol {init.get('version')}, "
-                                f"this platform {PROTOCOL_VERSION}")
+                                f"this platform {version} for objective {self.p.objective}")
         theirs = init.get("params", {})
         for k in SHARED:
             if theirs.get(k) != getattr(self.p, k):
@@ -159,6 +166,8 @@ class _PlatformTrainer:
                              f"{0 if self.Xv is None else self.Xv.shape[0]}")
         self.cipher = peer_public_cipher(init.get("key", {}), self.policy.keys,
                                          self.ctx.workers)
+        if multi:
+            self.multi = PlatformMulticlass.from_init(self, init, self.p, self.policy)
 
     def run(self) -> TrainOutcome:
         t0 = time.perf_counter()
@@ -179,7 +188,8 @@ class _PlatformTrainer:
                         raise ProtocolError(f"column sample {idx} outside 0..{self.nf - 1}")
                     sel[idx] = True
                     allowed &= sel
-                self._tree(t, allowed)
+                self._tree(t, allowed, None if self.multi is None else
+                           self.multi.for_tree(msg))
             if self.Xv is not None:
                 self._serve_routes(self.Xv, "valid")
             self.ctx.checkpoint(t + 1, {"splits": len(self.lookup)})
@@ -210,23 +220,19 @@ class _PlatformTrainer:
         return TrainOutcome(model=model, timings=timings)
 
     # ---- one federated tree -------------------------------------------------------
-    def _tree(self, t: int, allowed: np.ndarray):
-        link, cipher, n = self.link, self.cipher, self.n
-        meta = recv_json(link, W.K_GRAD_META)
-        try:
-            s, row_bits = int(meta["s"]), int(meta["row_bits"])
-            n_chunks, chunk = int(meta["n_chunks"]), int(meta["chunk_rows"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"sb.grad_meta malformed: {exc}") from None
-        if n_chunks != (n + chunk - 1) // chunk or not 0 < s < row_bits:
-            raise ProtocolError(f"sb.grad_meta inconsistent with {n} rows: {meta}")
+    def _subset(self, allowed: np.ndarray):
+        """(column indices, candidate layout, slots per feature, bins) of a column set."""
         sub = np.flatnonzero(allowed)
         layout = candidate_layout(self.n_cuts[sub], self.binned.has_missing[sub])
         B = layout.width
         hb = self.hbins[:, sub]
-        hb = np.where(hb == self.B - 1, B - 1, hb)  # missing slot of the subset layout
-        tight = row_bits + math.ceil(math.log2(n + 1))
-        # root: stream the chunks into the histogram while the bank encrypts
+        return sub, layout, B, np.where(hb == self.B - 1, B - 1, hb)  # subset's missing slot
+
+    def _recv_gradients(self, what: str, n_chunks: int, chunk: int, row_bits: int,
+                        hb: np.ndarray, B: int, tight: int):
+        """Receive one set of row ciphertexts; returns (vector, its root histogram),
+        the histogram built chunk by chunk while the bank still encrypts."""
+        link, cipher, n = self.link, self.cipher, self.n
         root_hist = None
         parts = []
         w = cipher.ciphertext_bytes
@@ -236,18 +242,42 @@ class _PlatformTrainer:
             self.timer["wait_gradients"] += time.perf_counter() - tw
             lo, hi = c * chunk, min(n, (c + 1) * chunk)
             if not isinstance(blob, bytes) or len(blob) != (hi - lo) * w:
-                raise ProtocolError(f"sb.grad chunk {c}: expected {(hi - lo) * w} bytes")
+                raise ProtocolError(f"sb.grad {what}chunk {c}: expected {(hi - lo) * w} "
+                                    "bytes")
             try:
                 vec = cipher.from_bytes(blob, row_bits)
             except ValueError as exc:
-                raise ProtocolError(f"sb.grad chunk {c}: {exc}") from None
+                raise ProtocolError(f"sb.grad {what}chunk {c}: {exc}") from None
             parts.append(vec)
             th = time.perf_counter()
             hc = cipher.histogram(vec, hb[lo:hi], B)
             root_hist = hc if root_hist is None else _with_bound(
                 cipher.add(root_hist, hc), tight)
             self.timer["histograms"] += time.perf_counter() - th
-        enc = _with_bound(cipher.concat(parts), row_bits)
+        return _with_bound(cipher.concat(parts), row_bits), root_hist
+
+    def _tree(self, t: int, allowed: np.ndarray, multi=None):
+        """One federated tree. ``multi``: a multiclass class tree's hook
+        (parties.provincial_platform.secureboost_multiclass), which supplies the round's
+        row ciphertexts, the entry width and the masks of the other classes' slots."""
+        link, cipher, n = self.link, self.cipher, self.n
+        sub, layout, B, hb = self._subset(allowed)
+        if multi is None:
+            meta = recv_json(link, W.K_GRAD_META)
+            try:
+                s, row_bits = int(meta["s"]), int(meta["row_bits"])
+                n_chunks, chunk = int(meta["n_chunks"]), int(meta["chunk_rows"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ProtocolError(f"sb.grad_meta malformed: {exc}") from None
+            if n_chunks != (n + chunk - 1) // chunk or not 0 < s < row_bits:
+                raise ProtocolError(f"sb.grad_meta inconsistent with {n} rows: {meta}")
+            tight = row_bits + math.ceil(math.log2(n + 1))
+            # root: stream the chunks into the histogram while the bank encrypts
+            enc, root_hist = self._recv_gradients("", n_chunks, chunk, row_bits, hb, B,
+                                                  tight)
+            slot = tight + 1
+        else:
+            enc, root_hist, tight, slot = multi.tree_inputs(sub, B)
         rows = {0: np.arange(n)}
         hists: dict[int, CipherVector] = {}
         while True:
@@ -279,8 +309,8 @@ class _PlatformTrainer:
             self.timer["histograms"] += time.perf_counter() - th
             hists = cur
             tp = time.perf_counter()
-            slot = tight + 1
-            per_ct = max(1, cipher.capacity_bits // slot)
+            per_ct = (max(1, cipher.capacity_bits // slot) if multi is None
+                      else multi.per_ct(slot))
             blobs, n_cand, n_ct, perms = [], [], [], {}
             nfeat = sub.size
             idx_mr = layout.gather_mr_index(nfeat)
@@ -294,6 +324,8 @@ class _PlatformTrainer:
                 perms[nid] = perm
                 cand = _with_bound(cipher.take(cum, layout.src[perm]), tight)
                 packed = cipher.pack(cand, slot, per_ct)
+                if multi is not None:   # hide the other classes' slots from the bank
+                    packed = multi.mask(packed, t, nid, len(layout), slot, per_ct)
                 self.timer["pack"] += time.perf_counter() - tp
                 tr = time.perf_counter()
                 packed = _refresh(cipher, packed, self.ctx.rng.child(f"sb/rr/{t}/{nid}"),
