@@ -249,6 +249,23 @@ def test_missing_library_falls_back_with_a_log_line(monkeypatch, tmp_path, caplo
         native._load_mb.cache_clear()
 
 
+@needs_ext
+def test_cpu_without_ifma_falls_back_with_a_log_line(monkeypatch, caplog):
+    monkeypatch.setattr(native, "cpu_has_ifma", lambda: False)
+    native._load_mb.cache_clear()
+    native._note.cache_clear()
+    try:
+        monkeypatch.setenv(native.BACKEND_ENV, "auto")
+        with caplog.at_level(logging.INFO, logger="fedjoint.psi"):
+            assert native.x25519_backend() == ("openssl", 0)
+        assert "multi-buffer X25519 unavailable (this CPU has no AVX-512 IFMA)" in caplog.text
+        monkeypatch.setenv(native.BACKEND_ENV, "mb")
+        with pytest.raises(native.BackendUnavailable, match="no AVX-512 IFMA"):
+            native.x25519_backend()
+    finally:
+        native._load_mb.cache_clear()
+
+
 def test_missing_extension_falls_back_with_a_log_line(monkeypatch, caplog):
     monkeypatch.setattr(native, "_load_ext", lambda: (None, "C extension not built (test)"))
     native._note.cache_clear()
