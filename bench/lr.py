@@ -5,6 +5,7 @@ joined plaintext (same process run, same standardisation and L2).
 
     .venv/bin/python bench/lr.py --json out.json          # 30,000 x 23, batch 4096, 3 epochs
     .venv/bin/python bench/lr.py --quick --json out.json  # 1 epoch
+    .venv/bin/python bench/lr.py --cipher ou              # Paillier, then OU, same run
 
 Reported: median seconds per epoch (each party's epoch clock; the slower is the wall),
 per-phase seconds of each party (encrypt / homomorphic / decrypt / wait), key generation,
@@ -52,15 +53,15 @@ def node_main(role: str, keys: dict, conn, cfg: dict) -> None:
     try:
         from federation.channel.testing import process_side
         from federation.link import ProtocolContext
-        from secure_agg.paillier import PaillierPrivateCipher
+        from secure_agg.keypolicy import private_cipher
         from secure_agg.rng import Drbg
         chan = process_side(role, keys, conn)
         X, names, y = load_side(role)
         n = cfg["rows"] or X.shape[0]
         X, y = X[:n], (None if y is None else y[:n])
         t = time.perf_counter()
-        cipher = PaillierPrivateCipher.generate(cfg["key_bits"], workers=cfg["workers"],
-                                                insecure_test_key=cfg["key_bits"] < 2048)
+        cipher = private_cipher(cfg["cipher"], cfg["key_bits"], workers=cfg["workers"],
+                                insecure_test_key=cfg["key_bits"] < 2048)
         keygen = time.perf_counter() - t
         conn.send("ready")
         assert conn.recv() == "go"
@@ -118,10 +119,10 @@ def sklearn_ref(rows: int, l2: float) -> dict:
             "train_auc": roc_auc_score(y, m.decision_function(X))}
 
 
-def encryption_floor(key_bits: int, workers: int) -> float:
+def encryption_floor(key_bits: int, workers: int, cipher: str = "paillier") -> float:
     """Seconds per key-holder encryption here (one core), measured in this run."""
-    from secure_agg.paillier import PaillierPrivateCipher
-    k = PaillierPrivateCipher.generate(key_bits, workers=1, insecure_test_key=key_bits < 2048)
+    from secure_agg.keypolicy import private_cipher
+    k = private_cipher(cipher, key_bits, workers=1, insecure_test_key=key_bits < 2048)
     k.encrypt([1] * 64)  # build the tables
     t = time.perf_counter()
     k.encrypt(list(range(2000)))
@@ -139,15 +140,34 @@ def main() -> None:
     ap.add_argument("--curvature", default="batch_mean", choices=("batch_mean", "per_row"))
     ap.add_argument("--approximation", default="linearized",
                     choices=("linearized", "taylor"))
+    ap.add_argument("--cipher", choices=("paillier", "ou"), default="paillier",
+                    help="ou: run Paillier, then OU, in this run and compare")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
+    if a.cipher == "paillier":
+        out = run_one(a, "paillier")
+    else:
+        runs = {k: run_one(a, k) for k in ("paillier", "ou")}
+        ratio = (runs["ou"]["median_seconds_per_epoch"]
+                 / runs["paillier"]["median_seconds_per_epoch"])
+        same = runs["ou"]["train_auc"] == runs["paillier"]["train_auc"]
+        print(f"\nOU / Paillier s/epoch (same run): {ratio:.3f}; train AUC equal: {same} "
+              f"({runs['ou']['train_auc']:.6f})")
+        out = {"runs": runs, "ou_over_paillier": ratio, "auc_equal": same}
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+
+
+def run_one(a, kind: str) -> dict:
     epochs = a.epochs or (1 if a.quick else 3)
     l2 = 1e-3
     params = dict(epochs=epochs, batch_size=4096, learning_rate=0.05, l2=l2,
                   early_stopping="none", approximation=a.approximation,
                   platform_curvature=a.curvature, seed=1)
-    cfg = {"rows": a.rows, "key_bits": a.key_bits, "workers": a.workers, "params": params}
-    floor = encryption_floor(a.key_bits, a.workers)
+    cfg = {"rows": a.rows, "key_bits": a.key_bits, "workers": a.workers, "params": params,
+           "cipher": kind}
+    floor = encryption_floor(a.key_bits, a.workers, kind)
     res = run_nodes(cfg)
     ref = sklearn_ref(a.rows or 30000, l2)
     bh, ph = res["bank"]["history"], res["platform"]["history"]
@@ -156,7 +176,7 @@ def main() -> None:
     n = a.rows or 30000
     out = {
         "link": "gRPC + mTLS on 127.0.0.1, two OS processes",
-        "rows": n, "features": 23, "batch_size": 4096, "key_bits": a.key_bits,
+        "rows": n, "features": 23, "batch_size": 4096, "cipher": kind, "key_bits": a.key_bits,
         "workers_per_party": a.workers, "cpu_count": os.cpu_count(),
         "load_avg_1m": os.getloadavg()[0],
         "approximation": a.approximation, "platform_curvature": a.curvature,
@@ -171,6 +191,7 @@ def main() -> None:
         "floor_s_per_epoch_2enc_per_row_one_core": round(2 * n * floor, 2),
         "fate_coordinated_lr_s_per_epoch": FATE_COORDINATED_S,
     }
+    print(f"-- cipher {kind}, {a.key_bits}-bit keys")
     print(f"{'':34s}{'fedjoint LR':>14s}{'scikit-learn':>14s}")
     print(f"{'seconds per epoch (median)':34s}{med:14.2f}{'':>14s}")
     print(f"{'fit time, whole training (s)':34s}{sum(per_epoch):14.2f}{ref['fit_s']:14.3f}")
@@ -183,9 +204,7 @@ def main() -> None:
     for r in ("bank", "platform"):
         ph_ = {k: round(v, 1) for k, v in res[r]["timings"].items() if k.startswith("phase.")}
         print(f"{r:9s} phases: {ph_}")
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(out, fh, indent=2)
+    return out
 
 
 if __name__ == "__main__":

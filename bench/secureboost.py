@@ -14,6 +14,12 @@ pairs in one ciphertext: seconds per class tree beside the binary figure, and XG
 multiclass seconds per tree.
 
     .venv/bin/python bench/secureboost.py [--quick] [--trees N] [--classes K] [--json PATH]
+    .venv/bin/python bench/secureboost.py --cipher ou   # plain, Paillier and OU, one run
+
+``--cipher ou`` trains the same binary trees with the plain cipher, Paillier and OU
+(same key size) one after another in this run: OU's s/tree as a ratio of Paillier's,
+CPU seconds per tree of both parties, and whether each train AUC equals the plain
+cipher's (the multiclass job is skipped).
 """
 
 from __future__ import annotations
@@ -85,13 +91,20 @@ def _cpu() -> float:
     return time.process_time() + worker_cpu_seconds()
 
 
-def _party(role, keys, ports, params, rows, bits, workers, out_q, profile=None):
+def make_cipher(kind: str, bits: int, workers: int):
+    """The bank's private cipher of ``kind`` ("paillier", "ou" or "plain")."""
+    from secure_agg.keypolicy import private_cipher
+    return private_cipher(kind, bits, workers=workers, insecure_test_key=bits < 2048)
+
+
+def _party(role, keys, ports, params, rows, bits, workers, out_q, profile=None,
+           kind="paillier"):
     if profile:  # cProfile of this party's main process (worker processes not included)
         import cProfile
         prof = cProfile.Profile()
         try:
             return prof.runcall(_party, role, keys, ports, params, rows, bits, workers,
-                                out_q)
+                                out_q, None, kind)
         finally:
             prof.dump_stats(str(Path(profile) / f"{role}.prof"))
     from federation.channel.peer import PeerChannel
@@ -109,10 +122,8 @@ def _party(role, keys, ports, params, rows, bits, workers, out_q, profile=None):
         Xb, y, Xp, nb, npf = load(rows, params.get("num_class", 0))
         if role == "bank":
             from parties.bank import secureboost as bank
-            from secure_agg.paillier import PaillierPrivateCipher
             t = time.perf_counter()
-            cipher = PaillierPrivateCipher.generate(bits, workers=workers,
-                                                    insecure_test_key=bits < 2048)
+            cipher = make_cipher(kind, bits, workers)
             keygen = time.perf_counter() - t
             out = bank.train(ctx, _bank_data(Xb, nb, y, params), typed(params), cipher,
                              BENCH_POLICY)
@@ -134,7 +145,7 @@ def _party(role, keys, ports, params, rows, bits, workers, out_q, profile=None):
         chan.stop(0.5)
 
 
-def run_tls(params, rows, bits, workers, profile=None):
+def run_tls(params, rows, bits, workers, profile=None, kind="paillier"):
     from federation.channel.testing import make_keys
     with tempfile.TemporaryDirectory() as d:
         keys = [make_keys(d, "bank"), make_keys(d, "platform")]
@@ -142,7 +153,7 @@ def run_tls(params, rows, bits, workers, profile=None):
         ctxm = mp.get_context("spawn")
         q = ctxm.Queue()
         procs = [ctxm.Process(target=_party, args=(r, keys, ports, params, rows, bits,
-                                                   workers, q, profile))
+                                                   workers, q, profile, kind))
                  for r in ("bank", "platform")]
         for p in procs:
             p.start()
@@ -155,17 +166,15 @@ def run_tls(params, rows, bits, workers, profile=None):
         return res
 
 
-def run_local(params, rows, bits, workers):
+def run_local(params, rows, bits, workers, kind="paillier"):
     from federation.link import ProtocolContext, local_link_pair, run_two_parties
     from parties.bank import secureboost as bank
     from parties.provincial_platform import secureboost as plat
-    from secure_agg.paillier import PaillierPrivateCipher
     from secure_agg.rng import Drbg
     Xb, y, Xp, nb, npf = load(rows, params.get("num_class", 0))
     a, b, _ = local_link_pair("bench-sb")
     t = time.perf_counter()
-    cipher = PaillierPrivateCipher.generate(bits, workers=workers,
-                                            insecure_test_key=bits < 2048)
+    cipher = make_cipher(kind, bits, workers)
     keygen = time.perf_counter() - t
     ob, op = run_two_parties(
         lambda: bank.train(ProtocolContext(a, "b", Drbg.fresh("b"), workers=workers),
@@ -196,10 +205,10 @@ def xgb_time(params, rows):
     return (time.perf_counter() - t) / (params["n_trees"] * max(k, 1))
 
 
-def run(a, params):
+def run(a, params, kind="paillier"):
     if a.link == "tls":
-        return run_tls(params, a.rows, a.bits, a.workers, a.profile)
-    return run_local(params, a.rows, a.bits, a.workers)
+        return run_tls(params, a.rows, a.bits, a.workers, a.profile, kind)
+    return run_local(params, a.rows, a.bits, a.workers, kind)
 
 
 def main(argv=None):
@@ -217,9 +226,16 @@ def main(argv=None):
                     help="K of the multiclass job run after the binary one (0: none)")
     ap.add_argument("--rounds", type=int, default=None,
                     help="rounds of the multiclass job (default max(1, trees // 4))")
+    ap.add_argument("--cipher", choices=("paillier", "ou"), default="paillier",
+                    help="ou: train with plain, Paillier and OU in this run and compare")
     a = ap.parse_args(argv)
     trees = a.trees or (3 if a.quick else 20)
     params = dict(n_trees=trees, max_depth=5, max_bin=32, learning_rate=0.3)
+    if a.cipher == "ou":
+        out = compare_ciphers(a, params)
+        if a.json:
+            Path(a.json).write_text(json.dumps(out, indent=2))
+        return out
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     res = run(a, params)
@@ -272,6 +288,39 @@ def main(argv=None):
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))
     return out
+
+
+def compare_ciphers(a, params) -> dict:
+    """The same binary trees under plain, Paillier and OU, one after another."""
+    runs = {}
+    for kind in ("plain", "paillier", "ou"):
+        load0 = os.getloadavg()[0]
+        res = run(a, params, kind)
+        per_tree = [h["seconds"] for h in res["bank"]["history"]]
+        cpu = {r: res[r].get("cpu") for r in ("bank", "platform")}
+        runs[kind] = {"median_seconds_per_tree": statistics.median(per_tree),
+                      "per_tree": per_tree, "train_auc": res["bank"]["auc"],
+                      "cpu_seconds": cpu, "load_avg_before": load0,
+                      "timings": {r: res[r]["timings"] for r in ("bank", "platform")}}
+    plain_auc = runs["plain"]["train_auc"]
+    print(f"SecureBoost default_credit {a.rows or 30000} rows, {a.bits}-bit keys, depth 5, "
+          f"32 bins, {params['n_trees']} trees, link={a.link}, workers/party={a.workers}")
+    print(f"{'cipher':10s}{'median s/tree':>15s}{'CPU s (b+p)':>13s}{'train AUC':>12s}"
+          f"{'= plain':>9s}{'load':>7s}")
+    for kind, r in runs.items():
+        r["auc_equals_plain"] = r["train_auc"] == plain_auc
+        c = r["cpu_seconds"]
+        cs = (c["bank"] or 0) + (c["platform"] or 0)
+        print(f"{kind:10s}{r['median_seconds_per_tree']:15.2f}{cs:13.1f}"
+              f"{r['train_auc']:12.6f}{str(r['auc_equals_plain']):>9s}"
+              f"{r['load_avg_before']:7.2f}")
+    pai, ou = runs["paillier"], runs["ou"]
+    ratio = ou["median_seconds_per_tree"] / pai["median_seconds_per_tree"]
+    cpu_ratio = (sum(v or 0 for v in ou["cpu_seconds"].values())
+                 / max(sum(v or 0 for v in pai["cpu_seconds"].values()), 1e-9))
+    print(f"OU / Paillier (same run): s/tree {ratio:.3f}, CPU seconds {cpu_ratio:.3f}")
+    return {"runs": runs, "ou_over_paillier_s_per_tree": ratio,
+            "ou_over_paillier_cpu": cpu_ratio}
 
 
 def _multiclass(a, trees: int, binary_med: float, binary_xgb: float) -> dict:

@@ -26,7 +26,7 @@ from federation.config import JOB_TYPES, DatasetConfig, JobSpec, NodeConfig, key
 from parties import registry
 from parties.common.params import close_matches
 from parties.common.role import RolePolicy
-from secure_agg.keypolicy import KeyPolicyError
+from secure_agg.keypolicy import KeyPolicyError, private_cipher
 from secure_agg.rng import Drbg
 
 #: the platform's one answer to a ``peer_features`` it will not serve: the same for a
@@ -71,9 +71,13 @@ def policy_checks(spec: JobSpec, node: NodeConfig) -> list[tuple[str, str]]:
                     "test_key": "; a test node sets allow_insecure_test_jobs = true and "
                                 "min_key_bits"}.get(exc.rule, "")
             problem = f"{exc}{hint}"
+        if not problem and ev.cipher == "ou" and pol.refresh == "standard":
+            problem = ("cipher 'ou' is refused: this node's [policy] refresh = 'standard' asks "
+                       "for refreshes that hold against a deviating key holder, which OU "
+                       "cannot give (docs/ou.md); use cipher 'paillier'")
         lo, hi = key_policy(pol).bits_range(ev.cipher)
-        out.append((f"cipher {ev.cipher!r} with {ev.key_bits}-bit keys is within the key "
-                    f"policy (allowed_ciphers, {lo}..{hi} bits)", problem))
+        out.append((f"cipher {ev.cipher!r} with {ev.key_bits}-bit keys is allowed and within "
+                    f"the key policy ({lo}..{hi} bits)", problem))
     if node.party == "platform" and spec.features_for("platform") is not None:
         out.append(("peer_features are columns this platform offers",
                     feature_refusal(spec, node)))
@@ -186,13 +190,5 @@ def make_cipher(spec: JobSpec, node: NodeConfig, root: Drbg):
     it exactly."""
     ev = spec.evaluation
     test_key = key_policy(node.policy).check(ev.cipher, ev.key_bits)
-    if ev.cipher == "plain":
-        from secure_agg.cipher import PlainCipher
-        return PlainCipher(ev.key_bits, workers=node.workers)
-    if ev.cipher == "ou":
-        from secure_agg.ou import OUPrivateCipher
-        return OUPrivateCipher.generate(ev.key_bits, rng=root.child("ou"),
-                                        workers=node.workers, insecure_test_key=test_key)
-    from secure_agg.paillier import PaillierPrivateCipher
-    return PaillierPrivateCipher.generate(ev.key_bits, rng=root.child("paillier"),
-                                          workers=node.workers, insecure_test_key=test_key)
+    return private_cipher(ev.cipher, ev.key_bits, rng=root.child(ev.cipher),
+                          workers=node.workers, insecure_test_key=test_key)

@@ -149,6 +149,23 @@ def describe_public_key(cipher, form: str = "full") -> dict:
             "key_bits": cipher.key_bits, "key_id": cipher.key_id}
 
 
+def private_cipher(scheme: str, bits: int, rng=None, workers: int | None = 1,
+                   insecure_test_key: bool = False):
+    """A fresh private cipher of ``scheme`` (``"paillier"``, ``"ou"`` or ``"plain"``),
+    its key derived from ``rng`` when one is given (a job replay regenerates it)."""
+    if scheme == "plain":
+        return PlainCipher(bits, workers=workers or 1)
+    if scheme == "ou":
+        from secure_agg.ou import OUPrivateCipher as Cipher
+    elif scheme == "paillier":
+        from secure_agg.paillier import PaillierPrivateCipher as Cipher
+    else:
+        raise KeyPolicyError(f"cipher {scheme!r} is unknown (expected one of "
+                             f"{', '.join(SCHEMES)})")
+    return Cipher.generate(bits, rng=rng, workers=workers,
+                           insecure_test_key=insecure_test_key)
+
+
 def peer_public_cipher(desc: object, policy: KeyPolicy, workers: int = 1, *,
                        own: PublicCipher | None = None) -> PublicCipher:
     """The peer's public cipher from its description, if ``policy`` accepts it.

@@ -70,10 +70,11 @@ class RolePolicy:
 
 
 def insecure_test_policy() -> RolePolicy:
-    """Plain cipher and test keys allowed: for unit tests and benchmarks of one role
+    """Plain cipher, OU and test keys allowed: for unit tests and benchmarks of one role
     pair, never a node's policy (a node's comes from its node.toml)."""
     return RolePolicy(keys=KeyPolicy(min_key_bits=256, max_key_bits=8192, allow_plain=True,
-                                     allow_test_keys=True))
+                                     allow_test_keys=True, allowed_ciphers=("paillier", "ou"),
+                                     ou_min_key_bits=256, ou_max_key_bits=8192))
 
 
 def check_role_module(module: ModuleType, kind: str, where: str) -> None:

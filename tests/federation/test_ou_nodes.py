@@ -115,3 +115,20 @@ def test_same_seed_same_scores_for_every_cipher(algo, params):
                         seed=7)
         got[cipher] = res.bank.test_scores["p"]
     assert got["ou"] == got["paillier"] == got["plain"]
+
+
+def test_refresh_standard_refuses_ou():
+    """A platform that asks for refreshes against a deviating key holder refuses OU."""
+    import pandas as pd
+
+    from fedjoint import FedjointError, run_local
+    from fedjoint.testing import TEST_POLICY
+    data = Path(__file__).resolve().parents[1] / "data"
+    pol = {**TEST_POLICY, "allowed_ciphers": ["paillier", "ou"], "ou_min_key_bits": 512}
+    job = {"job": {"name": "ou-std", "algorithm": "secureboost", "dataset": "d",
+                   "peer_dataset": "d"}, "psi": {"id_type": "string"}, "params": SB,
+           "evaluation": {"cipher": "ou", "key_bits": KEY_BITS}}
+    with pytest.raises(FedjointError, match="refresh = 'standard'.*OU"):
+        run_local(job, bank=pd.read_csv(data / "breast_hetero_guest.csv")[:120],
+                  platform=pd.read_csv(data / "breast_hetero_host.csv")[:120],
+                  bank_policy=pol, platform_policy={**pol, "refresh": "standard"})
