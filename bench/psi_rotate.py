@@ -8,9 +8,11 @@ Builds a cache of ``--n`` IDs (once, not timed as rotation), then times
 value by ``clamp(k')/clamp(k) mod L`` per ID with a curve check, re-sort, write) as wall
 time and CPU seconds (this process and its worker processes, from ``getrusage``), and
 checks a sample of the re-encrypted values against hashing those IDs afresh under the
-new key. Floor: one ``cryptography`` X25519 ``exchange`` (incl. ``from_public_bytes``)
-per ID, single core, measured here before the rotations; the rebuild it replaces
-(hash_to_curve + X25519 + [64]) is printed beside it.
+new key. Floor: one X25519 per ID through the backend this process runs
+(``psi.engine.x25519_many``: multi-buffer where available, see docs/psi.md) and, for
+reference, OpenSSL's (``cryptography`` ``exchange`` incl. ``from_public_bytes``), single
+core, measured here before the rotations; the rebuild it replaces (hash_to_curve +
+X25519 + [64]) is printed beside it.
 """
 
 from __future__ import annotations
@@ -33,27 +35,22 @@ def _cpu() -> float:
 
 
 def floor_us(n: int = 20000) -> dict:
-    from cryptography.hazmat.primitives.asymmetric.x25519 import (
-        X25519PrivateKey,
-        X25519PublicKey,
-    )
-
-    from psi.engine import task_hash_blind_times64, x25519_many
+    from psi import native
+    from psi.engine import task_hash_blind_times64, x25519_many, x25519_many_openssl
     from psi.protocol import DEFAULT_DST
     dst = DEFAULT_DST.encode()
     k = os.urandom(32)
-    pts = x25519_many(k, bytes([9]) + bytes(31))  # one valid point, repeated below
-    blob = pts * n
-    priv = X25519PrivateKey.from_private_bytes(os.urandom(32))
-    t = time.process_time()
-    for i in range(0, len(blob), 32):
-        priv.exchange(X25519PublicKey.from_public_bytes(blob[i:i + 32]))
-    x = (time.process_time() - t) / n * 1e6
+    blob = x25519_many_openssl(k, bytes([9]) + bytes(31)) * n  # a valid point, n times
+    out = {"backend": str(native.x25519_backend()[0])}
+    for name, fn in (("x25519_us", x25519_many), ("openssl_x25519_us", x25519_many_openssl)):
+        t = time.process_time()
+        fn(os.urandom(32), blob)
+        out[name] = round((time.process_time() - t) / n * 1e6, 2)
     ids = [f"ent-{i}".encode() for i in range(n // 4)]
     t = time.process_time()
     task_hash_blind_times64(ids, dst, k)
     rebuild = (time.process_time() - t) / len(ids) * 1e6
-    return {"x25519_us": round(x, 2), "rebuild_us": round(rebuild, 2)}
+    return {**out, "rebuild_us": round(rebuild, 2)}
 
 
 def main() -> None:
@@ -100,7 +97,8 @@ def main() -> None:
     print(f"cache of {a.n:,} IDs built in {build_s:.1f} s ({a.workers} workers)")
     print(f"rotation (median of {a.repeat}): {wall:.2f} s wall, {cpu:.2f} s CPU = "
           f"{per:.2f} us/ID; per 1M IDs {out['rotate_wall_s_per_1M']:.2f} s wall")
-    print(f"floor, same run: X25519 {fl['x25519_us']:.2f} us/op -> ratio {per / fl['x25519_us']:.2f}; "
+    print(f"floor, same run: X25519 ({fl['backend']}) {fl['x25519_us']:.2f} us/op -> ratio "
+          f"{per / fl['x25519_us']:.2f}; OpenSSL X25519 {fl['openssl_x25519_us']:.2f} us/op; "
           f"a rebuild (hash + X25519 + [64]) costs {fl['rebuild_us']:.2f} us/ID")
     print(f"sample of 1000 re-encrypted values equal to fresh hashing: {ok}; "
           f"load average {out['load']:.2f}")

@@ -245,3 +245,54 @@ def test_rotation_on_demand_and_by_schedule_through_nodes(tmp_path):
     finally:
         bank.stop()
         plat.stop()
+
+
+def test_a_job_in_flight_at_rotation_uses_one_key_through_nodes(tmp_path):
+    """The test holds the key lock while the job starts and a rotation waits for it;
+    released, either may go first: the job then runs wholly under the old key or
+    wholly under the new one, and its intersection is the plain one either way."""
+    from click.testing import CliRunner
+
+    from federation.cli import cli
+    bank_toml, plat_toml = write_node_tomls(tmp_path, bank_rows=300, platform_rows=450)
+    job = write_job(tmp_path, "f", algorithm="psi", psi={"mode": "unbalanced"})
+    want = _plain_intersection(tmp_path)
+    keys = KeyStore(tmp_path / "platform-b-data" / "psi" / "keys")
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    try:
+        client, pclient = AdminClient(bank.data_dir), AdminClient(plat.data_dir)
+
+        def finished(jid: str) -> dict:
+            assert wait_state(client, jid)["state"] == "done"
+            prec = wait_state(pclient, jid)
+            assert prec["state"] == "done", prec["error"]
+            import numpy as np
+            rows = np.load(prec["artifacts"]["intersection_rows"])
+            with open(tmp_path / "platform.csv") as fh:
+                ids = [r["id"] for r in csv.DictReader(fh)]
+            assert {ids[i] for i in rows} == want and len(rows) == len(want)
+            return prec
+
+        old = finished(_submit(client, job))["checkpoint"]["psi"]["key_id"]
+        out: list = []
+        with keys.using("bank-a", exclusive=True):
+            jid = _submit(client, job)
+            deadline = time.monotonic() + 60
+            while not any(j["job_id"] == jid for j in pclient.call("list")):
+                assert time.monotonic() < deadline, "the platform never got the job"
+                time.sleep(0.1)
+            rot = threading.Thread(target=lambda: out.append(CliRunner().invoke(
+                cli, ["psi", "rotate", "--config", str(plat_toml)])))
+            rot.start()
+            time.sleep(1.0)   # both now wait for the lock (not asserted on)
+        rot.join(120)
+        assert out and out[0].exit_code == 0, out[0].output if out else "no result"
+        new = keys.oprf_key("bank-a")
+        from psi.cache import key_id
+        during = finished(jid)["checkpoint"]["psi"]["key_id"]
+        assert during in (old, key_id(new)) and old != key_id(new)
+        after = finished(_submit(client, job))["checkpoint"]["psi"]["key_id"]
+        assert after == key_id(new)
+    finally:
+        bank.stop()
+        plat.stop()
