@@ -23,6 +23,9 @@ class Scorer:
         if model.algorithm != "secureboost" or model.party != "bank":
             raise ServingInputError("not the bank's SecureBoost model part")
         body = model.body
+        if body.get("num_class"):
+            raise ServingInputError("multiclass SecureBoost models are scored by scoring "
+                                    "jobs, not served online")
         self.features = list(model.feature_names)
         self.objective = body["objective"]
         self.base = float(body["base_margin"])
