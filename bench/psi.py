@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/psi.py --quick --json out.json
     .venv/bin/python bench/psi.py --json out.json          # 1M x 1M; 10M cached vs 100k
+    .venv/bin/python bench/psi.py --only balanced --fallback   # + the fallback paths
 
 Reported per configuration (median over --repeat runs):
   wall seconds (slowest node, including worker-pool start), peak RSS per node (main
@@ -30,6 +31,11 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# fallback compute paths for --fallback (psi/native's environment switches)
+FALLBACKS = {"openssl+c": {"FEDJOINT_PSI_BACKEND": "openssl", "FEDJOINT_PSI_NATIVE": "scalar"},
+             "openssl+python": {"FEDJOINT_PSI_BACKEND": "openssl", "FEDJOINT_PSI_NATIVE": "off"}}
+
 
 def make_ids(lo: int, hi: int, seed: int) -> list[str]:
     from psi.ids import uscc_check_char
@@ -200,6 +206,11 @@ def main() -> None:
     ap.add_argument("--only", choices=["balanced", "unbalanced"], default=None)
     ap.add_argument("--platform-n", type=int, default=None,
                     help="unbalanced: platform set size (default 10M, 1M with --quick)")
+    ap.add_argument("--balanced-n", type=int, default=None,
+                    help="balanced: IDs per side (default 1M, 100k with --quick)")
+    ap.add_argument("--fallback", action="store_true",
+                    help="also run balanced on the fallback paths (references in the same "
+                    "run): OpenSSL X25519 + scalar C, and OpenSSL + pure Python")
     ap.add_argument("--no-subgroup-check", action="store_true",
                     help="also run balanced without the prime-order subgroup check")
     a = ap.parse_args()
@@ -208,6 +219,8 @@ def main() -> None:
     nu_plat, nu_bank = (1_000_000, 100_000) if a.quick else (10_000_000, 100_000)
     if a.platform_n:
         nu_plat = a.platform_n
+    if a.balanced_n:
+        nb = a.balanced_n
     from psi import native
     path = native.describe()
     floor = measure_floor()
@@ -226,14 +239,17 @@ def main() -> None:
                      "compute_path": path, "quick": a.quick, "configs": []}
     configs = []
     if a.only in (None, "balanced"):
-        configs.append(("balanced", nb, nb, True))
+        configs.append(("balanced", nb, nb, True, ""))
         if a.no_subgroup_check:
-            configs.append(("balanced", nb, nb, False))
+            configs.append(("balanced", nb, nb, False, ""))
+        if a.fallback:
+            configs += [("balanced", nb, nb, True, p) for p in FALLBACKS]
     if a.only in (None, "unbalanced"):
-        configs.append(("unbalanced", nu_bank, nu_plat, True))
+        configs.append(("unbalanced", nu_bank, nu_plat, True, ""))
     print(f"\n{'config':44s} {'wall s':>8s} {'per-ID us':>10s} {'floor us':>9s} "
           f"{'+h2c us':>8s} {'RSS MB bank/plat (main+workers)':>34s}")
-    for mode, n_bank, n_plat, sub in configs:
+    fast = None  # (wall, CPU) of the default balanced run, for the fallback ratios
+    for mode, n_bank, n_plat, sub, fallback in configs:
         if mode == "balanced":
             ranges = {"bank": (0, n_bank), "platform": (n_bank // 2, n_bank // 2 + n_plat)}
             expect = n_bank // 2
@@ -244,8 +260,17 @@ def main() -> None:
         jobs = a.repeat if mode == "balanced" else 1 + a.repeat  # first = cold peer-set
         cfg = {"mode": mode, "ranges": ranges, "expect": expect, "check_subgroup": sub,
                "workers": a.workers, "jobs": jobs}
+        saved = {k: os.environ.get(k) for k in FALLBACKS.get(fallback, {})}
+        os.environ.update(FALLBACKS.get(fallback, {}))  # the node processes inherit it
         t = time.perf_counter()
-        r = run_config(cfg)
+        try:
+            r = run_config(cfg)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k)
+                else:
+                    os.environ[k] = v
         total = time.perf_counter() - t
         bank, plat = r["nodes"]["bank"], r["nodes"]["platform"]
         per_job = [max(b["wall_s"], p["wall_s"]) for b, p in zip(bank["runs"], plat["runs"],
@@ -257,7 +282,7 @@ def main() -> None:
         cpu_split = [f"bank {b['cpu_main_s']:.1f}+{b['cpu_workers_s']:.1f}, platform "
                      f"{p['cpu_main_s']:.1f}+{p['cpu_workers_s']:.1f}"
                      for b, p in zip(bank["runs"], plat["runs"], strict=True)]
-        entry = {"mode": mode, "n_bank": n_bank, "n_platform": n_plat, "check_subgroup": sub,
+        entry = {"mode": mode, "path": fallback or "default", "n_bank": n_bank, "n_platform": n_plat, "check_subgroup": sub,
                  "job_walls_s": per_job, "rss": rss, "bench_total_s": round(total, 1),
                  "job_cpu_s": [round(c, 1) for c in cpu], "job_cpu_split_main_workers":
                  cpu_split,
@@ -267,7 +292,8 @@ def main() -> None:
             med = statistics.median(per_job)
             per_id = med * cores / (n_bank + n_plat) * 1e6
             fl = 2 * x
-            label = f"balanced {n_bank:,}x{n_plat:,} subgroup={sub}"
+            label = f"balanced {n_bank:,}x{n_plat:,} subgroup={sub}" + \
+                (f" [{fallback}]" if fallback else "")
             print(f"{label:44s} {med:8.2f} {per_id:10.2f} {fl:9.2f} "
                   f"{fl + floor['hash_to_curve_us']:8.2f} {rss:>34s}")
             fl_h = fl + floor["hash_to_curve_us"]
@@ -282,6 +308,13 @@ def main() -> None:
                   f"{cmed / (n_bank + n_plat) * 1e6:.1f} us/ID ({cpu_split[0]}); "
                   f"{cmed / cores:.1f} s if the {cores} cores were ours alone")
             entry.update(cpu_s=cmed, cpu_per_id_us=round(cmed / (n_bank + n_plat) * 1e6, 2))
+            if not fallback and sub:
+                fast = (med, cmed)
+            elif fallback and fast:
+                print(f"  the default path is {med / fast[0]:.2f}x faster (wall), "
+                      f"{cmed / fast[1]:.2f}x (CPU) than {fallback}, same run")
+                entry.update(default_speedup_wall=round(med / fast[0], 2),
+                             default_speedup_cpu=round(cmed / fast[1], 2))
             print(f"  CPU per ID {cmed / (n_bank + n_plat) * 1e6 / fl_h:.2f}x the floor")
         else:
             build = plat.get("cache_build_s")
