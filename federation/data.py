@@ -9,7 +9,7 @@ the error stays with the bank: the peer is told only that the data did not load)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,11 @@ class Dataset:
     y: np.ndarray | None = None    # bank only: int8 0/1, float64 (continuous) or int64
     #: multiclass only: the class values in index order (y holds indices into it)
     classes: list | None = None
+    #: categorical feature columns: name -> sorted levels; X holds the level's index
+    #: (NaN: missing, or a level the given list lacks)
+    categories: dict[str, list] = field(default_factory=dict)
+    #: cells of a categorical column whose level the given list lacks (scoring): counts
+    unseen: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -39,7 +44,7 @@ class Dataset:
         rows = np.asarray(rows, dtype=np.int64)
         return Dataset(self.name, [self.ids[i] for i in rows], self.X[rows],
                        list(self.feature_names), None if self.y is None else self.y[rows],
-                       self.classes)
+                       self.classes, dict(self.categories), dict(self.unseen))
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -112,13 +117,16 @@ MAX_CLASSES = 64
 
 def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None,
                  label_kind: str = "binary", label_use: str = "",
-                 max_classes: int = MAX_CLASSES) -> Dataset:
+                 max_classes: int = MAX_CLASSES,
+                 categories: dict[str, list] | None = None) -> Dataset:
     """Load and check ``ds`` (its file, or its in-memory ``frame``). ``need_label``: True
     for the bank's training data. ``label_kind``: what the job's algorithm needs the
     labels to be, ``"binary"`` (0/1, both classes present), ``"continuous"`` (any
     finite number, not all equal) or ``"multiclass"`` (class values, 2..``max_classes``
     of them: see :func:`class_labels`); ``label_use`` names what needs it in errors
-    (e.g. ``"objective binary:logistic"``)."""
+    (e.g. ``"objective binary:logistic"``). ``categories`` (scoring with a stored model):
+    the categorical columns and their levels as the model recorded them, instead of
+    ``ds.categorical`` (see :func:`category_codes`)."""
     if label_kind not in LABEL_KINDS:
         raise ValueError(f"label_kind {label_kind!r} is not one of {LABEL_KINDS}")
     path = Path(ds.path)
@@ -175,10 +183,79 @@ def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None,
         feats = list(ds.columns)
     if not feats:
         raise DataError(f"{path}: no feature columns besides id/label")
+    cat_cols = _categorical_columns(ds, df, feats, path, categories)
     X = np.empty((len(df), len(feats)), dtype=np.float64)
+    levels: dict[str, list] = {}
+    unseen: dict[str, int] = {}
     for j, c in enumerate(feats):
-        X[:, j] = _numeric(df, c, path, missing_ok=True)  # blank cells: np.nan
-    return Dataset(ds.name, ids, X, feats, y, classes)
+        if c in cat_cols:
+            X[:, j], levels[c], n_unseen = category_codes(
+                df[c], c, path, (categories or {}).get(c), ds.max_categories, ds.name)
+            if n_unseen:
+                unseen[c] = n_unseen
+        else:
+            X[:, j] = _numeric(df, c, path, missing_ok=True)  # blank cells: np.nan
+    return Dataset(ds.name, ids, X, feats, y, classes, levels, unseen)
+
+
+def _categorical_columns(ds: DatasetConfig, df: pd.DataFrame, feats: list[str], path: Path,
+                         categories: dict | None) -> set[str]:
+    """The feature columns loaded as categories: the model's (``categories`` given), else
+    ``ds.categorical`` plus, for an in-memory frame, columns of pandas' category dtype."""
+    if categories is not None:
+        return set(categories) & set(feats)
+    declared = list(ds.categorical or [])
+    missing = [c for c in declared if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: categorical column(s) {missing} listed in "
+                        f"[datasets.{ds.name}] are not in the file")
+    auto = {c for c in feats if ds.frame is not None
+            and isinstance(df[c].dtype, pd.CategoricalDtype)}
+    return (set(declared) & set(feats)) | auto
+
+
+def category_codes(s: pd.Series, col: str, path: Path, levels: list | None,
+                   max_categories: int, ds_name: str = "") -> tuple[np.ndarray, list, int]:
+    """A categorical column -> (float64 level indices, levels, unseen cell count).
+
+    Cells are read as text (stripped); blank / NA / NaN / null cells are missing (NaN).
+    Without ``levels`` they are built here: if every present value is an integer the
+    levels are ints sorted numerically (``"01"`` and ``1`` are one level), otherwise the
+    texts sorted as text; more than ``max_categories`` of them is an error naming the
+    column and the count. With ``levels`` (a stored model's), a value not in the list
+    maps to NaN (missing: scoring routes it the split's default direction) and is
+    counted. Errors never quote values."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        s = s.astype(object)
+    present = s.notna().to_numpy(dtype=bool, copy=True)
+    text = pd.Series([str(v).strip() if ok else "" for v, ok in zip(s, present, strict=True)],
+                     index=s.index, dtype=object)
+    present &= ~text.str.lower().isin(MISSING_TOKENS).to_numpy(dtype=bool)
+    nums = pd.to_numeric(text.where(present, None), errors="coerce").to_numpy(np.float64)
+    ints = present & np.isfinite(nums) & (nums == np.round(nums))
+    as_int = ints[present].all() if levels is None else all(
+        isinstance(v, int) and not isinstance(v, bool) for v in levels)
+    if levels is None:
+        vals = (sorted({_int_key(t) for t in text[present]}) if as_int
+                else sorted({str(v) for v in text[present]}))
+        if len(vals) > max_categories:
+            where = f" ([datasets.{ds_name}] max_categories)" if ds_name else ""
+            raise DataError(f"{path}: categorical column {col!r} has {len(vals)} distinct "
+                            f"levels, more than max_categories = {max_categories}{where}; "
+                            "merge rare levels or raise the limit")
+        levels = vals
+    index = {v: i for i, v in enumerate(levels)}
+    out = np.full(len(s), np.nan)
+    if as_int:
+        rows = np.flatnonzero(ints)
+        keys = [_int_key(t) for t in text.to_numpy()[rows]]
+    else:
+        rows = np.flatnonzero(present)
+        keys = [str(v) for v in text.to_numpy()[rows]]
+    codes = np.array([index.get(k, -1) for k in keys], dtype=np.int64)
+    out[rows] = np.where(codes >= 0, codes, np.nan)
+    unseen = int((codes < 0).sum()) + int((present & ~ints).sum() if as_int else 0)
+    return out, list(levels), unseen
 
 
 def class_labels(s: pd.Series, col: str, path: Path, use: str = "",
@@ -235,6 +312,15 @@ def class_labels(s: pd.Series, col: str, path: Path, use: str = "",
     else:
         y = pd.Categorical(keys, categories=classes).codes
     return np.asarray(y, dtype=np.int64), classes
+
+
+def _int_key(text: str) -> int:
+    """An integer-valued cell as an exact int ("0012" -> 12, "3.0" -> 3; long digit
+    strings are not rounded through float)."""
+    try:
+        return int(text)
+    except ValueError:
+        return int(float(text))
 
 
 def _quote(value, n: int = 40) -> str:

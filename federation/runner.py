@@ -159,7 +159,8 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
         if party == "platform":
             from dataclasses import replace
             ds_cfg = replace(ds_cfg, columns=list(stored.feature_names))
-        data = load_dataset(ds_cfg, need_label=False)
+        # categorical columns map with the levels the model recorded
+        data = load_dataset(ds_cfg, need_label=False, categories=stored.categories())
         if party == "bank":
             data = _select_columns(data, stored.feature_names, ds_cfg.name)
     else:
@@ -170,6 +171,9 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
                                {"label_kind": labels[0], "label_use": labels[1]}))
     log("data.loaded", {"dataset": ds_cfg.name, "rows": len(data),
                         "features": len(data.feature_names)})
+    _check_categorical(data, algo)
+    if data.unseen:   # counts per column, never the values
+        log("data.unseen_categories", {"cells": dict(data.unseen)})
     res.timings["load"] = time.perf_counter() - t
 
     # ---- PSI ------------------------------------------------------------------------
@@ -230,7 +234,8 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
                           y=train.y if labelled else None,
                           X_valid=valid.X if len(valid) else None,
                           y_valid=valid.y if labelled and len(valid) else None,
-                          classes=train.classes if labelled else None)
+                          classes=train.classes if labelled else None,
+                          categories=dict(train.categories) or None)
     params = spec.parsed if spec.parsed is not None else \
         algo.parse_params(spec.params, "job [params]")
     outcome = _role_call(algo, role.train, ctx("train"), part_data, params, cipher,
@@ -447,12 +452,22 @@ def _load_model(node: NodeConfig, model_id: str) -> ModelPart:
         raise JobFailed(str(exc)) from None
 
 
+def _check_categorical(data: Dataset, algo) -> None:
+    """Categorical columns only for an algorithm that takes them (before any message)."""
+    if data.categories and algo is not None and not algo.categorical:
+        raise JobFailed(f"dataset {data.name!r} has categorical column(s) "
+                        f"{sorted(data.categories)}; {algo.name} takes numeric features "
+                        "only (drop them from columns or from categorical)")
+
+
 def _select_columns(data: Dataset, names: list[str], ds: str) -> Dataset:
     missing = [c for c in names if c not in data.feature_names]
     if missing:
         raise JobFailed(f"dataset {ds!r} lacks column(s) {missing} the model was trained on")
     idx = [data.feature_names.index(c) for c in names]
-    return Dataset(data.name, data.ids, data.X[:, idx], list(names), data.y)
+    return Dataset(data.name, data.ids, data.X[:, idx], list(names), data.y,
+                   categories={c: v for c, v in data.categories.items() if c in names},
+                   unseen={c: v for c, v in data.unseen.items() if c in names})
 
 
 def _score(spec: JobSpec, node: NodeConfig, link: Link, ctx, model: ModelPart,

@@ -102,7 +102,9 @@ def run_local(job: dict | str | Path | JobSpec, *, bank: pd.DataFrame | str | Pa
               platform_policy: dict | None = None, id_column: str = "id",
               label_column: str = "y", seed: bytes | int | dict | None = None,
               workers: int = 1,
-              data_dir: str | Path | None = None) -> RunResult:
+              data_dir: str | Path | None = None,
+              categorical: dict[str, list[str]] | None = None,
+              max_categories: int | None = None) -> RunResult:
     """Run ``job`` (a job.toml path, its tables as a dict, or a JobSpec) between the
     bank's and the platform's data; see the module docstring.
 
@@ -112,13 +114,22 @@ def run_local(job: dict | str | Path | JobSpec, *, bank: pd.DataFrame | str | Pa
     or ``{"bank": seed, "platform": seed}``: each party's 32-byte job seed as a node's
     vault holds it). ``data_dir``:
     where the model parts are kept (default: a temporary directory).
+    ``categorical``: ``{"bank": [...], "platform": [...]}``, each party's columns read as
+    categories (as node.toml's ``[datasets.X] categorical``; columns of pandas' category
+    dtype are categorical anyway); ``max_categories``: the most levels one may have.
     """
     spec = _spec(job)
     if spec.algorithm == "score":
         raise FedjointError("run_local trains; score with RunResult.score(bank, platform)")
     root = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="fedjoint-"))
+    cats = dict(categorical or {})
+    unknown = sorted(set(cats) - set(PARTIES))
+    if unknown:
+        raise FedjointError(f"categorical: unknown part(ies) {unknown}; expected "
+                            '{"bank": [...], "platform": [...]}')
     nodes = {party: _node(party, spec, root, id_column, label_column, workers,
-                          bank_policy if party == "bank" else platform_policy)
+                          bank_policy if party == "bank" else platform_policy,
+                          cats.get(party), max_categories)
              for party in PARTIES}
     nodes = _with_frames(nodes, spec, bank, platform)
     res_b, res_p, wire = _run(spec, nodes, seed)
@@ -146,8 +157,13 @@ def _spec(job) -> JobSpec:
 
 
 def _node(party: str, spec: JobSpec, root: Path, id_column: str, label_column: str,
-          workers: int, policy: dict | None) -> NodeConfig:
+          workers: int, policy: dict | None, categorical: list[str] | None = None,
+          max_categories: int | None = None) -> NodeConfig:
     ds = {"path": f"{party} data", "id_column": id_column}
+    if categorical is not None:
+        ds["categorical"] = list(categorical)
+    if max_categories is not None:
+        ds["max_categories"] = max_categories
     if party == "bank":
         ds["label_column"] = label_column
     raw = {

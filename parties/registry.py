@@ -56,6 +56,9 @@ class Algorithm:
     #: what a report may show about a model part: ModelPart -> {"feature_importance":
     #: [{feature, gain, splits, ...}], "measure": ...} (parties.common.explain)
     explain: Callable[[ModelPart], dict] | None = None
+    #: the roles take categorical features (PartyData.categories); otherwise a dataset
+    #: with categorical columns is refused before any message crosses
+    categorical: bool = False
     summary: str = ""
     #: online scoring (``fedjoint serve``): (bank module with ``scorer(model)``,
     #: platform module with ``answerer(model, setup)``), see parties.common.serving;
@@ -170,6 +173,7 @@ def _builtins() -> None:
     register(Algorithm(
         "secureboost", "train", SecureBoostParams, bank_sb, platform_sb,
         secureboost_wire.TABLE, key_holders=("bank",), explain=tree_importance,
+        categorical=True,
         label_kind=SecureBoostParams.label_kind, job_errors=(ValueError, PermissionError),
         summary="lossless vertical gradient-boosted trees (XGBoost hist splits)",
         serving=(bank_sb_serve, platform_sb_serve)))

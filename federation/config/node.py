@@ -24,6 +24,8 @@ node.toml (one per party)::
     id_column = "id"
     label_column = "y"              # bank only
     columns = ["x0", "x1"]          # usable feature columns (default: all others)
+    categorical = ["industry"]      # columns read as categories (SecureBoost splits)
+    max_categories = 1024           # a categorical column with more levels: refused
     [policy]
     allowed_algorithms = ["psi", "secureboost", "logistic_regression", "score"]
                                     # (the default; ["all"]: every registered algorithm;
@@ -76,6 +78,11 @@ from secure_agg.keypolicy import CIPHERS, DEFAULT_MAX_KEY_BITS, SECURE_MIN_BITS,
 DEFAULT_ALLOWED = ("psi", "secureboost", "logistic_regression", "score")
 
 
+#: [datasets.X] max_categories: (least, default, most); the most keeps a level index in
+#: SecureBoost's int16 bins
+MAX_CATEGORIES = (2, 1024, 32767)
+
+
 @dataclass
 class DatasetConfig:
     name: str
@@ -83,6 +90,9 @@ class DatasetConfig:
     id_column: str
     label_column: str | None = None
     columns: list[str] | None = None   # None: every column but id and label
+    #: feature columns read as categories (levels sorted locally; federation.data)
+    categorical: list[str] | None = None
+    max_categories: int = 1024         # more distinct levels in a categorical column: error
     #: an in-memory pandas DataFrame instead of the file at ``path`` (the Python API);
     #: ``path`` then only names it in messages
     frame: Any = field(default=None, repr=False, compare=False)
@@ -272,7 +282,8 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
     ds_top = top.sub("datasets", {})
     for ds_name in ds_top.data:
         d = ds_top.sub(ds_name)
-        d.check_keys(("path", "id_column", "label_column", "columns"))
+        d.check_keys(("path", "id_column", "label_column", "columns", "categorical",
+                      "max_categories"))
         label_col = d.get("label_column", str, None)
         if label_col is not None and party != "bank":
             raise d.err("label_column", "is only allowed on the bank's node (the platform "
@@ -285,8 +296,18 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
                     raise d.err("columns", f"must not contain the id/label column {c!r}")
             if len(set(cols)) != len(cols):
                 raise d.err("columns", "contains duplicate names")
+        cat = d.get("categorical", "str_list", None)
+        if cat is not None and len(set(cat)) != len(cat):
+            raise d.err("categorical", "contains duplicate names")
+        for c in cat or []:
+            if c in (idc, label_col) or (cols is not None and c not in cols):
+                raise d.err("categorical", f"names {c!r}, which is not a feature column")
+        max_cat = d.get("max_categories", int, MAX_CATEGORIES[1])
+        if not MAX_CATEGORIES[0] <= max_cat <= MAX_CATEGORIES[2]:
+            raise d.err("max_categories", f"must be in [{MAX_CATEGORIES[0]}, "
+                        f"{MAX_CATEGORIES[2]}]")
         datasets[ds_name] = DatasetConfig(ds_name, _resolve(base, d.get("path", str)), idc,
-                                          label_col, cols)
+                                          label_col, cols, cat, max_cat)
 
     pol = top.sub("policy", {})
     pf = {f.name for f in dataclasses.fields(PolicyConfig)}

@@ -46,11 +46,13 @@ import numpy as np
 
 from federation.link import ProtocolContext, ProtocolError
 from parties.bank import secureboost_objectives as O
+from parties.bank.secureboost_categorical import BankCategorical
 from parties.bank.secureboost_multiclass import BankMulticlass
 from parties.common import secureboost_multiclass as MC
 from parties.common import secureboost_wire as W
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.binning import bin_columns
+from parties.common.categorical import go_left, split_left
 from parties.common.role import PartyData, RolePolicy
 from parties.common.secureboost_multiclass import MULTI_OBJECTIVES
 from parties.common.secureboost_params import SHARED, SecureBoostParams
@@ -72,7 +74,6 @@ from parties.common.tree import (
     quantize,
     raw_histogram,
     route,
-    threshold_left,
     unpack_entries,
 )
 from secure_agg.cipher import PrivateCipher
@@ -91,15 +92,17 @@ class _Timer:
 
 class _BankTrainer:
     def __init__(self, ctx: ProtocolContext, X, y, names, p: SecureBoostParams,
-                 cipher: PrivateCipher, X_valid, y_valid):
+                 cipher: PrivateCipher, X_valid, y_valid, categories=None):
         self.ctx, self.link, self.p, self.cipher = ctx, ctx.link, p, cipher
         self.y, self.names = y, list(names)
         self.n = y.size
         if p.objective == "binary:logistic" and not np.isin(y, (0.0, 1.0)).all():
             raise ValueError("label y must be 0/1 for objective binary:logistic")
-        self.binned = bin_columns(X, p.max_bin, p.binning)
+        is_cat = np.array([n in (categories or {}) for n in names], bool)
+        self.binned = bin_columns(X, p.max_bin, p.binning, is_cat)
         self.Xf = X.astype(np.float32)
         self.n_cuts = np.array([len(c) for c in self.binned.cuts])
+        self.cat = BankCategorical(self.names, categories, self.n_cuts, p, p.split_rule())
         all_missing = np.isnan(self.Xf).all(axis=0)
         self.usable = (self.n_cuts > 0) | (self.binned.has_missing & ~all_missing)
         for j in np.flatnonzero(~self.usable):
@@ -287,7 +290,7 @@ class _BankTrainer:
         scale = float(1 << fb)
         gq, hq = g_int.astype(np.float64), h_int.astype(np.float64)
         layout = candidate_layout(self.n_cuts, self.binned.has_missing,
-                                  bank_allowed & self.usable)
+                                  bank_allowed & self.usable & ~self.cat.is_cat)
         nf = self.n_cuts.size
         if federated and codec is None:
             codec = GradCodec.for_gradients(g_int, h_int, self.n, fb)
@@ -310,19 +313,27 @@ class _BankTrainer:
                 hg = raw_histogram(self.binned.bins, r, gq, layout.width)
                 hh = raw_histogram(self.binned.bins, r, hq, layout.width)
                 own[nid] = (plain_candidates(hg, layout, nf) / scale,
-                            plain_candidates(hh, layout, nf) / scale)
+                            plain_candidates(hh, layout, nf) / scale,
+                            self.cat.own_best(hg / scale, hh / scale, layout.width,
+                                              nodes[nid].G, nodes[nid].H,
+                                              bank_allowed & self.usable))
             timer.add("bank_local", time.perf_counter() - tl)
             plat = self._recv_histograms(frontier, codec) if federated else {}
-            splits, bank_masks, plat_nodes = [], [], []
+            if federated:
+                self.cat.order_ties(link, plat)   # platform categorical blocks only
+            splits, bank_masks, plat_nodes, cat_answers = [], [], [], {}
             for nid in frontier:
                 nd = nodes[nid]
-                gl, hl = own[nid]
+                gl, hl, own_cat = own[nid]
                 chg = self.rule.loss_chg(gl, hl, nd.G, nd.H)
                 best_own = int(np.argmax(chg)) if chg.size else -1
                 best_val = chg[best_own] if chg.size else -np.inf
                 owner, cand, ties = "bank", best_own, []
+                num_f = int(layout.feature[best_own]) if chg.size else len(self.names)
+                if self.cat.prefer(own_cat, best_val, num_f):
+                    best_val, cand = own_cat[0], -1
                 if nid in plat:
-                    pg, ph = plat[nid]
+                    pg, ph, plat_cat = self.cat.platform_best(nid, *plat[nid], nd.G, nd.H)
                     pchg = self.rule.loss_chg(pg, ph, nd.G, nd.H)
                     if pchg.size:
                         bp = int(np.argmax(pchg))
@@ -331,11 +342,25 @@ class _BankTrainer:
                             # equal-gain candidates: the platform breaks the tie as
                             # XGBoost does (lowest feature, then lowest bin)
                             ties = [int(i) for i in np.flatnonzero(pchg == pchg[bp])]
+                    if plat_cat is not None and plat_cat[0] > best_val:
+                        owner, cand, best_val, ties = "platform", -1, plat_cat[0], []
+                        cat_answers[str(nid)] = plat_cat[1]
+                    elif plat_cat is not None and owner == "platform" and \
+                            plat_cat[0] == best_val:   # equal gains: lowest feature wins
+                        cat_answers[str(nid)] = plat_cat[1]
                 if not np.isfinite(best_val):
                     continue
                 nd.owner, nd.loss_chg = owner, float(best_val)
                 nd.left, nd.right = 2 * nid + 1, 2 * nid + 2
-                if owner == "bank":
+                if owner == "bank" and cand < 0:   # categorical bank split
+                    f, cs = own_cat[1], own_cat[2]
+                    nd.feature, nd.default_left, nd.cats = f, cs.default_left, cs.right
+                    col = self.binned.bins[rows[nid], f]
+                    left = go_left(np.where(col < 0, np.nan, col), cs.right, cs.default_left)
+                    bank_masks.append(left)
+                    self.importance["count"][self.names[f]] += 1
+                    self.importance["gain"][self.names[f]] += float(best_val)
+                elif owner == "bank":
                     f = int(layout.feature[cand])
                     ble = int(layout.bin_le[cand])
                     dl = bool(layout.default_left[cand])
@@ -355,7 +380,8 @@ class _BankTrainer:
                     self.platform_keys_gain[nd.key] = float(best_val)
                 splits.append([nid, owner, cand, ties if len(ties) > 1 else []])
             if federated:
-                link.send(W.K_SPLIT, {"depth": depth, "splits": splits})
+                link.send(W.K_SPLIT, {"depth": depth, "splits": splits,
+                                      **({"cat": cat_answers} if cat_answers else {})})
                 if bank_masks:
                     link.send(W.K_BANK_PARTITION, pack_bits(bank_masks))
             masks = {}
@@ -442,6 +468,7 @@ class _BankTrainer:
         try:
             nodes = [int(v) for v in meta["nodes"]]
             n_cand = [int(v) for v in meta["n_cand"]]
+            self.cat.read_sizes(meta, nodes, n_cand)
             n_ct = [int(v) for v in meta["n_ct"]]
             slot, per_ct = int(meta["slot_bits"]), int(meta["per_ct"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -493,8 +520,7 @@ class _BankTrainer:
         keys = [nd["key"] for nd in tree["nodes"] if nd.get("owner") == "platform"]
         decisions = _request_routes(self.link, keys, Xf.shape[0], which)
         return route(tree["nodes"], Xf.shape[0],
-                     lambda nd, r: threshold_left(Xf[r, nd["feature"]], nd["threshold"],
-                                                  nd["default_left"]),
+                     lambda nd, r: split_left(nd, Xf[r, nd["feature"]]),
                      lambda key, r: decisions[key][r])
 
     def _model(self, trees, base, labels, n_keep) -> ModelPart:
@@ -514,6 +540,7 @@ class _BankTrainer:
             "learning_rate": p.learning_rate, "max_depth": p.max_depth,
             "trees": trees,
             "importance": {"split_count": imp_count, "total_gain": imp_gain},
+            **self.cat.model_body(),
         }
         return ModelPart(ALGORITHM, "bank", self.ctx.job_id, p.to_dict(), body,
                          list(self.names))
@@ -540,7 +567,7 @@ def train(ctx: ProtocolContext, data: PartyData, params: SecureBoostParams,
     try:
         X, y = O.check_inputs(data.X, data.y, data.feature_names)
         trainer = _BankTrainer(ctx, X, y, data.feature_names, params, cipher, data.X_valid,
-                               data.y_valid)
+                               data.y_valid, data.categories)
         if params.objective in MULTI_OBJECTIVES:   # K class trees per round
             trainer.multi = BankMulticlass(trainer, data.classes)
         return trainer.run()
@@ -566,8 +593,7 @@ def predict(ctx: ProtocolContext, model: ModelPart, X: np.ndarray) -> np.ndarray
         ctx.link.send(W.K_SCORE_BEGIN, {"n_rows": int(X.shape[0])})
         decisions = _request_routes(ctx.link, keys, X.shape[0], "score")
         outputs = [route(tr["nodes"], X.shape[0],
-                         lambda nd, r: threshold_left(Xf[r, nd["feature"]],
-                                                      nd["threshold"], nd["default_left"]),
+                         lambda nd, r: split_left(nd, Xf[r, nd["feature"]]),
                          lambda key, r: decisions[key][r]) for tr in body["trees"]]
         ctx.link.send(W.K_SCORE_END, {"n_rows": int(X.shape[0])})
         if body["objective"] in MULTI_OBJECTIVES:   # (n, K) class probabilities

@@ -22,6 +22,9 @@ class Scorer:
     def __init__(self, model):
         if model.algorithm != "secureboost" or model.party != "bank":
             raise ServingInputError("not the bank's SecureBoost model part")
+        if model.categories():
+            raise ServingInputError("SecureBoost models with categorical features are "
+                                    "scored by scoring jobs, not served online")
         body = model.body
         if body.get("num_class"):
             raise ServingInputError("multiclass SecureBoost models are scored by scoring "

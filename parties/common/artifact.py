@@ -27,6 +27,11 @@ class ModelPart:
     feature_names: list[str] = field(default_factory=list)
     peer_part_digest: str = ""  # filled once both parts exist
 
+    def categories(self) -> dict[str, list]:
+        """The levels of this part's categorical features (``body["categories"]``, as the
+        loader mapped them at training): scoring maps new rows with the same lists."""
+        return dict(self.body.get("categories") or {})
+
     def canonical(self) -> bytes:
         return json.dumps({"format": FORMAT, **asdict(self)}, sort_keys=True,
                           separators=(",", ":"), allow_nan=False).encode()

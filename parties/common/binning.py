@@ -26,6 +26,10 @@ default (``binning = "auto"``) when the ``xgboost`` package is installed; otherw
 
 Missing values are ``NaN``; they get no bin (index ``-1``) and the tree learns a
 default direction for them, as XGBoost does.
+
+Categorical columns (``categorical`` mask; values are level indices) are not sketched:
+level ``c`` is bin ``c``, as XGBoost's cuts ``0 .. max level`` make it; their cuts here are
+``1 .. k-1`` (``k`` = max level + 1) so the bin arithmetic is the numeric one.
 """
 
 from __future__ import annotations
@@ -152,24 +156,36 @@ def xgboost_cuts(X: np.ndarray, max_bin: int) -> list[np.ndarray] | None:
     return out
 
 
-def bin_columns(X: np.ndarray, max_bin: int, method: str = "auto") -> BinnedColumns:
+def bin_columns(X: np.ndarray, max_bin: int, method: str = "auto",
+                categorical: np.ndarray | None = None) -> BinnedColumns:
     """Bin every column of ``X`` (float32, NaN = missing). ``method``: ``"auto"``
-    (XGBoost's sketch if installed, else native), ``"xgboost"`` or ``"native"``."""
+    (XGBoost's sketch if installed, else native), ``"xgboost"`` or ``"native"``.
+    ``categorical`` (bool per column): columns of level indices, one bin per level."""
     if not 2 <= max_bin <= 32767:
         raise ValueError(f"max_bin must be in [2, 32767], got {max_bin}")
     if method not in ("auto", "xgboost", "native"):
         raise ValueError(f"binning must be 'auto', 'xgboost' or 'native', not {method!r}")
     X = as_float32(X)
     n, p = X.shape
-    xc = None if method == "native" or n == 0 else xgboost_cuts(X, max_bin)
-    if xc is None and method == "xgboost":
+    cat = np.zeros(p, bool) if categorical is None else np.asarray(categorical, bool)
+    num = np.flatnonzero(~cat)
+    xc = None if method == "native" or n == 0 or num.size == 0 else \
+        xgboost_cuts(X[:, num], max_bin)
+    if xc is not None:
+        xc = dict(zip(num.tolist(), xc, strict=True))
+    if xc is None and method == "xgboost" and num.size:
         raise ValueError("binning = 'xgboost' needs the xgboost package")
     bins = np.empty((n, p), dtype=np.int16)
     cuts, lo, hi = [], np.zeros(p, np.float32), np.zeros(p, np.float32)
     has_missing = np.zeros(p, dtype=bool)
     for j in range(p):
         col = X[:, j]
-        c = xc[j] if xc is not None else column_cuts(col, max_bin)
+        if cat[j]:
+            ok = ~np.isnan(col)
+            k = int(col[ok].max()) + 1 if ok.any() else 0
+            c = np.arange(1, max(k, 1), dtype=np.float32)
+        else:
+            c = xc[j] if xc is not None else column_cuts(col, max_bin)
         cuts.append(c)
         nan = np.isnan(col)
         has_missing[j] = bool(nan.any())

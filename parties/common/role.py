@@ -52,6 +52,9 @@ class PartyData:
     y_valid: np.ndarray | None = None
     #: multiclass labels: the class values in index order (y holds indices 0..K-1)
     classes: list | None = None
+    #: categorical features: name -> sorted levels (X holds level indices, NaN missing);
+    #: only for algorithms whose registry entry sets ``categorical``
+    categories: dict[str, list] | None = None
 
     def __post_init__(self):
         if self.X_valid is not None and len(self.X_valid) == 0:

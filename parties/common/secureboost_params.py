@@ -70,7 +70,8 @@ class SecureBoostParams:
                       "messages)",
     }
     #: fields added after model parts were first recorded: in a part only when set
-    ADDED_FIELDS = ("reg_alpha", "max_delta_step", "class_weight", "seed", "num_class")
+    ADDED_FIELDS = ("reg_alpha", "max_delta_step", "class_weight", "seed", "num_class",
+                    "max_cat_to_onehot", "max_cat_threshold")
 
     objective: str = "binary:logistic"
     n_trees: int = 20
@@ -107,6 +108,10 @@ class SecureBoostParams:
     #: multi:* objectives: the number of classes (XGBoost's num_class); 0: the label's
     #: (the bank's loader counts them); when set it must equal the label's
     num_class: int = 0
+    #: categorical features (parties.common.categorical), XGBoost's names and defaults:
+    #: fewer levels than this -> one-hot splits, else sorted-gradient partitions
+    max_cat_to_onehot: int = 4
+    max_cat_threshold: int = 64       # most levels a partition's search walks per side
 
     def __post_init__(self):
         def bad(field, why):
@@ -116,6 +121,10 @@ class SecureBoostParams:
                 f"{UNSUPPORTED_OBJECTIVES[self.objective]}")
         if self.objective not in OBJECTIVES:
             bad("objective", f"expected one of {OBJECTIVES}")
+        if self.max_cat_to_onehot < 1:
+            bad("max_cat_to_onehot", "must be >= 1")
+        if self.max_cat_threshold < 1:
+            bad("max_cat_threshold", "must be >= 1")
         if not self.huber_slope > 0:
             bad("huber_slope", "must be > 0")
         if self.n_trees < 1:

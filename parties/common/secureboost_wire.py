@@ -12,9 +12,15 @@ fixed-width ciphertext bytes:
         B->P sb.grad      x n_chunks: ciphertexts of g_int + h_int * 2**s per row
         per level:
           B->P sb.expand     {nodes: [ids to split at this level]} (empty: tree done)
-          P->B sb.hist_meta  {slot_bits, per_ct, n_cand: [per node], n_ct: [per node]}
-          P->B sb.hist       packed ciphertexts of permuted cumulative (G_L, H_L)
-          B->P sb.split      {splits: [[node, owner, candidate]]}
+          P->B sb.hist_meta  {slot_bits, per_ct, n_cand: [per node], n_ct: [per node],
+                              cat_sizes: [per node: block sizes] (categorical only)}
+          P->B sb.hist       packed ciphertexts of permuted cumulative (G_L, H_L), then
+                             (categorical only) per-level (G, H) in permuted blocks
+          (categorical only) B->P sb.cat_ties {runs: [[node, block, [permuted levels
+                             whose weights tie]]]}; P->B sb.cat_order {runs: [the same,
+                             sorted by level]}
+          B->P sb.split      {splits: [[node, owner, candidate, ties]],
+                              cat: {node: permuted levels} (categorical wins only)}
           B->P sb.bank_partition   (if bank splits) packed left-bits per node
           P->B sb.partition_meta / sb.partition   (if platform splits)
         if validation set:
@@ -61,6 +67,8 @@ K_DIGEST = "sb.digest"
 K_ABORT = "sb.abort"
 K_SCORE_BEGIN = "sb.score_begin"
 K_SCORE_END = "sb.score_end"
+K_CAT_TIES = "sb.cat_ties"
+K_CAT_ORDER = "sb.cat_order"
 
 
 def send_abort(link: Link, exc: BaseException) -> None:
@@ -136,14 +144,18 @@ TABLE = declare_protocol("secureboost", str(PROTOCOL_VERSION), [
     Message(K_EXPAND, "bank", "json",
             "the nodes to split at this depth (empty: tree done)"),
     Message(K_HIST_META, "platform", "json",
-            "per node: candidate and ciphertext counts"),
+            "per node: candidate and ciphertext counts; categorical block sizes"),
     Message(K_HIST, "platform", "bin",
             "refreshed packed ciphertexts of permuted cumulative (G_L, H_L) "
-            "(multiclass: other classes' slots masked)",
-            disclosure="g/h histograms of platform bins under the bank's key (messages)"),
+            "(multiclass: other classes' slots masked), and of per-level (G, H) of "
+            "categorical features in permuted blocks",
+            disclosure="g/h histograms of platform bins (and of permuted categorical "
+                       "levels) under the bank's key (messages)"),
     Message(K_SPLIT, "bank", "json",
-            "per node: owner and winning (permuted) candidate",
-            disclosure="which platform candidate split won (messages)"),
+            "per node: owner and winning (permuted) candidate, or the permuted "
+            "categorical levels going right",
+            disclosure="which platform candidate split (or permuted level group) won "
+                       "(messages)"),
     Message(K_BANK_PARTITION, "bank", "npy",
             "left/right bits of rows at bank-owned splits",
             disclosure="sample partitions at bank-owned splits (messages)"),
@@ -168,4 +180,9 @@ TABLE = declare_protocol("secureboost", str(PROTOCOL_VERSION), [
             "number of rows to score"),
     Message(K_SCORE_END, "bank", "json",
             "number of rows scored"),
+    Message(K_CAT_TIES, "bank", "json",
+            "permuted categorical levels whose sort weights tie (categorical jobs only)"),
+    Message(K_CAT_ORDER, "platform", "json",
+            "the same levels in the platform's level order",
+            disclosure="relative order of tied platform categorical levels (messages)"),
 ])

@@ -256,6 +256,7 @@ class Node:
     right: int = -1
     loss_chg: float = 0.0
     value: float = 0.0         # leaf value (eta-scaled)
+    cats: list | None = None   # bank categorical split: levels going right
 
     def to_json(self) -> dict:
         d = {"id": self.id, "depth": self.depth, "G": self.G, "H": self.H, "n": self.n}
@@ -264,6 +265,8 @@ class Node:
                      loss_chg=self.loss_chg, default_left=self.default_left)
             if self.owner == "bank":
                 d.update(feature=self.feature, threshold=self.threshold)
+                if self.cats is not None:
+                    d["cats"] = list(self.cats)
             else:
                 d.update(key=self.key)
         else:

@@ -62,6 +62,7 @@ from federation.link import ProtocolContext, ProtocolError
 from parties.common import secureboost_wire as W
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.binning import bin_columns
+from parties.common.categorical import record_json, record_left
 from parties.common.role import PartyData, RolePolicy
 from parties.common.secureboost_multiclass import MULTI_OBJECTIVES, MULTICLASS_VERSION
 from parties.common.secureboost_params import REFRESH_MODES, SHARED, SecureBoostParams
@@ -74,7 +75,8 @@ from parties.common.secureboost_wire import (
     send_abort,
     unpack_bits,
 )
-from parties.common.tree import candidate_layout, threshold_left
+from parties.common.tree import candidate_layout
+from parties.provincial_platform.secureboost_categorical import PlatformCategorical
 from parties.provincial_platform.secureboost_multiclass import PlatformMulticlass
 from secure_agg.cipher import CipherVector, PublicCipher
 from secure_agg.keypolicy import peer_public_cipher
@@ -106,7 +108,7 @@ def _refresh(cipher: PublicCipher, vec: CipherVector, rng, mode: str) -> CipherV
 class _PlatformTrainer:
     restate = staticmethod(_with_bound)   # for the multiclass hooks
 
-    def __init__(self, ctx, X, names, p, policy, X_valid):
+    def __init__(self, ctx, X, names, p, policy, X_valid, categories=None):
         self.ctx, self.link, self.p, self.policy = ctx, ctx.link, p, policy
         X = np.asarray(X)
         if X.ndim != 2:
@@ -119,9 +121,11 @@ class _PlatformTrainer:
         self.names = list(names)
         self.refresh = refresh_mode(p.refresh, policy)
         self.n, self.nf = X.shape
-        self.binned = bin_columns(X, p.max_bin, p.binning)
+        is_cat = np.array([n in (categories or {}) for n in names], bool)
+        self.binned = bin_columns(X, p.max_bin, p.binning, is_cat)
         self.Xf = X.astype(np.float32)
         self.n_cuts = np.array([len(c) for c in self.binned.cuts], dtype=np.int64)
+        self.cat = PlatformCategorical(self.names, categories, self.n_cuts)
         all_missing = np.isnan(self.Xf).all(axis=0)
         self.usable = (self.n_cuts > 0) | (self.binned.has_missing & ~all_missing)
         for j in np.flatnonzero(~self.usable):
@@ -209,9 +213,8 @@ class _PlatformTrainer:
         count = defaultdict(int)
         for f, _, _ in self.lookup.values():
             count[self.names[f]] += 1
-        body = {"splits": {k: {"feature": f, "threshold": thr, "default_left": dl}
-                           for k, (f, thr, dl) in sorted(self.lookup.items())},
-                "n_trees": n_keep, "split_count": dict(count)}
+        body = {"splits": {k: record_json(rec) for k, rec in sorted(self.lookup.items())},
+                "n_trees": n_keep, "split_count": dict(count), **self.cat.model_body()}
         model = ModelPart(ALGORITHM, "platform", self.ctx.job_id, self.p.to_dict(), body,
                           list(self.names))
         self.link.send(W.K_DIGEST, {"digest": model.digest()})
@@ -223,7 +226,8 @@ class _PlatformTrainer:
     def _subset(self, allowed: np.ndarray):
         """(column indices, candidate layout, slots per feature, bins) of a column set."""
         sub = np.flatnonzero(allowed)
-        layout = candidate_layout(self.n_cuts[sub], self.binned.has_missing[sub])
+        layout = candidate_layout(self.n_cuts[sub], self.binned.has_missing[sub],
+                                  ~self.cat.is_cat[sub])
         B = layout.width
         hb = self.hbins[:, sub]
         return sub, layout, B, np.where(hb == self.B - 1, B - 1, hb)  # subset's missing slot
@@ -311,7 +315,7 @@ class _PlatformTrainer:
             tp = time.perf_counter()
             per_ct = (max(1, cipher.capacity_bits // slot) if multi is None
                       else multi.per_ct(slot))
-            blobs, n_cand, n_ct, perms = [], [], [], {}
+            blobs, n_cand, n_ct, perms, cat_sizes = [], [], [], {}, []
             nfeat = sub.size
             idx_mr = layout.gather_mr_index(nfeat)
             idx_ml = layout.gather_ml_index(nfeat)
@@ -323,9 +327,16 @@ class _PlatformTrainer:
                     len(layout))
                 perms[nid] = perm
                 cand = _with_bound(cipher.take(cum, layout.src[perm]), tight)
+                cat_vec, sizes = self.cat.entries(cipher, hv, sub, B, nid,
+                                                  self.ctx.rng.child(f"sb/catperm/{t}/{nid}"))
+                if cat_vec is not None:
+                    cand = _with_bound(cipher.concat([cand, cat_vec]) if len(layout)
+                                       else cat_vec, tight)
+                    cat_sizes.append(sizes)
                 packed = cipher.pack(cand, slot, per_ct)
                 if multi is not None:   # hide the other classes' slots from the bank
-                    packed = multi.mask(packed, t, nid, len(layout), slot, per_ct)
+                    packed = multi.mask(packed, t, nid, len(layout) + sum(sizes), slot,
+                                        per_ct)
                 self.timer["pack"] += time.perf_counter() - tp
                 tr = time.perf_counter()
                 packed = _refresh(cipher, packed, self.ctx.rng.child(f"sb/rr/{t}/{nid}"),
@@ -333,12 +344,15 @@ class _PlatformTrainer:
                 self.timer["rerandomize"] += time.perf_counter() - tr
                 tp = time.perf_counter()
                 blobs.append(cipher.to_bytes(packed))
-                n_cand.append(len(layout))
+                n_cand.append(len(layout) + sum(sizes))
                 n_ct.append(len(packed))
             self.timer["pack"] += time.perf_counter() - tp
             link.send(W.K_HIST_META, {"nodes": frontier, "n_cand": n_cand, "n_ct": n_ct,
-                                       "slot_bits": slot, "per_ct": per_ct})
+                                       "slot_bits": slot, "per_ct": per_ct,
+                                       **({"cat_sizes": cat_sizes} if cat_sizes else {})})
             link.send(W.K_HIST, b"".join(blobs))
+            if cat_sizes:
+                self.cat.order_ties(link)   # equal-weight levels in level order
             tw = time.perf_counter()
             dec = recv_json(link, W.K_SPLIT)
             self.timer["wait_bank"] += time.perf_counter() - tw
@@ -359,18 +373,26 @@ class _PlatformTrainer:
                 nid, cidx = int(nid), int(cidx)
                 if owner != "platform":
                     continue
-                cands = [cidx] + [int(c) for c in ties]
-                if nid not in perms or not all(0 <= c < len(layout) for c in cands):
-                    raise ProtocolError(f"sb.split: bad candidate {cidx} for node {nid}")
-                # equal-gain candidates: lowest feature, then lowest bin (as XGBoost)
-                j = int(min(perms[nid][c] for c in cands))
-                f = int(sub[layout.feature[j]])
-                ble = int(layout.bin_le[j])
-                col = self.binned.bins[rows[nid], f]
-                miss = col < 0
-                dl = bool(layout.default_left[j]) and bool(miss.any())
-                left = np.where(miss, dl, col <= ble)
-                self.lookup[key_of(t, nid)] = [f, self.binned.threshold(f, ble), dl]
+                if nid not in perms:
+                    raise ProtocolError(f"sb.split: node {nid} was not histogrammed")
+                # equal-gain categorical blocks (permuted levels), then the numeric pick:
+                # the lowest feature wins, as in XGBoost
+                options = self.cat.options(nid, dec.get("cat"), self.binned.bins[rows[nid]])
+                if cidx != -1 or not options:
+                    cands = [cidx] + [int(c) for c in ties]
+                    if not all(0 <= c < len(layout) for c in cands):
+                        raise ProtocolError(f"sb.split: bad candidate {cidx} for node {nid}")
+                    # equal-gain candidates: lowest feature, then lowest bin (as XGBoost)
+                    j = int(min(perms[nid][c] for c in cands))
+                    f = int(sub[layout.feature[j]])
+                    ble = int(layout.bin_le[j])
+                    col = self.binned.bins[rows[nid], f]
+                    miss = col < 0
+                    dl = bool(layout.default_left[j]) and bool(miss.any())
+                    options.append((f, self.binned.threshold(f, ble), dl,
+                                    np.where(miss, dl, col <= ble)))
+                f, thr, dl, left = min(options, key=lambda o: o[0])
+                self.lookup[key_of(t, nid)] = [f, thr, dl]
                 masks[nid] = left
                 plat_nodes.append(nid)
                 plat_masks.append(left)
@@ -403,9 +425,7 @@ def route_bits(lookup: dict, keys: list[str], Xf: np.ndarray) -> np.ndarray:
         if rec is None:
             raise ProtocolError(f"the bank asked about split {k!r}, which this platform "
                                 "never made")
-        f, thr, dl = rec if isinstance(rec, list) else (
-            rec["feature"], rec["threshold"], rec["default_left"])
-        out[i] = np.packbits(threshold_left(Xf[:, f], thr, dl))
+        out[i] = np.packbits(record_left(rec, Xf))
     return out
 
 
@@ -416,7 +436,7 @@ def train(ctx: ProtocolContext, data: PartyData, params: SecureBoostParams, ciph
     platform holds no key (``cipher`` is None)."""
     try:
         return _PlatformTrainer(ctx, data.X, data.feature_names, params, policy,
-                                data.X_valid).run()
+                                data.X_valid, data.categories).run()
     except BaseException as exc:
         send_abort(ctx.link, exc)
         raise

@@ -24,6 +24,9 @@ class Answerer:
     def __init__(self, model, setup: dict):
         if model.algorithm != "secureboost" or model.party != "platform":
             raise ServingInputError("not the platform's SecureBoost model part")
+        if model.categories():
+            raise ServingInputError("SecureBoost models with categorical features are "
+                                    "scored by scoring jobs, not served online")
         keys = setup.get("keys")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ServingInputError("setup.keys: expected a list of split keys")
