@@ -52,7 +52,7 @@ from parties.common import secureboost_multiclass as MC
 from parties.common import secureboost_wire as W
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.binning import bin_columns
-from parties.common.categorical import go_left, split_left
+from parties.common.categorical import split_left
 from parties.common.role import PartyData, RolePolicy
 from parties.common.secureboost_multiclass import MULTI_OBJECTIVES
 from parties.common.secureboost_params import SHARED, SecureBoostParams
@@ -342,35 +342,26 @@ class _BankTrainer:
                             # equal-gain candidates: the platform breaks the tie as
                             # XGBoost does (lowest feature, then lowest bin)
                             ties = [int(i) for i in np.flatnonzero(pchg == pchg[bp])]
-                    if plat_cat is not None and plat_cat[0] > best_val:
+                    if self.cat.platform_pick(nid, plat_cat, owner, best_val, cat_answers):
                         owner, cand, best_val, ties = "platform", -1, plat_cat[0], []
-                        cat_answers[str(nid)] = plat_cat[1]
-                    elif plat_cat is not None and owner == "platform" and \
-                            plat_cat[0] == best_val:   # equal gains: lowest feature wins
-                        cat_answers[str(nid)] = plat_cat[1]
                 if not np.isfinite(best_val):
                     continue
                 nd.owner, nd.loss_chg = owner, float(best_val)
                 nd.left, nd.right = 2 * nid + 1, 2 * nid + 2
-                if owner == "bank" and cand < 0:   # categorical bank split
-                    f, cs = own_cat[1], own_cat[2]
-                    nd.feature, nd.default_left, nd.cats = f, cs.default_left, cs.right
-                    col = self.binned.bins[rows[nid], f]
-                    left = go_left(np.where(col < 0, np.nan, col), cs.right, cs.default_left)
-                    bank_masks.append(left)
-                    self.importance["count"][self.names[f]] += 1
-                    self.importance["gain"][self.names[f]] += float(best_val)
-                elif owner == "bank":
-                    f = int(layout.feature[cand])
-                    ble = int(layout.bin_le[cand])
-                    dl = bool(layout.default_left[cand])
-                    col = self.binned.bins[rows[nid], f]
-                    miss = col < 0
-                    if not miss.any():
-                        dl = False
-                    left = np.where(miss, dl, col <= ble)
-                    nd.feature, nd.default_left = f, dl
-                    nd.threshold = self.binned.threshold(f, ble)
+                if owner == "bank":
+                    if cand < 0:   # categorical bank split
+                        f, left = self.cat.apply_own(nd, own_cat, self.binned.bins[rows[nid]])
+                    else:
+                        f = int(layout.feature[cand])
+                        ble = int(layout.bin_le[cand])
+                        dl = bool(layout.default_left[cand])
+                        col = self.binned.bins[rows[nid], f]
+                        miss = col < 0
+                        if not miss.any():
+                            dl = False
+                        left = np.where(miss, dl, col <= ble)
+                        nd.feature, nd.default_left = f, dl
+                        nd.threshold = self.binned.threshold(f, ble)
                     bank_masks.append(left)
                     self.importance["count"][self.names[f]] += 1
                     self.importance["gain"][self.names[f]] += float(best_val)

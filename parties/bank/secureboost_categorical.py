@@ -16,7 +16,13 @@ import numpy as np
 
 from federation.link import ProtocolError
 from parties.common import secureboost_wire as W
-from parties.common.categorical import CatSplit, best_split, describe, mixed_ties
+from parties.common.categorical import (
+    CatSplit,
+    best_split,
+    describe,
+    go_left,
+    mixed_ties,
+)
 
 
 class BankCategorical:
@@ -85,6 +91,27 @@ class BankCategorical:
             if s is not None and (best is None or s.loss_chg > best[0]):
                 best = (s.loss_chg, f, s)
         return best
+
+    @staticmethod
+    def apply_own(nd, own: tuple, bins: np.ndarray) -> tuple[int, np.ndarray]:
+        """Make ``nd`` the bank's categorical split ``own`` = (gain, feature, split);
+        returns the feature and the left mask over ``bins`` (the node's bin rows)."""
+        f, cs = own[1], own[2]
+        nd.feature, nd.default_left, nd.cats = f, cs.default_left, cs.right
+        col = bins[:, f]
+        return f, go_left(np.where(col < 0, np.nan, col), cs.right, cs.default_left)
+
+    @staticmethod
+    def platform_pick(nid: int, plat: tuple | None, owner: str, best_val: float,
+                      answers: dict) -> bool:
+        """Record the platform blocks' answers for node ``nid`` in ``answers`` when they
+        win or tie a platform numeric pick (the platform keeps the lowest feature);
+        True if a block beats everything so far."""
+        if plat is None:
+            return False
+        if plat[0] > best_val or (owner == "platform" and plat[0] == best_val):
+            answers[str(nid)] = plat[1]
+        return plat[0] > best_val
 
     @staticmethod
     def prefer(cat, best_val: float, num_feature: int) -> bool:
