@@ -6,8 +6,9 @@ HTTP load generator (httpx), beside the same models scored in-process.
 Three OS processes besides this one: the platform's node, the bank's node (it trains the
 models, then idles) and ``fedjoint serve``, all on 127.0.0.1 with real mutual TLS. The
 models are trained by jobs first: SecureBoost with 100 trees of depth 5 (``--quick``: 20)
-and logistic regression, on the breast-cancer test slices (569 shared rows; the
-``plain`` test cipher, which changes nothing at scoring time). Then, for each model:
+and logistic regression, on the first 10,000 rows of default_credit (``--quick``: 3,000;
+bank 13 features, platform 10; the ``plain`` test cipher, which changes nothing at
+scoring time). Then, for each model:
 
 * ``POST /v1/score`` with one applicant per request, at concurrency 1, 8 and 64 (that
   many requests in flight): p50 and p99 latency and requests/s;
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -64,12 +66,15 @@ def wait_for(cond, proc: subprocess.Popen, log: Path, what: str, timeout=60.0) -
         time.sleep(0.1)
 
 
-def train(tmp: Path, n_trees: int, procs: list):
-    from support.nodes import wait_state, write_job, write_node_tomls
+def train(tmp: Path, n_trees: int, procs: list, rows: int):
+    from support.nodes import DATA, wait_state, write_job, write_node_tomls
 
     from federation.admin import AdminClient
     from federation.config import load_job_spec, load_node_config
     bank_toml, plat_toml = write_node_tomls(tmp, deadline_s=30.0)
+    for side, name in (("guest", "bank.csv"), ("host", "platform.csv")):   # default_credit
+        lines = (DATA / f"default_credit_hetero_{side}.csv").read_text().splitlines()
+        (tmp / name).write_text("\n".join(lines[:rows + 1]) + "\n")
     cfgs = {p: load_node_config(t) for p, t in (("bank", bank_toml), ("platform", plat_toml))}
     for party, toml in (("platform", plat_toml), ("bank", bank_toml)):
         log = tmp / f"{party}.log"
@@ -230,7 +235,87 @@ def floors(url: str, token: str, bank_cfg, seconds: float) -> dict:
     return out
 
 
-def run(tmp: Path, quick: bool) -> dict:
+def synthetic(src: Path, dst: Path, n: int, seed: int) -> None:
+    """``n`` rows resampled from ``src`` (same columns), ids E0000000.. (both sides use
+    the same seed for the ids, so every applicant is held by the platform)."""
+    import numpy as np
+    import pandas as pd
+    df = pd.read_csv(src, dtype=str, keep_default_na=False)
+    rows = np.random.default_rng(seed).integers(0, len(df), n)
+    out = df.iloc[rows].reset_index(drop=True)
+    out["id"] = [f"E{k:07d}" for k in range(n)]
+    out.to_csv(dst, index=False)
+
+
+def vm_hwm_mib(pid: int) -> float:
+    """Peak resident set of ``pid`` (VmHWM), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bulk(tmp: Path, bank_toml: Path, plat_toml: Path, cfgs: dict, model_id: str,
+         n: int, platform_pid: int) -> dict:
+    """Part 4: ``n`` applicants scored from a CSV through the pseudonym store (no PSI),
+    after the platform's dataset is replaced by an ``n``-row one; beside the same rows
+    scored in-process (both halves here, no channel)."""
+    import resource
+
+    import numpy as np
+
+    from federation.admin import AdminClient
+    from federation.config import load_node_config
+    from federation.data import load_dataset
+    from federation.serving.bank import ServedModel
+    from federation.serving.bulk import score_file
+    plat_cfg = cfgs["platform"]
+    big_p, big_b = tmp / "platform-big.csv", tmp / "bank-big.csv"
+    t0 = time.perf_counter()
+    synthetic(Path(plat_cfg.dataset("enterprises").path), big_p, n, 1)
+    synthetic(Path(cfgs["bank"].dataset("loans").path), big_b, n, 2)
+    print(f"wrote {n}-row files in {time.perf_counter() - t0:.1f} s", flush=True)
+    text = plat_toml.read_text().replace(str(plat_cfg.dataset("enterprises").path), str(big_p))
+    plat_toml.write_text(text)
+    AdminClient(plat_cfg.data_dir).call("reload")
+    cfg = load_node_config(bank_toml)
+    served = ServedModel(cfg, model_id)
+    t0 = time.perf_counter()
+    served.open()
+    open_s = time.perf_counter() - t0
+    res = score_file(served, big_b, tmp / "bulk-scores.csv", progress=lambda r, s: None)
+    served.close()
+    res["open_s"] = open_s
+    res["bank_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res["platform_hwm_mib"] = vm_hwm_mib(platform_pid)
+    # the reference: the two halves in this process, 1024-row batches
+    from federation.runner import model_path
+    from parties import registry
+    from parties.common.artifact import ModelPart
+    bpart = ModelPart.load(model_path(cfg, model_id))
+    ppart = ModelPart.load(model_path(plat_cfg, model_id))
+    bm, pm = registry.get(bpart.algorithm).serving
+    scorer = bm.scorer(bpart)
+    answerer = pm.answerer(ppart, scorer.setup)
+    bd = load_dataset(replace_cols(cfg.dataset("loans"), big_b, bpart.feature_names),
+                      need_label=False)
+    pd_ = load_dataset(replace_cols(plat_cfg.dataset("enterprises"), big_p,
+                                    ppart.feature_names), need_label=False)
+    t0 = time.perf_counter()
+    for s in range(0, n, 1024):
+        ok = np.ones(min(1024, n - s), dtype=bool)
+        ans, _ = answerer.answer(pd_.X[s:s + 1024], ok)
+        scorer.score(bd.X[s:s + 1024], ans, ok)
+    res["in_process_per_s"] = n / (time.perf_counter() - t0)
+    return res
+
+
+def replace_cols(ds, path: Path, cols: list[str]):
+    from dataclasses import replace
+    return replace(ds, path=path, columns=list(cols))
+
+
+def run(tmp: Path, quick: bool, bulk_rows: int = 0) -> dict:
     from support.nodes import free_port
 
     from federation.config import load_node_config
@@ -238,7 +323,7 @@ def run(tmp: Path, quick: bool) -> dict:
     seconds = 3.0 if quick else 8.0
     procs: list = []
     try:
-        bank_toml, plat_toml, cfgs, models = train(tmp, n_trees, procs)
+        bank_toml, plat_toml, cfgs, models = train(tmp, n_trees, procs, 3000 if quick else 10000)
         port = free_port()
         log = tmp / "serve.log"
         serve = start(["serve", "--config", str(bank_toml), "--model", models["sb"],
@@ -276,6 +361,10 @@ def run(tmp: Path, quick: bool) -> dict:
             b["scores_per_s"] = b["per_s"] * 256
             rows["batch256_c4"] = b
             result["models"][name] = {"model_id": mid, **rows}
+        if bulk_rows:
+            result["bulk"] = {"n": bulk_rows, **bulk(tmp, bank_toml, plat_toml, cfgs,
+                                                     models["sb"], bulk_rows, procs[0].pid)}
+        result["loadavg"] = os.getloadavg()
         return result
     finally:
         for p in reversed(procs):
@@ -283,7 +372,8 @@ def run(tmp: Path, quick: bool) -> dict:
 
 
 def table(res: dict) -> str:
-    out = [f"fedjoint serve on loopback (SecureBoost {res['n_trees']} trees depth 5; LR), "
+    out = [f"fedjoint serve on loopback (default_credit; SecureBoost {res['n_trees']} trees "
+           f"depth 5; LR), "
            f"{res['seconds_per_point']:.0f} s per point", "",
            "| model | load | p50 ms | p99 ms | req/s | scores/s | in-process (same run) | "
            "p50 / in-process |", "|---|---|---|---|---|---|---|---|"]
@@ -310,7 +400,17 @@ def table(res: dict) -> str:
             f"{f['healthz_c1']['per_s']:.0f} req/s at concurrency 1, "
             f"{f['healthz_c64']['per_s']:.0f} req/s at 64 (HTTP floor, same client and "
             f"server); channel control round trip p50 {f['channel_rtt_ms']:.2f} ms",
-            f"client: {res['client']}; non-200 answers: {errors}"]
+            f"client: {res['client']}; non-200 answers: {errors}; load average at the end "
+            f"{', '.join(f'{v:.1f}' for v in res['loadavg'])} (other processes share the "
+            f"machine)"]
+    if "bulk" in res:
+        b = res["bulk"]
+        out += ["", f"--score-file, SecureBoost, {b['n']} applicants, no PSI: {b['rows']} rows "
+                f"in {b['seconds']:.1f} s = {b['per_s']:.0f}/s ({b['held']} held); session "
+                f"open (platform builds its {b['n']}-row store) {b['open_s']:.1f} s; peak RSS "
+                f"bank side {b['bank_maxrss_mib']:.0f} MiB, platform node "
+                f"{b['platform_hwm_mib']:.0f} MiB; in-process (same rows, both halves here) "
+                f"{b['in_process_per_s']:.0f}/s"]
     return "\n".join(out)
 
 
@@ -318,9 +418,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--bulk", type=int, default=0, metavar="N",
+                    help="also score N synthetic applicants from a CSV (part 4)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fedjoint-serve-bench-") as d:
-        res = run(Path(d), args.quick)
+        res = run(Path(d), args.quick, args.bulk)
     print(table(res))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -42,12 +42,40 @@ def model_show(model_id: str, config_path: str | None) -> None:
 @model.command("export")
 @click.argument("model_id")
 @click.option("--out", "out_path", required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["fedjoint", "xgboost-json"]),
+              default="fedjoint", show_default=True,
+              help="fedjoint: this party's part; xgboost-json: the full SecureBoost model "
+              "(the bank, when both nodes' [serving] reveal_models list it)")
 @config_option
-def model_export(model_id: str, out_path: str, config_path: str | None) -> None:
-    """Copy this party's model part (JSON) to OUT (mode 0600)."""
+def model_export(model_id: str, out_path: str, fmt: str, config_path: str | None) -> None:
+    """Write this party's model part, or the full model, to OUT (mode 0600)."""
     from federation.admin import write_private
+    if fmt == "xgboost-json":
+        return _export_full(model_id, out_path, config_path)
     m = admin_client(config_path, read_only=True).call("model", model_id=model_id, body=True)
     data = json.dumps(m["part"], sort_keys=True, indent=1).encode()
     write_private(Path(out_path), data)
     click.echo(f"model part {m['model_id']} ({m['algorithm']}, digest {m['digest'][:16]}...) "
                f"written to {out_path}")
+
+
+def _export_full(model_id: str, out_path: str, config_path: str | None) -> None:
+    """The full model as XGBoost JSON, the platform's half revealed over the channel."""
+    from federation.admin import AdminError, write_private
+    from federation.cli.common import need_config
+    from federation.serving.export import ExportRefused, fetch_platform_table, xgboost_json
+    cfg = need_config(config_path)
+    if cfg.party != "bank":
+        raise AdminError("a full export is made on the bank's node (it holds the trees)")
+    try:
+        rec = admin_client(config_path, read_only=True).call("model", model_id=model_id)
+        part, table = fetch_platform_table(cfg, rec["model_id"])
+    except ExportRefused as exc:
+        raise AdminError(f"export of {model_id} refused: {exc}") from None
+    write_private(Path(out_path), json.dumps(xgboost_json(part, table)).encode())
+    reveal = Path(out_path + ".reveal.json")
+    write_private(reveal, json.dumps({"statement": table["statement"],
+                                      "signature": table["signature"]}, indent=1).encode())
+    click.echo(f"full model {part.job_id} ({len(part.body['trees'])} trees, "
+               f"{len(table['splits'])} platform splits revealed by {cfg.peer.name}) written "
+               f"to {out_path}; the signed reveal statement to {reveal}")

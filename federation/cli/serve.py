@@ -58,9 +58,21 @@ def build(cfg, model_ids: list[str], token_file: str | None = None):
               "127.0.0.1:8089)")
 @click.option("--token-file", default=None, type=click.Path(),
               help="bearer token file (default: [serving] token_file)")
+@click.option("--score-file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="instead of serving: score this CSV (id + bank features) through the "
+              "platform's pseudonym store, no PSI, and exit")
+@click.option("--out", "out_path", default=None, type=click.Path(),
+              help="with --score-file: where to write id,score,probability,platform_data")
+@click.option("--id-column", default="id", show_default=True)
 def serve(model_ids: tuple[str, ...], config_path: str | None, listen: str | None,
-          token_file: str | None) -> None:
+          token_file: str | None, score_file: str | None, out_path: str | None,
+          id_column: str) -> None:
     """Online scoring API for trained models (POST /v1/score, /v1/score:batch)."""
+    if score_file:
+        cfg = need_config(config_path)
+        if len(model_ids) != 1 or not out_path:
+            raise CliError("--score-file needs exactly one --model and --out")
+        return bulk(cfg, model_ids[0], score_file, out_path, id_column)
     try:
         import uvicorn
     except ImportError:
@@ -74,3 +86,27 @@ def serve(model_ids: tuple[str, ...], config_path: str | None, listen: str | Non
                f"(token in {token_file or cfg.serving.token_file}); Ctrl-C to stop", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 loop="auto", http="auto")
+
+
+def bulk(cfg, model_id: str, in_path: str, out_path: str, id_column: str) -> None:
+    """``--score-file``: score a CSV through a serving session, with progress."""
+    from federation.serving.bank import ServedModel, ServingError
+    from federation.serving.bulk import score_file
+    if cfg.party != "bank":
+        raise CliError("fedjoint serve runs on the bank's node")
+    try:
+        served = ServedModel(cfg, model_id)
+    except ServingError as exc:
+        raise CliError(str(exc)) from None
+    last = [0.0]
+
+    def progress(rows: int, seconds: float) -> None:
+        if seconds - last[0] >= 2.0:
+            last[0] = seconds
+            click.echo(f"  {rows} rows scored, {rows / seconds:.0f}/s", err=True)
+    try:
+        res = score_file(served, in_path, out_path, id_column=id_column, progress=progress)
+    finally:
+        served.close()
+    click.echo(f"scored {res['rows']} applicants in {res['seconds']:.1f} s "
+               f"({res['per_s']:.0f}/s; {res['held']} held by the platform) -> {out_path}")

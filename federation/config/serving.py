@@ -8,6 +8,8 @@ serve``, :mod:`federation.serving`; docs/serving.md).
     models = ["credit-sb-20260101120000-a1b2c3"]  # model ids that may be served (default: none)
     rate_per_s = 200.0         # applicant lookups per second from the peer (burst: 1 s of it)
     daily_budget = 100000      # applicant lookups from the peer per UTC day
+    reveal_models = []         # both nodes: models whose full model may be exported
+                               # (`fedjoint model export ID --format xgboost-json`)
     unknown_ids = "no_data"    # an ID the platform holds no row for: "no_data" (answer with
                                # the model's defaults, flagged) or "refuse" (the bank gets
                                # no score for it)
@@ -31,6 +33,8 @@ UNKNOWN_IDS = ("no_data", "refuse")
 @dataclass
 class ServingConfig:
     models: list[str] = field(default_factory=list)
+    #: model ids whose full model may be exported (both nodes must list one)
+    reveal_models: list[str] = field(default_factory=list)
     rate_per_s: float = 200.0
     daily_budget: int = 100_000
     unknown_ids: str = "no_data"
@@ -39,7 +43,7 @@ class ServingConfig:
     batch_wait_ms: float = 2.0
 
 
-KEYS = ("models", "rate_per_s", "daily_budget", "unknown_ids", "listen", "token_file",
+KEYS = ("models", "reveal_models", "rate_per_s", "daily_budget", "unknown_ids", "listen", "token_file",
         "batch_wait_ms")
 
 
@@ -47,6 +51,7 @@ def parse_serving(t: _Table, data_dir: Path) -> ServingConfig:
     t.check_keys(KEYS)
     d = ServingConfig()
     s = ServingConfig(models=t.get("models", "str_list", []),
+                      reveal_models=t.get("reveal_models", "str_list", []),
                       rate_per_s=t.get("rate_per_s", float, d.rate_per_s),
                       daily_budget=t.get("daily_budget", int, d.daily_budget),
                       unknown_ids=t.choice("unknown_ids", UNKNOWN_IDS, d.unknown_ids),

@@ -9,7 +9,8 @@ bank's setup. The platform then loads the model's dataset (the training job's
 the pseudonyms of their IDs under the session's key. ``serve.lookup`` answers one
 micro-batch of pseudonyms: per row whether it holds the ID and the algorithm's answer
 (default directions / 0 for IDs it does not hold), within ``serving.rate_per_s`` (a
-token bucket of one second's worth) and ``serving.daily_budget`` (per UTC day, kept in
+token bucket holding one second's worth; a lookup needs one token and takes one per ID,
+going into debt for a large batch) and ``serving.daily_budget`` (per UTC day, kept in
 ``data_dir/serving/budget.json``) IDs. Every lookup is appended to
 ``data_dir/serving/ledger.jsonl`` (time, model, session, the pseudonyms, how many were
 held): exactly what the platform learns.
@@ -29,15 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from federation.serving import protocol as P
-
-
-class Refused(Exception):
-    """A serving request this platform refuses: ``code`` (policy | model | session |
-    rate | budget | request) and a reason for the bank."""
-
-    def __init__(self, code: str, reason: str):
-        super().__init__(reason)
-        self.code = code
+from federation.serving.protocol import Refused
 
 
 @dataclass(eq=False)
@@ -67,8 +60,10 @@ class ServingHost:
         self._ledger = None
 
     def requests(self) -> dict:
+        from federation.serving.export import reveal_answer
         return {P.K_OPEN: self._answering(self.open), P.K_LOOKUP: self._answering(self.lookup),
-                P.K_CLOSE: self._answering(self.close)}
+                P.K_CLOSE: self._answering(self.close),
+                P.K_REVEAL: self._answering(lambda body: reveal_answer(self.ctx, body))}
 
     def _answering(self, fn):
         def handler(body: dict) -> dict:
@@ -205,8 +200,10 @@ class ServingHost:
             self._tokens = min(pol.rate_per_s,
                                self._tokens + (now - self._tokens_at) * pol.rate_per_s)
             self._tokens_at = now
-            if self._tokens < n:
-                wait = (n - self._tokens) / pol.rate_per_s
+            # a lookup needs one token and takes n (the bucket may go into debt), so a
+            # batch larger than one second's worth passes and the average rate holds
+            if self._tokens < 1.0:
+                wait = (1.0 - self._tokens) / pol.rate_per_s
                 raise Refused("rate", f"over {self.ctx.cfg.name}'s serving.rate_per_s = "
                               f"{pol.rate_per_s:g} lookups per second (retry in {wait:.2f} s)")
             day = time.strftime("%Y-%m-%d", time.gmtime())

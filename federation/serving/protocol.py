@@ -28,6 +28,7 @@ PROTOCOL_VERSION = "fedjoint-serve-v1"
 K_OPEN, K_SESSION = "serve.open", "serve.session"
 K_LOOKUP, K_ANSWER = "serve.lookup", "serve.answer"
 K_CLOSE = "serve.close"
+K_REVEAL, K_REVEALED = "serve.reveal", "serve.revealed"
 
 TABLE = declare_protocol("serving", PROTOCOL_VERSION, [
     Message(K_OPEN, "bank", "json", "control request: model id, digests of both parts, "
@@ -45,7 +46,23 @@ TABLE = declare_protocol("serving", PROTOCOL_VERSION, [
             count=lambda p: int((p.get("answers") or {}).get("shape", [0])[0])),
     Message(K_CLOSE, "bank", "json", "control request: session id (the platform drops "
             "the session's store)"),
+    Message(K_REVEAL, "bank", "json", "control request (model export): model id, digests "
+            "of both parts"),
+    Message(K_REVEALED, "platform", "json", "reply, only if the platform's [serving] "
+            "reveal_models lists the model: its feature names and split table, a statement "
+            "signed by its Ed25519 key", disclosure="the platform's half of the model "
+            "(feature names, thresholds, default directions)",
+            count=lambda p: len(p.get("splits") or {})),
 ])
+
+class Refused(Exception):
+    """A serving request the platform refuses: ``code`` (policy | model | session |
+    rate | budget | request) and a reason for the bank (``{"ok": false, ...}``)."""
+
+    def __init__(self, code: str, reason: str):
+        super().__init__(reason)
+        self.code = code
+
 
 PSEUDONYM_HEX = 32
 PSEUDONYM_RE = re.compile(r"[0-9a-f]{32}\Z")

@@ -214,8 +214,9 @@ def test_platform_policy_unknown_ids_rate_and_budget(world):
         _set_serving(plat, toml, models=[lr], rate_per_s=100000.0)
         r = c.post("/v1/score", json={"model": sb, **apps[1]})
         assert r.status_code == 403 and "[serving] models" in r.json()["error"], r.text
-        # the rate: a burst of one second's worth, then 429
-        _set_serving(plat, toml, models=[sb, lr], rate_per_s=3.0)
+        # the rate: a burst of one second's worth, then 429 (a batch larger than that
+        # passes, then the bucket is in debt)
+        _set_serving(plat, toml, models=[sb, lr], rate_per_s=1.0)
         codes = [c.post("/v1/score", json={"model": sb, **apps[k]}).status_code
                  for k in range(6)]
         assert 429 in codes and codes[0] == 200, codes
@@ -260,3 +261,85 @@ def test_the_service_survives_the_platform_restarting(world):
         assert r.json()["probability"] == before["probability"]
         m = {x["model"]: x for x in c.get("/v1/models").json()["models"]}[sb]
         assert m["counters"]["reopened"] >= 1
+
+
+@pytest.mark.parametrize("which", ["sb", "lr"])
+def test_score_file_through_the_pseudonym_store_equals_the_scoring_job(world, which, capsys):
+    """Part 4: a CSV scored with no PSI (``fedjoint serve --score-file``), in chunks,
+    gives the scoring job's probabilities bit for bit; a bad cell names its column."""
+    from federation.cli import main
+    model_id = world[which]
+    src = world["cfg"].dataset("loans").path
+    out = world["tmp"] / f"bulk-{which}.csv"
+    main(["serve", "--config", str(world["cfg"].file), "--model", model_id,
+          "--score-file", str(src), "--out", str(out)])
+    assert "scored 569 applicants" in capsys.readouterr().out
+    got = {}
+    for line in out.read_text().splitlines()[1:]:
+        i, score, p, held = line.split(",")
+        assert held == "true"
+        got[i] = float(p)
+    ids, apps = _applicants(world, model_id)
+    with _http(world) as c:
+        res = c.post("/v1/score:batch", json={"model": model_id, "applicants": apps}).json()
+    assert [got[i] for i in ids] == [r["probability"] for r in res["results"]]
+    bad = world["tmp"] / "bad.csv"
+    lines = Path(src).read_text().splitlines()
+    col = lines[0].split(",")[2]
+    head = lines[0].split(",")
+    row = lines[5].split(",")
+    row[head.index(col)] = "abc"
+    bad.write_text("\n".join([lines[0], *lines[1:5], ",".join(row)]) + "\n")
+    with pytest.raises(SystemExit):
+        main(["serve", "--config", str(world["cfg"].file), "--model", model_id,
+              "--score-file", str(bad), "--out", str(world["tmp"] / "bad-out.csv")])
+    err = capsys.readouterr().err
+    assert f"column {col!r} is not numeric" in err and "data row 5" in err, err
+
+
+def test_full_export_to_xgboost_json_needs_both_policies(world, capsys):
+    """Part 5: the full SecureBoost model as XGBoost JSON predicts within 1e-6 of the
+    federated scores; refused (saying so) unless both nodes list it in reveal_models."""
+    import xgboost as xgb
+
+    from federation.cli import main
+    sb, plat = world["sb"], world["plat"]
+    out = world["tmp"] / "full.json"
+    bank_toml = Path(world["cfg"].file)
+    argv = ["model", "export", sb, "--format", "xgboost-json", "--out", str(out),
+            "--config", str(bank_toml)]
+    with pytest.raises(SystemExit):          # the bank's own policy does not list it
+        main(argv)
+    assert "not in [serving] reveal_models of bank-a" in capsys.readouterr().err
+    base = bank_toml.read_text()
+    bank_toml.write_text(base + f'\n[serving]\nreveal_models = ["{sb}"]\n')
+    try:
+        with pytest.raises(SystemExit):      # the platform's does not
+            main(argv)
+        assert "refused by platform-b" in capsys.readouterr().err
+        _set_serving(plat, world["plat_toml"], models=[sb, world["lr"]], rate_per_s=1e5,
+                     reveal_models=[sb])
+        main(argv)
+        assert "platform splits revealed by platform-b" in capsys.readouterr().out
+    finally:
+        bank_toml.write_text(base)
+        _set_serving(plat, world["plat_toml"], models=[sb, world["lr"]], rate_per_s=1e5)
+    booster = xgb.Booster(model_file=str(out))
+    ids, apps = _applicants(world, sb)
+    pdata = load_dataset(load_node_config(world["plat_toml"]).dataset("enterprises"),
+                         need_label=False)
+    prow = {str(i): r for r, i in enumerate(pdata.ids)}
+    names = booster.feature_names
+    nb = len(world["models"][sb].features)
+    X = np.array([[np.nan if a["features"][f] is None else a["features"][f]
+                   for f in names[:nb]] +
+                  [pdata.X[prow[a["id"]], pdata.feature_names.index(f[len("platform."):])]
+                   for f in names[nb:]]
+                  for a in apps])
+    p_xgb = booster.predict(xgb.DMatrix(X, feature_names=names))
+    with _http(world) as c:
+        res = c.post("/v1/score:batch", json={"model": sb, "applicants": apps}).json()
+    p_fed = np.array([r["probability"] for r in res["results"]])
+    assert np.max(np.abs(p_xgb - p_fed)) < 1e-6
+    st = json.loads((world["tmp"] / "full.json.reveal.json").read_text())
+    assert st["statement"]["model"] == sb and len(st["signature"]) == 128

@@ -1,0 +1,166 @@
+"""Full-model export (issue 15 part 5): a SecureBoost model as XGBoost JSON, with the
+platform's half revealed over the channel only when both parties' policies list the
+model in ``[serving] reveal_models``.
+
+``serve.reveal`` (bank -> platform, a control request): model id and both parts'
+digests. The platform answers ``serve.revealed`` only if its policy lists the model:
+its feature names and its split table (feature, threshold, default direction of every
+split it made), with a statement signed by its Ed25519 key over the model id, both
+digests and the SHA-256 of the split table. The bank checks the signature with the
+pinned key, writes the statement beside the export (``PATH.reveal.json``: who revealed
+what, when, verifiable later) and builds the XGBoost model: bank features first, then
+the platform's, the trees and leaf values as trained, ``base_score`` from the base
+margin; the platform's columns are named ``platform.<name>``. Revealing is irreversible: the bank then holds the platform's thresholds and
+feature names (docs/serving.md). Each party can always export its own part
+(``--format fedjoint``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import numpy as np
+
+from federation.serving import protocol as P
+
+
+class ExportRefused(Exception):
+    pass
+
+
+def _statement_bytes(st: dict) -> bytes:
+    return json.dumps(st, sort_keys=True, separators=(",", ":")).encode()
+
+
+def reveal_answer(ctx, body: dict) -> dict:
+    """The platform's ``serve.reveal`` handler body (policy, digests, signed table)."""
+    from federation.node.peer import load_identities
+    from federation.runner import model_path, unbound_digest
+    from parties.common.artifact import ModelPart
+    cfg = ctx.cfg
+    model_id = body.get("model")
+    if not isinstance(model_id, str) or model_id not in cfg.serving.reveal_models:
+        raise P.Refused("policy", f"model {str(model_id)[:80]!r} may not be revealed: it is "
+                      f"not in [serving] reveal_models of {cfg.name}")
+    try:
+        part = ModelPart.load(model_path(cfg, model_id))
+    except ValueError as exc:
+        raise P.Refused("model", f"no model {model_id!r} on {cfg.name} ({exc})") from None
+    if part.algorithm != "secureboost":
+        raise P.Refused("model", f"only SecureBoost models export to XGBoost JSON, "
+                      f"{model_id!r} is {part.algorithm}")
+    if body.get("platform_digest") != unbound_digest(part) or \
+            body.get("bank_digest") != part.peer_part_digest:
+        raise P.Refused("model", "the two parts were not trained together (digest mismatch)")
+    table = {"feature_names": list(part.feature_names), "splits": part.body["splits"]}
+    st = {"kind": "fedjoint-model-reveal-v1", "model": model_id, "by": cfg.name,
+          "platform_digest": body["platform_digest"], "bank_digest": body["bank_digest"],
+          "table_sha256": hashlib.sha256(_statement_bytes(table)).hexdigest(),
+          "time": round(time.time(), 3)}
+    local, _ = load_identities(cfg)
+    sig = local.signing_key.sign(_statement_bytes(st)).hex()
+    ctx.log("serving.revealed", {"model": model_id, "splits": len(table["splits"])})
+    return {**table, "statement": st, "signature": sig}
+
+
+def fetch_platform_table(cfg, model_id: str, channel=None) -> tuple[dict, dict]:
+    """(the bank's part, the platform's revealed table with its signed statement)."""
+    from federation.channel import ControlError, PeerUnreachable
+    from federation.node.peer import load_identities, make_channel
+    from federation.runner import model_path, unbound_digest
+    from parties.common.artifact import ModelPart
+    if model_id not in cfg.serving.reveal_models:
+        raise ExportRefused(f"model {model_id!r} is not in [serving] reveal_models of "
+                            f"{cfg.name} (this node's policy)")
+    part = ModelPart.load(model_path(cfg, model_id))
+    if part.algorithm != "secureboost":
+        raise ExportRefused(f"only SecureBoost models export to XGBoost JSON ({model_id!r} "
+                            f"is {part.algorithm})")
+    ch = channel or make_channel(cfg)
+    try:
+        rep = ch.request(P.K_REVEAL, {"model": model_id, "bank_digest": unbound_digest(part),
+                                      "platform_digest": part.peer_part_digest}, timeout=30)
+    except (PeerUnreachable, ControlError) as exc:
+        raise ExportRefused(f"the platform did not answer: {exc}") from None
+    if not rep.get("ok"):
+        raise ExportRefused(f"refused by {cfg.peer.name}: {str(rep.get('error'))[:300]}")
+    st, sig = rep.get("statement") or {}, str(rep.get("signature", ""))
+    table = {"feature_names": rep.get("feature_names"), "splits": rep.get("splits")}
+    _, peer = load_identities(cfg)
+    try:
+        peer.signing_public_key.verify(bytes.fromhex(sig), _statement_bytes(st))
+    except Exception:  # noqa: BLE001 - InvalidSignature or malformed hex
+        raise ExportRefused("the platform's reveal statement does not verify with its "
+                            "pinned signing key") from None
+    if st.get("table_sha256") != hashlib.sha256(_statement_bytes(table)).hexdigest() or \
+            st.get("model") != model_id:
+        raise ExportRefused("the revealed split table does not match the signed statement")
+    return part, {**table, "statement": st, "signature": sig}
+
+
+def xgboost_json(part, table: dict) -> dict:
+    """The full model as an XGBoost JSON document (``xgboost.Booster(model_file=...)``)."""
+    import xgboost as xgb
+    names = list(part.feature_names) + [f"platform.{n}" for n in table["feature_names"]]
+    nb, nf = len(part.feature_names), len(names)
+    body = part.body
+    obj = body["objective"]
+    X = np.zeros((2, nf))
+    X[1] = 1
+    tmpl = json.loads(xgb.train({"objective": obj, "max_depth": 1}, xgb.DMatrix(
+        X, label=[0.0, 1.0], feature_names=names), 1).save_raw("json"))
+    trees = []
+    for t, tr in enumerate(body["trees"]):
+        by_id = {nd["id"]: nd for nd in tr["nodes"]}
+        order, index = [0], {0: 0}
+        for nid in order:                       # breadth first: xgboost's node ids
+            nd = by_id[nid]
+            if "owner" in nd:
+                for ch in (nd["left"], nd["right"]):
+                    index[ch] = len(order)
+                    order.append(ch)
+        m = len(order)
+        a = {k: [0] * m for k in ("left_children", "right_children", "parents",
+                                  "split_indices", "default_left", "split_type")}
+        f = {k: [0.0] * m for k in ("base_weights", "split_conditions", "loss_changes",
+                                    "sum_hessian")}
+        a["parents"][0] = 2147483647
+        for i, nid in enumerate(order):
+            nd = by_id[nid]
+            f["sum_hessian"][i] = float(nd.get("H", 0.0))
+            if "owner" not in nd:
+                a["left_children"][i] = a["right_children"][i] = -1
+                f["split_conditions"][i] = f["base_weights"][i] = float(nd["value"])
+                continue
+            li, ri = index[nd["left"]], index[nd["right"]]
+            a["left_children"][i], a["right_children"][i] = li, ri
+            a["parents"][li] = a["parents"][ri] = i
+            if nd["owner"] == "bank":
+                a["split_indices"][i] = int(nd["feature"])
+                f["split_conditions"][i] = float(nd["threshold"])
+                a["default_left"][i] = int(bool(nd["default_left"]))
+            else:
+                s = table["splits"][nd["key"]]
+                a["split_indices"][i] = nb + int(s["feature"])
+                f["split_conditions"][i] = float(s["threshold"])
+                a["default_left"][i] = int(bool(s["default_left"]))
+            f["loss_changes"][i] = float(nd.get("loss_chg", 0.0))
+        trees.append({**a, **f, "id": t, "categories": [], "categories_nodes": [],
+                      "categories_segments": [], "categories_sizes": [],
+                      "tree_param": {"num_deleted": "0", "num_feature": str(nf),
+                                     "num_nodes": str(m), "size_leaf_vector": "1"}})
+    L = tmpl["learner"]
+    model = L["gradient_booster"]["model"]
+    model.update(trees=trees, tree_info=[0] * len(trees),
+                 iteration_indptr=list(range(len(trees) + 1)),
+                 gbtree_model_param={"num_parallel_tree": "1", "num_trees": str(len(trees))})
+    margin = float(body["base_margin"])
+    base = 1.0 / (1.0 + np.exp(-margin)) if obj == "binary:logistic" else margin
+    vec = L["learner_model_param"]["base_score"].startswith("[")
+    L["learner_model_param"].update(base_score=f"[{base:.17g}]" if vec else f"{base:.17g}",
+                                    num_feature=str(nf), boost_from_average="0")
+    L["feature_names"] = names
+    L["attributes"] = {"fedjoint_model": part.job_id}
+    return tmpl
