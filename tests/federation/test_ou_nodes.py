@@ -1,6 +1,7 @@
 """cipher = "ou" through two real nodes (gRPC over loopback, mutual TLS, SQLite job
 stores): a platform whose allowed_ciphers leaves OU out refuses the proposal naming
-the key; once it lists OU (`node reload`), SecureBoost and LR jobs train with OU keys
+the key; once it lists OU (`node reload`), SecureBoost and LR jobs train with OU keys (their
+transcripts verify and the bank's side replays from its seed, OU key included)
 and give the same test scores as the same jobs under Paillier (the plaintext
 arithmetic is identical: fixed-point, lossless, no subsampling, full-batch LR); with one
 job seed (the Python API, same code path below the channel) OU, Paillier and the
@@ -26,7 +27,7 @@ LR = {"epochs": 3, "batch_size": 0, "learning_rate": 0.15}
 def _submit(client: AdminClient, job: Path) -> dict:
     job_id = client.call("submit", spec=load_job_spec(job).to_dict(),
                          source=str(job))["job_id"]
-    return wait_state(client, job_id, timeout=240.0)
+    return {**wait_state(client, job_id, timeout=240.0), "job_id": job_id}
 
 
 def _scores(rec: dict) -> dict:
@@ -70,6 +71,15 @@ def test_ou_jobs_match_paillier_and_the_allow_list_refuses(tmp_path):
                                                 ev))
                 assert rec["state"] == "done", rec.get("error")
                 got[name] = (_scores(rec), rec["metrics"])
+                if name == "ou":   # the auditor verifies both transcripts, replays the bank
+                    prec = wait_state(AdminClient(plat.data_dir), rec["job_id"], timeout=30)
+                    tb, tp = rec["artifacts"]["transcript"], prec["artifacts"]["transcript"]
+                    res = CliRunner().invoke(cli, ["audit", "verify", tb, "--peer", tp,
+                                                   "--config", str(bank_toml)])
+                    assert res.exit_code == 0 and "VERIFIED" in res.output, res.output
+                    res = CliRunner().invoke(cli, ["audit", "replay", tb, "--party-dir",
+                                                   str(tmp_path)])
+                    assert res.exit_code == 0 and "REPLAYED" in res.output, res.output
             # each job's PSI orders the rows differently, so float sums may round in
             # the last bit; with one seed (below) the scores are bit-identical
             assert got["ou"][0].keys() == got["paillier"][0].keys()
