@@ -177,11 +177,16 @@ class ServedModel:
                 out.append({"error": "the platform holds no data for this applicant "
                             "(its serving.unknown_ids = \"refuse\")", "status": 404})
                 continue
-            r = {"score": float(sc.score[i]), "platform_data": bool(found[i])}
+            r = {"platform_data": bool(found[i])}
+            if sc.score is not None:
+                r["score"] = float(sc.score[i])
             if sc.probability is not None:
                 r["probability"] = float(sc.probability[i])
             if sc.probabilities is not None:
-                r["probabilities"] = [float(v) for v in sc.probabilities[i]]
+                p = sc.probabilities[i]
+                r["class"] = sc.classes[int(np.argmax(p))]
+                r["probabilities"] = {str(c): float(v)
+                                      for c, v in zip(sc.classes, p, strict=True)}
             out.append(r)
         with self._lock:
             c = self.counters

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from parties.bank import secureboost_objectives as O
+from parties.common import secureboost_multiclass as MC
 from parties.common.serving import Scores, ServingInputError
 
 
@@ -26,12 +27,11 @@ class Scorer:
             raise ServingInputError("SecureBoost models with categorical features are "
                                     "scored by scoring jobs, not served online")
         body = model.body
-        if body.get("num_class"):
-            raise ServingInputError("multiclass SecureBoost models are scored by scoring "
-                                    "jobs, not served online")
+        self.body = body
+        self.classes = list(body["classes"]) if body.get("num_class") else None
         self.features = list(model.feature_names)
         self.objective = body["objective"]
-        self.base = float(body["base_margin"])
+        self.base = None if self.classes else float(body["base_margin"])
         trees = body["trees"]
         self.keys = sorted({nd["key"] for tr in trees for nd in tr["nodes"]
                             if nd.get("owner") == "platform"})
@@ -74,29 +74,35 @@ class Scorer:
         """``X``: (rows, bank features) float64, NaN = missing; ``answers``: the
         platform's packed bits (rows, answer_width); ``found`` is not needed: the
         platform answered unknown rows with the default directions."""
-        n, T = X.shape[0], self.leaf.shape[0]
+        n, (T, M) = X.shape[0], self.leaf.shape
         Xf = np.asarray(X, dtype=np.float32)
         if Xf.shape[1] == 0:
             Xf = np.full((n, 1), np.nan, dtype=np.float32)
         bits = np.unpackbits(answers, axis=1, count=len(self.keys)).astype(bool)
         if bits.shape[1] == 0:
             bits = np.zeros((n, 1), dtype=bool)
-        rows = np.arange(n)[:, None]
-        trees = np.arange(T)[None, :]
-        pos = np.zeros((n, T), dtype=np.int64)
+        # flat indices: node (t, i) of row r is t * M + i; bank cells r * d + j, bits r * K + k
+        d, K = Xf.shape[1], bits.shape[1]
+        leaf, bank, index = self.leaf.ravel(), self.bank.ravel(), self.index.ravel()
+        thr, dl = self.threshold.ravel(), self.default_left.ravel()
+        left, right = self.left.ravel(), self.right.ravel()
+        xs, bs = Xf.ravel(), bits.ravel()
+        base = np.broadcast_to(np.arange(T) * M, (n, T)).ravel()
+        row = np.repeat(np.arange(n), T)
+        pos = base.copy()
         for _ in range(self.levels):
-            leaf = self.leaf[trees, pos]
-            if leaf.all():
+            lf = leaf[pos]
+            if lf.all():
                 break
-            bank = self.bank[trees, pos]
-            idx = self.index[trees, pos]
-            v = Xf[rows, np.where(bank, idx, 0)]
-            bank_left = np.where(np.isnan(v), self.default_left[trees, pos],
-                                 v < self.threshold[trees, pos])
-            go_left = np.where(bank, bank_left, bits[rows, np.where(bank, 0, idx)])
-            nxt = np.where(go_left, self.left[trees, pos], self.right[trees, pos])
-            pos = np.where(leaf, pos, nxt)
-        values = self.value[trees, pos]
+            bk, idx = bank[pos], index[pos]
+            v = xs[row * d + np.where(bk, idx, 0)]
+            go = np.where(bk, np.where(np.isnan(v), dl[pos], v < thr[pos]),
+                          bs[row * K + np.where(bk, 0, idx)])
+            pos = np.where(lf, pos, base + np.where(go, left[pos], right[pos]))
+        values = self.value.ravel()[pos].reshape(n, T)
+        if self.classes is not None:    # (n, K) probabilities, as the scoring job's
+            return Scores(score=None, probabilities=MC.probabilities(
+                self.body, [values[:, t] for t in range(T)], n), classes=self.classes)
         margin = np.full(n, self.base)
         for t in range(T):              # tree order, as the scoring job adds them
             margin += values[:, t]

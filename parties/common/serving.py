@@ -38,9 +38,10 @@ class ServingInputError(ValueError):
 @dataclass
 class Scores:
     """Per row: ``score`` (margin / log-odds, or the prediction for regression),
-    ``probability`` (None for regression) and ``probabilities`` (per class, when the
-    model has classes beyond two)."""
+    ``probability`` (None for regression) and, for a multiclass model, ``probabilities``
+    (per class, in the order of ``classes``) instead of both."""
 
-    score: np.ndarray
+    score: np.ndarray | None            # None for multiclass models
     probability: np.ndarray | None = None
-    probabilities: np.ndarray | None = None
+    probabilities: np.ndarray | None = None   # (rows, classes)
+    classes: list | None = None

@@ -343,3 +343,75 @@ def test_full_export_to_xgboost_json_needs_both_policies(world, capsys):
     assert np.max(np.abs(p_xgb - p_fed)) < 1e-6
     st = json.loads((world["tmp"] / "full.json.reveal.json").read_text())
     assert st["statement"]["model"] == sb and len(st["signature"]) == 128
+
+
+def test_multiclass_secureboost_serves_the_scoring_jobs_class_probabilities(world):
+    """A 3-class SecureBoost model (the label cut from a bank feature): served per-class
+    probabilities equal the scoring job's (its result digest binds them)."""
+    from federation.runner import _digest, model_path
+    from parties.common.artifact import ModelPart
+    tmp, bank = world["tmp"], world["bank"]
+    src = world["cfg"].dataset("loans").path
+    lines = Path(src).read_text().splitlines()
+    head = lines[0].split(",")
+    yi, xi = head.index("y"), head.index(world["models"][world["sb"]].features[0])
+    vals = sorted(float(r.split(",")[xi]) for r in lines[1:])
+    cuts = vals[len(vals) // 3], vals[2 * len(vals) // 3]
+    out = [lines[0]]
+    for r in lines[1:]:
+        c = r.split(",")
+        x = float(c[xi])
+        c[yi] = str(0 if x < cuts[0] else 1 if x < cuts[1] else 2)
+        out.append(",".join(c))
+    (tmp / "bank3.csv").write_text("\n".join(out) + "\n")
+    bank_toml = Path(world["cfg"].file)
+    base = bank_toml.read_text()
+    bank_toml.write_text(base + '\n[datasets.loans3]\npath = "bank3.csv"\nid_column = "id"\n'
+                         'label_column = "y"\n')
+    try:
+        client = AdminClient(bank.data_dir)
+        client.call("reload")
+        job = write_job(tmp, "mc", "secureboost", params={
+            "n_trees": 3, "max_depth": 3, "objective": "multi:softprob"})
+        job.write_text(job.read_text().replace('dataset = "loans"', 'dataset = "loans3"'))
+        mc = _run_job(client, job)["job_id"]
+        score = write_job(tmp, "score-mc", "score", extra_job={"model": mc})
+        score.write_text(score.read_text().replace('dataset = "loans"', 'dataset = "loans3"'))
+        rec = _run_job(client, score)
+        _set_serving(world["plat"], world["plat_toml"], models=[mc], rate_per_s=1e5)
+        from federation.cli.serve import build
+        from federation.serving.app import ThreadedServer
+        cfg = load_node_config(bank_toml)
+        app, models, token = build(cfg, [mc])
+        srv = ThreadedServer(app).start()
+        try:
+            ds = cfg.dataset("loans3")
+            data = load_dataset(ds, need_label=False)
+            feats = models[0].features
+            cols = [data.feature_names.index(f) for f in feats]
+            pos = {str(i): r for r, i in enumerate(data.ids)}
+            ids = [ln.split(",")[0] for ln in
+                   Path(rec["artifacts"]["scores"]).read_text().splitlines()[1:]]
+            apps = [{"id": i, "features": {f: float(v) for f, v in
+                                           zip(feats, data.X[pos[i], cols], strict=True)}}
+                    for i in ids]
+            with httpx.Client(base_url=srv.url, timeout=30,
+                              headers={"Authorization": f"Bearer {token}"}) as c:
+                r = c.post("/v1/score:batch", json={"model": mc, "applicants": apps})
+            assert r.status_code == 200, r.text
+            res = r.json()["results"]
+        finally:
+            srv.stop()
+    finally:
+        bank_toml.write_text(base)
+        AdminClient(bank.data_dir).call("reload")
+        _set_serving(world["plat"], world["plat_toml"], models=[world["sb"], world["lr"]],
+                     rate_per_s=1e5)
+    classes = list(res[0]["probabilities"])
+    P = np.array([[x["probabilities"][k] for k in classes] for x in res])
+    assert len(classes) == 3 and all(x["class"] == int(classes[np.argmax(p)])
+                                     for x, p in zip(res, P, strict=True))
+    part = ModelPart.load(model_path(cfg, mc))
+    digest = _digest(b"fedjoint-score-result-v1", part.digest().encode(),
+                     P.astype(">f8").ravel().tobytes(), str(len(ids)).encode())
+    assert digest == rec["checkpoint"]["model_digest"]
