@@ -3,7 +3,8 @@
 None of them carries data values: ``job.check`` says whether the intersection satisfies
 the sender's policy and carries a digest of the train/test split; ``job.model_digest``
 the digest of the sender's model part; ``score.model`` which model parts a scoring job
-uses. ``job.outcome`` (the signed outcome statement) is exchanged by the node after the
+uses; ``job.resume`` opens a resumed run with the checkpoint the sender rolled back to
+(docs/resume.md). ``job.outcome`` (the signed outcome statement) is exchanged by the node after the
 runner returns, on the same channel.
 """
 
@@ -20,6 +21,7 @@ PROTOCOL_VERSION = "fedjoint-job-v1"
 K_CHECK = "job.check"
 K_MODEL_DIGEST = "job.model_digest"
 K_SCORE_MODEL = "score.model"
+K_RESUME = "job.resume"
 
 TABLE = declare_protocol("job", PROTOCOL_VERSION, [
     Message(K_CHECK, "either", "json",
@@ -27,6 +29,8 @@ TABLE = declare_protocol("job", PROTOCOL_VERSION, [
     Message(K_MODEL_DIGEST, "either", "json", "digest of the sender's unbound model part"),
     Message(K_SCORE_MODEL, "either", "json",
             "scoring: model id, algorithm, digests of both parts"),
+    Message(K_RESUME, "either", "json", "resumed run, first message: the checkpoint the "
+            "sender rolled back to (number, its message counts, checkpoint-file digest)"),
     Message("job.outcome", "either", "json", "signed outcome statement (model digest, "
             "per-direction counts and digests)", disclosure="model-part digest",
             count=lambda p: 1),

@@ -5,7 +5,9 @@ States (DESIGN.md)::
     submitted -> approved -> psi -> training -> evaluating -> done
     any non-final state -> failed(reason) | cancelled
 
-``submitted`` may also go straight to ``failed`` (the peer refused the job). Scoring
+``submitted`` may also go straight to ``failed`` (the peer refused the job). A job that
+holds a checkpoint goes from ``training``/``evaluating`` to ``interrupted`` when its run
+stops without either party failing it, and back to ``training`` when it resumes. Scoring
 and PSI-only jobs skip ``training``/``evaluating`` (``psi -> scoring -> done`` and
 ``psi -> done``). Invalid transitions raise :class:`InvalidTransition`.
 One connection per call, WAL mode, so runner threads and the admin server can share
@@ -24,14 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 STATES = ("submitted", "approved", "psi", "training", "evaluating", "scoring", "done",
-          "failed", "cancelled")
+          "failed", "cancelled", "interrupted")
 FINAL = ("done", "failed", "cancelled")
 _NEXT = {
     "submitted": {"approved"},
     "approved": {"psi"},
     "psi": {"training", "scoring", "done"},
-    "training": {"evaluating", "done"},
-    "evaluating": {"done"},
+    "training": {"evaluating", "done", "interrupted"},
+    "evaluating": {"done", "interrupted"},
+    "interrupted": {"training"},     # resumed from a checkpoint (docs/resume.md)
     "scoring": {"done"},
 }
 

@@ -38,6 +38,7 @@ from federation.transcript import (
     load,
     sidecar_path,
 )
+from federation.transcript.restarts import effective
 
 
 class ReplayMismatch(Exception):
@@ -55,19 +56,26 @@ class ReplayLink(Link):
     ``recv`` returns the recorded received payloads in order (read from the sidecar and
     checked against the signed digests); ``send`` checks each payload the replayed side
     produces against the digest of the corresponding recorded sent message. Control
-    messages in ``NOT_REPLAYED`` (``job.outcome``) are skipped. The first divergence raises
+    messages in ``NOT_REPLAYED`` (``job.outcome``, ``job.resume``) are skipped, and so
+    are the messages a restart record discarded. The first divergence raises
     :class:`ReplayMismatch` naming the record and is kept in :attr:`mismatch`.
     """
 
-    def __init__(self, t: Transcript, sidecar: SidecarReader):
+    def __init__(self, t: Transcript, sidecar: SidecarReader,
+                 upto: dict[str, int] | None = None):
+        """``upto``: play only the first so many effective sent / received messages (a
+        resumed job's run up to its checkpoint, :mod:`federation.node.checkpoint`)."""
         self.job_id, self.party, self.peer = t.job_id, t.party, t.peer
         self._where = t.path.name
         self._sidecar = sidecar
-        self._queues = {d: [(i, r) for i, r in enumerate(t.records)
-                            if r.get("type") == "msg" and r.get("dir") == d
-                            and r.get("kind") not in NOT_REPLAYED]
-                        for d in DIRECTIONS}
+        msgs, _ = effective(t.records)    # a resumed job's restarts applied
+        played = {d: [(k, i, r) for k, (i, r) in enumerate(msgs[d][:(upto or {}).get(d)])
+                      if r.get("kind") not in NOT_REPLAYED] for d in DIRECTIONS}
+        self._queues = {d: [(i, r) for _, i, r in played[d]] for d in DIRECTIONS}
+        self._effective_at = {d: [k for k, _, _ in played[d]] for d in DIRECTIONS}
         self._pos = {d: 0 for d in DIRECTIONS}
+        #: per direction, how many effective messages (played or skipped) are behind
+        self.reached = {d: 0 for d in DIRECTIONS}
         self.mismatch: Finding | None = None
         self.status: dict[int, str] = {}      # record index -> "matched" | "fed" | ...
         self.elapsed: dict[int, float] = {}
@@ -90,7 +98,12 @@ class ReplayLink(Link):
                                    f" {kind} but the transcript records only {len(q)} {d} "
                                    "messages")
         self._pos[d] = k + 1
+        self.reached[d] = self._effective_at[d][k] + 1
         return q[k]
+
+    def remaining(self, d: str) -> int:
+        """Recorded ``d`` messages not played yet."""
+        return len(self._queues[d]) - self._pos[d]
 
     def send(self, kind: str, payload: Payload) -> None:
         ptype, data = encode_payload(payload)

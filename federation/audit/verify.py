@@ -41,6 +41,7 @@ from federation.transcript import (
     spec_digest,
     verify_sig,
 )
+from federation.transcript.restarts import CHECKPOINT, RESTART
 
 
 @dataclass
@@ -86,6 +87,8 @@ class _Checker:
         self.errors: list[Finding] = []
         self.warnings: list[str] = []
         self.msgs: dict[str, list[tuple[int, dict]]] = {d: [] for d in DIRECTIONS}
+        self.points: list[dict] = []      # effective checkpoint records
+        self.restarts: list[dict] = []
 
     def err(self, record: int | None, msg: str) -> None:
         if len(self.errors) < MAX_ERRORS:
@@ -122,7 +125,6 @@ class _Checker:
                 "checked against the keys in record 0 only (pin them with --pin or --config)")
         # the chain, record by record
         prev = ZERO_HASH
-        roots = {d: RunningRoot() for d in DIRECTIONS}
         last_seq: dict[str, int | None] = {d: None for d in DIRECTIONS}
         outcome_msgs: dict[str, dict] = {}
         n = len(t.records)
@@ -142,7 +144,11 @@ class _Checker:
             if i == 0:
                 continue
             if typ == "msg":
-                self._check_msg(i, rec, job_id, party, peer, roots, last_seq, outcome_msgs)
+                self._check_msg(i, rec, job_id, party, peer, last_seq, outcome_msgs)
+            elif typ == CHECKPOINT:
+                self._checkpoint(i, rec)
+            elif typ == RESTART:
+                self._restart(i, rec, last_seq)
             elif typ in ("outcome", "abort"):
                 if i != n - 1:
                     self.err(i, f"{typ} record is not the last record")
@@ -158,6 +164,11 @@ class _Checker:
             status = "aborted"
         else:
             status = "done"
+            roots = {d: RunningRoot() for d in DIRECTIONS}
+            for d in DIRECTIONS:
+                for _, r in self.msgs[d]:
+                    if counts_in_roots(r["kind"]):
+                        roots[d].add(_envelope(job_id, r))
             outcome = self._check_outcome(n - 1, closing, job_id, party, peer, roots,
                                           outcome_msgs)
         return self._summary(status, outcome, closing)
@@ -169,7 +180,47 @@ class _Checker:
             self.err(i, f"{signer}'s record signature does not verify (the record was "
                         "changed, or moved with the chain rewritten)")
 
-    def _check_msg(self, i, rec, job_id, party, peer, roots, last_seq, outcome_msgs):
+    def _checkpoint(self, i: int, rec: dict) -> None:
+        """A checkpoint record: numbered in order, at the effective message counts."""
+        n, s, r = rec.get("n"), rec.get("sent"), rec.get("received")
+        if not (isinstance(n, int) and isinstance(s, int) and isinstance(r, int)
+                and is_hex(rec.get("file"), 64)):
+            self.err(i, "checkpoint record is malformed")
+            return
+        want = len(self.points) + 1
+        if n != want:
+            self.err(i, f"checkpoint {n} where checkpoint {want} was expected")
+        if s != len(self.msgs["sent"]) or not 0 <= r <= len(self.msgs["received"]):
+            self.err(i, f"checkpoint {n} counts {s} sent / {r} received messages; the "
+                        f"transcript has {len(self.msgs['sent'])} sent / "
+                        f"{len(self.msgs['received'])} received before it")
+        self.points.append(rec)
+
+    def _restart(self, i: int, rec: dict, last_seq: dict) -> None:
+        """A restart record: roll the effective messages back to its checkpoint."""
+        n = rec.get("checkpoint")
+        point = next((p for p in self.points if p.get("n") == n), None)
+        if point is None:
+            self.err(i, f"restart from checkpoint {n!r}, which this transcript does not "
+                        "hold (or a later restart discarded)")
+            return
+        if (rec.get("sent"), rec.get("received"), rec.get("file")) != \
+                (point["sent"], point["received"], point["file"]):
+            self.err(i, f"restart record disagrees with checkpoint {n} on its counts or "
+                        "file digest")
+            return
+        cut = {"sent": point["sent"], "received": point["received"]}
+        if rec.get("discarded") != {d: len(self.msgs[d]) - cut[d] for d in DIRECTIONS}:
+            self.err(i, "restart record's discarded counts do not match the messages "
+                        "recorded since the checkpoint")
+        for d in DIRECTIONS:
+            del self.msgs[d][cut[d]:]
+            last_seq[d] = self.msgs[d][-1][1]["seq"] if self.msgs[d] else None
+        self.points = [p for p in self.points if p["n"] <= n]
+        self.restarts.append({"record": i, "checkpoint": n,
+                              "reason": str(rec.get("reason", ""))[:200]})
+
+    def _check_msg(self, i, rec, job_id, party, peer, last_seq, outcome_msgs):
         d = rec.get("dir")
         if d not in DIRECTIONS:
             self.err(i, f"message direction {d!r} is neither sent nor received")
@@ -202,9 +253,7 @@ class _Checker:
         if disc is not None and not (isinstance(disc, list) and len(disc) == 2
                                      and isinstance(disc[0], str) and isinstance(disc[1], int)):
             self.err(i, "malformed disclosure entry")
-        if counts_in_roots(rec["kind"]):
-            roots[d].add(env)
-        else:
+        if not counts_in_roots(rec["kind"]):
             if d in outcome_msgs:
                 self.err(i, f"second {OUTCOME_KIND} message {d}")
             outcome_msgs[d] = (i, rec)
@@ -292,8 +341,15 @@ class _Checker:
             "fingerprints": h.get("fingerprints", {}),
             "pinned": sorted(self.pins),
             "model_digests": outcome,
+            "checkpoints": len(self.points),
+            "restarts": self.restarts,
             "ledger": sorted(ledger.values(), key=lambda e: (e["to"], e["category"])),
         }
+
+
+def _envelope(job_id: str, r: dict) -> Envelope:
+    return Envelope(job_id, r["seq"], r["sender"], r["kind"], r["ptype"], r["len"],
+                    bytes.fromhex(r["sha256"]), bytes.fromhex(r["sig"]))
 
 
 def _agree(a: _Checker, b: _Checker) -> list[Finding]:

@@ -88,6 +88,11 @@ class GrpcLink(Link):
         """Flush, tell the peer this side is done, and forget the job."""
         self._job.close(timeout)
 
+    def interrupt(self, reason: str) -> None:
+        """Fail the job locally without telling the peer (the node stops it to resume it
+        from a checkpoint; the peer is told by the resume exchange)."""
+        self._job.fail(PeerGone(f"interrupted on {self.party}: {reason}"), notify_peer=False)
+
     @property
     def failed(self) -> ProtocolError | None:
         return self._job.failed
@@ -146,6 +151,7 @@ class PeerChannel:
         self._new_job_callbacks: list[Callable[[str], None]] = []
         self._jobs: dict[str, Job] = {}
         self._closed_jobs: set[str] = set()
+        self._resume_at: dict[str, tuple[int, int]] = {}   # job id -> (sent, received)
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
         self._client: grpc.Channel | None = None
@@ -382,6 +388,9 @@ class PeerChannel:
                                   else f"job {job_id} is not known to {self.local.party}")
             recorder = self.recorder_factory(job_id) if self.recorder_factory else None
             job = Job(self, job_id, recorder)
+            sent, received = self._resume_at.pop(job_id, (0, 0))
+            job.next_seq, job.acked, job.cursor, job.delivered = \
+                sent + 1, sent, sent + 1, received
             self._jobs[job_id] = job
             job.pump.start()
         log_event(logging.INFO, "job.opened", job=job_id, by="peer" if from_peer else "local")
@@ -392,6 +401,16 @@ class PeerChannel:
                 except Exception:  # noqa: BLE001
                     log.exception("job.new_callback_error job=%s", job_id)
         return job, ""
+
+    def expect_resume(self, job_id: str, sent: int, received: int) -> None:
+        """Reopen a closed job resumed from a checkpoint: its stream numbers messages
+        from ``sent + 1`` and expects the peer's from ``received + 1`` (the checkpoint's
+        counts, federation.transcript.restarts), whichever side opens it first."""
+        with self._lock:
+            if job_id in self._jobs:
+                raise ValueError(f"job {job_id} is still open on this channel")
+            self._closed_jobs.discard(job_id)
+            self._resume_at[job_id] = (int(sent), int(received))
 
     def _forget(self, job_id: str) -> None:
         with self._lock:

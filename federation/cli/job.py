@@ -349,6 +349,19 @@ def job_cancel(job_id: str, config_path: str | None) -> None:
     click.echo(f"job {res['job_id']} cancelled")
 
 
+@job.command("resume")
+@click.argument("job_id")
+@config_option
+def job_resume(job_id: str, config_path: str | None) -> None:
+    """Resume an interrupted job from the last checkpoint both nodes hold."""
+    res = admin_client(config_path).call("resume", job_id=job_id)
+    where = f" ({res['stage']} step {res['step']})" if "stage" in res else ""
+    if "checkpoint" in res:
+        click.echo(f"job {job_id} resumed from checkpoint {res['checkpoint']}{where}")
+    else:
+        click.echo(f"job {job_id}: the bank resumes it")
+
+
 @job.command("approve")
 @click.argument("job_id")
 @config_option

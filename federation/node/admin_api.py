@@ -26,9 +26,10 @@ OFFLINE_OPS = ("status", "list", "logs", "models", "model", "report_data")
 class AdminApi(NodePart):
     """The admin calls, by name, as ``handler(args) -> result``."""
 
-    def __init__(self, ctx: NodeContext, control: ControlPlane):
+    def __init__(self, ctx: NodeContext, control: ControlPlane, resumer=None):
         super().__init__(ctx)
         self.control = control
+        self.resumer = resumer
 
     def handlers(self) -> dict:
         def status(a):
@@ -75,7 +76,8 @@ class AdminApi(NodePart):
                 "cancel": _nf(cancel), "approve": _nf(approve), "refuse": _nf(refuse),
                 "check": lambda a: self.check(), "models": models, "model": model,
                 "report_data": _nf(report_data), "info": lambda a: self.info(),
-                "reload": lambda a: reload_config(self.ctx)}
+                "reload": lambda a: reload_config(self.ctx),
+                "resume": lambda a: self.resumer.command(str(a.get("job_id", "")))}
 
     def offline_handlers(self) -> dict:
         """Read-only admin calls served straight from the job store (node stopped)."""

@@ -12,12 +12,15 @@ Pipe protocol (between this node's own processes; nothing here comes from the pe
     child -> daemon  ("send", kind, ptype, bytes)        a message for the peer
                      ("recv", kind, timeout)             wait for the peer's next message
                      ("log", event, fields) | ("progress", step, fraction) | ("stage", s)
+                     ("checkpoint", record)   a checkpoint file was written: record it
                      ("done", JobResult) | ("failed", error record, traceback text)
     daemon -> child  ("ok", ptype, bytes) | ("raise", error record)   answer to "recv"
 
 Payloads cross the pipe in their wire encoding (:mod:`federation.link.codec`). Results
 (the JobResult, via multiprocessing) come from this node's own child process, never
-from the peer. Exceptions cross as error records ``(kind, type name, message,
+from the peer. A resumed job's child first plays its recorded run back
+(:mod:`federation.node.checkpoint`); meanwhile it sends no log, progress or stage
+messages. Exceptions cross as error records ``(kind, type name, message,
 peer_message)`` and are rebuilt from a fixed table of kinds, never unpickled. A child
 that dies (killed, out of memory) fails its job only, with its exit code; cancelling a
 job or stopping the node terminates the child.
@@ -57,6 +60,10 @@ def _context():
         ctx.set_forkserver_preload(["federation.runner", "parties.registry"])
         _CONTEXT = ctx
     return _CONTEXT
+
+
+def _ignore(*_args) -> None:
+    return None
 
 
 class JobProcessDied(JobFailed):
@@ -108,24 +115,33 @@ def _rebuild(record) -> BaseException:
 
 
 def _child_main(conn, spec_dict: dict, cfg, link_names: tuple[str, str, str],
-                seed: bytes) -> None:
+                seed: bytes, plan: dict | None) -> None:
     from federation.config import job_spec_from_dict
+    from federation.node.checkpoint import Checkpointer, ResumeLink, ResumePlan
     from federation.node.psi_budget import job_psi_budget
     from federation.runner import run_job_side
     try:
         spec = job_spec_from_dict(spec_dict, f"job {link_names[0]}")
-        link = PipeLink(conn, *link_names)
+        link = ResumeLink(PipeLink(conn, *link_names), cfg.data_dir,
+                          ResumePlan.from_dict(plan) if plan else None)
+
+        def live(op: str, *values) -> None:
+            if not link.replaying:
+                conn.send((op, *values))
 
         def log(event, fields):
-            conn.send(("log", event, dict(fields or {})))
+            live("log", event, dict(fields or {}))
 
-        # the platform's query budget (and a due OPRF key rotation) for the job's PSI
-        budget = job_psi_budget(spec, cfg, link_names[0], log)
+        # the platform's query budget (and a due OPRF key rotation) for the job's PSI;
+        # a resumed job's PSI was charged when it first ran
+        budget = job_psi_budget(spec, cfg, link_names[0], log) if plan is None else None
         result = run_job_side(
             spec, cfg, link, seed, psi_budget=budget,
-            progress=lambda step, frac: conn.send(("progress", step, float(frac))),
+            progress=lambda step, frac: live("progress", step, float(frac)),
             log=log,
-            on_stage=lambda stage: conn.send(("stage", stage)))
+            on_stage=lambda stage: live("stage", stage),
+            checkpoint=Checkpointer(link, cfg.data_dir, cfg.party,
+                                    lambda rec: conn.send(("checkpoint", rec))))
         conn.send(("done", result))
     except (BrokenPipeError, EOFError, ConnectionResetError):
         pass    # the daemon closed the pipe (job stopped or cancelled): nobody to tell
@@ -140,13 +156,17 @@ def _child_main(conn, spec_dict: dict, cfg, link_names: tuple[str, str, str],
 
 def run_job_process(spec_dict: dict, cfg, link, seed: bytes, *,
                     progress: Callable, log: Callable, on_stage: Callable,
-                    should_stop: Callable[[], bool]):
+                    should_stop: Callable[[], bool], on_checkpoint: Callable = _ignore,
+                    resume: dict | None = None):
     """Run the job's pipeline in a child process, relaying its messages over ``link``
-    (the job's channel link); returns its JobResult or raises what it raised."""
+    (the job's channel link); returns its JobResult or raises what it raised.
+    ``resume``: the :class:`~federation.node.checkpoint.ResumePlan` (as a dict) of a
+    job resumed from a checkpoint; ``on_checkpoint(record)`` for each new checkpoint."""
     ctx = _context()
     mine, theirs = ctx.Pipe(duplex=True)
     names = (link.job_id, getattr(link, "party", ""), getattr(link, "peer", ""))
-    proc = ctx.Process(target=_child_main, args=(theirs, spec_dict, cfg, names, seed),
+    proc = ctx.Process(target=_child_main, args=(theirs, spec_dict, cfg, names, seed,
+                                                 resume),
                        name=f"fedjoint-job-{link.job_id}")   # not daemonic: it has
     # its own worker processes (PSI, Paillier); it is always stopped below, and a child
     # whose daemon died fails at its next pipe operation
@@ -174,15 +194,23 @@ def run_job_process(spec_dict: dict, cfg, link, seed: bytes, *,
                 try:
                     payload = link.recv(msg[1], msg[2]) if msg[2] is not None else \
                         link.recv(msg[1])
-                    mine.send(("ok", *encode_payload(payload)))
+                    reply = ("ok", *encode_payload(payload))
                 except (PeerGone, PeerAborted, ProtocolError) as exc:
-                    mine.send(("raise", _error_record(exc)))
+                    reply = ("raise", _error_record(exc))
+                try:
+                    mine.send(reply)
+                except OSError:     # BrokenPipeError: the child died meanwhile
+                    proc.join(1.0)
+                    raise JobProcessDied(f"the job's process died (exit code "
+                                         f"{proc.exitcode})") from None
             elif op == "progress":
                 progress(msg[1], msg[2])
             elif op == "log":
                 log(msg[1], msg[2])
             elif op == "stage":
                 on_stage(msg[1])
+            elif op == "checkpoint":
+                on_checkpoint(dict(msg[1]))
             elif op == "done":
                 return msg[1]
             elif op == "failed":

@@ -63,6 +63,9 @@ class ControlPlane(NodePart):
             return f"job {job_id} is {rec.state} on {self.cfg.name}"
         if rec.role == "platform" and rec.state == "submitted":
             return f"job {job_id} is not approved on {self.cfg.name}"
+        if rec.state == "interrupted":     # its stream reopens only once it resumes
+            return f"job {job_id} is interrupted on {self.cfg.name} (it resumes from a " \
+                   "checkpoint)"
         return True
 
     # ------------------------------------------------------------------ submit (bank)
@@ -305,6 +308,10 @@ class ControlPlane(NodePart):
         except InvalidTransition:
             pass
         self.log("job.cancelled", {"job_id": job_id, "by": why})
+        if info is None and self.channel is not None:   # e.g. an interrupted job
+            from federation import transcript
+            transcript.close_interrupted(self.data_dir / "transcripts" / f"{job_id}.jsonl",
+                                         self.channel.local.signing_key, "cancelled")
         if info is not None and stop_runner:
             self.jobs.close_link(job_id, info, why)
         return info

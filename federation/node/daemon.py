@@ -20,6 +20,7 @@ from federation.node.control import ControlPlane
 from federation.node.jobs import JobRunner
 from federation.node.logs import ChannelLogBridge, JsonLog
 from federation.node.peer import make_channel, start_channel
+from federation.node.resume import Resumer
 from federation.serving.platform import ServingHost
 
 
@@ -38,7 +39,8 @@ class Node:
         self.ctx = NodeContext(cfg, self.data_dir, self.log, self.store)
         self.jobs = JobRunner(self.ctx)
         self.control = ControlPlane(self.ctx, self.jobs)
-        self.api = AdminApi(self.ctx, self.control)
+        self.resumer = Resumer(self.ctx, self.jobs)
+        self.api = AdminApi(self.ctx, self.control, self.resumer)
         self.serving = ServingHost(self.ctx)       # serve.* lookups (docs/serving.md)
         self.admin: AdminServer | None = None
         self._log_bridge: logging.Handler | None = None
@@ -57,7 +59,7 @@ class Node:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Node:
-        self.jobs.recover()
+        interrupted = [] if self.jobs.stopping.is_set() else self.jobs.recover()
         self._log_bridge = ChannelLogBridge(self.log)
         chlog = logging.getLogger("fedjoint.channel")
         if chlog.level == logging.NOTSET:
@@ -67,6 +69,7 @@ class Node:
                                         job_filter=self.control.job_filter)
         for name, handler in {**self.control.requests(), **self.serving.requests()}.items():
             self.channel.on_request(name, handler)
+        self.channel.on_request("job.resume", self.resumer.on_request)
         start_channel(self.channel, self.cfg)
         host, port = parse_address(self.cfg.admin, str(self.cfg.file), "node.admin",
                                    loopback=True)
@@ -76,6 +79,8 @@ class Node:
         self.log("node.started", {"party": self.cfg.party, "listen": self.channel_address,
                                   "admin": self.admin.address, "peer": self.cfg.peer.name,
                                   "peer_address": self.cfg.peer.address})
+        for job_id in interrupted:     # both sides hold a common checkpoint: resume
+            self.resumer.resume_later(job_id, "the node restarted while the job ran")
         return self
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -1,6 +1,10 @@
 """Running one job on this node: its runner thread, state transitions, transcript
 writer, and what it leaves behind (model part, PSI rows, scores, stored metrics).
 
+A job that holds a checkpoint and whose run stops without either party failing it (the
+peer vanished, this node's job process died, the peer's resume stopped it) becomes
+``interrupted`` instead of failed; :mod:`federation.node.resume` resumes it.
+
 The job runner also keeps the registry of this node's live jobs (runner and proposal
 threads, their links, cancellation marks) that the control plane consults when the
 peer or the operator aborts or cancels a job, and that the daemon drains on stop.
@@ -23,8 +27,9 @@ from federation.config import ConfigError, JobSpec, job_spec_from_dict
 from federation.config.limits import job_id_problem
 from federation.data import DataError
 from federation.jobstore import InvalidTransition, JobNotFound
-from federation.link import PeerGone, ProtocolError
-from federation.node.compute import run_job_process
+from federation.link import PeerAborted, PeerGone, ProtocolError
+from federation.node.checkpoint import ResumePlan, held, transcript_path
+from federation.node.compute import JobProcessDied, run_job_process
 from federation.node.context import NodeContext, NodePart, one_line
 from federation.runner import JobFailed, JobResult, model_path, protocol_versions
 
@@ -46,6 +51,9 @@ class JobRunner(NodePart):
         self._lock = threading.RLock()
         self._slots = threading.BoundedSemaphore(self.cfg.policy.max_concurrent_jobs)
         self.stopping = threading.Event()
+        #: called with (job_id, reason) when this node's own job process died and the
+        #: job was interrupted (the resumer asks for a resume)
+        self.on_interrupted = None
 
     # ------------------------------------------------------------------ registry
     def track(self, job_id: str, info: dict) -> None:
@@ -64,15 +72,24 @@ class JobRunner(NodePart):
                 info[key] = value
         return info
 
-    def recover(self) -> None:
-        """Jobs that were running when the node stopped cannot continue: fail them, and
-        close their transcripts with a signed abort record (they verify as failed, not
-        incomplete)."""
+    def recover(self) -> list[str]:
+        """Jobs that were running when the node stopped: those holding a checkpoint are
+        ``interrupted`` (returned: they resume); the others cannot continue: fail them,
+        and close their transcripts with a signed abort record (they verify as failed,
+        not incomplete)."""
         from federation import transcript
         from federation.keys import load_signing_key
         reason = "interrupted: the node restarted while the job ran"
         key = None
+        resumable = []
         for rec in self.store.active():
+            if rec.state in ("training", "evaluating", "interrupted") and \
+                    held(self.data_dir, rec.job_id)[0]:
+                if rec.state != "interrupted":
+                    self.store.transition(rec.job_id, "interrupted", reason)
+                self.log("job.interrupted", {"job_id": rec.job_id, "reason": reason})
+                resumable.append(rec.job_id)
+                continue
             try:
                 self.store.transition(rec.job_id, "failed", reason)
             except InvalidTransition:
@@ -82,6 +99,7 @@ class JobRunner(NodePart):
                 key = key or load_signing_key(self.cfg.keys.signing_key)
                 if transcript.close_interrupted(path, key, reason):
                     self.log("transcript.closed", {"job_id": rec.job_id, "reason": reason})
+        return resumable
 
     def close_all(self, reason: str, timeout: float) -> None:
         """Stop every live job's runner (its link fails; with ``stopping`` set the job
@@ -113,18 +131,51 @@ class JobRunner(NodePart):
             return w
 
     # ------------------------------------------------------------------ running
-    def launch(self, job_id: str) -> None:
+    def launch(self, job_id: str, plan: ResumePlan | None = None) -> None:
+        """Start the job's run; ``plan``: resume it from that checkpoint (after
+        :meth:`prepare_resume`), with the job's seed from the vault."""
         problem = job_id_problem(job_id)    # the id names the seed and transcript files
         if problem:
             raise ValueError(problem)
-        seed = os.urandom(SEED_BYTES)
-        write_private(self.data_dir / "vault" / f"{job_id}.seed", seed)
-        t = threading.Thread(target=self._run, args=(job_id, seed), daemon=True,
+        seed_file = self.data_dir / "vault" / f"{job_id}.seed"
+        if plan is None:
+            seed = os.urandom(SEED_BYTES)
+            write_private(seed_file, seed)
+        else:
+            seed = seed_file.read_bytes()
+        t = threading.Thread(target=self._run, args=(job_id, seed, plan), daemon=True,
                              name=f"job-{job_id}")
-        self.track(job_id, {"thread": t, "cancelled": False})
+        self.track(job_id, {"thread": t, "cancelled": False,
+                            "checkpointed": plan is not None})
         t.start()
 
-    def _run(self, job_id: str, seed: bytes) -> None:
+    def prepare_resume(self, job_id: str, plan: ResumePlan, reason: str) -> None:
+        """Reopen the job's transcript with the signed restart record and its channel
+        stream at the checkpoint's counts; the job is ``training`` again."""
+        from federation import transcript
+        self.channel.expect_resume(job_id, plan.sent, plan.received)
+        with self._lock:
+            self._writers[job_id] = transcript.TranscriptWriter.reopen(
+                transcript_path(self.data_dir, job_id), self.channel.local.signing_key,
+                plan.checkpoint, reason)
+        self.store.transition(job_id, "training")
+        self.log("job.resuming", {"job_id": job_id, "checkpoint": plan.checkpoint,
+                                  "reason": reason})
+
+    def stop_live(self, job_id: str, reason: str, timeout: float = 30.0) -> None:
+        """Stop the job's run if it is running here, so that it ends ``interrupted``
+        (the peer is resuming it); waits for its runner thread."""
+        info = self.mark(job_id, "interrupt", reason)
+        if info is None:
+            return
+        link = info.get("link")
+        if link is not None and hasattr(link, "interrupt"):
+            link.interrupt(reason)
+        t = info.get("thread")
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+
+    def _run(self, job_id: str, seed: bytes, plan: ResumePlan | None = None) -> None:
         rec = self.store.get(job_id)
         spec = job_spec_from_dict(rec.spec, f"job {job_id}")
         writer = None
@@ -164,12 +215,17 @@ class JobRunner(NodePart):
                     self.log(event, {"job_id": job_id, **(fields or {})})
                     self.store.event(job_id, event, fields or {})
 
+                def on_checkpoint(record: dict) -> None:
+                    writer.checkpoint(**record)
+                    info["checkpointed"] = True
+
                 # the pipeline computes in its own process; this thread relays
                 result = run_job_process(
                     rec.spec, self.cfg, link, seed, progress=progress, log=plog,
-                    on_stage=on_stage,
-                    should_stop=lambda: bool(info.get("cancelled")) or
-                    self.stopping.is_set())
+                    on_stage=on_stage, on_checkpoint=on_checkpoint,
+                    resume=plan.to_dict() if plan is not None else None,
+                    should_stop=lambda: bool(info.get("cancelled") or info.get("interrupt"))
+                    or self.stopping.is_set())
                 self._finish(job_id, spec, result, link, writer)
             except BaseException as exc:  # noqa: BLE001 - every failure ends the job
                 self._job_error(job_id, exc, writer)
@@ -241,6 +297,8 @@ class JobRunner(NodePart):
             if writer is not None:
                 writer.abort("cancelled")
             return
+        if self._interrupts(job_id, exc, info, writer):
+            return
         peer_reason = ""
         if isinstance(exc, JobFailed):
             reason = str(exc)
@@ -259,6 +317,8 @@ class JobRunner(NodePart):
             peer_reason = f"internal error on {self.cfg.name} (see its log)"
             tb = getattr(exc, "child_traceback", None) or traceback.format_exc(limit=8)
             self.log("job.traceback", {"job_id": job_id, "traceback": tb}, level="error")
+        if info.get("interrupt"):    # stopped for a resume, but nothing to resume from
+            reason, peer_reason = str(info["interrupt"]), ""
         remote = self._jobs.get(job_id, {}).get("remote_reason")
         if remote and isinstance(exc, (PeerGone, ProtocolError)):
             reason = remote
@@ -274,6 +334,29 @@ class JobRunner(NodePart):
                 pass
         self.fail(job_id, reason, notify=bool(peer_reason) and not remote,
                   peer_reason=peer_reason)
+
+    def _interrupts(self, job_id: str, exc: BaseException, info: dict, writer) -> bool:
+        """Make the job ``interrupted`` instead of failed if it holds a checkpoint and
+        its run stopped without either party failing it: the peer vanished or closed
+        the stream, this node's job process died, or a resume stopped it."""
+        forced = info.get("interrupt")
+        if not info.get("checkpointed") or self.stopping.is_set():
+            return False
+        lost = isinstance(exc, (PeerGone, ProtocolError, JobProcessDied)) and \
+            not isinstance(exc, PeerAborted) and not info.get("remote_reason")
+        if not (forced or lost):
+            return False
+        reason = str(forced or f"interrupted: {one_line(exc)}")
+        try:
+            self.store.transition(job_id, "interrupted", reason)
+        except (InvalidTransition, JobNotFound):
+            return False
+        if writer is not None:
+            writer.suspend()
+        self.log("job.interrupted", {"job_id": job_id, "reason": reason}, level="warning")
+        if isinstance(exc, JobProcessDied) and not forced and self.on_interrupted:
+            self.on_interrupted(job_id, f"the job's process died ({one_line(exc)})")
+        return True
 
     def fail(self, job_id: str, reason: str, *, notify: bool, peer_reason: str = "") -> None:
         try:

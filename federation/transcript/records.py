@@ -25,10 +25,14 @@ ZERO_HASH = "0" * 64
 RECORD_DOMAIN = b"fedjoint-transcript-v1\n"
 STATEMENT_DOMAIN = b"fedjoint-outcome-v1\n"
 OUTCOME_KIND = "job.outcome"
+#: the first message of a resumed run, each side's confirmation of the checkpoint both
+#: roll back to (federation.job_protocol)
+RESUME_KIND = "job.resume"
 #: Message kinds exchanged by the node around the per-party pipeline (the outcome
-#: statements). They are recorded and verified like any other message, but replay does
-#: not feed or expect them: everything else in the transcript is the pipeline's.
-NOT_REPLAYED = frozenset({OUTCOME_KIND})
+#: statements, the resume confirmations). They are recorded and verified like any other
+#: message, but replay does not feed or expect them: everything else in the transcript
+#: is the pipeline's.
+NOT_REPLAYED = frozenset({OUTCOME_KIND, RESUME_KIND})
 SIDECAR_SUFFIX = ".recv"
 DIRECTIONS = ("sent", "received")
 

@@ -34,6 +34,7 @@ from federation.transcript.records import (
     spec_digest,
     statement_signing_bytes,
 )
+from federation.transcript.restarts import CHECKPOINT, RESTART, effective
 
 
 class TranscriptWriter:
@@ -66,7 +67,7 @@ class TranscriptWriter:
         self._received_disc: dict[str, int] = {}
         self._fh = _open_private(path, existing=resume_at is not None)
         self._side = _open_private(self.sidecar_path, existing=resume_at is not None)
-        self._side_off = 0
+        self._side_off = self._side.tell() if resume_at is not None else 0
         self.bytes_written = 0
         self.late_messages = 0   # messages handed over after the closing record
 
@@ -113,9 +114,63 @@ class TranscriptWriter:
             w._append(header)
         return w
 
+    @classmethod
+    def reopen(cls, path: str | Path, signing_key: Ed25519PrivateKey, checkpoint: int,
+               reason: str, fsync: bool = False) -> TranscriptWriter:
+        """Reopen an interrupted job's transcript to resume it from ``checkpoint`` (one
+        of its effective checkpoint records): drop a last line cut by a crash, roll the
+        running roots and received-disclosure counts back to the checkpoint's messages,
+        and append the signed ``restart`` record (:mod:`.restarts`). Raises
+        TranscriptError if the transcript is closed or has no such checkpoint."""
+        path = Path(path)
+        lines = drop_incomplete_tail(path)
+        records = [_record_json(line) for line in lines]
+        if not records or records[0].get("type") != "job":
+            raise TranscriptError(f"{path}: not a transcript")
+        if records[-1].get("type") in ("outcome", "abort"):
+            raise TranscriptError(f"{path}: the transcript is closed "
+                                  f"({records[-1]['type']} record)")
+        head = records[0]
+        msgs, points = effective(records)
+        point = next((p for p in points if p.get("n") == checkpoint), None)
+        if point is None:
+            raise TranscriptError(f"{path}: no checkpoint {checkpoint} in the transcript")
+        peer = str(head.get("peer", ""))
+        w = cls(path, job_id=str(head.get("job_id", "")), party=str(head.get("party", "")),
+                peer=peer, signing_key=signing_key,
+                peer_key_hex=str(head.get("keys", {}).get(peer, "")), fsync=fsync,
+                resume_at=(len(lines), sha256_hex(lines[-1])))
+        keep = {"sent": point["sent"], "received": point["received"]}
+        for d in DIRECTIONS:
+            for _, rec in msgs[d][:keep[d]]:
+                if not counts_in_roots(rec["kind"]):
+                    continue
+                w._roots[d].add(Envelope(w.job_id, rec["seq"], rec["sender"], rec["kind"],
+                                         rec["ptype"], rec["len"], bytes.fromhex(rec["sha256"]),
+                                         bytes.fromhex(rec["sig"])))
+                disc = rec.get("disc")
+                if d == "received" and isinstance(disc, list) and len(disc) == 2:
+                    w._received_disc[disc[0]] = w._received_disc.get(disc[0], 0) + disc[1]
+        with w._lock:
+            w._append({"type": RESTART, "checkpoint": checkpoint, "sent": keep["sent"],
+                       "received": keep["received"], "reason": str(reason)[:500],
+                       "file": point.get("file", ""),
+                       "discarded": {d: len(msgs[d]) - keep[d] for d in DIRECTIONS}})
+        return w
+
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def checkpoint(self, n: int, stage: str, step: int, sent: int, received: int,
+                   file: str) -> None:
+        """Record checkpoint ``n`` (:mod:`.restarts`): the pipeline's message counts at
+        the end of a tree / epoch and the digest of the checkpoint file written then."""
+        with self._lock:
+            if not self._closed:
+                self._append({"type": CHECKPOINT, "n": int(n), "stage": str(stage),
+                              "step": int(step), "sent": int(sent),
+                              "received": int(received), "file": str(file)})
 
     # -- the MessageRecorder hook -------------------------------------------------
     def record(self, direction: str, envelope: Envelope, payload: bytes) -> None:
@@ -223,6 +278,13 @@ class TranscriptWriter:
             self._append({"type": "abort", "reason": str(reason)[:500]})
             self._finish()
 
+    def suspend(self) -> None:
+        """Close the files without a closing record: the job was interrupted and may
+        resume (:meth:`reopen`), or be closed later by ``close_interrupted``."""
+        with self._lock:
+            if not self._closed:
+                self._finish()
+
     # -- internals ----------------------------------------------------------------
     def _append(self, body: dict) -> None:
         rec = {"v": VERSION, "i": self._index, "prev": self._prev,
@@ -243,6 +305,29 @@ class TranscriptWriter:
         self._fh.close()
         self._side.close()
         self._lock.notify_all()
+
+
+def drop_incomplete_tail(path: Path) -> list[bytes]:
+    """The transcript's complete lines; an incomplete last line (cut by a crash while it
+    was written) is truncated away."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    tail = lines.pop()
+    if tail:
+        with open(path, "r+b") as fh:
+            fh.truncate(len(data) - len(tail))
+    return lines
+
+
+def _record_json(line: bytes) -> dict:
+    import json
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        raise TranscriptError("a transcript record is not JSON") from None
+    if not isinstance(rec, dict):
+        raise TranscriptError("a transcript record is not a JSON object")
+    return rec
 
 
 def close_interrupted(path: str | Path, signing_key: Ed25519PrivateKey, reason: str) -> bool:

@@ -1,0 +1,266 @@
+"""Resumable jobs (issue 12 part 5) through real nodes on 127.0.0.1: kill -9 of a job
+process, of the bank, of the platform; the resumed model equals an uninterrupted run of
+the same job (same id, seeds, data) bit for bit; the transcripts verify with their
+restart records; `fedjoint job resume` refusals; a tampered checkpoint is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from multiprocessing import active_children
+from pathlib import Path
+
+import pytest
+from support.nodes import wait_state, write_job, write_node_tomls
+
+from federation import audit
+from federation.admin import AdminClient
+from federation.config import job_spec_from_dict, load_job_spec, load_node_config
+from federation.link import local_link_pair, run_two_parties
+from federation.node import Node
+from federation.runner import run_job_side
+
+ROOT = Path(__file__).resolve().parents[2]
+SB = {"n_trees": 4, "max_depth": 2, "max_bin": 8}
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    from support.nodes import make_party_keys
+    return make_party_keys(tmp_path_factory.mktemp("keys"))
+
+
+def _start(path: Path) -> Node:
+    return Node(load_node_config(path), quiet=True).start()
+
+
+def _submit(client: AdminClient, job: Path) -> str:
+    return client.call("submit", spec=load_job_spec(job).to_dict(), source=str(job))["job_id"]
+
+
+def _checkpoints(data_dir: Path, job_id: str) -> int:
+    """Checkpoints recorded in the party's transcript (the file is written first)."""
+    t = data_dir / "transcripts" / f"{job_id}.jsonl"
+    return t.read_bytes().count(b'"type":"checkpoint"') if t.exists() else 0
+
+
+def _wait_checkpoints(data_dir: Path, job_id: str, n: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while _checkpoints(data_dir, job_id) < n:
+        assert time.monotonic() < deadline, f"no checkpoint {n} for {job_id}"
+        time.sleep(0.05)
+
+
+def _reference_digests(bank_toml: Path, plat_toml: Path, job_id: str, spec: dict):
+    """The same job (id, spec, both seeds, data) run without interruption, in process."""
+    cfgs = {p: load_node_config(t) for p, t in (("bank", bank_toml), ("platform", plat_toml))}
+    seeds = {p: (c.data_dir / "vault" / f"{job_id}.seed").read_bytes() for p, c in cfgs.items()}
+    js = job_spec_from_dict(spec, "job")
+    a, b, _ = local_link_pair(job_id, "bank-a", "platform-b")
+    res_b, res_p = run_two_parties(
+        lambda: run_job_side(js, cfgs["bank"], a, seeds["bank"]),
+        lambda: run_job_side(js, cfgs["platform"], b, seeds["platform"]), timeout=600)
+    return res_b.model_digest, res_p.model_digest
+
+
+def _verify_pair(bank: Node | Path, plat: Node | Path, job_id: str, restarts: int = 1):
+    dirs = [n.data_dir if isinstance(n, Node) else n for n in (bank, plat)]
+    paths = [d / "transcripts" / f"{job_id}.jsonl" for d in dirs]
+    rep = audit.verify(paths[0], peer_path=paths[1])
+    assert rep.ok, rep.errors
+    for s in (rep.summary, rep.peer_summary):
+        assert s["status"] == "done"
+        assert len(s["restarts"]) == restarts, s["restarts"]
+    return rep
+
+
+def test_sb_job_process_killed_during_tree_resumes_bit_identical(tmp_path, keys):
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    try:
+        client = AdminClient(bank.data_dir)
+        job_id = _submit(client, write_job(tmp_path, "sb", "secureboost", params=SB,
+                                           evaluation={"cipher": "paillier",
+                                                       "key_bits": 1024}))
+        _wait_checkpoints(bank.data_dir, job_id, 1)
+        _wait_checkpoints(plat.data_dir, job_id, 1)
+        child = [p for p in active_children() if p.name == f"fedjoint-job-{job_id}"]
+        os.kill(child[0].pid, signal.SIGKILL)
+        rec = wait_state(client, job_id, timeout=60)
+        assert rec["state"] == "done", rec["error"]
+        spec = rec["spec"]
+        rep = _verify_pair(bank, plat, job_id)
+        ref = _reference_digests(bank_toml, plat_toml, job_id, spec)
+        got = tuple(rep.summary["model_digests"][n] for n in ("bank-a", "platform-b"))
+        assert got == ref
+    finally:
+        bank.stop()
+        plat.stop()
+
+
+def _spawn(toml: Path) -> subprocess.Popen:
+    """A node in its own process group: kill -9 of the group is a crash of the node
+    (daemon, job process, workers)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "federation.cli", "node", "start",
+                             "--config", str(toml), "--quiet"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    admin = load_node_config(toml).data_dir / "admin.json"
+    deadline = time.monotonic() + 60
+    while not admin.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "node did not start"
+        time.sleep(0.1)
+    return proc
+
+
+def _crash(proc: subprocess.Popen, toml: Path) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    (load_node_config(toml).data_dir / "admin.json").unlink(missing_ok=True)
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def _resume_after_crash(tmp_path, keys, crash: str, job: Path, after: int,
+                        tamper_last: bool = False) -> tuple[dict, object]:
+    """Run ``job`` with the ``crash`` node in its own process, kill -9 it once both
+    nodes hold ``after`` checkpoints, restart it: the job resumes by itself."""
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys, deadline_s=3.0)
+    tomls = {"bank": bank_toml, "platform": plat_toml}
+    other = "platform" if crash == "bank" else "bank"
+    proc = _spawn(tomls[crash])
+    node = _start(tomls[other])
+    dirs = {p: load_node_config(t).data_dir for p, t in tomls.items()}
+    try:
+        client = AdminClient(dirs["bank"])
+        job_id = _submit(client, job)
+        for d in dirs.values():
+            _wait_checkpoints(d, job_id, after)
+        _crash(proc, tomls[crash])
+        if tamper_last:      # the crashed node's newest checkpoint file is altered
+            n = _checkpoints(dirs[crash], job_id)
+            last = dirs[crash] / "jobs" / job_id / "checkpoints" / f"{n}.json"
+            body = json.loads(last.read_text())
+            body["step"] += 1
+            last.write_text(json.dumps(body))
+        proc = _spawn(tomls[crash])
+        rec = wait_state(AdminClient(dirs["bank"]), job_id, timeout=120)
+        assert rec["state"] == "done", rec["error"]
+        prec = wait_state(AdminClient(dirs["platform"]), job_id, timeout=30)
+        assert prec["state"] == "done", prec["error"]
+        rep = _verify_pair(dirs["bank"], dirs["platform"], job_id)
+        got = tuple(rep.summary["model_digests"][n] for n in ("bank-a", "platform-b"))
+        assert got == _reference_digests(bank_toml, plat_toml, job_id, rec["spec"])
+        # the stored model files are the ones the digests name
+        models = {p: json.loads((dirs[p] / "models" / f"{job_id}.json").read_text())
+                  for p in dirs}
+        assert all(m for m in models.values())
+        return rep.summary, dirs[crash] / "node.log"
+    finally:
+        _stop(proc)
+        node.stop()
+
+
+def test_bank_killed_between_trees_resumes_at_start_and_refuses_a_tampered_checkpoint(
+        tmp_path, keys):
+    job = write_job(tmp_path, "sb", "secureboost", params=SB,
+                    evaluation={"cipher": "paillier", "key_bits": 1024})
+    summary, log = _resume_after_crash(tmp_path, keys, "bank", job, after=2,
+                                       tamper_last=True)
+    restart = summary["restarts"][0]
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    refused = [e for e in events if e["event"] == "checkpoint.refused"]
+    assert refused and "does not match the digest" in refused[0]["why"]
+    # it rolled back past the tampered checkpoint, to one both parties hold
+    assert restart["checkpoint"] < int(refused[0]["why"].split()[1])
+    print("bank restart:", restart)
+
+
+def test_platform_killed_between_epochs_resumes_lr_bit_identical(tmp_path, keys):
+    job = write_job(tmp_path, "lr", params={"epochs": 6, "batch_size": 64,
+                                            "early_stopping": "none"},
+                    evaluation={"cipher": "paillier", "key_bits": 1024})
+    summary, _ = _resume_after_crash(tmp_path, keys, "platform", job, after=2)
+    assert summary["restarts"][0]["checkpoint"] >= 2
+
+
+def test_lr_2048_bit_keys_job_process_killed_resumes_bit_identical(tmp_path, keys):
+    """Default-size keys: both parties' Paillier keys are 2048 bits (small data)."""
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys, bank_rows=160,
+                                            platform_rows=160)
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    try:
+        client = AdminClient(bank.data_dir)
+        job_id = _submit(client, write_job(tmp_path, "lr2048", params={
+            "epochs": 3, "batch_size": 0, "early_stopping": "none"},
+            evaluation={"cipher": "paillier", "key_bits": 2048}))
+        for n in (bank, plat):
+            _wait_checkpoints(n.data_dir, job_id, 1)
+        child = [p for p in active_children() if p.name == f"fedjoint-job-{job_id}"]
+        os.kill(child[-1].pid, signal.SIGKILL)
+        rec = wait_state(client, job_id, timeout=120)
+        assert rec["state"] == "done", rec["error"]
+        rep = _verify_pair(bank, plat, job_id)
+        assert rep.summary["key_sizes"]["paillier"] == 2048
+        got = tuple(rep.summary["model_digests"][n] for n in ("bank-a", "platform-b"))
+        assert got == _reference_digests(bank_toml, plat_toml, job_id, rec["spec"])
+    finally:
+        bank.stop()
+        plat.stop()
+
+
+def test_job_resume_command_refusals(tmp_path, keys, capsys):
+    from federation.cli import main
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    try:
+        client = AdminClient(bank.data_dir)
+
+        def resume(job_id: str) -> str:
+            with pytest.raises(SystemExit):
+                main(["job", "resume", job_id, "--config", str(bank_toml)])
+            return capsys.readouterr().err
+
+        assert "no job 'nope-1' on bank-a" in resume("nope-1")
+        done = _submit(client, write_job(tmp_path, "psi-only", "psi"))
+        assert wait_state(client, done, timeout=60)["state"] == "done"
+        assert "finished (done): nothing to resume" in resume(done)
+        # a job interrupted before its first checkpoint: failed at restart, closed
+        bank.store.create("early-1", "early", "secureboost", "bank", {}, state="training")
+        bank.jobs.recover()
+        err = resume("early-1")
+        assert "is failed (interrupted: the node restarted" in err and "cannot resume" in err
+        # an interrupted job whose checkpoint files are gone
+        job_id = _submit(client, write_job(tmp_path, "lr", params={
+            "epochs": 40, "batch_size": 64, "early_stopping": "none"},
+            evaluation={"cipher": "paillier", "key_bits": 512}))
+        _wait_checkpoints(bank.data_dir, job_id, 1)
+        _wait_checkpoints(plat.data_dir, job_id, 1)
+        bank.jobs.stop_live(job_id, "test: stopped")
+        assert client.call("status", job_id=job_id)["state"] == "interrupted"
+        for f in (bank.data_dir / "jobs" / job_id / "checkpoints").glob("*.json"):
+            f.unlink()
+        err = resume(job_id)
+        assert "did not resume" in err and "is missing" in err, err
+        assert client.call("status", job_id=job_id)["state"] == "failed"
+        assert wait_state(AdminClient(plat.data_dir), job_id, timeout=30)["state"] == \
+            "failed"
+        rep = audit.verify(bank.data_dir / "transcripts" / f"{job_id}.jsonl")
+        assert rep.ok and rep.summary["status"] == "aborted", rep.errors
+    finally:
+        bank.stop()
+        plat.stop()
