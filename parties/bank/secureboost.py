@@ -19,7 +19,8 @@ What the bank learns about the platform (per federated tree):
   * at the end: an anonymous label per platform split (``platform_f<k>``, the same
     label for splits on the same feature) or the real feature name if the platform's
     policy sets ``reveal_feature_names``; used for feature importance.
-It never receives platform feature values or thresholds.
+It never receives platform feature values or thresholds. Categorical features (both
+parties'): ``parties.common.categorical`` (what crosses, what the bank learns).
 
 Overlap: the obfuscators of tree t+1's gradient encryptions do not depend on the data,
 so they are drawn (from the per-tree stream ``sb/enc/<t+1>``, in order) when tree t

@@ -21,6 +21,8 @@ What the platform learns (per federated tree):
     asks about (it answers left/right for every requested row).
 What it reveals: see ``parties.bank.secureboost`` (permuted cumulative histograms,
 partitions at its splits, left/right answers at scoring time, anonymous labels).
+Categorical features: per-level histograms in permuted blocks, the level order of
+exactly tied levels (``parties.common.categorical``).
 
 Refresh and threat model. Every packed histogram ciphertext is multiplied by a fresh
 obfuscator before it goes to the bank (the key holder), which knows ``p, q`` and the

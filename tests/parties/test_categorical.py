@@ -61,12 +61,12 @@ def credit(missing: float = 0.0, rows: int = 6000, bank_cat=BANK_CAT, plat_cat=P
                 te=np.sort(idx[k:]))
 
 
-def fit(d, params):
+def fit(d, params, cipher=None):
     tr = d["tr"]
     ob, op, crossed = run_roles(
         "secureboost", PartyData(d["Xb"][tr], d["bn"], y=d["y"][tr], categories=d["bc"]),
         PartyData(d["Xp"][tr], d["pn"], categories=d["pc"]), params,
-        bank_cipher=PlainCipher(1024))
+        bank_cipher=cipher or PlainCipher(1024))
     return ob, op, crossed
 
 
@@ -143,6 +143,45 @@ def test_categorical_both_sides_auc_within_tolerance():
                                                                     ref(d["te"]))
     print("categorical test AUC", a, "xgboost", ax)
     assert abs(a - ax) < 0.003, (a, ax)
+    assert all(n > 0 for n in n_cat_splits(ob, op))
+
+
+def test_paillier_equals_plain():
+    """Real (small, test-only) Paillier keys: the same model parts as the plain cipher."""
+    from secure_agg.paillier import PaillierPrivateCipher
+    from secure_agg.rng import Drbg
+    d = credit(0.1, rows=1500)
+    params = dict(SB, n_trees=2, max_depth=3)
+    key = PaillierPrivateCipher.generate(1024, rng=Drbg(b"k" * 32), insecure_test_key=True)
+    ob, op, _ = fit(d, params, key)
+    pb, pp, _ = fit(d, params)
+    assert ob.model.body == pb.model.body and op.model.body == pp.model.body
+    assert n_cat_splits(ob, op)[1] > 0
+
+
+def test_multiclass_with_categorical_features():
+    """multi:softprob on a 3-class label, categorical columns on both sides: XGBoost's
+    probabilities (same trees)."""
+    d = credit(0.0, rows=3000)
+    y3 = np.where(d["y"] == 1, 2.0, (d["Xb"][:, 1] > 0).astype(float))
+    d = dict(d, y=y3)
+    params = dict(SB, n_trees=2, objective="multi:softprob", min_child_weight=0.0)
+    tr = d["tr"]
+    ob, op, _ = run_roles(
+        "secureboost", PartyData(d["Xb"][tr], d["bn"], y=y3[tr].astype(np.int64),
+                                 categories=d["bc"], classes=[0, 1, 2]),
+        PartyData(d["Xp"][tr], d["pn"], categories=d["pc"]), params,
+        bank_cipher=PlainCipher(2048))
+    X = np.hstack([d["Xb"], d["Xp"]])
+    ft = ["c" if n in d["bc"] else "q" for n in d["bn"]] + \
+         ["c" if n in d["pc"] else "q" for n in d["pn"]]
+    m = xgb.train(dict(tree_method="hist", max_bin=32, max_depth=4, eta=0.3, reg_lambda=1.0,
+                       min_child_weight=0.0, objective="multi:softprob", num_class=3,
+                       nthread=1),
+                  xgb.DMatrix(X[tr], y3[tr], feature_types=ft, enable_categorical=True), 2)
+    p = predict(ob, op, d, d["te"])
+    px = m.predict(xgb.DMatrix(X[d["te"]], feature_types=ft, enable_categorical=True))
+    assert np.abs(p - px).max() < 1e-5, np.abs(p - px).max()
     assert all(n > 0 for n in n_cat_splits(ob, op))
 
 
