@@ -140,25 +140,38 @@ static PyObject *py_hash_to_u_batch(PyObject *self, PyObject *args)
     sha512_ctx pre;
     sha512_init(&pre);
     sha512_update(&pre, zpad, 128);
-    for (Py_ssize_t i = 0; i < n; i++) { /* pass 1: hash_to_field, map up to the sqrt */
-        const char *msg;
-        Py_ssize_t ml;
-        uint8_t b1[64], b2[64], ub[48];
-        fe ua, ubf;
-        PyObject *item = PySequence_Fast_GET_ITEM(msgs, i);
-        if (PyUnicode_Check(item)) { /* an ID as str: its UTF-8 bytes */
-            if (!(msg = PyUnicode_AsUTF8AndSize(item, &ml))) goto fail;
-        } else if (PyBytes_AsStringAndSize(item, (char **)&msg, &ml) < 0) {
-            goto fail;
+    /* pass 1: hash_to_field (SHA-512 eight IDs at a time where they have one length),
+     * the maps up to their square roots */
+    for (Py_ssize_t i = 0; i < n;) {
+        const uint8_t *mp[8];
+        Py_ssize_t ml[8];
+        int cnt = n - i < 8 ? (int)(n - i) : 8, same = cnt == 8;
+        uint8_t b1[8][64], b2[8][64], ub[48];
+        for (int k = 0; k < cnt; k++) {
+            PyObject *item = PySequence_Fast_GET_ITEM(msgs, i + k);
+            const char *m;
+            if (PyUnicode_Check(item)) { /* an ID as str: its UTF-8 bytes */
+                if (!(m = PyUnicode_AsUTF8AndSize(item, &ml[k]))) goto fail;
+            } else if (PyBytes_AsStringAndSize(item, (char **)&m, &ml[k]) < 0) {
+                goto fail;
+            }
+            mp[k] = (const uint8_t *)m;
+            same = same && ml[k] == ml[0];
         }
-        expand_xmd96(b1, b2, &pre, (const uint8_t *)msg, (size_t)ml, dstp.buf,
-                     (size_t)dstp.len);
-        memcpy(ub, b1 + 48, 16);
-        memcpy(ub + 16, b2, 32);
-        fe_from_be48(&ua, b1);
-        fe_from_be48(&ubf, ub);
-        ell2_pre(&st[2 * i], &pw[2 * i], &ua);
-        ell2_pre(&st[2 * i + 1], &pw[2 * i + 1], &ubf);
+        if (!(same && expand_xmd96_x8(b1, b2, &pre, mp, (size_t)ml[0], dstp.buf,
+                                      (size_t)dstp.len)))
+            for (int k = 0; k < cnt; k++)
+                expand_xmd96(b1[k], b2[k], &pre, mp[k], (size_t)ml[k], dstp.buf,
+                             (size_t)dstp.len);
+        for (int k = 0; k < cnt; k++, i++) {
+            fe ua, ubf;
+            memcpy(ub, b1[k] + 48, 16);
+            memcpy(ub + 16, b2[k], 32);
+            fe_from_be48(&ua, b1[k]);
+            fe_from_be48(&ubf, ub);
+            ell2_pre(&st[2 * i], &pw[2 * i], &ua);
+            ell2_pre(&st[2 * i + 1], &pw[2 * i + 1], &ubf);
+        }
     }
     Py_BEGIN_ALLOW_THREADS
     pow22523_batch(pw, pw, 2 * (size_t)n); /* pass 2: the exponentiations */

@@ -93,6 +93,9 @@ def test_hash_to_u_batch_c_equals_python():
     rnd = random.Random(3)
     msgs = [b"", b"abc", b"\x00" * 200, "全角ＩＤ".encode()]
     msgs += [rnd.randbytes(rnd.randrange(300)) for _ in range(1500)]
+    # runs of equal lengths: SHA-512 eight lanes at a time (one to four blocks; 500: too
+    # long for the lanes, scalar)
+    msgs += [rnd.randbytes(n) for n in (0, 18, 60, 61, 200, 400, 500) for _ in range(17)]
     for dst in (DST, b"fedjoint-psi", b"D" * 256):  # 256: RFC 9380 oversize-DST rule
         want = h2c.hash_to_u_batch_py(msgs, dst)
         assert in_path("mb", h2c.hash_to_u_batch, msgs, dst) == want  # IFMA if the CPU has it
