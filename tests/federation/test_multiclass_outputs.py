@@ -77,3 +77,38 @@ def test_report_renders_confusion_matrix_and_per_class_auc():
     assert f"<td>{cm[0, 0]:,}</td>" in html
     assert f"AUC {rep['auc_per_class'][1]:.3f}" in html
     assert "ROC and KS" not in html
+
+
+def test_python_api_multiclass_metrics_and_scores():
+    """run_local: result.metrics carries the multiclass metrics; score() gives the
+    predicted class and each class's probability per shared id."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from fedjoint import run_local
+    from fedjoint.testing import TEST_POLICY
+    data = Path(__file__).resolve().parents[1] / "data"
+    g = pd.read_csv(data / "breast_hetero_guest.csv")
+    h = pd.read_csv(data / "breast_hetero_host.csv")
+    s = g.x0 + h.x0
+    names = np.array(["high", "low", "mid"])
+    g = g.assign(y=names[np.digitize(s, np.quantile(s, [0.33, 0.66]))])
+    job = {"job": {"name": "mc", "algorithm": "secureboost", "dataset": "loans",
+                   "peer_dataset": "enterprises"}, "psi": {"id_type": "string"},
+           "params": {"objective": "multi:softprob", "n_trees": 3, "max_depth": 3},
+           "evaluation": {"cipher": "plain", "key_bits": 1024, "test_fraction": 0.25}}
+    res = run_local(job, bank=g, platform=h, bank_policy=TEST_POLICY,
+                    platform_policy=TEST_POLICY, seed=3)
+    m = res.metrics
+    assert {"test_accuracy", "test_macro_f1", "test_log_loss", "test_auc"} <= set(m)
+    assert m["test"]["classes"] == ["high", "low", "mid"] and m["test_accuracy"] > 0.7
+    assert np.asarray(m["test"]["confusion"]).sum() == m["n_test"]
+    ts = res.bank.test_scores
+    assert skm.accuracy_score(ts["y"], ts["pred"]) == pytest.approx(m["test_accuracy"])
+    scores = res.score(g.drop(columns=["y"]).head(50), h)
+    assert list(scores.columns) == ["id", "class", "p_high", "p_low", "p_mid"]
+    assert len(scores) == 50
+    p = scores[["p_high", "p_low", "p_mid"]].to_numpy()
+    assert np.allclose(p.sum(axis=1), 1.0)
+    assert (scores["class"].to_numpy() == names[np.argsort(names)][p.argmax(1)]).all()
