@@ -276,3 +276,41 @@ def test_peer_key_description_round_trip_and_tampering(key2048, form):
     own = PaillierPrivateCipher.generate(512, insecure_test_key=True, workers=1)
     with pytest.raises(KeyPolicyError, match="uses cipher 'ou'"):
         peer_public_cipher(desc, OU_POLICY, own=own)
+
+
+# ---- fuzzing what a peer sends (issue 12 part 6; profiles: tests/conftest.py) ------------
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.binary(max_size=300), st.lists(st.integers(0, 2 ** 768 - 1), max_size=3))
+def test_fuzz_ou_ciphertexts_from_a_peer(key768, data, vals):
+    """``from_bytes`` returns units in [1, n) or raises ValueError; decrypting what it
+    accepted gives plaintexts within the declared bound or PlaintextOutOfRange."""
+    pub, sk = key768
+    priv = OUPrivateCipher(sk, workers=1)
+    w = priv.ciphertext_bytes
+    specials = [int(sk.p), int(sk.q), int(pub.n) - 1, int(sk.p) ** 2]
+    for blob in (data, b"".join(v.to_bytes(w, "big") for v in vals + specials[:len(vals)])):
+        try:
+            vec = priv.from_bytes(blob, 40)
+        except ValueError:
+            continue
+        assert all(0 < c < pub.n and gmpy2.gcd(c, pub.n) == 1 for c in vec.data)
+        assert priv.to_bytes(vec) == blob
+        try:
+            out = priv.decrypt(vec)
+        except PlaintextOutOfRange:
+            continue
+        assert len(out) == len(vec) and all(abs(m) < 2 ** 40 for m in out)
+
+
+@given(st.dictionaries(st.sampled_from(["n", "g", "h", "key_id", "key_bits", "scheme"]),
+                       st.text(max_size=40) | st.integers() | st.none(), max_size=6))
+def test_fuzz_ou_peer_key_descriptions(desc):
+    """A peer's key description builds a cipher or is refused with KeyPolicyError."""
+    desc = {"scheme": "ou", "key_bits": 2048, **desc}
+    try:
+        peer_public_cipher(desc, OU_POLICY)
+    except KeyPolicyError:
+        pass
