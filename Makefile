@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/psi.py --quick --json bench/results/psi.json
 	$(BIN)/python bench/lr.py --quick --json bench/results/lr.json
 	$(BIN)/python bench/secureboost.py --quick --json bench/results/secureboost.json
+	$(BIN)/python bench/ou.py --quick --json bench/results/ou.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info
