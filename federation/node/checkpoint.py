@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -238,10 +239,13 @@ class Checkpointer:
     """The job process's ``checkpoint(stage, step, state)`` hook (run_job_side)."""
 
     def __init__(self, link: ResumeLink, data_dir: str | Path, party: str,
-                 record: Callable[[dict], None]):
+                 record: Callable[[dict], None],
+                 log: Callable[[str, dict], None] | None = None):
         self.link, self.party, self.record = link, party, record
+        self.log = log or (lambda event, fields: None)
         self.dir = checkpoint_dir(data_dir, link.job_id)
         self.n = 0
+        self._t0 = time.monotonic()
 
     def __call__(self, stage: str, step: int, state: dict) -> None:
         self.n += 1
@@ -255,6 +259,9 @@ class Checkpointer:
         if plan is not None and self.n <= plan.checkpoint:
             if self.n == plan.checkpoint:
                 self._check(path, data, plan)
+                self.log("resume.caught_up", {
+                    "checkpoint": plan.checkpoint, "stage": stage, "step": int(step),
+                    "seconds": round(time.monotonic() - self._t0, 3)})
             return
         write_private_atomic(path, data)
         self.record({"n": self.n, "stage": stage, "step": int(step), "sent": body["sent"],

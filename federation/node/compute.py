@@ -141,7 +141,7 @@ def _child_main(conn, spec_dict: dict, cfg, link_names: tuple[str, str, str],
             log=log,
             on_stage=lambda stage: live("stage", stage),
             checkpoint=Checkpointer(link, cfg.data_dir, cfg.party,
-                                    lambda rec: conn.send(("checkpoint", rec))))
+                                    lambda rec: conn.send(("checkpoint", rec)), log))
         conn.send(("done", result))
     except (BrokenPipeError, EOFError, ConnectionResetError):
         pass    # the daemon closed the pipe (job stopped or cancelled): nobody to tell

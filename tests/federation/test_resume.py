@@ -67,6 +67,45 @@ def _reference_digests(bank_toml: Path, plat_toml: Path, job_id: str, spec: dict
     return res_b.model_digest, res_p.model_digest
 
 
+def _rewrite(src: Path, dst: Path, keep, change, key) -> None:
+    """Rewrite a transcript as its own writer could (every record re-signed and
+    re-chained): ``keep(rec)`` drops records, ``change(rec)`` edits them."""
+    from federation.transcript import ZERO_HASH, canonical, record_signing_bytes, sha256_hex
+    prev, out = ZERO_HASH, []
+    recs = [json.loads(line) for line in src.read_bytes().splitlines()]
+    for rec in (r for r in recs if keep(r)):
+        change(rec)
+        rec.update(i=len(out), prev=prev)
+        rec.pop("rsig")
+        rec["rsig"] = key.sign(record_signing_bytes(rec)).hex()
+        line = canonical(rec)
+        out.append(line)
+        prev = sha256_hex(line)
+    dst.write_bytes(b"".join(line + b"\n" for line in out))
+
+
+def _bank_cannot_rewrite_its_restart(bank, plat, job_id, keys, tmp_path) -> None:
+    """The bank re-signs its transcript with a restart naming another checkpoint, or
+    without the restart (hiding the interruption): verify refuses both."""
+    from federation.keys import load_signing_key
+    key = load_signing_key(keys["bank-a"]["signing_key"])
+    src = bank.data_dir / "transcripts" / f"{job_id}.jsonl"
+    peer = plat.data_dir / "transcripts" / f"{job_id}.jsonl"
+    forged = tmp_path / "forged.jsonl"
+
+    def renumber(rec):
+        if rec["type"] == "restart":
+            rec["checkpoint"] = 99
+
+    _rewrite(src, forged, lambda r: True, renumber, key)
+    rep = audit.verify(forged)
+    assert not rep.ok and "restart from checkpoint 99" in rep.detail, rep.detail
+    _rewrite(src, forged, lambda r: r["type"] != "restart", lambda r: None, key)
+    rep = audit.verify(forged, peer_path=peer)
+    assert not rep.ok, "a transcript that hides its restart must not verify"
+    print("hidden restart:", rep.detail)
+
+
 def _verify_pair(bank: Node | Path, plat: Node | Path, job_id: str, restarts: int = 1):
     dirs = [n.data_dir if isinstance(n, Node) else n for n in (bank, plat)]
     paths = [d / "transcripts" / f"{job_id}.jsonl" for d in dirs]
@@ -97,6 +136,14 @@ def test_sb_job_process_killed_during_tree_resumes_bit_identical(tmp_path, keys)
         ref = _reference_digests(bank_toml, plat_toml, job_id, spec)
         got = tuple(rep.summary["model_digests"][n] for n in ("bank-a", "platform-b"))
         assert got == ref
+        # each side's resumed transcript replays from its party's files
+        for node, toml in ((bank, bank_toml), (plat, plat_toml)):
+            r = audit.replay(node.data_dir / "transcripts" / f"{job_id}.jsonl", toml)
+            assert r.ok, r.errors
+            assert r.model_digest == r.signed_digest
+        caught = [e for e in bank.store.events(job_id) if e["event"] == "resume.caught_up"]
+        assert caught, "the resumed run logs when it caught up with its checkpoint"
+        _bank_cannot_rewrite_its_restart(bank, plat, job_id, keys, tmp_path)
     finally:
         bank.stop()
         plat.stop()
@@ -263,4 +310,39 @@ def test_job_resume_command_refusals(tmp_path, keys, capsys):
         assert rep.ok and rep.summary["status"] == "aborted", rep.errors
     finally:
         bank.stop()
+        plat.stop()
+
+
+def test_changed_data_after_a_crash_fails_the_job_with_signed_abort_records(tmp_path, keys):
+    """The bank's data changed while it was down: its play-back does not reproduce what
+    it sent, so the job fails on both nodes and both transcripts are closed."""
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys, deadline_s=3.0)
+    proc = _spawn(bank_toml)
+    plat = _start(plat_toml)
+    bdir = load_node_config(bank_toml).data_dir
+    try:
+        job_id = _submit(AdminClient(bdir), write_job(tmp_path, "lr", params={
+            "epochs": 20, "batch_size": 64, "early_stopping": "none"},
+            evaluation={"cipher": "paillier", "key_bits": 512}))
+        for d in (bdir, plat.data_dir):
+            _wait_checkpoints(d, job_id, 2)
+        _crash(proc, bank_toml)
+        rows = [r.split(",") for r in (tmp_path / "bank.csv").read_text().splitlines()]
+        col = rows[0].index("x0")
+        vals = [r[col] for r in rows[1:]][::-1]    # one feature's values reversed
+        for r, v in zip(rows[1:], vals, strict=True):  # (standardising would undo a
+            r[col] = v                                 # shift or a scale)
+        (tmp_path / "bank.csv").write_text("".join(",".join(r) + "\n" for r in rows))
+        proc = _spawn(bank_toml)
+        rec = wait_state(AdminClient(bdir), job_id, timeout=120)
+        assert rec["state"] == "failed" and "did not reproduce its recorded run" in \
+            rec["error"], rec["error"]
+        assert wait_state(AdminClient(plat.data_dir), job_id, timeout=30)["state"] == \
+            "failed"
+        for d in (bdir, plat.data_dir):
+            rep = audit.verify(d / "transcripts" / f"{job_id}.jsonl")
+            assert rep.ok and rep.summary["status"] == "aborted", rep.errors
+            assert len(rep.summary["restarts"]) == 1
+    finally:
+        _stop(proc)
         plat.stop()
