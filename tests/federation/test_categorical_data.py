@@ -188,6 +188,10 @@ def test_two_nodes_categorical_secureboost(tmp_path):
     for toml, cats in ((bank_toml, '["x0"]'), (plat_toml, '["x1", "x2", "x3", "x5", "x6"]')):
         text = toml.read_text().replace('id_column = "id"\n',
                                         f'id_column = "id"\ncategorical = {cats}\n', 1)
+        if toml == bank_toml:   # the same file, with too low a bound on its levels
+            text = text.replace("[policy]", f'[datasets.loans3]\npath = "{tmp_path / "bank.csv"}"'
+                                '\nlabel_column = "y"\ncategorical = ["x0"]\n'
+                                "max_categories = 3\n\n[policy]", 1)
         toml.write_text(text)
     nodes = [Node(load_node_config(p), quiet=True).start() for p in (bank_toml, plat_toml)]
     try:
@@ -206,6 +210,15 @@ def test_two_nodes_categorical_secureboost(tmp_path):
         got = rec["metrics"]["test_auc"]
         print("nodes categorical test AUC", got, "xgboost", ref)
         assert abs(got - ref) < 0.003, (got, ref)
+        # a column with more levels than its dataset's max_categories: the job fails at
+        # the bank's load, naming the column and the count, before any message
+        bad = tmp_path / "bad.toml"
+        bad.write_text(job.read_text().replace('dataset = "loans"', 'dataset = "loans3"'))
+        jid = client.call("submit", spec=load_job_spec(bad).to_dict(),
+                          source=str(bad))["job_id"]
+        rec = wait_state(client, jid, timeout=120)
+        assert rec["state"] == "failed" and "categorical column 'x0' has 9 distinct " \
+            "levels, more than max_categories = 3" in rec["error"], rec["error"]
     finally:
         for n in nodes:
             n.stop()

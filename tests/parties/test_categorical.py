@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
-from support.roles import contexts, run_roles
+from support.roles import contexts, run_roles, typed
 
 from federation.link import ProtocolError, decode_payload, run_two_parties
 from parties.bank import secureboost as bank_sb
@@ -234,6 +234,33 @@ def test_best_split_one_hot_and_partition_by_hand():
 def test_platform_rejects_bad_categorical_answers(desc):
     with pytest.raises(ProtocolError, match="sb.split cat"):
         resolve(desc, np.array([2, 0, 1]))
+
+
+@pytest.mark.parametrize("meta", [
+    {"cat_sizes": [[3, 4]]},             # more entries than candidates
+    {"cat_sizes": [[0]]},                # an empty block
+    {"cat_sizes": [[2], [2]]},           # one list per node
+    {"cat_sizes": "3"},
+])
+def test_bank_rejects_bad_block_sizes(meta):
+    from parties.bank.secureboost_categorical import BankCategorical
+    cat = BankCategorical(["a"], None, np.array([3]), typed("secureboost", {}),
+                          SplitRule())
+    with pytest.raises(ProtocolError, match="cat_sizes"):
+        cat.read_sizes(meta, [0], [5])
+
+
+@pytest.mark.parametrize("runs", [[[0, 0, [0, 5]]], [[0, 3, [0, 1]]], [[1, 0, [0]]],
+                                  [[0, 0, [1, 1]]], "x"])
+def test_platform_rejects_bad_tie_requests(runs):
+    from federation.link import local_link_pair
+    from parties.provincial_platform.secureboost_categorical import PlatformCategorical
+    cat = PlatformCategorical(["a"], {"a": [0, 1, 2]}, np.array([2]))
+    cat.perms = {0: [(0, np.array([2, 0, 1]))]}
+    a, b, _ = local_link_pair("j")
+    a.send(W.K_CAT_TIES, {"runs": runs})
+    with pytest.raises(ProtocolError, match="sb.cat_ties"):
+        cat.order_ties(b)
 
 
 def test_resolve_ties_go_to_the_lowest_level():
