@@ -198,7 +198,9 @@ class _PlatformTrainer:
                            self.multi.for_tree(msg))
             if self.Xv is not None:
                 self._serve_routes(self.Xv, "valid")
-            self.ctx.checkpoint(t + 1, {"splits": len(self.lookup)})
+            per_round = 1 if self.multi is None else self.multi.K   # multiclass: a tree
+            if (t + 1) % per_round == 0:                             # per class and round
+                self.ctx.checkpoint((t + 1) // per_round, {"splits": len(self.lookup)})
         self.lookup = {k: v for k, v in self.lookup.items()
                        if int(k.split(":")[0]) < n_keep}
         labels = {}
