@@ -19,7 +19,9 @@ ID. Both sides count it: the platform's ``data_dir/serving/ledger.jsonl``, the b
 
 Modules: :mod:`.protocol` (message table, pseudonyms, array encoding), :mod:`.platform`
 (the platform's sessions, stores, policy and ledger; wired into the node daemon),
-:mod:`.bank` (a served model on the bank: session, lookups, scoring), :mod:`.batcher`
+:mod:`.bank` (a served model on the bank: session, lookups, scoring), :mod:`.bulk`
+(a CSV scored through a session, no PSI), :mod:`.export` (the full model as XGBoost
+JSON when both policies allow the platform to reveal its half), :mod:`.batcher`
 (micro-batching with a bounded queue), :mod:`.app` (the FastAPI application). The
 last two need the ``serve`` extra (``pip install 'fedjoint[serve]'``); nothing here
 imports them unless ``fedjoint serve`` runs.

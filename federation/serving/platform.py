@@ -150,12 +150,6 @@ class ServingHost:
         self._save_budget(force=True)
         return {}
 
-    def sessions(self) -> list[dict]:
-        with self._lock:
-            return [{"model": s.model_id, "session": s.sid[:8], "opened": s.opened,
-                     "lookups": s.lookups, "ids": s.ids, "held": s.held}
-                    for s in self._sessions.values()]
-
     # ------------------------------------------------------------------ lookups
     def lookup(self, body: dict) -> dict:
         cfg = self.ctx.cfg

@@ -415,3 +415,15 @@ def test_multiclass_secureboost_serves_the_scoring_jobs_class_probabilities(worl
     digest = _digest(b"fedjoint-score-result-v1", part.digest().encode(),
                      P.astype(">f8").ravel().tobytes(), str(len(ids)).encode())
     assert digest == rec["checkpoint"]["model_digest"]
+
+
+def test_the_token_file_is_private(tmp_path):
+    from federation.cli.common import CliError
+    from federation.cli.serve import token_from
+    path = tmp_path / "serving.token"
+    token = token_from(path)                      # created, 0600
+    assert len(token) >= 32 and path.stat().st_mode & 0o777 == 0o600
+    assert token_from(path) == token
+    path.chmod(0o644)
+    with pytest.raises(CliError, match="readable by group or others"):
+        token_from(path)
