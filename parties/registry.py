@@ -180,8 +180,9 @@ def _builtins() -> None:
     register(Algorithm(
         "logistic_regression", "train", LRParams, bank_lr, platform_lr,
         lr_common.TABLE, key_holders=("bank", "platform"), explain=linear_coefficients,
-        label_kind=lambda params: "binary", job_errors=(lr_common.LRError,),
-        summary="vertical logistic regression, two Paillier keys, no third party",
+        label_kind=LRParams.label_kind, job_errors=(lr_common.LRError,),
+        summary="vertical logistic regression (binary, multinomial or one-vs-rest), two "
+                "Paillier keys, no third party",
         serving=(bank_lr_serve, platform_lr_serve)))
     # speaks logistic regression's protocol (same message table and version): its
     # residual is the exact squared-loss one, d = z_b + z_p - y (docs/linreg.md)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from parties.common import linear_optim as O
 from parties.common import lr_common as C
 from parties.common.residuals import Layout
 from secure_agg import masking
@@ -176,10 +177,10 @@ def _epochs(ctx, peer, job: BankJob, lay: Layout, ahead):
     Xaug = np.hstack([Xq, ones])
     K = lay.k
     w = np.zeros(K * (d_b + 1))  # class-major [w_k | b_k]
-    opt = C.Optimizer(p, K * (d_b + 1), np.tile(np.r_[np.ones(d_b), 0.0], K))
+    opt = O.Optimizer(p, K * (d_b + 1), np.tile(np.r_[np.ones(d_b), 0.0], K))
     rng_mask = ctx.rng.child("lr/mask")
     history: list[dict] = []
-    ph = C.Phases()
+    ph = O.Phases()
     best = {"score": -1.0, "w": w.copy()}
     stale = 0
     prev_loss = first_loss = None
@@ -192,7 +193,7 @@ def _epochs(ctx, peer, job: BankJob, lay: Layout, ahead):
             m = idx.size
             two_l, grad = _batch(job, lay, w, idx, Xaug, ahead.batch(epoch, bi), peer,
                                  rng_mask, ph, epoch)
-            reg = sum(C.regularization(p, w[c * (d_b + 1):c * (d_b + 1) + d_b])
+            reg = sum(O.regularization(p, w[c * (d_b + 1):c * (d_b + 1) + d_b])
                       for c in range(K))
             loss_sum += (0.5 * two_l / m + reg) * m
             w = opt.step(w, grad, epoch)

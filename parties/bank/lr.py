@@ -58,6 +58,13 @@ sends validation partial scores every epoch. Both parties exchange model-part di
 
 Scoring (:func:`predict`): the platform sends its partial score ``X_p w_p`` per row;
 the bank adds its own part and applies the sigmoid.
+
+Multiclass (``multi_class = "multinomial" | "ovr"``, protocol ``fedjoint-lr-v2``): the
+same messages carry ``K`` columns, class-major (``parties/bank/linear_loop.py``). The
+multinomial residual is the softmax linearized around ``z_b``,
+``d = s (softmax(z_b) - onehot(y)) + s (diag(p) - p p^T) z_p``; one-vs-rest is ``K``
+binary residuals. The bank announces ``K`` in its hello; the platform learns ``K`` and
+its own ``K x d_p`` gradients, nothing else new (docs/lr.md).
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ import numpy as np
 from federation.link import ProtocolContext
 from parties.bank import linear_loop as loop
 from parties.common import lr_common as C
+from parties.common import metrics
 from parties.common import residuals as R
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.metrics import auc as auc_score
@@ -88,20 +96,86 @@ from secure_agg.keypolicy import describe_public_key
 PARTY = "bank"
 
 
-def _sample_weights(p: C.LRParams, y: np.ndarray) -> np.ndarray:
+def _sample_weights(p: C.LRParams, y: np.ndarray, classes: list) -> np.ndarray:
+    """Per-row class weights: 1, "balanced" (n / (K n_k)) or the params' table."""
     cw = p.class_weight
     if cw is None:
-        return np.ones_like(y)
+        return np.ones(y.size)
+    k = len(classes)
     if cw == "balanced":
-        n, n1 = y.size, float(y.sum())
-        w1, w0 = n / (2.0 * n1), n / (2.0 * (n - n1))
+        counts = np.bincount(y.astype(np.int64), minlength=k).astype(np.float64)
+        w = y.size / (k * np.maximum(counts, 1.0))
     else:
-        w0 = float(cw.get("0", cw.get(0, 1.0)))
-        w1 = float(cw.get("1", cw.get(1, 1.0)))
-    if max(w0, w1) >= 2.0 ** C.MAX_WEIGHT_BITS:
-        raise ParamError(f"class weights ({w0:g}, {w1:g}) must stay below "
-                         f"{2 ** C.MAX_WEIGHT_BITS}")
-    return np.where(y == 1, w1, w0)
+        table = {str(key): float(v) for key, v in cw.items()}
+        names = [str(c) for c in classes]
+        unknown = sorted(set(table) - set(names))
+        if unknown:
+            raise ParamError(f"class_weight names {unknown}, not classes of the label "
+                             f"({', '.join(names)})")
+        w = np.array([table.get(c, 1.0) for c in names])
+    if w.max() >= 2.0 ** C.MAX_WEIGHT_BITS:
+        raise ParamError(f"class weights ({', '.join(f'{v:g}' for v in w)}) must stay "
+                         f"below {2 ** C.MAX_WEIGHT_BITS}")
+    return w[y.astype(np.int64)]
+
+
+def _class_labels(y, n_rows: int, classes, where: str, k: int | None = None):
+    """Multiclass labels: class indices 0..K-1 (the loader's mapping) -> (int64 labels,
+    class values). ``classes`` from the data, else 0..max."""
+    if y is None:
+        raise InputError(f"{where}: the label column is missing")
+    arr = np.asarray(y).ravel()
+    if arr.size != n_rows:
+        raise InputError(f"{where}: {arr.size} labels for {n_rows} feature rows")
+    if arr.dtype.kind not in "iuf" or not np.all(np.isfinite(arr)) or \
+            np.any(arr != np.round(arr)) or (arr.size and arr.min() < 0):
+        raise InputError(f"{where}: multiclass labels must be class indices 0..K-1")
+    arr = arr.astype(np.int64)
+    if classes is None:
+        classes = list(range(int(arr.max()) + 1 if k is None else k))
+    classes = [c.item() if hasattr(c, "item") else c for c in classes]
+    if arr.size and arr.max() >= len(classes):
+        raise InputError(f"{where}: label index {int(arr.max())} for {len(classes)} classes")
+    if len(classes) < 2:
+        raise InputError(f"{where}: multiclass labels need at least 2 classes")
+    return arr, classes
+
+
+def _labels(p: C.LRParams, data: PartyData, n: int, nv: int | None):
+    """(training labels, validation labels or None, class values)."""
+    if p.multi_class is None:
+        yv = check_labels(data.y, n, "bank training labels")
+        yvv = None if nv is None else check_labels(data.y_valid, nv, "bank validation labels")
+        return yv, yvv, [0, 1]
+    yv, classes = _class_labels(data.y, n, data.classes, "bank training labels")
+    yvv = None if nv is None else _class_labels(data.y_valid, nv, classes,
+                                                "bank validation labels")[0]
+    return yv, yvv, classes
+
+
+def _residual(p: C.LRParams, wbits: int, k: int):
+    if p.multi_class is None:
+        return R.Sigmoid(p, wbits)
+    return (R.Softmax if p.multi_class == "multinomial" else R.OneVsRest)(p, wbits, k)
+
+
+def probabilities(p_multi: str | None, z: np.ndarray) -> np.ndarray:
+    """The model's output for joint predictors ``z``: P(1) per row (binary), else the
+    (rows, K) class probabilities (softmax, or one-vs-rest renormalised)."""
+    if p_multi is None:
+        return R.sigmoid(z)
+    return R.softmax(z) if p_multi == "multinomial" else R.ovr_proba(z)
+
+
+def _report(p: C.LRParams, y, z) -> dict:
+    if p.multi_class is None:
+        return binary_report(y, R.sigmoid(z))
+    return metrics.report("multiclass", y, probabilities(p.multi_class, z))
+
+
+def _macro_auc(y, proba) -> float:
+    return float(np.mean([auc_score((y == k).astype(np.float64), proba[:, k])
+                          for k in range(proba.shape[1])]))
 
 
 def train(ctx: ProtocolContext, data: PartyData, params: C.LRParams, cipher: PrivateCipher,
@@ -109,39 +183,39 @@ def train(ctx: ProtocolContext, data: PartyData, params: C.LRParams, cipher: Pri
     """Train jointly with the platform; returns the bank's model part and the metrics.
     ``policy.keys`` decides whether the platform's public key is acceptable."""
     return C.guarded(ctx, lambda exc: peer_view(exc, PARTY, policy.reveal_feature_names),
-                     C.LRError, _train, data.X, data.y, data.feature_names, params, cipher,
-                     data.X_valid, data.y_valid, policy)
+                     C.LRError, _train, data, params, cipher, policy)
 
 
-def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid, policy):
+def _train(ctx, peer, data, params, cipher, policy):
     timings: dict = {}
     t_start = time.perf_counter()
+    X = data.X
     if hasattr(X, "__len__"):  # both parties know the row count: fail before the hello
         C.check_batch_size(params, len(X))
     err = shown = None
     try:
         p = params
-        Xm, names = as_feature_matrix(X, feature_names, "bank training data")
-        yv = check_labels(y, Xm.shape[0], "bank training labels")
+        Xm, names = as_feature_matrix(X, data.feature_names, "bank training data")
+        nv = None if data.X_valid is None else len(data.X_valid)
+        yv, yvv, classes = _labels(p, data, Xm.shape[0], nv)
         std = fit_own_columns(Xm, names, PARTY, "bank training data",
                               nan_policy=p.nan_policy, standardize=p.standardize,
                               log=ctx.log)
         Xs = std.transform(Xm, "bank training data")
         n = Xs.shape[0]
         bs = C.check_batch_size(p, n)
-        Xv = yvv = None
-        if X_valid is not None:
-            Xvm, _ = as_feature_matrix(X_valid, names, "bank validation data")
+        Xv = None
+        if data.X_valid is not None:
+            Xvm, _ = as_feature_matrix(data.X_valid, names, "bank validation data")
             Xv = std.transform(Xvm, "bank validation data")
-            yvv = check_labels(y_valid, Xv.shape[0], "bank validation labels")
         if p.early_stopping == "valid_auc" and Xv is None:
             raise ParamError("early_stopping = \"valid_auc\" needs validation rows")
-        sw = _sample_weights(p, yv)
+        sw = _sample_weights(p, yv, classes)
     except InputError as exc:  # about the bank's own data: the platform gets no details
         err, shown = str(exc), peer_view(exc, PARTY, policy.reveal_feature_names)
     except ParamError as exc:
         err = shown = str(exc)
-    hello = {"version": C.PROTOCOL_VERSION, "ok": err is None, "error": shown,
+    hello = {"version": params.version(), "ok": err is None, "error": shown,
              "key": describe_public_key(cipher.public(), form="modulus")}
     if err is None:
         wbits = R.weight_bits(float(sw.max()))
@@ -150,6 +224,8 @@ def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid, pol
         hello.update({"n_rows": n, "n_valid": 0 if Xv is None else Xv.shape[0],
                       "n_features": Xs.shape[1], "shared": p.shared(), "weight_bits": wbits,
                       "curvature": curv, "shuffle_seed": seed.hex()})
+        if p.multi_class is not None:
+            hello["n_classes"] = len(classes)
     peer.send_json(C.K_HELLO, hello)
     ph = peer.recv_json(C.K_HELLO)
     if err is not None:
@@ -163,43 +239,58 @@ def _train(ctx, peer, X, y, feature_names, params, cipher, X_valid, y_valid, pol
                         "(allow_validation_scores = true in its params)")
     pk_p = C.peer_cipher(ph.get("key") or {}, cipher, ctx.workers, policy.keys)
     timings["setup"] = time.perf_counter() - t_start
+    residual = _residual(p, wbits, len(classes))
+    if p.multi_class is None:
+        valid_metric = lambda z: auc_score(yvv, z[:, 0])  # noqa: E731
+    else:
+        valid_metric = lambda z: _macro_auc(yvv, probabilities(p.multi_class, z))  # noqa: E731
+    job = loop.BankJob(p, residual, Xs, yv, sw, d_p, bs, seed, cipher, pk_p, Xv,
+                       valid_metric=valid_metric)
+    return _finish(ctx, peer, job, std, names, yvv, classes, timings)
 
-    return _finish(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits,
-                   seed, cipher, pk_p, timings)
 
-
-def _finish(ctx, peer, p, std, names, Xs, yv, sw, Xv, yvv, n, bs, d_p, wbits, seed,
-            cipher, pk_p, timings):
-    d_b = Xs.shape[1]
-    job = loop.BankJob(p, R.Sigmoid(p, wbits), Xs, yv, sw, d_p, bs, seed, cipher, pk_p,
-                       Xv, valid_metric=lambda z: auc_score(yvv, z[:, 0]))
+def _finish(ctx, peer, job, std, names, yvv, classes, timings):
+    p, d_b, d_p = job.p, job.Xs.shape[1], job.d_p
     t_train = time.perf_counter()
     w, history, stopped_early, phases, epochs_run = loop.train(ctx, peer, job)
     timings["train"] = time.perf_counter() - t_train
     timings.update(phases)
     t_eval = time.perf_counter()
-    metrics: dict = {"epochs_run": epochs_run, "stopped_early": stopped_early,
-                     "final_loss": history[-1]["loss"]}
+    metrics_: dict = {"epochs_run": epochs_run, "stopped_early": stopped_early,
+                      "final_loss": history[-1]["loss"]}
     for name, z, labels in zip(("train", "valid"), loop.final_predictors(peer, job, w),
-                               (yv, yvv), strict=True):
+                               (job.y, yvv), strict=True):
         if z is not None:
-            metrics[name] = binary_report(labels, R.sigmoid(z))
+            metrics_[name] = _report(p, labels, z)
     timings["evaluate"] = time.perf_counter() - t_eval
-    body = {"weights": [float(v) for v in w[:d_b]],
-            "intercept": float(w[d_b]) if p.fit_intercept else 0.0,
-            "standardizer": std.to_dict(), "approximation": p.approximation,
+    W = w.reshape(-1, d_b + 1)
+    if p.multi_class is None:
+        coef = {"weights": [float(v) for v in W[0, :d_b]],
+                "intercept": float(W[0, d_b]) if p.fit_intercept else 0.0}
+    else:
+        coef = {"multi_class": p.multi_class, "classes": list(classes),
+                "weights": [[float(v) for v in row[:d_b]] for row in W],
+                "intercept": [float(v) if p.fit_intercept else 0.0 for v in W[:, d_b]]}
+    body = {**coef, "standardizer": std.to_dict(), "approximation": p.approximation,
             "x_frac_bits": p.x_frac_bits, "peer_n_features": d_p,
             "epochs_run": epochs_run, "loss_curve": [h["loss"] for h in history]}
     part = ModelPart(C.ALGORITHM, PARTY, ctx.job_id, C.params_dict(p), body, list(names))
     C.exchange_part_digests(peer, part, send_first=True, peer_label="platform")
     timings["total"] = time.perf_counter() - t_train + timings["setup"]
-    return TrainOutcome(part, metrics, history, timings)
+    return TrainOutcome(part, metrics_, history, timings)
 
 
 def predict(ctx: ProtocolContext, model: ModelPart, X) -> np.ndarray:
-    """Score aligned rows: the platform sends its partial scores; returns probabilities."""
+    """Score aligned rows: the platform sends its partial scores; returns P(1) per row,
+    or (rows, K) class probabilities for a multiclass part."""
     peer = C.Peer(ctx.link)
     Xs = C.scoring_handshake(peer, model, X, PARTY, "platform")
-    zp = peer.recv_scores(C.K_PARTIAL_SCORE, Xs.shape[0])
-    w = np.asarray(model.body["weights"], dtype=np.float64)
-    return R.sigmoid(C.linear_predictor(Xs, w) + float(model.body["intercept"]) + zp)
+    multi = model.body.get("multi_class")
+    if multi is None:
+        zp = peer.recv_scores(C.K_PARTIAL_SCORE, Xs.shape[0])
+        w = np.asarray(model.body["weights"], dtype=np.float64)
+        return R.sigmoid(C.linear_predictor(Xs, w) + float(model.body["intercept"]) + zp)
+    W = np.asarray(model.body["weights"], dtype=np.float64)
+    zp = peer.recv_scores(C.K_PARTIAL_SCORE, Xs.shape[0], W.shape[0])
+    z = np.column_stack([C.linear_predictor(Xs, w) for w in W])
+    return probabilities(multi, z + np.asarray(model.body["intercept"]) + zp)

@@ -26,6 +26,13 @@ def linear_coefficients(part: ModelPart) -> dict:
     """Linear models: this party's coefficients on standardised features (``gain`` is
     the magnitude, ``coefficient`` the signed weight)."""
     weights = part.body.get("weights") or []
+    if weights and isinstance(weights[0], list):   # multiclass: one row per class
+        rows = [{"feature": n, "gain": max(abs(float(v)) for v in col), "splits": 0,
+                 "coefficients": [float(v) for v in col]}
+                for n, col in zip(part.feature_names, zip(*weights, strict=True),
+                                  strict=False)]
+        return {"measure": "max |coefficient| over classes (standardised features)",
+                "feature_importance": rows}
     rows = [{"feature": n, "gain": abs(float(w)), "splits": 0, "coefficient": float(w)}
             for n, w in zip(part.feature_names, weights, strict=False)]
     return {"measure": "|coefficient| (standardised features)", "feature_importance": rows}

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,6 +30,10 @@ from secure_agg.keypolicy import KeyPolicy, KeyPolicyError, peer_public_cipher
 
 ALGORITHM = "logistic_regression"
 PROTOCOL_VERSION = "fedjoint-lr-v1"
+#: what a multiclass job's hello says (K residual columns; a v1 peer refuses it at the
+#: hello). Binary jobs still say v1 and are v1 byte for byte
+MULTICLASS_VERSION = "fedjoint-lr-v2"
+MULTI_CLASS = ("multinomial", "ovr")
 
 # ---- fixed-point layout (protocol constants, identical on both sides) -----------------
 FZ = 20          #: fractional bits of the partial linear predictors z_p (and z_b)
@@ -109,6 +112,7 @@ class LRParams:
                "l1": "reg_alpha", "random_state": "seed", "scale_pos_weight": vocab.SCALE_POS_WEIGHT}
     REFUSED = {**vocab.TREE_ONLY, **vocab.LINEAR_MODEL_REFUSED}   # parties.common.params
     ARTIFACT_NAMES = {"reg_lambda": "l2", "reg_alpha": "l1"}  # as fedjoint-lr-v1 parts say
+    ADDED_FIELDS = ("multi_class",)  # recorded only when set: binary parts stay as they were
     l2 = property(lambda self: self.reg_lambda)  # the optimiser's names (as LinRegParams)
     l1 = property(lambda self: self.reg_alpha)
     epochs: int = 10
@@ -120,7 +124,13 @@ class LRParams:
     reg_lambda: float = 0.0              #: (lambda/2)||w||^2 (sklearn C = 1/(n*lambda)); l2
     reg_alpha: float = 0.0               #: lambda*||w||_1, via a proximal step; l1
     fit_intercept: bool = True           #: intercept lives at the bank
-    class_weight: str | dict | None = None  #: None | "balanced" | {"0": w0, "1": w1}
+    #: None | "balanced" | {"0": w0, "1": w1}; multiclass: {class = weight}, the classes
+    #: as the label column spells them (unnamed classes weigh 1)
+    class_weight: str | dict | None = None
+    #: None: binary 0/1 labels. "multinomial" (softmax over K classes, scikit-learn's
+    #: default for K > 2) or "ovr" (K one-vs-rest models in the same job): a multiclass
+    #: label, K announced by the bank (docs/lr.md)
+    multi_class: str | None = None
     approximation: str = "linearized"    #: linearized (default) | taylor
     #: curvature ``a`` in the platform's residual: the batch mean (one ciphertext per
     #: batch; default) or per row (one more bank encryption per row, most accurate)
@@ -153,10 +163,28 @@ class LRParams:
         if self.tol < 0 or self.patience < 1:
             raise ParamError("tol must be >= 0 and patience >= 1")
         check_nan_policy(self.nan_policy)
-        vocab.check_class_weight(self.class_weight, 2.0 ** MAX_WEIGHT_BITS)
+        if self.multi_class is not None and self.multi_class not in MULTI_CLASS:
+            hint = (" (it needs the label kind before the data is read: name the one you "
+                    "mean)") if self.multi_class == "auto" else ""
+            raise ParamError(f"multi_class = {self.multi_class!r}; expected one of "
+                             f"{MULTI_CLASS} for a multiclass label, or leave it unset for "
+                             f"0/1 labels{hint}")
+        vocab.check_class_weight(self.class_weight, 2.0 ** MAX_WEIGHT_BITS,
+                                 any_keys=self.multi_class is not None)
 
     def shared(self) -> dict:
-        return {k: getattr(self, k) for k in SHARED_KEYS}
+        out = {k: getattr(self, k) for k in SHARED_KEYS}
+        if self.multi_class is not None:   # binary hellos stay as they were
+            out["multi_class"] = self.multi_class
+        return out
+
+    def label_kind(self) -> str:
+        """What the bank's labels must be (parties.registry)."""
+        return "binary" if self.multi_class is None else "multiclass"
+
+    def version(self) -> str:
+        """The protocol version a job with these params speaks."""
+        return PROTOCOL_VERSION if self.multi_class is None else MULTICLASS_VERSION
 
     def needs_validation_split(self) -> str:
         """The param that needs a validation split carved from the training rows."""
@@ -291,47 +319,6 @@ def check_predictor(z: np.ndarray, party: str, epoch: int) -> None:
                       f"predictor left [-{2 ** ZB}, {2 ** ZB}]; lower learning_rate")
 
 
-# ---- local optimiser (each party updates only its own weights) ---------------------------
-@dataclass
-class Optimizer:
-    p: LRParams
-    size: int
-    penalize: np.ndarray  # 1 for weights, 0 for the intercept
-    t: int = 0
-    m: np.ndarray = field(init=False)
-    v: np.ndarray = field(init=False)
-
-    def __post_init__(self):
-        self.m = np.zeros(self.size)
-        self.v = np.zeros(self.size)
-
-    def step(self, w: np.ndarray, grad: np.ndarray, epoch: int) -> np.ndarray:
-        p = self.p
-        lr = p.learning_rate / (1.0 + p.decay * epoch)
-        g = grad + p.l2 * self.penalize * w
-        self.t += 1
-        if p.optimizer == "sgd":
-            w = w - lr * g
-        elif p.optimizer == "momentum":
-            self.m = p.momentum * self.m + g
-            w = w - lr * self.m
-        else:
-            b1, b2 = p.momentum, 0.999
-            self.m = b1 * self.m + (1 - b1) * g
-            self.v = b2 * self.v + (1 - b2) * g * g
-            mh = self.m / (1 - b1 ** self.t)
-            vh = self.v / (1 - b2 ** self.t)
-            w = w - lr * mh / (np.sqrt(vh) + 1e-8)
-        if p.l1 > 0:
-            thr = lr * p.l1 * self.penalize
-            w = np.sign(w) * np.maximum(np.abs(w) - thr, 0.0)
-        return w
-
-
-def regularization(p: LRParams, w: np.ndarray) -> float:
-    return 0.5 * p.l2 * float(w @ w) + p.l1 * float(np.abs(w).sum())
-
-
 # ---- keys ------------------------------------------------------------------------------
 def peer_cipher(desc: dict, own: PublicCipher, workers: int, policy: KeyPolicy
                 ) -> PublicCipher:
@@ -341,30 +328,6 @@ def peer_cipher(desc: dict, own: PublicCipher, workers: int, policy: KeyPolicy
         return peer_public_cipher(desc, policy, workers, own=own)
     except KeyPolicyError as exc:
         raise LRError(str(exc)) from None
-
-
-class Phases:
-    """Seconds spent per protocol phase (reported in TrainOutcome.timings)."""
-
-    def __init__(self):
-        self.t: dict[str, float] = {}
-        self._name = None
-        self._start = 0.0
-
-    def __call__(self, name: str) -> Phases:
-        self._name = name
-        return self
-
-    def __enter__(self):
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.t[self._name] = self.t.get(self._name, 0.0) + time.perf_counter() - self._start
-        return False
-
-    def rounded(self) -> dict:
-        return {f"phase.{k}": round(v, 4) for k, v in self.t.items()}
 
 
 # ---- transport --------------------------------------------------------------------------
@@ -461,9 +424,9 @@ def check_peer_hello(own: dict, other: dict, p: LRParams, party: str,
     differ between the parties."""
     if not other.get("ok"):
         raise LRError(f"the {peer_label} refused the job: {other.get('error')}")
-    if other.get("version") != PROTOCOL_VERSION:
+    if other.get("version") != own["version"]:
         raise LRError(f"{peer_label} speaks {other.get('version')!r}, expected "
-                      f"{PROTOCOL_VERSION}")
+                      f"{own['version']}")
     if other.get("n_rows") != own["n_rows"]:
         raise LRError(f"row counts differ: {party} has {own['n_rows']} training rows, "
                       f"{peer_label} {other.get('n_rows')} (rows must be PSI-aligned)")
@@ -474,6 +437,17 @@ def check_peer_hello(own: dict, other: dict, p: LRParams, party: str,
         theirs = other.get("shared") or {}
         diff = sorted(k for k in p.shared() if p.shared()[k] != theirs.get(k))
         raise LRError(f"bank and platform job parameters differ: {', '.join(diff)}")
+
+
+def announced_seed(hello: dict, error: type) -> bytes:
+    """The 32-byte shuffle seed of the bank's hello (``error`` if malformed)."""
+    try:
+        seed = bytes.fromhex(hello.get("shuffle_seed", ""))
+    except (TypeError, ValueError):
+        seed = b""
+    if len(seed) != 32:
+        raise error("bank announced a malformed shuffle seed")
+    return seed
 
 
 def exchange_part_digests(peer: Peer, part: ModelPart, *, send_first: bool,

@@ -194,8 +194,9 @@ def positive_class_weight(value) -> dict:
     return {"0": 1.0, "1": float(value)}
 
 
-def check_class_weight(cw, max_weight: float) -> None:
-    """``None`` | ``"balanced"`` | ``{"0": w0, "1": w1}`` with weights in (0, max)."""
+def check_class_weight(cw, max_weight: float, any_keys: bool = False) -> None:
+    """``None`` | ``"balanced"`` | ``{"0": w0, "1": w1}`` with weights in (0, max);
+    ``any_keys``: a multiclass table, its keys the class values (checked with the data)."""
     if cw is None:
         return
     if isinstance(cw, str):
@@ -205,7 +206,7 @@ def check_class_weight(cw, max_weight: float) -> None:
     if not isinstance(cw, dict):
         raise ParamError(f"class_weight = {cw!r}; expected \"balanced\" or a table")
     keys = {str(k) for k in cw}
-    if not keys <= {"0", "1"}:
+    if not any_keys and not keys <= {"0", "1"}:
         raise ParamError(f"class_weight keys must be \"0\" and \"1\", got {sorted(keys)}")
     for k, v in cw.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < max_weight:

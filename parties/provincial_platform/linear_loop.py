@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from parties.common import linear_optim as O
 from parties.common import lr_common as C
 from parties.common.artifact import ModelPart, TrainOutcome
 from parties.common.residuals import Layout
@@ -155,12 +156,12 @@ def _epochs(ctx, peer, job: PlatformJob, ahead, rng_enc):
     K, d_b = lay.k, job.d_b
     Xq = C.encode(job.Xs, p.x_frac_bits)
     w = np.zeros(K * d_p)
-    opt = C.Optimizer(p, K * d_p, np.ones(K * d_p))
+    opt = O.Optimizer(p, K * d_p, np.ones(K * d_p))
     rng_mask = ctx.rng.child("lr/mask")
     grad_scale = float(2 ** (p.x_frac_bits + lay.u_frac))
     loss_scale = float(2 ** lay.loss_frac)
     history: list[dict] = []
-    ph = C.Phases()
+    ph = O.Phases()
     best_w = w.copy()
     epoch = 0
     for epoch in range(p.epochs):
@@ -193,7 +194,7 @@ def _epochs(ctx, peer, job: PlatformJob, ahead, rng_enc):
             peer.send_ints(C.K_BANK_GRAD_PLAIN, vals[:g_len])
             # the loss slot: v = 2 sum(u z_p) + mask (decrypted, meaningless here) plus
             # z_p^T A z_p and this party's penalty, sent back under the bank's key
-            pen = 2 * m * C.regularization(p, w)
+            pen = 2 * m * O.regularization(p, w)
             extra = vals[g_len] + int(round(pen * loss_scale))
             with ph("homomorphic"):
                 lct = _loss_slot(pk_b, lay, A, zps, extra, obf, rng_enc, m)

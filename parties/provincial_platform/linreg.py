@@ -78,12 +78,7 @@ def _train(ctx, peer, data, p, cipher, policy):
     d_b = bh.get("n_features")
     if not isinstance(d_b, int) or not 0 <= d_b <= 100000:
         raise L.LinRegError("bank announced an invalid feature count")
-    try:
-        seed = bytes.fromhex(bh.get("shuffle_seed", ""))
-    except (TypeError, ValueError):
-        seed = b""
-    if len(seed) != 32:
-        raise L.LinRegError("bank announced a malformed shuffle seed")
+    seed = C.announced_seed(bh, L.LinRegError)
     pk_b = C.peer_cipher(bh.get("key") or {}, cipher, ctx.workers, policy.keys)
     timings = {"setup": time.perf_counter() - t0}
 

@@ -79,7 +79,7 @@ def _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy):
         err, shown = str(exc), peer_view(exc, PARTY, policy.reveal_feature_names)
     except ParamError as exc:
         err = shown = str(exc)
-    hello = {"version": C.PROTOCOL_VERSION, "ok": err is None, "error": shown,
+    hello = {"version": params.version(), "ok": err is None, "error": shown,
              "key": describe_public_key(cipher.public(), form="modulus")}
     if err is None:
         hello.update({"n_rows": n, "n_valid": 0 if Xv is None else Xv.shape[0],
@@ -103,21 +103,29 @@ def _train(ctx, peer, X, feature_names, params, cipher, X_valid, policy):
     if curv != R.curvature_mode(p):
         raise C.LRError(f"bank announced residual layout {curv!r}, expected "
                         f"{R.curvature_mode(p)!r}")
-    try:
-        seed = bytes.fromhex(bh.get("shuffle_seed", ""))
-    except (TypeError, ValueError):
-        seed = b""
-    if len(seed) != 32:
-        raise C.LRError("bank announced a malformed shuffle seed")
+    seed = C.announced_seed(bh, C.LRError)
+    if p.multi_class is None:
+        layout = R.Sigmoid(p, wbits).layout
+    else:  # K: the one thing about the labels the platform learns at setup
+        k = bh.get("n_classes")
+        if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= policy.max_classes:
+            raise C.LRError(f"bank announced {k!r} classes; this node allows 2.."
+                            f"{policy.max_classes} (limits.max_classes)")
+        layout = (R.Softmax if p.multi_class == "multinomial" else R.OneVsRest)(
+            p, wbits, k).layout
     pk_b = C.peer_cipher(bh.get("key") or {}, cipher, ctx.workers, policy.keys)
     timings = {"setup": time.perf_counter() - t0}
-    job = loop.PlatformJob(p, R.Sigmoid(p, wbits).layout, Xs, d_b, bs, seed, cipher, pk_b,
-                           Xv)
+    job = loop.PlatformJob(p, layout, Xs, d_b, bs, seed, cipher, pk_b, Xv)
     t_train = time.perf_counter()
     w, history, phases = loop.train(ctx, peer, job)
     timings["train"] = time.perf_counter() - t_train
     timings.update(phases)
-    body = {"weights": [float(v) for v in w], "standardizer": std.to_dict(),
+    if p.multi_class is None:
+        coef = {"weights": [float(v) for v in w]}
+    else:
+        coef = {"multi_class": p.multi_class,
+                "weights": [[float(v) for v in row] for row in w.reshape(layout.k, -1)]}
+    body = {**coef, "standardizer": std.to_dict(),
             "approximation": p.approximation, "x_frac_bits": p.x_frac_bits,
             "epochs_run": len(history)}
     return loop.finish(ctx, peer, job, w, history, timings, C.ALGORITHM, C.params_dict(p),
@@ -128,6 +136,8 @@ def predict(ctx: ProtocolContext, model: ModelPart, X) -> np.ndarray:
     """Send this party's partial scores ``X_p w_p`` to the bank (disclosed); returns them."""
     peer = C.Peer(ctx.link)
     Xs = C.scoring_handshake(peer, model, X, PARTY, "bank")
-    z = C.linear_predictor(Xs, model.body["weights"])
+    w = np.asarray(model.body["weights"], dtype=np.float64)
+    z = C.linear_predictor(Xs, w) if w.ndim == 1 else \
+        np.column_stack([C.linear_predictor(Xs, wk) for wk in w])   # (rows, K) multiclass
     peer.send_array(C.K_PARTIAL_SCORE, z)
     return z
