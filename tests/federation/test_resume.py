@@ -42,15 +42,18 @@ def _submit(client: AdminClient, job: Path) -> str:
     return client.call("submit", spec=load_job_spec(job).to_dict(), source=str(job))["job_id"]
 
 
-def _checkpoints(data_dir: Path, job_id: str) -> int:
-    """Checkpoints recorded in the party's transcript (the file is written first)."""
+def _checkpoints(data_dir: Path, job_id: str, restarts: int = 0) -> int:
+    """Checkpoints recorded in the party's transcript (the file is written first),
+    after its ``restarts``-th restart record."""
     t = data_dir / "transcripts" / f"{job_id}.jsonl"
-    return t.read_bytes().count(b'"type":"checkpoint"') if t.exists() else 0
+    parts = t.read_bytes().split(b'"type":"restart"') if t.exists() else [b""]
+    return parts[restarts].count(b'"type":"checkpoint"') if len(parts) > restarts else 0
 
 
-def _wait_checkpoints(data_dir: Path, job_id: str, n: int, timeout: float = 120) -> None:
+def _wait_checkpoints(data_dir: Path, job_id: str, n: int, timeout: float = 120,
+                      restarts: int = 0) -> None:
     deadline = time.monotonic() + timeout
-    while _checkpoints(data_dir, job_id) < n:
+    while _checkpoints(data_dir, job_id, restarts) < n:
         assert time.monotonic() < deadline, f"no checkpoint {n} for {job_id}"
         time.sleep(0.05)
 
@@ -345,4 +348,33 @@ def test_changed_data_after_a_crash_fails_the_job_with_signed_abort_records(tmp_
             assert len(rep.summary["restarts"]) == 1
     finally:
         _stop(proc)
+        plat.stop()
+
+
+def test_a_resumed_job_interrupted_again_resumes_again(tmp_path, keys):
+    """Two kills of a job process (the second after the resumed run's own checkpoints):
+    two restart records, the model still equals the uninterrupted run's."""
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    try:
+        client = AdminClient(bank.data_dir)
+        job_id = _submit(client, write_job(tmp_path, "sb", "secureboost",
+                                           params={**SB, "n_trees": 5},
+                                           evaluation={"cipher": "paillier",
+                                                       "key_bits": 512}))
+        for restarts in (0, 1):   # one checkpoint of the first run, then of the resumed
+            for n in (bank, plat):
+                _wait_checkpoints(n.data_dir, job_id, 1, restarts=restarts)
+            child = [p for p in active_children() if p.name == f"fedjoint-job-{job_id}"]
+            os.kill(child[0].pid, signal.SIGKILL)
+            wait_state(client, job_id, states=("interrupted", "failed", "done"), timeout=60)
+        rec = wait_state(client, job_id, timeout=120)
+        assert rec["state"] == "done", rec["error"]
+        rep = _verify_pair(bank, plat, job_id, restarts=2)
+        got = tuple(rep.summary["model_digests"][n] for n in ("bank-a", "platform-b"))
+        assert got == _reference_digests(bank_toml, plat_toml, job_id, rec["spec"])
+        r = audit.replay(bank.data_dir / "transcripts" / f"{job_id}.jsonl", bank_toml)
+        assert r.ok, r.errors
+    finally:
+        bank.stop()
         plat.stop()
