@@ -73,8 +73,9 @@ class BankCategorical:
         if not isinstance(got, list) or len(got) != len(runs):
             raise ProtocolError(f"sb.cat_order: expected {len(runs)} ordered runs")
         for (nid, b, run), order in zip(runs, got, strict=True):
-            if not isinstance(order, list) or sorted(map(str, order)) != sorted(
-                    map(str, run)) or len(set(map(str, order))) != len(run):
+            if not isinstance(order, list) or not all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in order) \
+                    or sorted(order) != sorted(run):
                 raise ProtocolError("sb.cat_order: a run is not a reordering of the asked "
                                     "levels")
             key = self.keys.setdefault((nid, b), np.arange(self.sizes[nid][b]))

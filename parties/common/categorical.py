@@ -59,12 +59,6 @@ from federation.link import ProtocolError
 from parties.common.tree import SplitRule, threshold_left
 
 
-def n_levels(codes: np.ndarray) -> int:
-    """XGBoost's bin count of a categorical column: max level index seen + 1."""
-    ok = ~np.isnan(codes)
-    return int(np.nanmax(codes[ok])) + 1 if ok.any() else 0
-
-
 @dataclass
 class CatSplit:
     """The best split of one categorical feature, in the index space given (level

@@ -210,6 +210,18 @@ def test_two_nodes_categorical_secureboost(tmp_path):
         got = rec["metrics"]["test_auc"]
         print("nodes categorical test AUC", got, "xgboost", ref)
         assert abs(got - ref) < 0.003, (got, ref)
+        # an auditor replays each side from its transcript (the same levels again)
+        from federation import audit
+        for tr in (rec["artifacts"]["transcript"],
+                   pclient.call("status", job_id=jid)["artifacts"]["transcript"]):
+            r = audit.replay(tr, tmp_path)
+            assert r.ok, r.errors
+        # a scoring job maps the files' levels with the model's lists
+        out = tmp_path / "scores.csv"
+        sj = write_job(tmp_path, "score", "score", extra_job={"model": jid, "output": str(out)})
+        sid = client.call("submit", spec=load_job_spec(sj).to_dict(), source=str(sj))["job_id"]
+        assert wait_state(client, sid, timeout=120)["state"] == "done"
+        assert len(out.read_text().splitlines()) == len(j) + 1
         # a column with more levels than its dataset's max_categories: the job fails at
         # the bank's load, naming the column and the count, before any message
         bad = tmp_path / "bad.toml"

@@ -250,6 +250,20 @@ def test_bank_rejects_bad_block_sizes(meta):
         cat.read_sizes(meta, [0], [5])
 
 
+@pytest.mark.parametrize("reply", [[[0, 1, 1, 2, 3]], [[0, 1]], [["0", 1, 2, 3, 4]], [],
+                                   "x"])
+def test_bank_rejects_bad_tie_orders(reply):
+    from federation.link import local_link_pair
+    from parties.bank.secureboost_categorical import BankCategorical
+    cat = BankCategorical(["a"], None, np.array([3]), typed("secureboost", {}),
+                          SplitRule())
+    cat.sizes = {0: [5]}       # one block of 5 levels; all weigh 0 (H < 1), sums differ
+    a, b, _ = local_link_pair("j")
+    b.send(W.K_CAT_ORDER, {"runs": reply})
+    with pytest.raises(ProtocolError, match="sb.cat_order"):
+        cat.order_ties(a, {0: (np.array([0.0, 0.5, 0, 0, 0]), np.array([0.0, 0.2, 0, 0, 0]))})
+
+
 @pytest.mark.parametrize("runs", [[[0, 0, [0, 5]]], [[0, 3, [0, 1]]], [[1, 0, [0]]],
                                   [[0, 0, [1, 1]]], "x"])
 def test_platform_rejects_bad_tie_requests(runs):
