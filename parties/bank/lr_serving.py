@@ -21,6 +21,9 @@ class Scorer:
     def __init__(self, model):
         if model.algorithm != C.ALGORITHM or model.party != "bank":
             raise ServingInputError("not the bank's logistic-regression model part")
+        if model.body.get("multi_class"):
+            raise ServingInputError("online scoring of a multiclass logistic-regression "
+                                    "part is not available; score it with a scoring job")
         self.features = list(model.feature_names)
         self.std = Standardizer.from_dict(model.body["standardizer"])
         self.w = np.asarray(model.body["weights"], dtype=np.float64)

@@ -23,6 +23,9 @@ class Answerer:
     def __init__(self, model, setup: dict):
         if model.algorithm != C.ALGORITHM or model.party != "platform":
             raise ServingInputError("not the platform's logistic-regression model part")
+        if model.body.get("multi_class"):
+            raise ServingInputError("online scoring of a multiclass logistic-regression "
+                                    "part is not available; score it with a scoring job")
         self.std = Standardizer.from_dict(model.body["standardizer"])
         self.w = np.asarray(model.body["weights"], dtype=np.float64)
         self.fail = np.asarray(self.std.policies) == "fail"

@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 from sklearn.linear_model import LogisticRegression
-from support.nodes import make_party_keys, write_job, write_node_tomls
-
-from federation.cli import main
-from federation.config import load_node_config
-from federation.node import Node
+from support.nodes import run_cli, two_nodes, write_job
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -39,44 +34,25 @@ def _frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     return bank, h[SHIFT:]
 
 
-def _run(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_four_class_lr_through_two_nodes(tmp_path, capsys, monkeypatch):
-    keys = make_party_keys(tmp_path)
-    allowed = ["psi", "logistic_regression", "score"]
-    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys,
-                                            bank_policy={"allowed_algorithms": allowed},
-                                            platform_policy={"allowed_algorithms": allowed})
     bank_df, plat_df = _frames()
-    bank_df.to_csv(tmp_path / "bank.csv", index=False)
-    plat_df.to_csv(tmp_path / "platform.csv", index=False)
     j = bank_df.merge(plat_df, on="id", suffixes=("_b", "_p"))
     X = j.drop(columns=["id", "y"]).to_numpy(float)
     y = np.searchsorted(CLASSES, j["y"].to_numpy())
     pos = {str(i): r for r, i in enumerate(j["id"])}
-    bank = Node(load_node_config(bank_toml), quiet=True).start()
-    plat = Node(load_node_config(plat_toml), quiet=True).start()
     lam = 3e-2
-    try:
-        monkeypatch.setenv("FEDJOINT_CONFIG", str(bank_toml))
+    with two_nodes(tmp_path, monkeypatch, ["psi", "logistic_regression", "score"],
+                   bank_df, plat_df):
         params = {"multi_class": "multinomial", "epochs": 60, "batch_size": 0,
                   "learning_rate": 0.1, "reg_lambda": lam, "early_stopping": "none",
                   "seed": 3}
-        code, out, err = _run(capsys, "job", "submit",
-                              str(write_job(tmp_path, "mclr", params=params)), "--wait")
+        code, out, err = run_cli(capsys, "job", "submit",
+                                 str(write_job(tmp_path, "mclr", params=params)), "--wait")
         assert code == 0, err + out
         job_id = out.split()[0]
-        code, out, err = _run(capsys, "job", "status", job_id)
+        code, out, err = run_cli(capsys, "job", "status", job_id)
         assert code == 0 and "test_accuracy=" in out and "test_macro_f1=" in out, err + out
-        rec = json.loads(_run(capsys, "job", "status", job_id, "--json")[1])
+        rec = json.loads(run_cli(capsys, "job", "status", job_id, "--json")[1])
         m = rec["metrics"]
         assert rec["state"] == "done" and m["test"]["classes"] == CLASSES
         scores = json.loads(Path(rec["artifacts"]["test_scores"]).read_text())
@@ -106,10 +82,11 @@ def test_four_class_lr_through_two_nodes(tmp_path, capsys, monkeypatch):
             y[rows], p.argmax(1), labels=range(4)).tolist()
 
         out_csv = tmp_path / "scores.csv"
-        code, out, err = _run(capsys, "job", "submit",
-                              str(write_job(tmp_path, "score", "score",
-                                            extra_job={"model": job_id,
-                                                       "output": str(out_csv)})), "--wait")
+        code, out, err = run_cli(capsys, "job", "submit",
+                                 str(write_job(tmp_path, "score", "score",
+                                               extra_job={"model": job_id,
+                                                          "output": str(out_csv)})),
+                                 "--wait")
         assert code == 0, err + out
         with out_csv.open() as fh:
             got = list(csv.DictReader(fh))
@@ -120,7 +97,3 @@ def test_four_class_lr_through_two_nodes(tmp_path, capsys, monkeypatch):
         assert np.abs(same - p).max() < 2e-6                  # 6 decimals in the CSV
         assert [r["class"] for r in got] == [CLASSES[int(np.argmax(P[r["id"]]))]
                                              for r in got]
-    finally:
-        bank.stop()
-        plat.stop()
-        os.environ.pop("FEDJOINT_CONFIG", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from pathlib import Path
@@ -114,3 +115,38 @@ def wait_state(client, job_id: str, states=("done", "failed", "cancelled"),
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} stuck in {rec['state']} ({rec.get('error')})")
         time.sleep(0.1)
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """``fedjoint ARGS`` in this process: (exit code, stdout, stderr)."""
+    from federation.cli import main
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@contextlib.contextmanager
+def two_nodes(tmp_path: Path, monkeypatch, allowed: list[str], bank_df, plat_df):
+    """Both nodes started on loopback with test keys, ``allowed`` algorithms on both,
+    the frames as their datasets (bank.csv / platform.csv) and the CLI pointed at the
+    bank's node.toml; stopped on exit."""
+    from federation.config import load_node_config
+    from federation.node import Node
+    keys = make_party_keys(tmp_path)
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys,
+                                            bank_policy={"allowed_algorithms": allowed},
+                                            platform_policy={"allowed_algorithms": allowed})
+    bank_df.to_csv(tmp_path / "bank.csv", index=False)
+    plat_df.to_csv(tmp_path / "platform.csv", index=False)
+    bank = Node(load_node_config(bank_toml), quiet=True).start()
+    plat = Node(load_node_config(plat_toml), quiet=True).start()
+    try:
+        monkeypatch.setenv("FEDJOINT_CONFIG", str(bank_toml))
+        yield bank_toml
+    finally:
+        bank.stop()
+        plat.stop()
