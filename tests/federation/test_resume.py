@@ -311,6 +311,19 @@ def test_job_resume_command_refusals(tmp_path, keys, capsys):
             "failed"
         rep = audit.verify(bank.data_dir / "transcripts" / f"{job_id}.jsonl")
         assert rep.ok and rep.summary["status"] == "aborted", rep.errors
+        # by hand, from the platform's CLI: it asks the bank to drive the resume
+        job_id = _submit(client, write_job(tmp_path, "lr2", params={
+            "epochs": 8, "batch_size": 64, "early_stopping": "none"},
+            evaluation={"cipher": "paillier", "key_bits": 512}))
+        _wait_checkpoints(bank.data_dir, job_id, 1)
+        _wait_checkpoints(plat.data_dir, job_id, 1)
+        assert "is training, not interrupted" in resume(job_id)
+        bank.jobs.stop_live(job_id, "test: stopped")
+        wait_state(AdminClient(plat.data_dir), job_id, states=("interrupted",), timeout=30)
+        main(["job", "resume", job_id, "--config", str(plat_toml)])
+        assert "resumed from checkpoint" in capsys.readouterr().out
+        assert wait_state(client, job_id, timeout=60)["state"] == "done"
+        _verify_pair(bank, plat, job_id)
     finally:
         bank.stop()
         plat.stop()
