@@ -232,6 +232,14 @@ def validate_job(job_file: str, node) -> list[tuple[str, str, str]]:
                 missing = [c for c in ds.columns if c not in header]
                 check(f"[datasets.{ds_name}] columns are in the header",
                       f"{missing} are not in {ds.path}" if missing else "")
+            if ds.categorical:
+                missing = [c for c in ds.categorical if c not in header]
+                algo = _algorithm(spec) if spec.kind == "train" else None
+                check(f"[datasets.{ds_name}] categorical columns",
+                      f"{missing} are not in {ds.path}" if missing else
+                      f"{spec.algorithm} takes numeric features only" if algo is not None
+                      and not getattr(algo, "categorical", False) else "",
+                      f"{len(ds.categorical)} column(s), at most {ds.max_categories} levels")
             wanted = spec.features_for(party)
             key = "features" if party == "bank" else "peer_features"
             if wanted is None and spec.kind == "train":

@@ -132,7 +132,7 @@ class ServingHost:
             spec = self.ctx.store.get(model_id).spec
             ds = replace(cfg.dataset(spec["peer_dataset"]), columns=list(part.feature_names))
             id_type = parse_psi_params(spec.get("psi") or {}, "training job [psi]").id_type
-            data = load_dataset(ds, need_label=False)
+            data = load_dataset(ds, need_label=False, categories=part.categories())
         except (JobNotFound, KeyError, ConfigError, DataError) as exc:
             raise Refused("model", f"the data of model {model_id!r} is not available on "
                           f"{cfg.name} ({str(exc)[:200]})") from None

@@ -234,3 +234,23 @@ def test_two_nodes_categorical_secureboost(tmp_path):
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_job_validate_checks_categorical_columns(tmp_path, capsys):
+    from federation.cli import main
+    bank_toml, _ = write_node_tomls(tmp_path)
+    bank_toml.write_text(bank_toml.read_text().replace(
+        'id_column = "id"\n', 'id_column = "id"\ncategorical = ["x0"]\n', 1))
+
+    def validate(algorithm: str) -> str:
+        job = write_job(tmp_path, algorithm, algorithm)
+        try:
+            main(["job", "validate", str(job), "--config", str(bank_toml)])
+        except SystemExit:
+            pass
+        out = capsys.readouterr().out
+        return next(ln for ln in out.splitlines() if "categorical columns" in ln)
+
+    assert validate("secureboost").lstrip().startswith("ok")
+    bad = validate("logistic_regression")
+    assert bad.lstrip().startswith("FAIL") and "takes numeric features only" in bad, bad
