@@ -297,3 +297,20 @@ def test_online_serving_refuses_categorical_models():
         with pytest.raises(ServingInputError, match="categorical features are scored by "
                            "scoring jobs"):
             make(part)
+
+
+def test_validation_rows_route_through_categorical_splits():
+    """The per-tree validation metrics (the platform answers its categorical splits on
+    the validation rows) equal scoring those rows with the final model."""
+    from parties.common.metrics import log_loss
+    d = credit(0.1, rows=3000)
+    tr, te = d["tr"], d["te"]
+    ob, op, _ = run_roles(
+        "secureboost",
+        PartyData(d["Xb"][tr], d["bn"], y=d["y"][tr], categories=d["bc"],
+                  X_valid=d["Xb"][te], y_valid=d["y"][te]),
+        PartyData(d["Xp"][tr], d["pn"], categories=d["pc"], X_valid=d["Xp"][te]),
+        dict(SB, n_trees=3), bank_cipher=PlainCipher(1024))
+    assert n_cat_splits(ob, op)[1] > 0
+    p = predict(ob, op, d, te)
+    assert abs(ob.history[-1]["valid"]["log_loss"] - log_loss(d["y"][te], p)) < 1e-9
