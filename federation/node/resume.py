@@ -246,6 +246,7 @@ class Resumer(NodePart):
     def _close(self, job_id: str, reason: str) -> None:
         """Fail the job here and close its transcript with a signed abort record."""
         from federation import transcript
+        reason = reason[:500]     # may quote the peer's reply
         try:
             self.store.transition(job_id, "failed", reason)
         except (InvalidTransition, JobNotFound):
