@@ -391,3 +391,31 @@ def test_a_resumed_job_interrupted_again_resumes_again(tmp_path, keys):
     finally:
         bank.stop()
         plat.stop()
+
+
+def test_multiclass_secureboost_resumes_bit_identical(tmp_path, keys):
+    """A 3-class SecureBoost job (a tree per class and round; checkpoints per round)."""
+    import numpy as np
+    import pandas as pd
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
+    g = pd.read_csv(tmp_path / "bank.csv")
+    g["y"] = np.digitize(g["x0"], np.quantile(g["x0"], [1 / 3, 2 / 3]))
+    g.to_csv(tmp_path / "bank.csv", index=False)
+    bank, plat = _start(bank_toml), _start(plat_toml)
+    try:
+        client = AdminClient(bank.data_dir)
+        job_id = _submit(client, write_job(tmp_path, "mc", "secureboost", params={
+            "objective": "multi:softprob", "num_class": 3, "n_trees": 3, "max_depth": 2,
+            "max_bin": 8}, evaluation={"cipher": "paillier", "key_bits": 512}))
+        for n in (bank, plat):
+            _wait_checkpoints(n.data_dir, job_id, 1)
+        child = [p for p in active_children() if p.name == f"fedjoint-job-{job_id}"]
+        os.kill(child[-1].pid, signal.SIGKILL)
+        rec = wait_state(client, job_id, timeout=120)
+        assert rec["state"] == "done", rec["error"]
+        rep = _verify_pair(bank, plat, job_id)
+        got = tuple(rep.summary["model_digests"][n] for n in ("bank-a", "platform-b"))
+        assert got == _reference_digests(bank_toml, plat_toml, job_id, rec["spec"])
+    finally:
+        bank.stop()
+        plat.stop()
