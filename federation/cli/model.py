@@ -42,16 +42,18 @@ def model_show(model_id: str, config_path: str | None) -> None:
 @model.command("export")
 @click.argument("model_id")
 @click.option("--out", "out_path", required=True, type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["fedjoint", "xgboost-json"]),
+@click.option("--format", "fmt", type=click.Choice(["fedjoint", "xgboost-json",
+                                                   "sklearn-json"]),
               default="fedjoint", show_default=True,
-              help="fedjoint: this party's part; xgboost-json: the full SecureBoost model "
-              "(the bank, when both nodes' [serving] reveal_models list it)")
+              help="fedjoint: this party's part; xgboost-json (SecureBoost) / sklearn-json "
+              "(LR): the full model, on the bank's node, when both nodes' [serving] "
+              "reveal_models list it")
 @config_option
 def model_export(model_id: str, out_path: str, fmt: str, config_path: str | None) -> None:
     """Write this party's model part, or the full model, to OUT (mode 0600)."""
     from federation.admin import write_private
-    if fmt == "xgboost-json":
-        return _export_full(model_id, out_path, config_path)
+    if fmt != "fedjoint":
+        return _export_full(model_id, out_path, fmt, config_path)
     m = admin_client(config_path, read_only=True).call("model", model_id=model_id, body=True)
     data = json.dumps(m["part"], sort_keys=True, indent=1).encode()
     write_private(Path(out_path), data)
@@ -59,23 +61,33 @@ def model_export(model_id: str, out_path: str, fmt: str, config_path: str | None
                f"written to {out_path}")
 
 
-def _export_full(model_id: str, out_path: str, config_path: str | None) -> None:
+def _export_full(model_id: str, out_path: str, fmt: str, config_path: str | None) -> None:
     """The full model as XGBoost JSON, the platform's half revealed over the channel."""
     from federation.admin import AdminError, write_private
     from federation.cli.common import need_config
-    from federation.serving.export import ExportRefused, fetch_platform_table, xgboost_json
+    from federation.serving.export import (
+        FULL_FORMATS,
+        ExportRefused,
+        fetch_platform_table,
+        sklearn_json,
+        xgboost_json,
+    )
     cfg = need_config(config_path)
     if cfg.party != "bank":
         raise AdminError("a full export is made on the bank's node (it holds the trees)")
     try:
         rec = admin_client(config_path, read_only=True).call("model", model_id=model_id)
+        if FULL_FORMATS.get(rec["algorithm"]) != fmt:
+            raise ExportRefused(f"a {rec['algorithm']} model has no {fmt} export (formats: "
+                                f"fedjoint, {FULL_FORMATS.get(rec['algorithm'], 'none')})")
         part, table = fetch_platform_table(cfg, rec["model_id"])
     except ExportRefused as exc:
         raise AdminError(f"export of {model_id} refused: {exc}") from None
-    write_private(Path(out_path), json.dumps(xgboost_json(part, table)).encode())
+    doc = xgboost_json(part, table) if fmt == "xgboost-json" else sklearn_json(part, table)
+    write_private(Path(out_path), json.dumps(doc).encode())
     reveal = Path(out_path + ".reveal.json")
     write_private(reveal, json.dumps({"statement": table["statement"],
                                       "signature": table["signature"]}, indent=1).encode())
-    click.echo(f"full model {part.job_id} ({len(part.body['trees'])} trees, "
-               f"{len(table['splits'])} platform splits revealed by {cfg.peer.name}) written "
-               f"to {out_path}; the signed reveal statement to {reveal}")
+    click.echo(f"full model {part.job_id} ({part.algorithm}, the platform's half revealed "
+               f"by {cfg.peer.name}) written to {out_path} as {fmt}; the signed reveal "
+               f"statement to {reveal}")

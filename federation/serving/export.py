@@ -30,6 +30,10 @@ class ExportRefused(Exception):
     pass
 
 
+#: the full-model format of each algorithm that has one
+FULL_FORMATS = {"secureboost": "xgboost-json", "logistic_regression": "sklearn-json"}
+
+
 def _statement_bytes(st: dict) -> bytes:
     return json.dumps(st, sort_keys=True, separators=(",", ":")).encode()
 
@@ -48,20 +52,23 @@ def reveal_answer(ctx, body: dict) -> dict:
         part = ModelPart.load(model_path(cfg, model_id))
     except ValueError as exc:
         raise P.Refused("model", f"no model {model_id!r} on {cfg.name} ({exc})") from None
-    if part.algorithm != "secureboost":
-        raise P.Refused("model", f"only SecureBoost models export to XGBoost JSON, "
-                      f"{model_id!r} is {part.algorithm}")
+    if part.algorithm not in FULL_FORMATS:
+        raise P.Refused("model", f"{part.algorithm} models have no full export")
     if body.get("platform_digest") != unbound_digest(part) or \
             body.get("bank_digest") != part.peer_part_digest:
         raise P.Refused("model", "the two parts were not trained together (digest mismatch)")
-    table = {"feature_names": list(part.feature_names), "splits": part.body["splits"]}
+    table = {"feature_names": list(part.feature_names)}
+    if part.algorithm == "secureboost":
+        table["splits"] = part.body["splits"]
+    else:
+        table.update(weights=part.body["weights"], standardizer=part.body["standardizer"])
     st = {"kind": "fedjoint-model-reveal-v1", "model": model_id, "by": cfg.name,
           "platform_digest": body["platform_digest"], "bank_digest": body["bank_digest"],
           "table_sha256": hashlib.sha256(_statement_bytes(table)).hexdigest(),
           "time": round(time.time(), 3)}
     local, _ = load_identities(cfg)
     sig = local.signing_key.sign(_statement_bytes(st)).hex()
-    ctx.log("serving.revealed", {"model": model_id, "splits": len(table["splits"])})
+    ctx.log("serving.revealed", {"model": model_id, "algorithm": part.algorithm})
     return {**table, "statement": st, "signature": sig}
 
 
@@ -75,9 +82,8 @@ def fetch_platform_table(cfg, model_id: str, channel=None) -> tuple[dict, dict]:
         raise ExportRefused(f"model {model_id!r} is not in [serving] reveal_models of "
                             f"{cfg.name} (this node's policy)")
     part = ModelPart.load(model_path(cfg, model_id))
-    if part.algorithm != "secureboost":
-        raise ExportRefused(f"only SecureBoost models export to XGBoost JSON ({model_id!r} "
-                            f"is {part.algorithm})")
+    if part.algorithm not in FULL_FORMATS:
+        raise ExportRefused(f"{part.algorithm} models have no full export")
     ch = channel or make_channel(cfg)
     try:
         rep = ch.request(P.K_REVEAL, {"model": model_id, "bank_digest": unbound_digest(part),
@@ -87,7 +93,8 @@ def fetch_platform_table(cfg, model_id: str, channel=None) -> tuple[dict, dict]:
     if not rep.get("ok"):
         raise ExportRefused(f"refused by {cfg.peer.name}: {str(rep.get('error'))[:300]}")
     st, sig = rep.get("statement") or {}, str(rep.get("signature", ""))
-    table = {"feature_names": rep.get("feature_names"), "splits": rep.get("splits")}
+    table = {k: rep.get(k) for k in ("feature_names", "splits", "weights", "standardizer")
+             if k in rep}
     _, peer = load_identities(cfg)
     try:
         peer.signing_public_key.verify(bytes.fromhex(sig), _statement_bytes(st))
@@ -164,3 +171,36 @@ def xgboost_json(part, table: dict) -> dict:
     L["feature_names"] = names
     L["attributes"] = {"fedjoint_model": part.job_id}
     return tmpl
+
+
+def sklearn_json(part, table: dict) -> dict:
+    """The full LR model in raw feature units: ``sigmoid(coef . x + intercept)`` equals
+    the federated score for rows without missing values (impute those with ``fill``,
+    the training imputation, first). :func:`sklearn_model` builds the estimator."""
+    from parties.common.standardize import Standardizer
+    coef, intercept = [], float(part.body["intercept"])
+    for std_d, w in ((part.body["standardizer"], part.body["weights"]),
+                     (table["standardizer"], table["weights"])):
+        std = Standardizer.from_dict(std_d)
+        w = np.asarray(w, dtype=np.float64) / std.scale
+        coef += w.tolist()
+        intercept -= float(w @ std.mean)
+    bank_fill = part.body["standardizer"]["fill"]
+    return {"format": "fedjoint-sklearn-logistic-regression-v1", "model": part.job_id,
+            "feature_names": list(part.feature_names) +
+            [f"platform.{n}" for n in table["feature_names"]],
+            "coef": [coef], "intercept": [intercept], "classes": [0, 1],
+            "fill": list(bank_fill) + list(table["standardizer"]["fill"])}
+
+
+def sklearn_model(doc: dict):
+    """A fitted ``sklearn.linear_model.LogisticRegression`` from :func:`sklearn_json`'s
+    document (no pickle)."""
+    from sklearn.linear_model import LogisticRegression
+    m = LogisticRegression()
+    m.coef_ = np.asarray(doc["coef"], dtype=np.float64)
+    m.intercept_ = np.asarray(doc["intercept"], dtype=np.float64)
+    m.classes_ = np.asarray(doc["classes"])
+    m.n_features_in_ = m.coef_.shape[1]
+    m.feature_names_in_ = np.asarray(doc["feature_names"], dtype=object)
+    return m

@@ -49,10 +49,11 @@ TABLE = declare_protocol("serving", PROTOCOL_VERSION, [
     Message(K_REVEAL, "bank", "json", "control request (model export): model id, digests "
             "of both parts"),
     Message(K_REVEALED, "platform", "json", "reply, only if the platform's [serving] "
-            "reveal_models lists the model: its feature names and split table, a statement "
-            "signed by its Ed25519 key", disclosure="the platform's half of the model "
-            "(feature names, thresholds, default directions)",
-            count=lambda p: len(p.get("splits") or {})),
+            "reveal_models lists the model: its feature names and its half (SecureBoost: "
+            "split table; LR: weights and standardiser), a statement signed by its Ed25519 "
+            "key", disclosure="the platform's half of the model (feature names, thresholds "
+            "and default directions, or weights)",
+            count=lambda p: len(p.get("splits") or p.get("weights") or [])),
 ])
 
 class Refused(Exception):

@@ -320,7 +320,7 @@ def test_full_export_to_xgboost_json_needs_both_policies(world, capsys):
         _set_serving(plat, world["plat_toml"], models=[sb, world["lr"]], rate_per_s=1e5,
                      reveal_models=[sb])
         main(argv)
-        assert "platform splits revealed by platform-b" in capsys.readouterr().out
+        assert "revealed by platform-b" in capsys.readouterr().out
     finally:
         bank_toml.write_text(base)
         _set_serving(plat, world["plat_toml"], models=[sb, world["lr"]], rate_per_s=1e5)
@@ -343,6 +343,46 @@ def test_full_export_to_xgboost_json_needs_both_policies(world, capsys):
     assert np.max(np.abs(p_xgb - p_fed)) < 1e-6
     st = json.loads((world["tmp"] / "full.json.reveal.json").read_text())
     assert st["statement"]["model"] == sb and len(st["signature"]) == 128
+
+
+def test_full_export_of_lr_as_a_scikit_learn_model(world, capsys):
+    from federation.cli import main
+    from federation.serving.export import sklearn_model
+    lr, plat = world["lr"], world["plat"]
+    out = world["tmp"] / "lr.json"
+    bank_toml = Path(world["cfg"].file)
+    base = bank_toml.read_text()
+    bank_toml.write_text(base + f'\n[serving]\nreveal_models = ["{lr}"]\n')
+    _set_serving(plat, world["plat_toml"], models=[world["sb"], lr], rate_per_s=1e5,
+                 reveal_models=[lr])
+    try:
+        with pytest.raises(SystemExit):
+            main(["model", "export", lr, "--format", "xgboost-json", "--out", str(out),
+                  "--config", str(bank_toml)])
+        assert "no xgboost-json export (formats: fedjoint, sklearn-json)" in \
+            capsys.readouterr().err
+        main(["model", "export", lr, "--format", "sklearn-json", "--out", str(out),
+              "--config", str(bank_toml)])
+    finally:
+        bank_toml.write_text(base)
+        _set_serving(plat, world["plat_toml"], models=[world["sb"], lr], rate_per_s=1e5)
+    doc = json.loads(out.read_text())
+    model = sklearn_model(doc)
+    ids, apps = _applicants(world, lr)
+    pdata = load_dataset(load_node_config(world["plat_toml"]).dataset("enterprises"),
+                         need_label=False)
+    prow = {str(i): r for r, i in enumerate(pdata.ids)}
+    nb = len(world["models"][lr].features)
+    names = doc["feature_names"]
+    X = np.array([[a["features"][f] for f in names[:nb]] +
+                  [pdata.X[prow[a["id"]], pdata.feature_names.index(f[len("platform."):])]
+                   for f in names[nb:]] for a in apps])
+    with _http(world) as c:
+        res = c.post("/v1/score:batch", json={"model": lr, "applicants": apps}).json()
+    p_fed = np.array([r["probability"] for r in res["results"]])
+    import pandas as pd
+    p_sk = model.predict_proba(pd.DataFrame(X, columns=names))[:, 1]
+    assert np.max(np.abs(p_sk - p_fed)) < 1e-9
 
 
 def test_multiclass_secureboost_serves_the_scoring_jobs_class_probabilities(world):
