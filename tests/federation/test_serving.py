@@ -14,6 +14,7 @@ in a thread), the platform answering over the mutual-TLS channel.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -55,6 +56,9 @@ def world(tmp_path_factory):
     from federation.serving.app import ThreadedServer
     tmp = tmp_path_factory.mktemp("serving")
     bank_toml, plat_toml = write_node_tomls(tmp, keys=make_party_keys(tmp))
+    # a loaded test machine: lookups may wait longer than the 2 s default
+    with open(bank_toml, "a") as fh:
+        fh.write("\n[limits]\nserve_lookup_timeout_s = 15.0\n")
     bank, plat = _start(bank_toml), _start(plat_toml)
     srv = None
     try:
@@ -253,10 +257,13 @@ def test_the_service_survives_the_platform_restarting(world):
         r = c.post("/v1/score", json={"model": sb, **apps[3]})
         assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
         world["plat"] = _start(world["plat_toml"])
-        for _ in range(50):
+        deadline = time.monotonic() + 30     # the channel reconnects (backoff <= 1 s)
+        while True:
             r = c.post("/v1/score", json={"model": sb, **apps[3]})
-            if r.status_code == 200:
+            if r.status_code == 200 or time.monotonic() > deadline:
                 break
+            assert r.status_code == 503, r.text
+            time.sleep(0.2)
         assert r.status_code == 200, r.text
         assert r.json()["probability"] == before["probability"]
         m = {x["model"]: x for x in c.get("/v1/models").json()["models"]}[sb]
