@@ -211,36 +211,8 @@ class TargetScaler:
 # ---- scoring ------------------------------------------------------------------------------
 def scoring_handshake(peer: C.Peer, model: ModelPart, X, party: str,
                       peer_label: str) -> np.ndarray:
-    """Both roles of a scoring job (as LR's, for linear-regression parts): standardise
-    the rows with the stored part, exchange a hello (ok, row count, both parts'
-    fingerprints) and check that the two parts were trained together and score the
-    same number of rows. Returns the standardised rows."""
-    from parties.common.standardize import InputError, Standardizer, as_feature_matrix
-
-    if model.algorithm != ALGORITHM or model.party != party:
-        raise LinRegError(f"not a {party} linear-regression part ({model.algorithm}, "
-                          f"{model.party})")
-    std = Standardizer.from_dict(model.body["standardizer"])
-    err, Xs = None, None
-    try:
-        Xm, _ = as_feature_matrix(X, model.feature_names, f"{party} scoring data")
-        Xs = std.transform(Xm, f"{party} scoring data")
-    except InputError as exc:
-        err = str(exc)
-    n = None if Xs is None else Xs.shape[0]
-    peer.send_json(C.K_SCORE_HELLO, {"ok": err is None,
-                                     "error": None if err is None else peer_reason(party),
-                                     "n_rows": n, "fingerprint": C.fingerprint(model),
-                                     "peer_fingerprint": model.peer_part_digest})
-    hello = peer.recv_json(C.K_SCORE_HELLO)
-    if err is not None:
-        raise LinRegError(err)
-    if not hello.get("ok"):
-        raise LinRegError(f"the {peer_label} refused the scoring job: {hello.get('error')}")
-    if hello.get("fingerprint") != model.peer_part_digest:
-        raise LinRegError(f"the {peer_label}'s model part is not the one this part was "
-                          "trained with (fingerprint mismatch)")
-    if hello.get("n_rows") != n:
-        raise LinRegError(f"row counts differ: {party} {n}, {peer_label} "
-                          f"{hello.get('n_rows')}")
-    return Xs
+    """LR's scoring handshake (``lr_common.scoring_handshake``) for linear-regression
+    parts; the peer is told only that this party's rows were unusable."""
+    return C.scoring_handshake(peer, model, X, party, peer_label, algorithm=ALGORITHM,
+                               what="linear-regression", error=LinRegError,
+                               input_view=lambda exc: peer_reason(party))

@@ -463,16 +463,18 @@ def exchange_part_digests(peer: Peer, part: ModelPart, *, send_first: bool,
     part.peer_part_digest = other
 
 
-def scoring_handshake(peer: Peer, model: ModelPart, X, party: str,
-                      peer_label: str) -> np.ndarray:
-    """Both roles of a scoring job: standardise the rows with the stored part, exchange
-    a hello (ok, row count, both parts' fingerprints) and check that the two parts were
-    trained together and score the same number of rows. Returns the standardised rows."""
-    from parties.common.standardize import InputError, Standardizer, as_feature_matrix
+def scoring_handshake(peer: Peer, model: ModelPart, X, party: str, peer_label: str, *,
+                      algorithm: str = ALGORITHM, what: str = "logistic-regression",
+                      error: type = LRError, input_view=None) -> np.ndarray:
+    """Both roles of a scoring job (logistic or linear regression, ``algorithm``):
+    standardise the rows with the stored part, exchange a hello (ok, row count, both
+    parts' fingerprints) and check that the two parts were trained together and score
+    the same number of rows. An input error about this party's rows is shown to the peer
+    as ``input_view(exc)`` (default: without column names). Returns the rows."""
+    from parties.common.standardize import Standardizer, as_feature_matrix
 
-    if model.algorithm != ALGORITHM or model.party != party:
-        raise LRError(f"not a {party} logistic-regression part ({model.algorithm}, "
-                      f"{model.party})")
+    if model.algorithm != algorithm or model.party != party:
+        raise error(f"not a {party} {what} part ({model.algorithm}, {model.party})")
     std = Standardizer.from_dict(model.body["standardizer"])
     err, Xs, shown = None, None, None
     try:
@@ -480,21 +482,22 @@ def scoring_handshake(peer: Peer, model: ModelPart, X, party: str,
         Xs = std.transform(Xm, f"{party} scoring data")
     except InputError as exc:
         # names this party's column (e.g. missing cells in a "fail" column): kept local
-        err, shown = str(exc), peer_view(exc, party, reveal=False)
+        err = str(exc)
+        shown = input_view(exc) if input_view else peer_view(exc, party, reveal=False)
     n = None if Xs is None else Xs.shape[0]
     peer.send_json(K_SCORE_HELLO, {"ok": err is None, "error": shown, "n_rows": n,
                                    "fingerprint": fingerprint(model),
                                    "peer_fingerprint": model.peer_part_digest})
     hello = peer.recv_json(K_SCORE_HELLO)
     if err is not None:
-        raise LRError(err)
+        raise error(err)
     if not hello.get("ok"):
-        raise LRError(f"the {peer_label} refused the scoring job: {hello.get('error')}")
+        raise error(f"the {peer_label} refused the scoring job: {hello.get('error')}")
     if hello.get("fingerprint") != model.peer_part_digest:
-        raise LRError(f"the {peer_label}'s model part is not the one this part was trained "
-                      "with (fingerprint mismatch)")
+        raise error(f"the {peer_label}'s model part is not the one this part was trained "
+                    "with (fingerprint mismatch)")
     if hello.get("n_rows") != n:
-        raise LRError(f"row counts differ: {party} {n}, {peer_label} {hello.get('n_rows')}")
+        raise error(f"row counts differ: {party} {n}, {peer_label} {hello.get('n_rows')}")
     return Xs
 
 
