@@ -95,11 +95,6 @@ def test_softmax_trains_the_same_trees_and_a_given_base_score():
     assert (p.argmax(axis=1) == ref.predict(xgb.DMatrix(X))).all()
     soft = xgb_multi(X, y, 2, base_score=0.5).predict(xgb.DMatrix(X))
     assert np.abs(p - soft).max() < 1e-6
-    # online serving takes binary / regression models only: a clear refusal
-    from parties.bank.secureboost_serving import Scorer
-    from parties.common.serving import ServingInputError
-    with pytest.raises(ServingInputError, match="multiclass"):
-        Scorer(ob.model)
 
 
 def test_paillier_equals_plain_one_encryption_per_row_and_round():
