@@ -474,3 +474,41 @@ def test_the_token_file_is_private(tmp_path):
     path.chmod(0o644)
     with pytest.raises(CliError, match="readable by group or others"):
         token_from(path)
+
+
+def test_the_fedjoint_serve_command_serves_over_http(world):
+    """The console command itself (uvicorn in its own process, [serving] token file)."""
+    import subprocess
+    import sys
+
+    from support.nodes import free_port
+    sb = world["sb"]
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "federation.cli", "serve", "--config",
+                             str(world["cfg"].file), "--model", sb, "--listen",
+                             f"127.0.0.1:{port}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                proc.stdout.read().decode()[-2000:]
+            time.sleep(0.2)
+        _, apps = _applicants(world, sb)
+        token = (world["cfg"].data_dir / "serving.token").read_text().strip()
+        r = httpx.post(url + "/v1/score", json={"model": sb, **apps[2]}, timeout=30,
+                       headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        with _http(world) as c:
+            want = c.post("/v1/score", json={"model": sb, **apps[2]}).json()
+        assert r.json()["probability"] == want["probability"]
+        assert httpx.post(url + "/v1/score", json={}, timeout=30).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(15)
