@@ -174,7 +174,8 @@ def role_policy(node: NodeConfig) -> RolePolicy:
     """The node's policy as the protocol roles read it."""
     pol = node.policy
     return RolePolicy(keys=key_policy(pol), reveal_feature_names=pol.reveal_feature_names,
-                      refresh=pol.refresh, max_classes=node.limits.max_classes)
+                      refresh=pol.refresh, max_classes=node.limits.max_classes,
+                      categorical_tie_order=pol.categorical_tie_order)
 
 
 def holds_key(spec: JobSpec, party: str) -> bool:

@@ -139,6 +139,9 @@ class PolicyConfig:
     #: full prime-order-subgroup check of the PSI points this node receives: its own
     #: choice, never the peer's ([psi] in a job cannot switch it off)
     psi_check_subgroup: bool = True
+    #: platform: order SecureBoost's exactly tied categorical levels by level when the
+    #: bank asks (XGBoost's trees; reveals their relative order); false: never
+    categorical_tie_order: bool = True
     #: platform: IDs the bank may test for membership in this node's data (its PSI set
     #: size), per job and per rolling 24 h, in every PSI mode; counted durably
     psi_max_queries_per_job: int = 1_000_000
@@ -326,6 +329,7 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
         setattr(policy, b, pol.get(b, bool, False))
     policy.refresh = pol.choice("refresh", ("djn_full", "standard"), "djn_full")
     policy.psi_check_subgroup = pol.get("psi_check_subgroup", bool, True)
+    policy.categorical_tie_order = pol.get("categorical_tie_order", bool, True)
     policy.min_key_bits = pol.get("min_key_bits", int, SECURE_MIN_BITS)
     policy.max_key_bits = pol.get("max_key_bits", int, DEFAULT_MAX_KEY_BITS)
     policy.ou_min_key_bits = pol.get("ou_min_key_bits", int, SECURE_MIN_BITS)

@@ -70,6 +70,7 @@ class RolePolicy:
     share_importance: bool = True        # platform: per-feature importance to the bank
     refresh: str = "djn_full"            # platform: minimum SecureBoost refresh level
     max_classes: int = 64                # most classes a peer may announce (limits)
+    categorical_tie_order: bool = True   # platform: order tied categorical levels
 
 
 def insecure_test_policy() -> RolePolicy:

@@ -356,7 +356,7 @@ class _PlatformTrainer:
                                        **({"cat_sizes": cat_sizes} if cat_sizes else {})})
             link.send(W.K_HIST, b"".join(blobs))
             if cat_sizes:
-                self.cat.order_ties(link)   # equal-weight levels in level order
+                self.cat.order_ties(link, self.policy.categorical_tie_order)
             tw = time.perf_counter()
             dec = recv_json(link, W.K_SPLIT)
             self.timer["wait_bank"] += time.perf_counter() - tw

@@ -76,9 +76,11 @@ class PlatformCategorical:
             raise ProtocolError(f"sb.split: cat answers for node {nid} must be a list")
         return [self.split(nid, desc, bins) for desc in got]
 
-    def order_ties(self, link) -> None:
+    def order_ties(self, link, share: bool = True) -> None:
         """Answer ``sb.cat_ties``: each asked run of permuted levels (of blocks of this
-        level's nodes) sorted by this platform's level order."""
+        level's nodes) sorted by this platform's level order; ``share`` False (policy
+        ``categorical_tie_order = false``): returned as asked, i.e. in the node's random
+        order, which reveals nothing (and may cost XGBoost-equal trees on exact ties)."""
         req = W.recv_json(link, W.K_CAT_TIES).get("runs")
         if not isinstance(req, list):
             raise ProtocolError("sb.cat_ties: expected a list of runs")
@@ -94,7 +96,7 @@ class PlatformCategorical:
             if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < perm.size
                        for i in run) or len(set(run)) != len(run):
                 raise ProtocolError("sb.cat_ties: a run holds an index out of its block")
-            out.append(sorted(run, key=lambda i: int(perm[i])))
+            out.append(sorted(run, key=lambda i: int(perm[i])) if share else list(run))
         link.send(W.K_CAT_ORDER, {"runs": out})
 
     def model_body(self) -> dict:

@@ -314,3 +314,19 @@ def test_validation_rows_route_through_categorical_splits():
     assert n_cat_splits(ob, op)[1] > 0
     p = predict(ob, op, d, te)
     assert abs(ob.history[-1]["valid"]["log_loss"] - log_loss(d["y"][te], p)) < 1e-9
+
+
+def test_platform_policy_can_withhold_the_tie_order():
+    """categorical_tie_order = false: the platform answers tie requests in their random
+    order; training still works (the trees may differ from XGBoost's on such ties)."""
+    from support.roles import policy
+    d = credit(0.1, rows=3000)
+    tr = d["tr"]
+    params = dict(SB, n_trees=2)
+    ob, op, crossed = run_roles(
+        "secureboost", PartyData(d["Xb"][tr], d["bn"], y=d["y"][tr], categories=d["bc"]),
+        PartyData(d["Xp"][tr], d["pn"], categories=d["pc"]), params,
+        bank_cipher=PlainCipher(1024), platform_policy=policy(categorical_tie_order=False))
+    asked = [r[2] for m in sent(crossed, W.K_CAT_TIES) for r in m["runs"]]
+    told = [r for m in sent(crossed, W.K_CAT_ORDER) for r in m["runs"]]
+    assert asked and told == asked and n_cat_splits(ob, op)[1] > 0
