@@ -42,7 +42,7 @@ What the bank learns of a platform categorical feature: per histogrammed node, t
 tree 0, and its label sum), in an order that is fresh per node, and the number of
 levels of each categorical feature (block sizes), and for levels whose weights tie
 exactly (mostly levels with too little hessian in the node) their relative order by
-level. Not the levels or their names, the order of the others, nor which block is
+level (not with the platform policy ``categorical_tie_order = false``). Not the levels or their names, the order of the others, nor which block is
 which feature from one node to the next beyond its size. As
 with a numeric bin holding one row, a level with one row in a node reveals that row's
 ``g`` (the bank can then tell which row it is). The platform learns nothing new: the
