@@ -38,6 +38,18 @@ def _statement_bytes(st: dict) -> bytes:
     return json.dumps(st, sort_keys=True, separators=(",", ":")).encode()
 
 
+def not_exportable(part) -> str:
+    """Why ``part`` has no full export in a standard format ("" when it has one):
+    the formats here carry binary / regression models without categorical levels."""
+    if part.algorithm not in FULL_FORMATS:
+        return f"{part.algorithm} models have no full export"
+    if part.body.get("num_class") or part.body.get("multi_class"):
+        return "multiclass models have no full export yet (score them with a scoring job)"
+    if part.categories():
+        return "models with categorical features have no full export yet"
+    return ""
+
+
 def reveal_answer(ctx, body: dict) -> dict:
     """The platform's ``serve.reveal`` handler body (policy, digests, signed table)."""
     from federation.node.peer import load_identities
@@ -52,8 +64,9 @@ def reveal_answer(ctx, body: dict) -> dict:
         part = ModelPart.load(model_path(cfg, model_id))
     except ValueError as exc:
         raise P.Refused("model", f"no model {model_id!r} on {cfg.name} ({exc})") from None
-    if part.algorithm not in FULL_FORMATS:
-        raise P.Refused("model", f"{part.algorithm} models have no full export")
+    why = not_exportable(part)
+    if why:
+        raise P.Refused("model", why)
     if body.get("platform_digest") != unbound_digest(part) or \
             body.get("bank_digest") != part.peer_part_digest:
         raise P.Refused("model", "the two parts were not trained together (digest mismatch)")
@@ -82,8 +95,9 @@ def fetch_platform_table(cfg, model_id: str, channel=None) -> tuple[dict, dict]:
         raise ExportRefused(f"model {model_id!r} is not in [serving] reveal_models of "
                             f"{cfg.name} (this node's policy)")
     part = ModelPart.load(model_path(cfg, model_id))
-    if part.algorithm not in FULL_FORMATS:
-        raise ExportRefused(f"{part.algorithm} models have no full export")
+    why = not_exportable(part)
+    if why:
+        raise ExportRefused(why)
     ch = channel or make_channel(cfg)
     try:
         rep = ch.request(P.K_REVEAL, {"model": model_id, "bank_digest": unbound_digest(part),

@@ -1,0 +1,22 @@
+"""Full exports only for the models the standard formats can carry: a multiclass or
+categorical model part is refused with the reason before anything is asked of the peer."""
+
+from federation.serving.export import not_exportable
+from parties.common.artifact import ModelPart
+
+
+def part(algorithm="secureboost", **body):
+    return ModelPart(algorithm=algorithm, party="bank", job_id="j1", params={}, body=body)
+
+
+def test_binary_and_regression_parts_are_exportable():
+    assert not_exportable(part(objective="binary:logistic", trees=[])) == ""
+    assert not_exportable(part("logistic_regression", intercept=0.1, weights=[1.0])) == ""
+
+
+def test_multiclass_categorical_and_other_algorithms_are_refused_with_the_reason():
+    assert "multiclass" in not_exportable(part(objective="multi:softprob", num_class=4))
+    assert "multiclass" in not_exportable(part("logistic_regression", multi_class="ovr"))
+    assert "categorical" in not_exportable(part(categories={"industry": ["a", "b"]}))
+    assert "linear_regression models have no full export" == \
+        not_exportable(part("linear_regression"))
