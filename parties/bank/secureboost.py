@@ -370,7 +370,8 @@ class _BankTrainer:
                     nd.key = key_of(t, nid)
                     plat_nodes.append(nid)
                     self.platform_keys_gain[nd.key] = float(best_val)
-                splits.append([nid, owner, cand, ties if len(ties) > 1 else []])
+                splits.append([nid, owner, cand if owner == "platform" else 0,  # bank: no
+                               ties if len(ties) > 1 else []])          # feature/bin
             if federated:
                 link.send(W.K_SPLIT, {"depth": depth, "splits": splits,
                                       **({"cat": cat_answers} if cat_answers else {})})

@@ -19,7 +19,7 @@ fixed-width ciphertext bytes:
           (categorical only) B->P sb.cat_ties {runs: [[node, block, [permuted levels
                              whose weights tie]]]}; P->B sb.cat_order {runs: [the same,
                              sorted by level]}
-          B->P sb.split      {splits: [[node, owner, candidate, ties]],
+          B->P sb.split      {splits: [[node, owner, candidate (0 if bank), ties]],
                               cat: {node: permuted levels} (categorical wins only)}
           B->P sb.bank_partition   (if bank splits) packed left-bits per node
           P->B sb.partition_meta / sb.partition   (if platform splits)
@@ -152,7 +152,8 @@ TABLE = declare_protocol("secureboost", str(PROTOCOL_VERSION), [
             disclosure="g/h histograms of platform bins (and of permuted categorical "
                        "levels) under the bank's key (messages)"),
     Message(K_SPLIT, "bank", "json",
-            "per node: owner and winning (permuted) candidate, or the permuted "
+            "per node: owner and winning (permuted) platform candidate (0 for a bank "
+            "split: the bank's feature and bin stay with the bank), or the permuted "
             "categorical levels going right",
             disclosure="which platform candidate split (or permuted level group) won "
                        "(messages)"),

@@ -88,6 +88,23 @@ def test_identical_trees_to_xgboost_when_cuts_agree():
     assert np.abs(p - xgb_ref(X, y, X, params, float(y.mean()))).max() < 1e-5
 
 
+def test_bank_splits_name_no_bank_feature_or_bin_to_the_platform():
+    # the platform needs only the sides of its rows at a bank split (sb.bank_partition);
+    # the bank's winning feature and bin stay with the bank
+    from federation.link.codec import decode_payload
+    Xb, y, Xp, nb, npf = load("breast")
+    ob, _, crossed = fit(Xb, y, Xp, nb, npf, dict(n_trees=2, max_depth=3, max_bin=16),
+                         PlainCipher(1024))
+    sent = [decode_payload(t, b) for s, k, t, b in crossed if k == "sb.split"]
+    bank_entries = [sp for m in sent for sp in m["splits"] if sp[1] == "bank"]
+    plat_entries = [sp for m in sent for sp in m["splits"] if sp[1] == "platform"]
+    assert bank_entries and plat_entries
+    assert all(sp[2] == 0 and sp[3] == [] for sp in bank_entries)
+    assert len({sp[2] for sp in plat_entries}) > 1       # platform picks still named
+    assert len({nd["feature"] for t in ob.model.body["trees"] for nd in t["nodes"]
+                if nd.get("owner") == "bank" and "feature" in nd}) > 1
+
+
 @pytest.mark.parametrize("name,n", [("breast", None), ("default_credit", 4000)])
 def test_encrypted_equals_plain(name, n):
     from secure_agg.paillier import PaillierPrivateCipher
