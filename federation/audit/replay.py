@@ -302,7 +302,9 @@ def replay(transcript_path: str | Path, party_dir: str | Path | None = None, *,
             if party_dir is None:
                 raise CannotRun("replay needs the party's directory (--party-dir)")
             side = load_party(party_dir, t)
-        sidecar = SidecarReader(sidecar_path(t.path))
+        storage = t.header.get("storage")
+        keep = storage.get("keep") if isinstance(storage, dict) else None
+        sidecar = SidecarReader(sidecar_path(t.path), keep=str(keep) if keep else None)
     except (CannotRun, TranscriptUnreadable) as exc:
         rep.exit_code = EXIT_CANNOT_RUN
         rep.errors = [Finding("party dir", None, str(exc))]

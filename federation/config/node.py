@@ -49,6 +49,10 @@ node.toml (one per party)::
     [limits]                        # message sizes, streams, timeouts, JSON bounds: every
     max_message_bytes = 268435456   # key optional; see federation.config.limits
     [serving]                       # online scoring: see federation.config.serving
+    [transcript]
+    keep_received = "full"          # received-payload sidecars: "full", "days:N" (pruned
+                                    # N days after the job closed) or "digests" (deleted
+                                    # when the job closes); federation.transcript.retention
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ from federation.config.toml import (
     _Table,
     parse_address,
 )
+from federation.transcript.retention import parse_keep_received
 from secure_agg.keypolicy import CIPHERS, DEFAULT_MAX_KEY_BITS, SECURE_MIN_BITS, KeyPolicy
 
 #: what a policy without allowed_algorithms allows (the algorithms of fedjoint 0.1)
@@ -196,6 +201,11 @@ class ChannelConfig:
 
 
 @dataclass
+class TranscriptConfig:
+    keep_received: str = "full"    # federation.transcript.retention
+
+
+@dataclass
 class NodeConfig:
     file: Path
     party: str
@@ -211,6 +221,7 @@ class NodeConfig:
     workers: int = 1
     limits: Limits = field(default_factory=Limits)
     serving: ServingConfig = field(default_factory=ServingConfig)   # [serving]
+    transcript: TranscriptConfig = field(default_factory=TranscriptConfig)   # [transcript]
 
     @property
     def peer_party(self) -> str:
@@ -224,7 +235,8 @@ class NodeConfig:
         return self.datasets[name]
 
 
-_NODE_TOP = ("node", "keys", "peer", "datasets", "policy", "channel", "limits", "serving")
+_NODE_TOP = ("node", "keys", "peer", "datasets", "policy", "channel", "limits", "serving",
+             "transcript")
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
@@ -374,11 +386,18 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
             raise ch.err(fname, "expected a positive number of seconds")
     limits = parse_limits(top.sub("limits", {}))
     serving = parse_serving(top.sub("serving", {}), data_dir)
+    tr = top.sub("transcript", {})
+    tr.check_keys(("keep_received",))
+    keep = tr.get("keep_received", str, "full").strip()
+    try:
+        parse_keep_received(keep)
+    except ValueError as exc:
+        raise tr.err("keep_received", f"= {exc}") from None
 
     return NodeConfig(file=file or Path(label), party=party, name=name, listen=listen,
                       admin=admin, data_dir=data_dir, keys=keys, peer=peer, datasets=datasets,
                       policy=policy, channel=channel, workers=workers, limits=limits,
-                      serving=serving)
+                      serving=serving, transcript=TranscriptConfig(keep))
 
 
 def _psi_budget_keys(pol: _Table, policy: PolicyConfig, party: str) -> None:

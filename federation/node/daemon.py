@@ -60,6 +60,7 @@ class Node:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Node:
         interrupted = [] if self.jobs.stopping.is_set() else self.jobs.recover()
+        self.jobs.apply_retention()
         self._log_bridge = ChannelLogBridge(self.log)
         chlog = logging.getLogger("fedjoint.channel")
         if chlog.level == logging.NOTSET:

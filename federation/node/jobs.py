@@ -238,6 +238,7 @@ class JobRunner(NodePart):
                 with self._lock:
                     self._jobs.pop(job_id, None)
                     self._writers.pop(job_id, None)
+                self.apply_retention(job_id)
 
     def _transcript_writer(self, job_id: str, spec: JobSpec):
         from federation import transcript
@@ -249,7 +250,26 @@ class JobRunner(NodePart):
             peer_public_key=self.channel.peer.signing_public_key, spec=spec.to_dict(),
             protocols=protocol_versions(spec.algorithm, spec.train_algorithm),
             key_sizes={"paillier": spec.evaluation.key_bits,
-                       "cipher": spec.evaluation.cipher}, roles=names)
+                       "cipher": spec.evaluation.cipher}, roles=names,
+            keep_received=self.cfg.transcript.keep_received)
+
+    def apply_retention(self, job_id: str | None = None) -> None:
+        """[transcript] keep_received: drop the closed job's sidecar (``digests``) and
+        prune closed jobs' sidecars past their age (``days:N``); open transcripts (a
+        running or resumable job) keep theirs."""
+        from federation import transcript
+        keep = self.cfg.transcript.keep_received
+        tdir = self.data_dir / "transcripts"
+        try:
+            removed = transcript.prune(tdir, keep)
+            if job_id is not None and \
+                    transcript.drop_after_close(tdir / f"{job_id}.jsonl", keep):
+                removed.append(job_id)
+        except OSError as exc:
+            self.log("transcript.prune_failed", {"keep_received": keep, "error": str(exc)})
+            return
+        if removed:
+            self.log("transcript.pruned", {"keep_received": keep, "sidecars": len(removed)})
 
     def _finish(self, job_id: str, spec: JobSpec, result: JobResult, link, writer) -> None:
         from federation import transcript

@@ -59,7 +59,8 @@ auditor sums them per category and receiver.
 The package is split along the format's seams: :mod:`.records` (format constants,
 canonical encoding, signatures, outcome statements), :mod:`.writer` (the append-only
 writer and the outcome exchange that closes it), :mod:`.reader` (parsing a transcript
-and reading its sidecar back) and :mod:`.local_link` (a signed, recorded in-memory link
+and reading its sidecar back), :mod:`.retention` (how long the sidecar is kept:
+node.toml ``[transcript] keep_received``) and :mod:`.local_link` (a signed, recorded in-memory link
 pair for tests and single-process runs). Everything is re-exported here.
 """
 
@@ -96,6 +97,7 @@ from federation.transcript.records import (
     statement_signing_bytes,
     verify_sig,
 )
+from federation.transcript.retention import drop_after_close, parse_keep_received, prune
 from federation.transcript.writer import TranscriptWriter, close_interrupted, exchange_outcome
 
 __all__ = [
@@ -103,8 +105,8 @@ __all__ = [
     "SIDECAR_SUFFIX", "STATEMENT_DOMAIN", "VERSION", "ZERO_HASH",
     "RecordMalformed", "RecordedLocalLink", "RunningRoot", "SidecarReader", "Transcript",
     "TranscriptError", "TranscriptUnreadable", "TranscriptWriter",
-    "canonical", "check_statement", "close_interrupted", "counts_in_roots", "envelope_leaf", "exchange_outcome",
-    "fingerprint", "load", "public_key_bytes", "record_signing_bytes",
+    "canonical", "check_statement", "close_interrupted", "drop_after_close", "counts_in_roots", "envelope_leaf", "exchange_outcome",
+    "fingerprint", "load", "parse_keep_received", "prune", "public_key_bytes", "record_signing_bytes",
     "recorded_local_link_pair", "sha256_hex", "sidecar_path", "spec_digest",
     "statement_signing_bytes", "verify_sig",
 ]

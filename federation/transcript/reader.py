@@ -119,14 +119,22 @@ def _check_header_format(path: Path, rec: dict) -> None:
 class SidecarReader:
     """Reads received payloads back from a transcript's sidecar, checking digests."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, keep: str | None = None):
+        """``keep``: the job record's ``storage.keep`` (the writer's retention policy),
+        named in the error when the sidecar is gone."""
         self.path = Path(path)
         try:
             self._fh = open(self.path, "rb")  # noqa: SIM115 - closed in close()
         except OSError as exc:
+            why = ""
+            if keep:
+                why = (f"; the node keeps received payloads under [transcript] "
+                       f"keep_received = {keep!r}, so it was deleted when the job closed "
+                       "or aged out")
             raise TranscriptUnreadable(
-                f"{self.path}: received-payload sidecar not readable ({exc.strerror}); "
-                "replay needs it next to the transcript") from None
+                f"{self.path}: received-payload sidecar not readable ({exc.strerror}){why}; "
+                "replay needs the payloads this party received: its sidecar next to the "
+                "transcript (`audit verify` needs no sidecar)") from None
 
     def read(self, rec: dict) -> bytes | None:
         """The payload of a received message record, or None if it is missing or does

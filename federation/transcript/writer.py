@@ -35,6 +35,7 @@ from federation.transcript.records import (
     statement_signing_bytes,
 )
 from federation.transcript.restarts import CHECKPOINT, RESTART, effective
+from federation.transcript.retention import parse_keep_received
 
 
 class TranscriptWriter:
@@ -78,7 +79,7 @@ class TranscriptWriter:
                peer_public_key: Ed25519PublicKey | bytes | str,
                spec: dict | None = None, protocols: dict | None = None,
                key_sizes: dict | None = None, roles: dict | None = None,
-               fsync: bool = False) -> TranscriptWriter:
+               fsync: bool = False, keep_received: str = "full") -> TranscriptWriter:
         """Start ``path`` (must not exist) and write the signed job record.
 
         ``spec`` is the job spec as a JSON-able dict (stored, and bound by its digest);
@@ -86,6 +87,8 @@ class TranscriptWriter:
         ``key_sizes`` e.g. ``{"paillier": 2048}``; ``roles`` maps the two sender names
         to their roles, e.g. ``{"bank-a": "bank", "platform-b": "platform"}``.
         ``party``/``peer`` are the sender names the channel puts in envelopes.
+        ``keep_received`` (:mod:`.retention`): other than ``"full"``, the job record
+        says how long the sidecar is kept (``storage.keep``).
         """
         path = Path(path)
         if path.exists():
@@ -110,6 +113,12 @@ class TranscriptWriter:
             "storage": {"received": "sidecar", "sidecar": w.sidecar_path.name,
                         "sent": "digest"},
         }
+        try:
+            parse_keep_received(keep_received)
+        except ValueError as exc:
+            raise TranscriptError(f"keep_received = {exc}") from None
+        if keep_received != "full":
+            header["storage"]["keep"] = keep_received
         with w._lock:
             w._append(header)
         return w
