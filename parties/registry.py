@@ -154,16 +154,19 @@ def all_algorithms() -> list[Algorithm]:
 
 
 def _builtins() -> None:
+    from parties.bank import binning_woe as bank_bin
     from parties.bank import linreg as bank_linreg
     from parties.bank import lr as bank_lr
     from parties.bank import lr_serving as bank_lr_serve
     from parties.bank import secureboost as bank_sb
     from parties.bank import secureboost_serving as bank_sb_serve
-    from parties.common import lr_common, secureboost_wire
+    from parties.common import binning_woe_wire, lr_common, secureboost_wire
     from parties.common.explain import linear_coefficients, tree_importance
     from parties.common.linreg_common import LinRegParams
     from parties.common.lr_common import LRParams
     from parties.common.secureboost_params import SecureBoostParams
+    from parties.common.woe import BinningParams, WoeError
+    from parties.provincial_platform import binning_woe as platform_bin
     from parties.provincial_platform import linreg as platform_linreg
     from parties.provincial_platform import lr as platform_lr
     from parties.provincial_platform import lr_serving as platform_lr_serve
@@ -191,6 +194,12 @@ def _builtins() -> None:
         lr_common.TABLE, key_holders=("bank", "platform"), explain=linear_coefficients,
         label_kind=lambda params: "continuous", job_errors=(lr_common.LRError,),
         summary="vertical linear (ridge) regression, exact gradient, two Paillier keys"))
+    register(Algorithm(
+        "binning", "transform", BinningParams, bank_bin, platform_bin,
+        binning_woe_wire.TABLE, key_holders=("bank",), label_kind=BinningParams.label_kind,
+        job_errors=(WoeError, ValueError, PermissionError),
+        summary="federated quantile / equal-width / monotonic optimal binning with WOE "
+                "and IV (platform columns under the bank's Paillier key)"))
 
 
 _builtins()

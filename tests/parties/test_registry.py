@@ -24,10 +24,12 @@ from parties import registry
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"secureboost": {"n_trees": 2, "max_depth": 3, "max_bin": 16},
          "logistic_regression": {"epochs": 2, "batch_size": 64},
-         "linear_regression": {"epochs": 3, "batch_size": 64}}
+         "linear_regression": {"epochs": 3, "batch_size": 64},
+         "binning": {"method": "monotonic", "n_prebins": 10}}
 #: the test metric each must reach on the conformance data (0/1 labels from a logistic
 #: model; linear_regression fits them as a continuous target: a linear probability model)
-QUALITY = {"linear_regression": ("test_r2", 0.3)}
+QUALITY = {"linear_regression": ("test_r2", 0.3),
+           "binning": ("n_platform_features", 3)}   # a transform: it binned all 4
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
