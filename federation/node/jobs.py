@@ -162,6 +162,19 @@ class JobRunner(NodePart):
         self.log("job.resuming", {"job_id": job_id, "checkpoint": plan.checkpoint,
                                   "reason": reason})
 
+    def abandon_resume(self, job_id: str) -> None:
+        """Undo :meth:`prepare_resume` for a run that did not start (the peer could not
+        be told): the job is ``interrupted`` again; its restart record stays, and the
+        next resume appends another."""
+        with self._lock:
+            w = self._writers.pop(job_id, None)
+        if w is not None:
+            w.suspend()
+        try:
+            self.store.transition(job_id, "interrupted", "the resume did not start")
+        except (InvalidTransition, JobNotFound):
+            pass
+
     def stop_live(self, job_id: str, reason: str, timeout: float = 30.0) -> None:
         """Stop the job's run if it is running here, so that it ends ``interrupted``
         (the peer is resuming it); waits for its runner thread."""

@@ -94,24 +94,28 @@ class Resumer(NodePart):
         return reply
 
     def resume_later(self, job_id: str, reason: str) -> None:
-        """Resume in the background, retrying while the peer cannot be reached."""
+        """Resume in the background, retrying while the job is still interrupted here
+        (the peer unreachable or busy) for up to :data:`RETRY_FOR_S`."""
         def attempt() -> None:
             deadline = time.monotonic() + RETRY_FOR_S
             while not self.jobs.stopping.is_set():
                 try:
                     reply = self.resume(job_id, reason, stop_live=True)
-                    self.log("job.resumed", {"job_id": job_id, **reply})
-                    return
-                except ResumeRefused as exc:
-                    self.log("job.not_resumed", {"job_id": job_id, "why": str(exc)},
+                    if reply.get("ok"):
+                        self.log("job.resumed", {"job_id": job_id, **reply})
+                        return
+                    why = str(reply.get("reason", ""))
+                except Exception as exc:  # noqa: BLE001 - refused, or the peer unreachable
+                    why = one_line(exc)
+                try:
+                    still = self.store.get(job_id).state == "interrupted"
+                except JobNotFound:
+                    still = False
+                if not still or time.monotonic() > deadline:
+                    self.log("job.not_resumed", {"job_id": job_id, "why": why},
                              level="warning")
                     return
-                except Exception as exc:  # noqa: BLE001 - peer unreachable: retry
-                    self.log("job.resume_retry", {"job_id": job_id, "why": one_line(exc)})
-                    if time.monotonic() > deadline:
-                        self.log("job.not_resumed", {"job_id": job_id,
-                                                     "why": one_line(exc)}, level="warning")
-                        return
+                self.log("job.resume_retry", {"job_id": job_id, "why": why})
                 self.jobs.stopping.wait(RETRY_S)
         threading.Thread(target=attempt, daemon=True, name=f"resume-{job_id}").start()
 
@@ -148,8 +152,13 @@ class Resumer(NodePart):
                 raise ResumeRefused(why)
             plan = _plan(point)
             self.jobs.prepare_resume(job_id, plan, reason)
-            reply = self._ask({"job_id": job_id, "phase": "go", "checkpoint": plan.checkpoint,
-                               "sent": plan.received, "received": plan.sent})
+            try:
+                reply = self._ask({"job_id": job_id, "phase": "go",
+                                   "checkpoint": plan.checkpoint, "sent": plan.received,
+                                   "received": plan.sent})
+            except Exception:
+                self.jobs.abandon_resume(job_id)    # interrupted again: a retry resumes
+                raise
             if not reply.get("ok"):
                 why = f"{self.cfg.peer.name}: {str(reply.get('reason', ''))[:500]}"
                 self._close(job_id, f"cannot resume: {why}")
