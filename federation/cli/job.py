@@ -114,6 +114,9 @@ def _print_status(rec: dict) -> None:
     shown = {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
     if shown:
         c.print("  " + "  ".join(f"{k}={fmt_metric(v)}" for k, v in sorted(shown.items())))
+    if m.get("iv_ranking"):   # binning jobs: features by information value
+        c.print("  IV ranking: " + "  ".join(f"{r['feature']}={fmt_metric(r['iv'])}"
+                                             for r in m["iv_ranking"]))
     t = rec.get("timings") or {}
     if t.get("total"):
         c.print(f"  time: {t['total']:.1f} s")
