@@ -43,11 +43,11 @@ def model_show(model_id: str, config_path: str | None) -> None:
 @click.argument("model_id")
 @click.option("--out", "out_path", required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["fedjoint", "xgboost-json",
-                                                   "sklearn-json"]),
+                                                   "sklearn-json", "onnx"]),
               default="fedjoint", show_default=True,
               help="fedjoint: this party's part; xgboost-json (SecureBoost) / sklearn-json "
-              "(LR): the full model, on the bank's node, when both nodes' [serving] "
-              "reveal_models list it")
+              "(LR), onnx (both; the 'export' extra): the full model, on the bank's node, "
+              "when both nodes' [serving] reveal_models list it")
 @config_option
 def model_export(model_id: str, out_path: str, fmt: str, config_path: str | None) -> None:
     """Write this party's model part, or the full model, to OUT (mode 0600)."""
@@ -62,7 +62,7 @@ def model_export(model_id: str, out_path: str, fmt: str, config_path: str | None
 
 
 def _export_full(model_id: str, out_path: str, fmt: str, config_path: str | None) -> None:
-    """The full model as XGBoost JSON, the platform's half revealed over the channel."""
+    """The full model in ``fmt``, the platform's half revealed over the channel."""
     from federation.admin import AdminError, write_private
     from federation.cli.common import need_config
     from federation.serving.export import (
@@ -77,14 +77,23 @@ def _export_full(model_id: str, out_path: str, fmt: str, config_path: str | None
         raise AdminError("a full export is made on the bank's node (it holds the trees)")
     try:
         rec = admin_client(config_path, read_only=True).call("model", model_id=model_id)
-        if FULL_FORMATS.get(rec["algorithm"]) != fmt:
+        has = FULL_FORMATS.get(rec["algorithm"], ())
+        if fmt not in has:
             raise ExportRefused(f"a {rec['algorithm']} model has no {fmt} export (formats: "
-                                f"fedjoint, {FULL_FORMATS.get(rec['algorithm'], 'none')})")
+                                f"{', '.join(('fedjoint', *has))})")
+        if fmt == "onnx":
+            from federation.serving.export_onnx import need_converters, onnx_model
+            need_converters(rec["algorithm"])
         part, table = fetch_platform_table(cfg, rec["model_id"])
+        if fmt == "onnx":
+            data = onnx_model(part, table)
+        else:
+            doc = xgboost_json(part, table) if fmt == "xgboost-json" else \
+                sklearn_json(part, table)
+            data = json.dumps(doc).encode()
     except ExportRefused as exc:
         raise AdminError(f"export of {model_id} refused: {exc}") from None
-    doc = xgboost_json(part, table) if fmt == "xgboost-json" else sklearn_json(part, table)
-    write_private(Path(out_path), json.dumps(doc).encode())
+    write_private(Path(out_path), data)
     reveal = Path(out_path + ".reveal.json")
     write_private(reveal, json.dumps({"statement": table["statement"],
                                       "signature": table["signature"]}, indent=1).encode())

@@ -11,7 +11,8 @@ pinned key, writes the statement beside the export (``PATH.reveal.json``: who re
 what, when, verifiable later) and builds the XGBoost model: bank features first, then
 the platform's, the trees and leaf values as trained, ``base_score`` from the base
 margin; the platform's columns are named ``platform.<name>``. Revealing is irreversible: the bank then holds the platform's thresholds and
-feature names (docs/serving.md). Each party can always export its own part
+feature names (docs/serving.md). The same reveal serves ``--format onnx``
+(:mod:`federation.serving.export_onnx`). Each party can always export its own part
 (``--format fedjoint``).
 """
 
@@ -30,8 +31,9 @@ class ExportRefused(Exception):
     pass
 
 
-#: the full-model format of each algorithm that has one
-FULL_FORMATS = {"secureboost": "xgboost-json", "logistic_regression": "sklearn-json"}
+#: the full-model formats of each algorithm that has them (onnx: export_onnx.py)
+FULL_FORMATS = {"secureboost": ("xgboost-json", "onnx"),
+                "logistic_regression": ("sklearn-json", "onnx")}
 
 
 def _statement_bytes(st: dict) -> bytes:

@@ -20,3 +20,20 @@ def test_multiclass_categorical_and_other_algorithms_are_refused_with_the_reason
     assert "categorical" in not_exportable(part(categories={"industry": ["a", "b"]}))
     assert "linear_regression models have no full export" == \
         not_exportable(part("linear_regression"))
+
+
+def test_onnx_without_the_export_extra_names_the_extra(monkeypatch):
+    """The node runs without the converters; --format onnx then says what to install
+    (before the platform is asked to reveal anything)."""
+    import sys
+
+    import pytest
+
+    from federation.serving.export import ExportRefused
+    from federation.serving.export_onnx import need_converters
+    for algorithm, module in (("secureboost", "onnxmltools"),
+                              ("logistic_regression", "skl2onnx")):
+        monkeypatch.setitem(sys.modules, module, None)   # import raises ImportError
+        with pytest.raises(ExportRefused, match=rf"extra 'export' \({module} is not "
+                                                r"installed\): pip install 'fedjoint\[export\]'"):
+            need_converters(algorithm)

@@ -304,6 +304,24 @@ def test_score_file_through_the_pseudonym_store_equals_the_scoring_job(world, wh
     assert f"column {col!r} is not numeric" in err and "data row 5" in err, err
 
 
+def _full_rows(world, model_id: str, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The scoring job's applicants as full-model rows (columns ``names``: the bank's,
+    then ``platform.<name>`` from the platform's dataset; NaN where missing) and their
+    federated probabilities from the service."""
+    _, apps = _applicants(world, model_id)
+    pdata = load_dataset(load_node_config(world["plat_toml"]).dataset("enterprises"),
+                         need_label=False)
+    prow = {str(i): r for r, i in enumerate(pdata.ids)}
+    nb = len(world["models"][model_id].features)
+    X = np.array([[np.nan if a["features"][f] is None else a["features"][f]
+                   for f in names[:nb]] +
+                  [pdata.X[prow[a["id"]], pdata.feature_names.index(f[len("platform."):])]
+                   for f in names[nb:]] for a in apps])
+    with _http(world) as c:
+        res = c.post("/v1/score:batch", json={"model": model_id, "applicants": apps}).json()
+    return X, np.array([r["probability"] for r in res["results"]])
+
+
 def test_full_export_to_xgboost_json_needs_both_policies(world, capsys):
     """Part 5: the full SecureBoost model as XGBoost JSON predicts within 1e-6 of the
     federated scores; refused (saying so) unless both nodes list it in reveal_models."""
@@ -332,21 +350,9 @@ def test_full_export_to_xgboost_json_needs_both_policies(world, capsys):
         bank_toml.write_text(base)
         _set_serving(plat, world["plat_toml"], models=[sb, world["lr"]], rate_per_s=1e5)
     booster = xgb.Booster(model_file=str(out))
-    ids, apps = _applicants(world, sb)
-    pdata = load_dataset(load_node_config(world["plat_toml"]).dataset("enterprises"),
-                         need_label=False)
-    prow = {str(i): r for r, i in enumerate(pdata.ids)}
     names = booster.feature_names
-    nb = len(world["models"][sb].features)
-    X = np.array([[np.nan if a["features"][f] is None else a["features"][f]
-                   for f in names[:nb]] +
-                  [pdata.X[prow[a["id"]], pdata.feature_names.index(f[len("platform."):])]
-                   for f in names[nb:]]
-                  for a in apps])
+    X, p_fed = _full_rows(world, sb, names)
     p_xgb = booster.predict(xgb.DMatrix(X, feature_names=names))
-    with _http(world) as c:
-        res = c.post("/v1/score:batch", json={"model": sb, "applicants": apps}).json()
-    p_fed = np.array([r["probability"] for r in res["results"]])
     assert np.max(np.abs(p_xgb - p_fed)) < 1e-6
     st = json.loads((world["tmp"] / "full.json.reveal.json").read_text())
     assert st["statement"]["model"] == sb and len(st["signature"]) == 128
@@ -366,7 +372,7 @@ def test_full_export_of_lr_as_a_scikit_learn_model(world, capsys):
         with pytest.raises(SystemExit):
             main(["model", "export", lr, "--format", "xgboost-json", "--out", str(out),
                   "--config", str(bank_toml)])
-        assert "no xgboost-json export (formats: fedjoint, sklearn-json)" in \
+        assert "no xgboost-json export (formats: fedjoint, sklearn-json, onnx)" in \
             capsys.readouterr().err
         main(["model", "export", lr, "--format", "sklearn-json", "--out", str(out),
               "--config", str(bank_toml)])
@@ -375,21 +381,44 @@ def test_full_export_of_lr_as_a_scikit_learn_model(world, capsys):
         _set_serving(plat, world["plat_toml"], models=[world["sb"], lr], rate_per_s=1e5)
     doc = json.loads(out.read_text())
     model = sklearn_model(doc)
-    ids, apps = _applicants(world, lr)
-    pdata = load_dataset(load_node_config(world["plat_toml"]).dataset("enterprises"),
-                         need_label=False)
-    prow = {str(i): r for r, i in enumerate(pdata.ids)}
-    nb = len(world["models"][lr].features)
     names = doc["feature_names"]
-    X = np.array([[a["features"][f] for f in names[:nb]] +
-                  [pdata.X[prow[a["id"]], pdata.feature_names.index(f[len("platform."):])]
-                   for f in names[nb:]] for a in apps])
-    with _http(world) as c:
-        res = c.post("/v1/score:batch", json={"model": lr, "applicants": apps}).json()
-    p_fed = np.array([r["probability"] for r in res["results"]])
+    X, p_fed = _full_rows(world, lr, names)
     import pandas as pd
     p_sk = model.predict_proba(pd.DataFrame(X, columns=names))[:, 1]
     assert np.max(np.abs(p_sk - p_fed)) < 1e-9
+
+
+def test_full_export_as_onnx_predicts_the_federated_scores(world, capsys):
+    """--format onnx for both models: onnxruntime's probabilities equal the federated
+    scores (LR: float64 graph, 1e-12; SecureBoost: float32 trees as in XGBoost, 1e-6)."""
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+
+    from federation.cli import main
+    sb, lr, plat = world["sb"], world["lr"], world["plat"]
+    bank_toml = Path(world["cfg"].file)
+    base = bank_toml.read_text()
+    bank_toml.write_text(base + f'\n[serving]\nreveal_models = ["{sb}", "{lr}"]\n')
+    _set_serving(plat, world["plat_toml"], models=[sb, lr], rate_per_s=1e5,
+                 reveal_models=[sb, lr])
+    try:
+        for m in (sb, lr):
+            main(["model", "export", m, "--format", "onnx", "--out",
+                  str(world["tmp"] / f"{m}.onnx"), "--config", str(bank_toml)])
+            assert "as onnx" in capsys.readouterr().out
+    finally:
+        bank_toml.write_text(base)
+        _set_serving(plat, world["plat_toml"], models=[sb, lr], rate_per_s=1e5)
+    for m, dtype, tol in ((sb, np.float32, 1e-6), (lr, np.float64, 1e-12)):
+        path = world["tmp"] / f"{m}.onnx"
+        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        names = json.loads(meta["feature_names"])
+        X, p_fed = _full_rows(world, m, names)
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        label, proba = sess.run(["label", "probabilities"], {"input": X.astype(dtype)})
+        assert proba.shape == (len(X), 2) and meta["fedjoint_model"] == m
+        assert np.max(np.abs(proba[:, 1] - p_fed)) < tol, (m, np.max(np.abs(proba[:, 1] - p_fed)))
+        assert (label == (proba[:, 1] > 0.5)).all()
 
 
 def test_multiclass_secureboost_serves_the_scoring_jobs_class_probabilities(world):
