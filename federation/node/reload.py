@@ -19,7 +19,7 @@ from federation.config import ConfigError, NodeConfig, load_node_config
 
 RELOADABLE = ("datasets", "policy", "workers", "serving")
 RESTART_ONLY = ("party", "name", "listen", "admin", "data_dir", "keys", "peer", "channel",
-                "limits")
+                "limits", "transcript")
 
 
 def reload_config(ctx) -> dict:
