@@ -180,3 +180,39 @@ def test_binning_job_through_nodes_and_cli(tmp_path, capsys, monkeypatch, df):
         cats = {e["category"]: e for e in ledger}
         assert "row counts of anonymous platform bins" in cats, ledger
         print("ledger:", json.dumps(ledger))
+
+
+@pytest.mark.parametrize("tamper,match", [
+    ("counts", r"feature 0: counts or event sums out of range"),
+    ("events", r"feature 0: counts or event sums out of range"),
+    ("n_bins", r"bin.meta: feature 0: n_bins 99 not in \[1, 20\]"),
+    ("short", r"bin.sums: expected \d+ ciphertexts"),
+])
+def test_bank_rejects_a_dishonest_platform_answer(df, tamper, match):
+    """A platform whose counts do not sum to the rows, whose event sums exceed a bin's
+    count, that announces more bins than the params allow, or sends too few
+    ciphertexts: the bank's job fails naming the message, nothing is tabled."""
+    from federation.link import ProtocolError, run_two_parties
+    bank, _ = parties(df.head(300))
+    cb, cp, _ = contexts()
+    cipher = PlainCipher(1024)
+    p = registry.get("binning").parse_params({}, "test")
+
+    def platform():
+        link = cp.link
+        link.recv_json(W.K_INIT)
+        link.send(W.K_ACK, {"n_rows": 300, "n_features": 1})
+        for _ in range(-(-300 // W.CHUNK_ROWS)):
+            link.recv(W.K_LABELS)
+        n_bins = 99 if tamper == "n_bins" else 2
+        link.send(W.K_META, {"features": [{"label": "", "named": False, "n_bins": n_bins}]})
+        counts = np.array([150, 150 if tamper != "counts" else 151, 0])
+        link.send(W.K_COUNTS, counts)
+        sums = [10, 200 if tamper == "events" else 20, 0][:2 if tamper == "short" else 3]
+        link.send(W.K_SUMS, cipher.to_bytes(cipher.encrypt(sums)))
+        with pytest.raises(PeerAborted):
+            link.recv(W.K_INIT)
+
+    with pytest.raises(ProtocolError, match=match):
+        run_two_parties(lambda: bank_role.train(cb, bank, p, cipher, policy()), platform,
+                        timeout=60)
