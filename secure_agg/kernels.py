@@ -4,6 +4,9 @@ Held here: the DJN base ``h_s`` and fixed-base tables (:class:`FixedBaseTable`),
 obfuscators and encryption of one key (:class:`PublicKernel` mod n^2,
 :class:`PrivateKernel` mod p^2 and q^2 recombined by CRT), CRT decryption, and the
 vector kernels behind ``sum``, ``X.T @ enc`` and ``histogram`` on lists of ciphertexts.
+The ``standard`` scheme's powers run 8 lanes wide on libcrypto_mb when it is available
+(:func:`secure_agg.native_mb.powmod_list`, identical values); the DJN schemes stay on
+fixed-base tables, which are faster here (bench/paillier_mb.py).
 
 Why a module of its own: the parent (:mod:`secure_agg.paillier`) and the worker
 processes (:mod:`secure_agg.worker`) run exactly this code, so a ciphertext is the same
@@ -21,6 +24,8 @@ from collections.abc import Sequence
 import gmpy2
 import numpy as np
 from gmpy2 import mpz
+
+from secure_agg.native_mb import powmod_list
 
 ONE = mpz(1)
 #: djn_full exponents exceed the bit length of n by this much (statistical distance
@@ -152,7 +157,7 @@ class PublicKernel:
             return []
         if scheme in ("djn", "djn_full"):
             return self.table(self.exp_bits(scheme), window).pow_many(draws)
-        return gmpy2.powmod_base_list(draws, self.n, self.nsquare)
+        return powmod_list(draws, self.n, self.nsquare)
 
     def encrypt(self, vals: list[int], draws: list, scheme: str) -> list[mpz]:
         """``(1 + m n) rho mod n^2`` for ``"djn"`` or ``"standard"``, in this thread."""
@@ -198,8 +203,8 @@ class PrivateKernel(PublicKernel):
         if scheme in ("djn", "djn_full"):
             tp, tq = self.crt_tables(self.exp_bits(scheme), window)
             return tp.pow_many(draws), tq.pow_many(draws)
-        return (gmpy2.powmod_base_list([r % psq for r in draws], self._ep, psq),
-                gmpy2.powmod_base_list([r % qsq for r in draws], self._eq, qsq))
+        return (powmod_list([r % psq for r in draws], self._ep, psq),
+                powmod_list([r % qsq for r in draws], self._eq, qsq))
 
     def obfuscate(self, draws: list, scheme: str, window: int = 8) -> list[mpz]:
         """``rho mod n^2`` computed mod p^2 and q^2 and recombined (CRT): the same

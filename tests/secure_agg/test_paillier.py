@@ -434,8 +434,8 @@ def test_worker_speaks_framing_and_imports_only_kernels(key512):
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=root).stdout.split()
-    assert out == ["secure_agg.framing", "secure_agg.kernels", "secure_agg.ou_kernels",
-                   "secure_agg.worker"]
+    assert out == ["secure_agg.framing", "secure_agg.kernels", "secure_agg.native_mb",
+                   "secure_agg.ou_kernels", "secure_agg.worker"]
     for cw in (c, c.public()):
         assert cw.encrypt([]).data == [] and cw.encrypt_zero_obfuscators(0) == []
 
