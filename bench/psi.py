@@ -11,8 +11,9 @@ Reported per configuration (median over --repeat runs):
   next to the floor = 2 X25519 per ID (each ID is blinded by its owner and by the peer)
   and floor + hash_to_curve, with the compute path the nodes run (psi/native: X25519
   multi-buffer or OpenSSL, field code C or Python), all measured in this process
-  before the runs. The floor uses the fastest X25519 available here; OpenSSL's and the
-  pure-Python hash are printed beside it. No other system's figure is printed: a
+  before the runs, as CPU time (other load on the machine does not inflate it). The
+  floor uses the fastest X25519 available here; OpenSSL's and the pure-Python hash are
+  printed beside it. No other system's figure is printed: a
   reference must be measured in the same run (quoted figures live in docs/psi.md,
   labelled as quoted).
 """
@@ -63,46 +64,46 @@ def measure_floor(n: int = 4000) -> dict:
     from psi.protocol import DEFAULT_DST
     ids = [f"9135{i:014d}".encode() for i in range(n)]
     dst = DEFAULT_DST.encode()
-    t = time.perf_counter()
+    t = time.process_time()
     us = hash_to_u_batch(ids, dst)
-    h2c = (time.perf_counter() - t) / n
-    t = time.perf_counter()
+    h2c = (time.process_time() - t) / n
+    t = time.process_time()
     hash_to_u_batch_py(ids[:n // 4], dst)
-    h2c_py = (time.perf_counter() - t) / (n // 4)
+    h2c_py = (time.process_time() - t) / (n // 4)
     scalar = os.urandom(32)
-    t = time.perf_counter()
+    t = time.process_time()
     x25519_many(scalar, us)  # the backend psi.native picked (multi-buffer or OpenSSL)
-    x_backend = (time.perf_counter() - t) / n
+    x_backend = (time.process_time() - t) / n
     pts = [us[i:i + 32] for i in range(0, len(us), 32)]
     priv = X25519PrivateKey.from_private_bytes(os.urandom(32))
     pubs = [X25519PublicKey.from_public_bytes(p) for p in pts]
-    t = time.perf_counter()
+    t = time.process_time()
     blinded = [priv.exchange(q) for q in pubs]
-    x25519 = (time.perf_counter() - t) / n
-    t = time.perf_counter()
+    x25519 = (time.process_time() - t) / n
+    t = time.process_time()
     for p in pts:
         sodium.crypto_scalarmult(b"\x01" * 32, p)
-    sodium_x = (time.perf_counter() - t) / n
+    sodium_x = (time.process_time() - t) / n
     s = sodium.crypto_core_ed25519_scalar_reduce(os.urandom(64))
     ed = [sodium.crypto_scalarmult_ed25519_base_noclamp(
         sodium.crypto_core_ed25519_scalar_reduce(os.urandom(64))) for _ in range(n // 4)]
-    t = time.perf_counter()
+    t = time.process_time()
     for p in ed:
         sodium.crypto_scalarmult_ed25519_noclamp(s, p)
-    ed_noclamp = (time.perf_counter() - t) / len(ed)
+    ed_noclamp = (time.process_time() - t) / len(ed)
     blob = b"".join(blinded)
-    t = time.perf_counter()
+    t = time.process_time()
     validate_points(blob, check_subgroup=False)
-    v_curve = (time.perf_counter() - t) / n
-    t = time.perf_counter()
+    v_curve = (time.process_time() - t) / n
+    t = time.process_time()
     validate_points(blob, check_subgroup=True)
-    v_full = (time.perf_counter() - t) / n
-    t = time.perf_counter()
+    v_full = (time.process_time() - t) / n
+    t = time.process_time()
     wit = times8_witnessed(blob)
-    w_make = (time.perf_counter() - t) / n
-    t = time.perf_counter()
+    w_make = (time.process_time() - t) / n
+    t = time.process_time()
     validate_witnessed(wit, check_subgroup=True)
-    w_check = (time.perf_counter() - t) / n
+    w_check = (time.process_time() - t) / n
     return {k: round(v * 1e6, 2) for k, v in {
         f"x25519_{native.x25519_backend()[0]}_batch_us": x_backend,
         "hash_to_curve_python_us": h2c_py, "witness_make_us": w_make, "validate_curve_subgroup_witness_us": w_check,
@@ -226,7 +227,7 @@ def main() -> None:
     floor = measure_floor()
     print(f"machine: {cores} cores; compute path: X25519 {path['x25519']}, field code "
           f"{path['field']} (AVX-512 IFMA: {path['cpu_avx512ifma']}); floor measured "
-          "here (single core, one shot):")
+          "here (single core, one shot, CPU time of this process):")
     for k, v in floor.items():
         print(f"  {k:40s} {v:8.2f} us")
     xo = floor["x25519_openssl_us"]
