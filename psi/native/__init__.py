@@ -11,7 +11,8 @@ byte-identical results:
   when the CPU has it. ``FEDJOINT_PSI_NATIVE`` = ``auto`` | ``scalar`` (C without the
   SIMD code) | ``off`` (the Python code).
 * X25519: Intel's multi-buffer ``mbx_x25519_mb8`` (8 lanes per call, AVX-512 IFMA) from
-  the ``ipp-crypto`` wheel (``pip install 'fedjoint[native]'``, x86_64 Linux), used
+  the ``ipp-crypto`` wheel (``pip install 'fedjoint[native]'``, x86_64 Linux; loaded by
+  :mod:`secure_agg.native_mb`, shared with the Paillier engine), used
   when the CPU has AVX-512 IFMA (``/proc/cpuinfo``), the library reports X25519 8-lane
   support for this CPU (``mbx_get_algo_info``) and it reproduces the RFC 7748 vectors
   on load; else OpenSSL through ``cryptography``. ``FEDJOINT_PSI_BACKEND`` =
@@ -30,8 +31,8 @@ import ctypes
 import functools
 import logging
 import os
-import site
-import sys
+
+from secure_agg.native_mb import cpu_has_ifma, lib_dirs, load_from
 
 log = logging.getLogger("fedjoint.psi")
 
@@ -40,7 +41,6 @@ NATIVE_ENV = "FEDJOINT_PSI_NATIVE"
 BACKENDS = ("auto", "mb", "openssl")
 _MBX_ALGO_X25519 = 4  # enum MBX_ALGO in crypto_mb/cpu_features.h
 _MBX_WIDTH_MB8 = 8
-_RUNTIME_LIBS = ("libintlc.so.5", "libirng.so", "libimf.so", "libsvml.so")
 # RFC 7748 section 5.2, first vector: the load-time self-test of the multi-buffer path
 _KAT = ("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4",
         "e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c",
@@ -73,23 +73,9 @@ def field():
     return mod
 
 
-def cpu_has_ifma() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return "avx512ifma" in line.split()
-    except OSError:
-        pass
-    return False
-
-
 def _lib_dirs() -> list[str]:
-    """Where the ipp-crypto wheel puts its libraries: ``<prefix>/lib`` (or the user base)."""
-    dirs = [os.path.join(sys.prefix, "lib"), os.path.join(site.getuserbase(), "lib")]
-    if sys.base_prefix != sys.prefix:
-        dirs.append(os.path.join(sys.base_prefix, "lib"))
-    return dirs
+    """Where the ipp-crypto wheel puts its libraries (secure_agg.native_mb)."""
+    return lib_dirs()
 
 
 @functools.cache
@@ -100,31 +86,18 @@ def _load_mb() -> tuple[int, str]:
         return 0, why
     if not cpu_has_ifma():
         return 0, "this CPU has no AVX-512 IFMA"
-    for d in _lib_dirs():
-        path = os.path.join(d, "libcrypto_mb.so.13")
-        if not os.path.exists(path):
-            continue
-        try:
-            # the wheel's library carries no RUNPATH: load its Intel runtime first
-            for name in _RUNTIME_LIBS:
-                ctypes.CDLL(os.path.join(d, name), mode=ctypes.RTLD_GLOBAL)
-            lib = ctypes.CDLL(path)
-        except OSError as exc:
-            return 0, (f"{path} did not load ({exc}); install intel-cmplr-lib-rt "
-                       "(pip install 'fedjoint[native]')")
-        lib.mbx_get_algo_info.restype = ctypes.c_uint64
-        lib.mbx_get_algo_info.argtypes = [ctypes.c_int]
-        if not lib.mbx_get_algo_info(_MBX_ALGO_X25519) & _MBX_WIDTH_MB8:
-            return 0, "libcrypto_mb reports no 8-lane X25519 on this CPU"
-        addr = ctypes.cast(lib.mbx_x25519_mb8, ctypes.c_void_p).value
-        k, u, want = (bytes.fromhex(h) for h in _KAT)
-        got = ext.x25519_mb8(addr, k, u * 3)
-        if got != want * 3:
-            return 0, f"libcrypto_mb failed the RFC 7748 self-test (got {got!r})"
-        _keep.append(lib)
-        return addr, ""
-    return 0, ("libcrypto_mb not installed (pip install 'fedjoint[native]' on x86_64 "
-               "Linux)")
+    lib, why = load_from(_lib_dirs())  # loads the wheel's Intel runtime first
+    if lib is None:
+        return 0, why
+    if not lib.mbx_get_algo_info(_MBX_ALGO_X25519) & _MBX_WIDTH_MB8:
+        return 0, "libcrypto_mb reports no 8-lane X25519 on this CPU"
+    addr = ctypes.cast(lib.mbx_x25519_mb8, ctypes.c_void_p).value
+    k, u, want = (bytes.fromhex(h) for h in _KAT)
+    got = ext.x25519_mb8(addr, k, u * 3)
+    if got != want * 3:
+        return 0, f"libcrypto_mb failed the RFC 7748 self-test (got {got!r})"
+    _keep.append(lib)
+    return addr, ""
 
 
 _keep: list = []  # the loaded library stays referenced for the life of the process
