@@ -211,8 +211,34 @@ def test_bank_rejects_a_dishonest_platform_answer(df, tamper, match):
         sums = [10, 200 if tamper == "events" else 20, 0][:2 if tamper == "short" else 3]
         link.send(W.K_SUMS, cipher.to_bytes(cipher.encrypt(sums)))
         with pytest.raises(PeerAborted):
-            link.recv(W.K_INIT)
+            W.recv(link, W.K_INIT)
 
     with pytest.raises(ProtocolError, match=match):
         run_two_parties(lambda: bank_role.train(cb, bank, p, cipher, policy()), platform,
+                        timeout=60)
+
+
+def test_platform_rejects_a_bad_label_chunk(df):
+    """A bank sending fewer label ciphertexts than it announced rows: the platform's
+    job fails naming the message before it computes anything."""
+    from federation.link import ProtocolError, run_two_parties
+    from parties.provincial_platform import binning_woe as platform_role
+    from secure_agg.keypolicy import describe_public_key
+    _, plat = parties(df.head(300))
+    cb, cp, _ = contexts()
+    cipher = PlainCipher(1024)
+    p = registry.get("binning").parse_params({}, "test")
+
+    def bank():
+        link = cb.link
+        link.send(W.K_INIT, {"version": W.PROTOCOL_VERSION, "n_rows": 300,
+                             "params": {k: getattr(p, k) for k in W.SHARED},
+                             "key": describe_public_key(cipher), "chunk_rows": 2048})
+        link.recv_json(W.K_ACK)
+        link.send(W.K_LABELS, cipher.to_bytes(cipher.encrypt([0, 1] * 100)))
+        with pytest.raises(PeerAborted):
+            W.recv(link, W.K_META)
+
+    with pytest.raises(ProtocolError, match=r"bin.labels: expected 300 ciphertexts"):
+        run_two_parties(bank, lambda: platform_role.train(cp, plat, p, None, policy()),
                         timeout=60)
