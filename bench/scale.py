@@ -1,0 +1,427 @@
+"""Scale benchmark: PSI, SecureBoost s/tree and LR s/epoch at 100k / 300k / 1M rows.
+
+A synthetic credit-like pair of datasets (``generate``): string enterprise IDs
+(18-character unified social credit codes), each party holding ``rows`` rows of which
+~80 % are shared, 30 bank + 70 platform features driven by 6 latent factors of the
+enterprise, 5-20 % missing values per column, and a bank label with a ~20 % event rate
+driven by the latent factors behind both parties' columns.
+
+Both parties run as **real nodes in their own OS processes** (``fedjoint node start``,
+mTLS gRPC on loopback); each job computes in a job process under its node. Peak RSS
+per party is the sum over the node's process tree (daemon + job process + its
+obfuscator workers), sampled every 0.25 s from /proc. Bytes on the wire are the
+payload bytes the transcripts record (sent + received, one party's view); transcript
+and sidecar bytes are the files each node keeps per job.
+
+A fitted cost model sits beside the measurements. The same run first trains on a small
+calibration point (``--cal-rows``, default 10,000 rows per party) and fits unit costs
+from the jobs' own phase timings: per-row encryption (bank ``encrypt``), per
+row-feature-level histogram add (platform ``histograms``), per node-feature-bin
+packing + refresh + decryption (platform ``pack``/``rerandomize``, bank
+``decrypt``/``unpack``), the rest of a tree as a fixed cost; LR per row-epoch; PSI
+per row. Then, with n the training rows (80 % of the intersection), F_p = 70, depth d,
+B bins::
+
+    s/tree  = n*c_enc + n*F_p*d*c_hist + (2^d - 1)*F_p*B*c_node + c_tree
+    s/epoch = n*c_lr        PSI s = (rows_bank + rows_platform)*c_psi
+
+and prints the prediction for the measured point beside its measurement (ratio).
+``--quick`` uses 1024-bit test keys (flagged insecure) so the 100k point fits in minutes
+on this machine; the default is 2048.
+
+    .venv/bin/python bench/scale.py --quick                 # 100k point, 1 tree, 1 epoch
+    .venv/bin/python bench/scale.py --rows 300000 --trees 2 --epochs 1
+    .venv/bin/python bench/scale.py --rows 1000000 --trees 1 --epochs 1   # ~hours here
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BANK_F, PLAT_F, FACTORS = 30, 70, 6
+
+
+def generate(rows: int, seed: int = 17, overlap: float = 0.8):
+    """(bank DataFrame with id + y, platform DataFrame with id): see the module doc."""
+    import pandas as pd
+    rng = np.random.default_rng(seed)
+    shared = int(rows * overlap)
+    total = 2 * rows - shared                       # distinct enterprises
+    z = rng.standard_normal((total, FACTORS))
+    codes = rng.choice(np.array(list("0123456789ABCDEFGHJKLMNPQRTUWXY")), (total, 14))
+    ids = np.char.add("9131", np.array(["".join(r) for r in codes]))
+    bank_rows = np.arange(rows)                     # 0..rows-1; platform: shared + rest
+    plat_rows = np.concatenate([np.arange(shared), np.arange(rows, total)])
+
+    def features(rows_ix, k, name):
+        w = rng.standard_normal((FACTORS, k)) / np.sqrt(FACTORS)
+        x = z[rows_ix] @ w + 0.5 * rng.standard_normal((len(rows_ix), k))
+        x[:, ::3] = np.exp(x[:, ::3])               # skewed, amount-like columns
+        miss = rng.uniform(0.05, 0.20, k)
+        x[rng.random(x.shape) < miss] = np.nan
+        return pd.DataFrame(x.astype(np.float32), columns=[f"{name}{j}" for j in range(k)])
+
+    bank = features(bank_rows, BANK_F, "b")
+    plat = features(plat_rows, PLAT_F, "p")
+    beta = np.array([0.9, -0.7, 0.6, 0.5, -0.4, 0.3])   # factors 0-2: bank-side, 3-5: platform
+    logit = 2.0 * (z[bank_rows] @ beta)
+    lo, hi = -20.0, 20.0                            # intercept: a 20 % event rate
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if np.mean(1 / (1 + np.exp(-(logit - mid)))) > 0.2 else (lo, mid)
+    y = (rng.random(rows) < 1 / (1 + np.exp(-(logit - lo)))).astype(np.int8)
+    bank.insert(0, "id", ids[bank_rows])
+    bank["y"] = y
+    plat.insert(0, "id", ids[plat_rows])
+    return bank, plat.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- process-tree RSS
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                out += [int(c) for c in fh.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+        todo += _children(p)
+    return total
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pids: dict[str, int]):
+        super().__init__(daemon=True)
+        self.pids, self.peak = pids, {k: 0 for k in pids}
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.wait(0.25):
+            for k, pid in self.pids.items():
+                self.peak[k] = max(self.peak[k], tree_rss(pid))
+
+
+# ---------------------------------------------------------------- nodes and jobs
+def write_nodes(root: Path, key_bits: int, keep_received: str = "full", n_cal: int = 1
+                ) -> dict[str, Path]:
+    from federation.keys import init_party_keys
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support.nodes import _toml_value, free_port
+    keys = {n: init_party_keys(n, root / "keys" / n) for n in ("bank-a", "platform-b")}
+    ports = {n: free_port() for n in keys}
+    out = {}
+    for name, peer, party, ds in (("bank-a", "platform-b", "bank", "loans"),
+                                  ("platform-b", "bank-a", "platform", "enterprises")):
+        k, pk = keys[name], keys[peer]
+        lines = ["[node]", f'party = "{party}"', f'name = "{name}"',
+                 f'listen = "127.0.0.1:{ports[name]}"', f'data_dir = "{party}-data"', "",
+                 "[keys]", *(f"{x} = {_toml_value(k[x])}"
+                             for x in ("tls_key", "tls_cert", "signing_key")), "",
+                 "[peer]", f'name = "{peer}"', f'address = "127.0.0.1:{ports[peer]}"',
+                 f"cert = {_toml_value(pk['tls_cert'])}",
+                 f'cert_fingerprint = "{pk["cert_fingerprint"]}"',
+                 f"signing_public_key = {_toml_value(pk['signing_pub'])}", "",
+                 ]
+        for suffix in ("", *(f"_cal{i}" for i in range(n_cal))):
+            lines += [f"[datasets.{ds}{suffix}]", f'path = "{party}{suffix}.csv"',
+                      'id_column = "id"']
+            if party == "bank":
+                lines.append('label_column = "y"')
+        lines += ["", "[policy]", 'allowed_algorithms = ["all"]',
+                  f"allow_insecure_test_jobs = {'true' if key_bits < 2048 else 'false'}",
+                  f"min_key_bits = {min(key_bits, 2048)}",
+                  "psi_max_queries_per_job = 100000000" if party == "platform" else "",
+                  "psi_max_queries_per_day = 100000000" if party == "platform" else "",
+                  "", "[channel]", "deadline_s = 600.0", "connect_timeout_s = 30.0", "",
+                  "[limits]", "max_message_bytes = 1073741824",
+                  "max_job_buffer_bytes = 4294967296", "",
+                  "[transcript]", f'keep_received = "{keep_received}"', ""]
+        out[party] = root / f"{party}.toml"
+        out[party].write_text("\n".join(lines))
+    return out
+
+
+def run_job(client, name: str, algorithm: str, params: dict, key_bits: int,
+            timeout: float, suffix: str = "") -> dict:
+    from federation.config import job_spec_from_dict
+    tables = {"job": {"name": name, "algorithm": algorithm, "dataset": "loans" + suffix,
+                      "peer_dataset": "enterprises" + suffix}, "psi": {"id_type": "string"}}
+    if algorithm != "psi":
+        tables["params"] = params
+        tables["evaluation"] = {"cipher": "paillier", "key_bits": key_bits,
+                                "test_fraction": 0.2}
+    spec = job_spec_from_dict(tables, name)
+    job_id = client.call("submit", spec=spec.to_dict(), source=name)["job_id"]
+    deadline = time.monotonic() + timeout
+    while True:
+        rec = client.call("status", job_id=job_id)
+        if rec["state"] in ("done", "failed", "cancelled"):
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"job {name} stuck in {rec['state']}")
+        time.sleep(0.5)
+    if rec["state"] != "done":
+        raise SystemExit(f"job {name} {rec['state']}: {rec.get('error')}")
+    return rec
+
+
+def transcript_bytes(path: str) -> dict:
+    p = Path(path)
+    wire = 0
+    for line in p.read_text().splitlines():
+        r = json.loads(line)
+        if r.get("type") == "msg":
+            wire += int(r["len"])
+    side = p.with_name(p.name + ".recv")
+    return {"wire": wire, "transcript": p.stat().st_size,
+            "sidecar": side.stat().st_size if side.exists() else 0}
+
+
+# ---------------------------------------------------------------- cost model
+def shape(n_train: int, a) -> dict:
+    """The counts the unit costs multiply, per tree / epoch, for ``n_train`` rows."""
+    nodes = 2 ** a.depth - 1
+    return {"enc": n_train, "hist": n_train * PLAT_F * a.depth,
+            "node": nodes * PLAT_F * a.bins, "lr_row": n_train, "psi_row": None}
+
+
+def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares (intercept, slope) of ys over xs (one point: through the origin)."""
+    if len(xs) < 2:
+        return 0.0, ys[0] / xs[0]
+    slope, icpt = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)
+    return float(icpt), float(slope)
+
+
+def fit(points: list[tuple[int, int, dict]], a) -> dict:
+    """Unit costs (s) fitted over the calibration points ``(n_train, n_psi, jobs)``
+    from the jobs' phase timings: per-row encryption (slope of the bank's ``encrypt``
+    over n), per row-feature-level histogram add (slope of the platform's
+    ``histograms`` over n*F_p*d), per node-feature-bin packing + refresh + decryption
+    (platform ``pack``/``rerandomize``, bank ``decrypt``/``unpack``, mean over the
+    points), and the rest of a tree as a line in n (waits, splits, updates); LR a line
+    in n per epoch; PSI a line in both parties' rows."""
+    u: dict = {}
+    ns = [n for n, _, _ in points]
+    if all("secureboost" in j for _, _, j in points):
+        t = a.trees
+        enc, hist, node, total = [], [], [], []
+        for _, _, j in points:
+            b, p = j["secureboost"]["bank_t"], j["secureboost"]["plat_t"]
+            enc.append(b.get("training.encrypt", 0.0) / t)
+            hist.append(p.get("training.histograms", 0.0) / t)
+            node.append((p.get("training.pack", 0.0) + p.get("training.rerandomize", 0.0) +
+                         b.get("training.decrypt", 0.0) + b.get("training.unpack", 0.0)) / t)
+            total.append(j["secureboost"]["per_unit_s"])
+        k = [shape(n, a) for n in ns]
+        u["enc"] = _line(ns, enc)[1]
+        u["hist"] = _line([x["hist"] for x in k], hist)[1]
+        u["node"] = float(np.mean([y / x["node"] for y, x in zip(node, k, strict=True)]))
+        rest = [tt - u["enc"] * n - u["hist"] * x["hist"] - u["node"] * x["node"]
+                for tt, n, x in zip(total, ns, k, strict=True)]
+        u["tree_fixed"], u["tree_row"] = _line(ns, rest)
+    if all("lr" in j for _, _, j in points):
+        u["lr_fixed"], u["lr_row"] = _line(ns, [j["lr"]["per_unit_s"] for _, _, j in points])
+    if all(j.get("psi", {}).get("psi_s") for _, _, j in points):
+        u["psi_fixed"], u["psi_row"] = _line([m for _, m, _ in points],
+                                             [j["psi"]["psi_s"] for _, _, j in points])
+    return u
+
+
+def predict(u: dict, n_train: int, n_psi: int, a) -> dict:
+    k = shape(n_train, a)
+    out = {}
+    if "enc" in u:
+        out["secureboost"] = (u["enc"] * k["enc"] + u["hist"] * k["hist"] +
+                              u["node"] * k["node"] + u["tree_fixed"] + u["tree_row"] * n_train)
+    if "lr_row" in u:
+        out["lr"] = u["lr_fixed"] + u["lr_row"] * n_train
+    if "psi_row" in u:
+        out["psi"] = u["psi_fixed"] + u["psi_row"] * n_psi
+    return out
+
+
+def write_data(root: Path, rows: int, suffix: str) -> None:
+    t = time.perf_counter()
+    bank, plat = generate(rows, seed=17 + len(suffix))
+    bank.to_csv(root / f"bank{suffix}.csv", index=False)
+    plat.to_csv(root / f"platform{suffix}.csv", index=False)
+    print(f"{rows} rows generated in {time.perf_counter() - t:.1f} s: event rate "
+          f"{bank['y'].mean():.3f}, missing {float(bank.iloc[:, 1:-1].isna().mean().mean()):.3f}"
+          f" (bank) {float(plat.iloc[:, 1:].isna().mean().mean()):.3f} (platform)", flush=True)
+
+
+def run_point(client_b, client_p, sampler, a, suffix: str, skip: set) -> dict:
+    jobs = [("psi", "psi", {}, None),
+            ("secureboost", "secureboost", {"n_trees": a.trees, "max_depth": a.depth,
+                                            "max_bin": a.bins}, a.trees),
+            ("lr", "logistic_regression", {"epochs": a.epochs, "batch_size": 0,
+                                           "nan_policy": "median"}, a.epochs)]
+    out = {}
+    for name, alg, params, per in jobs:
+        if name in skip:
+            continue
+        before = dict(sampler.peak)
+        sampler.peak = {k: 0 for k in sampler.peak}
+        t = time.perf_counter()
+        rec = run_job(client_b, name + suffix, alg, params, a.key_bits, 6 * 3600, suffix)
+        wall = time.perf_counter() - t
+        prec = client_p.call("status", job_id=rec["job_id"])
+        tim, ptim = rec.get("timings", {}), prec.get("timings", {})
+        row = {"wall_s": wall, "psi_s": tim.get("psi"), "training_s": tim.get("training"),
+               "intersection": ((rec.get("checkpoint") or {}).get("psi") or {}),
+               "peak_rss": dict(sampler.peak), "bank_t": tim, "plat_t": ptim,
+               "bank": transcript_bytes(rec["artifacts"]["transcript"]),
+               "platform": transcript_bytes(prec["artifacts"]["transcript"])}
+        sampler.peak = {k: max(before[k], v) for k, v in sampler.peak.items()}
+        if per:
+            row["per_unit_s"] = (tim.get("training") or wall) / per
+        out[name] = row
+        unit = f"{row['per_unit_s']:.1f} s per {'tree' if name == 'secureboost' else 'epoch'}" \
+            if per else f"psi {row['psi_s'] or 0:.1f} s"
+        print(f"  {name}{suffix}: wall {wall:.1f} s, {unit}, peak RSS bank "
+              f"{row['peak_rss']['bank'] / 2**20:.0f} MB / platform "
+              f"{row['peak_rss']['platform'] / 2**20:.0f} MB, wire "
+              f"{row['bank']['wire'] / 2**20:.1f} MB, transcript "
+              f"{row['bank']['transcript'] / 2**10:.0f} / {row['platform']['transcript'] / 2**10:.0f}"
+              f" KB, sidecar {row['bank']['sidecar'] / 2**20:.1f} / "
+              f"{row['platform']['sidecar'] / 2**20:.1f} MB", flush=True)
+    return out
+
+
+def intersection(point: dict, rows: int) -> int:
+    for job in point.values():
+        n = job["intersection"].get("intersection") if isinstance(job["intersection"], dict) \
+            else None
+        if n:
+            return int(n)
+    return int(rows * 0.8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--quick", action="store_true", help="100k rows, 1 tree, 1 epoch")
+    ap.add_argument("--trees", type=int, default=2)
+    ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--bins", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--key-bits", type=int, default=2048)
+    ap.add_argument("--cal-rows", default="10000,30000",
+                    help="calibration points (rows, comma-separated) the cost model is fitted on")
+    ap.add_argument("--skip", default="", help="comma list of psi,secureboost,lr")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--keep-received", default="full",
+                    help='both nodes\' [transcript] keep_received ("digests": no sidecar left)')
+    ap.add_argument("--keep-files", action="store_true",
+                    help="keep the data, node directories and transcripts (default: deleted)")
+    a = ap.parse_args()
+    if a.quick:                     # test-size keys (1024 bits) to fit in minutes here
+        a.rows, a.trees, a.epochs, a.key_bits = 100_000, 1, 1, 1024
+    skip = set(filter(None, a.skip.split(",")))
+    print(f"load average {os.getloadavg()}, {os.cpu_count()} cores; rows {a.rows} per "
+          f"party, {BANK_F}+{PLAT_F} features, Paillier {a.key_bits}", flush=True)
+    root = Path(tempfile.mkdtemp(prefix="fedjoint-scale-"))
+    write_data(root, a.rows, "")
+    cal_rows = [int(x) for x in str(a.cal_rows).split(",")]
+    for i, r in enumerate(cal_rows):
+        write_data(root, r, f"_cal{i}")
+    tomls = write_nodes(root, a.key_bits, a.keep_received, len(cal_rows))
+    procs = {p: subprocess.Popen([sys.executable, "-m", "federation.cli", "node", "start",
+                                  "--config", str(tomls[p])], cwd=root,
+                                 stdout=open(root / f"{p}.log", "wb"), stderr=subprocess.STDOUT)
+             for p in tomls}
+    sampler = RssSampler({p: procs[p].pid for p in procs})
+    sampler.start()
+    results: dict = {"rows": a.rows, "args": vars(a),
+                     "load_before": os.getloadavg()}
+    try:
+        from federation.admin import AdminClient
+        clients = {}
+        for _ in range(120):
+            try:
+                clients = {p: AdminClient(root / f"{p}-data") for p in procs}
+                clients["bank"].call("check")
+                break
+            except Exception:  # noqa: BLE001 - the node is still starting
+                dead = [p for p, pr in procs.items() if pr.poll() is not None]
+                if dead:
+                    raise SystemExit(f"{dead[0]} node exited: "
+                                     f"{(root / f'{dead[0]}.log').read_text()[-500:]}") from None
+                clients = {}
+                time.sleep(0.5)
+        if not clients:
+            raise SystemExit("the nodes did not come up in 60 s")
+        tf = 1 - 0.2                                   # [evaluation] test_fraction 0.2
+        points, cal = [], {}
+        for i, r in enumerate(cal_rows):
+            print(f"calibration point ({r} rows):", flush=True)
+            cal[r] = run_point(clients["bank"], clients["platform"], sampler, a, f"_cal{i}",
+                               skip)
+            points.append((int(intersection(cal[r], r) * tf), 2 * r, cal[r]))
+        print(f"measured point ({a.rows} rows):", flush=True)
+        main_pt = run_point(clients["bank"], clients["platform"], sampler, a, "", skip)
+        results["calibration"], results["measured"] = cal, main_pt
+        n_main = intersection(main_pt, a.rows)
+        u = fit(points, a)
+        pred = predict(u, int(n_main * tf), 2 * a.rows, a)
+        results["units"], results["predicted"] = u, pred
+        print(f"unit costs fitted at {a.cal_rows} rows (s): " +
+              ", ".join(f"{k} {v:.3g}" for k, v in u.items()))
+        print(f"cost model: prediction for {a.rows} rows (intersection {n_main}) from the "
+              f"fit at {a.cal_rows} rows, beside the measurement:")
+        for name in pred:
+            m = main_pt[name]["per_unit_s"] if name != "psi" else main_pt[name]["psi_s"]
+            what = {"psi": "PSI s", "secureboost": "s/tree", "lr": "s/epoch"}[name]
+            print(f"  {what:8s} predicted {pred[name]:8.1f}  measured {m:8.1f}  "
+                  f"ratio {pred[name] / m:.2f}")
+    finally:
+        sampler.stop.set()
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    results["load_after"] = os.getloadavg()
+    print(f"load average after: {results['load_after']} (one run per point: no median)")
+    if a.keep_files:
+        print(f"files kept in {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
