@@ -43,11 +43,12 @@ def model_show(model_id: str, config_path: str | None) -> None:
 @click.argument("model_id")
 @click.option("--out", "out_path", required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["fedjoint", "xgboost-json",
-                                                   "sklearn-json", "onnx"]),
+                                                   "sklearn-json", "onnx", "pmml"]),
               default="fedjoint", show_default=True,
-              help="fedjoint: this party's part; xgboost-json (SecureBoost) / sklearn-json "
-              "(LR), onnx (both; the 'export' extra): the full model, on the bank's node, "
-              "when both nodes' [serving] reveal_models list it")
+              help="fedjoint: this party's part; xgboost-json (SecureBoost), sklearn-json "
+              "(LR), onnx (both), pmml (LR; onnx and pmml need the 'export' extra): the "
+              "full model, on the bank's node, when both nodes' [serving] reveal_models "
+              "list it")
 @config_option
 def model_export(model_id: str, out_path: str, fmt: str, config_path: str | None) -> None:
     """Write this party's model part, or the full model, to OUT (mode 0600)."""
@@ -69,8 +70,6 @@ def _export_full(model_id: str, out_path: str, fmt: str, config_path: str | None
         FULL_FORMATS,
         ExportRefused,
         fetch_platform_table,
-        sklearn_json,
-        xgboost_json,
     )
     cfg = need_config(config_path)
     if cfg.party != "bank":
@@ -81,16 +80,12 @@ def _export_full(model_id: str, out_path: str, fmt: str, config_path: str | None
         if fmt not in has:
             raise ExportRefused(f"a {rec['algorithm']} model has no {fmt} export (formats: "
                                 f"{', '.join(('fedjoint', *has))})")
-        if fmt == "onnx":
-            from federation.serving.export_onnx import need_converters, onnx_model
-            need_converters(rec["algorithm"])
+        if fmt in ("onnx", "pmml"):       # before the platform is asked to reveal
+            import importlib
+            importlib.import_module(f"federation.serving.export_{fmt}").need_converters(
+                rec["algorithm"])
         part, table = fetch_platform_table(cfg, rec["model_id"])
-        if fmt == "onnx":
-            data = onnx_model(part, table)
-        else:
-            doc = xgboost_json(part, table) if fmt == "xgboost-json" else \
-                sklearn_json(part, table)
-            data = json.dumps(doc).encode()
+        data = _document(fmt, part, table)
     except ExportRefused as exc:
         raise AdminError(f"export of {model_id} refused: {exc}") from None
     write_private(Path(out_path), data)
@@ -100,3 +95,16 @@ def _export_full(model_id: str, out_path: str, fmt: str, config_path: str | None
     click.echo(f"full model {part.job_id} ({part.algorithm}, the platform's half revealed "
                f"by {cfg.peer.name}) written to {out_path} as {fmt}; the signed reveal "
                f"statement to {reveal}")
+
+
+def _document(fmt: str, part, table: dict) -> bytes:
+    """The bytes of the full model in ``fmt``."""
+    from federation.serving import export
+    if fmt == "onnx":
+        from federation.serving.export_onnx import onnx_model
+        return onnx_model(part, table)
+    if fmt == "pmml":
+        from federation.serving.export_pmml import pmml_document
+        return pmml_document(part, table)
+    build = export.xgboost_json if fmt == "xgboost-json" else export.sklearn_json
+    return json.dumps(build(part, table)).encode()

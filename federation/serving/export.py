@@ -12,7 +12,7 @@ what, when, verifiable later) and builds the XGBoost model: bank features first,
 the platform's, the trees and leaf values as trained, ``base_score`` from the base
 margin; the platform's columns are named ``platform.<name>``. Revealing is irreversible: the bank then holds the platform's thresholds and
 feature names (docs/serving.md). The same reveal serves ``--format onnx``
-(:mod:`federation.serving.export_onnx`). Each party can always export its own part
+and ``pmml`` (:mod:`federation.serving.export_onnx`, :mod:`~federation.serving.export_pmml`). Each party can always export its own part
 (``--format fedjoint``).
 """
 
@@ -31,9 +31,22 @@ class ExportRefused(Exception):
     pass
 
 
-#: the full-model formats of each algorithm that has them (onnx: export_onnx.py)
+#: the full-model formats of each algorithm that has them (onnx: export_onnx.py, pmml:
+#: export_pmml.py)
 FULL_FORMATS = {"secureboost": ("xgboost-json", "onnx"),
-                "logistic_regression": ("sklearn-json", "onnx")}
+                "logistic_regression": ("sklearn-json", "onnx", "pmml")}
+
+
+def need_modules(fmt: str, modules: tuple[str, ...]) -> None:
+    """Raise :class:`ExportRefused` naming the optional extra when a converter for
+    ``--format fmt`` is not installed (checked before the platform is asked anything)."""
+    import importlib
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise ExportRefused(f"--format {fmt} needs the optional extra 'export' ({name} "
+                                "is not installed): pip install 'fedjoint[export]'") from None
 
 
 def _statement_bytes(st: dict) -> bytes:

@@ -12,33 +12,19 @@ Input ``input`` is one row per applicant, columns in ``feature_names`` order (st
 the model's metadata as JSON): the bank's features, then ``platform.<name>``. Outputs:
 ``label`` and ``probabilities`` (classifiers, one column per class) or ``variable``
 (regression). The converters are the optional extra ``export``; the node runs without it.
-
-PMML is not offered: the Java-free converter (nyoka) takes only scikit-learn pipelines
-of ``XGBClassifier`` / estimators, and no PMML evaluator that runs without Java
-(pypmml and jpmml need a JVM) could test an export's predictions here.
 """
 
 from __future__ import annotations
 
 import json
 
-from federation.serving.export import ExportRefused, sklearn_json, sklearn_model, xgboost_json
-
-_EXTRA = "pip install 'fedjoint[export]'"
+from federation.serving.export import need_modules, sklearn_json, sklearn_model, xgboost_json
 
 
 def need_converters(algorithm: str) -> None:
-    """Raise :class:`ExportRefused` naming the extra when a converter is not installed
-    (checked before the platform is asked to reveal anything)."""
-    import importlib
-    mods = ("onnx", "onnxmltools", "xgboost") if algorithm == "secureboost" else \
-        ("onnx", "skl2onnx", "sklearn")
-    for name in mods:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            raise ExportRefused(f"--format onnx needs the optional extra 'export' "
-                                f"({name} is not installed): {_EXTRA}") from None
+    """Raise :class:`ExportRefused` naming the extra when a converter is not installed."""
+    need_modules("onnx", ("onnx", "onnxmltools", "xgboost") if algorithm == "secureboost"
+                 else ("onnx", "skl2onnx", "sklearn"))
 
 
 def _with_names(model, names: list[str], model_id: str) -> bytes:

@@ -31,9 +31,11 @@ def test_onnx_without_the_export_extra_names_the_extra(monkeypatch):
 
     from federation.serving.export import ExportRefused
     from federation.serving.export_onnx import need_converters
-    for algorithm, module in (("secureboost", "onnxmltools"),
-                              ("logistic_regression", "skl2onnx")):
+    from federation.serving.export_pmml import need_converters as need_pmml
+    for need, algorithm, module in ((need_converters, "secureboost", "onnxmltools"),
+                                    (need_converters, "logistic_regression", "skl2onnx"),
+                                    (need_pmml, "logistic_regression", "nyoka")):
         monkeypatch.setitem(sys.modules, module, None)   # import raises ImportError
         with pytest.raises(ExportRefused, match=rf"extra 'export' \({module} is not "
                                                 r"installed\): pip install 'fedjoint\[export\]'"):
-            need_converters(algorithm)
+            need(algorithm)

@@ -372,7 +372,7 @@ def test_full_export_of_lr_as_a_scikit_learn_model(world, capsys):
         with pytest.raises(SystemExit):
             main(["model", "export", lr, "--format", "xgboost-json", "--out", str(out),
                   "--config", str(bank_toml)])
-        assert "no xgboost-json export (formats: fedjoint, sklearn-json, onnx)" in \
+        assert "no xgboost-json export (formats: fedjoint, sklearn-json, onnx, pmml)" in \
             capsys.readouterr().err
         main(["model", "export", lr, "--format", "sklearn-json", "--out", str(out),
               "--config", str(bank_toml)])
@@ -388,11 +388,15 @@ def test_full_export_of_lr_as_a_scikit_learn_model(world, capsys):
     assert np.max(np.abs(p_sk - p_fed)) < 1e-9
 
 
-def test_full_export_as_onnx_predicts_the_federated_scores(world, capsys):
+def test_full_export_as_onnx_and_pmml_predicts_the_federated_scores(world, capsys):
     """--format onnx for both models: onnxruntime's probabilities equal the federated
-    scores (LR: float64 graph, 1e-12; SecureBoost: float32 trees as in XGBoost, 1e-6)."""
+    scores (LR: float64 graph, 1e-12; SecureBoost: float32 trees as in XGBoost, 1e-6);
+    --format pmml for LR, evaluated by sklearn-pmml-model (1e-12); SecureBoost has no
+    PMML export and the refusal names the formats it has."""
     ort = pytest.importorskip("onnxruntime")
     import onnx
+    import pandas as pd
+    from sklearn_pmml_model.linear_model import PMMLLogisticRegression
 
     from federation.cli import main
     sb, lr, plat = world["sb"], world["lr"], world["plat"]
@@ -406,6 +410,14 @@ def test_full_export_as_onnx_predicts_the_federated_scores(world, capsys):
             main(["model", "export", m, "--format", "onnx", "--out",
                   str(world["tmp"] / f"{m}.onnx"), "--config", str(bank_toml)])
             assert "as onnx" in capsys.readouterr().out
+        pmml = world["tmp"] / "lr.pmml"
+        main(["model", "export", lr, "--format", "pmml", "--out", str(pmml),
+              "--config", str(bank_toml)])
+        with pytest.raises(SystemExit):
+            main(["model", "export", sb, "--format", "pmml", "--out", str(pmml) + ".sb",
+                  "--config", str(bank_toml)])
+        assert "no pmml export (formats: fedjoint, xgboost-json, onnx)" in \
+            capsys.readouterr().err
     finally:
         bank_toml.write_text(base)
         _set_serving(plat, world["plat_toml"], models=[sb, lr], rate_per_s=1e5)
@@ -419,6 +431,10 @@ def test_full_export_as_onnx_predicts_the_federated_scores(world, capsys):
         assert proba.shape == (len(X), 2) and meta["fedjoint_model"] == m
         assert np.max(np.abs(proba[:, 1] - p_fed)) < tol, (m, np.max(np.abs(proba[:, 1] - p_fed)))
         assert (label == (proba[:, 1] > 0.5)).all()
+    X, p_fed = _full_rows(world, lr, names)        # names: the LR's, from the loop
+    p_pmml = PMMLLogisticRegression(pmml=str(pmml)).predict_proba(
+        pd.DataFrame(X, columns=names))[:, 1]
+    assert np.max(np.abs(p_pmml - p_fed)) < 1e-12
 
 
 def test_multiclass_secureboost_serves_the_scoring_jobs_class_probabilities(world):
