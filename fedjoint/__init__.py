@@ -14,8 +14,9 @@ from federation.audit import replay, verify
 from fedjoint.local import FedjointError, RunResult, run_local
 from parties.common.lr_common import LRParams
 from parties.common.secureboost_params import SecureBoostParams
+from parties.common.woe import BinningParams
 from parties.registry import names as algorithms
 from psi.protocol import PsiParams
 
-__all__ = ["FedjointError", "LRParams", "PsiParams", "RunResult", "SecureBoostParams",
-           "algorithms", "replay", "run_local", "verify"]
+__all__ = ["BinningParams", "FedjointError", "LRParams", "PsiParams", "RunResult",
+           "SecureBoostParams", "algorithms", "replay", "run_local", "verify"]

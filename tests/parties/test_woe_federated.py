@@ -180,6 +180,9 @@ def test_binning_job_through_nodes_and_cli(tmp_path, capsys, monkeypatch, df):
         cats = {e["category"]: e for e in ledger}
         assert "row counts of anonymous platform bins" in cats, ledger
         print("ledger:", json.dumps(ledger))
+        # the bank's side re-derives from its transcript (labels encrypted from the DRBG)
+        code, out, err = run_cli(capsys, "audit", "replay", tb, "--party-dir", str(tmp_path))
+        assert code == 0 and "REPLAYED" in out, err + out
 
 
 @pytest.mark.parametrize("tamper,match", [
