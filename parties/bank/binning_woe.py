@@ -120,8 +120,14 @@ def _platform_tables(ctx, y: np.ndarray, p, cipher) -> dict:
                                                      for v, m in zip(e, c, strict=True)):
             raise ProtocolError(f"bin.counts/bin.sums: feature {k}: counts or event sums "
                                 "out of range (corrupt or dishonest answer)")
-        label = f["label"] if f.get("named") and isinstance(f.get("label"), str) \
-            else W.anonymous_label(k)
+        label = W.anonymous_label(k)
+        if f.get("named"):   # a released name, kept apart from the bank's own names
+            name = f.get("label")
+            if not isinstance(name, str) or not 0 < len(name) <= 200:
+                raise ProtocolError(f"bin.meta: feature {k}: a name of 1..200 characters")
+            label = W.revealed_label(name)
+        if label in out:
+            raise ProtocolError(f"bin.meta: feature {k}: {label!r} announced twice")
         out[label] = _platform_table(c, np.array([int(v) for v in e], np.int64), p, label)
     return out
 

@@ -42,6 +42,12 @@ def anonymous_label(k: int) -> str:
     return f"platform#{k}"
 
 
+def revealed_label(name: str) -> str:
+    """The bank's name for a platform feature whose name the platform's policy releases
+    (prefixed, so it never shadows a bank feature of the same name)."""
+    return f"platform:{name}"
+
+
 def recv(link: Link, kind: str, how: str = "recv"):
     """``link.recv`` (or ``recv_json`` / ``recv_array`` with ``how``) that turns the
     peer's ``bin.abort`` into :class:`PeerAborted`."""

@@ -101,8 +101,8 @@ def _run(ctx, data, p, policy) -> dict:
         pos += size
         intervals = woe.interval_labels(cuts[k])
         out[data.feature_names[j]] = {
-            "bank_label": data.feature_names[j] if policy.reveal_feature_names
-            else W.anonymous_label(k),
+            "bank_label": W.revealed_label(data.feature_names[j])
+            if policy.reveal_feature_names else W.anonymous_label(k),
             "method": p.method, "cuts": [float(v) for v in cuts[k]],
             "bins": [{"bin": i if i < size - 1 else "Missing", "interval": intervals[i],
                       "count": int(c[i])} for i in range(size)]}

@@ -115,8 +115,13 @@ def test_paillier_equals_plain_and_only_label_ciphertexts_cross(df, paillier):
 
 def test_reveal_feature_names(df):
     ob, op, _ = run(df, PlainCipher(1024), reveal_feature_names=True)
-    assert sorted(ob.model.body["platform_tables"]) == sorted(PLATFORM)
-    assert all(op.model.body["tables"][c]["bank_label"] == c for c in PLATFORM)
+    # the credit data's parties both have x0: released names never shadow the bank's
+    assert sorted(ob.model.body["platform_tables"]) == [f"platform:{c}" for c in PLATFORM]
+    assert {r["feature"] for r in ob.metrics["iv_ranking"]} == \
+        set(BANK) | {f"platform:{c}" for c in PLATFORM}
+    assert all(op.model.body["tables"][c]["bank_label"] == f"platform:{c}" for c in PLATFORM)
+    for c in PLATFORM:     # the join works the same with released names
+        assert joined(ob.model.body, op.model.body, c)["bins"]
 
 
 def test_bad_input(df):
