@@ -4,8 +4,9 @@ Held here: the DJN base ``h_s`` and fixed-base tables (:class:`FixedBaseTable`),
 obfuscators and encryption of one key (:class:`PublicKernel` mod n^2,
 :class:`PrivateKernel` mod p^2 and q^2 recombined by CRT), CRT decryption, and the
 vector kernels behind ``sum``, ``X.T @ enc`` and ``histogram`` on lists of ciphertexts.
-The ``standard`` scheme's powers run 8 lanes wide on libcrypto_mb when it is available
-(:func:`secure_agg.native_mb.powmod_list`, identical values); the DJN schemes stay on
+The ``standard`` scheme's powers and CRT decryption run 8 lanes wide on libcrypto_mb
+when it is available (:func:`secure_agg.native_mb.powmod_list`, identical values); the
+DJN schemes stay on
 fixed-base tables, which are faster here (bench/paillier_mb.py).
 
 Why a module of its own: the parent (:mod:`secure_agg.paillier`) and the worker
@@ -233,8 +234,8 @@ def crt_decrypt(cts: list, n: mpz, p: mpz, q: mpz, hp: mpz, hq: mpz,
                 p_inv_q: mpz) -> list[int]:
     """CRT decryption (phe's ``raw_decrypt``) with centred lift to signed ints."""
     psq, qsq, half = p * p, q * q, n // 2
-    xp = gmpy2.powmod_base_list([c % psq for c in cts], p - 1, psq)
-    xq = gmpy2.powmod_base_list([c % qsq for c in cts], q - 1, qsq)
+    xp = powmod_list([c % psq for c in cts], p - 1, psq)
+    xq = powmod_list([c % qsq for c in cts], q - 1, qsq)
     out = []
     for u, v in zip(xp, xq, strict=True):
         mp = (u - 1) // p * hp % p

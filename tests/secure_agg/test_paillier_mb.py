@@ -1,5 +1,6 @@
-"""Multi-buffer modexp (libcrypto_mb ``mbx_exp_mb8``) for the ``standard`` scheme:
-the same ciphertexts as gmpy2, byte for byte, and phe's ``raw_encrypt`` as reference.
+"""Multi-buffer modexp (libcrypto_mb ``mbx_exp_mb8``) for the ``standard`` scheme and
+CRT decryption: the same ciphertexts as gmpy2, byte for byte, phe's ``raw_encrypt`` /
+``raw_decrypt`` as reference.
 
 The mb tests skip where the CPU lacks AVX-512 IFMA or the ``fedjoint[native]`` extra is
 missing, and fail when both are there and the path still does not load.
@@ -67,7 +68,10 @@ def test_mb_equals_gmpy2_byte_for_byte_and_phe(monkeypatch, key, count):
                     for v, r in zip(vals, units, strict=True))
     assert mb[0] == want
     back = bank.from_bytes(mb[2], 64)
+    monkeypatch.setenv(ENV, "mb")  # CRT decryption on mb8 too, against phe's decrypt
     assert bank.decrypt(back) == vals
+    psk = sk.to_phe()
+    assert [psk.raw_decrypt(int(c)) for c in back.data] == [v % pub.n for v in vals]
 
 
 def test_powmod_list_tails_and_forced_fallback(monkeypatch):
