@@ -250,3 +250,23 @@ def test_platform_rejects_a_bad_label_chunk(df):
     with pytest.raises(ProtocolError, match=r"bin.labels: expected 300 ciphertexts"):
         run_two_parties(bank, lambda: platform_role.train(cp, plat, p, None, policy()),
                         timeout=60)
+
+
+@pytest.mark.parametrize("method", ["quantile", "equal_width"])
+def test_platform_quantile_and_equal_width_tables_equal_pandas(df, method):
+    """The platform's columns binned under encryption: per joined bin the counts,
+    events, WOE and IV of a direct pandas computation on the joined plaintext."""
+    from test_woe import pandas_table
+    bank, plat = parties(df)
+    ob, op, _ = run_roles("binning", bank, plat, {"method": method, "n_bins": 8},
+                          bank_cipher=PlainCipher(1024))
+    y = df["y"].to_numpy(dtype=float)
+    for c in PLATFORM:
+        mine = op.model.body["tables"][c]
+        theirs = ob.model.body["platform_tables"][mine["bank_label"]]
+        ref = pandas_table(df[f"p_{c}"].to_numpy(), y, np.asarray(mine["cuts"]))
+        assert [r["count"] for r in theirs["bins"]] == ref["count"].tolist() == \
+            [b["count"] for b in mine["bins"]]
+        assert [r["event"] for r in theirs["bins"]] == ref["event"].tolist()
+        np.testing.assert_allclose([r["woe"] for r in theirs["bins"]], ref["woe"], atol=1e-12)
+        assert abs(theirs["iv"] - ref["iv"].sum()) < 1e-12
