@@ -391,14 +391,17 @@ def test_full_export_of_lr_as_a_scikit_learn_model(world, capsys):
 def test_full_export_as_onnx_and_pmml_predicts_the_federated_scores(world, capsys):
     """--format onnx for both models: onnxruntime's probabilities equal the federated
     scores (LR: float64 graph, 1e-12; SecureBoost: float32 trees as in XGBoost, 1e-6);
-    --format pmml for LR, evaluated by sklearn-pmml-model (1e-12); SecureBoost has no
-    PMML export and the refusal names the formats it has."""
+    missing cells score as XGBoost scores the XGBoost-JSON export; --format pmml for LR,
+    evaluated by sklearn-pmml-model (1e-12); SecureBoost has no PMML export and the
+    refusal names the formats it has."""
     ort = pytest.importorskip("onnxruntime")
     import onnx
     import pandas as pd
+    import xgboost as xgb
     from sklearn_pmml_model.linear_model import PMMLLogisticRegression
 
     from federation.cli import main
+    from federation.serving.export import fetch_platform_table, xgboost_json
     sb, lr, plat = world["sb"], world["lr"], world["plat"]
     bank_toml = Path(world["cfg"].file)
     base = bank_toml.read_text()
@@ -418,6 +421,7 @@ def test_full_export_as_onnx_and_pmml_predicts_the_federated_scores(world, capsy
                   "--config", str(bank_toml)])
         assert "no pmml export (formats: fedjoint, xgboost-json, onnx)" in \
             capsys.readouterr().err
+        sb_doc = xgboost_json(*fetch_platform_table(load_node_config(bank_toml), sb))
     finally:
         bank_toml.write_text(base)
         _set_serving(plat, world["plat_toml"], models=[sb, lr], rate_per_s=1e5)
@@ -431,6 +435,13 @@ def test_full_export_as_onnx_and_pmml_predicts_the_federated_scores(world, capsy
         assert proba.shape == (len(X), 2) and meta["fedjoint_model"] == m
         assert np.max(np.abs(proba[:, 1] - p_fed)) < tol, (m, np.max(np.abs(proba[:, 1] - p_fed)))
         assert (label == (proba[:, 1] > 0.5)).all()
+        if m == sb:   # missing cells (none in the data) follow the default directions
+            X[::3, ::2] = np.nan
+            booster = xgb.Booster(model_file=bytearray(json.dumps(sb_doc).encode()))
+            p_na = sess.run(["probabilities"], {"input": X.astype(dtype)})[0][:, 1]
+            p_xgb = booster.predict(xgb.DMatrix(X, feature_names=names))
+            assert np.max(np.abs(p_na - p_xgb)) < 1e-6
+            assert np.max(np.abs(p_na - proba[:, 1])) > 1e-3   # the cells were used
     X, p_fed = _full_rows(world, lr, names)        # names: the LR's, from the loop
     p_pmml = PMMLLogisticRegression(pmml=str(pmml)).predict_proba(
         pd.DataFrame(X, columns=names))[:, 1]
