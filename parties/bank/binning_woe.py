@@ -15,7 +15,9 @@ Protocol (message table in :mod:`parties.common.binning_woe_wire`):
    bins of the job, or for ``method = "monotonic"`` the ``n_prebins`` quantile
    pre-bins), computes per bin the number of rows and the homomorphic sum of the
    label ciphertexts, re-randomises every sum (the bank knows each label ciphertext's
-   randomness, so a sum it could factor would tell it which rows formed the bin) and
+   randomness, so a sum it could factor would tell it which rows formed the bin;
+   the platform's ``refresh`` policy picks the obfuscator as for SecureBoost:
+   ``djn_full`` by default, ``standard`` r^n against a malicious key holder) and
    sends counts and sums, features in a private random order.
 3. The bank decrypts the event sums, range-checks them (``0 <= events <= count``,
    counts summing to n_rows), and computes WOE/IV. For ``monotonic`` it merges adjacent
@@ -84,10 +86,13 @@ def _platform_tables(ctx, y: np.ndarray, p, cipher) -> dict:
     if ack.get("n_rows") != n:
         raise ProtocolError(f"platform has {ack.get('n_rows')} aligned rows, bank has {n}: "
                             "the PSI alignment differs")
-    rng = ctx.rng.child("bin/labels")
-    for lo in range(0, n, W.CHUNK_ROWS):
-        ct = cipher.encrypt(y[lo:lo + W.CHUNK_ROWS].astype(np.int64), rng=rng, bound_bits=1)
-        link.send(W.K_LABELS, cipher.to_bytes(ct))
+    # the obfuscators are drawn from the stream now (the same ciphertexts encrypt(m, rng)
+    # would make) and computed ahead by the cipher's background workers
+    with cipher.precompute_obfuscators(n, rng=ctx.rng.child("bin/labels")) as obf:
+        for lo in range(0, n, W.CHUNK_ROWS):
+            ct = cipher.encrypt(y[lo:lo + W.CHUNK_ROWS].astype(np.int64), bound_bits=1,
+                                obfuscators=obf)
+            link.send(W.K_LABELS, cipher.to_bytes(ct))
     meta = W.recv(link, W.K_META, "recv_json")
     feats = meta.get("features")
     nf = ack.get("n_features")
