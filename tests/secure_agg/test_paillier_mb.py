@@ -97,3 +97,18 @@ def test_forced_mb_names_the_reason_and_bad_values_refused(monkeypatch):
     monkeypatch.delenv(ENV)
     assert native_mb.use_mb(6144) is False  # auto falls back
     assert os.environ.get(ENV) is None
+
+
+def test_failed_lane_recomputes_the_batch_on_gmpy2(monkeypatch):
+    mod = gmpy2.next_prime(1 << 1023) ** 2
+    if _reason(mod.bit_length()):
+        pytest.skip(f"mbx_exp_mb8 unavailable: {_reason(mod.bit_length())}")
+    bases = [gmpy2.mpz(i + 2) ** 300 % mod for i in range(11)]
+
+    def failing(self, *_a):
+        raise ArithmeticError("mbx_exp_mb8 lane status 0x00000010")
+
+    monkeypatch.setenv(ENV, "mb")
+    monkeypatch.setattr(native_mb.Exp8, "__call__", failing)
+    assert native_mb.powmod_list(bases, 65537, mod) == gmpy2.powmod_base_list(
+        bases, 65537, mod)
