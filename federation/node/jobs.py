@@ -308,6 +308,7 @@ class JobRunner(NodePart):
             artifacts["scores"] = str(write_scores(out, result.scores))
         if writer is not None:
             transcript.exchange_outcome(link, writer, result.model_digest or "")
+            self.apply_retention(job_id)       # before "done": a done job's sidecar is final
         if result.model is not None:
             self.store.add_model(job_id, job_id, result.model.algorithm,
                                  artifacts["model"], result.model_digest,

@@ -51,6 +51,8 @@ def _run_job(tmp_path, bank_keep: str | None, plat_keep: str | None):
                              source=str(job))["job_id"]
         rec = wait_state(client, job_id, timeout=120)
         assert rec["state"] == "done", rec["error"]
+        if bank_keep == "digests":      # gone by the time the job reads "done"
+            assert not sidecar_path(rec["artifacts"]["transcript"]).exists()
         prec = wait_state(AdminClient(plat.data_dir), job_id, timeout=30)
     finally:
         bank.stop()
