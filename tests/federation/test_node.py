@@ -217,8 +217,11 @@ def test_peer_killed_mid_job_is_reported(tmp_path, keys):
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         t0 = time.monotonic()
-        rec = wait_state(client, job_id, timeout=30)
-        assert rec["state"] == "failed"
+        # a silent peer fails the job, or interrupts it once it has a checkpoint (it
+        # resumes when the peer is back: tests/federation/test_resume.py); the reason
+        # names the peer
+        rec = wait_state(client, job_id, states=("interrupted", "failed", "done"), timeout=30)
+        assert rec["state"] in ("interrupted", "failed"), rec
         assert "platform-b" in rec["error"], rec["error"]
         print("peer-killed reason:", rec["error"])
         assert time.monotonic() - t0 < 3.0 + 10.0
