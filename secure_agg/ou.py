@@ -36,9 +36,7 @@ from gmpy2 import mpz
 from secure_agg.cipher import (
     CipherVector,
     IntLike,
-    KeyMismatch,
     ObfuscatorBatchBase,
-    PlaintextOverflow,
     PrivateCipher,
     bits_of,
 )
@@ -118,11 +116,7 @@ class OUPublicCipher(PaillierOps):
         """``G^m H^r`` with fresh short ``r`` (or the next ``len(m)`` obfuscators of a
         precomputed batch: bit for bit the same ciphertexts for the same stream)."""
         vals = self._ints(m, "encrypt")
-        actual = bits_of(vals)
-        if bound_bits is not None and actual > bound_bits:
-            raise PlaintextOverflow(
-                f"encrypt: values need {actual} bits but bound_bits={bound_bits} was declared")
-        bound = self.check_bound(actual if bound_bits is None else bound_bits, "encrypt")
+        bound = self._encrypt_bound(vals, bound_bits)
         if obfuscators is not None:
             if rng is not None:
                 raise ValueError("encrypt: pass rng or obfuscators, not both")
@@ -148,14 +142,8 @@ class OUPublicCipher(PaillierOps):
         return PaillierObfuscatorBatch(self, self._draw(_rng(rng), int(count), scheme),
                                        scheme)
 
-    def _consume(self, batch: ObfuscatorBatchBase, k: int, scheme: str, op: str) -> list:
-        if not isinstance(batch, PaillierObfuscatorBatch):
-            raise TypeError(f"{op}: obfuscators must come from precompute_obfuscators")
-        if batch.key_id != self.key_id:
-            raise KeyMismatch(f"{op}: obfuscators were precomputed under another key")
-        if batch.scheme != _scheme(scheme):
-            raise ValueError(f"{op}: obfuscators are {batch.scheme!r}, {scheme!r} needed")
-        return batch.take(k)
+    def _batch_scheme(self, scheme: str) -> str:
+        return _scheme(scheme)
 
     def rerandomize(self, a: CipherVector, rng=None, obfuscation: str = "standard",
                     obfuscators: ObfuscatorBatchBase | None = None) -> CipherVector:

@@ -69,11 +69,8 @@ from gmpy2 import mpz
 from secure_agg.cipher import (
     CipherVector,
     IntLike,
-    KeyMismatch,
     ObfuscatorBatchBase,
-    PlaintextOverflow,
     PrivateCipher,
-    bits_of,
 )
 from secure_agg.framing import parse_ciphertexts
 from secure_agg.kernels import (
@@ -192,11 +189,7 @@ class PaillierPublicCipher(PaillierOps):
         are consumed instead of drawing from ``rng``; the result is bit for bit what
         ``encrypt(m, rng=...)`` gives with the rng the batch was drawn from."""
         vals = self._ints(m, "encrypt")
-        actual = bits_of(vals)
-        if bound_bits is not None and actual > bound_bits:
-            raise PlaintextOverflow(
-                f"encrypt: values need {actual} bits but bound_bits={bound_bits} was declared")
-        bound = self.check_bound(actual if bound_bits is None else bound_bits, "encrypt")
+        bound = self._encrypt_bound(vals, bound_bits)
         if obfuscators is not None:
             if rng is not None:
                 raise ValueError("encrypt: pass rng or obfuscators, not both")
@@ -224,16 +217,6 @@ class PaillierPublicCipher(PaillierOps):
                              f"got {scheme!r}")
         draws = self._draw(_rng(rng), int(count), scheme)
         return PaillierObfuscatorBatch(self, draws, scheme)
-
-    def _consume(self, batch: ObfuscatorBatchBase, k: int, scheme: str, op: str) -> list:
-        if not isinstance(batch, PaillierObfuscatorBatch):
-            raise TypeError(f"{op}: obfuscators must come from precompute_obfuscators")
-        if batch.key_id != self.key_id:
-            raise KeyMismatch(f"{op}: obfuscators were precomputed under key "
-                              f"{batch.key_id[:16]}, not {self.key_id[:16]}")
-        if batch.scheme != scheme:
-            raise ValueError(f"{op}: obfuscators are {batch.scheme!r}, {scheme!r} needed")
-        return batch.take(k)
 
     def _spec(self) -> tuple:
         """What a worker process needs to rebuild this key's kernel (secure_agg.framing)."""

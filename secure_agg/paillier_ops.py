@@ -20,6 +20,8 @@ from gmpy2 import mpz
 from secure_agg.cipher import (
     CipherVector,
     IntLike,
+    KeyMismatch,
+    ObfuscatorBatchBase,
     PlaintextOverflow,
     PublicCipher,
     as_int_list,
@@ -28,6 +30,7 @@ from secure_agg.cipher import (
 from secure_agg.framing import split_ciphertexts, vector_request
 from secure_agg.kernels import ONE, histogram_chunk, matvec_chunk, mul_pairs, product
 from secure_agg.pool import chunk_bounds, flatten, run_chunks
+from secure_agg.precompute import PaillierObfuscatorBatch
 from secure_agg.procpool import get_pool
 
 #: histogram / X.T @ enc / sum: the parent computes one chunk and workers - 1
@@ -51,6 +54,30 @@ class PaillierOps(PublicCipher):
     # ---- helpers ------------------------------------------------------------------------
     def _vec(self, data: list, bound: int, op: str) -> CipherVector:
         return CipherVector(self.key_id, data, self.check_bound(bound, op))
+
+    def _encrypt_bound(self, vals: list[int], bound_bits: int | None) -> int:
+        """The bound of a fresh encryption of ``vals``: the declared ``bound_bits`` (which
+        must cover them) or their own bit length, checked against the plaintext space."""
+        actual = bits_of(vals)
+        if bound_bits is not None and actual > bound_bits:
+            raise PlaintextOverflow(
+                f"encrypt: values need {actual} bits but bound_bits={bound_bits} was declared")
+        return self.check_bound(actual if bound_bits is None else bound_bits, "encrypt")
+
+    def _batch_scheme(self, scheme: str) -> str:
+        """The exponent scheme a precomputed batch must have for ``scheme``."""
+        return scheme
+
+    def _consume(self, batch: ObfuscatorBatchBase, k: int, scheme: str, op: str) -> list:
+        """The next ``k`` obfuscators of a batch precomputed under this key for ``scheme``."""
+        if not isinstance(batch, PaillierObfuscatorBatch):
+            raise TypeError(f"{op}: obfuscators must come from precompute_obfuscators")
+        if batch.key_id != self.key_id:
+            raise KeyMismatch(f"{op}: obfuscators were precomputed under key "
+                              f"{batch.key_id[:16]}, not {self.key_id[:16]}")
+        if batch.scheme != self._batch_scheme(scheme):
+            raise ValueError(f"{op}: obfuscators are {batch.scheme!r}, {scheme!r} needed")
+        return batch.take(k)
 
     def _ints(self, values: IntLike, what: str) -> list[int]:
         return as_int_list(values, what)  # NaN/inf: ValueError naming the first index
