@@ -27,6 +27,7 @@ from types import ModuleType
 
 import numpy as np
 
+from parties.common.artifact import ModelPart
 from secure_agg.keypolicy import KeyPolicy
 
 #: required functions per algorithm kind, and their parameter names in order
@@ -55,6 +56,10 @@ class PartyData:
     #: categorical features: name -> sorted levels (X holds level indices, NaN missing);
     #: only for algorithms whose registry entry sets ``categorical``
     categories: dict[str, list] | None = None
+    #: outputs of earlier stages this stage consumes (pipelines, or a job naming earlier
+    #: jobs' outputs): input name (e.g. "binning", "selection") -> this party's ModelPart
+    #: of that output; None when the stage takes no inputs
+    inputs: dict[str, ModelPart] | None = None
 
     def __post_init__(self):
         if self.X_valid is not None and len(self.X_valid) == 0:
