@@ -172,7 +172,9 @@ class Bench:
             t[w], got = timed(lambda w=w: self.priv[w].decrypt_packed(ct, slot, per_ct),
                               self.repeats)
             assert got == vals
-        sample = self.phe_sample
+        # phe ciphertexts to decrypt (the encrypt case leaves them; `--only decrypt` makes them)
+        sample = getattr(self, "phe_sample", None) or [
+            self.ppk.encrypt(float(v)) for v in self.rng.standard_normal(30 if self.quick else 150)]
         phe_t, _ = timed(lambda: [self.psk.decrypt(e) for e in sample], self.repeats)
         self.record("packed_decrypt", f"{per_ct} x {slot}-bit slots per ciphertext",
                     len(vals), t[1], t[2], len(sample), phe_t,
