@@ -5,12 +5,13 @@
     result.metrics["test_auc"]; result.score(new_bank_df, new_platform_df)
 
 :func:`run_local` runs the node's own pipeline (the function a node's job process
-runs) for both parties in one process; :func:`verify` and :func:`replay` are the
-auditor's commands (``fedjoint audit verify|replay``). The params classes are the typed
+runs) for both parties in one process; :func:`verify`, :func:`replay` and
+:func:`joint_replay` are the auditor's commands (``fedjoint audit verify|replay``,
+``fedjoint audit replay T --party-dir D --peer T2 --peer-dir D2``). The params classes are the typed
 ``[params]`` / ``[psi]`` tables of job.toml.
 """
 
-from federation.audit import replay, verify
+from federation.audit import joint_replay, replay, verify
 from fedjoint.local import FedjointError, RunResult, run_local
 from parties.common.lr_common import LRParams
 from parties.common.secureboost_params import SecureBoostParams
@@ -19,4 +20,4 @@ from parties.registry import names as algorithms
 from psi.protocol import PsiParams
 
 __all__ = ["BinningParams", "FedjointError", "LRParams", "PsiParams", "RunResult",
-           "SecureBoostParams", "algorithms", "replay", "run_local", "verify"]
+           "SecureBoostParams", "algorithms", "joint_replay", "replay", "run_local", "verify"]

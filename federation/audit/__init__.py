@@ -9,6 +9,9 @@
   and per-job seed, feeding it the recorded incoming messages through a
   :class:`ReplayLink`, checking every message it sends against the recorded digest and
   its final model part against the signed digest.
+* :func:`joint_replay` regenerates *both* sides together from both parties' vaults
+  (seeds, datasets, node.toml) over an in-memory link pair, checking every message
+  against both transcripts: no sidecar needed (e.g. ``keep_received = "digests"``).
 * :func:`show` returns the timeline (per-record rows and rounds) with the verification
   summary.
 
@@ -18,7 +21,7 @@ renders these reports): **0** verified (or replay matched), **1** verification f
 truncated, unknown format version, missing keys, seed or sidecar). See docs/audit.md.
 
 Modules: :mod:`.findings` (exit codes, findings), :mod:`.pins` (pinned signing keys),
-:mod:`.verify`, :mod:`.replay`, :mod:`.show`. Everything is re-exported here.
+:mod:`.verify`, :mod:`.replay`, :mod:`.joint`, :mod:`.show`. Everything is re-exported here.
 """
 
 from federation.audit.findings import (
@@ -30,6 +33,7 @@ from federation.audit.findings import (
     Finding,
     Report,
 )
+from federation.audit.joint import JointLink, JointReplayReport, joint_replay
 from federation.audit.pins import load_signing_public_hex, normalise_pins, pins_from_cli
 from federation.audit.replay import (
     ReplayLink,
@@ -48,9 +52,9 @@ from federation.audit.verify import VerifyReport, verify
 
 __all__ = [
     "EXIT_CANNOT_RUN", "EXIT_FAILED", "EXIT_OK", "MAX_ERRORS",
-    "CannotRun", "Finding", "Report", "ReplayLink", "ReplayMismatch", "ReplayReport",
+    "CannotRun", "Finding", "JointLink", "JointReplayReport", "Report", "ReplayLink", "ReplayMismatch", "ReplayReport",
     "ReplaySide", "SideRunner", "VerifyReport",
-    "default_runner", "find_node_config", "load_party", "load_signing_public_hex",
+    "default_runner", "find_node_config", "joint_replay", "load_party", "load_signing_public_hex",
     "model_digest_of", "normalise_pins", "pins_from_cli", "replay", "show", "timeline",
     "verify",
 ]

@@ -17,8 +17,10 @@ from federation.audit import (
     EXIT_FAILED,
     EXIT_OK,
     CannotRun,
+    JointReplayReport,
     ReplayReport,
     VerifyReport,
+    joint_replay,
     pins_from_cli,
     replay,
     show,
@@ -99,10 +101,23 @@ def verify_cmd(transcript, peer, pins, config_path, as_json) -> None:
 @audit_group.command("replay")
 @click.argument("transcript")
 @click.option("--party-dir", required=True, help="the party's directory (node.toml)")
+@click.option("--peer", "peer", default=None,
+              help="joint replay: the other party's transcript (needs --peer-dir)")
+@click.option("--peer-dir", default=None,
+              help="joint replay: the other party's directory (node.toml, data, vault)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable report")
-def replay_cmd(transcript, party_dir, as_json) -> None:
+def replay_cmd(transcript, party_dir, peer, peer_dir, as_json) -> None:
     """Re-run this party's side from its own data, keys and seed; check every sent
-    message and the final model part against the signed record."""
+    message and the final model part against the signed record. With --peer and
+    --peer-dir, replay both sides together from both vaults (no sidecar needed) and
+    check every message against both transcripts."""
+    if (peer is None) != (peer_dir is None):
+        _die("joint replay needs both --peer (the other party's transcript) and "
+             "--peer-dir (its directory)", as_json)
+    if peer is not None:
+        jrep = joint_replay(transcript, party_dir, peer, peer_dir)
+        _emit_joint(jrep, as_json)
+        sys.exit(jrep.exit_code)
     rep = replay(transcript, party_dir)
     _emit_replay(rep, as_json)
     sys.exit(rep.exit_code)
@@ -189,6 +204,26 @@ def _emit_replay(rep: ReplayReport, as_json: bool) -> None:
         c.print(f"[red]{label}[/]: {rep.first_bad}")
         for e in rep.errors[1:]:
             c.print(f"  also: {e}")
+
+
+def _emit_joint(rep: JointReplayReport, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rep.to_json(), indent=1))
+        return
+    c = _console()
+    for w in rep.warnings:
+        c.print(f"[yellow]warning:[/] {w}")
+    if rep.ok:
+        parts = ", ".join(f"{p} {d['replayed']}" for p, d in rep.model_digests.items())
+        c.print(f"[green]JOINT REPLAY OK[/]: job {rep.job_id}: {rep.messages} messages "
+                "regenerated from both seeds and datasets matched both transcripts bit for "
+                f"bit; model parts match the signed digests ({parts}) "
+                f"[{rep.seconds:.1f} s]")
+        return
+    label = "CANNOT RUN" if rep.exit_code == EXIT_CANNOT_RUN else "FAILED"
+    c.print(f"[red]{label}[/]: {rep.first_bad}")
+    for e in rep.errors[1:]:
+        c.print(f"  also: {e}")
 
 
 def _kinds(d: dict) -> str:
