@@ -55,7 +55,7 @@ from federation.policy import (
 )
 from parties import registry
 from parties.common.artifact import ModelPart
-from parties.common.role import PartyData
+from parties.common.role import PartyData, scored_parts
 from psi import protocol as psi_protocol
 from secure_agg.rng import Drbg
 
@@ -254,7 +254,8 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     if len(test):
         on_stage("evaluating")
         t = time.perf_counter()
-        scores = _role_call(algo, role.predict, ctx("predict"), model, test.X)
+        scores, _ = scored_parts(_role_call(algo, role.predict, ctx("predict"), model,
+                                            test.X))
         res.timings["evaluating"] = time.perf_counter() - t
         if party == "bank" and labels is not None:
             rep, res.test_scores = _evaluate(labels[0], test, scores,
@@ -485,8 +486,8 @@ def _score(spec: JobSpec, node: NodeConfig, link: Link, ctx, model: ModelPart,
                         "node's part was trained with (digest mismatch)")
     role = registry.get(model.algorithm).role(node.party)  # checked against the job above
     t = time.perf_counter()
-    scores = _role_call(registry.get(model.algorithm), role.predict, ctx("predict"), model,
-                        aligned.X)
+    scores, extra = scored_parts(_role_call(registry.get(model.algorithm), role.predict,
+                                            ctx("predict"), model, aligned.X))
     res.timings["scoring"] = time.perf_counter() - t
     res.peer_model_digest = str(peer.get("own_digest", ""))
     res.metrics = {"intersection": res.intersection, "scored": len(aligned)}
@@ -500,6 +501,8 @@ def _score(spec: JobSpec, node: NodeConfig, link: Link, ctx, model: ModelPart,
     if node.party == "bank":
         # returned, not written: the node writes the CSV (replay must not touch files)
         res.scores = {"ids": list(aligned.ids), "p": p.tolist()}
+        if extra:   # e.g. a scorecard's points and reason codes, one value per row
+            res.scores["columns"] = extra
         if p.ndim == 2:
             classes = list(model.body.get("classes") or range(p.shape[1]))
             res.scores.update({"classes": classes,

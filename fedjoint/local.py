@@ -77,7 +77,8 @@ class RunResult:
     def score(self, bank: pd.DataFrame | str | Path, platform: pd.DataFrame | str | Path,
               *, seed: bytes | int | None = None) -> pd.DataFrame:
         """Score the enterprises both frames share with this model (a federated scoring
-        job, PSI included): ``DataFrame[id, score]`` in the agreed order; for a
+        job, PSI included): ``DataFrame[id, score]`` in the agreed order (a ``woe_lr``
+        scorecard adds ``points``, ``platform_points``, ``reason_1..``); for a
         multiclass model ``DataFrame[id, class, p_<class>...]`` (predicted class, then
         each class's probability)."""
         spec = job_spec_from_dict({
@@ -94,7 +95,7 @@ class RunResult:
             cols = {f"p_{c}": col for c, col in zip(sc["classes"], np.asarray(sc["p"]).T,
                                                     strict=True)}
             return pd.DataFrame({"id": sc["ids"], "class": sc["pred"], **cols})
-        return pd.DataFrame({"id": sc["ids"], "score": sc["p"]})
+        return pd.DataFrame({"id": sc["ids"], "score": sc["p"], **sc.get("columns", {})})
 
 
 def run_local(job: dict | str | Path | JobSpec, *, bank: pd.DataFrame | str | Path,

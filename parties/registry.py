@@ -160,7 +160,8 @@ def _builtins() -> None:
     from parties.bank import lr_serving as bank_lr_serve
     from parties.bank import secureboost as bank_sb
     from parties.bank import secureboost_serving as bank_sb_serve
-    from parties.common import binning_woe_wire, lr_common, secureboost_wire
+    from parties.bank import woe_lr as bank_woe_lr
+    from parties.common import binning_woe_wire, lr_common, secureboost_wire, woe_lr
     from parties.common.explain import linear_coefficients, tree_importance
     from parties.common.linreg_common import LinRegParams
     from parties.common.lr_common import LRParams
@@ -172,6 +173,7 @@ def _builtins() -> None:
     from parties.provincial_platform import lr_serving as platform_lr_serve
     from parties.provincial_platform import secureboost as platform_sb
     from parties.provincial_platform import secureboost_serving as platform_sb_serve
+    from parties.provincial_platform import woe_lr as platform_woe_lr
 
     register(Algorithm(
         "secureboost", "train", SecureBoostParams, bank_sb, platform_sb,
@@ -200,6 +202,12 @@ def _builtins() -> None:
         job_errors=(WoeError, ValueError, PermissionError),
         summary="federated quantile / equal-width / monotonic optimal binning with WOE "
                 "and IV (platform columns under the bank's Paillier key)"))
+    register(Algorithm(
+        "woe_lr", "train", woe_lr.WoeLRParams, bank_woe_lr, platform_woe_lr, woe_lr.TABLE,
+        key_holders=("bank", "platform"), explain=linear_coefficients,
+        label_kind=lambda params: "binary", job_errors=(lr_common.LRError,),
+        summary="logistic regression on both parties' WOE-encoded columns (binning input), "
+                "converted to a points scorecard (pdo, base_score, base_odds)"))
 
 
 _builtins()

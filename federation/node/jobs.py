@@ -416,7 +416,8 @@ class JobRunner(NodePart):
 
 
 def write_scores(path: Path, scores: dict) -> Path:
-    """The bank's scoring output (mode 0600): ``id,score`` per scored row, or for a
+    """The bank's scoring output (mode 0600): ``id,score`` per scored row (then the
+    model's extra columns, e.g. a scorecard's ``points,platform_points,reason_1..``), or for a
     multiclass model ``id,class,p_<class>...`` (the predicted class, then each class's
     probability in the model's class order)."""
     if "classes" in scores:
@@ -425,10 +426,20 @@ def write_scores(path: Path, scores: dict) -> Path:
                           for i, c, row in zip(scores["ids"], scores["pred"], scores["p"],
                                                strict=True)]
     else:
-        lines = ["id,score"] + [f"{i},{v:.6f}" for i, v in zip(scores["ids"], scores["p"],
-                                                                strict=True)]
+        extra = scores.get("columns") or {}   # e.g. points, reason_1.. of a scorecard
+        lines = [",".join(["id", "score", *extra])] + [
+            ",".join([str(i), f"{v:.6f}", *(_cell(col[r]) for col in extra.values())])
+            for r, (i, v) in enumerate(zip(scores["ids"], scores["p"], strict=True))]
     write_private(Path(path), ("\n".join(lines) + "\n").encode())
     return Path(path)
+
+
+def _cell(v) -> str:
+    """One extra scoring column's cell: numbers to 6 decimals, text quoted if needed."""
+    if isinstance(v, float):
+        return f"{v:.6f}"
+    text = str(v)
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
 
 def _jsonable(obj):

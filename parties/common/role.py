@@ -66,6 +66,23 @@ class PartyData:
             self.X_valid, self.y_valid = None, None
 
 
+@dataclass
+class Scored:
+    """What a bank ``predict`` may return instead of a bare array: ``p`` (the scores it
+    would return) and ``columns``, more per-row outputs (name -> one JSON value per row,
+    e.g. a scorecard's points and reason codes) that scoring results carry beside it."""
+
+    p: np.ndarray
+    columns: dict[str, list]
+
+
+def scored_parts(result) -> tuple[np.ndarray | None, dict[str, list]]:
+    """``(scores, extra columns)`` of a ``predict`` result (array, None or Scored)."""
+    if isinstance(result, Scored):
+        return result.p, dict(result.columns)
+    return result, {}
+
+
 @dataclass(frozen=True)
 class RolePolicy:
     """This node's policy as protocol roles read it."""

@@ -1,0 +1,211 @@
+"""WOE logistic regression and its scorecard: test AUC vs scikit-learn on the same
+WOE-encoded joined plaintext (the WOE computed here from the joined rows, not by
+fedjoint's encoder), points that reproduce the LR's log-odds exactly from the two
+parties' own points tables, what crosses, and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from support.lr import load
+from support.roles import TEST_POLICY, contexts, run_roles, typed
+
+from federation.link import run_two_parties
+from parties import registry
+from parties.bank import woe_lr as bank_role
+from parties.common import lr_common as C
+from parties.common import woe_lr as W
+from parties.common.role import PartyData
+from parties.provincial_platform import woe_lr as platform_role
+from secure_agg.cipher import PlainCipher
+
+N = 12000
+LAM = 1e-3
+PARAMS = dict(epochs=8, batch_size=2048, learning_rate=0.05, l2=LAM, early_stopping="none",
+              seed=5, pdo=20, base_score=600, base_odds=50)
+
+
+@pytest.fixture(scope="module")
+def credit():
+    d = load("default_credit")
+    return {k: (v[:N] if isinstance(v, np.ndarray) else v) for k, v in d.items()}
+
+
+def _bin(d):
+    tr = d["train"]
+    bank = PartyData(d["Xb"][tr], d["bnames"], y=d["y"][tr])
+    plat = PartyData(d["Xp"][tr], d["pnames"])
+    ob, op, _ = run_roles("binning", bank, plat, {"method": "monotonic", "n_prebins": 10,
+                                                 "min_bin_size": 0.05},
+                          bank_cipher=PlainCipher(1024))
+    return ob.model, op.model
+
+
+@pytest.fixture(scope="module")
+def trained(credit):
+    bb, pb = _bin(credit)
+    tr = credit["train"]
+    bank = PartyData(credit["Xb"][tr], credit["bnames"], y=credit["y"][tr],
+                     inputs={"binning": bb})
+    plat = PartyData(credit["Xp"][tr], credit["pnames"], inputs={"binning": pb})
+    ob, op, crossed = run_roles("woe_lr", bank, plat, PARAMS, bank_cipher=PlainCipher(2048),
+                                platform_cipher=PlainCipher(2048), timeout=600)
+    return bb, pb, ob.model, op.model, crossed
+
+
+def _score(bank_part, plat_part, Xb, Xp):
+    cb, cp, crossed = contexts("score")
+    out, zp = run_two_parties(lambda: bank_role.predict(cb, bank_part, Xb),
+                              lambda: platform_role.predict(cp, plat_part, Xp))
+    return out, zp, crossed
+
+
+def _joined_woe(d, bb, pb):
+    tr, y = d["train"], d["y"][d["train"]]
+    cols = []
+    for j, n in enumerate(d["bnames"]):
+        edges = bb.body["tables"][n]["cuts"]
+        cols.append((d["Xb"][:, j], edges, d["Xb"][tr, j]))
+    for j, n in enumerate(d["pnames"]):   # the merged bins' edges: platform cuts at the
+        mine = pb.body["tables"][n]        # bank's merge boundaries
+        groups = bb.body["platform_tables"][mine["bank_label"]]["platform_bins"]
+        edges = [mine["cuts"][i - 1] for i, _ in groups[1:]]
+        cols.append((d["Xp"][:, j], edges, d["Xp"][tr, j]))
+    out = []
+    for x, edges, xtr in cols:   # the WOE table from the training rows, applied to all
+        b = np.searchsorted(np.asarray(edges, float), x, side="right")
+        b[np.isnan(x)] = len(edges) + 1
+        btr = np.searchsorted(np.asarray(edges, float), xtr, side="right")
+        btr[np.isnan(xtr)] = len(edges) + 1
+        table = np.zeros(len(edges) + 2)
+        for i in range(len(table)):
+            e, ne = y[btr == i].sum(), (1 - y[btr == i]).sum()
+            if e > 0 and ne > 0:
+                table[i] = math.log((ne / (1 - y).sum()) / (e / y.sum()))
+        out.append(table[b])
+    return np.column_stack(out)
+
+
+def test_auc_matches_sklearn_and_points_reproduce_log_odds(credit, trained):
+    bb, pb, bank_part, plat_part, crossed = trained
+    tr, te = credit["train"], ~credit["train"]
+    X = _joined_woe(credit, bb, pb)
+    mu, sd = X[tr].mean(0), X[tr].std(0)
+    sk = LogisticRegression(C=1.0 / (tr.sum() * LAM), max_iter=5000)
+    sk.fit((X[tr] - mu) / sd, credit["y"][tr])
+    ref = roc_auc_score(credit["y"][te], sk.decision_function((X[te] - mu) / sd))
+    out, zp, wire = _score(bank_part, plat_part, credit["Xb"][te], credit["Xp"][te])
+    got = roc_auc_score(credit["y"][te], out.p)
+    assert abs(got - ref) < 0.003, (got, ref)
+    # points = offset - factor * log-odds, exactly (float rounding)
+    sc = bank_part.body["scorecard"]
+    factor, offset = 20 / math.log(2), 600 - 20 / math.log(2) * math.log(50)
+    assert abs(sc["factor"] - factor) < 1e-12 and abs(sc["offset"] - offset) < 1e-12
+    z = np.log(out.p / (1 - out.p))
+    pts = np.asarray(out.columns["points"])
+    assert np.abs(pts - (offset - factor * z)).max() < 1e-9
+    # ... and = base points + the bank's table + the platform's table, each held by its
+    # owner, looked up by the joined plaintext's bins
+    bank_rows = {}
+    for r in sc["rows"]:
+        bank_rows.setdefault(r["feature"], []).append(r["points"])
+    total = np.full(te.sum(), sc["base_points"])
+    for j, n in enumerate(credit["bnames"]):
+        b = np.searchsorted(bb.body["tables"][n]["cuts"], credit["Xb"][te, j], side="right")
+        b[np.isnan(credit["Xb"][te, j])] = len(bank_rows[n]) - 1
+        total += np.asarray(bank_rows[n])[b]
+    for j, n in enumerate(credit["pnames"]):
+        entry = next(e for e in plat_part.body["points"] if e["feature"] == n)
+        table = np.array([b["points"] for b in entry["bins"]])
+        b = np.searchsorted(pb.body["tables"][n]["cuts"], credit["Xp"][te, j], side="right")
+        b[np.isnan(credit["Xp"][te, j])] = len(table) - 1
+        total += table[b]
+    assert np.abs(total - pts).max() < 1e-9
+    # higher points = lower risk
+    assert roc_auc_score(credit["y"][te], -pts) == pytest.approx(got, abs=1e-12)
+    # the bank's points of a bin: -factor * coef * WOE, WOE from its binning table
+    r0 = sc["rows"][0]
+    assert r0["woe"] == bb.body["tables"][r0["feature"]]["bins"][0]["woe"]
+    # reason codes: bank variables or the anonymous platform total, most points lost first
+    reasons = [out.columns[f"reason_{k}"] for k in (1, 2, 3)]
+    names = set(credit["bnames"]) | {"platform", ""}
+    assert all(r in names for col in reasons for r in col)
+    assert any(r == "platform" for r in reasons[0])
+    assert np.allclose(out.columns["platform_points"], -factor * zp, atol=1e-12)
+    # scoring discloses LR's partial scores only
+    assert [k for who, k, *_ in wire if who == "platform"] == [C.K_SCORE_HELLO,
+                                                               C.K_PARTIAL_SCORE]
+
+
+def test_what_crosses_and_what_each_part_holds(credit, trained):
+    bb, pb, bank_part, plat_part, crossed = trained
+    kinds = [k for _who, k, *_ in crossed]
+    assert kinds[:2] == [W.K_SETUP, W.K_READY] and W.K_BEST in kinds
+    assert set(kinds) - {W.K_SETUP, W.K_READY, W.K_BEST} <= C.TABLE.kinds
+    setup = next(b for who, k, _p, b in crossed if k == W.K_SETUP)
+    text = setup.decode() if isinstance(setup, bytes) else str(setup)
+    # the platform gets an affine image of its bins' WOE, never the WOE itself
+    for label, t in bb.body["platform_tables"].items():
+        assert label in text
+        for r in t["bins"]:
+            if r["woe"] != 0:
+                assert f"{r['woe']!r}" not in text
+    # each part names only its own features; the bank holds no platform points table
+    assert set(bank_part.feature_names) == set(credit["bnames"])
+    assert set(plat_part.feature_names) == set(credit["pnames"])
+    assert "platform" not in bank_part.body["scorecard"]
+    assert all(p not in str(bank_part.body) for p in credit["pnames"] if p not in
+               credit["bnames"])
+    assert bank_part.peer_part_digest == C.fingerprint(plat_part)
+    assert plat_part.peer_part_digest == C.fingerprint(bank_part)
+
+
+def test_selection_input_restricts_features(credit, trained):
+    bb, pb, *_ = trained
+    tr = np.flatnonzero(credit["train"])[:3000]
+    labels = sorted(bb.body["platform_tables"])[:2]
+    keep_p = [n for n in credit["pnames"] if pb.body["tables"][n]["bank_label"] in labels]
+    from parties.common.artifact import ModelPart
+    sel_b = ModelPart("selection", "bank", "sel", {}, {"selected": credit["bnames"][:3],
+                                                       "platform_selected": labels})
+    sel_p = ModelPart("selection", "platform", "sel", {}, {"selected": keep_p})
+    bank = PartyData(credit["Xb"][tr], credit["bnames"], y=credit["y"][tr],
+                     inputs={"binning": bb, "selection": sel_b})
+    plat = PartyData(credit["Xp"][tr], credit["pnames"],
+                     inputs={"binning": pb, "selection": sel_p})
+    ob, op, _ = run_roles("woe_lr", bank, plat, dict(PARAMS, epochs=1),
+                          bank_cipher=PlainCipher(2048), platform_cipher=PlainCipher(2048))
+    assert ob.model.feature_names == credit["bnames"][:3]
+    assert op.model.feature_names == keep_p
+    # selections that disagree: one clear message on both sides
+    sel_p = ModelPart("selection", "platform", "sel", {}, {"selected": keep_p[:1]})
+    plat.inputs = {"binning": pb, "selection": sel_p}
+    with pytest.raises(W.WoeLRError, match="the selections differ"):
+        run_roles("woe_lr", bank, plat, dict(PARAMS, epochs=1),
+                  bank_cipher=PlainCipher(2048), platform_cipher=PlainCipher(2048))
+
+
+def test_no_binning_input_fails_clearly(credit):
+    tr = np.flatnonzero(credit["train"])[:500]
+    bank = PartyData(credit["Xb"][tr], credit["bnames"], y=credit["y"][tr])
+    cb, cp, crossed = contexts()
+    p = typed("woe_lr", PARAMS)
+    with pytest.raises(W.WoeLRError, match="woe_lr needs a binning input"):
+        bank_role.train(cb, bank, p, PlainCipher(2048), TEST_POLICY)
+    assert [k for _w, k, *_ in crossed] == [C.K_ABORT]   # the reason, nothing else
+    plat = PartyData(credit["Xp"][tr], credit["pnames"])
+    with pytest.raises(C.LRError, match="binning input"):
+        run_roles("woe_lr", bank, plat, PARAMS, bank_cipher=PlainCipher(2048),
+                  platform_cipher=PlainCipher(2048))
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"pdo": 0}, "pdo = 0"), ({"base_odds": -1}, "base_odds = -1"),
+    ({"multi_class": "ovr"}, "binary scorecard"), ({"standardize": False}, "standardize")])
+def test_bad_params(bad, match):
+    with pytest.raises(Exception, match=match):
+        registry.get("woe_lr").parse_params(bad, "test")
