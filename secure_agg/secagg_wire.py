@@ -59,6 +59,8 @@ class KeyList:
     keys: tuple[AdvertiseKeys, ...]
 
     def __post_init__(self):
+        if not all(isinstance(k, AdvertiseKeys) for k in self.keys):
+            raise SecAggError("a key list holds AdvertiseKeys entries only")
         _check_ids([k.cid for k in self.keys], "key list client id")
 
     def by_id(self) -> dict[int, AdvertiseKeys]:
