@@ -103,18 +103,26 @@ def test_monotonic_plaintext_equals_optbinning(df, case):
                              [r["woe"] for r in got["bins"]], got["iv"])
 
 
-def test_optbinning_live_if_installed(df):
-    """With optbinning importable (its own venv: see woe_reference.py), recompute one
-    case live instead of reading the recorded figures."""
-    optb = pytest.importorskip("optbinning")
-    from woe_reference import prebins
-    x, y = df["p_x0"].to_numpy(), df["y"].to_numpy()
-    ob = optb.OptimalBinning(dtype="numerical", solver="cp", monotonic_trend="descending",
-                             min_bin_size=0.05, min_bin_n_event=1, min_bin_n_nonevent=1,
-                             user_splits=prebins(x), max_n_prebins=100,
-                             min_prebin_size=1e-6).fit(x, y)
-    got = woe.bin_column(x, y.astype(float), params(monotonic_trend="descending"), "x0")
-    np.testing.assert_allclose(got["cuts"], ob.splits, atol=1e-12)
+def test_optbinning_live_equals_fedjoint_and_the_record(df):
+    """optbinning (installed by the test extra) recomputes every case live: fedjoint's
+    monotonic binning equals it, and so does the recorded reference the test above uses
+    on machines without optbinning."""
+    pytest.importorskip("optbinning")
+    from woe_reference import cases
+    live = cases()
+    assert [(c["party"], c["feature"], c["trend"]) for c in live] == [
+        (c["party"], c["feature"], c["trend"]) for c in REFERENCE["cases"]]
+    y = df["y"].to_numpy(dtype=float)
+    for case, recorded in zip(live, REFERENCE["cases"], strict=True):
+        col = ("p_" if case["party"] == "platform" else "b_") + case["feature"]
+        p = params(method="monotonic", n_prebins=20, monotonic_trend=TREND[case["trend"]],
+                   min_bin_size=0.05)
+        got = woe.bin_column(df[col].to_numpy(), y, p, col)
+        check_against_optbinning(case, got["cuts"], [r["count"] for r in got["bins"]],
+                                 [r["event"] for r in got["bins"]],
+                                 [r["woe"] for r in got["bins"]], got["iv"])
+        check_against_optbinning(recorded, case["splits"], case["count"], case["event"],
+                                 case["woe"], case["iv"])
 
 
 def test_monotonic_trend_holds_and_constraints_hold(df):

@@ -1,8 +1,7 @@
-"""Record optbinning's results for tests/parties/test_woe.py (optbinning needs ortools,
-whose protobuf pin conflicts with grpcio-tools', so it lives in its own venv):
+"""optbinning's results for tests/parties/test_woe.py: computed live when optbinning is
+installed (the test extra installs it), and recorded for machines without it:
 
-    python -m venv /tmp/ref && /tmp/ref/bin/pip install optbinning pandas
-    /tmp/ref/bin/python tests/parties/woe_reference.py > tests/parties/data/woe_optbinning.json
+    python tests/parties/woe_reference.py > tests/parties/data/woe_optbinning.json
 
 For each case: the joined credit_risk example (first N_ROWS bank rows that the platform
 also has, missing values injected by the rule in ``frame``), the pre-bin splits given
@@ -49,7 +48,8 @@ def prebins(x: np.ndarray, k: int = 20) -> np.ndarray:
     return cuts[cuts > v.min()]
 
 
-def main() -> None:
+def cases() -> list[dict]:
+    """optbinning's binning of every (party, feature, trend) case on :func:`frame`."""
     from optbinning import OptimalBinning
     df = frame()
     y = df["y"].to_numpy()
@@ -73,8 +73,12 @@ def main() -> None:
                         "event": rows["Event"].astype(int).tolist(),
                         "woe": rows["WoE"].astype(float).tolist(),
                         "iv": float(bt.loc["Totals", "IV"])})
+    return out
+
+
+def main() -> None:
     json.dump({"n_rows": N_ROWS, "optbinning": __import__("optbinning").__version__,
-               "cases": out}, sys.stdout, indent=1)
+               "cases": cases()}, sys.stdout, indent=1)
 
 
 if __name__ == "__main__":
