@@ -16,8 +16,10 @@ from fedjoint.local import FedjointError, RunResult, run_local
 from parties.common.lr_common import LRParams
 from parties.common.secureboost_params import SecureBoostParams
 from parties.common.woe import BinningParams
+from parties.common.woe_lr import WoeLRParams
 from parties.registry import names as algorithms
 from psi.protocol import PsiParams
 
 __all__ = ["BinningParams", "FedjointError", "LRParams", "PsiParams", "RunResult",
-           "SecureBoostParams", "algorithms", "joint_replay", "replay", "run_local", "verify"]
+           "SecureBoostParams", "WoeLRParams", "algorithms", "joint_replay", "replay",
+           "run_local", "verify"]

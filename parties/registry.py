@@ -161,6 +161,7 @@ def _builtins() -> None:
     from parties.bank import secureboost as bank_sb
     from parties.bank import secureboost_serving as bank_sb_serve
     from parties.bank import woe_lr as bank_woe_lr
+    from parties.bank import woe_lr_serving as bank_woe_serve
     from parties.common import binning_woe_wire, lr_common, secureboost_wire, woe_lr
     from parties.common.explain import linear_coefficients, tree_importance
     from parties.common.linreg_common import LinRegParams
@@ -174,6 +175,7 @@ def _builtins() -> None:
     from parties.provincial_platform import secureboost as platform_sb
     from parties.provincial_platform import secureboost_serving as platform_sb_serve
     from parties.provincial_platform import woe_lr as platform_woe_lr
+    from parties.provincial_platform import woe_lr_serving as platform_woe_serve
 
     register(Algorithm(
         "secureboost", "train", SecureBoostParams, bank_sb, platform_sb,
@@ -207,7 +209,8 @@ def _builtins() -> None:
         key_holders=("bank", "platform"), explain=linear_coefficients,
         label_kind=lambda params: "binary", job_errors=(lr_common.LRError,),
         summary="logistic regression on both parties' WOE-encoded columns (binning input), "
-                "converted to a points scorecard (pdo, base_score, base_odds)"))
+                "converted to a points scorecard (pdo, base_score, base_odds)",
+        serving=(bank_woe_serve, platform_woe_serve)))
 
 
 _builtins()

@@ -48,6 +48,13 @@ _RESULT = {"type": "object", "properties": {
     "id": {"type": "string"}, "score": {"type": "number"},
     "probability": {"type": "number"},
     "probabilities": {"type": "array", "items": {"type": "number"}},
+    "points": {"type": "number", "description": "woe_lr: scorecard points (higher = "
+               "lower risk)"},
+    "platform_points": {"type": "number"},
+    "reasons": {"type": "array", "description": "woe_lr: reason codes, most points lost "
+                "vs the best bin first (bank variables; the platform as one total)",
+                "items": {"type": "object", "properties": {
+                    "feature": {"type": "string"}, "points_lost": {"type": "number"}}}},
     "platform_data": {"type": "boolean", "description": "false: the platform holds no "
                       "data for the ID; the model's defaults were used"},
     "error": {"type": "string"}}}

@@ -192,6 +192,8 @@ class ServedModel:
                 r["class"] = sc.classes[int(np.argmax(p))]
                 r["probabilities"] = {str(c): float(v)
                                       for c, v in zip(sc.classes, p, strict=True)}
+            if sc.extra is not None:
+                r.update(sc.extra[i])
             out.append(r)
         with self._lock:
             c = self.counters

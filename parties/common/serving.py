@@ -17,7 +17,7 @@ platform module with one factory each:
 
 What the answer discloses to the bank is what the algorithm's batch scoring already
 discloses, row by row: SecureBoost's left/right decisions at the platform's splits, or
-LR's partial score ``x_p . w_p``. The answer of a row never depends on the other rows
+LR's (and a WOE scorecard's) partial score ``x_p . w_p``. The answer of a row never depends on the other rows
 scored with it, so served scores equal a scoring job's scores bit for bit.
 """
 
@@ -45,3 +45,5 @@ class Scores:
     probability: np.ndarray | None = None
     probabilities: np.ndarray | None = None   # (rows, classes)
     classes: list | None = None
+    #: more fields per row, merged into each result (a scorecard's points, reasons)
+    extra: list[dict] | None = None

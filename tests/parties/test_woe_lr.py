@@ -209,3 +209,82 @@ def test_no_binning_input_fails_clearly(credit):
 def test_bad_params(bad, match):
     with pytest.raises(Exception, match=match):
         registry.get("woe_lr").parse_params(bad, "test")
+
+
+def test_serving_answers_equal_the_scoring_job_bit_for_bit(credit, trained):
+    from parties.bank.woe_lr_serving import Scorer
+    from parties.provincial_platform.woe_lr_serving import Answerer
+    _, _, bank_part, plat_part, _ = trained
+    te = np.flatnonzero(~credit["train"])[:300]
+    Xb, Xp = credit["Xb"][te], credit["Xp"][te]
+    out, zp, _ = _score(bank_part, plat_part, Xb, Xp)
+    answerer, scorer = Answerer(plat_part, {}), Scorer(bank_part)
+    ans, ok = answerer.answer(Xp, np.ones(len(te), bool))
+    assert ok.all() and (ans[:, 0] == zp).all()
+    sc = scorer.score(Xb, ans, ok)
+    assert (sc.probability == out.p).all()
+    assert [e["points"] for e in sc.extra] == out.columns["points"]
+    assert [e["reasons"][0]["feature"] if e["reasons"] else "" for e in sc.extra] == \
+        out.columns["reason_1"]
+    for k in (0, 17, 299):   # one applicant at a time: the same bits
+        a1, _ = answerer.answer(Xp[k:k + 1], np.ones(1, bool))
+        one = scorer.score(Xb[k:k + 1], a1, np.ones(1, bool))
+        assert one.probability[0] == out.p[k] and one.extra[0] == sc.extra[k]
+    # an applicant the platform holds no data for: partial score 0, points still add up
+    none = scorer.score(Xb[:1], np.zeros((1, 1)), np.zeros(1, bool))
+    assert none.extra[0]["platform_points"] == 0.0
+    r = none.extra[0]["reasons"]
+    assert [x["points_lost"] for x in r] == sorted((x["points_lost"] for x in r),
+                                                   reverse=True)
+
+
+def test_scoring_job_returns_points_and_reasons_and_names_a_missing_variable(
+        tmp_path, credit, trained):
+    """The node's scoring pipeline (PSI, model check, predict) on stored parts; a bank
+    population without a scorecard variable fails naming it before anything is sent."""
+    import pandas as pd
+
+    from federation.config import job_spec_from_dict
+    from federation.link import local_link_pair
+    from federation.node.jobs import write_scores
+    from federation.runner import JobFailed, model_path, run_job_side
+    from fedjoint import FedjointError
+    from fedjoint import local as L
+    from fedjoint.testing import TEST_POLICY as NODE_POLICY
+    _, _, bank_part, plat_part, _ = trained
+    te = np.flatnonzero(~credit["train"])[:400]
+    ids = [f"E{i:05d}" for i in te]
+    bank_df = pd.DataFrame({"id": ids, **{n: credit["Xb"][te, j]
+                                          for j, n in enumerate(credit["bnames"])}})
+    plat_df = pd.DataFrame({"id": ids, **{n: credit["Xp"][te, j]
+                                          for j, n in enumerate(credit["pnames"])}})
+    spec = job_spec_from_dict({
+        "job": {"name": "sc", "algorithm": "score", "dataset": "d", "peer_dataset": "d",
+                "model": bank_part.job_id, "train_algorithm": "woe_lr"},
+        "psi": {"id_type": "string"}, "evaluation": {"cipher": "plain", "key_bits": 1024}},
+        "score job")
+    nodes = {p: L._node(p, spec, tmp_path, "id", "y", 1, NODE_POLICY)
+             for p in ("bank", "platform")}
+    bank_part.save(model_path(nodes["bank"], bank_part.job_id))
+    plat_part.save(model_path(nodes["platform"], plat_part.job_id))
+    res_b, _, _ = L._run(spec, L._with_frames(nodes, spec, bank_df, plat_df), 1)
+    sc = res_b.scores
+    out, _, _ = _score(bank_part, plat_part, credit["Xb"][te], credit["Xp"][te])
+    pos = {i: k for k, i in enumerate(ids)}
+    order = [pos[i] for i in sc["ids"]]
+    assert sc["p"] == [float(out.p[k]) for k in order]
+    assert sc["columns"]["points"] == [out.columns["points"][k] for k in order]
+    assert sc["columns"]["reason_1"] == [out.columns["reason_1"][k] for k in order]
+    csv = write_scores(tmp_path / "s.csv", sc).read_text().splitlines()
+    assert csv[0] == "id,score,points,platform_points,reason_1,reason_2,reason_3"
+    assert csv[1].split(",")[0] == sc["ids"][0] and len(csv) == len(ids) + 1
+    # a population missing a scorecard variable: one message naming it, nothing sent
+    gone = credit["bnames"][2]
+    short = bank_df.drop(columns=[gone])
+    with pytest.raises(FedjointError, match=rf"lacks column\(s\) \['{gone}'\] the model"):
+        L._run(spec, L._with_frames(nodes, spec, short, plat_df), 1)
+    link, _, crossed = local_link_pair("sc")
+    with pytest.raises(JobFailed, match=gone):
+        run_job_side(spec, L._with_frames(nodes, spec, short, plat_df)["bank"], link,
+                     b"s" * 32)
+    assert crossed == []
