@@ -37,7 +37,8 @@ Scoring (:func:`predict`): the platform sends its partial score ``z_p`` per row 
 ``lr.partial_score``, the same disclosure), i.e. its points ``-factor * z_p``; the bank
 returns the probability, the points (bank + platform) and reason codes: the bank
 variables, and the platform as one anonymous total, that lost the most points against
-their best bin.
+their best bin. The platform stays one total even when its policy reveals names: its
+per-feature points per applicant would name the applicant's platform bins.
 """
 
 from __future__ import annotations
