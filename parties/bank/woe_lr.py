@@ -75,7 +75,7 @@ def train(ctx, data: PartyData, params: W.WoeLRParams, cipher, policy) -> TrainO
             raise W.WoeLRError(f"the platform refused the woe_lr job: {ready.get('error')}")
     except C.LRError as exc:
         if not isinstance(exc, C.LRPeerAborted):
-            peer.abort(str(exc))
+            peer.abort(exc.peer_reason or str(exc))
         raise
     lr_data = PartyData(X, names, y=data.y, X_valid=Xv, y_valid=data.y_valid)
     out = bank_lr.train(ctx, lr_data, params.lr(), cipher, policy)
@@ -102,7 +102,8 @@ def _prepare(ctx, data: PartyData, p: W.WoeLRParams):
         absent = [n for n in keep if n not in names]
         if absent:
             raise W.WoeLRError(f"the selection keeps bank feature(s) {absent} that the "
-                               "training data does not have")
+                               "training data does not have",
+                               peer_reason=W.OWN_DATA.format(party="bank"))
         names = [n for n in names if n in keep]
     if not names:
         raise W.WoeLRError("woe_lr has no bank feature to encode")

@@ -47,6 +47,10 @@ K_READY = "woe_lr.ready"
 K_BEST = "woe_lr.platform_best"
 
 
+#: what the peer is told about an error that names this party's own columns
+OWN_DATA = "the {party}'s inputs do not fit the woe_lr job (its operator sees why)"
+
+
 class WoeLRError(C.LRError):
     """A woe_lr job cannot run as asked (no binning input, a feature without a table,
     inputs of different jobs); the message names what is missing."""
@@ -170,7 +174,8 @@ def bank_encoding(tables: dict, names: list[str]) -> Encoding:
     missing = [n for n in names if n not in tables]
     if missing:
         raise WoeLRError(f"the binning input has no table for bank feature(s) {missing} "
-                         "(bin them in the same job as the data)")
+                         "(bin them in the same job as the data)",
+                         peer_reason=OWN_DATA.format(party="bank"))
     return Encoding([np.asarray(tables[n]["cuts"], np.float64) for n in names],
                     [np.asarray([r["woe"] for r in tables[n]["bins"]], np.float64)
                      for n in names])

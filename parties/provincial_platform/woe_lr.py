@@ -71,8 +71,7 @@ def train(ctx, data: PartyData, params: W.WoeLRParams, cipher, policy) -> TrainO
 
 def _shown(exc: W.WoeLRError, policy) -> str:
     """What the bank is told: the message without the platform's column names."""
-    return str(exc) if policy.reveal_feature_names else \
-        "the platform's inputs do not fit the woe_lr job (its operator sees why)"
+    return str(exc) if policy.reveal_feature_names else W.OWN_DATA.format(party="platform")
 
 
 def _own(data: PartyData) -> tuple[ModelPart, list[str]]:

@@ -288,3 +288,18 @@ def test_scoring_job_returns_points_and_reasons_and_names_a_missing_variable(
         run_job_side(spec, L._with_frames(nodes, spec, short, plat_df)["bank"], link,
                      b"s" * 32)
     assert crossed == []
+
+
+def test_a_feature_without_a_table_is_named_to_its_owner_only(credit, trained):
+    import dataclasses
+    bb, pb, *_ = trained
+    gone = credit["bnames"][1]
+    body = dict(bb.body, tables={k: v for k, v in bb.body["tables"].items() if k != gone})
+    tr = np.flatnonzero(credit["train"])[:500]
+    bank = PartyData(credit["Xb"][tr], credit["bnames"], y=credit["y"][tr],
+                     inputs={"binning": dataclasses.replace(bb, body=body)})
+    cb, _, crossed = contexts()
+    with pytest.raises(W.WoeLRError, match=rf"no table for bank feature\(s\) \['{gone}'\]"):
+        bank_role.train(cb, bank, typed("woe_lr", PARAMS), PlainCipher(2048), TEST_POLICY)
+    [(_who, kind, _p, reason)] = crossed
+    assert kind == C.K_ABORT and gone.encode() not in reason and b"bank's inputs" in reason
