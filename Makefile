@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 fuzz: $(STAMP)  # the decoder fuzzers at 5000 examples each (docs/fuzzing.md)
-	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/federation/test_fuzz_decoders.py tests/psi/test_fuzz_points.py tests/secure_agg/test_fuzz_ciphertexts.py
+	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/federation/test_fuzz_decoders.py tests/federation/test_fuzz_resume.py tests/psi/test_fuzz_points.py tests/secure_agg/test_fuzz_ciphertexts.py
 
 demo: $(STAMP)
 	$(BIN)/fedjoint demo

@@ -146,10 +146,15 @@ def held(data_dir: str | Path, job_id: str) -> tuple[list[dict], list[str]]:
     return good, refused
 
 
+def is_count(v) -> bool:
+    """A checkpoint number or message count as the peer must send it: an int >= 0."""
+    return type(v) is int and v >= 0
+
+
 def choose(mine: list[dict], theirs: list[dict]) -> dict | None:
     """The last checkpoint both hold whose counts mirror each other (what one sent the
     other received, both ways): this side's record of it, or None."""
-    peer = {p.get("n"): p for p in theirs if isinstance(p, dict)}
+    peer = {p["n"]: p for p in theirs if isinstance(p, dict) and is_count(p.get("n"))}
     for p in sorted(mine, key=lambda p: p["n"], reverse=True):
         q = peer.get(p["n"])
         if q is not None and (q.get("sent"), q.get("received"), q.get("stage"),

@@ -24,6 +24,12 @@ messages. Exceptions cross as error records ``(kind, type name, message,
 peer_message)`` and are rebuilt from a fixed table of kinds, never unpickled. A child
 that dies (killed, out of memory) fails its job only, with its exit code; cancelling a
 job or stopping the node terminates the child.
+
+For tests only: the environment variable ``FEDJOINT_TEST_HOLD_AT_CHECKPOINTS`` (``"2"``,
+``"1,3"``), read by the daemon when it starts a job's process, makes that process stop
+and wait (up to :data:`HOLD_S`) right after it recorded each of those checkpoint numbers
+live, so a test can kill it at a known point whatever the machine's speed. It is not a
+node.toml key and nothing sets it outside tests.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ from federation.link import (
 from federation.runner import JobFailed
 
 POLL_S = 0.2          # how often the daemon checks for cancellation while a job runs
+HOLD_ENV = "FEDJOINT_TEST_HOLD_AT_CHECKPOINTS"   # tests only (module docstring)
+HOLD_S = 120.0        # the longest a held job process waits before going on
 TERM_GRACE_S = 3.0    # SIGTERM, then SIGKILL after this long
 
 _CONTEXT = None
@@ -114,8 +122,15 @@ def _rebuild(record) -> BaseException:
     return cls(str(message)) if cls is not None else RuntimeError(f"{name}: {message}")
 
 
+def _test_hold() -> frozenset[int]:
+    """The checkpoint numbers ``FEDJOINT_TEST_HOLD_AT_CHECKPOINTS`` names (tests only)."""
+    import os
+    raw = os.environ.get(HOLD_ENV, "")
+    return frozenset(int(v) for v in raw.replace(" ", "").split(",") if v.isdigit())
+
+
 def _child_main(conn, spec_dict: dict, cfg, link_names: tuple[str, str, str],
-                seed: bytes, plan: dict | None) -> None:
+                seed: bytes, plan: dict | None, hold: frozenset[int] = frozenset()) -> None:
     from federation.config import job_spec_from_dict
     from federation.node.checkpoint import Checkpointer, ResumeLink, ResumePlan
     from federation.node.psi_budget import job_psi_budget
@@ -132,6 +147,13 @@ def _child_main(conn, spec_dict: dict, cfg, link_names: tuple[str, str, str],
         def log(event, fields):
             live("log", event, dict(fields or {}))
 
+        def record(rec: dict) -> None:
+            conn.send(("checkpoint", rec))
+            if rec["n"] in hold:        # tests only: wait here to be killed (docstring)
+                import time
+                log("test.hold", {"checkpoint": rec["n"]})
+                time.sleep(HOLD_S)
+
         # the platform's query budget (and a due OPRF key rotation) for the job's PSI;
         # a resumed job's PSI was charged when it first ran
         budget = job_psi_budget(spec, cfg, link_names[0], log) if plan is None else None
@@ -140,8 +162,7 @@ def _child_main(conn, spec_dict: dict, cfg, link_names: tuple[str, str, str],
             progress=lambda step, frac: live("progress", step, float(frac)),
             log=log,
             on_stage=lambda stage: live("stage", stage),
-            checkpoint=Checkpointer(link, cfg.data_dir, cfg.party,
-                                    lambda rec: conn.send(("checkpoint", rec)), log))
+            checkpoint=Checkpointer(link, cfg.data_dir, cfg.party, record, log))
         conn.send(("done", result))
     except (BrokenPipeError, EOFError, ConnectionResetError):
         pass    # the daemon closed the pipe (job stopped or cancelled): nobody to tell
@@ -166,7 +187,7 @@ def run_job_process(spec_dict: dict, cfg, link, seed: bytes, *,
     mine, theirs = ctx.Pipe(duplex=True)
     names = (link.job_id, getattr(link, "party", ""), getattr(link, "peer", ""))
     proc = ctx.Process(target=_child_main, args=(theirs, spec_dict, cfg, names, seed,
-                                                 resume),
+                                                 resume, _test_hold()),
                        name=f"fedjoint-job-{link.job_id}")   # not daemonic: it has
     # its own worker processes (PSI, Paillier); it is always stopped below, and a child
     # whose daemon died fails at its next pipe operation

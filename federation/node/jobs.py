@@ -102,13 +102,20 @@ class JobRunner(NodePart):
         return resumable
 
     def close_all(self, reason: str, timeout: float) -> None:
-        """Stop every live job's runner (its link fails; with ``stopping`` set the job
-        fails with :data:`NODE_STOPPED`) and wait for the threads, ``timeout`` seconds in
-        all."""
+        """Stop every live job's runner and wait for the threads, ``timeout`` seconds in
+        all. With ``stopping`` set (SIGTERM), a job holding a checkpoint is
+        ``interrupted`` (its link fails without telling the peer, its transcript stays
+        open; the restarted node resumes it); any other fails with
+        :data:`NODE_STOPPED`, the peer told."""
         with self._lock:
             running = list(self._jobs.items())
         for job_id, info in running:
-            self.close_link(job_id, info, reason)
+            link = info.get("link")
+            if info.get("checkpointed") and self.stopping.is_set() and \
+                    hasattr(link, "interrupt"):
+                link.interrupt(reason)
+            else:
+                self.close_link(job_id, info, reason)
         deadline = time.monotonic() + timeout
         for _job_id, info in running:
             t = info.get("thread")
@@ -283,6 +290,12 @@ class JobRunner(NodePart):
             return
         if removed:
             self.log("transcript.pruned", {"keep_received": keep, "sidecars": len(removed)})
+        if job_id is None:       # node start: say which sidecars the policy may not delete
+            for side in transcript.kept_open(tdir, keep):
+                self.log("transcript.retention_refused", {
+                    "job_id": side.with_suffix("").stem, "keep_received": keep,
+                    "why": "its transcript is open: the job may resume from a checkpoint, "
+                           "and resuming replays the payloads it received"})
 
     def _finish(self, job_id: str, spec: JobSpec, result: JobResult, link, writer) -> None:
         from federation import transcript
@@ -372,10 +385,15 @@ class JobRunner(NodePart):
     def _interrupts(self, job_id: str, exc: BaseException, info: dict, writer) -> bool:
         """Make the job ``interrupted`` instead of failed if it holds a checkpoint and
         its run stopped without either party failing it: the peer vanished or closed
-        the stream, this node's job process died, or a resume stopped it."""
+        the stream, this node's job process died, a resume stopped it, or the node is
+        stopping (SIGTERM)."""
         forced = info.get("interrupt")
-        if not info.get("checkpointed") or self.stopping.is_set():
+        if not info.get("checkpointed"):
             return False
+        stopped = self.stopping.is_set()
+        if stopped and not isinstance(exc, PeerAborted) and not info.get("remote_reason"):
+            # SIGTERM: resumable when the node starts again (close_all)
+            forced = forced or f"interrupted: {self.cfg.name} was stopped while the job ran"
         lost = isinstance(exc, (PeerGone, ProtocolError, JobProcessDied)) and \
             not isinstance(exc, PeerAborted) and not info.get("remote_reason")
         if not (forced or lost):
@@ -388,7 +406,8 @@ class JobRunner(NodePart):
         if writer is not None:
             writer.suspend()
         self.log("job.interrupted", {"job_id": job_id, "reason": reason}, level="warning")
-        if isinstance(exc, JobProcessDied) and not forced and self.on_interrupted:
+        if isinstance(exc, JobProcessDied) and not forced and not stopped and \
+                self.on_interrupted:
             self.on_interrupted(job_id, f"the job's process died ({one_line(exc)})")
         return True
 

@@ -34,7 +34,7 @@ import time
 from federation.admin import AdminError
 from federation.config.limits import job_id_problem
 from federation.jobstore import FINAL, InvalidTransition, JobNotFound
-from federation.node.checkpoint import ResumePlan, choose, held, transcript_path
+from federation.node.checkpoint import ResumePlan, choose, held, is_count, transcript_path
 from federation.node.context import NodeContext, NodePart, one_line
 from federation.node.jobs import JobRunner
 
@@ -137,17 +137,18 @@ class Resumer(NodePart):
                 self._tell_fail(job_id, f"cannot resume: {exc}")
                 raise
             reply = self._ask({"job_id": job_id, "phase": "query", "checkpoints": mine})
-            if not reply.get("ok"):
+            if reply.get("ok") is not True:
                 why = f"{self.cfg.peer.name}: {str(reply.get('reason', ''))[:500]}"
                 if reply.get("final"):
                     self._close(job_id, f"cannot resume: {why}")
                 raise ResumeRefused(why)
             theirs = reply.get("checkpoints")
-            point = choose(mine, theirs if isinstance(theirs, list) else [])
+            theirs = theirs if isinstance(theirs, list) else []
+            point = choose(mine, theirs)
             if point is None:
                 why = (f"cannot resume: no checkpoint both parties hold (here "
                        f"{[p['n'] for p in mine]}, at {self.cfg.peer.name} "
-                       f"{[p.get('n') for p in theirs or [] if isinstance(p, dict)]})")
+                       f"{[p.get('n') for p in theirs if isinstance(p, dict)][:20]})")
                 self._tell_fail(job_id, why)
                 raise ResumeRefused(why)
             plan = _plan(point)
@@ -159,7 +160,7 @@ class Resumer(NodePart):
             except Exception:
                 self.jobs.abandon_resume(job_id)    # interrupted again: a retry resumes
                 raise
-            if not reply.get("ok"):
+            if reply.get("ok") is not True:
                 why = f"{self.cfg.peer.name}: {str(reply.get('reason', ''))[:500]}"
                 self._close(job_id, f"cannot resume: {why}")
                 raise ResumeRefused(why)
@@ -216,9 +217,10 @@ class Resumer(NodePart):
             return {"ok": False, "final": True, "reason": str(exc)}
 
     def _go(self, job_id: str, body: dict, mine: list[dict]) -> dict:
-        point = next((p for p in mine if p["n"] == body.get("checkpoint")), None)
-        if point is None or (point["sent"], point["received"]) != (body.get("sent"),
-                                                                   body.get("received")):
+        named = [body.get(k) for k in ("checkpoint", "sent", "received")]
+        point = next((p for p in mine if p["n"] == named[0]), None) \
+            if all(is_count(v) for v in named) else None
+        if point is None or (point["sent"], point["received"]) != tuple(named[1:]):
             why = (f"checkpoint {body.get('checkpoint')!r} with the counts "
                    f"{self.cfg.peer.name} names is not one {self.cfg.name} holds")
             self._close(job_id, f"cannot resume: {why}")

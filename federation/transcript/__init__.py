@@ -97,7 +97,12 @@ from federation.transcript.records import (
     statement_signing_bytes,
     verify_sig,
 )
-from federation.transcript.retention import drop_after_close, parse_keep_received, prune
+from federation.transcript.retention import (
+    drop_after_close,
+    kept_open,
+    parse_keep_received,
+    prune,
+)
 from federation.transcript.writer import TranscriptWriter, close_interrupted, exchange_outcome
 
 __all__ = [
@@ -106,7 +111,7 @@ __all__ = [
     "RecordMalformed", "RecordedLocalLink", "RunningRoot", "SidecarReader", "Transcript",
     "TranscriptError", "TranscriptUnreadable", "TranscriptWriter",
     "canonical", "check_statement", "close_interrupted", "drop_after_close", "counts_in_roots", "envelope_leaf", "exchange_outcome",
-    "fingerprint", "load", "parse_keep_received", "prune", "public_key_bytes", "record_signing_bytes",
+    "fingerprint", "kept_open", "load", "parse_keep_received", "prune", "public_key_bytes", "record_signing_bytes",
     "recorded_local_link_pair", "sha256_hex", "sidecar_path", "spec_digest",
     "statement_signing_bytes", "verify_sig",
 ]

@@ -16,7 +16,8 @@ pipeline. Its size grows with every ciphertext received (hundreds of MB per job 
 
 A sidecar is deleted only once its transcript is closed: a running job, or an
 interrupted one that may resume from a checkpoint (resume replays the sidecar), keeps
-it under every policy. Nothing here talks to the peer.
+it under every policy (:func:`kept_open` lists them; the node logs each at start as
+``transcript.retention_refused``). Nothing here talks to the peer.
 """
 
 from __future__ import annotations
@@ -67,26 +68,46 @@ def is_closed(transcript: Path) -> bool:
     return isinstance(last, dict) and last.get("type") in ("outcome", "abort")
 
 
-def prune(transcripts_dir: str | Path, keep_received: str, now: float | None = None
-          ) -> list[Path]:
-    """Delete the sidecars the policy no longer keeps: of closed transcripts whose
-    last write is older than N days (``days:N``) or of every closed transcript
-    (``digests``). Returns the deleted sidecar paths (open transcripts are skipped)."""
+def _due(transcripts_dir: str | Path, keep_received: str, now: float | None
+         ) -> list[tuple[Path, bool]]:
+    """The sidecars old enough for the policy to delete, each with whether its
+    transcript is closed (only those may go)."""
     days = parse_keep_received(keep_received)
     if days is None:
         return []
     now = time.time() if now is None else now
-    removed = []
+    due = []
     for side in sorted(Path(transcripts_dir).glob(f"*{SIDECAR_SUFFIX}")):
         transcript = side.with_suffix("")
         try:
             age = now - transcript.stat().st_mtime
         except OSError:
             continue               # no transcript next to it: not ours to judge
-        if age >= days * DAY_S and is_closed(transcript):
+        if age >= days * DAY_S:
+            due.append((side, is_closed(transcript)))
+    return due
+
+
+def prune(transcripts_dir: str | Path, keep_received: str, now: float | None = None
+          ) -> list[Path]:
+    """Delete the sidecars the policy no longer keeps: of closed transcripts whose
+    last write is older than N days (``days:N``) or of every closed transcript
+    (``digests``). Returns the deleted sidecar paths (open transcripts are skipped:
+    :func:`kept_open`)."""
+    removed = []
+    for side, closed in _due(transcripts_dir, keep_received, now):
+        if closed:
             side.unlink(missing_ok=True)
             removed.append(side)
     return removed
+
+
+def kept_open(transcripts_dir: str | Path, keep_received: str, now: float | None = None
+              ) -> list[Path]:
+    """The sidecars the policy would delete but does not, because their transcript is
+    open: a running job, or an interrupted one that may resume (it replays them)."""
+    return [side for side, closed in _due(transcripts_dir, keep_received, now)
+            if not closed]
 
 
 def drop_after_close(transcript: str | Path, keep_received: str) -> bool:
