@@ -128,7 +128,7 @@ def run_round(updates: dict[int, np.ndarray], params: SecAggParams,
     benchmarks; production carries the bytes over Flower). ``drop_after[cid]`` is the
     last stage that client completes before leaving (one of :data:`DROP_POINTS`).
     ``stats``, if given, is filled per stage with the clients' and the server's
-    seconds and the bytes each client sent and received."""
+    CPU seconds and the bytes each client sent and received."""
     drop_after = dict(drop_after or {})
     for cid, stage in drop_after.items():
         if cid not in updates or stage not in DROP_POINTS:
@@ -148,17 +148,17 @@ def run_round(updates: dict[int, np.ndarray], params: SecAggParams,
     def step(stage, call, downlink, close):
         rec = st[stage]
         for c in alive(stage):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             wire = encode(call(c, decode_message(downlink[c]) if downlink else None))
-            rec["client_s"][c] = time.perf_counter() - t0
+            rec["client_s"][c] = time.process_time() - t0
             rec["up"][c] = len(wire)
             rec["down"][c] = len(downlink[c]) if downlink else 0
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             getattr(server, f"receive_{stage}")(decode_message(wire))
-            rec["server_s"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
+            rec["server_s"] += time.process_time() - t0
+        t0 = time.process_time()
         out = close()
-        rec["server_s"] += time.perf_counter() - t0
+        rec["server_s"] += time.process_time() - t0
         return out
 
     keys = step("advertise", lambda c, _: clients[c].advertise(), None,

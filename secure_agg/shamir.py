@@ -14,6 +14,7 @@ enough for the 256-bit secrets of secure aggregation; tests pass small primes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 
 #: the P-384 field prime (FIPS 186-4, D.1.2.4)
 PRIME = 2**384 - 2**128 - 2**96 + 2**32 - 1
@@ -48,16 +49,24 @@ def split(secret: int, xs: list[int], t: int, random_bytes: Callable[[int], byte
     return out
 
 
-def _lagrange_at(points: list[tuple[int, int]], at: int, p: int) -> int:
-    total = 0
-    for i, (xi, yi) in enumerate(points):
+@lru_cache(maxsize=256)
+def _weights(xs: tuple[int, ...], at: int, p: int) -> tuple[int, ...]:
+    """Lagrange weights ``w_i`` with ``f(at) = sum w_i f(x_i)`` (cached: a round
+    rebuilds every client's secrets from the same set of points)."""
+    out = []
+    for i, xi in enumerate(xs):
         num, den = 1, 1
-        for j, (xj, _) in enumerate(points):
+        for j, xj in enumerate(xs):
             if i != j:
                 num = num * (at - xj) % p
                 den = den * (xi - xj) % p
-        total = (total + yi * num * pow(den, -1, p)) % p
-    return total
+        out.append(num * pow(den, -1, p) % p)
+    return tuple(out)
+
+
+def _lagrange_at(points: list[tuple[int, int]], at: int, p: int) -> int:
+    w = _weights(tuple(x for x, _ in points), at, p)
+    return sum(wi * y for wi, (_, y) in zip(w, points, strict=True)) % p
 
 
 def reconstruct(shares: Mapping[int, int], t: int, p: int = PRIME) -> int:

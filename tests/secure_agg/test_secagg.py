@@ -112,3 +112,14 @@ def test_largest_non_wrapping_sum():
     res = run_round(ups, p)
     assert res.quantised.tolist() == [2 * (2**31 - 1)] * 4
     assert np.allclose(res.total, 2.0)
+
+
+def test_the_docs_python_block_runs():
+    """docs/secure_aggregation.md's API example, as written."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "docs" / "secure_aggregation.md").read_text()
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    env: dict = {}
+    exec(compile(block, "secure_aggregation.md", "exec"), env)  # noqa: S102 - our own docs
+    assert env["res"].included == (0, 1, 2, 3, 4)
+    assert np.allclose(env["res"].total, sum(env["updates"].values()), atol=1e-4)

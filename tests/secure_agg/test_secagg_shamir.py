@@ -1,6 +1,6 @@
 """Shamir sharing and the secure-aggregation primitives against outside references.
 
-References: sympy's primality test and a P-384 public key from ``cryptography`` (its
+References: gmpy2's primality test and a P-384 public key from ``cryptography`` (its
 coordinates satisfy the curve equation modulo our prime); brute-force enumeration of
 every polynomial over a small field; RFC 7748 (X25519), RFC 5869 (HKDF) and the GCM
 specification's test vectors; ``cryptography``'s raw AES-ECB for the CTR keystream.
@@ -9,9 +9,9 @@ specification's test vectors; ``cryptography``'s raw AES-ECB for the CTR keystre
 import itertools
 import os
 
+import gmpy2
 import numpy as np
 import pytest
-import sympy
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -27,7 +27,7 @@ P384_B = int("b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875a"
 
 
 def test_prime_is_the_p384_field_prime():
-    assert sympy.isprime(shamir.PRIME) and shamir.PRIME.bit_length() == 384
+    assert gmpy2.is_prime(shamir.PRIME, 50) and shamir.PRIME.bit_length() == 384
     for _ in range(2):
         pub = ec.generate_private_key(ec.SECP384R1()).public_key().public_numbers()
         x, y, p = pub.x, pub.y, shamir.PRIME
