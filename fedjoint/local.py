@@ -74,6 +74,23 @@ class RunResult:
     def platform_model(self) -> ModelPart:
         return self.platform.model
 
+    def report(self, path: str | Path, *, oot: tuple | None = None,
+               threshold: float | None = None, binning=None,
+               oot_name: str = "out-of-time") -> Path:
+        """Write the bank's HTML model-risk report of this run to ``path``
+        (docs/report.md). ``oot=(bank_frame, platform_frame)``: a labelled out-of-time
+        population, scored through this model (a federated scoring run) for the
+        out-of-time and stability sections; ``threshold``: the confusion matrix's
+        (default: the KS-optimal score); ``binning``: a binning run (or its bank part)
+        whose WOE/IV tables to show."""
+        from federation.report.collect import ReportError
+        from fedjoint import report
+        try:
+            return report.write(self, path, oot=oot, threshold=threshold, binning=binning,
+                                oot_name=oot_name)
+        except ReportError as exc:
+            raise FedjointError(f"report: {exc}", "bank") from None
+
     def score(self, bank: pd.DataFrame | str | Path, platform: pd.DataFrame | str | Path,
               *, seed: bytes | int | None = None) -> pd.DataFrame:
         """Score the enterprises both frames share with this model (a federated scoring

@@ -397,12 +397,43 @@ def job_refuse(job_id: str, config_path: str | None, reason: str) -> None:
 @config_option
 @click.option("--out", "out_path", type=click.Path(), default=None,
               help="HTML file to write (default: <data_dir>/jobs/<job>/report.html)")
-def job_report(job_id: str, config_path: str | None, out_path: str | None) -> None:
-    """Write a self-contained HTML report of a job."""
+@click.option("--oot", default=None, metavar="SCORE_JOB|FILE",
+              help="out-of-time population: a done scoring job of this model on a "
+                   "labelled dataset, or a scoring job file (score.toml) to run first")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=None, help="score threshold of the confusion matrix (default: the "
+                                 "KS-optimal score on the test rows)")
+@click.option("--binning", default=None, metavar="JOB",
+              help="a binning job whose WOE/IV tables (and bins, for PSI) to include")
+def job_report(job_id: str, config_path: str | None, out_path: str | None, oot: str | None,
+               threshold: float | None, binning: str | None) -> None:
+    """Write a self-contained HTML model-risk report of a job (docs/report.md)."""
     from federation import report
     cfg = need_config(config_path)
-    data = admin_client(config_path, read_only=True).call("report_data", job_id=job_id)
+    if oot and oot.endswith(".toml"):
+        oot = _run_oot_job(oot, config_path)
+    data = admin_client(config_path, read_only=not oot).call(
+        "report_data", job_id=job_id, oot=oot or "", threshold=threshold,
+        binning=binning or "")
     out = Path(out_path) if out_path else Path(cfg.data_dir) / "jobs" / data["job"]["id"] / \
         "report.html"
     path = report.write_report(data, out)
     click.echo(f"report written to {path}")
+
+
+def _run_oot_job(job_file: str, config_path: str | None) -> str:
+    """Submit a scoring job file for the report's out-of-time population and wait."""
+    if not Path(job_file).is_file():
+        raise CliError(f"--oot {job_file}: no such scoring job file")
+    spec = load_job_spec(job_file)
+    if spec.algorithm != "score":
+        raise CliError(f"--oot {job_file}: algorithm is {spec.algorithm!r}; an out-of-time "
+                       "population is scored by a job with algorithm = 'score'")
+    client = admin_client(config_path)
+    res = client.call("submit", spec=spec.to_dict(), source=str(job_file))
+    rec = _follow(client, res["job_id"], quiet=True)
+    if rec["state"] != "done":
+        raise CliError(f"--oot {job_file}: scoring job {res['job_id']} ended {rec['state']}: "
+                       f"{rec.get('error') or ''}")
+    click.echo(f"out-of-time population scored by job {res['job_id']}", err=True)
+    return res["job_id"]

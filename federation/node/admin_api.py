@@ -70,7 +70,10 @@ class AdminApi(NodePart):
             return m
 
         def report_data(a):
-            return self.report_data(str(a.get("job_id", "")))
+            thr = a.get("threshold")
+            return self.report_data(str(a.get("job_id", "")), oot=str(a.get("oot") or ""),
+                                    threshold=None if thr is None else float(thr),
+                                    binning=str(a.get("binning") or ""))
 
         return {"status": _nf(status), "list": jobs, "logs": _nf(logs), "submit": submit,
                 "cancel": _nf(cancel), "approve": _nf(approve), "refuse": _nf(refuse),
@@ -105,8 +108,13 @@ class AdminApi(NodePart):
                 d["waiting"] = "awaiting manual approval by the platform's operator"
         return d
 
-    def report_data(self, job_id: str) -> dict:
-        return job_report_data(self.store.get(job_id), self.cfg, self._identities)
+    def report_data(self, job_id: str, **options) -> dict:
+        from federation.report.collect import ReportError
+        try:
+            return job_report_data(self.store.get(job_id), self.cfg, self._identities,
+                                   self.store.get, **options)
+        except ReportError as exc:
+            raise AdminError(str(exc)) from None
 
     def _identities(self):
         if self.channel is not None:

@@ -14,14 +14,23 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from federation.config import JobSpec, NodeConfig
 from federation.jobstore import JobRecord
 from federation.node.context import one_line
 
 
-def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]) -> dict:
+def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple],
+                lookup: Callable[[str], JobRecord] | None = None, *, oot: str = "",
+                threshold: float | None = None, binning: str = "") -> dict:
     """What ``fedjoint job report`` renders for one job. ``identities()`` gives the
-    (local, peer) identities that pin the transcript's signing keys."""
+    (local, peer) identities that pin the transcript's signing keys; ``lookup`` finds
+    the other jobs named by ``oot`` (a done scoring job of this job's model, on a
+    labelled dataset for the bank) and ``binning`` (a binning job whose tables to
+    show); ``threshold``: the confusion matrix's (None: the KS-optimal score).
+    ``ReportError`` names what is wrong with them."""
+    from federation.report import collect as R
     art = rec.artifacts
     m = rec.metrics or {}
     splits = {k: {n: v for n, v in m[k].items() if not isinstance(v, (dict, list))}
@@ -39,16 +48,31 @@ def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]
            "peer part digest": rec.checkpoint.get("peer_model_digest", "")}
     if rec.error:
         job["error"] = rec.error
-    ev = rec.spec.get("evaluation") or {}
     data = {"job": job, "psi": psi, "metrics": splits,
             "history": _history_rows(rec.history),
-            "timings": {k: round(v, 3) for k, v in rec.timings.items()
-                        if isinstance(v, (int, float))},
-            "threshold": ev.get("threshold", 0.5)}
+            "timings": {k: v for k, v in rec.timings.items() if isinstance(v, (int, float))},
+            "params": dict(rec.spec.get("params") or {}),
+            "evaluation": dict(rec.spec.get("evaluation") or {}), "threshold": threshold}
     if art.get("test_scores") and Path(art["test_scores"]).exists():
         data["scores"] = json.loads(Path(art["test_scores"]).read_text())
-    if art.get("model") and Path(art["model"]).exists():
-        data.update(model_explanation(art["model"]))
+    part = _part(art.get("model"))
+    if part is not None:
+        data["params"] = dict(part.params) or data["params"]
+        dev = _dev_rows(rec, cfg, part)
+        if dev is not None:
+            data["data"] = R.label_summary(dev)
+        test = R.rows_of(dev, data["scores"]["ids"]) if dev is not None and \
+            cfg.party == "bank" and data.get("scores") else None
+        data.update(R.explain(part, test, data.get("scores")))
+    if binning:
+        b = _part(_done(lookup, binning, "binning").artifacts.get("model"))
+        if b is None or b.algorithm != "binning":
+            raise R.ReportError(f"job {binning!r} is not a binning job with a model part")
+        data["binning"] = b.body
+    if oot:
+        kind = (data.get("scores") or {}).get("label_kind", "binary")
+        data.update(_oot(rec, cfg, part, _done(lookup, oot, "score"), data.get("binning"),
+                         kind == "binary"))
     if art.get("transcript"):
         local, peer = identities()
         pins = {cfg.name: _pub_hex(local.signing_key.public_key()),
@@ -57,17 +81,90 @@ def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]
     return data
 
 
+def _part(path: str | None):
+    from parties.common.artifact import ModelPart
+    return ModelPart.load(path) if path and Path(path).exists() else None
+
+
+def _done(lookup, job_id: str, algorithm: str) -> JobRecord:
+    from federation.jobstore import JobNotFound
+    from federation.report.collect import ReportError
+    try:
+        rec = lookup(job_id) if lookup is not None else None
+    except JobNotFound:
+        rec = None
+    if rec is None:
+        raise ReportError(f"no job {job_id!r} on this node (see `fedjoint job list`)")
+    if rec.algorithm != algorithm or rec.state != "done":
+        raise ReportError(f"job {rec.job_id} is a {rec.state} {rec.algorithm} job; expected a "
+                          f"done {algorithm} job")
+    return rec
+
+
+def _rows(rec: JobRecord) -> np.ndarray | None:
+    path = rec.artifacts.get("intersection_rows")
+    return np.load(path, allow_pickle=False) if path and Path(path).exists() else None
+
+
+def _own_dataset(cfg: NodeConfig, spec: dict):
+    from federation.config import ConfigError
+    from federation.report.collect import ReportError
+    try:
+        return cfg.dataset(spec.get("dataset" if cfg.party == "bank" else "peer_dataset", ""))
+    except ConfigError as exc:
+        raise ReportError(str(exc)) from None
+
+
+def _dev_rows(rec: JobRecord, cfg: NodeConfig, part):
+    """This party's rows of the training job's intersection (None where its dataset
+    cannot be read now: the report then shows what the job store holds)."""
+    from federation.report.collect import ReportError, dev_rows
+    try:
+        return dev_rows(_own_dataset(cfg, rec.spec), part, _rows(rec))
+    except ReportError:
+        return None
+
+
+def _oot(rec: JobRecord, cfg: NodeConfig, part, score: JobRecord, binning,
+         binary: bool) -> dict:
+    """The scoring job's population: this party's per-variable PSI against the training
+    job's intersection and, for the bank of a 0/1 model, its labels and scores."""
+    from federation.report import collect as R
+    if score.spec.get("model") != rec.job_id:
+        raise R.ReportError(f"scoring job {score.job_id} used model "
+                            f"{score.spec.get('model')!r}, not this job's ({rec.job_id})")
+    dev_cfg, act_cfg = _own_dataset(cfg, rec.spec), _own_dataset(cfg, score.spec)
+    bank = cfg.party == "bank" and binary
+    actual = R.own_rows(act_cfg, part, _rows(score), need_label=bank)
+    out = {"stability": R.variable_stability(R.own_rows(dev_cfg, part, _rows(rec)), actual,
+                                             binning, cfg.party)}
+    if bank:
+        ids, p = _read_scores(score.artifacts.get("scores", ""))
+        if ids != [str(i) for i in actual.ids]:
+            raise R.ReportError(f"the scores of job {score.job_id} are not in the order of "
+                                f"its intersection rows of {act_cfg.name!r} (file changed?)")
+        out["oot"] = R.oot_scores(ids, p, actual, f"{act_cfg.name}, job {score.job_id}")
+    return out
+
+
+def _read_scores(path: str) -> tuple[list[str], list[float]]:
+    from federation.report.collect import ReportError
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ReportError(f"cannot read the scoring job's scores {path!r}: {exc}") from None
+    if not lines or lines[0] != "id,score":
+        raise ReportError(f"{path}: expected an id,score CSV (a binary model's scores)")
+    rows = [ln.rsplit(",", 1) for ln in lines[1:]]
+    return [r[0] for r in rows], [float(r[1]) for r in rows]
+
+
 def model_explanation(path: str) -> dict:
     """The report's explanation of a stored model part, as its algorithm declares it
     in the registry (``Algorithm.explain``); none if the algorithm declares none."""
-    from parties import registry
+    from federation.report.collect import registered_explanation
     from parties.common.artifact import ModelPart
-    part = ModelPart.load(path)
-    try:
-        explain = registry.get(part.algorithm).explain
-    except registry.RegistryError:
-        return {}
-    return explain(part) if explain is not None else {}
+    return registered_explanation(ModelPart.load(path))
 
 
 def _history_rows(history: list) -> list[dict]:

@@ -1,0 +1,113 @@
+"""The model-risk report through two real nodes and the CLI: ``fedjoint job report JOB
+--oot score.toml --threshold T`` runs the scoring job on a labelled out-of-time
+dataset and reports it; its figures equal scikit-learn's on the scores the scoring job
+wrote and the labels of the file. The platform's report of the same jobs has the PSI
+of its own variables and nothing of the bank's labels or scores."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import sklearn.metrics as skm
+from support.nodes import DATA, make_party_keys, run_cli, write_job, write_node_tomls
+
+from federation.config import load_node_config
+from federation.node import Node
+from federation.report import stats
+
+
+def test_report_with_out_of_time_population_through_nodes(tmp_path, capsys, monkeypatch):
+    keys = make_party_keys(tmp_path)
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys, bank_rows=400)
+    oot = pd.read_csv(DATA / "breast_hetero_guest.csv").iloc[400:]
+    oot.to_csv(tmp_path / "oot.csv", index=False)
+    with bank_toml.open("a") as fh:
+        fh.write('\n[datasets.loans_oot]\npath = "oot.csv"\nid_column = "id"\n'
+                 'label_column = "y"\n')
+    (tmp_path / "oot.toml").write_text(
+        '[job]\nname = "oot"\nalgorithm = "score"\ndataset = "loans_oot"\n'
+        'peer_dataset = "enterprises"\nmodel = "MODEL"\n[psi]\nid_type = "string"\n'
+        '[evaluation]\ncipher = "plain"\nkey_bits = 1024\n')
+    bank = Node(load_node_config(bank_toml), quiet=True).start()
+    plat = Node(load_node_config(plat_toml), quiet=True).start()
+    try:
+        monkeypatch.setenv("FEDJOINT_CONFIG", str(bank_toml))
+        job = write_job(tmp_path, "lr", params={"epochs": 2, "batch_size": 0})
+        code, out, err = run_cli(capsys, "job", "submit", str(job), "--wait")
+        assert code == 0, err + out
+        job_id = out.split()[0]
+        score_toml = tmp_path / "oot.toml"
+        score_toml.write_text(score_toml.read_text().replace("MODEL", job_id))
+        code, out, err = run_cli(capsys, "job", "report", job_id, "--oot", str(score_toml),
+                                 "--threshold", "0.4", "--out", str(tmp_path / "r.html"))
+        assert code == 0, err
+        score_id = re.search(r"scored by job (\S+)", err).group(1)
+        page = (tmp_path / "r.html").read_text()
+
+        # the reference: the scoring job's own CSV and the file's labels, by id
+        sc = pd.read_csv(tmp_path / "bank-a-data" / "jobs" / score_id / "scores.csv",
+                         dtype={"id": str})
+        y = oot.assign(id=oot["id"].astype(str)).set_index("id").loc[sc["id"], "y"].to_numpy()
+        assert 0.5 < skm.roc_auc_score(y, sc["score"]) <= 1.0
+        auc, ap = skm.roc_auc_score(y, sc["score"]), skm.average_precision_score(y, sc["score"])
+        oot_sec = page.split('<section id="oot">')[1].split("</section>")[0]
+        for v in (auc, ap, skm.brier_score_loss(y, sc["score"])):
+            assert f"<td>{v:.4f}</td>" in oot_sec
+        assert "Threshold <b>0.4</b> (chosen by the user" in page
+        tp = int(((sc["score"] >= 0.4) & (y == 1)).sum())
+        assert f"<td>{tp:,}</td>" in oot_sec.split("Out-of-time confusion")[1]
+        # per-variable PSI of the bank's columns: training intersection vs the OOT rows
+        stab = page.split('<section id="stability">')[1].split("</section>")[0]
+        assert "Per variable (bank features)" in stab and "Platform variables are not" in stab
+        dev = pd.read_csv(tmp_path / "bank.csv")
+        edges = stats.quantile_edges(dev["x0"])   # every bank id is in the intersection
+        want = stats.psi_table(dev["x0"], oot.set_index("id").loc[sc["id"].astype(int), "x0"],
+                               edges)["psi"]
+        assert re.search(rf"x0 &mdash; PSI {want:.4f}", stab)
+        for sid in ("discrimination", "deciles", "calibration", "coefficients"):
+            assert f'<section id="{sid}">' in page
+
+        # the platform's report of the same jobs: its own variables, no labels or scores
+        code, out, err = run_cli(capsys, "job", "report", job_id, "--oot", score_id,
+                                 "--config", str(plat_toml), "--out", str(tmp_path / "p.html"))
+        assert code == 0, err
+        ppage = (tmp_path / "p.html").read_text()
+        assert "Per variable (platform features)" in ppage
+        assert '<section id="oot">' not in ppage and '<section id="deciles">' not in ppage
+
+        # a scoring job of another model, or no such job: one line each
+        code, out, err = run_cli(capsys, "job", "report", job_id, "--oot", "no-such-job")
+        assert code == 1 and "no job 'no-such-job'" in err
+        code, out, err = run_cli(capsys, "job", "report", score_id, "--oot", score_id)
+        assert code == 1 and "used model" in err
+    finally:
+        bank.stop()
+        plat.stop()
+
+
+def test_python_api_report_with_out_of_time_frames(tmp_path):
+    """RunResult.report(oot=(bank_frame, platform_frame), threshold=...): the same report
+    from a local run; the out-of-time figures equal scikit-learn's on result.score()."""
+    import pytest
+
+    from fedjoint import FedjointError, run_local
+    from fedjoint.testing import TEST_POLICY
+    g = pd.read_csv(DATA / "breast_hetero_guest.csv")
+    h = pd.read_csv(DATA / "breast_hetero_host.csv")
+    job = {"job": {"name": "lr", "algorithm": "logistic_regression", "dataset": "loans",
+                   "peer_dataset": "enterprises"}, "psi": {"id_type": "string"},
+           "params": {"epochs": 2, "batch_size": 0},
+           "evaluation": {"cipher": "plain", "key_bits": 1024, "test_fraction": 0.25}}
+    res = run_local(job, bank=g.iloc[:400], platform=h, bank_policy=TEST_POLICY,
+                    platform_policy=TEST_POLICY, seed=5)
+    oot = g.iloc[400:]
+    page = res.report(tmp_path / "r.html", oot=(oot, h), threshold=0.3,
+                      oot_name="2025Q1").read_text()
+    sc = res.score(oot, h)
+    y = oot.set_index("id").loc[sc["id"].astype(int), "y"].to_numpy()
+    oot_sec = page.split('<section id="oot">')[1].split("</section>")[0]
+    assert f"<td>{skm.roc_auc_score(y, sc['score']):.4f}</td>" in oot_sec
+    assert "Threshold <b>0.3</b>" in page and "2025Q1" in page
+    with pytest.raises(FedjointError, match="label column 'y' not found"):
+        res.report(tmp_path / "x.html", oot=(oot.drop(columns="y"), h))
