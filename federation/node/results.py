@@ -64,6 +64,8 @@ def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]
         test = R.rows_of(dev, data["scores"]["ids"]) if dev is not None and \
             cfg.party == "bank" and data.get("scores") else None
         data.update(R.explain(part, test, data.get("scores")))
+    if part is not None and not binning and isinstance(part.body.get("binning"), str):
+        binning = part.body["binning"]     # woe_lr: the binning job it was trained on
     if binning:
         b = _part(_done(lookup, binning, "binning").artifacts.get("model"))
         if b is None or b.algorithm != "binning":
@@ -148,15 +150,18 @@ def _oot(rec: JobRecord, cfg: NodeConfig, part, score: JobRecord, binning,
 
 
 def _read_scores(path: str) -> tuple[list[str], list[float]]:
+    """The id and score columns of a scoring job's CSV (extra columns ignored)."""
+    import csv
+
     from federation.report.collect import ReportError
     try:
-        lines = Path(path).read_text().splitlines()
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
     except OSError as exc:
         raise ReportError(f"cannot read the scoring job's scores {path!r}: {exc}") from None
-    if not lines or lines[0] != "id,score":
+    if not rows or rows[0][:2] != ["id", "score"]:
         raise ReportError(f"{path}: expected an id,score CSV (a binary model's scores)")
-    rows = [ln.rsplit(",", 1) for ln in lines[1:]]
-    return [r[0] for r in rows], [float(r[1]) for r in rows]
+    return [r[0] for r in rows[1:]], [float(r[1]) for r in rows[1:]]
 
 
 def model_explanation(path: str) -> dict:

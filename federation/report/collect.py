@@ -138,7 +138,11 @@ def _coefficients(part: ModelPart, rows: list[dict], test: Dataset | None,
           and not isinstance(body.get("intercept"), list))
     if ok:
         from parties.common.standardize import Standardizer
-        Xs = Standardizer.from_dict(body["standardizer"]).transform(test.X, "report")
+        X = test.X
+        if isinstance(body.get("encoding"), dict):    # woe_lr: the LR sees WOE values
+            from parties.common.woe_lr import Encoding
+            X = Encoding.from_dict(body["encoding"]).transform(X)
+        Xs = Standardizer.from_dict(body["standardizer"]).transform(X, "report")
         w = np.asarray(body["weights"], dtype=np.float64)
         terms = Xs * w
         p = np.clip(np.asarray(test_scores["p"], float), 1e-15, 1 - 1e-15)

@@ -50,11 +50,12 @@ def woe_iv(binning: dict) -> str:
 
 def scorecard(card: dict) -> str:
     """The bank part's points table (``body["scorecard"]``) and its scaling."""
-    scale = {k: card[k] for k in ("pdo", "base_score", "base_odds", "factor", "offset")
-             if k in card}
-    note = ("<p>factor = pdo / ln 2 and offset = base_score &minus; factor &times; "
-            "ln(base_odds), as the scorecard stage recorded them; a row's score is the sum "
-            "of its bins' points over both parties' features.</p>")
+    scale = {k: card[k] for k in ("pdo", "base_score", "base_odds", "factor", "offset",
+                                  "base_points") if k in card}
+    rule = card.get("convention") or ("factor = pdo / ln 2, offset = base_score - factor "
+                                      "* ln(base_odds)")
+    note = (f"<p>{esc(rule)}; a row's score is the base points plus its bins' points over both parties' "
+            "features.</p>")
     parts = [kv_table(scale), note, "<h3>Bank features</h3>",
              grid_table(list(card.get("rows") or []), "scorecard")]
     if card.get("platform"):

@@ -1,0 +1,60 @@
+"""The report of a woe_lr scorecard from real role outputs (binning, then woe_lr, then
+scoring, over in-memory links): the scorecard and WOE/IV sections come from the parts
+the roles produced, and each bank variable's log-odds spread equals the spread of its
+scorecard points divided by the factor (an independent route to the same number)."""
+
+from __future__ import annotations
+
+import numpy as np
+from support.lr import load
+from support.roles import contexts, run_roles
+
+from federation.data import Dataset
+from federation.link import run_two_parties
+from federation.report import collect, sections
+from parties.bank import woe_lr as bank_role
+from parties.common.role import PartyData
+from parties.provincial_platform import woe_lr as platform_role
+from secure_agg.cipher import PlainCipher
+
+N = 3000
+
+
+def test_scorecard_report_from_role_parts():
+    d = load("default_credit")
+    d = {k: (v[:N] if isinstance(v, np.ndarray) else v) for k, v in d.items()}
+    tr, te = d["train"], ~d["train"]
+    ob, op, _ = run_roles("binning", PartyData(d["Xb"][tr], d["bnames"], y=d["y"][tr]),
+                          PartyData(d["Xp"][tr], d["pnames"]),
+                          {"method": "monotonic", "n_prebins": 10, "min_bin_size": 0.05},
+                          bank_cipher=PlainCipher(1024))
+    bb, pb = ob.model, op.model
+    wb, wp, _ = run_roles(
+        "woe_lr", PartyData(d["Xb"][tr], d["bnames"], y=d["y"][tr], inputs={"binning": bb}),
+        PartyData(d["Xp"][tr], d["pnames"], inputs={"binning": pb}),
+        dict(epochs=3, batch_size=1024, learning_rate=0.05, seed=5, pdo=20, base_score=600,
+             base_odds=50), bank_cipher=PlainCipher(2048), platform_cipher=PlainCipher(2048))
+    cb, cp, _ = contexts("score")
+    out, _ = run_two_parties(lambda: bank_role.predict(cb, wb.model, d["Xb"][te]),
+                             lambda: platform_role.predict(cp, wp.model, d["Xp"][te]))
+    p = np.asarray(getattr(out, "p", out), dtype=float)
+    ids = [str(i) for i in range(int(te.sum()))]
+    scores = {"ids": ids, "y": d["y"][te].tolist(), "p": p.tolist(), "label_kind": "binary"}
+    test = Dataset("test", ids, d["Xb"][te], list(d["bnames"]), d["y"][te])
+    data = {"job": {"id": "w"}, "scores": scores, "binning": bb.body,
+            **collect.explain(wb.model, test, scores)}
+    card = wb.model.body["scorecard"]
+    assert data["scorecard"] is card and "platform" in data["coefficients"]
+    # spread of a bank variable's log-odds term = spread of its points / factor
+    rows = {r["feature"]: r for r in data["coefficients"]["bank"]}
+    assert len(rows) == len(wb.model.feature_names) > 3
+    for name in wb.model.feature_names:
+        pts = [r["points"] for r in card["rows"] if r["feature"] == name]
+        cuts = np.asarray(bb.body["tables"][name]["cuts"], float)
+        x = test.X[:, d["bnames"].index(name)]
+        b = np.where(np.isnan(x), len(pts) - 1, np.searchsorted(cuts, x, side="right"))
+        want = np.std(np.asarray(pts)[b]) / card["factor"]
+        assert abs(rows[name]["spread of log-odds term (test rows)"] - want) < 1e-9, name
+    html = {sid: body for sid, _, body in sections(data)}
+    assert f"{card['base_points']:.4f}" in html["scorecard"]
+    assert "platform#" in html["woe-iv"] and "held by the platform" in html["coefficients"]
