@@ -48,7 +48,8 @@ def node_start(config_path: str | None, quiet: bool) -> None:
                    err=True)
     while not stop.wait(0.5):
         pass
-    # running jobs fail with "the node stopped while the job ran" and their transcripts
+    # running jobs holding a checkpoint become "interrupted" (resumed at the next start);
+    # the others fail with "the node stopped while the job ran" and their transcripts
     # are closed; the whole stop stays within 10 s of the signal
     n.stop(timeout=STOP_JOBS_TIMEOUT_S)
 

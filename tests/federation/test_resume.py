@@ -415,7 +415,8 @@ def test_changed_data_after_a_crash_fails_the_job_with_signed_abort_records(tmp_
 
 def test_a_resumed_job_interrupted_again_resumes_again(tmp_path, keys, monkeypatch):
     """Two kills of a job process, the second after the resumed run's own checkpoint:
-    two restart records, the model still equals the uninterrupted run's. Each job
+    two restart records, the model still equals the uninterrupted run's, and a joint
+    replay of both transcripts matches. Each job
     process holds after checkpoints 1 and 2 (the test-only FEDJOINT_TEST_HOLD_AT_CHECKPOINTS,
     federation/node/compute.py), so the kills land there however fast the machine is."""
     from federation.node.compute import HOLD_ENV
@@ -440,8 +441,15 @@ def test_a_resumed_job_interrupted_again_resumes_again(tmp_path, keys, monkeypat
         assert [r["checkpoint"] for r in rep.summary["restarts"]] == [1, 2]
         got = tuple(rep.summary["model_digests"][n] for n in ("bank-a", "platform-b"))
         assert got == _reference_digests(bank_toml, plat_toml, job_id, rec["spec"])
-        r = audit.replay(bank.data_dir / "transcripts" / f"{job_id}.jsonl", bank_toml)
+        tb = bank.data_dir / "transcripts" / f"{job_id}.jsonl"
+        r = audit.replay(tb, bank_toml)
         assert r.ok, r.errors
+        # joint replay regenerates the effective messages of both resumed transcripts
+        j = audit.joint_replay(tb, bank_toml,
+                               plat.data_dir / "transcripts" / f"{job_id}.jsonl", plat_toml)
+        assert j.ok, j.errors
+        assert {p: d["replayed"] for p, d in j.model_digests.items()} == \
+            dict(zip(("bank-a", "platform-b"), got, strict=True))
     finally:
         bank.stop()
         plat.stop()
