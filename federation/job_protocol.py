@@ -3,7 +3,9 @@
 None of them carries data values: ``job.check`` says whether the intersection satisfies
 the sender's policy and carries a digest of the train/test split; ``job.model_digest``
 the digest of the sender's model part; ``score.model`` which model parts a scoring job
-uses; ``job.resume`` opens a resumed run with the checkpoint the sender rolled back to
+uses; ``job.stage`` marks where a pipeline stage starts (index, name, algorithm,
+version); ``job.inputs`` which earlier outputs a job uses (ids and digests);
+``job.resume`` opens a resumed run with the checkpoint the sender rolled back to
 (docs/resume.md). ``job.outcome`` (the signed outcome statement) is exchanged by the node after the
 runner returns, on the same channel.
 """
@@ -22,6 +24,8 @@ K_CHECK = "job.check"
 K_MODEL_DIGEST = "job.model_digest"
 K_SCORE_MODEL = "score.model"
 K_RESUME = "job.resume"
+K_STAGE = "job.stage"
+K_INPUTS = "job.inputs"
 
 TABLE = declare_protocol("job", PROTOCOL_VERSION, [
     Message(K_CHECK, "either", "json",
@@ -31,6 +35,10 @@ TABLE = declare_protocol("job", PROTOCOL_VERSION, [
             "scoring: model id, algorithm, digests of both parts"),
     Message(K_RESUME, "either", "json", "resumed run, first message: the checkpoint the "
             "sender rolled back to (number, its message counts, checkpoint-file digest)"),
+    Message(K_STAGE, "either", "json", "pipelines, at each stage boundary: stage index, "
+            "name, algorithm, protocol version (no data)"),
+    Message(K_INPUTS, "either", "json", "jobs with [inputs], before PSI: per input the "
+            "model id, algorithm and the digests of both parts"),
     Message("job.outcome", "either", "json", "signed outcome statement (model digest, "
             "per-direction counts and digests)", disclosure="model-part digest",
             count=lambda p: 1),

@@ -48,10 +48,17 @@ def policy_checks(spec: JobSpec, node: NodeConfig) -> list[tuple[str, str]]:
     out. :func:`policy_refusal` is the first refusal."""
     pol = node.policy
     out = []
-    allowed = spec.algorithm in pol.allowed_algorithms
-    out.append((f"algorithm {spec.algorithm!r} is allowed by the policy", "" if allowed else
-                f"algorithm {spec.algorithm!r} is not allowed (allowed: "
-                f"{', '.join(pol.allowed_algorithms) or 'none'})"))
+    if spec.stages is not None:     # a pipeline: every stage's algorithm, stage by stage
+        most = node.limits.max_pipeline_stages
+        out.append((f"the pipeline has at most limits.max_pipeline_stages = {most} stages",
+                    "" if len(spec.stages) <= most else
+                    f"the pipeline has {len(spec.stages)} stages; limits.max_pipeline_stages "
+                    f"= {most}"))
+    for stage, algorithm in _algorithms(spec):
+        allowed = algorithm in pol.allowed_algorithms
+        out.append((f"{stage}algorithm {algorithm!r} is allowed by the policy", "" if allowed
+                    else f"{stage}algorithm {algorithm!r} is not allowed (allowed: "
+                    f"{', '.join(pol.allowed_algorithms) or 'none'})"))
     ds_name = spec.dataset_for(node.party)
     if ds_name not in node.datasets:
         out.append((f"dataset {ds_name!r} is configured",
@@ -82,6 +89,13 @@ def policy_checks(spec: JobSpec, node: NodeConfig) -> list[tuple[str, str]]:
         out.append(("peer_features are columns this platform offers",
                     feature_refusal(spec, node)))
     return out
+
+
+def _algorithms(spec: JobSpec) -> list[tuple[str, str]]:
+    """(``"stage 'name': "`` or '', algorithm) for each algorithm the job runs."""
+    if spec.stages is None:
+        return [("", spec.algorithm)]
+    return [(f"stage {st['name']!r}: ", st["algorithm"]) for st in spec.stages]
 
 
 def offered_columns(ds: DatasetConfig) -> list[str]:
@@ -179,10 +193,10 @@ def role_policy(node: NodeConfig) -> RolePolicy:
 
 
 def holds_key(spec: JobSpec, party: str) -> bool:
-    """Does ``party`` generate a private key for this job (per the registry)?"""
-    if spec.algorithm in JOB_TYPES:
-        return False
-    return registry.get(spec.algorithm).holds_key(party)
+    """Does ``party`` generate a private key for this job (per the registry; a
+    pipeline: for one of its stages)?"""
+    return any(a not in JOB_TYPES and a != "pipeline" and registry.get(a).holds_key(party)
+               for _stage, a in _algorithms(spec))
 
 
 def make_cipher(spec: JobSpec, node: NodeConfig, root: Drbg):

@@ -43,12 +43,16 @@ from pathlib import Path
 import numpy as np
 
 from federation import job_protocol as J
+from federation import pipeline as P
 from federation.config import JobSpec, NodeConfig, parse_psi_params
 from federation.data import DataError, Dataset, hashed_split, load_dataset
+from federation.jobparts import JobFailed as JobFailed
+from federation.jobparts import Rows, load_model, select_columns, unbound_digest
+from federation.jobparts import model_path as model_path
+from federation.jobparts import models_dir as models_dir
 from federation.link import DeclaredLink, Link, ProtocolContext, ProtocolError
 from federation.policy import (
     feature_refusal,
-    holds_key,
     make_cipher,
     policy_refusal,
     role_policy,
@@ -58,19 +62,6 @@ from parties.common.artifact import ModelPart
 from parties.common.role import PartyData, scored_parts
 from psi import protocol as psi_protocol
 from secure_agg.rng import Drbg
-
-
-class JobFailed(Exception):
-    """The job cannot continue; the message is the reason shown to the operator.
-    ``peer_message``: what the peer's operator is told, when it must not be the full
-    reason (it may name this party's columns); empty: the reason itself."""
-
-    def __init__(self, message: str, peer_message: str = ""):
-        super().__init__(message)
-        self.peer_message = peer_message
-
-    def __reduce__(self):   # keeps peer_message across the job process's pipe
-        return type(self), (str(self), self.peer_message)
 
 
 @dataclass
@@ -98,18 +89,13 @@ class JobResult:
     psi_info: dict = field(default_factory=dict)
     # this side's intersection as row indices into its own dataset, in the agreed order
     psi_rows: np.ndarray | None = None
+    #: pipelines: per stage {name, algorithm, model (bound part), metrics, history,
+    #: timings, model_digest, peer_model_digest}, in order (the node stores each model)
+    stages: list | None = None
 
 
 def _noop(*_a, **_k):
     return None
-
-
-def models_dir(node: NodeConfig) -> Path:
-    return Path(node.data_dir) / "models"
-
-
-def model_path(node: NodeConfig, model_id: str) -> Path:
-    return models_dir(node) / f"{model_id}.json"
 
 
 def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
@@ -135,16 +121,18 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     res = JobResult(job_id=job_id, party=party, algorithm=spec.algorithm)
     t_all = time.perf_counter()
     _check_local_policy(spec, node)
-    stored = _load_model(node, spec.model) if kind == "score" else None
+    stored = load_model(node, spec.model) if kind == "score" else None
     algo_name = stored.algorithm if stored is not None else spec.model_algorithm
     if stored is not None and spec.train_algorithm not in ("", stored.algorithm):
         raise JobFailed(f"model {spec.model!r} is a {stored.algorithm!r} model, the job "
                         f"says {spec.train_algorithm!r}")
     try:
-        algo = registry.get(algo_name) if kind != "psi" else None
+        algos = P.stage_algorithms(spec) if kind == "pipeline" else \
+            [registry.get(algo_name)] if kind != "psi" else []
     except registry.RegistryError as exc:   # e.g. a stored model of a removed algorithm
         raise JobFailed(str(exc)) from None
-    tables = [J.TABLE, psi_protocol.TABLE] + ([algo.protocol] if algo else [])
+    algo = algos[0] if kind != "pipeline" and algos else None
+    tables = [J.TABLE, psi_protocol.TABLE] + list(dict.fromkeys(a.protocol for a in algos))
     link = DeclaredLink(link, tables, party)
 
     def ctx(label: str) -> ProtocolContext:
@@ -162,19 +150,24 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
         # categorical columns map with the levels the model recorded
         data = load_dataset(ds_cfg, need_label=False, categories=stored.categories())
         if party == "bank":
-            data = _select_columns(data, stored.feature_names, ds_cfg.name)
+            data = select_columns(data, stored.feature_names, ds_cfg.name)
     else:
-        labels = _labels(spec, algo) if party == "bank" and algo is not None else None
+        labels = None if party != "bank" else P.pipeline_labels(spec) \
+            if kind == "pipeline" else _labels(spec, algo) if algo is not None else None
         data = load_dataset(ds_cfg, need_label=labels is not None,
                             max_classes=node.limits.max_classes,
                             **({} if labels is None else
                                {"label_kind": labels[0], "label_use": labels[1]}))
     log("data.loaded", {"dataset": ds_cfg.name, "rows": len(data),
                         "features": len(data.feature_names)})
-    _check_categorical(data, algo)
+    for a in algos if kind == "pipeline" else [algo]:
+        _check_categorical(data, a)
     if data.unseen:   # counts per column, never the values
         log("data.unseen_categories", {"cells": dict(data.unseen)})
     res.timings["load"] = time.perf_counter() - t
+
+    # earlier jobs' outputs this job uses: both sides check they hold the paired parts
+    inputs = P.load_inputs(spec, node, link) if spec.inputs else None
 
     # ---- PSI ------------------------------------------------------------------------
     on_stage("psi")
@@ -196,7 +189,9 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     # split before any model traffic
     test_mask = (hashed_split(agreed_ids, spec.evaluation.test_fraction,
                               spec.evaluation.split_salt)
-                 if kind == "train" else np.zeros(len(rows), dtype=bool))
+                 if kind == "train" or any(a.kind == "train" for a in algos
+                                           if kind == "pipeline")
+                 else np.zeros(len(rows), dtype=bool))
     _exchange_checks(link, node, res.intersection, test_mask)
 
     if kind == "psi":
@@ -223,57 +218,97 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     train, valid = (train.take(np.flatnonzero(~valid_mask)),
                     train.take(np.flatnonzero(valid_mask)))
     res.n_train, res.n_test = len(train), len(test)
+    if kind == "pipeline":
+        P.run_stages(spec, node, link, root, Rows(train, valid, test), res, inputs,
+                     labels=labels, log=log, progress=progress, train=train_stage,
+                     bind=bind)
+    else:
+        params = spec.parsed if spec.parsed is not None else \
+            algo.parse_params(spec.params, "job [params]")
+        run = train_stage(algo, params, spec, node, ctx, root, Rows(train, valid, test),
+                          labels, inputs, on_stage)
+        model = run.model
+        res.history = run.history
+        res.metrics.update(run.metrics)
+        res.timings.update(run.timings)
+        res.test_scores = run.test_scores
+        res.metrics.update({"intersection": res.intersection, "n_train": res.n_train,
+                            "n_test": res.n_test})
+        # ---- bind the two model parts: each records the other's unbound digest --------
+        res.peer_model_digest = bind(link, model)
+        res.model = model
+        res.model_digest = model.digest()
+    res.timings["total"] = time.perf_counter() - t_all
+    return res
+
+
+@dataclass
+class StageRun:
+    """What one algorithm's run left on this side (its part still unbound)."""
+
+    model: ModelPart
+    metrics: dict
+    history: list
+    timings: dict
+    test_scores: dict | None = None
+
+
+def train_stage(algo, params, spec: JobSpec, node: NodeConfig, ctx, cipher_root: Drbg,
+                rows: Rows, labels, inputs: dict | None, on_stage, prefix: str = ""
+                ) -> StageRun:
+    """Train one algorithm on ``rows`` (its role's ``train``), then for a ``train``
+    algorithm evaluate it on the test rows by federated prediction; ``ctx(label)`` gives
+    the protocol contexts (labels ``prefix + "train"`` / ``"predict"``)."""
+    party = node.party
+    train, valid, test = rows.train, rows.valid, rows.test
+    timings: dict = {}
+    metrics: dict = {}
     if party == "bank" and algo.needs_label:
         _check_training_labels(labels[0], train)
     role = algo.role(party)
     t = time.perf_counter()
-    cipher = make_cipher(spec, node, root) if holds_key(spec, party) else None
-    res.timings["keygen"] = time.perf_counter() - t
+    cipher = make_cipher(spec, node, cipher_root) if algo.holds_key(party) else None
+    timings["keygen"] = time.perf_counter() - t
     labelled = party == "bank" and algo.needs_label
     part_data = PartyData(train.X, list(train.feature_names),
                           y=train.y if labelled else None,
                           X_valid=valid.X if len(valid) else None,
                           y_valid=valid.y if labelled and len(valid) else None,
                           classes=train.classes if labelled else None,
-                          categories=dict(train.categories) or None)
-    params = spec.parsed if spec.parsed is not None else \
-        algo.parse_params(spec.params, "job [params]")
-    outcome = _role_call(algo, role.train, ctx("train"), part_data, params, cipher,
+                          categories=dict(train.categories) or None,
+                          inputs=inputs or None)
+    outcome = _role_call(algo, role.train, ctx(prefix + "train"), part_data, params, cipher,
                          role_policy(node))
-    res.timings["training"] = time.perf_counter() - t
-    model = outcome.model
-    res.history = list(outcome.history or [])
-    res.metrics.update(outcome.metrics or {})
+    timings["training"] = time.perf_counter() - t
+    metrics.update(outcome.metrics or {})
     for k, v in (outcome.timings or {}).items():
-        res.timings[f"training.{k}"] = v
+        timings[f"training.{k}"] = v
+    run = StageRun(outcome.model, metrics, list(outcome.history or []), timings)
 
     # ---- evaluation -----------------------------------------------------------------
     # bank: metrics for the label kind the algorithm declared (binary: AUC, KS, log loss,
     # confusion at the threshold; continuous: RMSE, MAE, R^2; multiclass: accuracy,
     # macro-F1, per-class AUC, log loss, K x K confusion)
-    if len(test):
+    if len(test) and algo.kind == "train":
         on_stage("evaluating")
         t = time.perf_counter()
-        scores, _ = scored_parts(_role_call(algo, role.predict, ctx("predict"), model,
-                                            test.X))
-        res.timings["evaluating"] = time.perf_counter() - t
+        scores, _ = scored_parts(_role_call(algo, role.predict, ctx(prefix + "predict"),
+                                            run.model, test.X))
+        timings["evaluating"] = time.perf_counter() - t
         if party == "bank" and labels is not None:
-            rep, res.test_scores = _evaluate(labels[0], test, scores,
+            rep, run.test_scores = _evaluate(labels[0], test, scores,
                                              spec.evaluation.threshold)
-            res.metrics["test"] = rep
-            res.metrics.update({f"test_{k}": v for k, v in rep.items()
-                                if not isinstance(v, (dict, list))})
-    res.metrics.update({"intersection": res.intersection, "n_train": res.n_train,
-                        "n_test": res.n_test})
+            metrics["test"] = rep
+            metrics.update({f"test_{k}": v for k, v in rep.items()
+                            if not isinstance(v, (dict, list))})
+    return run
 
-    # ---- bind the two model parts: each records the other's unbound digest ------------
+
+def bind(link: Link, model: ModelPart) -> str:
+    """Exchange unbound digests and record the peer's in ``model``; returns it."""
     peer_digest = J.exchange_model_digests(link, unbound_digest(model))
     model.peer_part_digest = peer_digest
-    res.model = model
-    res.model_digest = model.digest()
-    res.peer_model_digest = peer_digest
-    res.timings["total"] = time.perf_counter() - t_all
-    return res
+    return peer_digest
 
 
 # --------------------------------------------------------------------------- pieces
@@ -362,14 +397,19 @@ def _check_local_policy(spec: JobSpec, node: NodeConfig) -> None:
         raise JobFailed(f"refused by {node.name}'s policy: {reason}")
 
 
-def protocol_versions(algorithm: str, train_algorithm: str = "") -> dict[str, str]:
-    """Versions of every protocol a job of ``algorithm`` runs. The transcript's first
-    record binds them; replay refuses to run under different versions."""
+def protocol_versions(algorithm: str, train_algorithm: str = "",
+                      stages: list | None = None) -> dict[str, str]:
+    """Versions of every protocol a job of ``algorithm`` runs (a pipeline: every stage's
+    algorithm). The transcript's first record binds them; replay refuses to run under
+    different versions."""
     from federation.channel.peer import PROTOCOL_VERSION as channel_version
     out = {"channel": str(channel_version), "psi": str(psi_protocol.PROTOCOL_VERSION)}
     algo = train_algorithm if algorithm == "score" else algorithm
-    if algo and algo != "psi":
-        out[algo] = registry.get(algo).version
+    for name in [st["algorithm"] for st in stages or []] if algo == P.PIPELINE else [algo]:
+        if name and name != "psi":
+            out[name] = registry.get(name).version
+    if algo == P.PIPELINE:
+        out["job"] = J.PROTOCOL_VERSION
     return out
 
 
@@ -441,34 +481,12 @@ def _exchange_checks(link: Link, node: NodeConfig, n: int, test_mask: np.ndarray
         raise JobFailed(str(exc)) from None
 
 
-def _load_model(node: NodeConfig, model_id: str) -> ModelPart:
-    if not model_id or "/" in model_id or model_id.startswith("."):
-        raise JobFailed(f"invalid model id {model_id!r}")
-    path = model_path(node, model_id)
-    if not path.exists():
-        raise JobFailed(f"no model {model_id!r} on {node.name} (see `fedjoint model list`)")
-    try:
-        return ModelPart.load(path)
-    except ValueError as exc:
-        raise JobFailed(str(exc)) from None
-
-
 def _check_categorical(data: Dataset, algo) -> None:
     """Categorical columns only for an algorithm that takes them (before any message)."""
     if data.categories and algo is not None and not algo.categorical:
         raise JobFailed(f"dataset {data.name!r} has categorical column(s) "
                         f"{sorted(data.categories)}; {algo.name} takes numeric features "
                         "only (drop them from columns or from categorical)")
-
-
-def _select_columns(data: Dataset, names: list[str], ds: str) -> Dataset:
-    missing = [c for c in names if c not in data.feature_names]
-    if missing:
-        raise JobFailed(f"dataset {ds!r} lacks column(s) {missing} the model was trained on")
-    idx = [data.feature_names.index(c) for c in names]
-    return Dataset(data.name, data.ids, data.X[:, idx], list(names), data.y,
-                   categories={c: v for c, v in data.categories.items() if c in names},
-                   unseen={c: v for c, v in data.unseen.items() if c in names})
 
 
 def _score(spec: JobSpec, node: NodeConfig, link: Link, ctx, model: ModelPart,
@@ -507,13 +525,6 @@ def _score(spec: JobSpec, node: NodeConfig, link: Link, ctx, model: ModelPart,
             classes = list(model.body.get("classes") or range(p.shape[1]))
             res.scores.update({"classes": classes,
                                "pred": [classes[i] for i in np.argmax(p, axis=1)]})
-
-
-def unbound_digest(model: ModelPart) -> str:
-    """Digest of a part before it was bound to its peer part (``peer_part_digest``
-    empty): what the other part records as ``peer_part_digest``."""
-    from dataclasses import replace
-    return replace(model, peer_part_digest="").digest()
 
 
 def _digest(*parts: bytes) -> str:

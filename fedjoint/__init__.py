@@ -4,6 +4,9 @@
     result = fedjoint.run_local("job.toml", bank=bank_df, platform=platform_df)
     result.metrics["test_auc"]; result.score(new_bank_df, new_platform_df)
 
+A pipeline job (``algorithm = "pipeline"``, ``[[stages]]``) runs the same way;
+``result.stages`` holds each stage's parts and metrics (docs/pipelines.md).
+
 :func:`run_local` runs the node's own pipeline (the function a node's job process
 runs) for both parties in one process; :func:`verify`, :func:`replay` and
 :func:`joint_replay` are the auditor's commands (``fedjoint audit verify|replay``,
@@ -15,11 +18,12 @@ from federation.audit import joint_replay, replay, verify
 from fedjoint.local import FedjointError, RunResult, run_local
 from parties.common.lr_common import LRParams
 from parties.common.secureboost_params import SecureBoostParams
+from parties.common.selection import SelectionParams
 from parties.common.woe import BinningParams
 from parties.common.woe_lr import WoeLRParams
 from parties.registry import names as algorithms
 from psi.protocol import PsiParams
 
 __all__ = ["BinningParams", "FedjointError", "LRParams", "PsiParams", "RunResult",
-           "SecureBoostParams", "WoeLRParams", "algorithms", "joint_replay", "replay",
-           "run_local", "verify"]
+           "SecureBoostParams", "SelectionParams", "WoeLRParams", "algorithms",
+           "joint_replay", "replay", "run_local", "verify"]

@@ -7,6 +7,7 @@ same job TOML/dict as the CLI and each party's ``[policy]`` validated as node.to
 What crosses between the two threads is encoded exactly as on the wire. Nothing here is
 a substitute for two nodes: both datasets are in one process, so use it for notebooks,
 experiments and tests, and two nodes (``fedjoint node start``) for real data.
+A pipeline job (``[[stages]]``) runs its stages the same way (:attr:`RunResult.stages`).
 """
 
 from __future__ import annotations
@@ -68,11 +69,23 @@ class RunResult:
 
     @property
     def bank_model(self) -> ModelPart:
-        return self.bank.model
+        """The bank's model part (a pipeline: its last stage's)."""
+        return self.bank.stages[-1]["model"] if self.bank.stages else self.bank.model
 
     @property
     def platform_model(self) -> ModelPart:
-        return self.platform.model
+        return self.platform.stages[-1]["model"] if self.platform.stages else \
+            self.platform.model
+
+    @property
+    def stages(self) -> dict[str, dict]:
+        """A pipeline's stages by name: ``{"algorithm", "bank", "platform"`` (the two
+        model parts), ``"metrics"`` (the bank's), ``"model_id"}`` (empty otherwise)."""
+        return {b["name"]: {"algorithm": b["algorithm"], "bank": b["model"],
+                            "platform": p["model"], "metrics": b["metrics"],
+                            "model_id": f"{self.bank.job_id}.{b['name']}"}
+                for b, p in zip(self.bank.stages or [], self.platform.stages or [],
+                                strict=True)}
 
     def report(self, path: str | Path, *, oot: tuple | None = None,
                threshold: float | None = None, binning=None,
@@ -92,16 +105,24 @@ class RunResult:
             raise FedjointError(f"report: {exc}", "bank") from None
 
     def score(self, bank: pd.DataFrame | str | Path, platform: pd.DataFrame | str | Path,
-              *, seed: bytes | int | None = None) -> pd.DataFrame:
+              *, seed: bytes | int | None = None, stage: str = "") -> pd.DataFrame:
         """Score the enterprises both frames share with this model (a federated scoring
         job, PSI included): ``DataFrame[id, score]`` in the agreed order (a ``woe_lr``
         scorecard adds ``points``, ``platform_points``, ``reason_1..``); for a
         multiclass model ``DataFrame[id, class, p_<class>...]`` (predicted class, then
-        each class's probability)."""
+        each class's probability). A pipeline scores with its ``stage`` (default: its
+        last stage), a trained model's stage."""
+        model, algorithm = self.bank.job_id, self.job.algorithm
+        if self.bank.stages:
+            st = self.stages.get(stage or self.bank.stages[-1]["name"])
+            if st is None:
+                raise FedjointError(f"the pipeline has no stage {stage!r} (stages: "
+                                    f"{', '.join(self.stages)})")
+            model, algorithm = st["model_id"], st["algorithm"]
         spec = job_spec_from_dict({
             "job": {"name": f"{self.job.name}-score", "algorithm": "score",
                     "dataset": self.job.dataset, "peer_dataset": self.job.peer_dataset,
-                    "model": self.bank.job_id, "train_algorithm": self.job.algorithm},
+                    "model": model, "train_algorithm": algorithm},
             "psi": dict(self.job.psi),
             "evaluation": {"cipher": self.job.evaluation.cipher,
                            "key_bits": self.job.evaluation.key_bits}}, "score job")
@@ -154,6 +175,8 @@ def run_local(job: dict | str | Path | JobSpec, *, bank: pd.DataFrame | str | Pa
     for party, res in (("bank", res_b), ("platform", res_p)):
         if res.model is not None:
             res.model.save(model_path(nodes[party], res.job_id))
+        for st in res.stages or []:      # a pipeline: each stage's output by name
+            st["model"].save(model_path(nodes[party], f"{res.job_id}.{st['name']}"))
     return RunResult(spec, res_b, res_p, wire, root, nodes)
 
 

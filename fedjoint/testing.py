@@ -44,16 +44,23 @@ def synthetic_parties(n: int = 240, seed: int = 7) -> tuple[pd.DataFrame, pd.Dat
     return bank.iloc[:220].reset_index(drop=True), plat.iloc[20:].reset_index(drop=True)
 
 
-def check_algorithm(name: str, params: dict | None = None, *, cipher: str = "paillier"
+def check_algorithm(name: str, params: dict | None = None, *, cipher: str = "paillier",
+                    before: list[dict] | None = None, inputs: dict | None = None
                     ) -> RunResult:
     """Run the conformance checks on registered algorithm ``name``; returns the first
-    run's result."""
+    run's result. An algorithm that consumes earlier outputs runs as the last stage of
+    a pipeline: ``before`` its earlier stages (``[[stages]]`` tables), ``inputs`` its
+    stage's inputs (input name -> stage name); the checks apply to its stage."""
     algo = registry.get(name)
     bank, plat = synthetic_parties()
     job = {"job": {"name": f"conformance-{name}", "algorithm": name, "dataset": "d",
                    "peer_dataset": "d"},
            "psi": {"id_type": "string"}, "params": dict(params or {}),
            "evaluation": {"cipher": cipher, "key_bits": 1024, "test_fraction": 0.25}}
+    if before:
+        job["job"]["algorithm"] = "pipeline"
+        job["stages"] = [*before, {"name": "checked", "algorithm": name,
+                                   "inputs": dict(inputs or {}), "params": job.pop("params")}]
     runs = [run_local(job, bank=bank, platform=plat, bank_policy=TEST_POLICY,
                       platform_policy=TEST_POLICY, seed=11) for _ in range(2)]
     first, second = runs
@@ -83,7 +90,7 @@ def check_algorithm(name: str, params: dict | None = None, *, cipher: str = "pai
             f"{name}: {kind!r} was sent by the {sender}, declared for the {declared[kind]}"
     assert algo.protocol.kinds & {k for _, k, *_ in first.wire}, \
         f"{name}: none of its declared message kinds crossed"
-    if algo.kind == "train":
+    if algo.kind == "train" and not before:
         n_test = first.bank.n_test
         assert n_test > 0 and len(first.bank.test_scores["p"]) == n_test, \
             f"{name}: the bank's predict gave no score per test row"

@@ -160,6 +160,7 @@ def _builtins() -> None:
     from parties.bank import lr_serving as bank_lr_serve
     from parties.bank import secureboost as bank_sb
     from parties.bank import secureboost_serving as bank_sb_serve
+    from parties.bank import selection as bank_sel
     from parties.bank import woe_lr as bank_woe_lr
     from parties.bank import woe_lr_serving as bank_woe_serve
     from parties.common import binning_woe_wire, lr_common, secureboost_wire, woe_lr
@@ -167,6 +168,8 @@ def _builtins() -> None:
     from parties.common.linreg_common import LinRegParams
     from parties.common.lr_common import LRParams
     from parties.common.secureboost_params import SecureBoostParams
+    from parties.common.selection import TABLE as SELECTION_TABLE
+    from parties.common.selection import SelectionError, SelectionParams
     from parties.common.woe import BinningParams, WoeError
     from parties.provincial_platform import binning_woe as platform_bin
     from parties.provincial_platform import linreg as platform_linreg
@@ -174,6 +177,7 @@ def _builtins() -> None:
     from parties.provincial_platform import lr_serving as platform_lr_serve
     from parties.provincial_platform import secureboost as platform_sb
     from parties.provincial_platform import secureboost_serving as platform_sb_serve
+    from parties.provincial_platform import selection as platform_sel
     from parties.provincial_platform import woe_lr as platform_woe_lr
     from parties.provincial_platform import woe_lr_serving as platform_woe_serve
 
@@ -211,6 +215,11 @@ def _builtins() -> None:
         summary="logistic regression on both parties' WOE-encoded columns (binning input), "
                 "converted to a points scorecard (pdo, base_score, base_odds)",
         serving=(bank_woe_serve, platform_woe_serve)))
+    register(Algorithm(
+        "selection", "transform", SelectionParams, bank_sel, platform_sel, SELECTION_TABLE,
+        key_holders=(), needs_label=False, job_errors=(SelectionError,),
+        summary="feature selection on a binning input: IV threshold / top-k, correlation "
+                "of the bank's WOE columns, PSI stability train vs validation"))
 
 
 _builtins()

@@ -231,7 +231,8 @@ def _protocol_mismatch(t, side: ReplaySide) -> str:
     if not recorded:
         return ""
     spec = side.spec
-    current = runner.protocol_versions(spec.algorithm, getattr(spec, "train_algorithm", ""))
+    current = runner.protocol_versions(spec.algorithm, getattr(spec, "train_algorithm", ""),
+                                       getattr(spec, "stages", None))
     diff = [f"{k} {recorded.get(k)!r} (this fedjoint speaks {current.get(k)!r})"
             for k in sorted(set(recorded) | set(current)) if recorded.get(k) != current.get(k)]
     if not diff:

@@ -12,6 +12,10 @@ job.toml (submitted at the bank's node)::
     features = ["x0", "x3"]         # training jobs: the bank's columns to use (default:
                                     # all its dataset offers); part of the agreed spec
     peer_features = ["x1"]          # ... the platform's (never beyond its `columns`)
+    [inputs]                        # earlier jobs' outputs this job consumes (name ->
+                                    # model id), e.g. binning = "<binning job id>"
+    [[stages]]                      # algorithm = "pipeline": its stages (name, algorithm,
+                                    # inputs, [stages.params]); see federation.config.stages
     [psi]                           # passed to the PSI module's parameters
     [params]                        # algorithm parameters (validated by the algorithm;
                                     # XGBoost / scikit-learn aliases are resolved here,
@@ -35,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from federation.config.stages import PIPELINE, parse_inputs, parse_stages
 from federation.config.toml import NAME_RE, ConfigError, _load_toml, _Table
 from parties import registry
 from parties.common.params import ParamError, UnknownParam, canonical_params, valid_keys
@@ -84,6 +89,13 @@ class JobSpec:
     #: every column the dataset offers); sent only when set
     features: list[str] | None = None
     peer_features: list[str] | None = None
+    #: earlier jobs' outputs this job consumes: input name -> model id (sent when set)
+    inputs: dict[str, str] | None = None
+    #: algorithm = "pipeline": its stages, ``{name, algorithm, inputs, params}`` each
+    #: (canonical params; sent when set)
+    stages: list[dict] | None = None
+    #: the stages' typed params, parsed once here; never sent
+    stage_params: list = field(default_factory=list, repr=False, compare=False)
     #: the algorithm's typed params, parsed once here; never sent (``to_dict`` drops it)
     parsed: Any = field(default=None, repr=False, compare=False)
     #: (alias, canonical key) pairs resolved while parsing [params]; local, never sent
@@ -102,9 +114,10 @@ class JobSpec:
 
     def to_dict(self) -> dict:
         """What the bank proposes (plain values; the typed params stay local)."""
-        out = dataclasses.asdict(replace(self, parsed=None, aliases=[]))
+        out = dataclasses.asdict(replace(self, parsed=None, aliases=[], stage_params=[]))
         out.pop("parsed")
         out.pop("aliases")
+        out.pop("stage_params")
         for key in _OPTIONAL:          # absent unless set: older specs digest as before
             if out[key] is None:
                 del out[key]
@@ -112,15 +125,18 @@ class JobSpec:
 
     @property
     def kind(self) -> str:
-        """``psi`` | ``score`` (runner built-ins) or the registered algorithm's kind."""
+        """``psi`` | ``score`` (runner built-ins), ``pipeline``, or the registered
+        algorithm's kind."""
+        if self.algorithm == PIPELINE:
+            return PIPELINE
         return self.algorithm if self.algorithm in JOB_TYPES else \
             registry.get(self.algorithm).kind
 
 
-_JOB_TOP = ("job", "psi", "params", "evaluation")
+_JOB_TOP = ("job", "psi", "params", "evaluation", "inputs", "stages")
 _JOB_KEYS = ("name", "algorithm", "dataset", "peer_dataset", "model", "output", "features",
              "peer_features")
-_OPTIONAL = ("features", "peer_features")
+_OPTIONAL = ("features", "peer_features", "inputs", "stages")
 
 
 def load_job_spec(path: str | Path) -> JobSpec:
@@ -146,13 +162,13 @@ def job_spec_from_dict(raw: dict, label: str = "job.toml") -> JobSpec:
     if not NAME_RE.match(name):
         raise j.err("name", f"= {name!r}: expected letters, digits, '.', '_' or '-' "
                     "(at most 64 characters)")
-    algorithm = j.choice("algorithm", algorithm_names())
+    algorithm = j.choice("algorithm", algorithm_names() + [PIPELINE])
     dataset = j.get("dataset", str)
     peer_dataset = j.get("peer_dataset", str)
     model = j.get("model", str, "")
     output = j.get("output", str, "")
     train_algorithm = j.get("train_algorithm", str, "")
-    features = {k: _feature_list(j, k) for k in _OPTIONAL}
+    features = {k: _feature_list(j, k) for k in ("features", "peer_features")}
     if algorithm == "score" and not model:
         raise ConfigError(f"{label}: missing required key job.model (score jobs name the "
                           "trained model to use; see `fedjoint model list`)")
@@ -190,11 +206,25 @@ def job_spec_from_dict(raw: dict, label: str = "job.toml") -> JobSpec:
                    psi=psi, params=params, evaluation=evaluation, model=model, output=output,
                    train_algorithm=train_algorithm, **features)
     validate_psi_params(spec, label)
+    spec.inputs = parse_inputs(raw.get("inputs"), label)
+    if spec.inputs is not None and spec.kind not in ("train", "transform", PIPELINE):
+        raise ConfigError(f"{label}: [inputs] is only used by training, transform and "
+                          f"pipeline jobs (not algorithm = {algorithm!r})")
+    if raw.get("stages") is not None and algorithm != PIPELINE:
+        raise ConfigError(f"{label}: [[stages]] needs algorithm = 'pipeline' (this job's "
+                          f"algorithm is {algorithm!r})")
     for key, value in features.items():
-        if value is not None and spec.kind not in ("train", "transform"):
+        if value is not None and spec.kind not in ("train", "transform", PIPELINE):
             why = ("uses the columns its model was trained on" if algorithm == "score" else
                    "trains nothing")
             raise j.err(key, f"is only used by training jobs (a {algorithm!r} job {why})")
+    if algorithm == PIPELINE:
+        if params:
+            raise ConfigError(f"{label}: [params] is not used by a pipeline (each stage has "
+                              "its [stages.params])")
+        spec.stages, spec.stage_params = parse_stages(raw.get("stages"), label, spec.inputs,
+                                                      evaluation.valid_fraction)
+        return spec
     if algorithm in JOB_TYPES:
         if params:
             raise ConfigError(f"{label}: [params] is not used by algorithm = {algorithm!r} "
@@ -240,7 +270,8 @@ def _from_flat(d: dict) -> dict:
     return {"job": {k: d[k] for k in _JOB_KEYS + ("train_algorithm",) if d.get(k) not in
                     (None, "")},
             "psi": d.get("psi") or {}, "params": d.get("params") or {},
-            "evaluation": d.get("evaluation") or {}}
+            "evaluation": d.get("evaluation") or {},
+            **{k: d[k] for k in ("inputs", "stages") if d.get(k) is not None}}
 
 
 def parse_psi_params(values: dict, where: str) -> PsiParams:

@@ -30,6 +30,7 @@ docs/threat-model.md lists which attack each limit stops and the test that shows
     serve_queue_rows = 4096           # applicants waiting for a lookup (full: 503)
     serve_lookup_timeout_s = 2.0      # a lookup the platform has not answered fails (503)
     serve_max_sessions = 8            # served models the peer may have open here at once
+    max_pipeline_stages = 16          # stages of one pipeline job (proposed or submitted)
 
 Job ids (proposals, stream hellos, control requests) are checked by :func:`job_id_problem`
 against :data:`JOB_ID_RE` (the channel uses the same definition) before anything is
@@ -138,6 +139,9 @@ class Limits:
     #: Serving sessions (served models set up by the bank) open on the platform at once;
     #: the oldest is dropped for a new one above it (each holds its feature store).
     serve_max_sessions: int = 8
+    #: Stages of one pipeline job this node runs (a proposal with more is refused
+    #: before anything is stored for it; each stage is one algorithm's whole protocol).
+    max_pipeline_stages: int = 16
 
     def __post_init__(self) -> None:
         problem = check_limits(vars(self))
@@ -170,6 +174,7 @@ _INT_RANGES = {
     "serve_max_batch_rows": (1, 1 << 16),
     "serve_queue_rows": (1, 1 << 24),
     "serve_max_sessions": (1, 1024),
+    "max_pipeline_stages": (1, 64),
 }
 _FLOATS = ("hello_timeout_s", "admin_timeout_s", "serve_lookup_timeout_s")
 

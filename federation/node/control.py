@@ -87,6 +87,9 @@ class ControlPlane(NodePart):
         reason = policy_refusal(spec, self.cfg)
         if reason:
             raise AdminError(f"refused by this node's policy: {reason}")
+        reason = self._inputs_refusal(spec)
+        if reason:
+            raise AdminError(f"job {spec.name!r}: {reason} (see `fedjoint model list`)")
         try:
             ds = self.cfg.dataset(spec.dataset)
         except ConfigError as exc:
@@ -197,6 +200,7 @@ class ControlPlane(NodePart):
                     reason = f"model {spec.model!r} here is a {m['algorithm']} model"
             except KeyError:
                 reason = f"no model {spec.model!r} on {self.cfg.name}"
+        reason = reason or self._inputs_refusal(spec)
         try:
             self.store.create(job_id, spec.name, spec.algorithm, "platform", spec.to_dict())
         except ValueError:
@@ -220,6 +224,19 @@ class ControlPlane(NodePart):
         self.store.transition(job_id, "approved")
         self.jobs.launch(job_id)
         return {"decision": "accept"}
+
+    def _inputs_refusal(self, spec: JobSpec) -> str:
+        """Why the job's ``[inputs]`` are not this node's parts of the named outputs
+        ('' if they are): each must be a stored model part (exact id) of that job."""
+        from federation.pipeline import names_job
+        for name, ref in sorted((spec.inputs or {}).items()):
+            try:
+                m = self.store.model(ref)
+            except KeyError:
+                m = None
+            if m is None or m["model_id"] != ref or not names_job(ref, m["job_id"]):
+                return f"input {name} = {ref!r}: no such output on {self.cfg.name}"
+        return ""
 
     def decide(self, job_id: str, approve: bool, reason: str = "") -> dict:
         """The platform operator approves or refuses a pending proposal."""

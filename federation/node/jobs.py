@@ -268,7 +268,7 @@ class JobRunner(NodePart):
             party=self.cfg.name, peer=self.cfg.peer.name,
             signing_key=self.channel.local.signing_key,
             peer_public_key=self.channel.peer.signing_public_key, spec=spec.to_dict(),
-            protocols=protocol_versions(spec.algorithm, spec.train_algorithm),
+            protocols=protocol_versions(spec.algorithm, spec.train_algorithm, spec.stages),
             key_sizes={"paillier": spec.evaluation.key_bits,
                        "cipher": spec.evaluation.cipher}, roles=names,
             keep_received=self.cfg.transcript.keep_received)
@@ -307,6 +307,10 @@ class JobRunner(NodePart):
             path = model_path(self.cfg, job_id)
             result.model.save(path)
             artifacts["model"] = str(path)
+        for st in result.stages or []:     # a pipeline: each stage's output, by name
+            st["path"] = str(model_path(self.cfg, f"{job_id}.{st['name']}"))
+            st["model"].save(st["path"])
+            artifacts.setdefault("models", {})[st["name"]] = st["path"]
         if result.psi_rows is not None and result.psi_rows.size:
             buf = io.BytesIO()
             np.save(buf, result.psi_rows.astype(np.int64), allow_pickle=False)
@@ -327,6 +331,11 @@ class JobRunner(NodePart):
                                  artifacts["model"], result.model_digest,
                                  result.peer_model_digest, metrics=result.metrics,
                                  feature_names=result.model.feature_names)
+        for st in result.stages or []:
+            self.store.add_model(f"{job_id}.{st['name']}", job_id, st["model"].algorithm,
+                                 st["path"], st["model_digest"], st["peer_model_digest"],
+                                 metrics=_jsonable(st["metrics"]),
+                                 feature_names=st["model"].feature_names)
         self.store.update(job_id, metrics=_jsonable(result.metrics), history=result.history,
                           timings=result.timings, artifacts=artifacts,
                           progress={"step": "done", "fraction": 1.0},

@@ -25,17 +25,23 @@ ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"secureboost": {"n_trees": 2, "max_depth": 3, "max_bin": 16},
          "logistic_regression": {"epochs": 2, "batch_size": 64},
          "linear_regression": {"epochs": 3, "batch_size": 64},
-         "binning": {"method": "monotonic", "n_prebins": 10}}
+         "binning": {"method": "monotonic", "n_prebins": 10},
+         "selection": {"iv_min": 0.02, "max_corr": 0.9}}
+#: algorithms that consume earlier outputs run after these stages (a pipeline)
+BEFORE = {"selection": {"before": [{"name": "bin", "algorithm": "binning",
+                                    "params": {"method": "quantile", "n_bins": 5}}],
+                        "inputs": {"binning": "bin"}}}
 #: the test metric each must reach on the conformance data (0/1 labels from a logistic
 #: model; linear_regression fits them as a continuous target: a linear probability model)
 QUALITY = {"linear_regression": ("test_r2", 0.3),
-           "binning": ("n_platform_features", 3)}   # a transform: it binned all 4
+           "binning": ("n_platform_features", 3),   # a transform: it binned all 4
+           "selection": ("n_selected", 2)}
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_builtin_algorithms_pass_conformance(name):
     """1024-bit test keys (test policy)."""
-    res = check_algorithm(name, SMALL[name])
+    res = check_algorithm(name, SMALL[name], **BEFORE.get(name, {}))
     metric, floor = QUALITY.get(name, ("test_auc", 0.7))
     assert res.metrics[metric] > floor
 
