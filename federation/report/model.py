@@ -9,7 +9,15 @@ released (``platform#k`` otherwise), never a platform value or threshold.
 from __future__ import annotations
 
 from federation.report import stats as S
-from federation.report.svg import bar_chart, esc, fmt, grid, grid_table, kv_table
+from federation.report.svg import (
+    bar_chart,
+    columns_chart,
+    esc,
+    fmt,
+    grid,
+    grid_table,
+    kv_table,
+)
 
 _COUNT_WORDS = ("chunks", "count", "rows", "bytes", "n_", "messages", "trees", "epochs")
 
@@ -105,10 +113,14 @@ def stability(score: dict | None, variables: list[dict], note: str, reference: s
              "&lt; 0.1 stable, 0.1&ndash;0.25 some shift, &ge; 0.25 significant shift.</p>"]
     if score:
         parts += [f"<h3>Score PSI: {score['psi']:.4f} ({esc(S.psi_band(score['psi']))})</h3>",
-                  grid(bar_chart("psi-score", [b["bin"] for b in score["bins"]],
-                                 [b["actual share"] - b["expected share"]
-                                  for b in score["bins"]],
-                                 "actual minus expected share per score decile")),
+                  grid(columns_chart("psi-score", [str(i + 1) for i in range(len(score["bins"]))],
+                                     {"expected (reference)": [b["expected share"]
+                                                               for b in score["bins"]],
+                                      "actual (compared)": [b["actual share"]
+                                                            for b in score["bins"]]},
+                                     "share of rows per score bin (deciles of the reference)",
+                                     "score bin (1 = lowest scores; table below)",
+                                     "share of rows")),
                   grid_table(score["bins"])]
     if variables:
         summary = [{"feature": v["feature"], "PSI": v["psi"], "reading": S.psi_band(v["psi"]),

@@ -174,9 +174,9 @@ def bar_chart(plot: str, labels: Sequence[str], values: Sequence[float], title: 
                      f'{esc(lab)}</text>')
         parts.append(f'<rect class="series" x="{x:.1f}" y="{y}" width="{max(w, 0.5):.1f}" '
                      f'height="16" fill="{color}"/>')
-        parts.append(f'<text x="{x + w + 4 if v >= 0 else x - 4:.1f}" y="{y + 13}" '
-                     f'font-size="10" text-anchor="{"start" if v >= 0 else "end"}">'
-                     f'{v:.4g}</text>')
+        # the value beside the bar's end, or (negative) just right of the zero axis
+        tx = x + w + 4 if v >= 0 else zero + 4
+        parts.append(f'<text x="{tx:.1f}" y="{y + 13}" font-size="10">{v:.4g}</text>')
     return figure(plot, parts, title, width=W + 80, height=height)
 
 
