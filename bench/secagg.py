@@ -3,6 +3,7 @@ beside plain (unmasked) aggregation of the same updates in the same run, and the
 
     .venv/bin/python bench/secagg.py --json out.json        # n = 5, 10, 20; 1k and 100k
     .venv/bin/python bench/secagg.py --clients 5 --dims 1000 --repeats 3   # quick
+    .venv/bin/python bench/secagg.py --clients 20 50 --neighbours 4       # SecAgg+
 
 One process plays every client and the server (``secure_agg.secagg.run_round``, every
 message through its byte encoding), timed in CPU seconds (``time.process_time``: the
@@ -87,6 +88,8 @@ def main() -> None:
     ap.add_argument("--dims", type=int, nargs="+", default=[1000, 100_000])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bits", type=int, default=16)
+    ap.add_argument("--neighbours", type=int, help="SecAgg+: each client masks with k "
+                    "neighbours (even k; default: plain SecAgg, every peer)")
     ap.add_argument("--json", help="write all figures here")
     a = ap.parse_args()
     rows = []
@@ -96,7 +99,7 @@ def main() -> None:
     for n in a.clients:
         for dim in a.dims:
             params = SecAggParams(num_clients=n, threshold=n // 2 + 1, dim=dim,
-                                  bits=a.bits)
+                                  bits=a.bits, neighbours=a.neighbours)
             rng = np.random.default_rng(n * 7 + dim)
             updates = {c: rng.normal(0, 0.1, dim) for c in range(n)}
             plain = summarise_plain([plain_round(updates) for _ in range(a.repeats)])
@@ -120,7 +123,8 @@ def main() -> None:
         print(f"  n={r['n']} dim={r['dim']} drop={r['dropped']}: {parts}")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"repeats": a.repeats, "bits": a.bits, "rows": rows}, f, indent=1)
+            json.dump({"repeats": a.repeats, "bits": a.bits, "neighbours": a.neighbours,
+                       "rows": rows}, f, indent=1)
 
 
 def summarise_plain(runs: list[dict]) -> dict:

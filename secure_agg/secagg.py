@@ -32,7 +32,16 @@ U4 are the clients that completed stages 0..3; each needs at least ``t`` members
    ``PRG(b_v)`` for U3 and the dropped clients' pairwise masks with U3: the masks of
    pairs inside U3 cancel, leaving ``sum_{u in U3} x_u`` exactly.
 
-Messages (bytes incl. the 6-byte header; ``w`` = 4 if ``mod_bits <= 32`` else 8):
+SecAgg+ (Bell et al., CCS 2020; ``SecAggParams.neighbours = k``): the same stages,
+but each client shares its secrets with and masks against only its ``k`` neighbours
+on a pseudorandom k-regular (Harary) graph derived from the session and the key list
+(:mod:`secure_agg.secagg_graph`); its secrets are split ``neighbour_threshold``-of-
+``(k+1)`` among itself and its neighbours. Cost per client drops from O(n) to O(k).
+Both sides refuse to unmask if the survivors' graph is disconnected (the server
+could then read each component's sum).
+
+Messages (bytes incl. the 6-byte header; ``w`` = 4 if ``mod_bits <= 32`` else 8; in
+SecAgg+ read ``k`` for ``|U1| - 1`` and ``|U2| - 1``):
 
 ==================  =====================  =================================  ==================
 stage               sender -> receiver     content                            size
@@ -63,9 +72,14 @@ checks stop a corrupted share from silently corrupting the sum (the round fails,
 naming the revealing client when leaving one share out identifies it); ``t > n/2``
 plus the client's refusal to reveal both shares of one peer stop a server that sends
 different survivor lists to different clients from rebuilding both secrets of one
-client from honest shares. Not prevented: there is no PKI between clients — the
-server relays the advertised keys, so an actively malicious server could substitute
-keys or simulate clients (sybils) and so unmask an update. Flower's TLS and
+client from honest shares (SecAgg+: ``neighbour_threshold > (k+1)/2`` within each
+neighbourhood). In SecAgg+ a coalition of the server and ``neighbour_threshold`` of a
+client's neighbours could rebuild both its secrets (plain SecAgg: ``t`` of all
+clients); the pseudorandom graph makes such a coalition unlikely for a small corrupt
+fraction when ``k`` grows like ``log n`` (Bell et al.). Not prevented: there is no
+PKI between clients — the server relays the advertised keys, so an actively
+malicious server could substitute keys or simulate clients (sybils) and so unmask an
+update. Flower's TLS and
 SuperNode authentication authenticate each client to the SuperLink only; this layer
 therefore assumes the server runs the protocol as written (semi-honest), and leaves
 the consistency-check round of Bonawitz et al.'s malicious variant (signatures under

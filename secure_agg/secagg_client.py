@@ -29,6 +29,7 @@ from secure_agg.secagg_core import (
     self_mask_key,
     share_aad,
 )
+from secure_agg.secagg_graph import connected, masking_graph, shares_needed
 from secure_agg.secagg_wire import (
     AdvertiseKeys,
     KeyList,
@@ -57,6 +58,8 @@ class SecAggClient:
         self._s_raw = self._rng.random_bytes(KEY_BYTES)
         self._s_sk = private_key(self._s_raw)
         self._keys: dict[int, AdvertiseKeys] = {}
+        self._graph: dict[int, frozenset[int]] = {}
+        self._need = params.threshold
         self._u2: set[int] = set()
         self._own: tuple[int, int] = (0, 0)          # own (b-share, s-share)
         self._held: dict[int, tuple[int, int]] = {}  # peer -> (b-share, s-share)
@@ -86,11 +89,13 @@ class SecAggClient:
 
     # -- stage 1 -------------------------------------------------------------------
     def share_keys(self, key_list) -> ShareKeys:
-        """Shamir-share the self-mask seed and the s private key to every peer of
-        U1, each peer's pair encrypted under the c-key agreement with that peer."""
+        """Shamir-share the self-mask seed and the s private key to every neighbour
+        (every peer of U1 in plain SecAgg), each neighbour's pair encrypted under the
+        c-key agreement with it."""
         self._stage("share_keys", "masked_input")
         p, who = self.params, self.who
-        keys = as_message(key_list, KeyList, who).by_id()
+        key_list = as_message(key_list, KeyList, who)
+        keys = key_list.by_id()
         if keys.get(self.cid) != self._mine:
             raise SecAggError(f"{who}: the key list does not carry this client's "
                               f"advertised keys")
@@ -101,13 +106,16 @@ class SecAggClient:
         if len(set(pks)) != len(pks):
             raise SecAggError(f"{who}: the key list repeats a public key")
         self._keys = keys
+        self._graph = masking_graph(key_list, p)
+        self._need = shares_needed(p, self._graph)
+        holders = sorted(self._graph[self.cid] | {self.cid})
         self._b = self._rng.random_bytes(KEY_BYTES)
-        xs = [v + 1 for v in sorted(keys)]
+        xs = [v + 1 for v in holders]
         rb = self._rng.random_bytes
-        b_sh = shamir.split(int.from_bytes(self._b, "big"), xs, p.threshold, rb)
-        s_sh = shamir.split(int.from_bytes(self._s_raw, "big"), xs, p.threshold, rb)
+        b_sh = shamir.split(int.from_bytes(self._b, "big"), xs, self._need, rb)
+        s_sh = shamir.split(int.from_bytes(self._s_raw, "big"), xs, self._need, rb)
         out = []
-        for v in sorted(keys):
+        for v in holders:
             pair = (b_sh[v + 1], s_sh[v + 1])
             if v == self.cid:
                 self._own = pair
@@ -124,8 +132,8 @@ class SecAggClient:
 
     # -- stage 2 -------------------------------------------------------------------
     def masked_input(self, bundle, update: np.ndarray) -> MaskedInput:
-        """Decrypt and keep the peers' shares, then send ``quantise(update)`` plus the
-        self mask plus the pairwise masks with every other client of U2."""
+        """Decrypt and keep the neighbours' shares, then send ``quantise(update)`` plus
+        the self mask plus the pairwise masks with every neighbour that shared keys."""
         self._stage("masked_input", "unmask")
         p, who = self.params, self.who
         bundle = as_message(bundle, ShareBundle, who)
@@ -140,9 +148,9 @@ class SecAggClient:
                               f"non-finite values")
         held = {}
         for u, ct in bundle.shares:
-            if u == self.cid or u not in self._keys:
+            if u not in self._graph[self.cid]:
                 raise SecAggError(f"{who}: share bundle has a share from client {u}, "
-                                  f"which is not a peer in the key list")
+                                  f"which is not a neighbour in the key list")
             key = derive_key(self._c_sk, self._keys[u].c_pk, b"enc", p.session, u,
                              self.cid, f"{who} with client {u}")
             plain = open_sealed(key, ct, share_aad(p.session, u, self.cid))
@@ -154,9 +162,9 @@ class SecAggClient:
                 raise SecAggError(f"{who}: the share from client {u} is not a field "
                                   f"element")
         u2 = set(held) | {self.cid}
-        if len(u2) < p.threshold:
-            raise SecAggError(f"{who}: only {len(u2)} clients shared keys, below the "
-                              f"threshold {p.threshold}")
+        if len(u2) < self._need:
+            raise SecAggError(f"{who}: only {len(u2)} clients (itself included) shared "
+                              f"keys with it, below the threshold {self._need}")
         self._held, self._u2 = held, u2
         y = quantise(x, p) + prg(self_mask_key(p.session, self.cid, self._b), p)
         for v in sorted(u2 - {self.cid}):
@@ -169,8 +177,9 @@ class SecAggClient:
 
     # -- stage 3 -------------------------------------------------------------------
     def unmask(self, request) -> UnmaskShares:
-        """Reveal the b-share of each survivor and the s-key share of each dropped
-        client; refuse a request naming a client as both, or inconsistent with U2."""
+        """Reveal the b-share of each surviving neighbour and the s-key share of each
+        dropped one; refuse a request naming a client as both, inconsistent with what
+        this client saw of U2, or whose survivors' masking graph is disconnected."""
         self._stage("unmask", "done")
         p, who = self.params, self.who
         req = as_message(request, UnmaskRequest, who)
@@ -183,17 +192,21 @@ class SecAggClient:
         if self.cid not in surv:
             raise SecAggError(f"{who}: unmask request does not list this client as a "
                               f"survivor")
-        if surv | drop != self._u2:
-            odd = sorted((surv | drop) ^ self._u2)
+        listed, scope = surv | drop, self._graph[self.cid] | {self.cid}
+        odd = ((listed & scope) ^ self._u2) | (listed - set(self._graph))
+        if odd:
             raise SecAggError(f"{who}: unmask request does not partition the clients "
-                              f"that shared keys (differs at {odd})")
+                              f"that shared keys (differs at {sorted(odd)})")
         if len(surv) < p.threshold:
             raise SecAggError(f"{who}: only {len(surv)} survivors, below the threshold "
                               f"{p.threshold}")
+        if not connected(surv, self._graph):
+            raise SecAggError(f"{who}: the survivors' masking graph is disconnected, so "
+                              f"unmasking would reveal partial sums; refused")
         held = dict(self._held)
         held[self.cid] = self._own
         msg = UnmaskShares(self.cid,
-                           tuple((v, held[v][0]) for v in sorted(surv)),
-                           tuple((v, held[v][1]) for v in sorted(drop)))
+                           tuple((v, held[v][0]) for v in sorted(surv & self._u2)),
+                           tuple((v, held[v][1]) for v in sorted(drop & self._u2)))
         self._done()
         return msg

@@ -53,6 +53,13 @@ class SecAggParams:
     ``num_clients * (2**bits - 1)`` without wrapping. ``session`` (at most 64 bytes) is
     bound into every derived key and ciphertext, so messages of one round are useless
     in another.
+
+    SecAgg+: ``neighbours`` ``k`` (even, >= 2) makes each client share keys and masks
+    with only ``k`` peers on a pseudorandom k-regular graph
+    (:mod:`secure_agg.secagg_graph`); each client's secrets are then split among its
+    ``k + 1`` holders (itself and its neighbours) with threshold
+    ``neighbour_threshold``, which must exceed ``(k + 1) / 2`` (default: the least
+    such). ``k >= |U1| - 1`` is plain SecAgg.
     """
 
     num_clients: int
@@ -62,6 +69,8 @@ class SecAggParams:
     bits: int = 16
     mod_bits: int = 32
     session: bytes = b""
+    neighbours: int | None = None
+    neighbour_threshold: int | None = None
 
     def __post_init__(self):
         n, t = self.num_clients, self.threshold
@@ -88,6 +97,22 @@ class SecAggParams:
                 f"or lower bits")
         if not isinstance(self.session, bytes) or len(self.session) > 64:
             raise SecAggError("session must be bytes of length <= 64")
+        k, tk = self.neighbours, self.neighbour_threshold
+        if k is None:
+            if tk is not None:
+                raise SecAggError("neighbour_threshold needs neighbours (SecAgg+)")
+            return
+        if not isinstance(k, int) or k < 2 or k % 2:
+            raise SecAggError(f"neighbours must be an even integer >= 2, got {k!r}")
+        if tk is not None and (not isinstance(tk, int) or not (k + 1) // 2 < tk <= k + 1):
+            raise SecAggError(f"neighbour_threshold must be an integer in "
+                              f"({(k + 1) / 2}, {k + 1}] for {k} neighbours, got {tk!r}")
+
+    @property
+    def holder_threshold(self) -> int:
+        """SecAgg+'s Shamir threshold among a client's ``neighbours + 1`` holders."""
+        k = self.neighbours or 0
+        return self.neighbour_threshold or (k + 1) // 2 + 1
 
     @property
     def modulus(self) -> int:

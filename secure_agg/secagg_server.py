@@ -28,6 +28,7 @@ from secure_agg.secagg_core import (
     seed_commitment,
     self_mask_key,
 )
+from secure_agg.secagg_graph import connected, masking_graph, shares_needed
 from secure_agg.secagg_wire import (
     AdvertiseKeys,
     KeyList,
@@ -72,6 +73,8 @@ class SecAggServer:
         self._u2: tuple[int, ...] = ()
         self._u3: tuple[int, ...] = ()
         self._closed: list[str] = []
+        self._graph: dict[int, frozenset[int]] = {}
+        self._need = params.threshold
         self._revealed: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
 
     # -- bookkeeping ---------------------------------------------------------------
@@ -131,7 +134,10 @@ class SecAggServer:
         """Close stage 0: the advertised keys, broadcast to every client of U1."""
         self._expect("advertise")
         self._u1 = self._close("advertise", self._keys)
-        return KeyList(tuple(self._keys[c] for c in self._u1))
+        out = KeyList(tuple(self._keys[c] for c in self._u1))
+        self._graph = masking_graph(out, self.params)
+        self._need = shares_needed(self.params, self._graph)
+        return out
 
     # -- stage 1 -------------------------------------------------------------------
     def receive_share_keys(self, msg) -> None:
@@ -139,10 +145,10 @@ class SecAggServer:
         msg = as_message(msg, ShareKeys, "server")
         self._sender(msg.cid, self._u1, self._shares, "share_keys")
         to = {v for v, _ in msg.shares}
-        want = set(self._u1) - {msg.cid}
+        want = self._graph[msg.cid]
         if to != want:
             raise SecAggError(f"client {msg.cid}'s shares are addressed to "
-                              f"{sorted(to)}, expected every other client of U1 "
+                              f"{sorted(to)}, expected its neighbours in U1 "
                               f"{sorted(want)}")
         self._shares[msg.cid] = msg
 
@@ -178,6 +184,11 @@ class SecAggServer:
         every client of U3."""
         self._expect("masked_input")
         self._u3 = self._close("masked_input", self._masked)
+        if not connected(self._u3, self._graph):
+            self.stage, self._why = "failed", (
+                f"the masking graph of the {len(self._u3)} survivors is disconnected "
+                f"(too many neighbours left): unmasking would reveal partial sums")
+            raise SecAggError(f"round failed: {self._why}")
         return UnmaskRequest(self._u3, tuple(c for c in self._u2 if c not in self._u3))
 
     # -- stage 3 -------------------------------------------------------------------
@@ -189,11 +200,13 @@ class SecAggServer:
         if b & s:
             raise SecAggError(f"client {msg.cid} reveals both shares for client "
                               f"{min(b & s)}; refused (that would unmask its update)")
-        drop = set(self._u2) - set(self._u3)
-        if b != set(self._u3) or s != drop:
+        view = (self._graph[msg.cid] & set(self._u2)) | {msg.cid}
+        want_b = view & set(self._u3)
+        want_s = view - want_b
+        if b != want_b or s != want_s:
             raise SecAggError(f"client {msg.cid} reveals b-shares for {sorted(b)} and "
                               f"s-shares for {sorted(s)}, expected b-shares for "
-                              f"{list(self._u3)} and s-shares for {sorted(drop)}")
+                              f"{sorted(want_b)} and s-shares for {sorted(want_s)}")
         self._unmask[msg.cid] = msg
         self._revealed[msg.cid] = (dict(msg.b_shares), dict(msg.s_shares))
 
@@ -202,25 +215,30 @@ class SecAggServer:
         it against its commitment / advertised public key; if it fails, name the
         revealing client whose share is to blame when leaving one out identifies it."""
         idx = 0 if kind == "b" else 1
-        pts = {u + 1: shares[idx][owner] for u, shares in self._revealed.items()}
+        pts = {u + 1: shares[idx][owner] for u, shares in self._revealed.items()
+               if owner in shares[idx]}
         name = "self-mask seed" if kind == "b" else "s private key"
+        if len(pts) < self._need:
+            raise SecAggError(f"client {owner}'s {name}: only {len(pts)} of its share "
+                              f"holders revealed shares ({sorted(x - 1 for x in pts)}), "
+                              f"{self._need} needed")
         got = self._reconstruct(owner, kind, pts)
         if got is not None:
             return got
-        culprits = [x - 1 for x in pts if len(pts) > self.params.threshold and
+        culprits = [x - 1 for x in pts if len(pts) > self._need and
                     self._reconstruct(owner, kind, {k: y for k, y in pts.items()
                                                     if k != x}) is not None]
         blame = (f"client {culprits[0]}'s share is corrupted" if len(culprits) == 1 else
                  "the corrupted share cannot be attributed")
         raise SecAggError(f"client {owner}'s {name} reconstructed from the shares of "
-                          f"clients {sorted(self._revealed)} fails its check "
+                          f"clients {sorted(x - 1 for x in pts)} fails its check "
                           f"({'commitment' if kind == 'b' else 'advertised public key'}):"
                           f" {blame}")
 
     def _reconstruct(self, owner: int, kind: str, pts: dict[int, int]) -> bytes | None:
         p = self.params
         try:
-            val = shamir.reconstruct(pts, p.threshold)
+            val = shamir.reconstruct(pts, self._need)
         except shamir.ShamirError:
             return None
         if val >= 2**256:
@@ -255,7 +273,7 @@ class SecAggServer:
             if v in self._u3:
                 continue
             sk = private_key(self._secret(v, "s"))
-            for u in self._u3:
+            for u in sorted(self._graph[v] & set(self._u3)):
                 mask = prg(derive_key(sk, self._keys[u].s_pk, b"mask", p.session, v, u,
                                       f"server for dropped client {v} with {u}"), p)
                 # u added +mask if u < v, else -mask: undo it
