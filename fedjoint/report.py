@@ -46,15 +46,19 @@ def report_data(result, *, oot: tuple | None = None, threshold: float | None = N
                               scores))
     if binning is not None:
         data["binning"] = _binning_body(binning)
-    if oot is not None and (scores or {}).get("label_kind", "binary") != "binary":
+    kind = (scores or {}).get("label_kind", "binary")
+    if oot is not None and len(oot) != 2:
+        raise R.ReportError("oot= takes (bank_frame, platform_frame)")
+    if oot is not None:
         frame = oot[0] if isinstance(oot[0], pd.DataFrame) else R.read_frame(oot[0])
+    if oot is not None and kind != "binary":
         actual = R.own_rows(replace(ds_cfg, name=oot_name, frame=frame, path=Path(oot_name)),
                             part, None)
+        if kind == "continuous":    # the prediction's PSI; no labels needed
+            data["oot"] = {"name": oot_name,
+                           "scores": {"p": result.score(frame, oot[1])["score"].tolist()}}
         data["stability"] = R.variable_stability(dev, actual, data.get("binning"), "bank")
     elif oot is not None:
-        if len(oot) != 2:
-            raise R.ReportError("oot= takes (bank_frame, platform_frame)")
-        frame = oot[0] if isinstance(oot[0], pd.DataFrame) else R.read_frame(oot[0])
         # labels and columns checked before anything is scored (nothing crosses first)
         labelled = R.own_rows(replace(ds_cfg, name=oot_name, frame=frame,
                                       path=Path(oot_name)), part, None, need_label=True)

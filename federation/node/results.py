@@ -74,7 +74,7 @@ def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]
     if oot:
         kind = (data.get("scores") or {}).get("label_kind", "binary")
         data.update(_oot(rec, cfg, part, _done(lookup, oot, "score"), data.get("binning"),
-                         kind == "binary"))
+                         kind))
     if art.get("transcript"):
         local, peer = identities()
         pins = {cfg.name: _pub_hex(local.signing_key.public_key()),
@@ -128,15 +128,16 @@ def _dev_rows(rec: JobRecord, cfg: NodeConfig, part):
 
 
 def _oot(rec: JobRecord, cfg: NodeConfig, part, score: JobRecord, binning,
-         binary: bool) -> dict:
+         kind: str) -> dict:
     """The scoring job's population: this party's per-variable PSI against the training
-    job's intersection and, for the bank of a 0/1 model, its labels and scores."""
+    job's intersection; for the bank, the scores (the prediction's PSI) and, of a 0/1
+    model, the labels (the out-of-time evaluation)."""
     from federation.report import collect as R
     if score.spec.get("model") != rec.job_id:
         raise R.ReportError(f"scoring job {score.job_id} used model "
                             f"{score.spec.get('model')!r}, not this job's ({rec.job_id})")
     dev_cfg, act_cfg = _own_dataset(cfg, rec.spec), _own_dataset(cfg, score.spec)
-    bank = cfg.party == "bank" and binary
+    bank = cfg.party == "bank" and kind == "binary"
     actual = R.own_rows(act_cfg, part, _rows(score), need_label=bank)
     out = {"stability": R.variable_stability(R.own_rows(dev_cfg, part, _rows(rec)), actual,
                                              binning, cfg.party)}
@@ -146,6 +147,9 @@ def _oot(rec: JobRecord, cfg: NodeConfig, part, score: JobRecord, binning,
             raise R.ReportError(f"the scores of job {score.job_id} are not in the order of "
                                 f"its intersection rows of {act_cfg.name!r} (file changed?)")
         out["oot"] = R.oot_scores(ids, p, actual, f"{act_cfg.name}, job {score.job_id}")
+    elif cfg.party == "bank" and kind == "continuous":
+        out["oot"] = {"name": f"{act_cfg.name}, job {score.job_id}",
+                      "scores": {"p": _read_scores(score.artifacts.get("scores", ""))[1]}}
     return out
 
 

@@ -111,3 +111,25 @@ def test_python_api_report_with_out_of_time_frames(tmp_path):
     assert "Threshold <b>0.3</b>" in page and "2025Q1" in page
     with pytest.raises(FedjointError, match="label column 'y' not found"):
         res.report(tmp_path / "x.html", oot=(oot.drop(columns="y"), h))
+
+
+def test_python_api_regression_report_gets_its_sections(tmp_path):
+    """A continuous target: regression plots, and with oot= the PSI of the prediction and
+    of the bank's variables; no binary section, no out-of-time evaluation."""
+    from fedjoint import run_local
+    from fedjoint.testing import TEST_POLICY
+    g = pd.read_csv(DATA / "breast_hetero_guest.csv")
+    h = pd.read_csv(DATA / "breast_hetero_host.csv")
+    g = g.assign(y=g["x0"] * 2 + h.set_index("id").loc[g["id"], "x1"].to_numpy())
+    job = {"job": {"name": "linreg", "algorithm": "linear_regression", "dataset": "loans",
+                   "peer_dataset": "enterprises"}, "psi": {"id_type": "string"},
+           "params": {"epochs": 2, "batch_size": 0},
+           "evaluation": {"cipher": "plain", "key_bits": 1024, "test_fraction": 0.25}}
+    res = run_local(job, bank=g.iloc[:400], platform=h, bank_policy=TEST_POLICY,
+                    platform_policy=TEST_POLICY, seed=5)
+    page = res.report(tmp_path / "r.html", oot=(g.iloc[400:], h)).read_text()
+    ids = re.findall(r'<section id="([^"]+)">', page)
+    assert "regression" in ids and "stability" in ids and "coefficients" in ids
+    assert not {"discrimination", "deciles", "calibration", "confusion", "oot"} & set(ids)
+    stab = page.split('<section id="stability">')[1]
+    assert "Score PSI" in stab and "Per variable (bank features)" in stab
