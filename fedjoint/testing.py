@@ -90,7 +90,7 @@ def check_algorithm(name: str, params: dict | None = None, *, cipher: str = "pai
             f"{name}: {kind!r} was sent by the {sender}, declared for the {declared[kind]}"
     assert algo.protocol.kinds & {k for _, k, *_ in first.wire}, \
         f"{name}: none of its declared message kinds crossed"
-    if algo.kind == "train" and not before:
+    if algo.kind == "train":
         n_test = first.bank.n_test
         assert n_test > 0 and len(first.bank.test_scores["p"]) == n_test, \
             f"{name}: the bank's predict gave no score per test row"

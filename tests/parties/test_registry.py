@@ -26,11 +26,15 @@ SMALL = {"secureboost": {"n_trees": 2, "max_depth": 3, "max_bin": 16},
          "logistic_regression": {"epochs": 2, "batch_size": 64},
          "linear_regression": {"epochs": 3, "batch_size": 64},
          "binning": {"method": "monotonic", "n_prebins": 10},
-         "selection": {"iv_min": 0.02, "max_corr": 0.9}}
+         "selection": {"iv_min": 0.02, "max_corr": 0.9},
+         "woe_lr": {"epochs": 3, "batch_size": 64}}
 #: algorithms that consume earlier outputs run after these stages (a pipeline)
 BEFORE = {"selection": {"before": [{"name": "bin", "algorithm": "binning",
                                     "params": {"method": "quantile", "n_bins": 5}}],
-                        "inputs": {"binning": "bin"}}}
+                        "inputs": {"binning": "bin"}},
+          "woe_lr": {"before": [{"name": "bin", "algorithm": "binning",
+                                 "params": {"method": "monotonic", "n_prebins": 8}}],
+                     "inputs": {"binning": "bin"}}}
 #: the test metric each must reach on the conformance data (0/1 labels from a logistic
 #: model; linear_regression fits them as a continuous target: a linear probability model)
 QUALITY = {"linear_regression": ("test_r2", 0.3),
@@ -46,13 +50,8 @@ def test_builtin_algorithms_pass_conformance(name):
     assert res.metrics[metric] > floor
 
 
-#: stages that consume earlier stages' outputs (PartyData.inputs): checked by their own
-#: tests through the two-party harness and real nodes until run_local runs pipelines
-NEEDS_INPUTS = {"woe_lr": "tests/parties/test_woe_lr.py"}
-
-
 def test_every_registered_algorithm_is_checked():
-    assert set(registry.names()) == set(SMALL) | set(NEEDS_INPUTS)
+    assert set(registry.names()) == set(SMALL)
 
 
 @pytest.fixture
