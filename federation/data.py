@@ -16,10 +16,17 @@ import numpy as np
 import pandas as pd
 
 from federation.config import DatasetConfig
-
-
-class DataError(ValueError):
-    """A dataset is missing, unreadable or not usable for the job."""
+from federation.data_source import (
+    CHUNK_ROWS,
+    MISSING_TOKENS,
+    Budget,
+    DataError,
+    Fallback,
+    FrameTable,
+    NumericColumn,
+    StreamTable,
+    source_format,
+)
 
 
 @dataclass
@@ -48,22 +55,10 @@ class Dataset:
 
 
 def _read(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        raise DataError(f"{path}: dataset file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a CSV or Parquet file")
-    suffix = path.suffix.lower()
+    """The whole CSV file through pandas (the chunked reader's fallback)."""
     try:
-        if suffix in (".parquet", ".pq"):
-            try:
-                return pd.read_parquet(path)
-            except ImportError:
-                raise DataError(f"{path}: reading Parquet needs pyarrow "
-                                "(pip install pyarrow) — or convert the file to CSV") from None
         # ids are read as strings so leading zeros and long numbers survive
         return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except DataError:
-        raise
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (no header row)") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
@@ -71,42 +66,52 @@ def _read(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: cannot parse ({first})") from None
 
 
-#: cells read as missing (np.nan) in feature columns, compared case-insensitively after
-#: stripping spaces: blank, NA, NaN, -NaN, null, None and pandas' <NA>
-MISSING_TOKENS = frozenset({"", "na", "nan", "-nan", "null", "none", "<na>"})
-
-
-def _numeric(df: pd.DataFrame, col: str, path: Path, *,
-             missing_ok: bool = False) -> np.ndarray:
-    """Column ``col`` as float64. ``missing_ok`` (feature columns): blank / NA / NaN /
-    null cells and pandas NaN load as ``np.nan``; otherwise (labels) they are an error.
-    Infinite values and non-numeric strings are always an error (column and row named)."""
-    s = df[col]
+def _numeric_values(s: pd.Series) -> tuple[np.ndarray | None, np.ndarray | str]:
+    """Column ``s`` as float64 (missing-value tokens and NaN: ``np.nan``) and the mask
+    of its non-numeric cells; ``(None, reason)`` for a column not numeric by dtype."""
     if s.dtype == object or pd.api.types.is_string_dtype(s):
         raw = s.astype(str).str.strip()
         blank = (raw.isna() | raw.str.lower().isin(MISSING_TOKENS)).to_numpy(dtype=bool)
         vals = pd.to_numeric(raw.where(~blank, None), errors="coerce")
         bad = vals.isna().to_numpy(dtype=bool) & ~blank
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{path}: column {col!r} is not numeric ({int(bad.sum())} "
-                            f"non-numeric value(s), first at data row {row + 1}, file line "
-                            f"{row + 2}); drop it from columns or encode it as numbers")
     else:
         if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-            raise DataError(f"{path}: column {col!r} is not numeric (dtype {s.dtype})")
+            return None, f"dtype {s.dtype}"
         vals = pd.to_numeric(s, errors="coerce")
-    arr = vals.to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = np.isinf(arr) if missing_ok else ~np.isfinite(arr)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
+        bad = np.zeros(len(s), dtype=bool)
+    return vals.to_numpy(dtype=np.float64, na_value=np.nan), bad
+
+
+def _numeric_error(col: str, path: Path, acc: NumericColumn, missing_ok: bool) -> str | None:
+    """The error for a column whose cells ``acc`` counted, or None."""
+    if acc.dtype_error:
+        return f"{path}: column {col!r} is not numeric ({acc.dtype_error})"
+    if acc.nonnum:
+        row = acc.first_nonnum
+        return (f"{path}: column {col!r} is not numeric ({acc.nonnum} non-numeric value(s), "
+                f"first at data row {row + 1}, file line {row + 2}); drop it from columns "
+                "or encode it as numbers")
+    if acc.inf:
+        row = acc.first_inf
         what = "infinite" if missing_ok else "missing or infinite"
         fix = ("replace them by finite numbers (leave a cell blank for a missing value)"
                if missing_ok else "impute or drop them before the job")
-        raise DataError(f"{path}: column {col!r} has {int(bad.sum())} {what} "
-                        f"value(s), first at data row {row + 1} (file line {row + 2}); "
-                        f"{fix}")
-    return arr
+        return (f"{path}: column {col!r} has {acc.inf} {what} value(s), first at data row "
+                f"{row + 1} (file line {row + 2}); {fix}")
+    return None
+
+
+def _numeric(s: pd.Series, col: str, path: Path, *, missing_ok: bool = False) -> np.ndarray:
+    """Column ``s`` as float64. ``missing_ok`` (feature columns): blank / NA / NaN /
+    null cells and pandas NaN load as ``np.nan``; otherwise (labels) they are an error.
+    Infinite values and non-numeric strings are always an error (column and row named)."""
+    acc = NumericColumn(col, _numeric_values)
+    out = np.full(len(s), np.nan)
+    acc.add_values(*_numeric_values(s), 0, out, finite=not missing_ok)
+    err = _numeric_error(col, path, acc, missing_ok)
+    if err:
+        raise DataError(err)
+    return out
 
 
 #: what a label column may hold (the job's algorithm declares which; parties.registry)
@@ -118,32 +123,75 @@ MAX_CLASSES = 64
 def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None,
                  label_kind: str = "binary", label_use: str = "",
                  max_classes: int = MAX_CLASSES,
-                 categories: dict[str, list] | None = None) -> Dataset:
-    """Load and check ``ds`` (its file, or its in-memory ``frame``). ``need_label``: True
-    for the bank's training data. ``label_kind``: what the job's algorithm needs the
-    labels to be, ``"binary"`` (0/1, both classes present), ``"continuous"`` (any
-    finite number, not all equal) or ``"multiclass"`` (class values, 2..``max_classes``
-    of them: see :func:`class_labels`); ``label_use`` names what needs it in errors
-    (e.g. ``"objective binary:logistic"``). ``categories`` (scoring with a stored model):
-    the categorical columns and their levels as the model recorded them, instead of
-    ``ds.categorical`` (see :func:`category_codes`)."""
+                 categories: dict[str, list] | None = None,
+                 memory_budget_mb: int = 0, chunk_rows: int = CHUNK_ROWS) -> Dataset:
+    """Load and check ``ds`` (its file or database query, or its in-memory ``frame``).
+    ``need_label``: True for the bank's training data. ``label_kind``: what the job's
+    algorithm needs the labels to be, ``"binary"`` (0/1, both classes present),
+    ``"continuous"`` (any finite number, not all equal) or ``"multiclass"`` (class
+    values, 2..``max_classes`` of them: see :func:`class_labels`); ``label_use`` names
+    what needs it in errors (e.g. ``"objective binary:logistic"``). ``categories``
+    (scoring with a stored model): the categorical columns and their levels as the model
+    recorded them, instead of ``ds.categorical`` (see :func:`category_codes`).
+    Files are read in chunks of ``chunk_rows`` rows (federation.data_source); a dataset
+    that would not fit ``memory_budget_mb`` (0: no budget) is refused, naming the key
+    to change (limits.memory_budget_mb, limits.read_chunk_rows)."""
     if label_kind not in LABEL_KINDS:
         raise ValueError(f"label_kind {label_kind!r} is not one of {LABEL_KINDS}")
     path = Path(ds.path)
-    df = _read(path) if ds.frame is None else ds.frame.copy()
-    if df.shape[1] == 0:
+    budget = Budget(ds.name, path, memory_budget_mb, chunk_rows)
+    kw = dict(need_label=need_label, label_kind=label_kind, label_use=label_use,
+              max_classes=max_classes, categories=categories)
+    if ds.frame is not None:
+        return _load(ds, FrameTable(ds.frame.copy(), path), **kw)
+    _check_path(path, source_format(ds))
+    try:
+        return _load(ds, StreamTable(ds, path, budget), **kw)
+    except Fallback:      # a CSV row of the wrong width: pandas pads it or names the line
+        budget.check_file(path.stat().st_size)
+        return _load(ds, FrameTable(_read(path), path), **kw)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is the file's problem
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: cannot parse ({first})") from None
+
+
+def _check_path(path: Path, fmt: str) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: dataset file not found")
+    if path.is_dir():
+        what = "a DuckDB database" if fmt == "duckdb" else "a CSV or Parquet file"
+        raise DataError(f"{path}: is a directory, expected {what}")
+
+
+def _load(ds: DatasetConfig, table, *, need_label, label_kind, label_use, max_classes,
+          categories) -> Dataset:
+    path = table.path
+    cols = table.columns
+    if not cols:
         raise DataError(f"{path}: the file has no columns")
-    if len(df) == 0:
+    if table.empty():
         raise DataError(f"{path}: the file has a header but no data rows")
-    cols = [str(c) for c in df.columns]
-    df.columns = cols
     if len(set(cols)) != len(cols):
         dup = sorted({c for c in cols if cols.count(c) > 1})
         raise DataError(f"{path}: duplicate column name(s) {dup}")
     if ds.id_column not in cols:
         raise DataError(f"{path}: id column {ds.id_column!r} not found (columns: "
                         f"{_short(cols)}); set id_column in [datasets.{ds.name}]")
-    ids = df[ds.id_column].astype(str).str.strip().tolist()
+    if need_label is None:
+        need_label = ds.label_column is not None
+    # header-level problems are raised in the order a whole-table check raises them,
+    # after the id and label checks: the rows are read for those columns only then
+    header_error: DataError | None = None
+    try:
+        feats = _feature_columns(ds, cols, path)
+        cat_cols = _categorical_columns(ds, table, feats, path, categories)
+    except DataError as exc:
+        header_error, feats, cat_cols = exc, [], set()
+    label_col = ds.label_column if need_label and ds.label_column in cols else None
+    X = table.read(_numeric_values, ds.id_column, label_col, feats, cat_cols)
+    ids = table.series(ds.id_column).astype(str).str.strip().tolist()
     empty = [i for i, v in enumerate(ids) if v == "" or v.lower() == "nan"]
     if empty:
         raise DataError(f"{path}: id column {ds.id_column!r} is empty at data row "
@@ -156,8 +204,6 @@ def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None,
                         f"{first + 1}; ids must be unique")
 
     y, classes = None, None
-    if need_label is None:
-        need_label = ds.label_column is not None
     if need_label:
         if not ds.label_column:
             raise DataError(f"[datasets.{ds.name}] has no label_column; the bank's training "
@@ -166,12 +212,30 @@ def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None,
             raise DataError(f"{path}: label column {ds.label_column!r} not found (columns: "
                             f"{_short(cols)}); set label_column in [datasets.{ds.name}]")
         if label_kind == "multiclass":
-            y, classes = class_labels(df[ds.label_column], ds.label_column, path,
+            y, classes = class_labels(table.series(ds.label_column), ds.label_column, path,
                                       label_use, max_classes)
-        else:
-            yv = _numeric(df, ds.label_column, path)  # missing or infinite: named error
+        else:   # missing or infinite: named error
+            yv = _numeric(table.series(ds.label_column), ds.label_column, path)
             y = _check_labels(yv, ds.label_column, path, label_kind, label_use)
+    if header_error is not None:
+        raise header_error
+    levels: dict[str, list] = {}
+    unseen: dict[str, int] = {}
+    for j, c in enumerate(feats):
+        if c in cat_cols:
+            X[:, j], levels[c], n_unseen = category_codes(
+                table.series(c), c, path, (categories or {}).get(c), ds.max_categories,
+                ds.name)
+            if n_unseen:
+                unseen[c] = n_unseen
+        else:   # blank cells: np.nan
+            err = _numeric_error(c, path, table.numeric[c], missing_ok=True)
+            if err:
+                raise DataError(err)
+    return Dataset(ds.name, ids, X, feats, y, classes, levels, unseen)
 
+
+def _feature_columns(ds: DatasetConfig, cols: list[str], path: Path) -> list[str]:
     skip = {ds.id_column, ds.label_column}
     if ds.columns is None:
         feats = [c for c in cols if c not in skip]
@@ -183,34 +247,21 @@ def load_dataset(ds: DatasetConfig, *, need_label: bool | None = None,
         feats = list(ds.columns)
     if not feats:
         raise DataError(f"{path}: no feature columns besides id/label")
-    cat_cols = _categorical_columns(ds, df, feats, path, categories)
-    X = np.empty((len(df), len(feats)), dtype=np.float64)
-    levels: dict[str, list] = {}
-    unseen: dict[str, int] = {}
-    for j, c in enumerate(feats):
-        if c in cat_cols:
-            X[:, j], levels[c], n_unseen = category_codes(
-                df[c], c, path, (categories or {}).get(c), ds.max_categories, ds.name)
-            if n_unseen:
-                unseen[c] = n_unseen
-        else:
-            X[:, j] = _numeric(df, c, path, missing_ok=True)  # blank cells: np.nan
-    return Dataset(ds.name, ids, X, feats, y, classes, levels, unseen)
+    return feats
 
 
-def _categorical_columns(ds: DatasetConfig, df: pd.DataFrame, feats: list[str], path: Path,
+def _categorical_columns(ds: DatasetConfig, table, feats: list[str], path: Path,
                          categories: dict | None) -> set[str]:
     """The feature columns loaded as categories: the model's (``categories`` given), else
     ``ds.categorical`` plus, for an in-memory frame, columns of pandas' category dtype."""
     if categories is not None:
         return set(categories) & set(feats)
     declared = list(ds.categorical or [])
-    missing = [c for c in declared if c not in df.columns]
+    missing = [c for c in declared if c not in table.columns]
     if missing:
         raise DataError(f"{path}: categorical column(s) {missing} listed in "
                         f"[datasets.{ds.name}] are not in the file")
-    auto = {c for c in feats if ds.frame is not None
-            and isinstance(df[c].dtype, pd.CategoricalDtype)}
+    auto = {c for c in feats if table.is_category(c)}
     return (set(declared) & set(feats)) | auto
 
 

@@ -117,14 +117,17 @@ def header_columns(ds: DatasetConfig) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: dataset file not found")
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+        from federation.config.node import source_format
+        fmt = source_format(ds)
+        if fmt == "parquet":
             import pyarrow.parquet as pq
             return [str(c) for c in pq.read_schema(path).names]
+        if fmt == "duckdb":
+            import duckdb
+            with duckdb.connect(str(path), read_only=True) as con:
+                return [str(c) for c in con.sql(ds.query).columns]
         import pandas as pd
         return [str(c) for c in pd.read_csv(path, dtype=str, nrows=0).columns]
-    except ImportError:
-        raise DataError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") \
-            from None
     except Exception as exc:  # noqa: BLE001 - any parse failure is the file's problem
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{path}: cannot read the header ({first})") from None

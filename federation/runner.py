@@ -148,14 +148,15 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
             from dataclasses import replace
             ds_cfg = replace(ds_cfg, columns=list(stored.feature_names))
         # categorical columns map with the levels the model recorded
-        data = load_dataset(ds_cfg, need_label=False, categories=stored.categories())
+        data = load_dataset(ds_cfg, need_label=False, categories=stored.categories(),
+                            **_read_limits(node))
         if party == "bank":
             data = select_columns(data, stored.feature_names, ds_cfg.name)
     else:
         labels = None if party != "bank" else P.pipeline_labels(spec) \
             if kind == "pipeline" else _labels(spec, algo) if algo is not None else None
         data = load_dataset(ds_cfg, need_label=labels is not None,
-                            max_classes=node.limits.max_classes,
+                            max_classes=node.limits.max_classes, **_read_limits(node),
                             **({} if labels is None else
                                {"label_kind": labels[0], "label_use": labels[1]}))
     log("data.loaded", {"dataset": ds_cfg.name, "rows": len(data),
@@ -181,9 +182,11 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     res.psi_info = info
     res.psi_rows = rows
     res.timings["psi"] = time.perf_counter() - t
-    log("psi.done", {"intersection": len(rows), "own_rows": len(data),
+    own_rows = len(data)
+    log("psi.done", {"intersection": len(rows), "own_rows": own_rows,
                      **({"budget": info["budget"]} if "budget" in info else {})})
     aligned = data.take(rows)
+    del data        # the job holds the intersection's rows only from here (docs/data.md)
 
     # both parties check the intersection against their own policy and agree on the
     # split before any model traffic
@@ -196,7 +199,7 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
 
     if kind == "psi":
         res.timings["total"] = time.perf_counter() - t_all
-        res.metrics = {"intersection": res.intersection, "own_rows": len(data)}
+        res.metrics = {"intersection": res.intersection, "own_rows": own_rows}
         res.model_digest = _digest(b"fedjoint-psi-result-v1", rows.astype(">i8").tobytes())
         return res
 
@@ -210,6 +213,7 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     on_stage("training")
     train_idx = np.flatnonzero(~test_mask)
     train, test = aligned.take(train_idx), aligned.take(np.flatnonzero(test_mask))
+    del aligned
     # the validation split (early stopping, per-iteration curves) comes out of the
     # training rows, never out of the test rows that report the model's quality
     valid_mask = hashed_split([agreed_ids[i] for i in train_idx],
@@ -479,6 +483,12 @@ def _exchange_checks(link: Link, node: NodeConfig, n: int, test_mask: np.ndarray
         J.exchange_checks(link, problem, n, test_mask)
     except J.CheckFailed as exc:
         raise JobFailed(str(exc)) from None
+
+
+def _read_limits(node: NodeConfig) -> dict:
+    """The node's memory budget and read chunk for :func:`load_dataset`."""
+    return {"memory_budget_mb": node.limits.memory_budget_mb,
+            "chunk_rows": node.limits.read_chunk_rows}
 
 
 def _check_categorical(data: Dataset, algo) -> None:

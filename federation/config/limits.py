@@ -31,6 +31,8 @@ docs/threat-model.md lists which attack each limit stops and the test that shows
     serve_lookup_timeout_s = 2.0      # a lookup the platform has not answered fails (503)
     serve_max_sessions = 8            # served models the peer may have open here at once
     max_pipeline_stages = 16          # stages of one pipeline job (proposed or submitted)
+    memory_budget_mb = 8192           # what loading one dataset may hold (0: no budget)
+    read_chunk_rows = 16384           # rows per chunk when a dataset is read
 
 Job ids (proposals, stream hellos, control requests) are checked by :func:`job_id_problem`
 against :data:`JOB_ID_RE` (the channel uses the same definition) before anything is
@@ -142,6 +144,13 @@ class Limits:
     #: Stages of one pipeline job this node runs (a proposal with more is refused
     #: before anything is stored for it; each stage is one algorithm's whole protocol).
     max_pipeline_stages: int = 16
+    #: Memory one job's dataset may take as loaded (float64 features, ids, label) plus
+    #: one read chunk, in MiB; a dataset that would not fit fails the job at load, before
+    #: PSI, naming the key to change (this one, or ``read_chunk_rows``). 0: no budget.
+    memory_budget_mb: int = 8192
+    #: Rows per chunk when a dataset is read (CSV, Parquet, DuckDB): the reader holds one
+    #: chunk's text beside the float64 matrix (docs/data.md).
+    read_chunk_rows: int = 16384
 
     def __post_init__(self) -> None:
         problem = check_limits(vars(self))
@@ -175,6 +184,8 @@ _INT_RANGES = {
     "serve_queue_rows": (1, 1 << 24),
     "serve_max_sessions": (1, 1024),
     "max_pipeline_stages": (1, 64),
+    "memory_budget_mb": (0, 1 << 24),
+    "read_chunk_rows": (1, 1 << 24),
 }
 _FLOATS = ("hello_timeout_s", "admin_timeout_s", "serve_lookup_timeout_s")
 

@@ -98,6 +98,9 @@ class DatasetConfig:
     #: feature columns read as categories (levels sorted locally; federation.data)
     categorical: list[str] | None = None
     max_categories: int = 1024         # more distinct levels in a categorical column: error
+    #: "csv" | "parquet" | "duckdb"; None: from the suffix (federation.data_source)
+    format: str | None = None
+    query: str | None = None           # duckdb: the SELECT whose rows are the dataset
     #: an in-memory pandas DataFrame instead of the file at ``path`` (the Python API);
     #: ``path`` then only names it in messages
     frame: Any = field(default=None, repr=False, compare=False)
@@ -245,6 +248,33 @@ def load_node_config(path: str | Path) -> NodeConfig:
                                  file=Path(path).resolve())
 
 
+#: a dataset's ``format`` values, and the defaults by file suffix (else CSV)
+FORMATS = ("csv", "parquet", "duckdb")
+SUFFIX_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".duckdb": "duckdb",
+                  ".ddb": "duckdb"}
+
+
+def source_format(ds: DatasetConfig) -> str:
+    """The dataset's format: its ``format`` key, else from its file's suffix."""
+    return ds.format or SUFFIX_FORMATS.get(Path(ds.path).suffix.lower(), "csv")
+
+
+def _dataset_source(d: _Table) -> tuple[str | None, str | None]:
+    """A dataset's ``format`` and ``query`` keys, checked (docs/data.md)."""
+    fmt = d.get("format", str, None)
+    if fmt is not None and fmt not in FORMATS:
+        raise d.err("format", f"= {fmt!r}: expected one of {', '.join(FORMATS)}")
+    query = d.get("query", str, None)
+    suffix = Path(d.get("path", str)).suffix.lower()
+    if (fmt or SUFFIX_FORMATS.get(suffix, "csv")) == "duckdb":
+        if not query or not query.strip():
+            raise d.err("query", "is required for a DuckDB dataset: the SELECT whose rows "
+                        "are the dataset (e.g. query = \"select * from loans order by id\")")
+    elif query is not None:
+        raise d.err("query", "applies to DuckDB datasets only (format = \"duckdb\")")
+    return fmt, query
+
+
 def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None = None
                           ) -> NodeConfig:
     top = _Table(label, "", raw)
@@ -298,7 +328,7 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
     for ds_name in ds_top.data:
         d = ds_top.sub(ds_name)
         d.check_keys(("path", "id_column", "label_column", "columns", "categorical",
-                      "max_categories"))
+                      "max_categories", "format", "query"))
         label_col = d.get("label_column", str, None)
         if label_col is not None and party != "bank":
             raise d.err("label_column", "is only allowed on the bank's node (the platform "
@@ -321,8 +351,9 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
         if not MAX_CATEGORIES[0] <= max_cat <= MAX_CATEGORIES[2]:
             raise d.err("max_categories", f"must be in [{MAX_CATEGORIES[0]}, "
                         f"{MAX_CATEGORIES[2]}]")
+        fmt, query = _dataset_source(d)
         datasets[ds_name] = DatasetConfig(ds_name, _resolve(base, d.get("path", str)), idc,
-                                          label_col, cols, cat, max_cat)
+                                          label_col, cols, cat, max_cat, fmt, query)
 
     pol = top.sub("policy", {})
     pf = {f.name for f in dataclasses.fields(PolicyConfig)}
