@@ -176,13 +176,25 @@ class SecAggClient:
         return msg
 
     # -- stage 3 -------------------------------------------------------------------
-    def unmask(self, request) -> UnmaskShares:
+    def unmask(self, request, answered=None) -> UnmaskShares:
         """Reveal the b-share of each surviving neighbour and the s-key share of each
         dropped one; refuse a request naming a client as both, inconsistent with what
-        this client saw of U2, or whose survivors' masking graph is disconnected."""
+        this client saw of U2, or whose survivors' masking graph is disconnected.
+
+        A client rebuilt from saved state for each message (a Flower ClientApp replaying
+        its stages from its seed) must save the first request it answered and pass it
+        as ``answered``: a different later request is refused. Without that, the
+        single-use guarantee is lost and a server could ask twice."""
         self._stage("unmask", "done")
         p, who = self.params, self.who
         req = as_message(request, UnmaskRequest, who)
+        if answered is not None:
+            prev = as_message(answered, UnmaskRequest, who)
+            if (set(prev.survivors), set(prev.dropped)) != (set(req.survivors),
+                                                            set(req.dropped)):
+                raise SecAggError(f"{who}: a second, different unmask request after "
+                                  f"answering one; refused (the two could reveal both "
+                                  f"shares of a peer)")
         surv, drop = set(req.survivors), set(req.dropped)
         both = surv & drop
         if both:

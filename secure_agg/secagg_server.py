@@ -67,7 +67,8 @@ class SecAggServer:
         self._why = ""
         self._keys: dict[int, AdvertiseKeys] = {}
         self._shares: dict[int, ShareKeys] = {}
-        self._masked: dict[int, np.ndarray] = {}
+        self._masked: set[int] = set()   # masked inputs are summed as they arrive
+        self._acc = np.zeros(params.dim, dtype=np.uint64)
         self._unmask: dict[int, UnmaskShares] = {}
         self._u1: tuple[int, ...] = ()
         self._u2: tuple[int, ...] = ()
@@ -84,7 +85,7 @@ class SecAggServer:
         if self.stage != stage:
             raise SecAggError(f"server is at stage {self.stage}, not {stage}")
 
-    def _sender(self, cid: int, eligible, got: dict, stage: str) -> None:
+    def _sender(self, cid: int, eligible, got, stage: str) -> None:
         if cid in got:
             raise SecAggError(f"client {cid} sent its {stage} message twice")
         if cid not in eligible:
@@ -177,7 +178,8 @@ class SecAggServer:
         if p.mod_bits % 32 and int(d.max()) >= p.modulus:
             raise SecAggError(f"client {msg.cid}'s masked input has a value >= the "
                               f"modulus 2**{p.mod_bits}")
-        self._masked[msg.cid] = d
+        self._masked.add(msg.cid)
+        self._acc += d
 
     def unmask_request(self) -> UnmaskRequest:
         """Close stage 2: U3 (masked inputs received) and U2 minus U3, broadcast to
@@ -265,9 +267,8 @@ class SecAggServer:
 
     def _unmasked_sum(self) -> np.ndarray:
         p = self.params
-        total = np.zeros(p.dim, dtype=np.uint64)
+        total = self._acc.copy()
         for u in self._u3:
-            total += self._masked[u].astype(np.uint64)
             total -= prg(self_mask_key(p.session, u, self._secret(u, "b")), p)
         for v in self._u2:
             if v in self._u3:

@@ -19,6 +19,7 @@ from secure_agg.secagg import (
     ShareBundle,
     UnmaskRequest,
     UnmaskShares,
+    encode,
     quantise,
 )
 
@@ -259,3 +260,20 @@ def test_stages_out_of_order():
     r.clients[1].advertise()
     with pytest.raises(SecAggError, match="expected a KeyList message, got UnmaskRequest"):
         r.clients[1].share_keys(UnmaskRequest((0,), ()))
+
+
+def test_a_rebuilt_client_refuses_a_second_different_unmask_request():
+    """A stateless client replays its stages from its seed for each message; given the
+    request it answered before, it refuses a different one (here: 3 'dropped')."""
+    r = Round()
+    r.through("mask")
+    first = r.clients[0].unmask(r.request)
+    twin = Round()  # same seeds: the same client, rebuilt
+    twin.through("mask")
+    again = twin.clients[0].unmask(encode(r.request), answered=encode(r.request))
+    assert again == first
+    greedy = UnmaskRequest((0, 1, 2, 4), (3,))
+    twin2 = Round()
+    twin2.through("mask")
+    with pytest.raises(SecAggError, match="client 0: a second, different unmask request"):
+        twin2.clients[0].unmask(greedy, answered=r.request)
