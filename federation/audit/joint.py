@@ -271,6 +271,8 @@ def _run(rep: JointReplayReport, ts: dict[str, Transcript],
         except BaseException as exc:  # noqa: BLE001 - reported below
             failed[p] = exc
             ex.stop()                 # the other side stops at its next recv
+        else:                         # a side still waiting for more fails, not hangs
+            ex.inbox[links[p].peer].put((_STOP, "", b""))
 
     threads = [threading.Thread(target=side, args=(p,), daemon=True) for p in (a, b)]
     for th in threads:
@@ -285,9 +287,9 @@ def _run(rep: JointReplayReport, ts: dict[str, Transcript],
         if not isinstance(exc, PeerGone):
             rep.errors.append(Finding("pipeline", None, f"the replayed {p} failed: "
                                       f"{type(exc).__name__}: {exc}"))
-    if failed and not rep.errors:
-        rep.errors.append(Finding("pipeline", None, "the replayed sides stopped: "
-                                  + "; ".join(f"{p}: {e}" for p, e in failed.items())))
+    if failed and not rep.errors:     # one side finished, the other expected more
+        rep.errors.append(Finding("pipeline", None, "; ".join(
+            f"{e} (the replayed {p} waited for it)" for p, e in failed.items())))
     if rep.errors:
         return
     left = ex.leftover()

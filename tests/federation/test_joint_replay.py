@@ -137,3 +137,58 @@ def test_a_tampered_bank_seed_is_named(job):
     finally:
         seed.write_bytes(good)
     assert out["exit_code"] == 2 and "seed" in out["errors"][0]["message"], out
+
+
+# ---- the joint link on its own (no nodes): stand-in pipelines, real checks ----------
+
+
+def _fake(party: str, sent: list, received: list):
+    """A transcript-like object whose effective messages are ``sent`` / ``received``
+    (lists of (kind, payload))."""
+    import hashlib
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from federation.link import encode_payload
+
+    recs = []
+    for d, msgs in (("sent", sent), ("received", received)):
+        for seq, (kind, payload) in enumerate(msgs, 1):
+            ptype, data = encode_payload(payload)
+            recs.append({"type": "msg", "dir": d, "seq": seq, "kind": kind, "ptype": ptype,
+                         "len": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    return SimpleNamespace(records=recs, path=Path(f"{party}.jsonl"))
+
+
+@pytest.mark.parametrize("bank_sends", [1, 2])
+def test_a_side_waiting_for_more_fails_instead_of_hanging(monkeypatch, bank_sends):
+    from types import SimpleNamespace
+
+    from federation import runner
+    from federation.audit import joint
+
+    msgs = [("psi.hello", {"n": 1}), ("psi.hello", {"n": 2})]
+    ts = {"bank-a": _fake("bank-a", msgs, []), "platform-b": _fake("platform-b", [], msgs)}
+
+    def run(spec, cfg, link, seed):
+        if cfg == "bank":
+            for kind, payload in msgs[:bank_sends]:    # the recorded run sent two
+                link.send(kind, payload)
+        else:
+            for kind, _ in msgs:
+                link.recv(kind)
+        return SimpleNamespace(model_digest="d" * 64)
+
+    monkeypatch.setattr(runner, "run_job_side", run)
+    sides = {p: SimpleNamespace(spec=None, node_cfg=p.split("-")[0], seed=b"")
+             for p in ts}
+    rep = joint.JointReplayReport(False, 1, job_id="j", parties=list(ts))
+    for t in ts.values():
+        t.records.append({"type": "outcome", "statements": {
+            p: {"model_digest": "d" * 64} for p in ts}})
+    joint._run(rep, ts, sides)
+    if bank_sends == 2:
+        assert not rep.errors and rep.messages == 2, rep.errors
+    else:
+        assert rep.errors and "stopped while 'psi.hello' was expected" in str(rep.errors[0])
+        assert "platform-b waited" in str(rep.errors[0]), rep.errors
