@@ -2,7 +2,7 @@
 beside plain (unmasked) aggregation of the same updates in the same run, and the ratio.
 
     .venv/bin/python bench/secagg.py --json out.json        # n = 5, 10, 20; 1k and 100k
-    .venv/bin/python bench/secagg.py --clients 5 --dims 1000 --repeats 3   # quick
+    .venv/bin/python bench/secagg.py --quick                              # make bench
     .venv/bin/python bench/secagg.py --clients 20 50 --neighbours 4       # SecAgg+
 
 One process plays every client and the server (``secure_agg.secagg.run_round``, every
@@ -90,8 +90,12 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=16)
     ap.add_argument("--neighbours", type=int, help="SecAgg+: each client masks with k "
                     "neighbours (even k; default: plain SecAgg, every peer)")
+    ap.add_argument("--quick", action="store_true",
+                    help="n = 5, 10; 1k and 10k floats; 3 repeats (make bench)")
     ap.add_argument("--json", help="write all figures here")
     a = ap.parse_args()
+    if a.quick:
+        a.clients, a.dims, a.repeats = [5, 10], [1000, 10_000], 3
     rows = []
     print(f"{'n':>3} {'dim':>7} {'drop':>4} | {'round s':>8} {'client s':>8} "
           f"{'server s':>8} {'KB/client':>9} | {'plain s':>8} {'plain KB':>8} | "
