@@ -35,6 +35,13 @@ def report_data(result, *, oot: tuple | None = None, threshold: float | None = N
             "history": _history_rows(bank.history), "timings": dict(bank.timings),
             "params": dict(part.params) if part is not None else dict(spec.params),
             "evaluation": asdict(spec.evaluation), "threshold": threshold}
+    score_with = {}
+    if bank.stages:       # a pipeline: the last training stage, the first binning stage
+        pl = R.pipeline([(st["name"], st["model"], st["metrics"]) for st in bank.stages])
+        part, score_with = pl["part"], {"stage": pl["stage"]}
+        data.update({k: pl[k] for k in ("stages", "params")})
+        if pl["binning"] is not None:
+            data["binning"] = pl["binning"]
     scores = bank.test_scores
     if scores:
         data["scores"] = scores
@@ -55,14 +62,14 @@ def report_data(result, *, oot: tuple | None = None, threshold: float | None = N
         actual = R.own_rows(replace(ds_cfg, name=oot_name, frame=frame, path=Path(oot_name)),
                             part, None)
         if kind == "continuous":    # the prediction's PSI; no labels needed
-            data["oot"] = {"name": oot_name,
-                           "scores": {"p": result.score(frame, oot[1])["score"].tolist()}}
+            pred = result.score(frame, oot[1], **score_with)["score"]
+            data["oot"] = {"name": oot_name, "scores": {"p": pred.tolist()}}
         data["stability"] = R.variable_stability(dev, actual, data.get("binning"), "bank")
     elif oot is not None:
         # labels and columns checked before anything is scored (nothing crosses first)
         labelled = R.own_rows(replace(ds_cfg, name=oot_name, frame=frame,
                                       path=Path(oot_name)), part, None, need_label=True)
-        sc = result.score(frame, oot[1])
+        sc = result.score(frame, oot[1], **score_with)
         if "score" not in sc.columns:
             raise R.ReportError("out-of-time evaluation needs a binary model's scores")
         labelled = R.rows_of(labelled, sc["id"].tolist())

@@ -55,9 +55,18 @@ def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]
             "evaluation": dict(rec.spec.get("evaluation") or {}), "threshold": threshold}
     if art.get("test_scores") and Path(art["test_scores"]).exists():
         data["scores"] = json.loads(Path(art["test_scores"]).read_text())
-    part = _part(art.get("model"))
+    part, model_id = _part(art.get("model")), rec.job_id
     if part is not None:
         data["params"] = dict(part.params) or data["params"]
+    elif art.get("models"):      # a pipeline: every stage's part, in order
+        stages = [(n, _part(path), (m.get("stages") or {}).get(n) or {})
+                  for n, path in art["models"].items()]
+        pl = R.pipeline([st for st in stages if st[1] is not None])
+        part, model_id = pl["part"], f"{rec.job_id}.{pl['stage']}"
+        data.update({k: pl[k] for k in ("stages", "params")})
+        if pl["binning"] is not None:
+            data["binning"] = pl["binning"]
+    if part is not None:
         dev = _dev_rows(rec, cfg, part)
         if dev is not None:
             data["data"] = R.label_summary(dev)
@@ -73,8 +82,8 @@ def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]
         data["binning"] = b.body
     if oot:
         kind = (data.get("scores") or {}).get("label_kind", "binary")
-        data.update(_oot(rec, cfg, part, _done(lookup, oot, "score"), data.get("binning"),
-                         kind))
+        data.update(_oot(rec, cfg, part, model_id, _done(lookup, oot, "score"),
+                         data.get("binning"), kind))
     if art.get("transcript"):
         local, peer = identities()
         pins = {cfg.name: _pub_hex(local.signing_key.public_key()),
@@ -127,15 +136,16 @@ def _dev_rows(rec: JobRecord, cfg: NodeConfig, part):
         return None
 
 
-def _oot(rec: JobRecord, cfg: NodeConfig, part, score: JobRecord, binning,
-         kind: str) -> dict:
+def _oot(rec: JobRecord, cfg: NodeConfig, part, model_id: str, score: JobRecord,
+         binning, kind: str) -> dict:
     """The scoring job's population: this party's per-variable PSI against the training
     job's intersection; for the bank, the scores (the prediction's PSI) and, of a 0/1
     model, the labels (the out-of-time evaluation)."""
     from federation.report import collect as R
-    if score.spec.get("model") != rec.job_id:
+    if score.spec.get("model") != model_id:
         raise R.ReportError(f"scoring job {score.job_id} used model "
-                            f"{score.spec.get('model')!r}, not this job's ({rec.job_id})")
+                            f"{score.spec.get('model')!r}, not the one this report shows "
+                            f"({model_id})")
     dev_cfg, act_cfg = _own_dataset(cfg, rec.spec), _own_dataset(cfg, score.spec)
     bank = cfg.party == "bank" and kind == "binary"
     actual = R.own_rows(act_cfg, part, _rows(score), need_label=bank)

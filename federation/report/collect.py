@@ -95,6 +95,31 @@ def rows_of(data: Dataset, ids: list) -> Dataset:
     return data.take(np.array([where[str(i)] for i in ids], dtype=np.int64))
 
 
+def pipeline(stages: list[tuple[str, ModelPart, dict]]) -> dict:
+    """A pipeline's stages ``[(name, part, metrics)]`` -> ``{"stage", "part"}`` (the last
+    ``train`` stage: the one the test scores are of), ``"binning"`` (the first binning
+    stage's body), ``"params"`` (``stage.key``) and the ``"stages"`` table rows."""
+    from parties import registry
+    trained = [(n, p) for n, p, _ in stages
+               if p.algorithm in registry.names() and registry.get(p.algorithm).kind == "train"]
+    name, part = trained[-1] if trained else (stages[-1][0], stages[-1][1])
+    binning = next((p.body for _, p, _ in stages if p.algorithm == "binning"), None)
+    rows = []
+    for n, p, m in stages:
+        r = {"stage": n, "algorithm": p.algorithm, "features (this party)": len(p.feature_names)}
+        for k in ("test_auc", "test_ks", "iv_ranking"):
+            if k == "iv_ranking" and isinstance(m.get(k), list):
+                r["features ranked by IV"] = len(m[k])
+            elif isinstance(m.get(k), (int, float)):
+                r[k] = m[k]
+        kept = p.body.get("platform_selected") if p.algorithm == "selection" else None
+        if isinstance(kept, list):
+            r["platform features kept"] = len(kept)
+        rows.append(r)
+    return {"stage": name, "part": part, "binning": binning, "stages": rows,
+            "params": {f"{n}.{k}": v for n, p, _ in stages for k, v in p.params.items()}}
+
+
 def registered_explanation(part: ModelPart) -> dict:
     """The explanation the part's algorithm declares in the registry (none if it
     declares none)."""

@@ -138,6 +138,10 @@ def sections(data: dict) -> list[tuple[str, str, str]]:
                     M.hyper_parameters(data.get("params") or {},
                                        data.get("evaluation") or {})),
            _section("data", "Data summary", kv_table(_data_summary(data, scores, oot)))]
+    if data.get("stages"):
+        out.insert(1, _section("stages", "Pipeline stages", grid_table(data["stages"]) +
+                               "<p class='muted'>The sections below are of the last "
+                               "training stage; WOE/IV of the first binning stage.</p>"))
     if data.get("metrics"):
         rows = [{"split": split, **vals} for split, vals in data["metrics"].items()]
         out.append(_section("metrics", "Metrics as the job recorded them", grid_table(rows)))
@@ -218,7 +222,8 @@ def render_report(data: dict) -> str:
     binned_by}], "note", "reference", "population"}), ``binning`` (a binning part's
     body), ``scorecard`` (the bank part's ``body["scorecard"]``), ``coefficients``
     ({"bank": [{feature, coefficient, ...}], "intercept", "platform": {...}}),
-    ``feature_importance`` + ``measure`` (trees), ``timings``, ``transcript``.
+    ``feature_importance`` + ``measure`` (trees), ``stages`` (a pipeline's stage rows),
+    ``timings``, ``transcript``.
     """
     job = data.get("job", {})
     title = f"fedjoint job {job.get('id', '?')} — {job.get('algorithm', '')}"

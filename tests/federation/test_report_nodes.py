@@ -17,9 +17,37 @@ from federation.node import Node
 from federation.report import stats
 
 
+PIPELINE = """
+[[stages]]
+name = "bin"
+algorithm = "binning"
+[stages.params]
+method = "quantile"
+n_bins = 5
+
+[[stages]]
+name = "sel"
+algorithm = "selection"
+inputs = { binning = "bin" }
+[stages.params]
+iv_min = 0.02
+
+[[stages]]
+name = "lr"
+algorithm = "logistic_regression"
+inputs = { selection = "sel" }
+[stages.params]
+epochs = 2
+batch_size = 0
+"""
+
+
 def test_report_with_out_of_time_population_through_nodes(tmp_path, capsys, monkeypatch):
     keys = make_party_keys(tmp_path)
-    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys, bank_rows=400)
+    allowed = {"allowed_algorithms": ["logistic_regression", "score", "binning",
+                                      "selection"]}
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys, bank_rows=400,
+                                            bank_policy=allowed, platform_policy=allowed)
     oot = pd.read_csv(DATA / "breast_hetero_guest.csv").iloc[400:]
     oot.to_csv(tmp_path / "oot.csv", index=False)
     with bank_toml.open("a") as fh:
@@ -76,6 +104,21 @@ def test_report_with_out_of_time_population_through_nodes(tmp_path, capsys, monk
         assert "Per variable (platform features)" in ppage
         assert '<section id="oot">' not in ppage and '<section id="deciles">' not in ppage
 
+        # a pipeline: the last training stage's sections, the binning stage's WOE/IV;
+        # --oot scores that stage's model (<job>.lr)
+        pipe = write_job(tmp_path, "pl", "pipeline")
+        pipe.write_text(pipe.read_text() + PIPELINE)
+        code, out, err = run_cli(capsys, "job", "submit", str(pipe), "--wait")
+        assert code == 0, err + out
+        pipe_id = out.split()[0]
+        score_toml.write_text(score_toml.read_text().replace(job_id, f"{pipe_id}.lr"))
+        code, out, err = run_cli(capsys, "job", "report", pipe_id, "--oot", str(score_toml),
+                                 "--out", str(tmp_path / "pl.html"))
+        assert code == 0, err
+        pl = (tmp_path / "pl.html").read_text()
+        for sid in ("stages", "woe-iv", "coefficients", "oot", "stability"):
+            assert f'<section id="{sid}">' in pl, sid
+        assert "binning part (WOE bins)" in pl      # the variables binned as the bin stage
         # a scoring job of another model, or no such job: one line each
         code, out, err = run_cli(capsys, "job", "report", job_id, "--oot", "no-such-job")
         assert code == 1 and "no job 'no-such-job'" in err
