@@ -26,4 +26,12 @@ from psi.protocol import PsiParams
 
 __all__ = ["BinningParams", "FedjointError", "LRParams", "PsiParams", "RunResult",
            "SecureBoostParams", "SelectionParams", "WoeLRParams", "algorithms",
-           "joint_replay", "replay", "run_local", "verify"]
+           "joint_replay", "replay", "run_horizontal", "run_local", "verify"]
+
+
+def run_horizontal(job, banks: dict, **kw):
+    """A horizontal (Flower) job in one process: see
+    :func:`federation.horizontal.job.run_horizontal` (needs ``fedjoint[horizontal]``;
+    imported on first use so ``import fedjoint`` does not load torch)."""
+    from federation.horizontal.job import run_horizontal as run
+    return run(job, banks, **kw)

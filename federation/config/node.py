@@ -53,6 +53,7 @@ node.toml (one per party)::
     keep_received = "full"          # received-payload sidecars: "full", "days:N" (pruned
                                     # N days after the job closed) or "digests" (deleted
                                     # when the job closes); federation.transcript.retention
+    [horizontal]                    # horizontal (Flower) jobs: federation.config.horizontal
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from federation.config.horizontal import HorizontalConfig, parse_horizontal
 from federation.config.job import algorithm_names
 from federation.config.limits import Limits, parse_limits
 from federation.config.serving import ServingConfig, parse_serving
@@ -225,6 +227,7 @@ class NodeConfig:
     limits: Limits = field(default_factory=Limits)
     serving: ServingConfig = field(default_factory=ServingConfig)   # [serving]
     transcript: TranscriptConfig = field(default_factory=TranscriptConfig)   # [transcript]
+    horizontal: HorizontalConfig = field(default_factory=HorizontalConfig)   # [horizontal]
 
     @property
     def peer_party(self) -> str:
@@ -239,7 +242,7 @@ class NodeConfig:
 
 
 _NODE_TOP = ("node", "keys", "peer", "datasets", "policy", "channel", "limits", "serving",
-             "transcript")
+             "transcript", "horizontal")
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
@@ -428,7 +431,8 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
     return NodeConfig(file=file or Path(label), party=party, name=name, listen=listen,
                       admin=admin, data_dir=data_dir, keys=keys, peer=peer, datasets=datasets,
                       policy=policy, channel=channel, workers=workers, limits=limits,
-                      serving=serving, transcript=TranscriptConfig(keep))
+                      serving=serving, transcript=TranscriptConfig(keep),
+                      horizontal=parse_horizontal(top.sub("horizontal", {}), party, base))
 
 
 def _psi_budget_keys(pol: _Table, policy: PolicyConfig, party: str) -> None:

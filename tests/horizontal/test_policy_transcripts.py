@@ -1,0 +1,61 @@
+"""Banks configured by node.toml: [horizontal] policy decides, each message is in the
+bank's signed transcript and in the aggregator's copy, and the pair verifies."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import job
+from horizontal_nodes import write_horizontal_nodes
+
+import fedjoint
+from federation.config import ConfigError, load_node_config
+from parties.horizontal.aggregate import RoundFailed
+
+
+def test_policy_and_signed_transcripts(tmp_path, banks, columns):
+    frames = {k: v.iloc[:1500] for k, v in list(banks.items())[:4]}
+    platform, tomls = write_horizontal_nodes(tmp_path, frames, bank_extra={
+        "bank-3": {"join": False}})
+    res = fedjoint.run_horizontal(job(columns, rounds=2), tomls, platform=platform)
+    names = res.job.banks
+    assert {names[n] for n in res.result.joined} == {"bank-0", "bank-1", "bank-2"}
+    assert "join = false" in res.result.refused[next(n for n in names
+                                                     if names[n] == "bank-3")]
+    for bank in ("bank-0", "bank-1", "bank-2"):
+        d = tmp_path / f"{bank}-data" / "horizontal" / "h-test"
+        t_bank = d / "transcript.jsonl"
+        t_agg = tmp_path / "platform-data" / "horizontal" / "h-test" / f"{bank}.transcript.jsonl"
+        rep = fedjoint.verify(t_bank, peer_path=t_agg)
+        assert rep.ok, [str(f) for f in rep.errors]
+        kinds = [json.loads(line).get("kind") for line in t_bank.read_text().splitlines()]
+        # what the bank sent: its masked inputs (digests in its signed records), per round
+        assert kinds.count("train.sa_masked.reply") == 1 + 2 + 1   # counts, 2 fits, test
+        result = json.loads((d / "result.json").read_text())
+        assert 0.5 < result["metrics"]["auc"] < 1 and (d / "report.html").exists()
+    # a tampered record fails verification
+    t = tmp_path / "bank-0-data" / "horizontal" / "h-test" / "transcript.jsonl"
+    lines = t.read_text().splitlines()
+    rec = json.loads(lines[5])
+    rec["len"] += 1
+    lines[5] = json.dumps(rec)
+    t.write_text("\n".join(lines) + "\n")
+    assert not fedjoint.verify(t).ok
+
+
+def test_policy_keys_and_refusals(tmp_path, banks, columns):
+    frames = {k: v.iloc[:800] for k, v in list(banks.items())[:3]}
+    platform, tomls = write_horizontal_nodes(tmp_path, frames, bank_extra={
+        "bank-0": {"allowed_algorithms": ["horizontal_mlp"]},
+        "bank-1": {"min_banks": 4}})
+    with pytest.raises(RoundFailed) as err:
+        fedjoint.run_horizontal(job(columns, rounds=1, min_banks=3), tomls, platform=platform)
+    msg = str(err.value)
+    assert "1 bank(s) joined, fewer than min_banks = 3" in msg
+    assert "bank-0.toml: [horizontal] allowed_algorithms does not list 'horizontal_lr'" in msg
+    assert "bank-1.toml: [horizontal] min_banks = 4 refuses a job with params.min_banks = 3" in msg
+    bad = tomls["bank-2"]
+    bad.write_text(bad.read_text().replace("join = true", "join = true\njion = 1"))
+    with pytest.raises(ConfigError, match="unknown key 'jion'"):
+        load_node_config(bad)
