@@ -35,8 +35,9 @@ TABLE = declare_protocol("job", PROTOCOL_VERSION, [
             "scoring: model id, algorithm, digests of both parts"),
     Message(K_RESUME, "either", "json", "resumed run, first message: the checkpoint the "
             "sender rolled back to (number, its message counts, checkpoint-file digest)"),
-    Message(K_STAGE, "either", "json", "pipelines, at each stage boundary: stage index, "
-            "name, algorithm, protocol version (no data)"),
+    Message(K_STAGE, "either", "json", "pipelines: before PSI the plan (every stage's name, "
+            "algorithm, protocol version), then at each stage boundary its index, name, "
+            "algorithm, version (no data)"),
     Message(K_INPUTS, "either", "json", "jobs with [inputs], before PSI: per input the "
             "model id, algorithm and the digests of both parts"),
     Message("job.outcome", "either", "json", "signed outcome statement (model digest, "

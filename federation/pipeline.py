@@ -7,6 +7,8 @@ the intersection and agrees the train / validation / test split once; then
 :func:`run_stages` runs the stages in order, each exactly as a single job of its
 algorithm would train (:func:`federation.runner.train_stage`), over the same link:
 
+* before PSI, one ``job.stage`` with the whole plan (every stage's name, algorithm and
+  protocol version): the two nodes stop unless they agree;
 * a stage boundary first: both sides send ``job.stage`` (index, name, algorithm, its
   protocol version) and refuse to go on unless the peer is at the same stage - the
   transcript records where every stage starts;
@@ -43,7 +45,7 @@ from federation.link import Link, ProtocolContext
 from parties import registry
 from parties.common.artifact import ModelPart
 
-__all__ = ["PIPELINE", "load_inputs", "pipeline_labels", "run_stages", "stage_algorithms"]
+__all__ = ["PIPELINE", "agree_plan", "load_inputs", "pipeline_labels", "run_stages", "stage_algorithms"]
 
 
 def stage_algorithms(spec: JobSpec) -> list:
@@ -163,6 +165,21 @@ def result_digest(pairs: list[tuple[str, str]]) -> str:
             h.update(len(part).to_bytes(8, "big"))
             h.update(part)
     return h.hexdigest()
+
+
+def agree_plan(link: Link, spec: JobSpec) -> None:
+    """Before PSI: both sides state every stage (name, algorithm, protocol version) in
+    one ``job.stage`` and stop unless they agree - a node speaking another version of a
+    stage's protocol fails the job before anything else crosses."""
+    mine = {"plan": [{"stage": st["name"], "algorithm": st["algorithm"],
+                      "version": registry.get(st["algorithm"]).version}
+                     for st in spec.stages or []]}
+    link.send(J.K_STAGE, mine)
+    peer = link.recv_json(J.K_STAGE)
+    if peer != mine:
+        theirs = peer.get("plan") if isinstance(peer, dict) else None
+        raise JobFailed(f"the parties disagree on the pipeline's stages or their protocol "
+                        f"versions (here {mine['plan']}, at the peer {theirs})"[:500])
 
 
 def _boundary(link: Link, index: int, st: dict, version: str) -> None:

@@ -169,6 +169,8 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
 
     # earlier jobs' outputs this job uses: both sides check they hold the paired parts
     inputs = P.load_inputs(spec, node, link) if spec.inputs else None
+    if kind == "pipeline":     # both run the same stages under the same versions
+        P.agree_plan(link, spec)
 
     # ---- PSI ------------------------------------------------------------------------
     on_stage("psi")

@@ -78,6 +78,10 @@ def test_pipeline_through_nodes(tmp_path, capsys, monkeypatch):
         assert [j["job_id"] for j in json.loads(out)] == [job_id]     # one job
         code, out, _ = run_cli(capsys, "job", "status", job_id, "--json")
         rec = json.loads(out)
+        for cmd in (("job", "status", job_id), ("job", "report", job_id, "--out",
+                                                 str(tmp_path / "report.html"))):
+            code, out, err = run_cli(capsys, *cmd)
+            assert code == 0, (cmd, err + out)
         stages = rec["metrics"]["stages"]
         assert list(stages) == ["bin", "sel", "lr"]
         assert [stages[s]["algorithm"] for s in stages] == allowed
@@ -106,10 +110,12 @@ def test_pipeline_through_nodes(tmp_path, capsys, monkeypatch):
         for path in (tb, tp):
             sent = kinds(path, "sent") + kinds(path, "received")
             assert sent.count("psi.hello") == 2, sent          # one each way
-            assert sent.count("job.stage") == 6 and sent.count("job.model_digest") == 6
+            assert sent.count("job.stage") == 8 and sent.count("job.model_digest") == 6
             # between two stage boundaries only that stage's protocol (and the binding)
             mine = [k for k in kinds(path, "sent") if k != "job.outcome"]
-            cuts = [i for i, k in enumerate(mine) if k == "job.stage"] + [len(mine)]
+            stage_at = [i for i, k in enumerate(mine) if k == "job.stage"]
+            assert stage_at[0] < mine.index("psi.hello")     # the plan, before PSI
+            cuts = stage_at[1:] + [len(mine)]
             for i, prefix in enumerate(("bin.", "sel.", "lr.")):
                 seg = mine[cuts[i] + 1:cuts[i + 1]]
                 assert seg and all(k.startswith(prefix) for k in seg[:-1]), sorted(set(seg))
