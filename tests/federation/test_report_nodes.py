@@ -16,7 +16,6 @@ from federation.config import load_node_config
 from federation.node import Node
 from federation.report import stats
 
-
 PIPELINE = """
 [[stages]]
 name = "bin"
