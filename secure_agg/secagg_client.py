@@ -51,6 +51,8 @@ class SecAggClient:
 
     def __init__(self, cid: int, params: SecAggParams, rng=None):
         self.cid = check_client_id(cid)
+        if not isinstance(params, SecAggParams):
+            raise SecAggError(f"params must be SecAggParams, got {type(params).__name__}")
         self.params = params
         self._rng = rng if rng is not None else Drbg.fresh(f"secagg/{cid}")
         self._next = "advertise"

@@ -59,6 +59,8 @@ class SecAggServer:
 
     def __init__(self, params: SecAggParams, clients=None):
         self.params = params
+        if not isinstance(params, SecAggParams):
+            raise SecAggError(f"params must be SecAggParams, got {type(params).__name__}")
         self._allowed = None if clients is None else {check_client_id(c) for c in clients}
         if self._allowed is not None and len(self._allowed) > params.num_clients:
             raise SecAggError(f"{len(self._allowed)} allowed clients, more than "

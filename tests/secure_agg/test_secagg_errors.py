@@ -277,3 +277,10 @@ def test_a_rebuilt_client_refuses_a_second_different_unmask_request():
     twin2.through("mask")
     with pytest.raises(SecAggError, match="client 0: a second, different unmask request"):
         twin2.clients[0].unmask(greedy, answered=r.request)
+
+
+def test_params_must_be_secagg_params():
+    with pytest.raises(SecAggError, match="params must be SecAggParams, got dict"):
+        SecAggClient(0, {"num_clients": 3})
+    with pytest.raises(SecAggError, match="params must be SecAggParams"):
+        SecAggServer(None)
