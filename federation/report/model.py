@@ -76,24 +76,32 @@ def scorecard(card: dict) -> str:
 
 
 def coefficients(coef: dict) -> str:
-    """Signed LR coefficients of the bank's features, and the platform's part as one
-    anonymous contribution (the spread of its log-odds share on the test rows)."""
-    rows = list(coef.get("bank") or [])
+    """Signed LR coefficients of this party's features; on the bank's side the
+    platform's part as one anonymous contribution (the spread of its log-odds share on
+    the test rows). The platform's report has its own coefficients and no labels."""
+    bank = "own" not in coef
+    rows = list(coef.get("bank") or coef.get("own") or [])
+    who = "bank" if bank else "platform (this party's own)"
     chart = bar_chart("coefficients", [r["feature"] for r in rows],
                       [r["coefficient"] for r in rows],
-                      "bank coefficients (standardised features; + raises the default odds)")
+                      f"{who} coefficients (standardised features; + raises the default odds)")
     parts = [grid(chart), grid_table(rows, "coefficients")]
     if "intercept" in coef:
         parts.append(kv_table({"intercept (bank part)": coef["intercept"]}))
     plat = coef.get("platform") or {}
     if plat:
         parts += ["<h3>Platform part</h3>", kv_table(plat)]
-    parts.append("<p class='muted'>The platform's coefficients stay with the platform: its "
-                 "features enter as one contribution to the log-odds. The spread column "
-                 "is the standard deviation of each term's contribution to the log-odds "
-                 "over the test rows (for the platform: logit(score) minus the bank's "
-                 "terms, which the test scores already imply), so the magnitudes are "
-                 "comparable; a coefficient's magnitude alone is not an importance.</p>")
+    if bank:
+        parts.append("<p class='muted'>The platform's coefficients stay with the platform: "
+                     "its features enter as one contribution to the log-odds. The spread "
+                     "column is the standard deviation of each term's contribution to the "
+                     "log-odds over the test rows (for the platform: logit(score) minus the "
+                     "bank's terms, which the test scores already imply), so the magnitudes "
+                     "are comparable; a coefficient's magnitude alone is not an "
+                     "importance.</p>")
+    else:
+        parts.append("<p class='muted'>The bank's coefficients and intercept stay with the "
+                     "bank; this party holds no labels, so no performance is shown.</p>")
     return "".join(parts)
 
 

@@ -143,7 +143,10 @@ def sections(data: dict) -> list[tuple[str, str, str]]:
                                "<p class='muted'>The sections below are of the last "
                                "training stage; WOE/IV of the first binning stage.</p>"))
     if data.get("metrics"):
-        rows = [{"split": split, **vals} for split, vals in data["metrics"].items()]
+        # the job's accuracy is at p >= 0.5 (the confusion sections use the threshold)
+        rows = [{"split": split, **{("accuracy at p >= 0.5" if k == "accuracy" else k): v
+                                    for k, v in vals.items()}}
+                for split, vals in data["metrics"].items()]
         out.append(_section("metrics", "Metrics as the job recorded them", grid_table(rows)))
     has_scores = scores.get("y") is not None and len(scores.get("y", [])) > 1
     y = np.asarray(scores.get("y", []), float)

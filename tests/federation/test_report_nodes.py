@@ -102,6 +102,7 @@ def test_report_with_out_of_time_population_through_nodes(tmp_path, capsys, monk
         ppage = (tmp_path / "p.html").read_text()
         assert "Per variable (platform features)" in ppage
         assert '<section id="oot">' not in ppage and '<section id="deciles">' not in ppage
+        assert "platform (this party&#x27;s own) coefficients" in ppage
 
         # a pipeline: the last training stage's sections, the binning stage's WOE/IV;
         # --oot scores that stage's model (<job>.lr)
