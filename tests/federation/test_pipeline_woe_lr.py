@@ -2,8 +2,9 @@
 AUC equals the same pipeline run centrally on the joined plaintext - bins from the
 stored parts' cut points, WOE and IV recomputed here from the joined training rows, the
 same IV / correlation selection done with pandas, scikit-learn's LogisticRegression on
-the standardised WOE columns - within 0.003; the scorecard points reproduce the
-log-odds; both transcripts verify."""
+the standardised WOE columns - within 0.003; both transcripts verify. Full-batch
+training: the PSI's row order (which depends on each job's random blinding) then
+cannot change the optimiser's path."""
 
 from __future__ import annotations
 
@@ -44,9 +45,9 @@ name = "card"
 algorithm = "woe_lr"
 inputs = {{ binning = "bin", selection = "sel" }}
 [stages.params]
-epochs = 30
-batch_size = 512
-learning_rate = 0.05
+epochs = 60
+batch_size = 0
+learning_rate = 0.1
 reg_lambda = {LAM}
 early_stopping = "none"
 seed = 5
@@ -131,7 +132,7 @@ def test_woe_lr_pipeline_matches_the_central_pipeline(tmp_path, capsys, monkeypa
     got = rec["metrics"]["test_auc"]
     print(f"woe_lr pipeline test AUC {got:.5f}, central scikit-learn {ref:.5f}")
     assert abs(got - ref) < 0.003, (got, ref)
-    assert roc_auc_score(test["y"], test["p"]) == got
+    assert abs(roc_auc_score(test["y"], test["p"]) - got) < 1e-12
     # the scorecard's parts use exactly the selected columns, each party its own
     card_b, card_p = models["card"]["bank"], models["card"]["platform"]
     assert card_b["feature_names"] == [f for f in bank.columns if f in kept]
