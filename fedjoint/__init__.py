@@ -6,6 +6,8 @@
 
 A pipeline job (``algorithm = "pipeline"``, ``[[stages]]``) runs the same way;
 ``result.stages`` holds each stage's parts and metrics (docs/pipelines.md).
+:func:`submit` runs the same job on real nodes (the bank's node.toml), as ``fedjoint
+job submit --wait``.
 
 :func:`run_local` runs the node's own pipeline (the function a node's job process
 runs) for both parties in one process; :func:`verify`, :func:`replay` and
@@ -16,6 +18,7 @@ runs) for both parties in one process; :func:`verify`, :func:`replay` and
 
 from federation.audit import joint_replay, replay, verify
 from fedjoint.local import FedjointError, RunResult, run_local
+from fedjoint.nodes import submit
 from parties.common.lr_common import LRParams
 from parties.common.secureboost_params import SecureBoostParams
 from parties.common.selection import SelectionParams
@@ -26,7 +29,7 @@ from psi.protocol import PsiParams
 
 __all__ = ["BinningParams", "FedjointError", "LRParams", "PsiParams", "RunResult",
            "SecureBoostParams", "SelectionParams", "WoeLRParams", "algorithms",
-           "joint_replay", "replay", "run_horizontal", "run_local", "verify"]
+           "joint_replay", "replay", "run_horizontal", "run_local", "submit", "verify"]
 
 
 def run_horizontal(job, banks: dict, **kw):

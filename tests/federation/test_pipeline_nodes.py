@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from support.nodes import run_cli, two_nodes, write_job
 
+import fedjoint
 from federation import audit
 from federation.config import ConfigError, load_job_spec
 from federation.transcript import reader
@@ -129,19 +130,20 @@ def test_pipeline_through_nodes(tmp_path, capsys, monkeypatch):
         assert r.ok, r.errors
 
         # a later job takes the pipeline's binning as its input (both nodes resolve
-        # their own part and check it pairs with the peer's)
-        sel = write_job(tmp_path, "sel2", "selection", params={"iv_min": 0.05},
-                        evaluation={"test_fraction": 0.0})
-        sel.write_text(sel.read_text() + f'[inputs]\nbinning = "{job_id}.bin"\n')
-        code, out, err = run_cli(capsys, "job", "submit", str(sel), "--wait")
-        assert code == 0 and "done" in out, err + out
-        code, out, _ = run_cli(capsys, "job", "status", out.split()[0], "--json")
-        ivs = {r["feature"]: r["iv"] for r in json.loads(out)["metrics"]["selection"]}
+        # their own part and check it pairs with the peer's), from the Python API
+        sel = {"job": {"name": "sel2", "algorithm": "selection", "dataset": "loans",
+                       "peer_dataset": "enterprises"},
+               "psi": {"id_type": "string"}, "params": {"iv_min": 0.05},
+               "evaluation": {"cipher": "plain", "key_bits": 1024, "test_fraction": 0.0},
+               "inputs": {"binning": f"{job_id}.bin"}}
+        done = fedjoint.submit(sel, config=tmp_path / "bank.toml")
+        ivs = {r["feature"]: r["iv"] for r in done["metrics"]["selection"]}
         assert ivs == {r["feature"]: r["iv"] for r in stages["sel"]["selection"]}
         # an input that does not exist: refused at submit, nothing proposed
-        sel.write_text(sel.read_text().replace(f"{job_id}.bin", f"{job_id}.nope"))
-        code, out, err = run_cli(capsys, "job", "submit", str(sel))
-        assert code != 0 and f"input binning = '{job_id}.nope': no such output" in err + out
+        sel["inputs"] = {"binning": f"{job_id}.nope"}
+        with pytest.raises(fedjoint.FedjointError,
+                           match=rf"input binning = '{job_id}.nope': no such output"):
+            fedjoint.submit(sel)          # FEDJOINT_CONFIG names the bank's node.toml
 
 
 @pytest.mark.parametrize("stages,match", [
