@@ -46,8 +46,9 @@ SecAgg+ read ``k`` for ``|U1| - 1`` and ``|U2| - 1``):
 ==================  =====================  =================================  ==================
 stage               sender -> receiver     content                            size
 ==================  =====================  =================================  ==================
-0 AdvertiseKeys     client -> server       id, c_pk, s_pk                     78
+0 AdvertiseKeys     client -> server       id, c_pk, s_pk (+ signature)       78 (142)
 0 KeyList           server -> U1 (each)    U1's ids and public keys           10 + 72 |U1|
+                                           (+ signatures if signed)           (+ 64 |U1|)
 1 ShareKeys         client -> server       id, seed commitment, a sealed      50 + 132 (|U1|-1)
                                            (b, s) share pair per peer
 1 ShareBundle       server -> each of U2   the sealed pairs addressed to it   18 + 132 (|U2|-1)
@@ -76,15 +77,20 @@ client from honest shares (SecAgg+: ``neighbour_threshold > (k+1)/2`` within eac
 neighbourhood). In SecAgg+ a coalition of the server and ``neighbour_threshold`` of a
 client's neighbours could rebuild both its secrets (plain SecAgg: ``t`` of all
 clients); the pseudorandom graph makes such a coalition unlikely for a small corrupt
-fraction when ``k`` grows like ``log n`` (Bell et al.). Not prevented: there is no
-PKI between clients — the server relays the advertised keys, so an actively
-malicious server could substitute keys or simulate clients (sybils) and so unmask an
-update. Flower's TLS and
-SuperNode authentication authenticate each client to the SuperLink only; this layer
-therefore assumes the server runs the protocol as written (semi-honest), and leaves
-the consistency-check round of Bonawitz et al.'s malicious variant (signatures under
-client keys certified out of band) undone. A client can send any values in range: the
-sum is private, not robust to poisoning.
+fraction when ``k`` grows like ``log n`` (Bell et al.). Unsigned rounds have no PKI
+between clients — the server relays the advertised keys, so an actively malicious
+server could substitute keys or simulate clients (sybils) and so unmask an update. A
+signed round (``SecAggParams.signed``) closes that: each client signs its two public
+keys with its long-term Ed25519 key and checks every peer's signature against keys
+it was configured with out of band (e.g. the banks' node signing keys, pinned like
+fedjoint's peers), refusing any other client. Flower's TLS and SuperNode
+authentication authenticate each client to the SuperLink only. Bonawitz et al.'s
+consistency-check round (clients sign the survivor list) is not implemented;
+``t > n/2`` stands in for it against inconsistent survivor lists. Each update must be
+summed by one round only: a server that completes two rounds over the same updates
+with different survivor sets learns the difference of the sums (one update, if they
+differ by one client). A client can send any values in range: the sum is private,
+not robust to poisoning.
 
 Quantisation. Each coordinate is clipped to ``[-clip, clip]`` and rounded to the
 nearest of ``L = 2**bits`` levels, step ``D = 2 clip / (L - 1)``; the dequantised sum of
@@ -101,7 +107,14 @@ import numpy as np
 
 from secure_agg.rng import Drbg
 from secure_agg.secagg_client import SecAggClient
-from secure_agg.secagg_core import STAGES, SecAggError, SecAggParams, dequantise_sum, quantise
+from secure_agg.secagg_core import (
+    STAGES,
+    SecAggError,
+    SecAggParams,
+    dequantise_sum,
+    quantise,
+    signing_key,
+)
 from secure_agg.secagg_server import SecAggResult, SecAggServer
 from secure_agg.secagg_wire import (
     AdvertiseKeys,
@@ -139,7 +152,8 @@ def run_round(updates: dict[int, np.ndarray], params: SecAggParams,
               drop_after: dict[int, str] | None = None, rng=None,
               stats: dict | None = None) -> SecAggResult:
     """One round in process, every message through its byte encoding (tests and
-    benchmarks; production carries the bytes over Flower). ``drop_after[cid]`` is the
+    benchmarks; production carries the bytes over Flower; a signed round gets fresh
+    Ed25519 keys per client from ``rng``). ``drop_after[cid]`` is the
     last stage that client completes before leaving (one of :data:`DROP_POINTS`).
     ``stats``, if given, is filled per stage with the clients' and the server's
     CPU seconds and the bytes each client sent and received."""
@@ -149,8 +163,12 @@ def run_round(updates: dict[int, np.ndarray], params: SecAggParams,
             raise SecAggError(f"drop_after[{cid!r}] = {stage!r}: expected a client of "
                               f"updates and one of {DROP_POINTS}")
     base = _as_drbg(rng)
-    server = SecAggServer(params, clients=updates)
-    clients = {c: SecAggClient(c, params, base.child(f"client/{c}")) for c in updates}
+    sign = {c: signing_key(base.child(f"sign/{c}").random_bytes(32), "run_round")
+            for c in updates} if params.signed else {}
+    pubs = {c: k.public_key() for c, k in sign.items()} if params.signed else None
+    server = SecAggServer(params, clients=updates, peer_keys=pubs)
+    clients = {c: SecAggClient(c, params, base.child(f"client/{c}"), sign.get(c), pubs)
+               for c in updates}
     st = stats if stats is not None else {}
     for name in STAGES:
         st[name] = {"client_s": {}, "server_s": 0.0, "up": {}, "down": {}}

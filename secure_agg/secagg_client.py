@@ -28,7 +28,10 @@ from secure_agg.secagg_core import (
     seed_commitment,
     self_mask_key,
     share_aad,
+    signature_ok,
+    verify_key,
 )
+from secure_agg.secagg_core import signing_key as signing_key_of
 from secure_agg.secagg_graph import connected, masking_graph, shares_needed
 from secure_agg.secagg_wire import (
     AdvertiseKeys,
@@ -38,6 +41,7 @@ from secure_agg.secagg_wire import (
     ShareKeys,
     UnmaskRequest,
     UnmaskShares,
+    advertise_payload,
     as_message,
 )
 
@@ -47,12 +51,27 @@ SB = shamir.SHARE_BYTES
 class SecAggClient:
     """One client's state machine: ``advertise`` -> ``share_keys`` -> ``masked_input``
     -> ``unmask``. ``rng`` supplies ``random_bytes(n)`` (default: a fresh
-    :class:`~secure_agg.rng.Drbg` from the OS CSPRNG)."""
+    :class:`~secure_agg.rng.Drbg` from the OS CSPRNG). In a signed round
+    (``params.signed``) ``signing_key`` is this client's long-term Ed25519 key and
+    ``peer_keys`` maps every client id it will accept to that client's Ed25519 public
+    key (key objects or 32 raw bytes)."""
 
-    def __init__(self, cid: int, params: SecAggParams, rng=None):
+    def __init__(self, cid: int, params: SecAggParams, rng=None, signing_key=None,
+                 peer_keys=None):
         self.cid = check_client_id(cid)
         if not isinstance(params, SecAggParams):
             raise SecAggError(f"params must be SecAggParams, got {type(params).__name__}")
+        self._sign = self._peers = None
+        if params.signed:
+            self._sign = signing_key_of(signing_key, self.who)
+            if not hasattr(peer_keys, "items"):
+                raise SecAggError(f"{self.who}: a signed round needs peer_keys (client "
+                                  f"id -> Ed25519 public key)")
+            self._peers = {check_client_id(c): verify_key(k, f"{self.who}: peer {c}")
+                           for c, k in peer_keys.items()}
+            self._peers.setdefault(self.cid, self._sign.public_key())
+        elif signing_key is not None or peer_keys is not None:
+            raise SecAggError(f"{self.who}: signing keys given but params.signed is False")
         self.params = params
         self._rng = rng if rng is not None else Drbg.fresh(f"secagg/{cid}")
         self._next = "advertise"
@@ -84,7 +103,10 @@ class SecAggClient:
     def advertise(self) -> AdvertiseKeys:
         """Two fresh X25519 public keys: c (share encryption), s (mask agreement)."""
         self._stage("advertise", "share_keys")
-        msg = AdvertiseKeys(self.cid, public_bytes(self._c_sk), public_bytes(self._s_sk))
+        c_pk, s_pk = public_bytes(self._c_sk), public_bytes(self._s_sk)
+        sig = b"" if self._sign is None else self._sign.sign(
+            advertise_payload(self.params.session, self.cid, c_pk, s_pk))
+        msg = AdvertiseKeys(self.cid, c_pk, s_pk, sig)
         self._mine = msg
         self._done()
         return msg
@@ -107,6 +129,15 @@ class SecAggClient:
         pks = [k.c_pk for k in keys.values()] + [k.s_pk for k in keys.values()]
         if len(set(pks)) != len(pks):
             raise SecAggError(f"{who}: the key list repeats a public key")
+        if self._peers is not None:
+            for v, k in sorted(keys.items()):
+                if v not in self._peers:
+                    raise SecAggError(f"{who}: the key list names client {v}, which has "
+                                      f"no known signing key")
+                if not k.sig or not signature_ok(self._peers[v], k.sig, advertise_payload(
+                        p.session, v, k.c_pk, k.s_pk)):
+                    raise SecAggError(f"{who}: client {v}'s advertised keys fail their "
+                                      f"signature check (substituted keys?)")
         self._keys = keys
         self._graph = masking_graph(key_list, p)
         self._need = shares_needed(p, self._graph)

@@ -19,8 +19,9 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -60,6 +61,10 @@ class SecAggParams:
     ``k + 1`` holders (itself and its neighbours) with threshold
     ``neighbour_threshold``, which must exceed ``(k + 1) / 2`` (default: the least
     such). ``k >= |U1| - 1`` is plain SecAgg.
+
+    ``signed``: every client signs its advertised keys with its long-term Ed25519 key
+    and checks every peer's signature against the keys it was configured with, so a
+    server can neither substitute keys nor add clients of its own.
     """
 
     num_clients: int
@@ -71,6 +76,7 @@ class SecAggParams:
     session: bytes = b""
     neighbours: int | None = None
     neighbour_threshold: int | None = None
+    signed: bool = False
 
     def __post_init__(self):
         n, t = self.num_clients, self.threshold
@@ -97,6 +103,8 @@ class SecAggParams:
                 f"or lower bits")
         if not isinstance(self.session, bytes) or len(self.session) > 64:
             raise SecAggError("session must be bytes of length <= 64")
+        if not isinstance(self.signed, bool):
+            raise SecAggError(f"signed must be a bool, got {self.signed!r}")
         k, tk = self.neighbours, self.neighbour_threshold
         if k is None:
             if tk is not None:
@@ -180,6 +188,33 @@ def _agree(sk: X25519PrivateKey, peer_pk: bytes, who: str) -> bytes:
         return sk.exchange(X25519PublicKey.from_public_bytes(peer_pk))
     except ValueError as e:  # wrong length or a low-order point (all-zero secret)
         raise SecAggError(f"{who}: key agreement failed ({e})") from None
+
+
+def signing_key(key, who: str) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a key object or its 32 raw bytes."""
+    if isinstance(key, Ed25519PrivateKey):
+        return key
+    if isinstance(key, bytes) and len(key) == 32:
+        return Ed25519PrivateKey.from_private_bytes(key)
+    raise SecAggError(f"{who}: a signed round needs an Ed25519 signing key (key object "
+                      f"or 32 raw bytes)")
+
+
+def verify_key(key, who: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from a key object or its 32 raw bytes."""
+    if isinstance(key, Ed25519PublicKey):
+        return key
+    if isinstance(key, bytes) and len(key) == 32:
+        return Ed25519PublicKey.from_public_bytes(key)
+    raise SecAggError(f"{who}: not an Ed25519 public key (key object or 32 raw bytes)")
+
+
+def signature_ok(pub: Ed25519PublicKey, sig: bytes, payload: bytes) -> bool:
+    try:
+        pub.verify(sig, payload)
+        return True
+    except InvalidSignature:
+        return False
 
 
 def hkdf(secret: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:

@@ -27,6 +27,8 @@ from secure_agg.secagg_core import (
     reduce,
     seed_commitment,
     self_mask_key,
+    signature_ok,
+    verify_key,
 )
 from secure_agg.secagg_graph import connected, masking_graph, shares_needed
 from secure_agg.secagg_wire import (
@@ -37,6 +39,7 @@ from secure_agg.secagg_wire import (
     ShareKeys,
     UnmaskRequest,
     UnmaskShares,
+    advertise_payload,
     as_message,
 )
 
@@ -55,12 +58,17 @@ class SecAggResult:
 
 class SecAggServer:
     """The aggregator's state machine. ``clients``, if given, is the set of ids allowed
-    to join (any other id is refused); otherwise any ``num_clients`` distinct ids."""
+    to join (any other id is refused); otherwise any ``num_clients`` distinct ids. In
+    a signed round, ``peer_keys`` (client id -> Ed25519 public key), if given, lets
+    the server refuse a badly signed advertisement early; the clients check anyway."""
 
-    def __init__(self, params: SecAggParams, clients=None):
+    def __init__(self, params: SecAggParams, clients=None, peer_keys=None):
         self.params = params
         if not isinstance(params, SecAggParams):
             raise SecAggError(f"params must be SecAggParams, got {type(params).__name__}")
+        self._peers = None if peer_keys is None else {
+            check_client_id(c): verify_key(k, f"server: peer {c}")
+            for c, k in peer_keys.items()}
         self._allowed = None if clients is None else {check_client_id(c) for c in clients}
         if self._allowed is not None and len(self._allowed) > params.num_clients:
             raise SecAggError(f"{len(self._allowed)} allowed clients, more than "
@@ -128,6 +136,15 @@ class SecAggServer:
         if len(self._keys) >= self.params.num_clients:
             raise SecAggError(f"client {msg.cid} would exceed num_clients "
                               f"{self.params.num_clients}")
+        if self.params.signed != bool(msg.sig):
+            raise SecAggError(f"client {msg.cid}'s advertise is "
+                              f"{'signed' if msg.sig else 'unsigned'} in a "
+                              f"{'signed' if self.params.signed else 'unsigned'} round")
+        if self._peers is not None and (msg.cid not in self._peers or not signature_ok(
+                self._peers[msg.cid], msg.sig,
+                advertise_payload(self.params.session, msg.cid, msg.c_pk, msg.s_pk))):
+            raise SecAggError(f"client {msg.cid}'s advertised keys fail their signature "
+                              f"check")
         used = {k for a in self._keys.values() for k in (a.c_pk, a.s_pk)}
         if msg.c_pk == msg.s_pk or {msg.c_pk, msg.s_pk} & used:
             raise SecAggError(f"client {msg.cid} advertises a public key already in use")

@@ -24,6 +24,7 @@ MAGIC = b"FJSA"
 VERSION = 1
 #: a share ciphertext: nonce, AES-GCM of (b-share || s-key share), tag
 CT_BYTES = NONCE_BYTES + 2 * SHARE_BYTES + TAG_BYTES
+SIG_BYTES = 64
 
 
 def _check_ids(ids, what: str) -> None:
@@ -42,15 +43,19 @@ def _check_bytes(b, n: int, what: str) -> None:
 
 @dataclass(frozen=True)
 class AdvertiseKeys:
-    """Stage 0, client -> server: the client's two X25519 public keys."""
+    """Stage 0, client -> server: the client's two X25519 public keys, and in a signed
+    round its Ed25519 signature over them (:func:`advertise_payload`)."""
     cid: int
     c_pk: bytes   # for encrypting shares
     s_pk: bytes   # for pairwise mask agreement
+    sig: bytes = b""
 
     def __post_init__(self):
         check_client_id(self.cid)
         _check_bytes(self.c_pk, KEY_BYTES, f"client {self.cid}'s c public key")
         _check_bytes(self.s_pk, KEY_BYTES, f"client {self.cid}'s s public key")
+        if self.sig != b"":
+            _check_bytes(self.sig, SIG_BYTES, f"client {self.cid}'s key signature")
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class KeyList:
         if not all(isinstance(k, AdvertiseKeys) for k in self.keys):
             raise SecAggError("a key list holds AdvertiseKeys entries only")
         _check_ids([k.cid for k in self.keys], "key list client id")
+        if len({bool(k.sig) for k in self.keys}) > 1:
+            raise SecAggError("a key list's entries are all signed or all unsigned")
 
     def by_id(self) -> dict[int, AdvertiseKeys]:
         return {k.cid: k for k in self.keys}
@@ -142,6 +149,8 @@ Message = AdvertiseKeys | KeyList | ShareKeys | ShareBundle | MaskedInput | \
     UnmaskRequest | UnmaskShares
 _TAGS = {AdvertiseKeys: 1, KeyList: 2, ShareKeys: 3, ShareBundle: 4, MaskedInput: 5,
          UnmaskRequest: 6, UnmaskShares: 7}
+#: the signed forms of AdvertiseKeys and KeyList (each entry carries a signature)
+SIGNED_TAGS = {AdvertiseKeys: 8, KeyList: 9}
 
 
 # -- encoding ----------------------------------------------------------------------
@@ -172,11 +181,13 @@ def encode(msg: Message) -> bytes:
     tag = _TAGS.get(type(msg))
     if tag is None:
         raise SecAggError(f"cannot encode {type(msg).__name__}")
-    head = MAGIC + bytes([VERSION, tag])
+    signed = (isinstance(msg, AdvertiseKeys) and msg.sig != b"") or (
+        isinstance(msg, KeyList) and any(k.sig for k in msg.keys))
+    head = MAGIC + bytes([VERSION, SIGNED_TAGS[type(msg)] if signed else tag])
     if isinstance(msg, AdvertiseKeys):
-        body = _u64(msg.cid) + msg.c_pk + msg.s_pk
+        body = _u64(msg.cid) + msg.c_pk + msg.s_pk + msg.sig
     elif isinstance(msg, KeyList):
-        body = _u32(len(msg.keys)) + b"".join(_u64(k.cid) + k.c_pk + k.s_pk
+        body = _u32(len(msg.keys)) + b"".join(_u64(k.cid) + k.c_pk + k.s_pk + k.sig
                                               for k in msg.keys)
     elif isinstance(msg, ShareKeys):
         body = _u64(msg.cid) + msg.b_commit + _pairs_bytes(msg.shares)
@@ -234,16 +245,20 @@ def decode_message(data: bytes) -> Message:
         raise SecAggError(f"secure-aggregation message version {data[4]}, "
                           f"expected {VERSION}")
     tag = data[5]
-    kinds = {v: k for k, v in _TAGS.items()}
+    kinds = {v: k for k, v in _TAGS.items()} | {v: k for k, v in SIGNED_TAGS.items()}
     if tag not in kinds:
         raise SecAggError(f"unknown secure-aggregation message tag {tag}")
     r = _Reader(data[6:], kinds[tag].__name__)
-    if tag == 1:
-        msg = AdvertiseKeys(r.u64(), r.take(KEY_BYTES), r.take(KEY_BYTES))
-    elif tag == 2:
-        n = r.count(8 + 2 * KEY_BYTES)
-        msg = KeyList(tuple(AdvertiseKeys(r.u64(), r.take(KEY_BYTES), r.take(KEY_BYTES))
-                            for _ in range(n)))
+    sig = SIG_BYTES if tag in (8, 9) else 0
+
+    def entry() -> AdvertiseKeys:
+        return AdvertiseKeys(r.u64(), r.take(KEY_BYTES), r.take(KEY_BYTES), r.take(sig))
+
+    if tag in (1, 8):
+        msg = entry()
+    elif tag in (2, 9):
+        n = r.count(8 + 2 * KEY_BYTES + sig)
+        msg = KeyList(tuple(entry() for _ in range(n)))
     elif tag == 3:
         cid, commit = r.u64(), r.take(32)
         n = r.count(8 + CT_BYTES)
@@ -272,6 +287,12 @@ def decode_message(data: bytes) -> Message:
         msg = UnmaskShares(cid, b, s)
     r.end()
     return msg
+
+
+def advertise_payload(session: bytes, cid: int, c_pk: bytes, s_pk: bytes) -> bytes:
+    """What a client signs with its long-term Ed25519 key in a signed round."""
+    return (b"fedjoint-secagg-v1/advertise/" + bytes([len(session)]) + session +
+            _u64(cid) + c_pk + s_pk)
 
 
 def as_message(obj, kind: type, who: str):

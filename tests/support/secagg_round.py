@@ -4,6 +4,7 @@ any message between a client and the server (``run_round`` hides them)."""
 from __future__ import annotations
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from secure_agg.rng import Drbg
 from secure_agg.secagg import SecAggClient, SecAggParams, SecAggServer
@@ -14,9 +15,16 @@ class Round:
         self.p = SecAggParams(num_clients=n, threshold=t, dim=dim, **kw)
         rng = np.random.default_rng(seed)
         self.updates = updates or {c: rng.uniform(-1, 1, dim) for c in range(n)}
-        self.server = SecAggServer(self.p, clients=range(n))
         base = Drbg(bytes([seed % 256]) * 32)
-        self.clients = {c: SecAggClient(c, self.p, base.child(str(c))) for c in range(n)}
+        self.sign = {c: Ed25519PrivateKey.from_private_bytes(
+            base.child(f"sign/{c}").random_bytes(32)) for c in range(n)}
+        self.pubs = {c: k.public_key() for c, k in self.sign.items()}
+        signed = self.p.signed
+        self.server = SecAggServer(self.p, clients=range(n),
+                                   peer_keys=self.pubs if signed else None)
+        self.clients = {c: SecAggClient(c, self.p, base.child(str(c)),
+                                        self.sign[c] if signed else None,
+                                        self.pubs if signed else None) for c in range(n)}
         self.sent: dict[str, dict] = {}
 
     def _ids(self, ids):
