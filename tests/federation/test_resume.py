@@ -290,8 +290,8 @@ def test_sigterm_interrupts_a_resumable_job_and_the_restarted_node_resumes_it(
     plat = _start(plat_toml)
     try:
         job_id = _submit(AdminClient(bdir), write_job(
-            tmp_path, "sb", "secureboost", params=SB,
-            evaluation={"cipher": "paillier", "key_bits": 1024}))
+            tmp_path, "sb", "secureboost", params={**SB, "n_trees": 3},
+            evaluation={"cipher": "paillier", "key_bits": 512}))
         for d in (bdir, plat.data_dir):
             _wait_checkpoints(d, job_id, 1)
         t0 = time.monotonic()
