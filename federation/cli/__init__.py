@@ -22,6 +22,7 @@ from federation.admin import AdminError
 from federation.cli.audit import audit_group
 from federation.cli.common import EXIT_ERROR
 from federation.cli.demo import demo as demo_command
+from federation.cli.horizontal import horizontal as horizontal_group
 from federation.cli.job import job as job_group
 from federation.cli.keys import keys as keys_group
 from federation.cli.model import model as model_group
@@ -40,7 +41,7 @@ def cli() -> None:
 
 
 for _command in (keys_group, node_group, job_group, model_group, audit_group, psi_group,
-                 demo_command, serve_command):
+                 demo_command, serve_command, horizontal_group):
     cli.add_command(_command)
 
 

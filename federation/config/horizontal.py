@@ -24,12 +24,15 @@ The platform (``party = "platform"``, the aggregator)::
     tls_cert = "keys/superlink.crt"     # `fedjoint horizontal keys --party platform`
     tls_key = "keys/superlink.key"
     ca_cert = "keys/horizontal-ca.crt"
-    banks = { "bank-a" = "keys/bank-a.supernode.pub" }   # the SuperNodes allowed to
-                                   # connect (SuperNode authentication), by bank name
+    [horizontal.banks.bank-a]      # one table per bank allowed to join
+    supernode_key = "keys/bank-a.supernode.pub"   # its SuperNode's public key (only
+                                   # registered keys may connect: SuperNode auth)
+    signing_public_key = "keys/bank-a.sign.pub"   # its fedjoint signing key (transcripts)
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +60,13 @@ class HorizontalConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     ca_cert: Path | None = None
-    banks: dict[str, Path] = field(default_factory=dict)
+    banks: dict[str, BankEntry] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BankEntry:
+    supernode_key: Path
+    signing_public_key: str          # 64 hex digits, or the path of its .sign.pub
 
 
 def parse_horizontal(t: _Table, party: str, base: Path) -> HorizontalConfig:
@@ -99,7 +108,12 @@ def parse_horizontal(t: _Table, party: str, base: Path) -> HorizontalConfig:
     for name in banks_t.data:
         if not NAME_RE.match(name):
             raise banks_t.err(name, "is not a valid bank name")
-        banks[name] = _resolve(base, banks_t.get(name, str))
+        b = banks_t.sub(name)
+        b.check_keys(("supernode_key", "signing_public_key"))
+        spk = b.get("signing_public_key", str).strip()
+        if not re.fullmatch(r"[0-9A-Fa-f]{64}", spk):
+            spk = str(_resolve(base, spk))
+        banks[name] = BankEntry(_resolve(base, b.get("supernode_key", str)), spk)
     return HorizontalConfig(listen=listen, tls_cert=path("tls_cert"), tls_key=path("tls_key"),
                             ca_cert=path("ca_cert"), banks=banks)
 

@@ -77,8 +77,8 @@ def load_bank_rows(cfg: NodeConfig, columns: list[str], frame=None):
     return X, data.y
 
 
-def peer_signing_key(cfg: NodeConfig):
-    spk = cfg.peer.signing_public_key
+def signing_key_from(spk: str):
+    """An Ed25519 public key from node.toml: 64 hex digits or a .sign.pub path."""
     return parse_signing_pubkey(spk) if re.fullmatch(r"[0-9A-Fa-f]{64}", spk) \
         else load_signing_pubkey(spk)
 
@@ -88,7 +88,7 @@ def open_bank(cfg: NodeConfig, job: dict, frame=None) -> BankSide:
     X, y = load_bank_rows(cfg, job["columns"], frame)
     d = job_dir(cfg.data_dir, job["job_id"])
     key = load_signing_key(cfg.keys.signing_key)
-    peer_key = peer_signing_key(cfg)
+    peer_key = signing_key_from(cfg.peer.signing_public_key)
     spec = {"job_id": job["job_id"], "algorithm": job["algorithm"],
             "columns": job["columns"], "params": job["params"]}
     w = open_appending(d / "transcript.jsonl", job_id=job["job_id"], party=cfg.name,

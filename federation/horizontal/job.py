@@ -143,7 +143,7 @@ def run_horizontal(job, banks: dict, *, label: str = "y", platform=None,
 
 def result_json(res: HorizontalResult) -> str:
     r = res.result
-    return json.dumps({"job_id": res.job.job_id, "algorithm": res.job.algorithm,
+    return json.dumps({"job_id": res.job.job_id, "state": "done", "algorithm": res.job.algorithm,
                        "metrics": r.metrics, "history": r.history, "best_round": r.best_round,
                        "banks": {res.job.banks.get(n, str(n)): "joined" for n in r.joined},
                        "refused": {res.job.banks.get(n, str(n)): w for n, w in r.refused.items()},

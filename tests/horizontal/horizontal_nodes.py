@@ -10,12 +10,13 @@ from federation.keys import init_party_keys
 
 
 def write_horizontal_nodes(root: Path, frames: dict, *, bank_extra: dict | None = None,
-                           platform_extra: dict | None = None) -> tuple[Path, dict]:
+                           platform_extra: dict | None = None,
+                           platform_tail: list[str] | None = None) -> tuple[Path, dict]:
     """platform.toml and one <bank>.toml per frame (its CSV beside it); bank_extra maps
     a bank to extra [horizontal] keys. Returns (platform.toml, {bank: toml})."""
     keys = {n: init_party_keys(n, root / "keys" / n) for n in ["platform", *frames]}
 
-    def node(name, party, peer, extra_tables, horizontal):
+    def node(name, party, peer, extra_tables, horizontal, tail=()):
         k, pk = keys[name], keys[peer]
         lines = ["[node]", f'party = "{party}"', f'name = "{name}"',
                  'listen = "127.0.0.1:1"', f'data_dir = "{name}-data"', "",
@@ -27,7 +28,7 @@ def write_horizontal_nodes(root: Path, frames: dict, *, bank_extra: dict | None 
                  f'cert_fingerprint = "{pk["cert_fingerprint"]}"',
                  f"signing_public_key = {_toml_value(pk['signing_pub'])}", "", *extra_tables,
                  "[horizontal]", *(f"{a} = {_toml_value(b)}" for a, b in horizontal.items()),
-                 ""]
+                 "", *tail, ""]
         p = root / f"{name}.toml"
         p.write_text("\n".join(lines))
         return p
@@ -35,7 +36,7 @@ def write_horizontal_nodes(root: Path, frames: dict, *, bank_extra: dict | None 
     first = next(iter(frames))
     platform = node("platform", "platform", first, ["[datasets.none]", 'path = "none.csv"',
                                                    'id_column = "id"', ""],
-                    platform_extra or {})
+                    platform_extra or {}, platform_tail or [])
     tomls = {}
     for name, df in frames.items():
         csv = root / f"{name}.csv"
@@ -44,4 +45,4 @@ def write_horizontal_nodes(root: Path, frames: dict, *, bank_extra: dict | None 
         tomls[name] = node(name, "bank", "platform",
                            ["[datasets.loans]", f"path = {_toml_value(str(csv))}",
                             'id_column = "id"', 'label_column = "y"', ""], h)
-    return platform, tomls
+    return platform, tomls, keys

@@ -16,7 +16,7 @@ from parties.horizontal.aggregate import RoundFailed
 
 def test_policy_and_signed_transcripts(tmp_path, banks, columns):
     frames = {k: v.iloc[:1500] for k, v in list(banks.items())[:4]}
-    platform, tomls = write_horizontal_nodes(tmp_path, frames, bank_extra={
+    platform, tomls, _ = write_horizontal_nodes(tmp_path, frames, bank_extra={
         "bank-3": {"join": False}})
     res = fedjoint.run_horizontal(job(columns, rounds=2), tomls, platform=platform)
     names = res.job.banks
@@ -46,7 +46,7 @@ def test_policy_and_signed_transcripts(tmp_path, banks, columns):
 
 def test_policy_keys_and_refusals(tmp_path, banks, columns):
     frames = {k: v.iloc[:800] for k, v in list(banks.items())[:3]}
-    platform, tomls = write_horizontal_nodes(tmp_path, frames, bank_extra={
+    platform, tomls, _ = write_horizontal_nodes(tmp_path, frames, bank_extra={
         "bank-0": {"allowed_algorithms": ["horizontal_mlp"]},
         "bank-1": {"min_banks": 4}})
     with pytest.raises(RoundFailed) as err:
