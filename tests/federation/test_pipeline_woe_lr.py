@@ -2,7 +2,9 @@
 AUC equals the same pipeline run centrally on the joined plaintext - bins from the
 stored parts' cut points, WOE and IV recomputed here from the joined training rows, the
 same IV / correlation selection done with pandas, scikit-learn's LogisticRegression on
-the standardised WOE columns - within 0.003; both transcripts verify. Full-batch
+the standardised WOE columns - within 0.003; both transcripts verify and the ledger
+names woe_lr's disclosure; a scoring job on the scorecard writes points (= offset -
+factor * log-odds) and reason codes per applicant. Full-batch
 training: the PSI's row order (which depends on each job's random blinding) then
 cannot change the optimiser's path."""
 
@@ -73,7 +75,8 @@ def test_woe_lr_pipeline_matches_the_central_pipeline(tmp_path, capsys, monkeypa
     bank = pd.read_csv(DATA / "bank.csv").head(ROWS)
     plat = pd.read_csv(DATA / "platform.csv")
     plat = plat[plat["id"].isin(bank["id"])].reset_index(drop=True)
-    with two_nodes(tmp_path, monkeypatch, ["binning", "selection", "woe_lr"], bank, plat):
+    with two_nodes(tmp_path, monkeypatch, ["binning", "selection", "woe_lr", "score"], bank,
+                   plat):
         job = write_job(tmp_path, "card", "pipeline", evaluation={"cipher": "plain",
                                                                   "test_fraction": 0.25})
         job.write_text(job.read_text() + STAGES)
@@ -91,6 +94,17 @@ def test_woe_lr_pipeline_matches_the_central_pipeline(tmp_path, capsys, monkeypa
                       for p, d in (("bank", "bank-a"), ("platform", "platform-b"))}
                   for s in ("bin", "sel", "card")}
         fed_kept = rec["metrics"]["stages"]["sel"]["selected"]
+        # the ledger names woe_lr's one disclosure beyond LR's
+        code, out, _ = run_cli(capsys, "audit", "verify", tb, "--json")
+        cats = {e["category"] for e in json.loads(out)["summary"]["ledger"]}
+        assert "WOE of the platform's bins up to a secret affine map per feature" in cats
+        # a scoring job on the scorecard: points and reason codes per applicant
+        sjob = write_job(tmp_path, "card-score", "score",
+                         extra_job={"model": f"{job_id}.card"})
+        code, out, err = run_cli(capsys, "job", "submit", str(sjob), "--wait")
+        assert code == 0 and "done" in out, err + out
+        code, out, _ = run_cli(capsys, "job", "status", out.split()[0], "--json")
+        scored = pd.read_csv(json.loads(out)["artifacts"]["scores"], keep_default_na=False)
 
     # ---- the same pipeline, centrally, on the joined rows -----------------------------
     joined = bank.merge(plat, on="id", suffixes=("_b", "_p"))
@@ -137,3 +151,16 @@ def test_woe_lr_pipeline_matches_the_central_pipeline(tmp_path, capsys, monkeypa
     card_b, card_p = models["card"]["bank"], models["card"]["platform"]
     assert card_b["feature_names"] == [f for f in bank.columns if f in kept]
     assert sorted(card_p["feature_names"]) == sorted(label[f] for f in kept if f in label)
+    # scoring: points = offset - factor * log-odds (the CSV keeps 6 decimals), reason
+    # codes among the bank's variables and the anonymous platform total
+    assert list(scored.columns) == ["id", "score", "points", "platform_points",
+                                    "reason_1", "reason_2", "reason_3"]
+    sc = card_b["body"]["scorecard"]
+    p = scored["score"].to_numpy(float)
+    ok = (p > 1e-4) & (p < 1 - 1e-4)
+    logit = np.log(p[ok] / (1 - p[ok]))
+    assert np.abs(scored["points"].to_numpy(float)[ok] - (sc["offset"] - sc["factor"] * logit)
+                  ).max() < 0.05 * sc["factor"]
+    assert set(scored["reason_1"]) <= set(card_b["feature_names"]) | {"platform", ""}
+    assert (scored["reason_1"] != "").any()
+
