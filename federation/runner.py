@@ -227,7 +227,7 @@ def run_job_side(spec: JobSpec, node: NodeConfig, link: Link, seed: bytes, *,
     if kind == "pipeline":
         P.run_stages(spec, node, link, root, Rows(train, valid, test), res, inputs,
                      labels=labels, log=log, progress=progress, train=train_stage,
-                     bind=bind)
+                     bind=bind, checkpoint=checkpoint)
     else:
         params = spec.parsed if spec.parsed is not None else \
             algo.parse_params(spec.params, "job [params]")
