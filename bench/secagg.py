@@ -90,6 +90,8 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=16)
     ap.add_argument("--neighbours", type=int, help="SecAgg+: each client masks with k "
                     "neighbours (even k; default: plain SecAgg, every peer)")
+    ap.add_argument("--signed", action="store_true",
+                    help="signed rounds (Ed25519 signatures on the advertised keys)")
     ap.add_argument("--quick", action="store_true",
                     help="n = 5, 10; 1k and 10k floats; 3 repeats (make bench)")
     ap.add_argument("--json", help="write all figures here")
@@ -103,7 +105,7 @@ def main() -> None:
     for n in a.clients:
         for dim in a.dims:
             params = SecAggParams(num_clients=n, threshold=n // 2 + 1, dim=dim,
-                                  bits=a.bits, neighbours=a.neighbours)
+                                  bits=a.bits, neighbours=a.neighbours, signed=a.signed)
             rng = np.random.default_rng(n * 7 + dim)
             updates = {c: rng.normal(0, 0.1, dim) for c in range(n)}
             plain = summarise_plain([plain_round(updates) for _ in range(a.repeats)])
@@ -128,7 +130,7 @@ def main() -> None:
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"repeats": a.repeats, "bits": a.bits, "neighbours": a.neighbours,
-                       "rows": rows}, f, indent=1)
+                       "signed": a.signed, "rows": rows}, f, indent=1)
 
 
 def summarise_plain(runs: list[dict]) -> dict:
