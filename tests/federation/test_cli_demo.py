@@ -52,5 +52,6 @@ def test_demo_quick_end_to_end(tmp_path):
     assert res.score_auc is not None and res.score_auc >= 0.74
     page = res.report.read_text()
     assert "<svg" in page and "verified" in page
+    assert '<section id="oot">' in page and f"<td>{res.score_auc:.4f}</td>" in page
     # ROC, KS (3 series), train/valid loss and AUC curves, importance bars: all drawn
     assert rendered_series(res.report, tmp_path) >= 10
