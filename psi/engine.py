@@ -29,14 +29,14 @@ Validation of every received point we multiply:
 
 Work is spread over a process pool (``workers`` > 1), in tasks of TASK_SIZE IDs
 (vectorised batches: one C call per task and step). Workers receive the per-job scalar over
-a local pipe to a child process of this party; nothing here touches the network.
+a local pipe to a child process of this party, or, with the Ray engine, in the task's
+arguments inside the party's own Ray cluster; nothing here touches the peer.
 
 What each party learns: nothing -- local computation.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from gmpy2 import mpz
 
 from federation.link import ProtocolError
+from secure_agg import executor
 
 from . import native
 from .hash_to_curve import J, P, hash_to_u_batch
@@ -333,13 +334,14 @@ def _id_chunks(ids: Sequence[str | bytes]) -> Iterator[list[str | bytes]]:
 
 
 class Engine:
-    """Runs PSI point work inline (``workers <= 1``) or on a spawn-context process pool."""
+    """Runs PSI point work inline (``workers <= 1``) or on the engine's pool
+    (:func:`secure_agg.executor.map_pool`: local spawn-context processes or Ray tasks)."""
 
     def __init__(self, workers: int = 1):
         self.workers = max(1, int(workers))
         self._pool = None
         if self.workers > 1:
-            self._pool = mp.get_context("spawn").Pool(self.workers)
+            self._pool = executor.map_pool(self.workers)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -10,7 +10,8 @@ engine hands it key specs, plaintexts and draws; the worker does the arithmetic)
 
 :class:`ProcessPool` (:func:`get_pool`): ``workers`` normal-priority processes, started
 lazily, used by one call at a time; they exit when their stdin closes (at interpreter
-exit).
+exit). With the Ray engine (:mod:`secure_agg.executor`) each "worker" sends the same
+requests as Ray tasks instead (:class:`secure_agg.ray_engine.RayWorker`).
 
 :class:`BackgroundPool` (:func:`get_background_pool`) runs queued obfuscator chunks on
 its own worker processes, started with a lower CPU priority (``nice``, default 10,
@@ -34,6 +35,7 @@ from typing import Any
 
 from gmpy2 import mpz
 
+from secure_agg import executor
 from secure_agg.framing import (
     encrypt_request,
     frame_request,
@@ -66,12 +68,21 @@ class _Worker:
     def recv(self) -> bytes:
         return read_response(self.proc.stdout)
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
     def close(self) -> None:
         try:
             self.proc.stdin.close()
             self.proc.wait(timeout=5)
         except Exception:  # noqa: BLE001 - best effort at exit
             self.proc.kill()
+
+
+def _new_worker(nice: int = 0):
+    """A worker of the configured engine (:mod:`secure_agg.executor`): a Ray-backed one
+    when the engine is Ray, else a local worker process."""
+    return executor.remote_worker(nice) or _Worker(nice)
 
 
 class ProcessPool:
@@ -83,9 +94,9 @@ class ProcessPool:
         self._lock = threading.Lock()
 
     def _ensure(self) -> list[_Worker]:
-        alive = [w for w in self._procs if w.proc.poll() is None]
+        alive = [w for w in self._procs if w.alive()]
         while len(alive) < self.workers:
-            alive.append(_Worker())
+            alive.append(_new_worker())
         self._procs = alive
         return alive
 
@@ -180,8 +191,8 @@ class BackgroundPool:
                 return
             idx, head, body = claim
             try:
-                if worker is None or worker.proc.poll() is not None:
-                    worker = _Worker(self.nice)
+                if worker is None or not worker.alive():
+                    worker = _new_worker(self.nice)
                     with self._cond:
                         self._procs.append(worker)
                 worker.send(head, body)
@@ -207,16 +218,18 @@ class BackgroundPool:
             w.close()
 
 
-_pools: dict[int, ProcessPool] = {}
-_bg_pools: dict[int, BackgroundPool] = {}
+#: keyed by (engine generation, workers): pools of a previous engine are not reused
+_pools: dict[tuple[int, int], ProcessPool] = {}
+_bg_pools: dict[tuple[int, int], BackgroundPool] = {}
 _pools_lock = threading.Lock()
 
 
 def get_pool(workers: int) -> ProcessPool:
     with _pools_lock:
-        pool = _pools.get(workers)
+        key = (executor.generation(), workers)
+        pool = _pools.get(key)
         if pool is None:
-            pool = _pools[workers] = ProcessPool(workers)
+            pool = _pools[key] = ProcessPool(workers)
         return pool
 
 
@@ -229,9 +242,10 @@ def background_nice() -> int:
 
 def get_background_pool(workers: int) -> BackgroundPool:
     with _pools_lock:
-        pool = _bg_pools.get(workers)
+        key = (executor.generation(), workers)
+        pool = _bg_pools.get(key)
         if pool is None:
-            pool = _bg_pools[workers] = BackgroundPool(workers, background_nice())
+            pool = _bg_pools[key] = BackgroundPool(workers, background_nice())
         return pool
 
 
@@ -243,6 +257,8 @@ def worker_cpu_seconds() -> float:
     procs = [w for pool in list(_pools.values()) for w in pool._procs]
     procs += [w for pool in list(_bg_pools.values()) for w in list(pool._procs)]
     for w in procs:
+        if not isinstance(w, _Worker):   # a Ray task's CPU is the cluster's
+            continue
         try:
             fields = Path(f"/proc/{w.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick

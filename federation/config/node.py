@@ -64,6 +64,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from federation.config.engine import KEYS as ENGINE_KEYS
+from federation.config.engine import EngineConfig, parse_engine
 from federation.config.horizontal import HorizontalConfig, parse_horizontal
 from federation.config.job import algorithm_names
 from federation.config.limits import Limits, parse_limits
@@ -228,6 +230,7 @@ class NodeConfig:
     serving: ServingConfig = field(default_factory=ServingConfig)   # [serving]
     transcript: TranscriptConfig = field(default_factory=TranscriptConfig)   # [transcript]
     horizontal: HorizontalConfig = field(default_factory=HorizontalConfig)   # [horizontal]
+    engine: EngineConfig = field(default_factory=EngineConfig)   # [node] engine, ray_*
 
     @property
     def peer_party(self) -> str:
@@ -283,7 +286,7 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
     top = _Table(label, "", raw)
     top.check_keys(_NODE_TOP)
     n = top.sub("node")
-    n.check_keys(("party", "name", "listen", "admin", "data_dir", "workers"))
+    n.check_keys(("party", "name", "listen", "admin", "data_dir", "workers") + ENGINE_KEYS)
     party = n.choice("party", PARTIES)
     name = n.get("name", str)
     if not NAME_RE.match(name):
@@ -297,6 +300,7 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
     workers = n.get("workers", int, 1)
     if workers < 1:
         raise n.err("workers", f"= {workers}: expected an integer >= 1")
+    engine = parse_engine(n, base, workers)
 
     k = top.sub("keys")
     k.check_keys(("tls_key", "tls_cert", "signing_key"))
@@ -432,7 +436,8 @@ def node_config_from_dict(raw: dict, label: str, base: Path, file: Path | None =
                       admin=admin, data_dir=data_dir, keys=keys, peer=peer, datasets=datasets,
                       policy=policy, channel=channel, workers=workers, limits=limits,
                       serving=serving, transcript=TranscriptConfig(keep),
-                      horizontal=parse_horizontal(top.sub("horizontal", {}), party, base))
+                      horizontal=parse_horizontal(top.sub("horizontal", {}), party, base),
+                      engine=engine)
 
 
 def _psi_budget_keys(pol: _Table, policy: PolicyConfig, party: str) -> None:

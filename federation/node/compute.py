@@ -20,7 +20,9 @@ Payloads cross the pipe in their wire encoding (:mod:`federation.link.codec`). R
 (the JobResult, via multiprocessing) come from this node's own child process, never
 from the peer. A resumed job's child first plays its recorded run back
 (:mod:`federation.node.checkpoint`); meanwhile it sends no log, progress or stage
-messages. Exceptions cross as error records ``(kind, type name, message,
+messages. With ``[node] engine = "ray"`` the child first joins the party's Ray cluster
+(:func:`_start_engine`; its kernels then run there, :mod:`secure_agg.executor`).
+Exceptions cross as error records ``(kind, type name, message,
 peer_message)`` and are rebuilt from a fixed table of kinds, never unpickled. A child
 that dies (killed, out of memory) fails its job only, with its exit code; cancelling a
 job or stopping the node terminates the child.
@@ -147,6 +149,8 @@ def _child_main(conn, spec_dict: dict, cfg, link_names: tuple[str, str, str],
         def log(event, fields):
             live("log", event, dict(fields or {}))
 
+        _start_engine(cfg, log)
+
         def record(rec: dict) -> None:
             conn.send(("checkpoint", rec))
             if rec["n"] in hold:        # tests only: wait here to be killed (docstring)
@@ -173,6 +177,26 @@ def _child_main(conn, spec_dict: dict, cfg, link_names: tuple[str, str, str],
             pass
     finally:
         conn.close()
+
+
+def _start_engine(cfg, log: Callable) -> None:
+    """Run this job's kernels on the node's engine: with ``engine = "ray"``, connect to
+    the party's cluster first, or fail the job naming the address (bounded by
+    ``ray_connect_timeout_s``) before anything is sent to the peer."""
+    eng = cfg.engine
+    if eng.engine == "local":
+        return
+    from secure_agg import executor
+    token = str(eng.ray_auth_token_file) if eng.ray_auth_token_file else None
+    try:
+        info = executor.configure(eng.engine, eng.ray_address, eng.ray_connect_timeout_s,
+                                  token)
+    except executor.EngineUnavailable as exc:
+        raise JobFailed(f"{cfg.file}: node.ray_address = {eng.ray_address!r} (engine = "
+                        f"\"ray\", node.ray_connect_timeout_s = {eng.ray_connect_timeout_s:g}"
+                        f"): {exc}", peer_message="the peer's compute engine is unavailable"
+                        ) from None
+    log("engine.connected", info)
 
 
 def run_job_process(spec_dict: dict, cfg, link, seed: bytes, *,

@@ -3,7 +3,8 @@
 What a running node can take on at once: ``[datasets]`` (paths, columns offered),
 ``[policy]`` (algorithms, key sizes, approval, refresh...), ``[serving]`` (which models
 may be served, rates and budgets; a running ``fedjoint serve`` keeps its own) and
-``[node] workers``.
+``[node] workers`` and the engine keys (``engine``, ``ray_*``: each job process connects
+to the engine when it starts).
 Jobs already running keep the configuration they started with; the next job reads the
 new one. Everything the daemon built at start (party, name, addresses, data_dir, keys,
 the peer's identity, channel settings, limits) needs a restart: a reload that changes
@@ -17,9 +18,9 @@ from dataclasses import fields, replace
 from federation.admin import AdminError
 from federation.config import ConfigError, NodeConfig, load_node_config
 
-RELOADABLE = ("datasets", "policy", "workers", "serving")
+RELOADABLE = ("datasets", "policy", "workers", "serving", "engine")
 RESTART_ONLY = ("party", "name", "listen", "admin", "data_dir", "keys", "peer", "channel",
-                "limits", "transcript")
+                "limits", "transcript", "horizontal")
 
 
 def reload_config(ctx) -> dict:
