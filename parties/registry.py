@@ -64,6 +64,13 @@ class Algorithm:
     #: platform module with ``answerer(model, setup)``), see parties.common.serving;
     #: None: the algorithm's models cannot be served
     serving: tuple[ModuleType, ModuleType] | None = None
+    #: input names the roles cannot run without (PartyData.inputs); a job or pipeline
+    #: stage that names none of them is refused when its file is read
+    inputs: tuple[str, ...] = ()
+
+    def missing_inputs(self, given) -> list[str]:
+        """The required inputs ``given`` (input name -> reference) lacks."""
+        return [n for n in self.inputs if n not in (given or {})]
 
     @property
     def version(self) -> str:
@@ -210,7 +217,7 @@ def _builtins() -> None:
                 "and IV (platform columns under the bank's Paillier key)"))
     register(Algorithm(
         "woe_lr", "train", woe_lr.WoeLRParams, bank_woe_lr, platform_woe_lr, woe_lr.TABLE,
-        key_holders=("bank", "platform"), explain=linear_coefficients,
+        key_holders=("bank", "platform"), explain=linear_coefficients, inputs=("binning",),
         label_kind=lambda params: "binary", job_errors=(lr_common.LRError,),
         summary="logistic regression on both parties' WOE-encoded columns (binning input), "
                 "converted to a points scorecard (pdo, base_score, base_odds)",

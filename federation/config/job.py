@@ -231,6 +231,11 @@ def job_spec_from_dict(raw: dict, label: str = "job.toml") -> JobSpec:
                               "(remove it)")
         return spec
     algo = registry.get(algorithm)
+    missing = algo.missing_inputs(spec.inputs)
+    if missing:
+        raise ConfigError(f"{label}: {algorithm} needs the input(s) {missing}: name an earlier "
+                          f"job's output in [inputs] ({missing[0]} = \"<model id>\") or run "
+                          "it as a pipeline stage")
     if "cipher" in params or "key_bits" in params:
         raise ConfigError(f"{label}: [params] {'cipher' if 'cipher' in params else 'key_bits'} "
                           "belongs in [evaluation] (set the cipher and key size once there)")

@@ -111,6 +111,10 @@ def parse_stages(raw, label: str, job_inputs: dict[str, str] | None, valid_fract
                 raise ConfigError(f"{where}: inputs.{key} = {ref!r}: no earlier stage (or job "
                                   f"[inputs] entry) is named {ref!r} (known: {known})")
             inputs[key] = ref
+        missing = registry.get(algorithm).missing_inputs(inputs)
+        if missing:
+            raise ConfigError(f"{where}: {algorithm} needs the input(s) {missing}, e.g. "
+                              f"inputs = {{ {missing[0]} = \"<an earlier stage>\" }}")
         params, typed = _params(algorithm, t.sub("params", {}).data, f"{where} [params]")
         needs = getattr(typed, "needs_validation_split", lambda: "")()
         if needs and valid_fraction <= 0:

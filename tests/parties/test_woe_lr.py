@@ -303,3 +303,20 @@ def test_a_feature_without_a_table_is_named_to_its_owner_only(credit, trained):
         bank_role.train(cb, bank, typed("woe_lr", PARAMS), PlainCipher(2048), TEST_POLICY)
     [(_who, kind, _p, reason)] = crossed
     assert kind == C.K_ABORT and gone.encode() not in reason and b"bank's inputs" in reason
+
+
+def test_a_job_without_a_binning_input_is_refused_when_read():
+    """Before anything is proposed: a single job and a pipeline stage."""
+    from federation.config import ConfigError, job_spec_from_dict
+    job = {"job": {"name": "card", "algorithm": "woe_lr", "dataset": "d",
+                   "peer_dataset": "d"}, "psi": {"id_type": "string"}}
+    with pytest.raises(ConfigError, match=r"woe_lr needs the input\(s\) \['binning'\]: name "
+                                          r"an earlier job's output in \[inputs\]"):
+        job_spec_from_dict(job, "card.toml")
+    assert job_spec_from_dict({**job, "inputs": {"binning": "bin-1.bin"}}, "card.toml")
+    pipe = {"job": dict(job["job"], algorithm="pipeline"), "psi": job["psi"],
+            "stages": [{"name": "bin", "algorithm": "binning"},
+                       {"name": "card", "algorithm": "woe_lr"}]}
+    with pytest.raises(ConfigError, match=r"stages\[1\] \(card\): woe_lr needs the "
+                                          r"input\(s\) \['binning'\]"):
+        job_spec_from_dict(pipe, "card.toml")
