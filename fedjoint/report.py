@@ -34,7 +34,7 @@ def report_data(result, *, oot: tuple | None = None, threshold: float | None = N
                         for k in ("train", "valid", "test") if isinstance(m.get(k), dict)},
             "history": _history_rows(bank.history), "timings": dict(bank.timings),
             "params": dict(part.params) if part is not None else dict(spec.params),
-            "evaluation": asdict(spec.evaluation), "threshold": threshold}
+            "evaluation": asdict(spec.evaluation), "threshold": R.check_threshold(threshold)}
     score_with = {}
     if bank.stages:       # a pipeline: the last training stage, the first binning stage
         pl = R.pipeline([(st["name"], st["model"], st["metrics"]) for st in bank.stages])

@@ -70,9 +70,8 @@ class AdminApi(NodePart):
             return m
 
         def report_data(a):
-            thr = a.get("threshold")
             return self.report_data(str(a.get("job_id", "")), oot=str(a.get("oot") or ""),
-                                    threshold=None if thr is None else float(thr),
+                                    threshold=a.get("threshold"),
                                     binning=str(a.get("binning") or ""))
 
         return {"status": _nf(status), "list": jobs, "logs": _nf(logs), "submit": submit,

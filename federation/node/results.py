@@ -52,7 +52,8 @@ def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]
             "history": _history_rows(rec.history),
             "timings": {k: v for k, v in rec.timings.items() if isinstance(v, (int, float))},
             "params": dict(rec.spec.get("params") or {}),
-            "evaluation": dict(rec.spec.get("evaluation") or {}), "threshold": threshold}
+            "evaluation": dict(rec.spec.get("evaluation") or {}),
+            "threshold": R.check_threshold(threshold)}
     if art.get("test_scores") and Path(art["test_scores"]).exists():
         data["scores"] = json.loads(Path(art["test_scores"]).read_text())
     part, model_id = _part(art.get("model")), rec.job_id

@@ -95,6 +95,21 @@ def rows_of(data: Dataset, ids: list) -> Dataset:
     return data.take(np.array([where[str(i)] for i in ids], dtype=np.int64))
 
 
+def check_threshold(threshold) -> float | None:
+    """The confusion matrix's threshold as asked: None (KS-optimal) or a number in
+    (0, 1); ``ReportError`` otherwise."""
+    if threshold is None:
+        return None
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if isinstance(threshold, bool) or not 0.0 < t < 1.0:
+        raise ReportError(f"threshold = {threshold!r}: expected a number in (0, 1), or none "
+                          "for the KS-optimal score")
+    return t
+
+
 def pipeline(stages: list[tuple[str, ModelPart, dict]]) -> dict:
     """A pipeline's stages ``[(name, part, metrics)]`` -> ``{"stage", "part"}`` (the last
     ``train`` stage: the one the test scores are of), ``"binning"`` (the first binning

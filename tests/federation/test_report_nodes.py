@@ -152,6 +152,8 @@ def test_python_api_report_with_out_of_time_frames(tmp_path):
     oot_sec = page.split('<section id="oot">')[1].split("</section>")[0]
     assert f"<td>{skm.roc_auc_score(y, sc['score']):.4f}</td>" in oot_sec
     assert "Threshold <b>0.3</b>" in page and "2025Q1" in page
+    with pytest.raises(FedjointError, match=r"threshold = 1.5: expected a number in \(0, 1\)"):
+        res.report(tmp_path / "x.html", threshold=1.5)
     with pytest.raises(FedjointError, match="label column 'y' not found"):
         res.report(tmp_path / "x.html", oot=(oot.drop(columns="y"), h))
 
