@@ -59,3 +59,23 @@ def test_policy_keys_and_refusals(tmp_path, banks, columns):
     bad.write_text(bad.read_text().replace("join = true", "join = true\njion = 1"))
     with pytest.raises(ConfigError, match="unknown key 'jion'"):
         load_node_config(bad)
+
+
+def test_examples_parse_and_bad_keys_are_named(tmp_path):
+    from pathlib import Path
+
+    from federation.horizontal.job import load_job
+    ex = Path(__file__).resolve().parents[2] / "examples" / "horizontal"
+    assert load_node_config(ex / "bank-a.toml").horizontal.join
+    assert sorted(load_node_config(ex / "platform.toml").horizontal.banks) == \
+        ["bank-a", "bank-b", "bank-c"]
+    assert load_job(ex / "job.toml")[0].algorithm == "horizontal_lr"
+    bad = tmp_path / "p.toml"
+    bad.write_text((ex / "platform.toml").read_text().replace(
+        'supernode_key = "keys/bank-b.supernode.pub"', 'supernode_keys = "x"'))
+    with pytest.raises(ConfigError, match=r"horizontal.banks.bank-b\] unknown key 'supernode_keys'"):
+        load_node_config(bad)
+    job = tmp_path / "j.toml"
+    job.write_text((ex / "job.toml").read_text().replace("rounds = 20", "rounds = 0"))
+    with pytest.raises(ConfigError, match=r"params.rounds = 0: expected an integer in \[1, 10000\]"):
+        load_job(job)
