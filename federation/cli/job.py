@@ -196,6 +196,12 @@ def validate_job(job_file: str, node) -> list[tuple[str, str, str]]:
     party = node.party
     params = ", ".join(f"{k} = {v!r}" for k, v in spec.params.items()) or "defaults"
     detail = f"{spec.algorithm}, [params] {params}"
+    if spec.stages is not None:   # a pipeline: its stages, each with its params
+        detail = "pipeline: " + "; ".join(
+            f"{st['name']} ({st['algorithm']}"
+            + "".join(f", {k} <- {v}" for k, v in st["inputs"].items()) + ") "
+            + (", ".join(f"{k} = {v!r}" for k, v in st["params"].items()) or "defaults")
+            for st in spec.stages)
     if spec.aliases:
         detail += " (read " + ", ".join(f"{a} as {c}" for a, c in spec.aliases) + ")"
     check(f"job {spec.name!r} parses", "", detail)

@@ -164,7 +164,10 @@ def test_a_stage_the_platform_does_not_allow_is_refused_before_psi(tmp_path, cap
                                                                      monkeypatch):
     bank, plat = frames()
     with two_nodes(tmp_path, monkeypatch, ["binning", "logistic_regression"], bank, plat):
-        # the bank's own policy names the stage first
+        # the bank's own policy names the stage first (validate lists every stage)
+        code, out, err = run_cli(capsys, "job", "validate", str(pipeline_job(tmp_path)))
+        assert code != 0 and "sel (selection, binning <- bin) iv_min = 0.02" in out, out
+        assert "FAIL  stage 'sel': algorithm 'selection' is allowed" in out, out
         code, out, err = run_cli(capsys, "job", "submit", str(pipeline_job(tmp_path)))
         assert code != 0 and "stage 'sel': algorithm 'selection' is not allowed" in err + out
     bank_toml = tmp_path / "bank.toml"
