@@ -417,7 +417,7 @@ def job_report(job_id: str, config_path: str | None, out_path: str | None, oot: 
     from federation import report
     cfg = need_config(config_path)
     if oot and oot.endswith(".toml"):
-        oot = _run_oot_job(oot, config_path)
+        oot = _run_oot_job(oot, config_path, job_id)
     data = admin_client(config_path, read_only=not oot).call(
         "report_data", job_id=job_id, oot=oot or "", threshold=threshold,
         binning=binning or "")
@@ -427,14 +427,18 @@ def job_report(job_id: str, config_path: str | None, out_path: str | None, oot: 
     click.echo(f"report written to {path}")
 
 
-def _run_oot_job(job_file: str, config_path: str | None) -> str:
-    """Submit a scoring job file for the report's out-of-time population and wait."""
+def _run_oot_job(job_file: str, config_path: str | None, job_id: str) -> str:
+    """Submit a scoring job file for the report's out-of-time population and wait
+    (checked first: a scoring job of this job's model, so nothing runs in vain)."""
     if not Path(job_file).is_file():
         raise CliError(f"--oot {job_file}: no such scoring job file")
     spec = load_job_spec(job_file)
     if spec.algorithm != "score":
         raise CliError(f"--oot {job_file}: algorithm is {spec.algorithm!r}; an out-of-time "
                        "population is scored by a job with algorithm = 'score'")
+    if not spec.model.startswith(job_id):
+        raise CliError(f"--oot {job_file}: it scores model {spec.model!r}, not job {job_id}'s "
+                       "(a pipeline's: <job>.<stage>)")
     client = admin_client(config_path)
     res = client.call("submit", spec=spec.to_dict(), source=str(job_file))
     rec = _follow(client, res["job_id"], quiet=True)

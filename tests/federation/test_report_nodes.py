@@ -124,6 +124,8 @@ def test_report_with_out_of_time_population_through_nodes(tmp_path, capsys, monk
         assert code == 1 and "no job 'no-such-job'" in err
         code, out, err = run_cli(capsys, "job", "report", score_id, "--oot", score_id)
         assert code == 1 and "used model" in err
+        code, out, err = run_cli(capsys, "job", "report", job_id, "--oot", str(score_toml))
+        assert code == 1 and f"scores model '{pipe_id}.lr', not job {job_id}'s" in err
     finally:
         bank.stop()
         plat.stop()
