@@ -70,7 +70,7 @@ class ServedModel:
         #: values the platform discloses per scored row (split decisions / partial scores)
         self.values_per_row = len(self.scorer.keys) if hasattr(self.scorer, "keys") else \
             self.scorer.answer_width
-        spec = store.get(self.model_id).spec
+        spec = store.get(rec["job_id"]).spec   # a pipeline stage's model: its job
         self.id_type = parse_psi_params(spec.get("psi") or {}, "training job [psi]").id_type
         self._open_body = {"model": self.model_id, "bank_digest": unbound_digest(part),
                            "platform_digest": part.peer_part_digest,

@@ -129,7 +129,8 @@ class ServingHost:
         from psi.ids import normalise
         cfg = self.ctx.cfg
         try:
-            spec = self.ctx.store.get(model_id).spec
+            # a pipeline stage's model <job>.<stage> reads its job's record
+            spec = self.ctx.store.get(self.ctx.store.model(model_id)["job_id"]).spec
             ds = replace(cfg.dataset(spec["peer_dataset"]), columns=list(part.feature_names))
             id_type = parse_psi_params(spec.get("psi") or {}, "training job [psi]").id_type
             data = load_dataset(ds, need_label=False, categories=part.categories())

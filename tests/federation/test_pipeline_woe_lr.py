@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from support.nodes import run_cli, two_nodes, write_job
@@ -71,6 +72,37 @@ def woe_columns(x: pd.Series, edges: list, train: np.ndarray, y: np.ndarray):
     return table[b], iv
 
 
+def _serve(root: Path, model_id: str, bank: pd.DataFrame, ids) -> list[dict]:
+    """``fedjoint serve``'s application (uvicorn in a thread) on the scorecard: the
+    applicants ``ids`` scored in one batch over HTTP, the platform answering from its
+    daemon over the channel."""
+    pytest.importorskip("fastapi")
+    import httpx
+
+    from federation.admin import AdminClient
+    from federation.cli.serve import build
+    from federation.config import load_node_config
+    from federation.serving.app import ThreadedServer
+    plat_toml = root / "platform.toml"
+    plat_toml.write_text(plat_toml.read_text() + f'\n[serving]\nmodels = ["{model_id}"]\n')
+    AdminClient(root / "platform-b-data").call("reload")
+    cfg = load_node_config(root / "bank.toml")
+    app, models, token = build(cfg, [model_id])
+    rows = bank.set_index(bank["id"].astype(str))
+    apps = [{"id": i, "features": {f: (None if pd.isna(rows.at[i, f]) else
+                                       float(rows.at[i, f]))
+                                   for f in models[0].features}} for i in ids]
+    srv = ThreadedServer(app).start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60,
+                          headers={"Authorization": f"Bearer {token}"}) as c:
+            r = c.post("/v1/score:batch", json={"model": model_id, "applicants": apps})
+            assert r.status_code == 200, r.text
+            return r.json()["results"]
+    finally:
+        srv.stop()
+
+
 def test_woe_lr_pipeline_matches_the_central_pipeline(tmp_path, capsys, monkeypatch):
     bank = pd.read_csv(DATA / "bank.csv").head(ROWS)
     plat = pd.read_csv(DATA / "platform.csv")
@@ -105,6 +137,7 @@ def test_woe_lr_pipeline_matches_the_central_pipeline(tmp_path, capsys, monkeypa
         assert code == 0 and "done" in out, err + out
         code, out, _ = run_cli(capsys, "job", "status", out.split()[0], "--json")
         scored = pd.read_csv(json.loads(out)["artifacts"]["scores"], keep_default_na=False)
+        served = _serve(tmp_path, f"{job_id}.card", bank, scored["id"].astype(str)[:40])
 
     # ---- the same pipeline, centrally, on the joined rows -----------------------------
     joined = bank.merge(plat, on="id", suffixes=("_b", "_p"))
@@ -163,4 +196,13 @@ def test_woe_lr_pipeline_matches_the_central_pipeline(tmp_path, capsys, monkeypa
                   ).max() < 0.05 * sc["factor"]
     assert set(scored["reason_1"]) <= set(card_b["feature_names"]) | {"platform", ""}
     assert (scored["reason_1"] != "").any()
+    # served online: the scoring job's probabilities, points and first reason code
+    # (the CSV keeps 6 decimals)
+    first = scored.head(len(served))
+    assert [r["id"] for r in served] == first["id"].astype(str).tolist()
+    assert np.allclose([r["probability"] for r in served], first["score"], atol=1e-6, rtol=0)
+    assert np.allclose([r["points"] for r in served], first["points"], atol=1e-6, rtol=0)
+    assert [r["reasons"][0]["feature"] if r["reasons"] else "" for r in served] == \
+        first["reason_1"].tolist()
+    assert all(r["platform_data"] for r in served)
 
