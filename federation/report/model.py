@@ -24,8 +24,10 @@ _COUNT_WORDS = ("chunks", "count", "rows", "bytes", "n_", "messages", "trees", "
 
 def hyper_parameters(params: dict, evaluation: dict) -> str:
     out = kv_table(params) if params else '<p class="muted">no parameters recorded</p>'
-    if evaluation:
-        out += "<h3>Evaluation settings</h3>" + kv_table(evaluation)
+    if evaluation:   # the job's threshold made only its recorded accuracy / confusion
+        ev = {("threshold (the job's own metrics; the report's is under Confusion matrix)"
+               if k == "threshold" else k): v for k, v in evaluation.items()}
+        out += "<h3>Evaluation settings</h3>" + kv_table(ev)
     return out
 
 
@@ -64,8 +66,15 @@ def scorecard(card: dict) -> str:
                                       "* ln(base_odds)")
     note = (f"<p>{esc(rule)}; a row's score is the base points plus its bins' points over both parties' "
             "features.</p>")
-    parts = [kv_table(scale), note, "<h3>Bank features</h3>",
-             grid_table(list(card.get("rows") or []), "scorecard")]
+    rows = list(card.get("rows") or [])
+    span: dict[str, list[float]] = {}
+    for r in rows:
+        span.setdefault(str(r.get("feature")), []).append(float(r.get("points", 0.0)))
+    summary = [{"feature": f, "bins": len(v), "min points": min(v), "max points": max(v),
+                "range": max(v) - min(v)} for f, v in span.items()]
+    parts = [kv_table(scale), note, "<h3>Points range per bank feature</h3>",
+             grid_table(sorted(summary, key=lambda r: -r["range"])),
+             "<h3>Bank features</h3>", grid_table(rows, "scorecard")]
     if card.get("platform"):
         parts += ["<h3>Platform features (as the platform's part released them)</h3>",
                   grid_table(list(card["platform"]), "scorecard")]
