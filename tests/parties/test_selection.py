@@ -165,3 +165,62 @@ def test_bad_inputs_fail_before_anything_but_the_abort_crosses(df, binned):
         run_roles("selection", bank, plat, {})
     with pytest.raises(ValueError, match=r"max_corr = 0\.0: expected a number in \(0, 1\]"):
         registry.get("selection").parse_params({"max_corr": 0.0}, "test")
+
+
+@pytest.mark.parametrize("tamper,match", [
+    ("sums", r"sel.counts: feature 0: counts do not sum to the 2400 training / 600 "
+             r"validation rows"),
+    ("shape", r"sel.counts: expected a 2 x \d+ integer array"),
+])
+def test_bank_rejects_dishonest_platform_counts(df, binned, tamper, match):
+    """Platform counts that do not add up to the rows, or of the wrong shape: the
+    bank's job fails naming the message before any PSI is computed from them."""
+    from federation.link import ProtocolError, run_two_parties
+    bank, _ = stage_data(df, binned)
+    cb, cp, _ = contexts()
+    p = registry.get("selection").parse_params({"psi_max": 0.5}, "test")
+    sizes = [S.fine_bins(t) for _, t in sorted(binned[0].body["platform_tables"].items())]
+
+    def platform():
+        cp.link.recv_json(S.K_INIT)
+        arr = np.zeros((2, sum(sizes) + (tamper == "shape")), np.int64)
+        arr[0, 0], arr[1, 0] = 2400 + (tamper == "sums"), 600
+        cp.link.send(S.K_COUNTS, arr)
+        with pytest.raises(PeerAborted):
+            S.recv(cp.link, S.K_KEEP)
+
+    with pytest.raises(ProtocolError, match=match):
+        run_two_parties(lambda: bank_sel.train(cb, bank, p, None, None), platform,
+                        timeout=60)
+
+
+@pytest.mark.parametrize("tamper,match", [
+    ("labels", r"sel.init: the bank's binning input names other platform features"),
+    ("rows", r"sel.init: bank has 2399 / 600 training / validation rows, platform 2400"),
+    ("params", r"selection parameter iv_min differs: bank 0\.5, platform 0\.02"),
+    ("keep", r"sel.keep: expected distinct labels of this platform's features"),
+])
+def test_platform_rejects_a_bad_bank_message(df, binned, tamper, match):
+    """A bank naming features the platform's binning part does not hold, other row
+    counts or params, or keeping labels that are not the platform's: refused."""
+    from federation.link import ProtocolError, run_two_parties
+    from parties.provincial_platform import selection as platform_sel
+    _, plat = stage_data(df, binned)
+    cb, cp, _ = contexts()
+    p = registry.get("selection").parse_params({}, "test")
+    labels = sorted(binned[0].body["platform_tables"])
+
+    def bank():
+        params = {**S.shared_params(p), **({"iv_min": 0.5} if tamper == "params" else {})}
+        cb.link.send(S.K_INIT, {"version": S.PROTOCOL_VERSION, "params": params,
+                                "labels": labels[1:] if tamper == "labels" else labels,
+                                "n_train": 2399 if tamper == "rows" else 2400,
+                                "n_valid": 600})
+        if tamper == "keep":
+            cb.link.send(S.K_KEEP, {"keep": [labels[0], labels[0], "x0"]})
+        with pytest.raises((PeerAborted, ProtocolError)):
+            S.recv(cb.link, S.K_COUNTS)
+
+    with pytest.raises(ProtocolError, match=match):
+        run_two_parties(bank, lambda: platform_sel.train(cp, plat, p, None, None),
+                        timeout=60)
