@@ -418,7 +418,7 @@ def job_report(job_id: str, config_path: str | None, out_path: str | None, oot: 
     cfg = need_config(config_path)
     if oot and oot.endswith(".toml"):
         oot = _run_oot_job(oot, config_path, job_id)
-    data = admin_client(config_path, read_only=not oot).call(
+    data = admin_client(config_path, read_only=True).call(
         "report_data", job_id=job_id, oot=oot or "", threshold=threshold,
         binning=binning or "")
     out = Path(out_path) if out_path else Path(cfg.data_dir) / "jobs" / data["job"]["id"] / \
