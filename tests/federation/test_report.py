@@ -176,3 +176,12 @@ def test_sections_by_label_kind():
     base = {k: v for k, v in _full_data().items() if k not in ("oot", "stability")}
     stab = _section(base, "stability")
     assert "--oot" in stab and "oot" not in [s for s, _, _ in sections(base)]
+
+
+@pytest.mark.parametrize("y,p", [([0, 0, 0, 0], [0.1, 0.2, 0.3, 0.4]),    # no event
+                                 ([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]),    # constant score
+                                 ([1, 0], [0.9, 0.1])])                    # two rows
+def test_degenerate_test_rows_still_render(y, p):
+    page = render_report({"job": {"id": "d"}, "scores": {"y": y, "p": p},
+                          "oot": {"name": "o", "scores": {"y": y, "p": p}}})
+    assert '<section id="confusion">' in page and '<section id="stability">' in page
