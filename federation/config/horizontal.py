@@ -16,6 +16,9 @@ A bank (``party = "bank"``)::
     supernode_key = "keys/supernode"         # this bank's SuperNode key (EC, OpenSSH
                                              # format; `fedjoint horizontal keys`)
     supernode_port = 9094          # the SuperNode's local runtime API (loopback)
+    require_signed_rounds = false  # refuse jobs with params.signed_rounds = false
+    [horizontal.peers]             # the other banks' fedjoint signing keys (signed
+    bank-b = "keys/bank-b.sign.pub"   # SecAgg rounds check every bank's keys against them)
 
 The platform (``party = "platform"``, the aggregator)::
 
@@ -41,7 +44,8 @@ from federation.config.toml import NAME_RE, ConfigError, _resolve, _Table, parse
 HORIZONTAL_ALGORITHMS = ("horizontal_lr", "horizontal_mlp")
 
 _BANK_KEYS = ("join", "dataset", "allowed_algorithms", "require_secure_aggregation",
-              "min_banks", "aggregator", "aggregator_ca", "supernode_key", "supernode_port")
+              "min_banks", "aggregator", "aggregator_ca", "supernode_key", "supernode_port",
+              "require_signed_rounds", "peers")
 _PLATFORM_KEYS = ("listen", "tls_cert", "tls_key", "ca_cert", "banks")
 
 
@@ -56,6 +60,8 @@ class HorizontalConfig:
     aggregator_ca: Path | None = None
     supernode_key: Path | None = None
     supernode_port: int = 9094
+    require_signed_rounds: bool = False
+    peers: dict[str, str] = field(default_factory=dict)   # bank -> hex or .sign.pub path
     listen: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -90,7 +96,9 @@ def parse_horizontal(t: _Table, party: str, base: Path) -> HorizontalConfig:
             require_secure_aggregation=t.get("require_secure_aggregation", bool, True),
             min_banks=t.get("min_banks", int, 3), aggregator=agg,
             aggregator_ca=path("aggregator_ca"), supernode_key=path("supernode_key"),
-            supernode_port=t.get("supernode_port", int, 9094))
+            supernode_port=t.get("supernode_port", int, 9094),
+            require_signed_rounds=t.get("require_signed_rounds", bool, False),
+            peers=_keys_table(t.sub("peers", {}), base))
         if not 2 <= cfg.min_banks <= 1000:
             raise t.err("min_banks", f"= {cfg.min_banks}: expected an integer in [2, 1000]")
         if not 1 <= cfg.supernode_port <= 65535:
@@ -110,12 +118,24 @@ def parse_horizontal(t: _Table, party: str, base: Path) -> HorizontalConfig:
             raise banks_t.err(name, "is not a valid bank name")
         b = banks_t.sub(name)
         b.check_keys(("supernode_key", "signing_public_key"))
-        spk = b.get("signing_public_key", str).strip()
-        if not re.fullmatch(r"[0-9A-Fa-f]{64}", spk):
-            spk = str(_resolve(base, spk))
-        banks[name] = BankEntry(_resolve(base, b.get("supernode_key", str)), spk)
+        banks[name] = BankEntry(_resolve(base, b.get("supernode_key", str)),
+                                _signing_ref(b.get("signing_public_key", str), base))
     return HorizontalConfig(listen=listen, tls_cert=path("tls_cert"), tls_key=path("tls_key"),
                             ca_cert=path("ca_cert"), banks=banks)
+
+
+def _signing_ref(value: str, base: Path) -> str:
+    value = value.strip()
+    return value if re.fullmatch(r"[0-9A-Fa-f]{64}", value) else str(_resolve(base, value))
+
+
+def _keys_table(t: _Table, base: Path) -> dict[str, str]:
+    out = {}
+    for name in t.data:
+        if not NAME_RE.match(name):
+            raise t.err(name, "is not a valid bank name")
+        out[name] = _signing_ref(t.get(name, str), base)
+    return out
 
 
 def need(cfg: HorizontalConfig, file, *keys: str) -> None:

@@ -44,6 +44,9 @@ def _policy(cfg: NodeConfig, job: dict) -> None:
     if h.require_secure_aggregation and not p.secure_aggregation:
         raise BankRefused(f"{f}: [horizontal] require_secure_aggregation = true refuses a "
                           "job with params.secure_aggregation = false")
+    if h.require_signed_rounds and not p.signed_rounds:
+        raise BankRefused(f"{f}: [horizontal] require_signed_rounds = true refuses a job "
+                          "with params.signed_rounds = false")
     if p.min_banks < h.min_banks:
         raise BankRefused(f"{f}: [horizontal] min_banks = {h.min_banks} refuses a job with "
                           f"params.min_banks = {p.min_banks}")
@@ -105,4 +108,6 @@ def open_bank(cfg: NodeConfig, job: dict, frame=None) -> BankSide:
                       "history": data["history"], "scores": data["scores"]},
                      d / "report.html")
 
-    return BankSide(cfg.name, X, y, ledger=TranscriptLedger(w, key, peer_key), report=report)
+    peers = {n: signing_key_from(v) for n, v in cfg.horizontal.peers.items()}
+    return BankSide(cfg.name, X, y, ledger=TranscriptLedger(w, key, peer_key), report=report,
+                    signing_key=key, peer_keys=peers)

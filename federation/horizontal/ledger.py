@@ -125,9 +125,12 @@ def aggregator_ledger(platform, spec, bank: str, bank_pub) -> TranscriptLedger:
     spec_d = {"job_id": spec.job_id, "algorithm": spec.algorithm, "columns": spec.columns,
               "params": spec.params.to_wire()}
     path = job_dir(platform.data_dir, spec.job_id) / f"{bank}.transcript.jsonl"
-    w = open_appending(path, job_id=spec.job_id, party=platform.name, peer=bank, key=key,
-                       peer_key_hex=signing_pub_hex(bank_pub), spec=spec_d,
-                       roles={platform.name: "platform", bank: "bank"})
+    # one ServerApp process writes it from start to end: a new file (a reused job id
+    # is refused: append-only)
+    w = TranscriptWriter.create(path, job_id=spec.job_id, party=platform.name, peer=bank,
+                                signing_key=key, peer_public_key=signing_pub_hex(bank_pub),
+                                spec=spec_d, protocols={"horizontal": "1"},
+                                roles={platform.name: "platform", bank: "bank"})
     return TranscriptLedger(w, key, bank_pub)
 
 

@@ -24,6 +24,7 @@ default) every vector a bank contributes (its counts, its weighted model delta a
 losses, its weighted test loss) is masked so the aggregator learns only sums over the
 banks that finished the round (see :mod:`.server` for the list). Banks learn the
 global model and the federation's totals. Not defended: a bank that sends poisoned
-values within the clip (the sum is private, not robust), and a malicious aggregator
-that substitutes SecAgg keys (see :mod:`secure_agg.secagg`'s threat model).
+values within the clip (the sum is private, not robust); a malicious aggregator that
+substitutes SecAgg keys is stopped only in signed rounds (``params.signed_rounds``:
+banks check each other's keys against their configured signing keys).
 """

@@ -17,6 +17,7 @@ whatever arrived.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -147,14 +148,14 @@ def session_id(job_id: str, group: str) -> bytes:
 
 
 def secagg_params(n: int, min_banks: int, dim: int, phase: str, clip: float, bits: int,
-                  session: bytes) -> SecAggParams:
+                  session: bytes, signed: bool = False) -> SecAggParams:
     t = max(min_banks, n // 2 + 1)
     if phase == "counts":
         clip, bits, mod_bits = COUNT_CLIP, COUNT_BITS, COUNT_MOD_BITS
     else:
         mod_bits = min(64, bits + max(1, int(np.ceil(np.log2(n + 1)))) + 1)
     return SecAggParams(num_clients=n, threshold=min(t, n), dim=dim, clip=float(clip),
-                        bits=int(bits), mod_bits=mod_bits, session=session)
+                        bits=int(bits), mod_bits=mod_bits, session=session, signed=signed)
 
 
 class SecureSum:
@@ -162,9 +163,10 @@ class SecureSum:
 
     secure = True
 
-    def __init__(self, job_id: str, min_banks: int, clip: float, bits: int, timeout: float):
+    def __init__(self, job_id: str, min_banks: int, clip: float, bits: int, timeout: float,
+                 signed: bool = False):
         self.job_id, self.min_banks, self.clip, self.bits = job_id, min_banks, clip, bits
-        self.timeout = timeout
+        self.timeout, self.signed = timeout, signed
 
     def total(self, grid, nodes: list[int], phase: str, inputs: dict, dim: int,
               group: str, names: dict[int, str], ledgers: dict | None = None) -> SumResult:
@@ -176,11 +178,13 @@ class SecureSum:
         cid = {node: i for i, node in enumerate(sorted(nodes))}
         node_of = {i: n for n, i in cid.items()}
         params = secagg_params(len(nodes), self.min_banks, dim, phase, self.clip,
-                               self.bits, session_id(self.job_id, group))
+                               self.bits, session_id(self.job_id, group), self.signed)
         server = SecAggServer(params, clients=set(cid.values()))
         head = {"phase": phase, "cid": 0, "n": params.num_clients, "t": params.threshold,
                 "dim": dim, "clip": params.clip, "bits": params.bits,
-                "mod_bits": params.mod_bits, "session": params.session}
+                "mod_bits": params.mod_bits, "session": params.session,
+                "signed": self.signed,
+                "names": json.dumps([names.get(node_of[i], "") for i in range(len(nodes))])}
 
         def stage(name: str, per_node: dict[int, dict], receive) -> list[int]:
             replies = ex.ask(STAGE_TYPES[name], per_node)

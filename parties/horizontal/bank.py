@@ -90,6 +90,8 @@ class BankSide:
     y: np.ndarray                 # 0/1
     ledger: object = field(default_factory=NoLedger)
     report: object = None         # callable(dict) -> None: the bank's own job report
+    signing_key: object = None    # Ed25519 private key (signed SecAgg rounds)
+    peer_keys: dict = field(default_factory=dict)   # bank name -> Ed25519 public key
 
     def __post_init__(self):
         self.X = np.asarray(self.X, dtype=np.float64)
@@ -178,21 +180,46 @@ class _Bank:
 def _sa_params(st) -> SecAggParams:
     return SecAggParams(num_clients=int(st["n"]), threshold=int(st["t"]), dim=int(st["dim"]),
                         clip=float(st["clip"]), bits=int(st["bits"]),
-                        mod_bits=int(st["mod_bits"]), session=bytes(st["session"]))
+                        mod_bits=int(st["mod_bits"]), session=bytes(st["session"]),
+                        signed=bool(st["signed"]))
+
+
+def _signing(side: BankSide, st) -> dict:
+    """A signed round's keys: this bank's, and each client's by the name the aggregator
+    gives it, from the keys this bank was configured with (never from the aggregator)."""
+    if not st["signed"]:
+        return {}
+    try:
+        names = json.loads(st["names"])
+    except (TypeError, ValueError):
+        raise SecAggError("signed round without the clients' names") from None
+    if not isinstance(names, list) or len(names) != int(st["n"]) \
+            or names[int(st["cid"])] != side.name:
+        raise SecAggError(f"{side.name}: the aggregator's client names {names!r} do not "
+                          f"name this bank as client {st['cid']}")
+    if side.signing_key is None:
+        raise BankRefused(f"{side.name}: a signed round needs this bank's signing key")
+    unknown = [n for n in names if n != side.name and n not in side.peer_keys]
+    if unknown:
+        raise BankRefused(f"{side.name}: signed round with bank(s) {unknown} whose signing "
+                          "keys this bank's [horizontal.peers] does not list")
+    return {"signing_key": side.signing_key,
+            "peer_keys": {i: side.peer_keys[n] for i, n in enumerate(names) if n != side.name}}
 
 
 def _secagg(bank: _Bank, stage: str, cfg, state) -> bytes:
     """This bank's SecAgg client at ``stage``, rebuilt from the state (module doc)."""
     if stage == "advertise":
         st = {k: cfg[k] for k in ("phase", "cid", "n", "t", "dim", "clip", "bits",
-                                  "mod_bits", "session")}
+                                  "mod_bits", "session", "signed", "names")}
         st["seed"] = os.urandom(32)
         state[SA_STATE] = ConfigRecord(st)
     st = state.config_records.get(SA_STATE)
     if st is None:
         raise SecAggError(f"{stage}: no SecAgg round in progress at this bank")
     params = _sa_params(st)
-    client = SecAggClient(int(st["cid"]), params, Drbg(bytes(st["seed"]), "fedjoint/bank"))
+    client = SecAggClient(int(st["cid"]), params, Drbg(bytes(st["seed"]), "fedjoint/bank"),
+                          **_signing(bank.side, st))
     out = client.advertise()
     if stage == "advertise":
         return encode(out)

@@ -27,7 +27,10 @@ class HorizontalParams:
     sum) or ``{"1": w}``; ``hidden`` are the MLP's hidden widths. ``secure_aggregation``
     (default on) masks every vector a bank sends (:mod:`secure_agg.secagg`);
     ``min_banks`` is the fewest banks a round may end with (and at least the SecAgg
-    threshold, a majority); ``clip`` / ``bits`` quantise each coordinate."""
+    threshold, a majority); ``clip`` / ``bits`` quantise each coordinate.
+    ``signed_rounds``: each bank signs its SecAgg keys with its fedjoint signing key and
+    checks every other bank's against the keys its node.toml lists
+    (``[horizontal.peers]``), so the aggregator cannot substitute keys."""
 
     rounds: int = 20
     local_epochs: int = 1
@@ -41,6 +44,7 @@ class HorizontalParams:
     test_fraction: float = 0.2
     seed: int = 0
     secure_aggregation: bool = True
+    signed_rounds: bool = False
     min_banks: int = 2
     clip: float = 4.0
     bits: int = 24
@@ -71,6 +75,9 @@ class HorizontalParams:
         need(0 < self.valid_fraction < 0.5, "valid_fraction", "a number in (0, 0.5)")
         need(0 < self.test_fraction < 0.5, "test_fraction", "a number in (0, 0.5)")
         need(isinstance(self.secure_aggregation, bool), "secure_aggregation", "true/false")
+        need(isinstance(self.signed_rounds, bool), "signed_rounds", "true/false")
+        need(self.secure_aggregation or not self.signed_rounds, "signed_rounds",
+             "false when secure_aggregation = false (only SecAgg rounds are signed)")
         need(2 <= self.min_banks <= 1000, "min_banks", "an integer in [2, 1000]")
         need(0 < self.clip <= 1e6, "clip", "a number in (0, 1e6]")
         need(8 <= self.bits <= 40, "bits", "an integer in [8, 40]")

@@ -69,7 +69,8 @@ def run_job(grid, spec: JobSpec, nodes: list[int], ledgers: dict | None = None) 
     :class:`parties.horizontal.bank.NoLedger`) record what crosses to each bank."""
     p = spec.params
     names = spec.banks
-    summer = (SecureSum(spec.job_id, p.min_banks, p.clip, p.bits, p.round_timeout)
+    summer = (SecureSum(spec.job_id, p.min_banks, p.clip, p.bits, p.round_timeout,
+                        p.signed_rounds)
               if p.secure_aggregation else PlainSum(p.min_banks, p.round_timeout))
     ex = _Exchange(grid, p.round_timeout, "join", names, ledgers)
     join = {"job_id": spec.job_id, "algorithm": spec.algorithm,

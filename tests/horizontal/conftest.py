@@ -32,7 +32,7 @@ def banks(credit) -> dict[str, pd.DataFrame]:
     return {f"bank-{i}": credit[band == i].reset_index(drop=True) for i in range(N_BANKS)}
 
 
-def job(columns, algorithm="horizontal_lr", **params) -> dict:
-    return {"job": {"name": "h", "algorithm": algorithm, "job_id": "h-test"},
+def job(columns, algorithm="horizontal_lr", job_id="h-test", **params) -> dict:
+    return {"job": {"name": "h", "algorithm": algorithm, "job_id": job_id},
             "horizontal": {"columns": list(columns)},
             "params": {"class_weight": "balanced", "min_banks": 3, **params}}

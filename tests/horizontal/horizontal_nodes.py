@@ -9,6 +9,16 @@ from support.nodes import _toml_value
 from federation.keys import init_party_keys
 
 
+def _value(v) -> str:
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f'"{k}" = {_toml_value(x)}' for k, x in v.items()) + " }"
+    return _toml_value(v)
+
+
+def sign_pub(root: Path, bank: str) -> str:
+    return str(root / "keys" / bank / f"{bank}.sign.pub")
+
+
 def write_horizontal_nodes(root: Path, frames: dict, *, bank_extra: dict | None = None,
                            platform_extra: dict | None = None,
                            platform_tail: list[str] | None = None) -> tuple[Path, dict]:
@@ -27,7 +37,7 @@ def write_horizontal_nodes(root: Path, frames: dict, *, bank_extra: dict | None 
                  f"cert = {_toml_value(pk['tls_cert'])}",
                  f'cert_fingerprint = "{pk["cert_fingerprint"]}"',
                  f"signing_public_key = {_toml_value(pk['signing_pub'])}", "", *extra_tables,
-                 "[horizontal]", *(f"{a} = {_toml_value(b)}" for a, b in horizontal.items()),
+                 "[horizontal]", *(f"{a} = {_value(b)}" for a, b in horizontal.items()),
                  "", *tail, ""]
         p = root / f"{name}.toml"
         p.write_text("\n".join(lines))

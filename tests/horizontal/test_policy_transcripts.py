@@ -79,3 +79,26 @@ def test_examples_parse_and_bad_keys_are_named(tmp_path):
     job.write_text((ex / "job.toml").read_text().replace("rounds = 20", "rounds = 0"))
     with pytest.raises(ConfigError, match=r"params.rounds = 0: expected an integer in \[1, 10000\]"):
         load_job(job)
+
+
+def test_signed_rounds_check_keys_the_bank_was_given(tmp_path, banks, columns):
+    """params.signed_rounds: each bank checks every other bank's SecAgg keys against the
+    signing keys its [horizontal.peers] lists; bank-2 lacks bank-0's and refuses the
+    round (dropped, reason named); bank-0 and bank-1 finish."""
+    from horizontal_nodes import sign_pub
+    names = ["bank-0", "bank-1", "bank-2"]
+    peers = {b: {o: sign_pub(tmp_path, o) for o in names if o != b} for b in names}
+    del peers["bank-2"]["bank-0"]
+    platform, tomls, _ = write_horizontal_nodes(
+        tmp_path, {b: banks[b].iloc[:800] for b in names},
+        bank_extra={b: {"peers": peers[b], "min_banks": 2, "require_signed_rounds": True}
+                    for b in names})
+    res = fedjoint.run_horizontal(job(columns, rounds=1, min_banks=2, signed_rounds=True),
+                                  tomls, platform=platform)
+    by_name = {res.job.banks[n]: w for n, w in res.result.dropped.items()}
+    assert sorted(res.job.banks[n] for n in res.result.joined) == ["bank-0", "bank-1"]
+    assert "[horizontal.peers] does not list" in by_name["bank-2"]
+    # an unsigned job is refused by banks that require signed rounds
+    with pytest.raises(RoundFailed, match="require_signed_rounds = true"):
+        fedjoint.run_horizontal(job(columns, "horizontal_lr", "h-unsigned", rounds=1,
+                                    min_banks=2), tomls, platform=platform)
