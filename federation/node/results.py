@@ -74,13 +74,14 @@ def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]
         test = R.rows_of(dev, data["scores"]["ids"]) if dev is not None and \
             cfg.party == "bank" and data.get("scores") else None
         data.update(R.explain(part, test, data.get("scores")))
-    if part is not None and not binning and isinstance(part.body.get("binning"), str):
-        binning = part.body["binning"]     # woe_lr: the binning job it was trained on
     if binning:
-        b = _part(_done(lookup, binning, "binning").artifacts.get("model"))
-        if b is None or b.algorithm != "binning":
-            raise R.ReportError(f"job {binning!r} is not a binning job with a model part")
-        data["binning"] = b.body
+        data["binning"] = _binning_body(lookup, binning)
+    elif "binning" not in data and part is not None and \
+            isinstance(part.body.get("binning"), str):
+        try:   # woe_lr: the binning it was trained on (a binning job, or a pipeline's stage)
+            data["binning"] = _binning_body(lookup, part.body["binning"])
+        except R.ReportError:
+            pass    # no longer on this node: the report goes without its tables
     if oot:
         kind = (data.get("scores") or {}).get("label_kind", "binary")
         data.update(_oot(rec, cfg, part, model_id, _done(lookup, oot, "score"),
@@ -107,10 +108,24 @@ def _done(lookup, job_id: str, algorithm: str) -> JobRecord:
         rec = None
     if rec is None:
         raise ReportError(f"no job {job_id!r} on this node (see `fedjoint job list`)")
-    if rec.algorithm != algorithm or rec.state != "done":
+    if (algorithm and rec.algorithm != algorithm) or rec.state != "done":
         raise ReportError(f"job {rec.job_id} is a {rec.state} {rec.algorithm} job; expected a "
-                          f"done {algorithm} job")
+                          f"done {algorithm or 'binning or pipeline'} job")
     return rec
+
+
+def _binning_body(lookup, job_id: str) -> dict:
+    """The binning tables of ``job_id``: a binning job's part, or a pipeline's first
+    binning stage's."""
+    from federation.report.collect import ReportError
+    rec = _done(lookup, job_id, "")
+    paths = [rec.artifacts.get("model"), *(rec.artifacts.get("models") or {}).values()]
+    for path in paths:
+        b = _part(path)
+        if b is not None and b.algorithm == "binning":
+            return b.body
+    raise ReportError(f"job {rec.job_id} has no binning part (a binning job, or a pipeline "
+                      "with a binning stage)")
 
 
 def _rows(rec: JobRecord) -> np.ndarray | None:

@@ -119,6 +119,12 @@ def test_report_with_out_of_time_population_through_nodes(tmp_path, capsys, monk
         for sid in ("stages", "woe-iv", "coefficients", "oot", "stability"):
             assert f'<section id="{sid}">' in pl, sid
         assert "binning part (WOE bins)" in pl      # the variables binned as the bin stage
+        # --binning takes a pipeline's binning stage too; a job without one is refused
+        code, out, err = run_cli(capsys, "job", "report", job_id, "--binning", pipe_id,
+                                 "--out", str(tmp_path / "b.html"))
+        assert code == 0 and '<section id="woe-iv">' in (tmp_path / "b.html").read_text()
+        code, out, err = run_cli(capsys, "job", "report", job_id, "--binning", job_id)
+        assert code == 1 and "has no binning part" in err
         # a scoring job of another model, or no such job: one line each
         code, out, err = run_cli(capsys, "job", "report", job_id, "--oot", "no-such-job")
         assert code == 1 and "no job 'no-such-job'" in err
