@@ -32,9 +32,9 @@ inputs = { binning = "bin" }
 iv_min = 0.02
 
 [[stages]]
-name = "lr"
-algorithm = "logistic_regression"
-inputs = { selection = "sel" }
+name = "card"
+algorithm = "woe_lr"
+inputs = { binning = "bin", selection = "sel" }
 [stages.params]
 epochs = 2
 batch_size = 0
@@ -44,7 +44,7 @@ batch_size = 0
 def test_report_with_out_of_time_population_through_nodes(tmp_path, capsys, monkeypatch):
     keys = make_party_keys(tmp_path)
     allowed = {"allowed_algorithms": ["logistic_regression", "score", "binning",
-                                      "selection"]}
+                                      "selection", "woe_lr"]}
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys, bank_rows=400,
                                             bank_policy=allowed, platform_policy=allowed)
     oot = pd.read_csv(DATA / "breast_hetero_guest.csv").iloc[400:]
@@ -104,19 +104,19 @@ def test_report_with_out_of_time_population_through_nodes(tmp_path, capsys, monk
         assert '<section id="oot">' not in ppage and '<section id="deciles">' not in ppage
         assert "platform (this party&#x27;s own) coefficients" in ppage
 
-        # a pipeline: the last training stage's sections, the binning stage's WOE/IV;
-        # --oot scores that stage's model (<job>.lr)
+        # a pipeline (binning -> selection -> woe_lr): the scorecard stage's sections, the
+        # binning stage's WOE/IV; --oot scores that stage's model (<job>.card)
         pipe = write_job(tmp_path, "pl", "pipeline")
         pipe.write_text(pipe.read_text() + PIPELINE)
         code, out, err = run_cli(capsys, "job", "submit", str(pipe), "--wait")
         assert code == 0, err + out
         pipe_id = out.split()[0]
-        score_toml.write_text(score_toml.read_text().replace(job_id, f"{pipe_id}.lr"))
+        score_toml.write_text(score_toml.read_text().replace(job_id, f"{pipe_id}.card"))
         code, out, err = run_cli(capsys, "job", "report", pipe_id, "--oot", str(score_toml),
                                  "--out", str(tmp_path / "pl.html"))
         assert code == 0, err
         pl = (tmp_path / "pl.html").read_text()
-        for sid in ("stages", "woe-iv", "coefficients", "oot", "stability"):
+        for sid in ("stages", "woe-iv", "scorecard", "coefficients", "oot", "stability"):
             assert f'<section id="{sid}">' in pl, sid
         assert "binning part (WOE bins)" in pl      # the variables binned as the bin stage
         # --binning takes a pipeline's binning stage too; a job without one is refused
@@ -131,7 +131,7 @@ def test_report_with_out_of_time_population_through_nodes(tmp_path, capsys, monk
         code, out, err = run_cli(capsys, "job", "report", score_id, "--oot", score_id)
         assert code == 1 and "used model" in err
         code, out, err = run_cli(capsys, "job", "report", job_id, "--oot", str(score_toml))
-        assert code == 1 and f"scores model '{pipe_id}.lr', not job {job_id}'s" in err
+        assert code == 1 and f"scores model '{pipe_id}.card', not job {job_id}'s" in err
     finally:
         bank.stop()
         plat.stop()
