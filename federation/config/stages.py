@@ -100,6 +100,10 @@ def parse_stages(raw, label: str, job_inputs: dict[str, str] | None, valid_fract
         where = f"{label}: stages[{i}] ({name})"
         if name in seen:
             raise ConfigError(f"{where}: the name {name!r} is used by an earlier stage")
+        if t.data.get("algorithm") == "evaluate":
+            raise ConfigError(f"{where}: 'evaluate' is not a stage: every train stage is "
+                              "evaluated on the job's test rows (its metrics are in "
+                              "metrics.stages.<name>); remove this stage")
         algorithm = t.choice("algorithm", stage_algorithms())
         inputs = {}
         for key, ref in t.sub("inputs", {}).data.items():

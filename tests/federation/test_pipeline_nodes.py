@@ -152,6 +152,8 @@ def test_pipeline_through_nodes(tmp_path, capsys, monkeypatch):
      r"\(known: bin\)"),
     (STAGES.replace("iv_min = 0.02", "iv_min = -1.0"),
      r"stages\[1\] \(sel\) \[params\].*iv_min = -1\.0: expected a number in \[0, 10\)"),
+    (STAGES + '[[stages]]\nname = "eval"\nalgorithm = "evaluate"\n',
+     r"stages\[3\] \(eval\): 'evaluate' is not a stage: every train stage is evaluated"),
     (STAGES.replace('algorithm = "binning"', 'algorithm = "binnig"'),
      r"stages\[0\]\.algorithm = 'binnig': expected one of .*did you mean 'binning'"),
 ])
