@@ -7,7 +7,8 @@ is the pseudonym store: ``fedjoint serve --model ID --score-file IN.csv --out OU
 reads IN in chunks (bounded memory: ``chunk_rows`` rows at a time), parses the model's
 features as a job's loader does, and sends one ``serve.lookup`` per
 ``limits.serve_max_batch_rows`` applicants, several in flight, writing
-``id,score,probability,platform_data`` in input order (floats as ``repr``, exact) and
+``id,score,probability,platform_data`` in input order (floats as ``repr``, exact; then
+the model's ``Scorer.csv_columns``, e.g. a scorecard's points and reason codes) and
 reporting progress. What crosses per applicant is what an online score sends (docs/
 serving.md), and each applicant counts against the platform's rate and daily budget.
 """
@@ -37,7 +38,10 @@ def score_file(served, in_path: str | Path, out_path: str | Path, *, id_column: 
     batch = served.cfg.limits.serve_max_batch_rows
     t0 = time.perf_counter()
     rows = held = 0
-    write_private(out_path, b"id,score,probability,platform_data\n")
+    # a model's extra columns (a scorecard's points and reason codes), after the four
+    extra = tuple(getattr(served.scorer, "csv_columns", ()))
+    write_private(out_path, ",".join(["id", "score", "probability", "platform_data",
+                                      *extra]).encode() + b"\n")
     try:
         reader = pd.read_csv(in_path, dtype=str, keep_default_na=False, chunksize=chunk_rows)
     except (OSError, ValueError) as exc:
@@ -54,11 +58,13 @@ def score_file(served, in_path: str | Path, out_path: str | Path, *, id_column: 
                 lines = []
                 for i, r in zip(raw_ids, res, strict=True):
                     if "error" in r:
-                        lines.append(f"{i},,,refused\n")
+                        lines.append(f"{i},,,refused{',' * len(extra)}\n")
                         continue
                     held += r["platform_data"]
-                    lines.append(f"{i},{r['score']!r},{r.get('probability', '')!r},"
-                                 f"{str(r['platform_data']).lower()}\n")
+                    cells = served.scorer.csv_cells(r) if extra else []
+                    lines.append(",".join([f"{i}", f"{r['score']!r}",
+                                           f"{r.get('probability', '')!r}",
+                                           str(r["platform_data"]).lower(), *cells]) + "\n")
                 out.write("".join(lines))
         try:
             for chunk in reader:
@@ -67,7 +73,7 @@ def score_file(served, in_path: str | Path, out_path: str | Path, *, id_column: 
                     raise DataError(f"{in_path}: missing column(s) {', '.join(missing)} (the "
                                     f"model needs {id_column!r} and its bank features)")
                 try:
-                    X = np.column_stack([_numeric(chunk, c, in_path, missing_ok=True)
+                    X = np.column_stack([_numeric(chunk[c], c, in_path, missing_ok=True)
                                          for c in served.features])
                 except DataError as exc:
                     raise DataError(f"{exc} (in the chunk starting at data row {rows + 1})"

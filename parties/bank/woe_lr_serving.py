@@ -34,6 +34,19 @@ class Scorer:
         self.intercept = float(model.body["intercept"])
         self.factor = float(model.body["scorecard"]["factor"])
 
+    @property
+    def csv_columns(self) -> tuple[str, ...]:
+        """The score file's columns after the common four (``fedjoint serve --score-file``)."""
+        n = int(self.model.params.get("n_reasons", 3))
+        return ("points", "platform_points", *(f"reason_{k + 1}" for k in range(n)))
+
+    def csv_cells(self, result: dict) -> list[str]:
+        """One scored row's cells for :attr:`csv_columns` (floats as ``repr``)."""
+        names = [r["feature"] for r in result["reasons"]]
+        n = len(self.csv_columns) - 2
+        return [repr(result["points"]), repr(result["platform_points"]),
+                *(names[k] if k < len(names) else "" for k in range(n))]
+
     def check(self, X: np.ndarray) -> None:
         """Every value has a bin (missing: the missing bin): nothing to refuse."""
 

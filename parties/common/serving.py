@@ -8,6 +8,8 @@ platform module with one factory each:
     (a JSON-able dict the platform needs to answer, e.g. which of its splits the bank
     asks about), ``Scorer.answer_width`` and ``Scorer.answer_dtype`` (what one row of
     the platform's answer must be), ``Scorer.score(X, answers, found) -> Scores``.
+    Optional: ``Scorer.csv_columns`` and ``Scorer.csv_cells(result)``, more columns of a
+    score file (``fedjoint serve --score-file``), e.g. a scorecard's points.
 ``platform.answerer(model, setup) -> Answerer``
     ``Answerer.answer(X, found) -> (answers, ok)``: one row of ``answer_width`` values
     per row of ``X`` (this platform's features, float64, NaN = missing); rows with

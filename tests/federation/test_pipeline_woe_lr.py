@@ -98,7 +98,19 @@ def _serve(root: Path, model_id: str, bank: pd.DataFrame, ids) -> list[dict]:
                           headers={"Authorization": f"Bearer {token}"}) as c:
             r = c.post("/v1/score:batch", json={"model": model_id, "applicants": apps})
             assert r.status_code == 200, r.text
-            return r.json()["results"]
+            results = r.json()["results"]
+        # the score file (no PSI, the platform's pseudonym store): the same values
+        from federation.serving.bulk import score_file
+        src, dst = root / "applicants.csv", root / "scored.csv"
+        rows.loc[list(ids), ["id", *models[0].features]].to_csv(src, index=False)
+        score_file(models[0], src, dst)
+        got = pd.read_csv(dst, keep_default_na=False)
+        assert list(got.columns)[4:] == ["points", "platform_points", "reason_1",
+                                         "reason_2", "reason_3"]
+        assert got["points"].tolist() == [x["points"] for x in results]
+        assert got["reason_1"].tolist() == [x["reasons"][0]["feature"] if x["reasons"]
+                                            else "" for x in results]
+        return results
     finally:
         srv.stop()
 

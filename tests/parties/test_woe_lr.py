@@ -320,3 +320,27 @@ def test_a_job_without_a_binning_input_is_refused_when_read():
     with pytest.raises(ConfigError, match=r"stages\[1\] \(card\): woe_lr needs the "
                                           r"input\(s\) \['binning'\]"):
         job_spec_from_dict(pipe, "card.toml")
+
+
+def test_python_api_pipeline_scores_with_points():
+    """run_local runs binning -> woe_lr; RunResult.score adds the scorecard's columns."""
+    from fedjoint import run_local
+    from fedjoint.testing import TEST_POLICY as NODE_POLICY
+    from fedjoint.testing import synthetic_parties
+    bank, plat = synthetic_parties()
+    job = {"job": {"name": "card", "algorithm": "pipeline", "dataset": "d",
+                   "peer_dataset": "d"}, "psi": {"id_type": "string"},
+           "evaluation": {"cipher": "plain", "key_bits": 1024, "test_fraction": 0.25},
+           "stages": [{"name": "bin", "algorithm": "binning",
+                       "params": {"method": "quantile", "n_bins": 4}},
+                      {"name": "card", "algorithm": "woe_lr", "inputs": {"binning": "bin"},
+                       "params": {"epochs": 20, "batch_size": 0, "learning_rate": 0.1}}]}
+    res = run_local(job, bank=bank, platform=plat, bank_policy=NODE_POLICY,
+                    platform_policy=NODE_POLICY, seed=1)
+    sc = res.bank_model.body["scorecard"]
+    assert res.bank_model.algorithm == "woe_lr" and sc["rows"]
+    out = res.score(bank.drop(columns=["y"]), plat, seed=2)
+    assert list(out.columns) == ["id", "score", "points", "platform_points", "reason_1",
+                                 "reason_2", "reason_3"]
+    z = np.log(out["score"] / (1 - out["score"]))
+    assert np.abs(out["points"] - (sc["offset"] - sc["factor"] * z)).max() < 1e-9
