@@ -1,8 +1,8 @@
 """Ray as a party's compute engine (issue 17 part 4), on one local Ray cluster per module
 (a head on 127.0.0.1 with 2 CPUs, started and stopped by PID; no Ray process may be left).
 
-* the executor seam: Paillier encryption, background obfuscators, histograms and PSI
-  blinding as Ray tasks give exactly the local engine's bytes; a kernel error is a clear
+* the executor seam: Paillier encryption, background obfuscators, histograms, LR's
+  ``X.T @ enc`` and PSI blinding as Ray tasks give exactly the local engine's bytes; a kernel error is a clear
   error; a Ray worker killed mid-task (SIGKILL by PID) is retried with the same result,
   and without retries the call fails with the reason;
 * two real nodes with ``engine = "ray"``: a SecureBoost job's models and every message
@@ -78,10 +78,12 @@ def _kernels(pub, sk, workers: int):
     bins = np.random.default_rng(3).integers(0, 5, (600, 4))
     old, ops.PROCESS_MIN_ROWS = ops.PROCESS_MIN_ROWS, 8
     try:
-        hist = PaillierPublicCipher(pub, workers=workers).histogram(enc, bins, 5)
+        pc = PaillierPublicCipher(pub, workers=workers)
+        hist = pc.histogram(enc, bins, 5)
+        lr = pc.matvec_t(bins - 2, enc)          # LR's X.T @ enc
     finally:
         ops.PROCESS_MIN_ROWS = old
-    return (enc.data, pre.data, hist.data), get_pool(workers)
+    return (enc.data, pre.data, hist.data, lr.data), get_pool(workers)
 
 
 def _psi(workers: int) -> list[bytes]:
