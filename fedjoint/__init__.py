@@ -3,6 +3,7 @@
     import fedjoint
     result = fedjoint.run_local("job.toml", bank=bank_df, platform=platform_df)
     result.metrics["test_auc"]; result.score(new_bank_df, new_platform_df)
+    result.report("report.html", oot=(bank_2025_df, platform_df))   # docs/report.md
 
 A pipeline job (``algorithm = "pipeline"``, ``[[stages]]``) runs the same way;
 ``result.stages`` holds each stage's parts and metrics (docs/pipelines.md).
