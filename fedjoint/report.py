@@ -64,7 +64,8 @@ def report_data(result, *, oot: tuple | None = None, threshold: float | None = N
         if kind == "continuous":    # the prediction's PSI; no labels needed
             pred = result.score(frame, oot[1], **score_with)["score"]
             data["oot"] = {"name": oot_name, "scores": {"p": pred.tolist()}}
-        data["stability"] = R.variable_stability(dev, actual, data.get("binning"), "bank")
+        data["stability"] = R.variable_stability(dev, actual, data.get("binning"), "bank",
+                                                 data.get("scorecard"))
     elif oot is not None:
         # labels and columns checked before anything is scored (nothing crosses first)
         labelled = R.own_rows(replace(ds_cfg, name=oot_name, frame=frame,
@@ -76,7 +77,7 @@ def report_data(result, *, oot: tuple | None = None, threshold: float | None = N
         data["oot"] = R.oot_scores(sc["id"].tolist(), sc["score"].tolist(), labelled,
                                    oot_name)
         data["stability"] = R.variable_stability(dev, labelled, data.get("binning"),
-                                                 "bank")
+                                                 "bank", data.get("scorecard"))
     return data
 
 

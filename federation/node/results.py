@@ -165,8 +165,9 @@ def _oot(rec: JobRecord, cfg: NodeConfig, part, model_id: str, score: JobRecord,
     dev_cfg, act_cfg = _own_dataset(cfg, rec.spec), _own_dataset(cfg, score.spec)
     bank = cfg.party == "bank" and kind == "binary"
     actual = R.own_rows(act_cfg, part, _rows(score), need_label=bank)
+    card = part.body.get("scorecard") if part is not None else None
     out = {"stability": R.variable_stability(R.own_rows(dev_cfg, part, _rows(rec)), actual,
-                                             binning, cfg.party)}
+                                             binning, cfg.party, card)}
     if bank:
         ids, p = _read_scores(score.artifacts.get("scores", ""))
         if ids != [str(i) for i in actual.ids]:

@@ -200,11 +200,17 @@ def _coefficients(part: ModelPart, rows: list[dict], test: Dataset | None,
 
 
 def variable_stability(dev: Dataset, actual: Dataset, binning: dict | None,
-                       party: str) -> dict:
+                       party: str, card: dict | None = None) -> dict:
     """Per-variable PSI of this party's features between two populations of its rows:
     on the binning part's bins where it has the feature, else deciles of ``dev``;
-    categorical features bin by level; missing values have their own bin."""
+    categorical features bin by level; missing values have their own bin. With a
+    scorecard (``card``) whose points cover a feature's bins, the characteristic
+    analysis too: ``sum_i (a_i - e_i) * points_i``, the shift of the mean score that the
+    feature's change of distribution makes."""
     tables = (binning or {}).get("tables") or {}
+    points: dict[str, list[float]] = {}
+    for r in (card or {}).get("rows") or []:
+        points.setdefault(str(r.get("feature")), []).append(float(r.get("points", 0.0)))
     out = []
     for j, name in enumerate(dev.feature_names):
         if name not in actual.feature_names:
@@ -222,8 +228,14 @@ def variable_stability(dev: Dataset, actual: Dataset, binning: dict | None,
             edges = S.quantile_edges(e)
             labels, how = S.interval_labels(edges), "deciles of the reference rows"
         t = S.psi_table(e, a, edges, labels)
-        out.append({"feature": name, "psi": t["psi"], "bins": t["bins"], "binned_by": how})
-    return {"variables": out, "party": party, "note": PLATFORM_NOTE if party == "bank" else BANK_NOTE,
+        row = {"feature": name, "psi": t["psi"], "bins": t["bins"], "binned_by": how}
+        pts = points.get(name)
+        if how.startswith("binning") and pts is not None and len(pts) == len(edges) + 2:
+            ec, ac = S.bin_shares(e, edges), S.bin_shares(a, edges)
+            row["score shift (points)"] = float(np.dot(ac / ac.sum() - ec / ec.sum(), pts))
+        out.append(row)
+    return {"variables": out, "party": party,
+            "note": PLATFORM_NOTE if party == "bank" else BANK_NOTE,
             "reference": f"the training job's intersection ({len(dev):,} rows) for the "
                          "variables; its test split for the score",
             "population": f"{actual.name} ({len(actual):,} rows)"}

@@ -141,7 +141,9 @@ def stability(score: dict | None, variables: list[dict], note: str, reference: s
                   grid_table(score["bins"])]
     if variables:
         summary = [{"feature": v["feature"], "PSI": v["psi"], "reading": S.psi_band(v["psi"]),
-                    "bins": len(v["bins"]), "binned by": v.get("binned_by", "")}
+                    "bins": len(v["bins"]), "binned by": v.get("binned_by", ""),
+                    **({"score shift (points)": v["score shift (points)"]}
+                       if "score shift (points)" in v else {})}
                    for v in variables]
         parts += [f"<h3>Per variable ({esc(owner)} features)</h3>",
                   grid_table(summary, "psi-vars")]

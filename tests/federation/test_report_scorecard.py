@@ -91,7 +91,10 @@ def test_pipeline_scorecard_report_with_out_of_time(tmp_path):
                                   "base_score": 600, "base_odds": 50}}]}
     res = run_local(job, bank=bank, platform=plat, bank_policy=TEST_POLICY,
                     platform_policy=TEST_POLICY, seed=3)
-    page = res.report(tmp_path / "r.html", oot=(oot, plat), oot_name="holdout").read_text()
+    from federation.report import write_report
+    from fedjoint.report import report_data
+    rep = report_data(res, oot=(oot, plat), oot_name="holdout")
+    page = write_report(rep, tmp_path / "r.html").read_text()
     ids = re.findall(r'<section id="([^"]+)">', page)
     for sid in ("stages", "woe-iv", "scorecard", "coefficients", "oot", "stability",
                 "discrimination", "calibration"):
@@ -105,3 +108,18 @@ def test_pipeline_scorecard_report_with_out_of_time(tmp_path):
     assert "platform#" in page.split('<section id="woe-iv">')[1].split("</section>")[0]
     card = res.bank_model.body["scorecard"]
     assert f"{card['base_points']:.4f}" in page
+    # characteristic analysis: each scorecard variable's shift of the mean score equals
+    # the mean of its points over the OOT rows minus over the training intersection
+    tables = res.stages["bin"]["bank"].body["tables"]
+    dev = bank[bank["id"].isin(plat["id"])]
+    got = {v["feature"]: v for v in rep["stability"]["variables"]}
+    for name in res.bank_model.feature_names:
+        pts = np.asarray([r["points"] for r in card["rows"] if r["feature"] == name])
+        cuts = np.asarray(tables[name]["cuts"], float)
+
+        def mean_points(x, pts=pts, cuts=cuts):
+            b = np.where(np.isnan(x), len(pts) - 1, np.searchsorted(cuts, x, side="right"))
+            return pts[b].mean()
+        want = mean_points(oot.set_index("id").loc[sc["id"].astype(int), name].to_numpy()) - \
+            mean_points(dev[name].to_numpy())
+        assert abs(got[name]["score shift (points)"] - want) < 1e-9, name
