@@ -132,6 +132,8 @@ def test_woe_lr_pipeline_matches_the_central_pipeline(tmp_path, capsys, monkeypa
         tb = rec["artifacts"]["transcript"]
         tp = str(tmp_path / "platform-b-data" / "transcripts" / f"{job_id}.jsonl")
         assert audit.verify(tb, tp).ok
+        replayed = audit.replay(tb, tmp_path)    # the bank's side, woe_lr's masks included
+        assert replayed.ok, replayed.errors
         test = json.loads(Path(rec["artifacts"]["test_scores"]).read_text())
         models = {s: {p: json.loads((tmp_path / f"{d}-data" / "models" /
                                      f"{job_id}.{s}.json").read_text())
