@@ -288,6 +288,10 @@ def test_scoring_job_returns_points_and_reasons_and_names_a_missing_variable(
         run_job_side(spec, L._with_frames(nodes, spec, short, plat_df)["bank"], link,
                      b"s" * 32)
     assert crossed == []
+    gone_p = credit["pnames"][3]    # the platform's population: named on its side
+    with pytest.raises(FedjointError, match=rf"platform side.*{gone_p}") as ei:
+        L._run(spec, L._with_frames(nodes, spec, bank_df, plat_df.drop(columns=[gone_p])), 1)
+    assert ei.value.party == "platform"
 
 
 def test_a_feature_without_a_table_is_named_to_its_owner_only(credit, trained):
