@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from federation import report as _report
-from federation.node.results import _history_rows
+from federation.node.results import history_rows, split_metrics
 from federation.report import collect as R
 
 
@@ -23,16 +23,14 @@ def report_data(result, *, oot: tuple | None = None, threshold: float | None = N
     """The report's fields for ``result`` (a :class:`fedjoint.RunResult`);
     ``ReportError`` names what cannot be reported as asked."""
     bank, part, spec = result.bank, result.bank_model, result.job
-    m = bank.metrics or {}
     data = {"job": {"id": bank.job_id, "name": spec.name, "algorithm": spec.algorithm,
                     "state": "done", "role": "bank (local run)",
                     "model digest": bank.model_digest,
                     "peer part digest": bank.peer_model_digest},
             "psi": {**bank.psi_info, "intersection": bank.intersection,
                     "n_train": bank.n_train, "n_test": bank.n_test},
-            "metrics": {k: {n: v for n, v in m[k].items() if not isinstance(v, (dict, list))}
-                        for k in ("train", "valid", "test") if isinstance(m.get(k), dict)},
-            "history": _history_rows(bank.history), "timings": dict(bank.timings),
+            "metrics": split_metrics(bank.metrics or {}),
+            "history": history_rows(bank.history), "timings": dict(bank.timings),
             "params": dict(part.params) if part is not None else dict(spec.params),
             "evaluation": asdict(spec.evaluation), "threshold": R.check_threshold(threshold)}
     score_with = {}

@@ -33,8 +33,7 @@ def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]
     from federation.report import collect as R
     art = rec.artifacts
     m = rec.metrics or {}
-    splits = {k: {n: v for n, v in m[k].items() if not isinstance(v, (dict, list))}
-              for k in ("train", "valid", "test") if isinstance(m.get(k), dict)}
+    splits = split_metrics(m)
     psi = {"intersection": m.get("intersection"), **(rec.checkpoint.get("psi") or {})}
     for k in ("n_train", "n_test"):
         if k in m:
@@ -49,7 +48,7 @@ def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]
     if rec.error:
         job["error"] = rec.error
     data = {"job": job, "psi": psi, "metrics": splits,
-            "history": _history_rows(rec.history),
+            "history": history_rows(rec.history),
             "timings": {k: v for k, v in rec.timings.items() if isinstance(v, (int, float))},
             "params": dict(rec.spec.get("params") or {}),
             "evaluation": dict(rec.spec.get("evaluation") or {}),
@@ -92,6 +91,12 @@ def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]
                 cfg.peer.name: _pub_hex(peer.signing_public_key)}
         data["transcript"] = _verify_transcript(art["transcript"], pins)
     return data
+
+
+def split_metrics(m: dict) -> dict:
+    """The scalar metrics of each split a job recorded (``{"train": {...}, ...}``)."""
+    return {k: {n: v for n, v in m[k].items() if not isinstance(v, (dict, list))}
+            for k in ("train", "valid", "test") if isinstance(m.get(k), dict)}
 
 
 def _part(path: str | None):
@@ -203,7 +208,7 @@ def model_explanation(path: str) -> dict:
     return registered_explanation(ModelPart.load(path))
 
 
-def _history_rows(history: list) -> list[dict]:
+def history_rows(history: list) -> list[dict]:
     """Per-iteration rows {iteration, train_loss, valid_loss, train_auc, valid_auc,
     train_rmse, valid_rmse}."""
     rows = []
