@@ -70,8 +70,12 @@ def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]
         dev = _dev_rows(rec, cfg, part)
         if dev is not None:
             data["data"] = R.label_summary(dev)
-        test = R.rows_of(dev, data["scores"]["ids"]) if dev is not None and \
-            cfg.party == "bank" and data.get("scores") else None
+        test = None
+        if dev is not None and cfg.party == "bank" and data.get("scores"):
+            try:
+                test = R.rows_of(dev, data["scores"]["ids"])
+            except R.ReportError:   # the file changed: no log-odds spreads, the rest stays
+                test = None
         data.update(R.explain(part, test, data.get("scores")))
     if binning:
         data["binning"] = _binning_body(lookup, binning)
