@@ -152,7 +152,15 @@ def node_main(role: str, keys: dict, conn, cfg: dict) -> None:
             ctx = ProtocolContext(link, job, Drbg(os.urandom(32)), workers=cfg["workers"])
             t = time.perf_counter()
             c0 = _cpu_s()
+            prof = None
+            if cfg.get("profile"):  # the node's main process only (workers: cpu_workers_s)
+                import cProfile
+                prof = cProfile.Profile()
+                prof.enable()
             res = run_psi(ctx, role, ids, params)
+            if prof is not None:
+                prof.disable()
+                prof.dump_stats(os.path.join(cfg["profile"], f"{role}-{r}.prof"))
             wall = time.perf_counter() - t
             c1 = _cpu_s()
             link.close()
@@ -212,6 +220,8 @@ def main() -> None:
     ap.add_argument("--fallback", action="store_true",
                     help="also run balanced on the fallback paths (references in the same "
                     "run): OpenSSL X25519 + scalar C, and OpenSSL + pure Python")
+    ap.add_argument("--profile", metavar="DIR",
+                    help="cProfile each node's main process during run_psi: DIR/<role>-<job>.prof")
     ap.add_argument("--no-subgroup-check", action="store_true",
                     help="also run balanced without the prime-order subgroup check")
     a = ap.parse_args()
@@ -260,7 +270,7 @@ def main() -> None:
             expect = n_bank // 2
         jobs = a.repeat if mode == "balanced" else 1 + a.repeat  # first = cold peer-set
         cfg = {"mode": mode, "ranges": ranges, "expect": expect, "check_subgroup": sub,
-               "workers": a.workers, "jobs": jobs}
+               "workers": a.workers, "jobs": jobs, "profile": a.profile}
         saved = {k: os.environ.get(k) for k in FALLBACKS.get(fallback, {})}
         os.environ.update(FALLBACKS.get(fallback, {}))  # the node processes inherit it
         t = time.perf_counter()

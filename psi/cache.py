@@ -297,7 +297,8 @@ class OprfCache:
         n = len(prepared.ids)
         full = np.empty((n, 32), dtype=np.uint8)  # filled block by block: no joined copy
         at = 0
-        for blk in engine.hash_blind_times64_stream(prepared.ids, dst.encode(), key, batch):
+        ids = prepared.packed if prepared.packed is not None else prepared.ids
+        for blk in engine.hash_blind_times64_stream(ids, dst.encode(), key, batch):
             k = len(blk) // 32
             full[at:at + k] = np.frombuffer(blk, dtype=np.uint8).reshape(k, 32)
             at += k

@@ -42,6 +42,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import gmpy2
 import nacl.bindings as sodium
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from gmpy2 import mpz
 
@@ -51,6 +52,7 @@ from secure_agg import executor
 from . import native
 from .hash_to_curve import J, P, hash_to_u_batch
 
+Ids = Sequence[str | bytes] | np.ndarray  # IDs, or packed: one per row of a uint8 matrix
 POINT_BYTES = 32
 TASK_SIZE = 1 << 13  # IDs per worker task
 
@@ -326,11 +328,13 @@ def _chunks(seq: Sequence, size: int) -> Iterator[Sequence]:
         yield seq[i:i + size]
 
 
-def _id_chunks(ids: Sequence[str | bytes]) -> Iterator[list[str | bytes]]:
+def _id_chunks(ids: Ids) -> Iterator[list[str | bytes] | np.ndarray]:
     """TASK_SIZE-sized lists of IDs; str IDs are hashed as UTF-8 by the worker
-    (hash_to_u_batch), so this process does not encode them."""
+    (hash_to_u_batch), so this process does not encode them. Packed IDs (an (n, width)
+    uint8 array, :attr:`psi.ids.PreparedIds.packed`) go as row blocks: one buffer per
+    task, no per-ID object on either side of the pipe."""
     for c in _chunks(ids, TASK_SIZE):
-        yield list(c)
+        yield c if isinstance(c, np.ndarray) else list(c)
 
 
 class Engine:
@@ -356,25 +360,25 @@ class Engine:
         self.close()
 
     # -- ordered streaming maps ----------------------------------------------------
-    def hash_blind_stream(self, ids: Sequence[str | bytes], dst: bytes, scalar: bytes,
+    def hash_blind_stream(self, ids: Ids, dst: bytes, scalar: bytes,
                           batch: int) -> Iterator[bytes]:
         """Yield blinded point blocks of ``batch`` IDs each, in order."""
         yield from self._regroup(
             self._map(task_hash_blind, ((c, dst, scalar) for c in _id_chunks(ids))), batch)
 
-    def hash_blind_witnessed_stream(self, ids: Sequence[str | bytes], dst: bytes, scalar: bytes,
+    def hash_blind_witnessed_stream(self, ids: Ids, dst: bytes, scalar: bytes,
                                     batch: int) -> Iterator[bytes]:
         """Like :meth:`hash_blind_stream` but 64-byte ``u([8]W) || u(W)`` entries."""
         yield from self._regroup(
             self._map(task_hash_blind_witnessed, ((c, dst, scalar) for c in _id_chunks(ids))),
             batch, WITNESS_BYTES)
 
-    def hash_blind_times64_stream(self, ids: Sequence[str | bytes], dst: bytes, scalar: bytes,
+    def hash_blind_times64_stream(self, ids: Ids, dst: bytes, scalar: bytes,
                                   batch: int) -> Iterator[bytes]:
         yield from self._regroup(
             self._map(task_hash_blind_times64, ((c, dst, scalar) for c in _id_chunks(ids))), batch)
 
-    def hash_stream(self, ids: Sequence[str | bytes], dst: bytes, batch: int) -> Iterator[bytes]:
+    def hash_stream(self, ids: Ids, dst: bytes, batch: int) -> Iterator[bytes]:
         yield from self._regroup(
             self._map(task_hash, ((c, dst) for c in _id_chunks(ids))), batch)
 

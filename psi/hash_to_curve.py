@@ -32,6 +32,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 import gmpy2
+import numpy as np
 from gmpy2 import mpz
 
 from . import native
@@ -292,9 +293,10 @@ def _ell2_curve25519(u: mpz, p=P, c2=_C2, c3=_C3, c4=_C4, x1n=P - J,
     return xn, xd, y
 
 
-def hash_to_u_batch(msgs: Iterable[bytes | str], dst: bytes) -> bytes:
+def hash_to_u_batch(msgs: Iterable[bytes | str] | np.ndarray, dst: bytes) -> bytes:
     """Concatenated 32-byte little-endian u(Q0 + Q1) for each message (see module doc);
-    a ``str`` message is hashed as its UTF-8 bytes.
+    a ``str`` message is hashed as its UTF-8 bytes, and an (n, width) uint8 array holds
+    n messages of ``width`` bytes, one per row (packed IDs, as the engine ships them).
 
     ``X25519(k, u)`` of an entry equals ``u([clamp(k)/8] * hash_to_curve(msg))``. Runs
     in the C extension (psi/native/_psi_native.c: the same steps as
@@ -302,17 +304,29 @@ def hash_to_u_batch(msgs: Iterable[bytes | str], dst: bytes) -> bytes:
     is built and not turned off (psi.native), else in :func:`hash_to_u_batch_py`.
     """
     ext = native.field()
+    packed = isinstance(msgs, np.ndarray)
+    if packed and (msgs.ndim != 2 or msgs.dtype != np.uint8):
+        raise ValueError("packed messages must be an (n, width) uint8 array")
     if ext is None:
+        if packed:
+            return hash_to_u_batch_py([r.tobytes() for r in msgs], dst)
         return hash_to_u_batch_py([m.encode() if isinstance(m, str) else m for m in msgs], dst)
     if len(dst) > 255:
         dst = hashlib.sha512(b"H2C-OVERSIZE-DST-" + dst).digest()
-    msgs = msgs if isinstance(msgs, list | tuple) else list(msgs)
-    out, special = ext.hash_to_u_batch(msgs, dst + bytes([len(dst)]))
+    if packed:
+        msgs = np.ascontiguousarray(msgs)
+        out, special = (ext.hash_to_u_batch(msgs, dst + bytes([len(dst)]), msgs.shape[1])
+                        if msgs.shape[1] else ext.hash_to_u_batch([b""] * len(msgs),
+                                                                  dst + bytes([len(dst)])))
+    else:
+        msgs = msgs if isinstance(msgs, list | tuple) else list(msgs)
+        out, special = ext.hash_to_u_batch(msgs, dst + bytes([len(dst)]))
     if not special:
         return out
     fixed = bytearray(out)
     for i in special:  # x(Q0) = x(Q1): Q0 = +-Q1, probability ~2^-252 (affine slow path)
-        m = msgs[i].encode() if isinstance(msgs[i], str) else msgs[i]
+        m = msgs[i].tobytes() if packed else \
+            msgs[i].encode() if isinstance(msgs[i], str) else msgs[i]
         u0, u1 = hash_to_field(m, 2, dst)
         fixed[32 * i:32 * i + 32] = _u_of_sum_slow(u0, u1).to_bytes(32, "little")
     return bytes(fixed)

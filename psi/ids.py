@@ -100,6 +100,9 @@ class PreparedIds:
     invalid_rows: list[int] = field(default_factory=list)
     duplicate_rows: list[int] = field(default_factory=list)
     id_type: str = "uscc"
+    # the kept IDs' UTF-8 bytes as an (n, width) uint8 matrix when they all have one
+    # width (USCC codes); lets the engine ship rows to its workers without per-ID objects
+    packed: np.ndarray | None = None
 
     @property
     def norm_version(self) -> str:
@@ -162,6 +165,26 @@ def prepare_ids(raw: Sequence[str], id_type: str = "uscc", invalid: str = "fail"
         raise ValueError(f"invalid-ID policy must be one of {POLICIES}, not {invalid!r}")
     if duplicates not in DUP_POLICIES:
         raise ValueError(f"duplicate policy must be one of {DUP_POLICIES}, not {duplicates!r}")
+    fast = _prepare_uscc_packed(raw) if id_type == "uscc" else None
+    if fast is not None:
+        out, rows, bad, dups, packed = fast
+    else:
+        out, rows, bad, dups = _prepare_loop(raw, id_type)
+        packed = None
+    if bad and invalid == "fail":
+        raise IdValidationError(
+            f"{len(bad)} invalid {id_type} ID(s) at row(s) {_rows_text(bad)} "
+            "(0-based); set the invalid-ID policy to 'drop' to leave them out")
+    if dups and duplicates == "fail":
+        raise DuplicateIdError(
+            f"{len(dups)} duplicate ID(s) (after normalisation) at row(s) {_rows_text(dups)} "
+            "(0-based); set the duplicate policy to 'dedupe' to keep first occurrences")
+    return PreparedIds(out, np.asarray(rows, dtype=np.int64), len(raw), bad, dups, id_type,
+                       packed)
+
+
+def _prepare_loop(raw: Sequence, id_type: str) -> tuple[list, list, list, list]:
+    """The reference preparation, one ID at a time: (ids, rows, invalid, duplicates)."""
     out: list[str] = []
     rows: list[int] = []
     bad: list[int] = []
@@ -183,15 +206,81 @@ def prepare_ids(raw: Sequence[str], id_type: str = "uscc", invalid: str = "fail"
         seen.add(s)
         out.append(s)
         rows.append(i)
-    if bad and invalid == "fail":
-        raise IdValidationError(
-            f"{len(bad)} invalid {id_type} ID(s) at row(s) {_rows_text(bad)} "
-            "(0-based); set the invalid-ID policy to 'drop' to leave them out")
-    if dups and duplicates == "fail":
-        raise DuplicateIdError(
-            f"{len(dups)} duplicate ID(s) (after normalisation) at row(s) {_rows_text(dups)} "
-            "(0-based); set the duplicate policy to 'dedupe' to keep first occurrences")
-    return PreparedIds(out, np.asarray(rows, dtype=np.int64), len(raw), bad, dups, id_type)
+    return out, rows, bad, dups
+
+
+def _first_occurrences(rows: np.ndarray) -> np.ndarray:
+    """Ascending positions of the first occurrence of each distinct row of an (k, 18)
+    uint8 matrix: if a 64-bit mix of each row's 8 + 8 + 2-byte words has no repeat, all
+    rows; else a stable sort on the words, then adjacent compares."""
+    words = [np.ascontiguousarray(rows[:, a:b]).view(dt).ravel()
+             for a, b, dt in ((0, 8, "<u8"), (8, 16, "<u8"), (16, 18, "<u2"))]
+    mix = words[0] ^ (words[1] * np.uint64(0x9E3779B97F4A7C15)) ^ \
+        (words[2].astype(np.uint64) << np.uint64(47))
+    mix.sort()
+    if not (mix[1:] == mix[:-1]).any():  # distinct mixes: distinct rows (the usual case)
+        return np.arange(len(rows))
+    order = np.lexsort(words[::-1])  # stable: equal rows stay in row order
+    differs = np.zeros(len(order) - 1, dtype=bool)
+    for w in words:
+        s = w[order]
+        differs |= s[1:] != s[:-1]
+    return np.sort(order[np.concatenate(([True], differs))])
+
+
+def _prepare_uscc_packed(raw: Sequence) -> tuple | None:
+    """:func:`_prepare_loop` for USCC codes without a per-ID Python loop, or None.
+
+    Applies when every entry is an 18-character ASCII ``str`` (the CSV loader's usual
+    output): the column is joined once and checked as an (n, 18) byte matrix. An entry
+    whose characters are all in the USCC charset is unchanged by normalisation (NFKC,
+    strip and upper-casing leave ``0-9 A-Y`` alone), so it is valid iff its check
+    character is right; the few others go through :func:`normalise` one by one.
+    Duplicates: first occurrences of equal rows (``np.unique``). Returns the same
+    lists as the loop plus the kept codes packed as an (n_kept, 18) uint8 array.
+    """
+    n = len(raw)
+    try:
+        joined = "\n".join(raw)
+    except TypeError:  # a non-str entry
+        return None
+    if not n or len(joined) != 19 * n - 1 or not joined.isascii() or \
+            joined.count("\n") != n - 1:
+        return None
+    buf = np.frombuffer((joined + "\n").encode("ascii"), dtype=np.uint8).reshape(n, 19)
+    if not (buf[:, 18] == 10).all():  # some entry is not 18 characters long
+        return None
+    codes = buf[:, :18]
+    vals = _USCC_TABLE[codes]
+    ok = (vals != 255).all(axis=1)
+    total = np.zeros(n, dtype=np.int32)
+    for i, w in enumerate(USCC_WEIGHTS):
+        total += vals[:, i] * np.int32(w)
+    good = ok & (vals[:, 17] == (31 - total % 31) % 31)
+    ok_charset_bad_check = np.flatnonzero(ok & ~good)
+    other = np.flatnonzero(~ok)  # outside the charset as given: normalise, then check
+    fixed = {}
+    for i in other.tolist():
+        s = normalise(raw[i], "uscc")
+        if is_valid_uscc(s):
+            fixed[i] = s
+    if fixed:
+        codes = codes.copy()
+        for i, s in fixed.items():
+            codes[i] = np.frombuffer(s.encode("ascii"), dtype=np.uint8)
+        good[np.fromiter(fixed, dtype=np.int64, count=len(fixed))] = True
+    bad = np.sort(np.concatenate([ok_charset_bad_check, np.setdiff1d(other, list(fixed))]))
+    cand = np.flatnonzero(good)
+    kept = cand[_first_occurrences(codes[cand])]
+    dups = np.setdiff1d(cand, kept, assume_unique=True)
+    packed = np.ascontiguousarray(codes[kept])
+    if len(kept) == n:
+        out = list(raw)
+    else:
+        out = np.asarray(raw, dtype=object)[kept].tolist()
+    for j in np.flatnonzero(np.isin(kept, list(fixed))).tolist() if fixed else ():
+        out[j] = fixed[int(kept[j])]
+    return out, kept, bad.astype(np.int64).tolist(), dups.tolist(), packed
 
 
 def raw_digest(raw: Sequence[str], id_type: str, invalid: str, duplicates: str) -> str:

@@ -176,6 +176,14 @@ def _recv_points(ctx: ProtocolContext, kind: str, n: int, batch: int,
         yield blk
 
 
+def _in_order(prep: PreparedIds, perm: np.ndarray):
+    """The prepared IDs in send order: packed rows when the IDs have one width (no
+    per-ID Python work), else a list of str (encoded per task by the engine)."""
+    if prep.packed is not None:
+        return prep.packed[perm]
+    return [prep.ids[i] for i in perm.tolist()]
+
+
 def _as_rows(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.uint8).reshape(-1, POINT_BYTES)
 
@@ -311,7 +319,7 @@ def _balanced(ctx: ProtocolContext, role: str, prep: PreparedIds, params: PsiPar
     shuf = ctx.rng.child("psi/shuffle")
     perm = shuf.numpy().permutation(n)  # our send order -> prepared index
     t = time.perf_counter()
-    sent = [prep.ids[i] for i in perm]  # encoded lazily, per task, by the engine
+    sent = _in_order(prep, perm)
     for k, blk in enumerate(eng.hash_blind_witnessed_stream(sent, dst, scalar, batch)):
         link.send("psi.blinded", blk)
         if ctx.progress:
@@ -508,7 +516,7 @@ def _unbalanced_bank(ctx: ProtocolContext, prep: PreparedIds, params: PsiParams,
     r, tinv = blinding_pair(ctx.rng.child("psi/oprf-blind"))
     perm = ctx.rng.child("psi/shuffle").numpy().permutation(n)
     t = time.perf_counter()
-    sent = [prep.ids[i] for i in perm]  # encoded lazily, per task, by the engine
+    sent = _in_order(prep, perm)
     for blk in eng.hash_blind_witnessed_stream(sent, dst, r, batch):
         link.send("psi.oprf_query", blk)
     del sent

@@ -118,17 +118,30 @@ static void expand_xmd96(uint8_t *b1, uint8_t *b2, const sha512_ctx *pre, const 
     sha512_update(&c, dp, dl); sha512_final(&c, b2);
 }
 
-/* hash_to_u_batch(msgs, dst_prime) -> (bytes, [indices needing the slow path]);
- * msgs: bytes, or str (hashed as UTF-8) */
+/* hash_to_u_batch(msgs, dst_prime[, width]) -> (bytes, [indices needing the slow path]);
+ * msgs: a sequence of bytes or str (hashed as UTF-8), or with width > 0 a contiguous
+ * buffer of n * width bytes: n messages of width bytes each (packed IDs) */
 static PyObject *py_hash_to_u_batch(PyObject *self, PyObject *args)
 {
-    PyObject *seq, *msgs, *out = NULL, *special = NULL;
-    Py_buffer dstp;
+    PyObject *seq, *msgs = NULL, *out = NULL, *special = NULL;
+    Py_buffer dstp, packed = {0};
+    Py_ssize_t width = 0, n;
     (void)self;
-    if (!PyArg_ParseTuple(args, "Oy*", &seq, &dstp)) return NULL;
-    msgs = PySequence_Fast(seq, "msgs must be a sequence of bytes");
-    if (!msgs) { PyBuffer_Release(&dstp); return NULL; }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(msgs);
+    if (!PyArg_ParseTuple(args, "Oy*|n", &seq, &dstp, &width)) return NULL;
+    if (width > 0) {
+        if (PyObject_GetBuffer(seq, &packed, PyBUF_C_CONTIGUOUS) < 0) {
+            PyBuffer_Release(&dstp); return NULL;
+        }
+        if (packed.len % width) {
+            PyErr_SetString(PyExc_ValueError, "packed messages: length not a multiple of width");
+            PyBuffer_Release(&packed); PyBuffer_Release(&dstp); return NULL;
+        }
+        n = packed.len / width;
+    } else {
+        msgs = PySequence_Fast(seq, "msgs must be a sequence of bytes");
+        if (!msgs) { PyBuffer_Release(&dstp); return NULL; }
+        n = PySequence_Fast_GET_SIZE(msgs);
+    }
     size_t m = (size_t)(n ? n : 1);
     ell2_state *st = PyMem_RawMalloc(sizeof(ell2_state) * 2 * m);
     fe *pw = PyMem_RawMalloc(sizeof(fe) * 2 * m);
@@ -148,6 +161,11 @@ static PyObject *py_hash_to_u_batch(PyObject *self, PyObject *args)
         int cnt = n - i < 8 ? (int)(n - i) : 8, same = cnt == 8;
         uint8_t b1[8][64], b2[8][64], ub[48];
         for (int k = 0; k < cnt; k++) {
+            if (width > 0) {
+                mp[k] = (const uint8_t *)packed.buf + (size_t)(i + k) * (size_t)width;
+                ml[k] = width;
+                continue;
+            }
             PyObject *item = PySequence_Fast_GET_ITEM(msgs, i + k);
             const char *m;
             if (PyUnicode_Check(item)) { /* an ID as str: its UTF-8 bytes */
@@ -205,11 +223,13 @@ static PyObject *py_hash_to_u_batch(PyObject *self, PyObject *args)
         fe_tobytes(o + 32 * i, &u);
     }
     PyMem_RawFree(st); PyMem_RawFree(pw); PyMem_RawFree(num); PyMem_RawFree(den);
-    Py_DECREF(msgs); PyBuffer_Release(&dstp);
+    Py_XDECREF(msgs); PyBuffer_Release(&dstp);
+    if (width > 0) PyBuffer_Release(&packed);
     return Py_BuildValue("(NN)", out, special);
 fail:
     PyMem_RawFree(st); PyMem_RawFree(pw); PyMem_RawFree(num); PyMem_RawFree(den);
-    Py_XDECREF(out); Py_XDECREF(special); Py_DECREF(msgs); PyBuffer_Release(&dstp);
+    Py_XDECREF(out); Py_XDECREF(special); Py_XDECREF(msgs); PyBuffer_Release(&dstp);
+    if (width > 0) PyBuffer_Release(&packed);
     return NULL;
 }
 

@@ -6,6 +6,7 @@ from psi.ids import (
     DuplicateIdError,
     IdInputError,
     IdValidationError,
+    _prepare_loop,
     is_valid_uscc,
     load_ids_csv,
     normalise,
@@ -122,3 +123,42 @@ def test_vectorised_uscc_check_matches_scalar():
             assert v == is_valid_uscc(s), s
         else:
             assert not v
+
+
+def test_packed_preparation_equals_the_reference_loop():
+    """The vectorised USCC path (18-character ASCII entries) keeps, drops, dedupes and
+    reports exactly what the one-by-one loop does, and packs the kept codes."""
+    import random
+
+    import numpy as np
+    rnd = random.Random(7)
+    raw = VALID * 3 + [c for c in INVALID if len(c) == 18]
+    raw += [c.lower() for c in VALID[:4]]            # normalised to a duplicate
+    raw += ["91440101ma5cjq4n59".upper()[:-1] + "9"]  # charset ok, check char wrong
+    raw += [" 9135020077604965A", "91350200776049653a", "9135020077604965\t3"]
+    rnd.shuffle(raw)
+    got = prepare_ids(raw, "uscc", "drop", "dedupe")
+    want = _prepare_loop(raw, "uscc")
+    assert (got.ids, got.rows.tolist(), got.invalid_rows, got.duplicate_rows) == want
+    assert got.packed is not None and got.packed.dtype == np.uint8
+    assert [r.tobytes().decode() for r in got.packed] == got.ids
+    clean = prepare_ids(VALID)
+    assert clean.ids == VALID and clean.packed.shape == (len(VALID), 18)
+    # other shapes take the loop (no packed form): mixed lengths, non-ASCII, non-str
+    for other in (VALID + ["９１３５０２０００７２８３１９５４９"], VALID + [None], VALID[:1] + ["x"],
+                  VALID + ["9135020077604965\n3"]):
+        got = prepare_ids(other, "uscc", "drop", "dedupe")
+        assert got.packed is None
+        assert got.ids == _prepare_loop(other, "uscc")[0]
+    assert prepare_ids(VALID, "string").packed is None
+
+
+def test_packed_ids_blind_like_their_strings():
+    """What the engine sends for packed rows equals what it sends for the str IDs."""
+    from psi.engine import Engine
+    from psi.protocol import DEFAULT_DST
+    prep = prepare_ids(VALID * 2, "uscc", "fail", "dedupe")
+    eng = Engine(1)
+    args = (DEFAULT_DST.encode(), bytes(range(32)), 4)
+    assert list(eng.hash_blind_witnessed_stream(prep.packed, *args)) == \
+        list(eng.hash_blind_witnessed_stream(prep.ids, *args))

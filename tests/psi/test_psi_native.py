@@ -9,6 +9,7 @@ import os
 import random
 from importlib import metadata
 
+import numpy as np
 import pytest
 from conftest import PATHS, mb_reason, restore, set_path
 from test_psi_protocol import run, sets
@@ -102,6 +103,20 @@ def test_hash_to_u_batch_c_equals_python():
         assert in_path("openssl", h2c.hash_to_u_batch, msgs, dst) == want
         assert in_path("openssl", h2c.hash_to_u_batch, iter(msgs), dst) == want
     assert in_path("openssl", h2c.hash_to_u_batch, [], DST) == b""
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_packed_ids_hash_like_bytes(path):
+    """An (n, width) uint8 matrix hashes row by row exactly as the bytes of each row
+    (widths on and off the eight-lane SHA-512 runs; a width-0 matrix is n empty IDs)."""
+    rnd = random.Random(5)
+    for width, n in ((18, 8 * 5 + 3), (1, 9), (200, 11), (0, 3)):
+        rows = [rnd.randbytes(width) for _ in range(n)]
+        mat = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(n, width)
+        assert in_path(path, h2c.hash_to_u_batch, mat, DST) == \
+            h2c.hash_to_u_batch_py(rows, DST)
+    with pytest.raises(ValueError, match="uint8"):
+        h2c.hash_to_u_batch(np.zeros((2, 3), dtype=np.int32), DST)
 
 
 @pytest.mark.parametrize("path", list(PATHS))
