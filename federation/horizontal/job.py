@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,9 @@ class HorizontalResult:
     test figures, ``history`` per round, ``job`` the spec, ``result`` everything else."""
     job: JobSpec
     result: JobResult
+    #: DataFrame banks only (in process): each bank's own report (test metrics on its
+    #: rows, its DP epsilon when DP is on), by bank name
+    bank_reports: dict = field(default_factory=dict)
 
     @property
     def metrics(self) -> dict:
@@ -97,12 +100,13 @@ class HorizontalResult:
         return predict(self.model(), df[self.job.columns].to_numpy(np.float64))
 
 
-def _frame_side(name: str, df: pd.DataFrame, label: str):
+def _frame_side(name: str, df: pd.DataFrame, label: str, reports: dict):
     def open_side(context, job) -> BankSide:
         missing = [c for c in job["columns"] + [label] if c not in df.columns]
         if missing:
             raise BankRefused(f"{name}: the frame lacks column(s) {missing}")
-        return BankSide(name, df[job["columns"]].to_numpy(np.float64), df[label].to_numpy())
+        return BankSide(name, df[job["columns"]].to_numpy(np.float64), df[label].to_numpy(),
+                        report=lambda data: reports.__setitem__(name, data))
     return open_side
 
 
@@ -118,11 +122,11 @@ def run_horizontal(job, banks: dict, *, label: str = "y", platform=None,
     from federation.horizontal.ledger import aggregator_ledgers
 
     spec, _ = load_job(job)
-    apps, cfgs = {}, {}
+    apps, cfgs, reports = {}, {}, {}
     for i, (name, src) in enumerate(banks.items()):
         node = 1000 + i
         if isinstance(src, pd.DataFrame):
-            apps[node] = make_client_app(_frame_side(name, src, label))
+            apps[node] = make_client_app(_frame_side(name, src, label, reports))
         else:
             cfg = load_node_config(src)
             cfgs[node] = cfg
@@ -138,7 +142,7 @@ def run_horizontal(job, banks: dict, *, label: str = "y", platform=None,
         for led in (ledgers or {}).values():
             led.abort(f"job failed: {exc}")
         raise
-    return HorizontalResult(spec, res)
+    return HorizontalResult(spec, res, reports)
 
 
 def result_json(res: HorizontalResult) -> str:

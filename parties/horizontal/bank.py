@@ -36,12 +36,14 @@ from flwr.clientapp import ClientApp
 from parties.common.metrics import binary_report
 from parties.horizontal.model import (
     build_model,
+    dp_epsilon,
     get_flat,
     pos_weight_of,
     predict,
     set_flat,
     split_rows,
     train_local,
+    train_local_dp,
     weighted_loss,
 )
 from parties.horizontal.params import HorizontalParams
@@ -60,7 +62,7 @@ from parties.horizontal.wire import (
 from secure_agg.rng import Drbg
 from secure_agg.secagg import SecAggClient, SecAggError, SecAggParams, decode_message, encode
 
-JOB_STATE, SA_STATE = "fj_job", "fj_sa"
+JOB_STATE, SA_STATE, DP_STATE = "fj_job", "fj_sa", "fj_dp"
 
 
 class BankRefused(ValueError):
@@ -149,12 +151,19 @@ class _Bank:
             vloss = weighted_loss(self.model, Xva, yva, pw)
             seed = int.from_bytes(hashlib.sha256(
                 f"{self.p.seed}/{cfg.get('round')}/{self.side.name}".encode()).digest()[:4], "big")
-            tloss = train_local(self.model, Xtr, ytr, self.p, pw, seed=seed)
+            if self.p.dp_noise_multiplier > 0:
+                tloss, hist = train_local_dp(self.model, Xtr, ytr, self.p, pw, seed)
+                self._dp_history(hist)
+            else:
+                tloss = train_local(self.model, Xtr, ytr, self.p, pw, seed=seed)
             return np.concatenate([w * (get_flat(self.model) - theta), [w, v, v * vloss, w * tloss]])
         if phase == "test":
             Xte, yte = self.part("test")
             scores = predict(self.model, Xte)
             rep = binary_report(yte, scores)
+            if self.p.dp_noise_multiplier > 0:
+                rep["dp_epsilon"] = dp_epsilon(self._dp_history([]), self.p.dp_delta)
+                rep["dp_delta"] = self.p.dp_delta
             if self.side.report is not None:
                 self.side.report({"job_id": self.job["job_id"], "bank": self.side.name,
                                   "algorithm": self.job["algorithm"], "metrics": rep,
@@ -164,6 +173,15 @@ class _Bank:
             t = len(yte) / max(tot[3], 1)
             return np.array([t * rep["log_loss"], t * rep["accuracy"], t])
         raise BankRefused(f"unknown phase {phase!r}")
+
+    def _dp_history(self, add: list) -> list:
+        """This bank's DP-SGD history over the job (kept in its context.state)."""
+        rec = self.ctx.state.config_records.get(DP_STATE)
+        hist = json.loads(rec["history"]) if rec is not None else []
+        if add:
+            hist += [list(h) for h in add]
+            self.ctx.state[DP_STATE] = ConfigRecord({"history": json.dumps(hist)})
+        return hist
 
     def checked(self, phase: str, cfg, clip: float | None) -> np.ndarray:
         vec = self.vector(phase, cfg)

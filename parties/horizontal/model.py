@@ -12,6 +12,8 @@ centrally" on pooled rows, the reference the federated AUC is held to.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -81,6 +83,8 @@ def train_local(model: nn.Module, X: np.ndarray, y: np.ndarray, params: Horizont
                 pos_weight: float, seed: int, epochs: int | None = None) -> float:
     """``epochs`` (default ``params.local_epochs``) passes of minibatch Adam over the
     rows, shuffled by ``seed``; returns the mean training loss of the last pass."""
+    if params.dp_noise_multiplier > 0:
+        return train_local_dp(model, X, y, params, pos_weight, seed)[0]
     Xt = torch.from_numpy(np.asarray(X, dtype=np.float64))
     yt = torch.from_numpy(np.asarray(y, dtype=np.float64))
     opt = torch.optim.Adam(model.parameters(), lr=params.learning_rate,
@@ -103,6 +107,56 @@ def train_local(model: nn.Module, X: np.ndarray, y: np.ndarray, params: Horizont
             seen += len(idx)
         last = total / max(seen, 1)
     return last
+
+
+def train_local_dp(model: nn.Module, X: np.ndarray, y: np.ndarray, params: HorizontalParams,
+                   pos_weight: float, seed: int) -> tuple[float, list]:
+    """DP-SGD (Opacus): per-example gradients clipped to ``dp_max_grad_norm``, Gaussian
+    noise ``dp_noise_multiplier`` times that, Poisson-sampled batches of expected size
+    ``batch_size``. Returns the last pass's mean loss and the privacy history of this
+    call, ``[(noise multiplier, sample rate, steps)]`` (the bank accumulates it)."""
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    data = TensorDataset(torch.from_numpy(np.asarray(X, dtype=np.float64)),
+                         torch.from_numpy(np.asarray(y, dtype=np.float64)))
+    loader = DataLoader(data, batch_size=min(params.batch_size, len(data)),
+                        generator=torch.Generator().manual_seed(int(seed)))
+    opt = torch.optim.Adam(model.parameters(), lr=params.learning_rate,
+                           weight_decay=params.weight_decay)
+    with warnings.catch_warnings():
+        # secure_mode needs torchcsprng (not installed): the noise is from torch's PRNG
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+        dp_model, opt, loader = engine.make_private(
+            module=model, optimizer=opt, data_loader=loader,
+            noise_multiplier=params.dp_noise_multiplier,
+            max_grad_norm=params.dp_max_grad_norm)
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+    w_pos, last = float(pos_weight), 0.0
+    for _ in range(params.local_epochs):
+        total, seen = 0.0, 0
+        for xb, yb in loader:
+            if len(yb) == 0:
+                continue
+            loss = nn.functional.binary_cross_entropy_with_logits(
+                dp_model(xb).ravel(), yb, weight=1.0 + (w_pos - 1.0) * yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(yb)
+            seen += len(yb)
+        last = total / max(seen, 1)
+    return last, [tuple(h) for h in engine.accountant.history]
+
+
+def dp_epsilon(history: list, delta: float) -> float:
+    """Epsilon at ``delta`` of a DP-SGD history (Opacus' RDP accountant)."""
+    from opacus.accountants import RDPAccountant
+
+    acc = RDPAccountant()
+    acc.history = [tuple(h) for h in history]
+    return float(acc.get_epsilon(delta))
 
 
 def pos_weight_of(params: HorizontalParams, n_pos: float, n: float) -> float:

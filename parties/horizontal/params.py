@@ -30,7 +30,10 @@ class HorizontalParams:
     threshold, a majority); ``clip`` / ``bits`` quantise each coordinate.
     ``signed_rounds``: each bank signs its SecAgg keys with its fedjoint signing key and
     checks every other bank's against the keys its node.toml lists
-    (``[horizontal.peers]``), so the aggregator cannot substitute keys."""
+    (``[horizontal.peers]``), so the aggregator cannot substitute keys.
+    ``dp_noise_multiplier`` > 0: each bank trains with DP-SGD (Opacus: per-example
+    gradients clipped to ``dp_max_grad_norm``, Gaussian noise of that multiple, Poisson
+    sampling) and reports its epsilon at ``dp_delta`` (RDP accountant, over all rounds)."""
 
     rounds: int = 20
     local_epochs: int = 1
@@ -49,6 +52,9 @@ class HorizontalParams:
     clip: float = 4.0
     bits: int = 24
     round_timeout: float = 600.0
+    dp_noise_multiplier: float = 0.0
+    dp_max_grad_norm: float = 1.0
+    dp_delta: float = 1e-5
 
     REFUSED: ClassVar[dict] = {
         "optimizer": "local training is minibatch Adam (learning_rate, batch_size)",
@@ -82,6 +88,10 @@ class HorizontalParams:
         need(0 < self.clip <= 1e6, "clip", "a number in (0, 1e6]")
         need(8 <= self.bits <= 40, "bits", "an integer in [8, 40]")
         need(1 <= self.round_timeout <= 86_400, "round_timeout", "seconds in [1, 86400]")
+        need(0 <= self.dp_noise_multiplier <= 100, "dp_noise_multiplier",
+             "a number in [0, 100] (0: no differential privacy)")
+        need(0 < self.dp_max_grad_norm <= 1e4, "dp_max_grad_norm", "a number in (0, 1e4]")
+        need(0 < self.dp_delta < 0.1, "dp_delta", "a number in (0, 0.1)")
 
     @classmethod
     def parse(cls, values: dict, where: str = "params") -> HorizontalParams:

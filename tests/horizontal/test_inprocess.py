@@ -92,3 +92,29 @@ def test_bad_inputs_fail_cleanly(banks, columns):
         fedjoint.run_horizontal(job(columns, rounds=1), {k: banks[k] for k in list(banks)[:4]},
                                 drop={"bank-0": ("train.sa_masked", 2),
                                       "bank-1": ("train.sa_masked", 2)})
+
+
+def test_dp_sgd_epsilon_reported(banks, columns):
+    """params.dp_noise_multiplier: each bank trains with Opacus DP-SGD and reports its
+    epsilon over all rounds: Opacus' RDP accountant on (sigma, q = 1 / batches per
+    pass, steps = rounds x batches) for its own row count; more noise, smaller epsilon."""
+    import math
+
+    from opacus.accountants import RDPAccountant
+    small = {k: v.iloc[:1500] for k, v in list(banks.items())[:3]}
+    eps = {}
+    for sigma in (1.0, 4.0):
+        res = fedjoint.run_horizontal(job(columns, rounds=2, patience=0, min_banks=2,
+                                          secure_aggregation=False,
+                                          dp_noise_multiplier=sigma), small)
+        p = res.job.params
+        for name, df in small.items():
+            n_train = len(split_rows(len(df), p)["train"])
+            batches = math.ceil(n_train / p.batch_size)
+            acc = RDPAccountant()
+            acc.history = [(sigma, 1 / batches, batches)] * p.rounds
+            rep = res.bank_reports[name]["metrics"]
+            assert rep["dp_epsilon"] == pytest.approx(acc.get_epsilon(p.dp_delta), rel=1e-9)
+            assert rep["dp_delta"] == p.dp_delta and 0 <= rep["auc"] <= 1
+        eps[sigma] = res.bank_reports["bank-0"]["metrics"]["dp_epsilon"]
+    assert eps[4.0] < eps[1.0]
