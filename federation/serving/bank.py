@@ -67,6 +67,9 @@ class ServedModel:
         self.scorer = serving[0].scorer(part)
         self.features = list(self.scorer.features)
         self._feature_index = {n: j for j, n in enumerate(self.features)}
+        #: categorical bank features (name -> the part's levels): a request gives a level
+        self.categories = dict(getattr(self.scorer, "categories", None) or {})
+        self._codes: dict = {}
         #: values the platform discloses per scored row (split decisions / partial scores)
         self.values_per_row = len(self.scorer.keys) if hasattr(self.scorer, "keys") else \
             self.scorer.answer_width
@@ -79,7 +82,8 @@ class ServedModel:
         self._lock = threading.Lock()
         self._session: tuple[str, bytes] | None = None
         self.counters = {"requests": 0, "rows": 0, "lookups": 0, "held": 0, "no_data": 0,
-                         "refused": 0, "values_received": 0, "reopened": 0, "errors": 0}
+                         "refused": 0, "values_received": 0, "reopened": 0, "errors": 0,
+                         "unseen_levels": 0}
         self._ledger = None
 
     # ------------------------------------------------------------------ session
@@ -138,7 +142,9 @@ class ServedModel:
         row = []
         for n in self.features:
             v = features[n]
-            if v is None:
+            if n in self.categories:
+                row.append(self.level_code(n, v))
+            elif v is None:
                 row.append(math.nan)
             elif type(v) in (int, float) and math.isfinite(_float(v)):
                 row.append(float(v))
@@ -147,6 +153,33 @@ class ServedModel:
                     f"a number or null, got {type(v).__name__}"
                 raise ServingError(422, f"feature {n}: expected {what}", f"features.{n}")
         return np.array(row)
+
+    def level_code(self, name: str, v) -> float:
+        """A categorical feature's value (a level as text or integer, or null) -> its
+        level index, mapped as the loader maps a CSV cell ``str(v)`` with the part's
+        levels (:func:`federation.data.category_codes`): missing and unseen -> NaN
+        (the default direction; unseen ones counted)."""
+        if v is None:
+            return math.nan
+        if type(v) not in (str, int, float) or len(str(v)) > 256:
+            raise ServingError(422, f"feature {name}: expected a level (a string or an "
+                               "integer) or null", f"features.{name}")
+        key = (name, str(v))
+        code = self._codes.get(key)
+        if code is None:
+            import pandas as pd
+
+            from federation.data import category_codes
+            codes, _, unseen = category_codes(pd.Series([str(v)], dtype=object), name,
+                                              Path("request"), self.categories[name], 0)
+            code = (float(codes[0]), bool(unseen))
+            if len(self._codes) >= 65536:
+                self._codes.clear()
+            self._codes[key] = code
+        if code[1]:
+            with self._lock:
+                self.counters["unseen_levels"] += 1
+        return code[0]
 
     def check_rows(self, X: np.ndarray) -> None:
         """Raise ServingError (422) if the model cannot take a row of ``X``, naming the

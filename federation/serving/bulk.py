@@ -7,7 +7,8 @@ is the pseudonym store: ``fedjoint serve --model ID --score-file IN.csv --out OU
 reads IN in chunks (bounded memory: ``chunk_rows`` rows at a time), parses the model's
 features as a job's loader does, and sends one ``serve.lookup`` per
 ``limits.serve_max_batch_rows`` applicants, several in flight, writing
-``id,score,probability,platform_data`` in input order (floats as ``repr``, exact; then
+``id,score,probability,platform_data`` (a multiclass model:
+``id,class,p_<class>...,platform_data``) in input order (floats as ``repr``, exact; then
 the model's ``Scorer.csv_columns``, e.g. a scorecard's points and reason codes) and
 reporting progress. What crosses per applicant is what an online score sends (docs/
 serving.md), and each applicant counts against the platform's rate and daily budget.
@@ -32,7 +33,7 @@ def score_file(served, in_path: str | Path, out_path: str | Path, *, id_column: 
     import pandas as pd
 
     from federation.admin import write_private
-    from federation.data import DataError, _numeric
+    from federation.data import DataError, _numeric, category_codes
     from federation.serving.bank import ServingError
     in_path, out_path = Path(in_path), Path(out_path)
     batch = served.cfg.limits.serve_max_batch_rows
@@ -40,8 +41,10 @@ def score_file(served, in_path: str | Path, out_path: str | Path, *, id_column: 
     rows = held = 0
     # a model's extra columns (a scorecard's points and reason codes), after the four
     extra = tuple(getattr(served.scorer, "csv_columns", ()))
-    write_private(out_path, ",".join(["id", "score", "probability", "platform_data",
-                                      *extra]).encode() + b"\n")
+    classes = getattr(served.scorer, "classes", None)   # a multiclass model's
+    head = ["class", *(f"p_{c}" for c in classes)] if classes else ["score", "probability"]
+    write_private(out_path, ",".join(["id", *head, "platform_data", *extra]).encode()
+                  + b"\n")
     try:
         reader = pd.read_csv(in_path, dtype=str, keep_default_na=False, chunksize=chunk_rows)
     except (OSError, ValueError) as exc:
@@ -58,13 +61,15 @@ def score_file(served, in_path: str | Path, out_path: str | Path, *, id_column: 
                 lines = []
                 for i, r in zip(raw_ids, res, strict=True):
                     if "error" in r:
-                        lines.append(f"{i},,,refused{',' * len(extra)}\n")
+                        lines.append(f"{i},{',' * len(head)}refused{',' * len(extra)}\n")
                         continue
                     held += r["platform_data"]
                     cells = served.scorer.csv_cells(r) if extra else []
-                    lines.append(",".join([f"{i}", f"{r['score']!r}",
-                                           f"{r.get('probability', '')!r}",
-                                           str(r["platform_data"]).lower(), *cells]) + "\n")
+                    vals = [str(r["class"]), *(repr(r["probabilities"][str(c)])
+                                               for c in classes)] if classes else \
+                        [f"{r['score']!r}", f"{r.get('probability', '')!r}"]
+                    lines.append(",".join([f"{i}", *vals, str(r["platform_data"]).lower(),
+                                           *cells]) + "\n")
                 out.write("".join(lines))
         try:
             for chunk in reader:
@@ -73,8 +78,11 @@ def score_file(served, in_path: str | Path, out_path: str | Path, *, id_column: 
                     raise DataError(f"{in_path}: missing column(s) {', '.join(missing)} (the "
                                     f"model needs {id_column!r} and its bank features)")
                 try:
-                    X = np.column_stack([_numeric(chunk[c], c, in_path, missing_ok=True)
-                                         for c in served.features])
+                    X = np.column_stack([
+                        category_codes(chunk[c], c, in_path, served.categories[c], 0)[0]
+                        if c in served.categories else
+                        _numeric(chunk[c], c, in_path, missing_ok=True)
+                        for c in served.features])
                 except DataError as exc:
                     raise DataError(f"{exc} (in the chunk starting at data row {rows + 1})"
                                     ) from None

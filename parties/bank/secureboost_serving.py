@@ -6,6 +6,13 @@ The walk makes the batch scoring decisions (``parties.common.tree.route`` with
 splits) and adds the trees' leaf values in tree order from ``base_margin``, so a served
 score equals the scoring job's score bit for bit; it is only faster for a few rows
 (numpy over (rows, trees) per tree level instead of Python per node).
+
+Categorical features: ``Scorer.categories`` (the part's level lists) tells the caller
+which bank features take a level rather than a number; their cells reach :meth:`score`
+as level indices (NaN = missing or a level the model never saw, which goes the default
+way). A bank categorical node sends the levels of its set right and every other level
+left (a membership table row per such node), as
+:func:`parties.common.categorical.split_left` in the scoring job.
 """
 
 from __future__ import annotations
@@ -23,10 +30,8 @@ class Scorer:
     def __init__(self, model):
         if model.algorithm != "secureboost" or model.party != "bank":
             raise ServingInputError("not the bank's SecureBoost model part")
-        if model.categories():
-            raise ServingInputError("SecureBoost models with categorical features are "
-                                    "scored by scoring jobs, not served online")
         body = model.body
+        self.categories = model.categories()
         self.body = body
         self.classes = list(body["classes"]) if body.get("num_class") else None
         self.features = list(model.feature_names)
@@ -48,6 +53,9 @@ class Scorer:
         self.left = np.zeros((T, M), dtype=np.int64)
         self.right = np.zeros((T, M), dtype=np.int64)
         self.value = np.zeros((T, M), dtype=np.float64)
+        self.cat_row = np.full((T, M), -1, dtype=np.int64)   # row of cat_right, or -1
+        width = max([len(v) for v in self.categories.values()] + [1])
+        cat_right = []
         depth = 0
         for t, tr in enumerate(trees):
             for nd in tr["nodes"]:
@@ -62,10 +70,17 @@ class Scorer:
                 if nd["owner"] == "bank":
                     self.bank[t, i] = True
                     self.index[t, i] = nd["feature"]
-                    self.threshold[t, i] = np.float32(nd["threshold"])
+                    if "cats" in nd:
+                        self.cat_row[t, i] = len(cat_right)
+                        row = np.zeros(width, dtype=bool)
+                        row[[c for c in nd["cats"] if 0 <= c < width]] = True
+                        cat_right.append(row)
+                    else:
+                        self.threshold[t, i] = np.float32(nd["threshold"])
                 else:
                     self.index[t, i] = kidx[nd["key"]]
         self.levels = depth + 1
+        self.cat_right = np.array(cat_right, dtype=bool) if cat_right else None
 
     def check(self, X: np.ndarray) -> None:
         """Every float is a valid SecureBoost input (NaN takes the default direction)."""
@@ -96,8 +111,11 @@ class Scorer:
                 break
             bk, idx = bank[pos], index[pos]
             v = xs[row * d + np.where(bk, idx, 0)]
-            go = np.where(bk, np.where(np.isnan(v), dl[pos], v < thr[pos]),
-                          bs[row * K + np.where(bk, 0, idx)])
+            nan = np.isnan(v)
+            bank_go = np.where(nan, dl[pos], v < thr[pos])
+            if self.cat_right is not None:
+                bank_go = self._categorical(bank_go, bk, pos, v, nan)
+            go = np.where(bk, bank_go, bs[row * K + np.where(bk, 0, idx)])
             pos = np.where(lf, pos, base + np.where(go, left[pos], right[pos]))
         values = self.value.ravel()[pos].reshape(n, T)
         if self.classes is not None:    # (n, K) probabilities, as the scoring job's
@@ -109,6 +127,20 @@ class Scorer:
         prob = O.transform(self.objective, margin) if self.objective == "binary:logistic" \
             else None
         return Scores(score=margin, probability=prob)
+
+
+    def _categorical(self, bank_go, bk, pos, v, nan) -> np.ndarray:
+        """``bank_go`` with the decisions of bank categorical nodes: a level of the set
+        right, another level (or an index the split never saw) left, NaN the default."""
+        cr = self.cat_row.ravel()[pos]
+        cat = bk & (cr >= 0)
+        if not cat.any():
+            return bank_go
+        L = self.cat_right.shape[1]
+        code = np.where(nan, -1, v).astype(np.int64)
+        seen = (code >= 0) & (code < L)
+        right = self.cat_right[np.where(cat, cr, 0), np.where(seen, code, 0)] & seen
+        return np.where(cat, np.where(nan, self.default_left.ravel()[pos], ~right), bank_go)
 
 
 def scorer(model) -> Scorer:

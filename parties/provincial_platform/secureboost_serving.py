@@ -7,7 +7,11 @@ answers all of them for each row in one packed bit vector (row-major, ``ceil(K/8
 bytes a row). The decision is the batch scoring one (``threshold_left``: float32
 ``x < threshold``, missing -> the split's default direction), so served and batch
 scores agree bit for bit. A row the platform holds no data for is answered with every
-split's default direction (as if all its features were missing). What the bank
+split's default direction (as if all its features were missing). A categorical split
+(a level set this platform holds in its part; its feature's cells are the level
+indices the loader mapped with the part's levels, NaN for missing or unseen) sends the
+levels in its set right, missing the default way, every other level left
+(:func:`parties.common.categorical.record_left`, as the scoring job). What the bank
 learns: those K decisions per scored row, as in a scoring job.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from parties.common.categorical import record_left
 from parties.common.serving import ServingInputError
 
 
@@ -24,9 +29,6 @@ class Answerer:
     def __init__(self, model, setup: dict):
         if model.algorithm != "secureboost" or model.party != "platform":
             raise ServingInputError("not the platform's SecureBoost model part")
-        if model.categories():
-            raise ServingInputError("SecureBoost models with categorical features are "
-                                    "scored by scoring jobs, not served online")
         keys = setup.get("keys")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ServingInputError("setup.keys: expected a list of split keys")
@@ -41,7 +43,9 @@ class Answerer:
         if self.feature.size and (self.feature.min() < 0
                                   or self.feature.max() >= self.n_features):
             raise ServingInputError("the model part names a feature it does not have")
-        self.threshold = np.array([r["threshold"] for r in rec], dtype=np.float32)
+        #: categorical splits: (answer column, record), decided as the scoring job does
+        self.cats = [(i, r) for i, r in enumerate(rec) if "cats" in r]
+        self.threshold = np.array([r.get("threshold", 0.0) for r in rec], dtype=np.float32)
         self.default_left = np.array([bool(r["default_left"]) for r in rec], dtype=bool)
         self.answer_width = (len(keys) + 7) // 8
 
@@ -49,6 +53,8 @@ class Answerer:
         Xf = np.asarray(X, dtype=np.float32)
         V = Xf[:, self.feature]
         left = np.where(np.isnan(V), self.default_left, V < self.threshold)
+        for i, r in self.cats:
+            left[:, i] = record_left(r, Xf)
         left[~found] = self.default_left
         return np.packbits(left, axis=1), np.ones(len(Xf), dtype=bool)
 
