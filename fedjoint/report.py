@@ -56,7 +56,17 @@ def report_data(result, *, oot: tuple | None = None, threshold: float | None = N
         raise R.ReportError("oot= takes (bank_frame, platform_frame)")
     if oot is not None:
         frame = oot[0] if isinstance(oot[0], pd.DataFrame) else R.read_frame(oot[0])
-    if oot is not None and kind != "binary":
+    if oot is not None and kind == "multiclass":
+        classes = list(scores["classes"])
+        labelled = R.own_rows(replace(ds_cfg, name=oot_name, frame=frame, path=Path(oot_name)),
+                              part, None, need_label=True, label_kind="multiclass")
+        sc = result.score(frame, oot[1], **score_with)
+        labelled = R.rows_of(labelled, sc["id"].tolist())
+        data["oot"] = R.oot_multiclass(sc["id"].tolist(),
+                                       sc[[f"p_{c}" for c in classes]].to_numpy(), labelled,
+                                       classes, oot_name)
+        data["stability"] = R.variable_stability(dev, labelled, data.get("binning"), "bank")
+    elif oot is not None and kind != "binary":
         actual = R.own_rows(replace(ds_cfg, name=oot_name, frame=frame, path=Path(oot_name)),
                             part, None)
         if kind == "continuous":    # the prediction's PSI; no labels needed

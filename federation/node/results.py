@@ -88,7 +88,7 @@ def report_data(rec: JobRecord, cfg: NodeConfig, identities: Callable[[], tuple]
     if oot:
         kind = (data.get("scores") or {}).get("label_kind", "binary")
         data.update(_oot(rec, cfg, part, model_id, _done(lookup, oot, "score"),
-                         data.get("binning"), kind))
+                         data.get("binning"), kind, (data.get("scores") or {}).get("classes")))
     if art.get("transcript"):
         local, peer = identities()
         pins = {cfg.name: _pub_hex(local.signing_key.public_key()),
@@ -162,7 +162,7 @@ def _dev_rows(rec: JobRecord, cfg: NodeConfig, part):
 
 
 def _oot(rec: JobRecord, cfg: NodeConfig, part, model_id: str, score: JobRecord,
-         binning, kind: str) -> dict:
+         binning, kind: str, classes: list | None = None) -> dict:
     """The scoring job's population: this party's per-variable PSI against the training
     job's intersection; for the bank, the scores (the prediction's PSI) and, of a 0/1
     model, the labels (the out-of-time evaluation)."""
@@ -177,7 +177,16 @@ def _oot(rec: JobRecord, cfg: NodeConfig, part, model_id: str, score: JobRecord,
     card = part.body.get("scorecard") if part is not None else None
     out = {"stability": R.variable_stability(R.own_rows(dev_cfg, part, _rows(rec)), actual,
                                              binning, cfg.party, card)}
-    if bank:
+    if cfg.party == "bank" and kind == "multiclass":
+        labelled = R.own_rows(act_cfg, part, _rows(score), need_label=True,
+                              label_kind="multiclass")
+        ids, p = _read_class_scores(score.artifacts.get("scores", ""), classes)
+        if ids != [str(i) for i in labelled.ids]:
+            raise R.ReportError(f"the scores of job {score.job_id} are not in the order of "
+                                f"its intersection rows of {act_cfg.name!r} (file changed?)")
+        out["oot"] = R.oot_multiclass(ids, p, labelled, classes,
+                                      f"{act_cfg.name}, job {score.job_id}")
+    elif bank:
         ids, p = _read_scores(score.artifacts.get("scores", ""))
         if ids != [str(i) for i in actual.ids]:
             raise R.ReportError(f"the scores of job {score.job_id} are not in the order of "
@@ -187,6 +196,26 @@ def _oot(rec: JobRecord, cfg: NodeConfig, part, model_id: str, score: JobRecord,
         out["oot"] = {"name": f"{act_cfg.name}, job {score.job_id}",
                       "scores": {"p": _read_scores(score.artifacts.get("scores", ""))[1]}}
     return out
+
+
+def _read_class_scores(path: str, classes: list) -> tuple[list[str], list[list[float]]]:
+    """The ids and class probabilities (``p_<class>`` columns, in ``classes`` order) of
+    a multiclass scoring job's CSV."""
+    import csv
+
+    from federation.report.collect import ReportError
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+    except OSError as exc:
+        raise ReportError(f"cannot read the scoring job's scores {path!r}: {exc}") from None
+    want = [f"p_{c}" for c in classes]
+    head = rows[0] if rows else []
+    if head[:2] != ["id", "class"] or any(w not in head for w in want):
+        raise ReportError(f"{path}: expected id,class,{','.join(want)} (a multiclass model's "
+                          "scores)")
+    cols = [head.index(w) for w in want]
+    return [r[0] for r in rows[1:]], [[float(r[c]) for c in cols] for r in rows[1:]]
 
 
 def _read_scores(path: str) -> tuple[list[str], list[float]]:

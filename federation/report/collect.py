@@ -37,13 +37,13 @@ class ReportError(ValueError):
 
 
 def own_rows(ds_cfg, part: ModelPart | None, rows: np.ndarray | None,
-             need_label: bool = False) -> Dataset:
+             need_label: bool = False, label_kind: str = "binary") -> Dataset:
     """This party's dataset restricted to the model part's columns (all columns without
     a part), at ``rows`` (an intersection in the agreed order; all rows if None)."""
     if part is not None and part.feature_names:
         ds_cfg = replace(ds_cfg, columns=list(part.feature_names))
     try:
-        data = load_dataset(ds_cfg, need_label=need_label,
+        data = load_dataset(ds_cfg, need_label=need_label, label_kind=label_kind,
                             categories=part.categories() if part is not None else None)
     except DataError as exc:
         raise ReportError(str(exc)) from None
@@ -256,3 +256,22 @@ def oot_scores(ids: list, p: list, labelled: Dataset, name: str) -> dict:
         raise ReportError(f"{len(ids)} scores but {len(y)} labelled rows")
     return {"name": name, "scores": {"ids": [str(i) for i in ids], "y": y.tolist(),
                                      "p": [float(v) for v in p]}}
+
+
+def oot_multiclass(ids: list, p, labelled: Dataset, classes: list, name: str) -> dict:
+    """The ``oot`` field of a multiclass model: the scoring job's class probabilities
+    (columns in the model's class order) with the labels of its rows, mapped to the
+    model's classes by value."""
+    index = {str(c): i for i, c in enumerate(classes)}
+    names = [str(labelled.classes[int(k)]) for k in labelled.y]
+    unknown = sorted({n for n in names if n not in index})
+    if unknown:
+        raise ReportError(f"dataset {labelled.name!r} has class(es) {unknown[:5]} the model "
+                          f"was not trained on (its classes: {[str(c) for c in classes]})")
+    p = np.asarray(p, dtype=np.float64)
+    if p.shape != (len(ids), len(classes)):
+        raise ReportError(f"{p.shape[0]} scored rows of {p.shape[1]} classes; expected "
+                          f"{len(ids)} of {len(classes)}")
+    return {"name": name, "scores": {"ids": [str(i) for i in ids],
+                                     "y": [index[n] for n in names], "p": p.tolist(),
+                                     "classes": list(classes), "label_kind": "multiclass"}}

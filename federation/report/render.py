@@ -59,7 +59,7 @@ def _regression(y: np.ndarray, p: np.ndarray) -> str:
     return grid(plot, resid) + kv_table(summary)
 
 
-def _multiclass(scores: dict) -> str:
+def _multiclass(scores: dict, tag: str = "") -> str:
     """One-vs-rest ROC curves, per-class AUC / precision / recall and the K x K matrix."""
     y = np.asarray(scores["y"], dtype=np.int64)
     p = np.asarray(scores["p"], dtype=np.float64)
@@ -70,7 +70,7 @@ def _multiclass(scores: dict) -> str:
     for c, name in enumerate(classes[:6]):
         fpr, tpr, _ = metrics.roc_curve((y == c).astype(float), p[:, c])
         curves[f"{name} (AUC {rep['auc_per_class'][c]:.3f})"] = (fpr, tpr)
-    roc = line_chart("roc-ovr", curves, "one-vs-rest ROC", "false positive rate",
+    roc = line_chart(f"roc-ovr{tag}", curves, "one-vs-rest ROC", "false positive rate",
                      "true positive rate", diagonal=True) if curves else ""
     tp, actual, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
     per_class = [{"class": name, "rows": int(actual[c]), "predicted": int(predicted[c]),
@@ -85,6 +85,17 @@ def _multiclass(scores: dict) -> str:
     matrix = f"<h3>Confusion matrix</h3><table><tr><th></th>{head}</tr>{body}</table>"
     summary = {k: rep[k] for k in ("accuracy", "macro_f1", "auc", "log_loss", "n")}
     return grid(roc) + kv_table(summary) + grid_table(per_class) + matrix
+
+
+def _multiclass_oot(dev: dict, oot: dict, name: str) -> str:
+    """The development (test split) and out-of-time figures side by side, then the
+    out-of-time population's own classes section."""
+    a = metrics.multiclass_report(np.asarray(dev["y"], np.int64), np.asarray(dev["p"], float))
+    b = metrics.multiclass_report(np.asarray(oot["y"], np.int64), np.asarray(oot["p"], float))
+    rows = [{"metric": k, "development (test split)": a[k], f"out-of-time ({name})": b[k],
+             "change": b[k] - a[k]} for k in ("accuracy", "macro_f1", "auc", "log_loss", "n")]
+    return grid_table(rows) + "<h3>Out-of-time classes</h3>" + \
+        _multiclass({**oot, "classes": dev.get("classes") or oot.get("classes")}, "-oot")
 
 
 def _history(history: list[dict]) -> str:
@@ -153,6 +164,10 @@ def sections(data: dict) -> list[tuple[str, str, str]]:
     p = np.asarray(scores.get("p", []), float)
     if has_scores and kind == "multiclass":
         out.append(_section("classes", "Classes (test rows)", _multiclass(scores)))
+        os_ = oot.get("scores") or {}
+        if os_.get("y") is not None and len(os_["y"]) > 1:
+            out.append(_section("oot", f"Out-of-time evaluation ({oot.get('name', '')})",
+                                _multiclass_oot(scores, os_, str(oot.get("name", "")))))
     elif has_scores and kind == "continuous":
         out.append(_section("regression", "Regression (test rows)", _regression(y, p)))
     elif has_scores:

@@ -185,3 +185,21 @@ def test_degenerate_test_rows_still_render(y, p):
     page = render_report({"job": {"id": "d"}, "scores": {"y": y, "p": p},
                           "oot": {"name": "o", "scores": {"y": y, "p": p}}})
     assert '<section id="confusion">' in page and '<section id="stability">' in page
+
+
+def test_scoring_csvs_read_back_as_the_node_wrote_them(tmp_path):
+    """The report reads a scoring job's CSV as federation.node.jobs.write_scores writes
+    it: binary (extra scorecard columns ignored) and multiclass (p_<class> columns)."""
+    from federation.node.jobs import write_scores
+    from federation.node.results import _read_class_scores, _read_scores
+    path = write_scores(tmp_path / "b.csv", {"ids": ["a", "b"], "p": [0.25, 0.5],
+                                             "columns": {"points": [600.5, 580.0],
+                                                         "reason_1": ["x, y", "z"]}})
+    assert _read_scores(str(path)) == (["a", "b"], [0.25, 0.5])
+    path = write_scores(tmp_path / "m.csv", {"ids": ["a", "b"], "classes": ["lo", "hi"],
+                                             "pred": ["hi", "lo"],
+                                             "p": [[0.25, 0.75], [0.9, 0.1]]})
+    assert _read_class_scores(str(path), ["lo", "hi"]) == (["a", "b"],
+                                                           [[0.25, 0.75], [0.9, 0.1]])
+    with pytest.raises(ValueError, match="expected an id,score CSV"):
+        _read_scores(str(path))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 import sklearn.metrics as skm
 from support.nodes import DATA, make_party_keys, run_cli, write_job, write_node_tomls
@@ -186,3 +187,32 @@ def test_python_api_regression_report_gets_its_sections(tmp_path):
     assert not {"discrimination", "deciles", "calibration", "confusion", "oot"} & set(ids)
     stab = page.split('<section id="stability">')[1]
     assert "Score PSI" in stab and "Per variable (bank features)" in stab
+
+
+def test_python_api_multiclass_report_with_out_of_time_frames(tmp_path):
+    """A multiclass model: the classes section, and with oot= the out-of-time accuracy,
+    macro-F1 and K x K matrix equal to scikit-learn's on result.score()."""
+    from fedjoint import run_local
+    from fedjoint.testing import TEST_POLICY
+    g = pd.read_csv(DATA / "breast_hetero_guest.csv")
+    h = pd.read_csv(DATA / "breast_hetero_host.csv")
+    s = g.x0 + h.set_index("id").loc[g["id"], "x0"].to_numpy()
+    names = np.array(["high", "low", "mid"])
+    g = g.assign(y=names[np.digitize(s, np.quantile(s, [0.33, 0.66]))])
+    job = {"job": {"name": "mc", "algorithm": "secureboost", "dataset": "loans",
+                   "peer_dataset": "enterprises"}, "psi": {"id_type": "string"},
+           "params": {"objective": "multi:softprob", "n_trees": 2, "max_depth": 3},
+           "evaluation": {"cipher": "plain", "key_bits": 1024, "test_fraction": 0.25}}
+    res = run_local(job, bank=g.iloc[:400], platform=h, bank_policy=TEST_POLICY,
+                    platform_policy=TEST_POLICY, seed=5)
+    oot = g.iloc[400:]
+    page = res.report(tmp_path / "r.html", oot=(oot, h)).read_text()
+    ids = re.findall(r'<section id="([^"]+)">', page)
+    assert "classes" in ids and "oot" in ids and "discrimination" not in ids
+    sc = res.score(oot, h)
+    y = oot.set_index("id").loc[sc["id"].astype(int), "y"].to_numpy()
+    oot_sec = page.split('<section id="oot">')[1].split("</section>")[0]
+    assert f"<td>{skm.accuracy_score(y, sc['class']):.4f}</td>" in oot_sec
+    assert f"<td>{skm.f1_score(y, sc['class'], average='macro'):.4f}</td>" in oot_sec
+    cm = skm.confusion_matrix(y, sc["class"], labels=list(names))
+    assert f"<td>{cm[0, 0]:,}</td>" in oot_sec.split("Out-of-time classes")[1]
