@@ -45,14 +45,20 @@ batch_size = 0
 def test_report_with_out_of_time_population_through_nodes(tmp_path, capsys, monkeypatch):
     keys = make_party_keys(tmp_path)
     allowed = {"allowed_algorithms": ["logistic_regression", "score", "binning",
-                                      "selection", "woe_lr"]}
+                                      "selection", "woe_lr", "secureboost"]}
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys, bank_rows=400,
                                             bank_policy=allowed, platform_policy=allowed)
     oot = pd.read_csv(DATA / "breast_hetero_guest.csv").iloc[400:]
     oot.to_csv(tmp_path / "oot.csv", index=False)
+    g = pd.read_csv(DATA / "breast_hetero_guest.csv")     # three classes by a bank column
+    g["y"] = np.array(["high", "low", "mid"])[np.digitize(g["x0"], g["x0"].quantile([.33, .66]))]
+    g.iloc[:400].to_csv(tmp_path / "mc.csv", index=False)
+    g.iloc[400:].to_csv(tmp_path / "mc_oot.csv", index=False)
     with bank_toml.open("a") as fh:
-        fh.write('\n[datasets.loans_oot]\npath = "oot.csv"\nid_column = "id"\n'
-                 'label_column = "y"\n')
+        for name, path in (("loans_oot", "oot.csv"), ("loans_mc", "mc.csv"),
+                           ("loans_mc_oot", "mc_oot.csv")):
+            fh.write(f'\n[datasets.{name}]\npath = "{path}"\nid_column = "id"\n'
+                     'label_column = "y"\n')
     (tmp_path / "oot.toml").write_text(
         '[job]\nname = "oot"\nalgorithm = "score"\ndataset = "loans_oot"\n'
         'peer_dataset = "enterprises"\nmodel = "MODEL"\n[psi]\nid_type = "string"\n'
@@ -126,6 +132,25 @@ def test_report_with_out_of_time_population_through_nodes(tmp_path, capsys, monk
         assert code == 0 and '<section id="woe-iv">' in (tmp_path / "b.html").read_text()
         code, out, err = run_cli(capsys, "job", "report", job_id, "--binning", job_id)
         assert code == 1 and "has no binning part" in err
+        # a multiclass model: --oot maps the file's class names to the model's classes
+        mc = write_job(tmp_path, "mc", "secureboost",
+                       params={"objective": "multi:softprob", "n_trees": 2, "max_depth": 2})
+        mc.write_text(mc.read_text().replace('dataset = "loans"', 'dataset = "loans_mc"'))
+        code, out, err = run_cli(capsys, "job", "submit", str(mc), "--wait")
+        assert code == 0, err + out
+        mc_id = out.split()[0]
+        mc_score = tmp_path / "mc_oot.toml"
+        mc_score.write_text(score_toml.read_text().replace(f"{pipe_id}.card", mc_id)
+                            .replace('"loans_oot"', '"loans_mc_oot"'))
+        code, out, err = run_cli(capsys, "job", "report", mc_id, "--oot", str(mc_score),
+                                 "--out", str(tmp_path / "mc.html"))
+        assert code == 0, err
+        mc_sid = re.search(r"scored by job (\S+)", err).group(1)
+        sc = pd.read_csv(tmp_path / "bank-a-data" / "jobs" / mc_sid / "scores.csv",
+                         dtype={"id": str})
+        ymc = g.assign(id=g["id"].astype(str)).set_index("id").loc[sc["id"], "y"]
+        mc_page = (tmp_path / "mc.html").read_text().split('<section id="oot">')[1]
+        assert f"<td>{skm.accuracy_score(ymc, sc['class']):.4f}</td>" in mc_page
         # a scoring job of another model, or no such job: one line each
         code, out, err = run_cli(capsys, "job", "report", job_id, "--oot", "no-such-job")
         assert code == 1 and "no job 'no-such-job'" in err
