@@ -147,6 +147,14 @@ def load_job_spec(path: str | Path) -> JobSpec:
     return spec
 
 
+def _not_horizontal(top: _Table, label: str) -> None:
+    job = top.data.get("job")
+    if isinstance(job, dict) and str(job.get("algorithm", "")).startswith("horizontal_"):
+        raise ConfigError(f"{label}: job.algorithm = {job['algorithm']!r} is a horizontal "
+                          "job (many banks, Flower): run it with `fedjoint horizontal run "
+                          f"{label} --config platform.toml` (docs/horizontal.md)")
+
+
 def job_spec_from_dict(raw: dict, label: str = "job.toml") -> JobSpec:
     """Validate a job from its TOML tables (or :meth:`JobSpec.to_dict` output); the
     algorithm's params are parsed once, here, into ``spec.parsed``."""
@@ -155,6 +163,7 @@ def job_spec_from_dict(raw: dict, label: str = "job.toml") -> JobSpec:
     if isinstance(raw, dict) and "job" not in raw and "algorithm" in raw:  # to_dict() form
         raw = _from_flat(raw)
     top = _Table(label, "", raw)
+    _not_horizontal(top, label)
     top.check_keys(_JOB_TOP + ("train_algorithm",))
     j = top.sub("job")
     j.check_keys(_JOB_KEYS + ("train_algorithm",))

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import job
 from horizontal_nodes import write_horizontal_nodes
 from support.nodes import _toml_value, free_port
@@ -24,6 +25,7 @@ def cli(*args, timeout=300) -> subprocess.CompletedProcess:
     return subprocess.run([*FEDJOINT, *args], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.timeout(900)   # ~35 s idle; one flwr-clientapp (torch import) per message
 def test_superlink_supernodes_tls_auth_cli(tmp_path: Path, banks, columns):
     kd = tmp_path / "keys" / "horizontal"
     pk = init_platform_keys(kd, ["127.0.0.1"])

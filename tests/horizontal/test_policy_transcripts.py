@@ -75,6 +75,9 @@ def test_examples_parse_and_bad_keys_are_named(tmp_path):
         'supernode_key = "keys/bank-b.supernode.pub"', 'supernode_keys = "x"'))
     with pytest.raises(ConfigError, match=r"horizontal.banks.bank-b\] unknown key 'supernode_keys'"):
         load_node_config(bad)
+    from federation.config import job_spec_from_dict
+    with pytest.raises(ConfigError, match="fedjoint horizontal run"):
+        job_spec_from_dict({"job": {"name": "h", "algorithm": "horizontal_lr"}})
     job = tmp_path / "j.toml"
     job.write_text((ex / "job.toml").read_text().replace("rounds = 20", "rounds = 0"))
     with pytest.raises(ConfigError, match=r"params.rounds = 0: expected an integer in \[1, 10000\]"):
