@@ -117,6 +117,11 @@ def _print_status(rec: dict) -> None:
     if m.get("iv_ranking"):   # binning jobs: features by information value
         c.print("  IV ranking: " + "  ".join(f"{r['feature']}={fmt_metric(r['iv'])}"
                                              for r in m["iv_ranking"]))
+    for name, sm in (m.get("stages") or {}).items():   # a pipeline: one line per stage
+        what = (f"{sm.get('n_selected')} kept: " + ", ".join(sm.get("selected") or [])
+                if "selected" in sm else f"test AUC {fmt_metric(sm['test_auc'])}"
+                if "test_auc" in sm else f"{sm.get('features', '')} features")
+        c.print(f"  stage {name} ({sm.get('algorithm')}): {what}")
     t = rec.get("timings") or {}
     if t.get("total"):
         c.print(f"  time: {t['total']:.1f} s")
@@ -124,6 +129,8 @@ def _print_status(rec: dict) -> None:
     for k in ("model", "scores", "transcript"):
         if art.get(k):
             c.print(f"  {k}: {art[k]}")
+    for name, path in (art.get("models") or {}).items():
+        c.print(f"  model {rec['job_id']}.{name}: {path}")
 
 
 @job.command("validate")

@@ -83,6 +83,10 @@ def test_pipeline_through_nodes(tmp_path, capsys, monkeypatch):
                                                  str(tmp_path / "report.html"))):
             code, out, err = run_cli(capsys, *cmd)
             assert code == 0, (cmd, err + out)
+            if cmd[1] == "status":     # one line per stage, each stage's model id
+                assert "stage sel (selection): " in out and "kept: " in out, out
+                assert "stage lr (logistic_regression): test AUC" in out, out
+                assert f"model {job_id}.lr: " in out, out
         stages = rec["metrics"]["stages"]
         assert list(stages) == ["bin", "sel", "lr"]
         assert [stages[s]["algorithm"] for s in stages] == allowed
