@@ -98,3 +98,36 @@ def node_check(config_path: str | None, as_json: bool) -> None:
             c.print(f"  [red]peer unreachable[/]: {res.get('error')}")
     if not res.get("ok"):
         sys.exit(EXIT_ERROR)
+
+
+@node.command("serving")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def node_serving(config_path: str | None, as_json: bool) -> None:
+    """Open online-scoring sessions: per peer and model, lookups, IDs, budget left."""
+    cfg = need_config(config_path)
+    try:
+        res = AdminClient(cfg.data_dir).call("serving", timeout=30)
+    except AdminError as exc:
+        if "not running" not in str(exc) or cfg.party != "bank":
+            raise
+        from federation.serving.bank import bank_sessions  # the serve processes' files
+        res = bank_sessions(cfg)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    rows = res.get("sessions") or []
+    click.echo(f"{cfg.name} ({cfg.party}): {len(rows)} open serving session(s)")
+    if rows:
+        last = "last_lookup" if cfg.party == "platform" else "budget_left"
+        click.echo(f"  {'peer':<14} {'model':<34} {'session':<9} {'started (UTC)':<21} "
+                   f"{'lookups':>8} {'ids':>9} {'held':>9}  {last}")
+    for r in rows:
+        click.echo(f"  {r['peer'] or '':<14} {r['model']:<34} {r['session'] or '':<9} "
+                   f"{r['opened'] or '':<21} {r['lookups']:>8} {r['ids']:>9} {r['held']:>9}  "
+                   f"{r.get(last) if r.get(last) is not None else '-'}")
+    b = res.get("budget")
+    if b:
+        click.echo(f"  budget for {b['peer']} on {b['day']} (UTC): {b['used']} of "
+                   f"{b['daily_budget']} lookups used, {b['left']} left; "
+                   f"rate_per_s = {b['rate_per_s']:g}")

@@ -26,10 +26,11 @@ OFFLINE_OPS = ("status", "list", "logs", "models", "model", "report_data")
 class AdminApi(NodePart):
     """The admin calls, by name, as ``handler(args) -> result``."""
 
-    def __init__(self, ctx: NodeContext, control: ControlPlane, resumer=None):
+    def __init__(self, ctx: NodeContext, control: ControlPlane, resumer=None, serving=None):
         super().__init__(ctx)
         self.control = control
         self.resumer = resumer
+        self.serving = serving
 
     def handlers(self) -> dict:
         def status(a):
@@ -78,8 +79,18 @@ class AdminApi(NodePart):
                 "cancel": _nf(cancel), "approve": _nf(approve), "refuse": _nf(refuse),
                 "check": lambda a: self.check(), "models": models, "model": model,
                 "report_data": _nf(report_data), "info": lambda a: self.info(),
-                "reload": lambda a: reload_config(self.ctx),
+                "reload": lambda a: reload_config(self.ctx), "serving": self.serving_sessions,
                 "resume": lambda a: self.resumer.command(str(a.get("job_id", "")))}
+
+    def serving_sessions(self, a) -> dict:
+        """Open serving sessions: the platform's in this daemon, the bank's from its
+        ``fedjoint serve`` processes' status files (docs/serving.md)."""
+        if self.cfg.party == "platform":
+            if self.serving is None:
+                raise AdminError("this node does not answer serving lookups")
+            return self.serving.sessions()
+        from federation.serving.bank import bank_sessions
+        return bank_sessions(self.cfg)
 
     def offline_handlers(self) -> dict:
         """Read-only admin calls served straight from the job store (node stopped)."""

@@ -40,8 +40,8 @@ class Node:
         self.jobs = JobRunner(self.ctx)
         self.control = ControlPlane(self.ctx, self.jobs)
         self.resumer = Resumer(self.ctx, self.jobs)
-        self.api = AdminApi(self.ctx, self.control, self.resumer)
         self.serving = ServingHost(self.ctx)       # serve.* lookups (docs/serving.md)
+        self.api = AdminApi(self.ctx, self.control, self.resumer, self.serving)
         self.admin: AdminServer | None = None
         self._log_bridge: logging.Handler | None = None
 

@@ -10,7 +10,10 @@ unreachable platform, a lookup not answered within ``limits.serve_lookup_timeout
 or a refusal raise :class:`ServingError` with the HTTP status the API answers (503,
 429 for rate and budget, 403 for policy). Each answered lookup is appended to
 ``data_dir/serving/<model>.ledger.jsonl`` (time, rows, how many the platform held, the
-values it disclosed): what the bank learned.
+values it disclosed): what the bank learned. While a session is open the serving process
+keeps ``data_dir/serving/sessions/<pid>-<model>.json`` (0600; rewritten at most once a
+second, removed at close) with its counters and the platform's last reported budget
+left: :func:`bank_sessions` reads them for ``fedjoint node serving``.
 """
 
 from __future__ import annotations
@@ -85,6 +88,11 @@ class ServedModel:
                          "refused": 0, "values_received": 0, "reopened": 0, "errors": 0,
                          "unseen_levels": 0}
         self._ledger = None
+        self._opened: float | None = None
+        self._budget_left: int | None = None
+        self._status_at = 0.0
+        self._status_path = Path(cfg.data_dir) / "serving" / "sessions" / \
+            f"{os.getpid()}-{self.model_id}.json"
 
     # ------------------------------------------------------------------ session
     def open(self) -> tuple[str, bytes]:
@@ -105,6 +113,8 @@ class ServedModel:
             raise ServingError(502, "the platform answered serve.open without a session")
         with self._lock:
             self._session = (sid, key)
+            self._opened = time.time()
+        self._write_status(force=True)
         return sid, key
 
     def close(self) -> None:
@@ -113,6 +123,7 @@ class ServedModel:
             if self._ledger is not None:
                 self._ledger.close()
                 self._ledger = None
+        self._status_path.unlink(missing_ok=True)
         if sess is not None:
             try:
                 self.channel.request(P.K_CLOSE, {"session": sess[0]}, timeout=2.0)
@@ -260,6 +271,8 @@ class ServedModel:
                     self.counters["reopened"] += 1
                 continue
             self._check_reply(rep)
+            if type(rep.get("budget_left")) is int:
+                self._budget_left = rep["budget_left"]
             n = len(ids)
             try:
                 found = np.unpackbits(P.decode_array(rep.get("found"), "u1", ((n + 7) // 8,),
@@ -283,6 +296,26 @@ class ServedModel:
                              os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 self._ledger = os.fdopen(fd, "a", buffering=1)
             self._ledger.write(line)
+        self._write_status()
+
+    def _write_status(self, force: bool = False) -> None:
+        """This session's line of ``fedjoint node serving`` (at most once a second)."""
+        now = time.monotonic()
+        with self._lock:
+            if (not force and now - self._status_at < 1.0) or self._session is None:
+                return
+            self._status_at = now
+            doc = {"pid": os.getpid(), "peer": self.cfg.peer.name, "model": self.model_id,
+                   "session": self._session[0][:8], "opened": _iso(self._opened),
+                   "updated": _iso(time.time()), "budget_left": self._budget_left,
+                   "counters": dict(self.counters)}
+        d = self._status_path.parent
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = d / f".{self._status_path.name}.{threading.get_ident()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh)
+        os.replace(tmp, self._status_path)
 
     def describe(self) -> dict:
         with self._lock:
@@ -297,3 +330,26 @@ def _float(v: int | float) -> float:
         return float(v)
     except OverflowError:         # a JSON integer beyond float range
         return math.inf
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def bank_sessions(cfg) -> dict:
+    """The bank's open serving sessions: the status files of running ``fedjoint serve``
+    processes (a file whose process is gone is skipped)."""
+    rows = []
+    for p in sorted((Path(cfg.data_dir) / "serving" / "sessions").glob("*.json")):
+        try:
+            doc = json.loads(p.read_text())
+            os.kill(int(doc["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        c = doc.get("counters") or {}
+        rows.append({"peer": doc.get("peer"), "model": doc.get("model"),
+                     "session": doc.get("session"), "opened": doc.get("opened"),
+                     "updated": doc.get("updated"), "pid": doc.get("pid"),
+                     "lookups": c.get("lookups", 0), "ids": c.get("rows", 0),
+                     "held": c.get("held", 0), "budget_left": doc.get("budget_left")})
+    return {"party": "bank", "sessions": rows}

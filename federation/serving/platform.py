@@ -13,7 +13,9 @@ token bucket holding one second's worth; a lookup needs one token and takes one 
 going into debt for a large batch) and ``serving.daily_budget`` (per UTC day, kept in
 ``data_dir/serving/budget.json``) IDs. Every lookup is appended to
 ``data_dir/serving/ledger.jsonl`` (time, model, session, the pseudonyms, how many were
-held): exactly what the platform learns.
+held): exactly what the platform learns. :meth:`ServingHost.sessions` lists the open
+sessions for ``fedjoint node serving`` (per peer and model: lookups, IDs, held,
+opened, last lookup, the day's budget left).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Session:
     lookups: int = 0
     ids: int = 0
     held: int = 0
+    last: float | None = None
 
 
 class ServingHost:
@@ -169,7 +172,7 @@ class ServingHost:
                           f"(limits.serve_max_batch_rows = {lim})")
         if not all(isinstance(p, str) and P.PSEUDONYM_RE.match(p) for p in ids):
             raise Refused("request", "serve.lookup: ids: expected 32-hex-digit pseudonyms")
-        self._spend(len(ids))
+        left = self._spend(len(ids))
         rows = np.array([s.index.get(p, -1) for p in ids], dtype=np.int64)
         found = rows >= 0
         X = s.X[np.where(found, rows, 0)] if len(s.X) else \
@@ -180,13 +183,15 @@ class ServingHost:
             s.lookups += 1
             s.ids += len(ids)
             s.held += int(held.sum())
+            s.last = time.time()
         self._record({"t": round(time.time(), 3), "model": s.model_id, "session": s.sid[:8],
                       "n": len(ids), "held": int(held.sum()), "ids": ids})
         return {"found": P.encode_array(np.packbits(held)), "answers": P.encode_array(answers),
-                "unknown_ids": cfg.serving.unknown_ids}
+                "unknown_ids": cfg.serving.unknown_ids, "budget_left": left}
 
-    def _spend(self, n: int) -> None:
-        """Charge ``n`` IDs to the rate bucket and the day's budget, or refuse."""
+    def _spend(self, n: int) -> int:
+        """Charge ``n`` IDs to the rate bucket and the day's budget, or refuse; returns
+        what is left of the day's budget."""
         pol = self.ctx.cfg.serving
         with self._lock:
             now = self._clock()
@@ -210,7 +215,24 @@ class ServingHost:
                               f"{self._used} used")
             self._tokens -= n
             self._used += n
+            left = pol.daily_budget - self._used
         self._save_budget()
+        return left
+
+    def sessions(self) -> dict:
+        """The open sessions and the day's budget (``fedjoint node serving``)."""
+        pol, peer = self.ctx.cfg.serving, self.ctx.cfg.peer.name
+        with self._lock:
+            day = time.strftime("%Y-%m-%d", time.gmtime())
+            used = self._used if day == self._day else 0
+            rows = [{"peer": peer, "model": s.model_id, "session": s.sid[:8],
+                     "opened": _iso(s.opened), "last_lookup": _iso(s.last),
+                     "lookups": s.lookups, "ids": s.ids, "held": s.held,
+                     "rows": len(s.index)} for s in self._sessions.values()]
+        return {"party": "platform", "sessions": rows,
+                "budget": {"peer": peer, "day": day, "daily_budget": pol.daily_budget,
+                           "used": used, "left": max(pol.daily_budget - used, 0),
+                           "rate_per_s": pol.rate_per_s}}
 
     # ------------------------------------------------------------------ files
     def _load_budget(self) -> tuple[str, int, float]:
@@ -250,3 +272,7 @@ class ServingHost:
                 self._ledger.close()
                 self._ledger = None
             self._sessions.clear()
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))

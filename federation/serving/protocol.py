@@ -40,8 +40,8 @@ TABLE = declare_protocol("serving", PROTOCOL_VERSION, [
             "applicant IDs of one micro-batch", disclosure="pseudonymous applicant IDs "
             "scored (and when)", count=lambda p: len(p.get("ids", []))),
     Message(K_ANSWER, "platform", "json", "reply: per row whether the platform holds the "
-            "ID, and its answer (split decisions or partial score), or a refusal (rate, "
-            "budget, unknown session)", disclosure="per scored ID: held or not, platform "
+            "ID, and its answer (split decisions or partial score), what is left of the "
+            "day's budget, or a refusal (rate, budget, unknown session)", disclosure="per scored ID: held or not, platform "
             "split decisions (SecureBoost) or partial score (LR)",
             count=lambda p: int((p.get("answers") or {}).get("shape", [0])[0])),
     Message(K_CLOSE, "bank", "json", "control request: session id (the platform drops "

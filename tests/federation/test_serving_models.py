@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from support.nodes import make_party_keys, wait_state, write_job, write_node_tomls
+from support.nodes import make_party_keys, run_cli, wait_state, write_job, write_node_tomls
 
 from federation.admin import AdminClient
 from federation.config import load_job_spec, load_node_config
@@ -101,7 +101,8 @@ def world(tmp_path_factory):
         srv = ThreadedServer(app).start()
         yield {"cfg": cfg, "sb": sb, "lr": lr, "jobs": jobs, "url": srv.url, "token": token,
                "models": {m.model_id: m for m in models}, "tmp": tmp,
-               "plat_cfg": load_node_config(plat_toml)}
+               "plat_cfg": load_node_config(plat_toml), "bank_toml": bank_toml,
+               "plat_toml": plat_toml}
     finally:
         if srv is not None:
             srv.stop()
@@ -193,3 +194,32 @@ def test_multinomial_lr_serves_the_scoring_jobs_class_probabilities(world):
     got, want = _job_digest(world, lr, P, len(ids))
     assert got == want
     assert world["models"][lr].values_per_row == 4
+
+
+def test_node_serving_lists_the_open_sessions_on_both_nodes(world, capsys):
+    """``fedjoint node serving``: the platform's sessions (from its daemon) and the
+    bank's (from the serving process's status file), with counts and the budget left."""
+    import json
+    lr = world["lr"]
+    _, apps = _applicants(world, lr)
+    served = world["models"][lr]
+    served._status_at = 0.0                   # the next lookup rewrites the status file
+    _served(world, lr, apps[:5])
+    code, out, err = run_cli(capsys, "node", "serving", "--config", str(world["plat_toml"]),
+                             "--json")
+    assert code == 0, err
+    plat = json.loads(out)
+    mine = [r for r in plat["sessions"] if r["model"] == lr]
+    assert len(mine) == 1 and mine[0]["peer"] == "bank-a"
+    assert mine[0]["lookups"] >= 1 and mine[0]["ids"] >= len(apps) + 5
+    b = plat["budget"]
+    assert b["left"] == b["daily_budget"] - b["used"] and b["used"] >= mine[0]["ids"]
+    code, out, err = run_cli(capsys, "node", "serving", "--config", str(world["bank_toml"]),
+                             "--json")
+    assert code == 0, err
+    bank = {r["model"]: r for r in json.loads(out)["sessions"]}
+    assert bank[lr]["session"] == mine[0]["session"] and bank[lr]["peer"] == "platform-b"
+    assert bank[lr]["ids"] == served.counters["rows"]
+    assert bank[lr]["budget_left"] == b["left"]   # as the platform reported it last
+    code, out, _ = run_cli(capsys, "node", "serving", "--config", str(world["plat_toml"]))
+    assert code == 0 and lr in out and "lookups used" in out and mine[0]["opened"] in out
