@@ -224,7 +224,7 @@ def _builtins() -> None:
         serving=(bank_woe_serve, platform_woe_serve)))
     register(Algorithm(
         "selection", "transform", SelectionParams, bank_sel, platform_sel, SELECTION_TABLE,
-        key_holders=(), needs_label=False, job_errors=(SelectionError,),
+        key_holders=(), needs_label=False, job_errors=(SelectionError,), inputs=("binning",),
         summary="feature selection on a binning input: IV threshold / top-k, correlation "
                 "of the bank's WOE columns, PSI stability train vs validation"))
 

@@ -156,6 +156,8 @@ def test_pipeline_through_nodes(tmp_path, capsys, monkeypatch):
      r"\(known: bin\)"),
     (STAGES.replace("iv_min = 0.02", "iv_min = -1.0"),
      r"stages\[1\] \(sel\) \[params\].*iv_min = -1\.0: expected a number in \[0, 10\)"),
+    (STAGES.replace('inputs = { binning = "bin" }\n', ""),
+     r"stages\[1\] \(sel\): selection needs the input\(s\) \['binning'\]"),
     (STAGES + '[[stages]]\nname = "eval"\nalgorithm = "evaluate"\n',
      r"stages\[3\] \(eval\): 'evaluate' is not a stage: every train stage is evaluated"),
     (STAGES.replace('algorithm = "binning"', 'algorithm = "binnig"'),
