@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/lr.py --quick --json bench/results/lr.json
 	$(BIN)/python bench/secureboost.py --quick --json bench/results/secureboost.json
 	$(BIN)/python bench/ou.py --quick --json bench/results/ou.json
+	$(BIN)/python bench/horizontal.py --quick --json bench/results/horizontal.json
 	$(BIN)/python bench/secagg.py --quick --json bench/results/secagg.json
 
 clean:
