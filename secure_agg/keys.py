@@ -10,8 +10,9 @@
   same seed gives the same key (job replay). ``rng=None`` seeds a Drbg from the OS.
 * ``key_id`` is the fingerprint ``sha256(n as big-endian bytes)`` in hex; it is the
   :attr:`CipherVector.key_id` of every ciphertext under the key.
-* Key files are JSON. The private file is created with mode 0600 and refused on load
-  if group/other can read it. No ``repr``/``str`` shows ``p`` or ``q``.
+* Key files are JSON (:mod:`secure_agg.keyfile`, shared with OU). The private file is
+  created with mode 0600 and refused on load if group/other can read it. No
+  ``repr``/``str`` shows ``p`` or ``q``.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
-from pathlib import Path
 
 import gmpy2
 from gmpy2 import mpz
 
+from secure_agg import keyfile
 from secure_agg.rng import Drbg
 
 MIN_KEY_BITS = 2048
@@ -88,18 +88,18 @@ class PaillierPublicKey:
 
     @classmethod
     def from_json(cls, text: str, insecure_test_key: bool = False) -> PaillierPublicKey:
-        d = _load_json(text, _PUB_KIND)
-        key = cls(_hex(d, "n"), insecure_test_key=insecure_test_key)
+        d = keyfile.load_json(text, _PUB_KIND)
+        key = cls(keyfile.hex_field(d, "n"), insecure_test_key=insecure_test_key)
         if d.get("key_id") not in (None, key.key_id):
             raise ValueError("public key file: key_id does not match n")
         return key
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(self.to_json() + "\n")
+        keyfile.write_public(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike, insecure_test_key: bool = False) -> PaillierPublicKey:
-        return cls.from_json(Path(path).read_text(), insecure_test_key=insecure_test_key)
+        return cls.from_json(keyfile.read_public(path), insecure_test_key=insecure_test_key)
 
     # ---- phe interop ----------------------------------------------------------------
     def to_phe(self):
@@ -158,34 +158,24 @@ class PaillierPrivateKey:
 
     @classmethod
     def from_json(cls, text: str, insecure_test_key: bool = False) -> PaillierPrivateKey:
-        d = _load_json(text, _PRIV_KIND)
-        pub = PaillierPublicKey(_hex(d, "n"), insecure_test_key=insecure_test_key)
+        d = keyfile.load_json(text, _PRIV_KIND)
+        pub = PaillierPublicKey(keyfile.hex_field(d, "n"), insecure_test_key=insecure_test_key)
         if d.get("key_id") not in (None, pub.key_id):
             raise ValueError("private key file: key_id does not match n")
-        p, q = _hex(d, "p"), _hex(d, "q")
+        p, q = keyfile.hex_field(d, "p"), keyfile.hex_field(d, "q")
         if not (gmpy2.is_prime(p) and gmpy2.is_prime(q)):
             raise ValueError("private key file: p and q must be prime")
         return cls(pub, p, q)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the key as JSON with mode 0600 (also tightening an existing file)."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, (self.to_json() + "\n").encode())
-        finally:
-            os.close(fd)
+        keyfile.write_private(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike, insecure_test_key: bool = False,
              check_permissions: bool = True) -> PaillierPrivateKey:
-        if check_permissions:
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-            if mode & 0o077:
-                raise PermissionError(
-                    f"private key file {path} has mode {mode:o}; it must not be readable "
-                    f"by group or others (chmod 600)")
-        return cls.from_json(Path(path).read_text(), insecure_test_key=insecure_test_key)
+        return cls.from_json(keyfile.read_private(path, check_permissions),
+                             insecure_test_key=insecure_test_key)
 
     # ---- phe interop ----------------------------------------------------------------
     def to_phe(self):
@@ -196,28 +186,6 @@ class PaillierPrivateKey:
     def from_phe(cls, sk, insecure_test_key: bool = False) -> PaillierPrivateKey:
         return cls(PaillierPublicKey.from_phe(sk.public_key, insecure_test_key),
                    sk.p, sk.q)
-
-
-def _load_json(text: str, kind: str) -> dict:
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"key file is not valid JSON: {exc.msg}") from None
-    if not isinstance(d, dict) or d.get("kind") != kind:
-        raise ValueError(f"key file: expected kind {kind!r}")
-    if d.get("version") != 1:
-        raise ValueError(f"key file: unsupported version {d.get('version')!r}")
-    return d
-
-
-def _hex(d: dict, field: str) -> mpz:
-    v = d.get(field)
-    if not isinstance(v, str) or not v or len(v) > 4096:
-        raise ValueError(f"key file: field {field!r} must be a hex string")
-    try:
-        return mpz(v, 16)
-    except ValueError:
-        raise ValueError(f"key file: field {field!r} is not hex") from None
 
 
 def _blum_prime(bits: int, rng: Drbg) -> mpz:

@@ -30,13 +30,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
-from pathlib import Path
 
 import gmpy2
 from gmpy2 import mpz
 
-from secure_agg.keys import InsecureKeyError, _hex, _load_json
+from secure_agg import keyfile
+from secure_agg.keys import InsecureKeyError
 from secure_agg.rng import Drbg
 
 MIN_KEY_BITS = 2048
@@ -132,14 +131,14 @@ class OUPublicKey:
 
     @classmethod
     def from_json(cls, text: str, insecure_test_key: bool = False) -> OUPublicKey:
-        return cls.from_fields(_load_json(text, _PUB_KIND), insecure_test_key)
+        return cls.from_fields(keyfile.load_json(text, _PUB_KIND), insecure_test_key)
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(self.to_json() + "\n")
+        keyfile.write_public(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike, insecure_test_key: bool = False) -> OUPublicKey:
-        return cls.from_json(Path(path).read_text(), insecure_test_key=insecure_test_key)
+        return cls.from_json(keyfile.read_public(path), insecure_test_key=insecure_test_key)
 
 
 class OUPrivateKey:
@@ -184,29 +183,20 @@ class OUPrivateKey:
 
     @classmethod
     def from_json(cls, text: str, insecure_test_key: bool = False) -> OUPrivateKey:
-        d = _load_json(text, _PRIV_KIND)
+        d = keyfile.load_json(text, _PRIV_KIND)
         pub = OUPublicKey.from_fields(d, insecure_test_key)
-        p, q, t = _hex(d, "p"), _hex(d, "q"), _hex(d, "t")
+        p, q, t = keyfile.hex_field(d, "p"), keyfile.hex_field(d, "q"), keyfile.hex_field(d, "t")
         if not all(gmpy2.is_prime(x) for x in (p, q, t)):
             raise ValueError("OU private key file: p, q and t must be prime")
         return cls(pub, p, q, t)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the key as JSON with mode 0600 (also tightening an existing file)."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, (self.to_json() + "\n").encode())
-        finally:
-            os.close(fd)
+        keyfile.write_private(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike, insecure_test_key: bool = False) -> OUPrivateKey:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-        if mode & 0o077:
-            raise PermissionError(f"private key file {path} has mode {mode:o}; it must not "
-                                  f"be readable by group or others (chmod 600)")
-        return cls.from_json(Path(path).read_text(), insecure_test_key=insecure_test_key)
+        return cls.from_json(keyfile.read_private(path), insecure_test_key=insecure_test_key)
 
 
 def _prime(bits: int, rng: Drbg) -> mpz:
