@@ -41,6 +41,7 @@ from federation.transcript import (
     spec_digest,
     verify_sig,
 )
+from federation.transcript.exports import ACTS, statement_bytes
 from federation.transcript.restarts import CHECKPOINT, RESTART
 
 
@@ -129,17 +130,7 @@ class _Checker:
         outcome_msgs: dict[str, dict] = {}
         n = len(t.records)
         for i, (line, rec) in enumerate(zip(t.lines, t.records, strict=True)):
-            if rec.get("v") != VERSION:
-                self.err(i, f"format version {rec.get('v')!r} differs from record 0")
-            if rec.get("i") != i:
-                self.err(i, f"record index {rec.get('i')!r} found at position {i} "
-                            "(records deleted, inserted or reordered)")
-            if rec.get("prev") != prev:
-                self.err(i, "hash chain broken: prev does not match the hash of record "
-                            f"{i - 1} (a record before it was changed, removed or reordered)"
-                         if i else "hash chain broken: record 0 must have a zero prev")
-            prev = sha256_hex(line)
-            self._check_signed(i, rec, party)
+            prev = self._link(i, line, rec, prev, party)
             typ = rec.get("type")
             if i == 0:
                 continue
@@ -171,7 +162,52 @@ class _Checker:
                         roots[d].add(_envelope(job_id, r))
             outcome = self._check_outcome(n - 1, closing, job_id, party, peer, roots,
                                           outcome_msgs)
-        return self._summary(status, outcome, closing)
+        self.exports, self.export_recs = [], []
+        for k, (line, rec) in enumerate(zip(t.export_lines, t.exports, strict=True)):
+            prev = self._link(n + k, line, rec, prev, party)
+            self._check_export(n + k, rec, job_id, party, peer, status)
+        return {**self._summary(status, outcome, closing), "exports": self.exports}
+
+    def _link(self, i: int, line: bytes, rec: dict, prev: str, party: str) -> str:
+        """Record ``i``'s place in the chain and its signature; returns its hash."""
+        if rec.get("v") != VERSION:
+            self.err(i, f"format version {rec.get('v')!r} differs from record 0")
+        if rec.get("i") != i:
+            self.err(i, f"record index {rec.get('i')!r} found at position {i} "
+                        "(records deleted, inserted or reordered)")
+        if rec.get("prev") != prev:
+            self.err(i, "hash chain broken: prev does not match the hash of record "
+                        f"{i - 1} (a record before it was changed, removed or reordered)"
+                     if i else "hash chain broken: record 0 must have a zero prev")
+        self._check_signed(i, rec, party)
+        return sha256_hex(line)
+
+    def _check_export(self, i: int, rec: dict, job_id, party, peer, status) -> None:
+        """An export record (federation.transcript.exports): after an outcome, of this
+        job's model, with a reveal statement signed by the platform."""
+        if status != "done":
+            self.err(i, "export record after a job that did not close with an outcome")
+        act, model, st = rec.get("act"), rec.get("model"), rec.get("statement")
+        if act not in ACTS or not isinstance(model, str) or not isinstance(st, dict) or \
+                not (model == job_id or model.startswith(f"{job_id}.")):
+            self.err(i, "export record is malformed or names another job's model")
+            return
+        signer = party if act == "reveal" else peer
+        sig = rec.get("signature")
+        if not is_hex(sig, 128) or not verify_sig(self.keys[signer], sig,
+                                                   statement_bytes(st)):
+            self.err(i, f"the reveal statement in the export record is not signed by "
+                        f"{signer}'s key")
+        if st.get("model") != model or st.get("by") != signer:
+            self.err(i, "the reveal statement names another model or signer")
+        if act == "export" and not (isinstance(rec.get("format"), str)
+                                    and is_hex(rec.get("sha256"), 64)):
+            self.err(i, "export record lacks the format or the file's SHA-256")
+        self.export_recs.append((i, rec))
+        self.exports.append({"record": i, "act": act, "model": model,
+                             "format": rec.get("format"), "sha256": rec.get("sha256"),
+                             "to": rec.get("to"), "revealed_by": signer,
+                             "time": rec.get("t")})
 
     def _check_signed(self, i: int, rec: dict, signer: str) -> None:
         sig = rec.get("rsig")
@@ -381,6 +417,14 @@ def _agree(a: _Checker, b: _Checker) -> list[Finding]:
                                    f"{d} {ra.get('kind')} seq {ra.get('seq')} disagrees with "
                                    f"{b.where} record {ib} on {', '.join(diff)}"))
                 break
+    # every full export the bank recorded was revealed (and recorded) by the platform
+    for x, y in ((a, b), (b, a)):
+        shown = [r["statement"] for _, r in getattr(y, "export_recs", [])
+                 if r.get("act") == "reveal"]
+        for i, r in getattr(x, "export_recs", []):
+            if r.get("act") == "export" and r.get("statement") not in shown:
+                out.append(Finding(x.where, i, f"export record whose reveal is not "
+                                               f"recorded in {y.where}"))
     ca, cb = a.t.records[-1], b.t.records[-1]
     if ca.get("type") == cb.get("type") == "outcome" and \
             ca.get("statements") != cb.get("statements"):

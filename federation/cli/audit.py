@@ -52,6 +52,11 @@ def _print_summary(console, s: dict) -> None:
         console.print(f"  signing key {name}: {_fmt_fp(fp)}  ({pin})")
     for name, dg in s.get("model_digests", {}).items():
         console.print(f"  model part {name}: {dg}")
+    for e in s.get("exports", []):
+        what = f"revealed its half to {e['to']}" if e["act"] == "reveal" else \
+            f"exported the full model as {e['format']} (file sha256 {str(e['sha256'])[:16]}..., " \
+            f"revealed by {e['revealed_by']})"
+        console.print(f"  export (record {e['record']}): {s['party']} {what}")
     if s.get("ledger"):
         from rich.table import Table
 

@@ -86,6 +86,7 @@ def _export_full(model_id: str, out_path: str, fmt: str, config_path: str | None
                 rec["algorithm"])
         part, table = fetch_platform_table(cfg, rec["model_id"])
         data = _document(fmt, part, table)
+        _record_export(cfg, rec["model_id"], fmt, data, table)
     except ExportRefused as exc:
         raise AdminError(f"export of {model_id} refused: {exc}") from None
     write_private(Path(out_path), data)
@@ -95,6 +96,26 @@ def _export_full(model_id: str, out_path: str, fmt: str, config_path: str | None
     click.echo(f"full model {part.job_id} ({part.algorithm}, the platform's half revealed "
                f"by {cfg.peer.name}) written to {out_path} as {fmt}; the signed reveal "
                f"statement to {reveal}")
+
+
+def _record_export(cfg, model_id: str, fmt: str, data: bytes, table: dict) -> None:
+    """The bank's export act, signed into its transcript of the training job (before
+    the file is written: no record, no export)."""
+    import hashlib
+
+    from federation.node.peer import load_identities
+    from federation.serving.export import ExportRefused
+    from federation.transcript import TranscriptError
+    from federation.transcript.exports import append_export, training_transcript
+    local, _ = load_identities(cfg)
+    try:
+        append_export(training_transcript(cfg.data_dir, model_id), local.signing_key,
+                      {"act": "export", "model": model_id, "format": fmt,
+                       "sha256": hashlib.sha256(data).hexdigest(),
+                       "statement": table["statement"], "signature": table["signature"]})
+    except (TranscriptError, ValueError) as exc:
+        raise ExportRefused(f"the export cannot be recorded in the training job's "
+                            f"transcript ({exc})") from None
 
 
 def _document(fmt: str, part, table: dict) -> bytes:

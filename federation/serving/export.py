@@ -14,6 +14,12 @@ margin; the platform's columns are named ``platform.<name>``. Revealing is irrev
 feature names (docs/serving.md). The same reveal serves ``--format onnx``
 and ``pmml`` (:mod:`federation.serving.export_onnx`, :mod:`~federation.serving.export_pmml`). Each party can always export its own part
 (``--format fedjoint``).
+
+Every reveal and every full export is recorded: the platform appends a signed
+``export`` record (``act = "reveal"``, its statement) to its transcript of the training
+job before it answers, the bank one (``act = "export"``, the format, the file's SHA-256
+and the platform's signed statement) before it writes the file
+(:mod:`federation.transcript.exports`); ``fedjoint audit verify`` checks and lists them.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import time
 import numpy as np
 
 from federation.serving import protocol as P
+from federation.transcript.exports import statement_bytes
 
 
 class ExportRefused(Exception):
@@ -49,9 +56,7 @@ def need_modules(fmt: str, modules: tuple[str, ...]) -> None:
                                 "is not installed): pip install 'fedjoint[export]'") from None
 
 
-def _statement_bytes(st: dict) -> bytes:
-    return json.dumps(st, sort_keys=True, separators=(",", ":")).encode()
-
+_statement_bytes = statement_bytes
 
 def not_exportable(part) -> str:
     """Why ``part`` has no full export in a standard format ("" when it has one):
@@ -96,6 +101,15 @@ def reveal_answer(ctx, body: dict) -> dict:
           "time": round(time.time(), 3)}
     local, _ = load_identities(cfg)
     sig = local.signing_key.sign(_statement_bytes(st)).hex()
+    from federation.transcript import TranscriptError
+    from federation.transcript.exports import append_export, training_transcript
+    try:      # recorded before anything is revealed: no record, no reveal
+        append_export(training_transcript(cfg.data_dir, model_id), local.signing_key,
+                      {"act": "reveal", "model": model_id, "to": cfg.peer.name,
+                       "statement": st, "signature": sig})
+    except (TranscriptError, ValueError) as exc:
+        raise P.Refused("model", f"the reveal cannot be recorded in {cfg.name}'s transcript "
+                        f"of the training job ({str(exc)[:200]})") from None
     ctx.log("serving.revealed", {"model": model_id, "algorithm": part.algorithm})
     return {**table, "statement": st, "signature": sig}
 

@@ -7,7 +7,7 @@ chain, signatures and outcome are verified by :mod:`federation.audit`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from federation.transcript.records import FORMAT, VERSION, TranscriptError, canonical, sha256_hex
@@ -20,6 +20,9 @@ class Transcript:
     path: Path
     lines: list[bytes]
     records: list[dict]
+    #: trailing export records after the outcome (:mod:`.exports`), and their lines
+    exports: list[dict] = field(default_factory=list)
+    export_lines: list[bytes] = field(default_factory=list)
 
     @property
     def header(self) -> dict:
@@ -83,7 +86,10 @@ def load(path: str | Path) -> Transcript:
         raise TranscriptUnreadable(
             f"{path}: truncated: record {len(parts)} is incomplete (no end of line); "
             f"{len(parts)} complete record(s) before it")
-    return Transcript(path, parts, records)
+    k = len(records)
+    while k > 1 and records[k - 1].get("type") == "export":
+        k -= 1
+    return Transcript(path, parts[:k], records[:k], records[k:], parts[k:])
 
 
 def _parse_line(path: Path, i: int, line: bytes) -> dict:

@@ -71,6 +71,8 @@ def world(tmp_path_factory):
               .replace("'", '"'),
               f'\n[datasets.loans3]\npath = "{tmp / "bank.csv"}"\nid_column = "id"\n'
               f'label_column = "y3"\ncolumns = {BANK_NUM}\n'.replace("'", '"')
+              + f'\n[datasets.loans_num]\npath = "{tmp / "bank.csv"}"\nid_column = "id"\n'
+              f'label_column = "y"\ncolumns = {BANK_NUM}\n'.replace("'", '"')
               + "\n[limits]\nserve_lookup_timeout_s = 15.0\n")
     _datasets(plat_toml, 'categorical = ["x2", "x5"]\n',
               f'\n[datasets.ent_num]\npath = "{tmp / "platform.csv"}"\nid_column = "id"\n'
@@ -86,6 +88,10 @@ def world(tmp_path_factory):
         job.write_text(job.read_text().replace('"loans"', '"loans3"')
                        .replace('"enterprises"', '"ent_num"'))
         lr = _run_job(client, job)["job_id"]
+        job = write_job(tmp, "lrb", params={"epochs": 2, "batch_size": 256})
+        job.write_text(job.read_text().replace('"loans"', '"loans_num"')
+                       .replace('"enterprises"', '"ent_num"'))
+        lrb = _run_job(client, job)["job_id"]
         jobs = {}
         for m, ds, peer in ((sb, "loans", "enterprises"), (lr, "loans3", "ent_num")):
             score = write_job(tmp, f"score-{m[:4]}", "score", extra_job={"model": m})
@@ -93,13 +99,13 @@ def world(tmp_path_factory):
                              .replace('"enterprises"', f'"{peer}"'))
             jobs[m] = (_run_job(client, score), ds)
         lines = plat_toml.read_text() + f'\n[serving]\nmodels = ["{sb}", "{lr}"]\n' \
-            "rate_per_s = 100000.0\n"
+            f'rate_per_s = 100000.0\nreveal_models = ["{lrb}"]\n'
         plat_toml.write_text(lines)
         AdminClient(plat.data_dir).call("reload")
         cfg = load_node_config(bank_toml)
         app, models, token = build(cfg, [sb, lr])
         srv = ThreadedServer(app).start()
-        yield {"cfg": cfg, "sb": sb, "lr": lr, "jobs": jobs, "url": srv.url, "token": token,
+        yield {"cfg": cfg, "sb": sb, "lr": lr, "lrb": lrb, "jobs": jobs, "url": srv.url, "token": token,
                "models": {m.model_id: m for m in models}, "tmp": tmp,
                "plat_cfg": load_node_config(plat_toml), "bank_toml": bank_toml,
                "plat_toml": plat_toml}
@@ -223,3 +229,53 @@ def test_node_serving_lists_the_open_sessions_on_both_nodes(world, capsys):
     assert bank[lr]["budget_left"] == b["left"]   # as the platform reported it last
     code, out, _ = run_cli(capsys, "node", "serving", "--config", str(world["plat_toml"]))
     assert code == 0 and lr in out and "lookups used" in out and mine[0]["opened"] in out
+
+
+def test_an_export_is_recorded_in_both_training_transcripts(world, capsys):
+    """The platform's reveal and the bank's export are signed records after the outcome
+    of their transcripts of the training job; `audit verify` lists and checks them
+    (a changed record, or an export whose reveal the platform did not record, fails)."""
+    import json
+
+    from federation.audit.verify import verify
+    lrb, cfg = world["lrb"], world["cfg"]
+    bank_toml = world["bank_toml"]
+    base = bank_toml.read_text()
+    bank_toml.write_text(base + f'\n[serving]\nreveal_models = ["{lrb}"]\n')
+    out = world["tmp"] / "lrb.json"
+    try:
+        code, so, err = run_cli(capsys, "model", "export", lrb, "--format", "sklearn-json",
+                                "--out", str(out), "--config", str(bank_toml))
+    finally:
+        bank_toml.write_text(base)
+    assert code == 0, err + so
+    bt = cfg.data_dir / "transcripts" / f"{lrb}.jsonl"
+    pt = world["plat_cfg"].data_dir / "transcripts" / f"{lrb}.jsonl"
+    rep = verify(bt, pt)
+    assert rep.ok, [str(e) for e in rep.errors]
+    (ex,), (rv,) = rep.summary["exports"], rep.peer_summary["exports"]
+    import hashlib
+    assert ex["act"] == "export" and ex["format"] == "sklearn-json" and \
+        ex["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert ex["revealed_by"] == "platform-b" and rv["act"] == "reveal" and rv["to"] == "bank-a"
+    code, so, _ = run_cli(capsys, "audit", "verify", str(bt))
+    assert code == 0 and "exported the full model as sklearn-json" in so
+    # a changed export record: its signature no longer verifies
+    lines = bt.read_bytes().split(b"\n")
+    good = bt.read_bytes()
+    lines[-2] = lines[-2].replace(b'"format":"sklearn-json"', b'"format":"onnx"')
+    bt.write_bytes(b"\n".join(lines))
+    try:
+        rep = verify(bt)
+        assert not rep.ok and "record signature does not verify" in str(rep.errors[0])
+    finally:
+        bt.write_bytes(good)
+    # the platform's reveal record removed: the bank's export has no recorded reveal
+    pgood = pt.read_bytes()
+    pt.write_bytes(b"\n".join(pgood.split(b"\n")[:-2]) + b"\n")
+    try:
+        rep = verify(bt, pt)
+        assert not rep.ok and "whose reveal is not recorded" in str(rep.errors[0])
+    finally:
+        pt.write_bytes(pgood)
+    assert json.loads(out.read_text())["coef"]
