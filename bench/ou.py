@@ -6,7 +6,8 @@ robust to a shared machine). Per operation and value:
 
 * key-holder encryption of 40-bit integers (the bank encrypting gradients);
 * public-key encryption (under the peer's key);
-* decryption, per ciphertext and per value when packed (SecureBoost's bin sums);
+* decryption, per ciphertext and per value when packed (SecureBoost's bin sums), and
+  the same decryption with the modexp forced to gmpy2 (``FEDJOINT_PAILLIER_MODEXP``);
 * ciphertext + ciphertext;
 * the ciphertext bytes on the wire.
 
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from secure_agg.cipher import CipherVector  # noqa: E402 (after the path set-up)
+from secure_agg.native_mb import MODEXP_ENV, use_mb  # noqa: E402
 from secure_agg.ou import OUPrivateCipher  # noqa: E402
 from secure_agg.paillier import PaillierPrivateCipher  # noqa: E402
 from secure_agg.procpool import worker_cpu_seconds  # noqa: E402
@@ -63,6 +65,16 @@ def engine(cipher, n: int, repeats: int) -> dict:
     m = min(n, 2000)
     sub = CipherVector(enc.key_id, enc.data[:m], enc.bound_bits)
     out["decrypt"] = rate(lambda: cipher.decrypt(sub), m, repeats)
+    saved = os.environ.get(MODEXP_ENV)
+    os.environ[MODEXP_ENV] = "gmpy2"   # the reference: the same decryption on gmpy2 only
+    try:
+        out["decrypt_gmpy2"] = rate(lambda: cipher.decrypt(sub), m, repeats)
+    finally:
+        if saved is None:
+            os.environ.pop(MODEXP_ENV)
+        else:
+            os.environ[MODEXP_ENV] = saved
+    out["modexp_mb8"] = use_mb(int(cipher.n).bit_length())
     per = cipher.capacity_bits // SLOT
     small = cipher.encrypt([v % (1 << 30) for v in vals[:per * 40]], rng=Drbg(bytes(32), "s"))
     packed = cipher.pack(small, SLOT, per)
@@ -134,6 +146,11 @@ def main(argv=None) -> dict:
         ratio = res["ou"][op] / res["paillier"][op]
         print(f"{op:24s}" + "".join(f"{'-':>15s}" if v is None else f"{v:15,.0f}"
                                     for v in row) + f"{ratio:13.2f}")
+    for c in ("ou", "paillier"):
+        r = res[c]
+        print(f"{c} decryption: {r['decrypt']:,.0f}/s ({'mb8' if r['modexp_mb8'] else 'gmpy2'}"
+              f" modexp, picked at runtime) vs {r['decrypt_gmpy2']:,.0f}/s on gmpy2 only: "
+              f"{r['decrypt'] / r['decrypt_gmpy2']:.2f}x")
     print(f"packed: {res['ou']['values_per_packed_ciphertext']} (OU) vs "
           f"{res['paillier']['values_per_packed_ciphertext']} (Paillier) {SLOT}-bit slots "
           f"per ciphertext")

@@ -238,11 +238,11 @@ class OUPrivateCipher(OUPublicCipher, PrivateCipher):
         """Signed plaintexts; refuses (:class:`PlaintextOutOfRange`) any element outside
         ``|m| < 2^a.bound_bits`` (``bound_bits`` never exceeds :attr:`capacity_bits`)."""
         self.check_same_key(a)
-        sk, data = self._sk, a.data
+        sk, data, n = self._sk, a.data, self.n
         bound = min(int(a.bound_bits), self.capacity_bits)
 
         def work(s: int, e: int) -> list[int]:
-            return ou_decrypt(data[s:e], sk.p, sk.t, sk.gp_inv, bound, offset=s)
+            return ou_decrypt(data[s:e], sk.p, sk.t, sk.gp_inv, bound, offset=s, n=n)
 
         return flatten(run_chunks(self.workers, len(data), work, min_chunk=8))
 

@@ -161,6 +161,26 @@ def test_cca_key_recovery_attack_is_refused(key2048):
         priv.decrypt(priv.from_bytes(peer.to_bytes(peer.encrypt([1 << 60])), 40))
 
 
+@pytest.mark.parametrize("backend", ["gmpy2", "auto"])
+def test_decryption_on_each_modexp_backend(key2048, backend, monkeypatch):
+    """Decryption's powers run mod n on 8-lane modexp where it is available (auto) and
+    mod p^2 on gmpy2 otherwise: the same plaintexts (textbook formula) and the same
+    refusals on both."""
+    from secure_agg import native_mb
+    from secure_agg.ou_kernels import decrypt_powers
+    monkeypatch.setenv(native_mb.MODEXP_ENV, backend)
+    pub, sk = key2048
+    priv = OUPrivateCipher(sk, workers=1)
+    vals = [0, 1, -1, 2**552 - 1, -(2**300)] + list(range(-6, 7))
+    enc = priv.encrypt(vals, rng=Drbg(SEED, "backends"))
+    assert priv.decrypt(enc) == vals == [_textbook_decrypt(c, sk) for c in enc.data]
+    psq = sk.p * sk.p
+    assert decrypt_powers(enc.data, sk.t, psq, pub.n) == \
+        [gmpy2.powmod(c, sk.t, psq) for c in enc.data]
+    with pytest.raises(PlaintextOutOfRange, match="ciphertext 3 decrypts outside"):
+        priv.decrypt(CipherVector(priv.key_id, enc.data, 200))
+
+
 def test_non_ou_ciphertext_refused(key768):
     pub, sk = key768
     priv = OUPrivateCipher(sk, workers=1)
