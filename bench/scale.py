@@ -381,6 +381,9 @@ def main() -> None:
                 time.sleep(0.5)
         if not clients:
             raise SystemExit("the nodes did not come up in 60 s")
+        results["idle_rss"] = {p: tree_rss(pr.pid) for p, pr in procs.items()}
+        print("idle RSS (daemon, no job): " + ", ".join(
+            f"{p} {v / 2**20:.0f} MB" for p, v in results["idle_rss"].items()), flush=True)
         tf = 1 - 0.2                                   # [evaluation] test_fraction 0.2
         points, cal = [], {}
         for i, r in enumerate(cal_rows):

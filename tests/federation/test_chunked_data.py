@@ -172,6 +172,30 @@ def test_memory_budget_names_the_key_to_change(tmp_path):
     assert len(load_dataset(_ds(p), memory_budget_mb=8, chunk_rows=fit)) == 20000
 
 
+def test_a_job_over_the_budget_fails_at_load_before_any_message(tmp_path):
+    """The platform's node with memory_budget_mb = 1: its side of a job fails at load,
+    naming the chunk size that fits, and nothing has crossed to the bank."""
+    from federation.config import job_spec_from_dict
+    from federation.link import local_link_pair
+    from federation.runner import JobFailed, run_job_side
+    raw = {"node": {"party": "platform", "name": "p", "listen": "127.0.0.1:0",
+                    "data_dir": str(tmp_path / "p")},
+           "keys": {"tls_key": "k", "tls_cert": "c", "signing_key": "s"},
+           "peer": {"name": "b", "address": "127.0.0.1:1", "cert_fingerprint": "00" * 32,
+                    "signing_public_key": "00" * 32, "cert": "c"},
+           "datasets": {"d": {"path": str(DATA / "breast_hetero_host.csv")}},
+           "limits": {"memory_budget_mb": 1}}
+    node = node_config_from_dict(raw, "platform.toml", base=tmp_path)
+    spec = job_spec_from_dict({"job": {"name": "j", "algorithm": "psi", "dataset": "d",
+                                       "peer_dataset": "d"}}, "job.toml")
+    _, link, crossed = local_link_pair("j")
+    with pytest.raises((DataError, JobFailed), match=r"breast_hetero_host\.csv: "
+                       r"dataset 'd' needs .* limits\.memory_budget_mb = 1; .*set limits\."
+                       r"read_chunk_rows = \d+ \(or fewer\)"):
+        run_job_side(spec, node, link, b"\0" * 32)
+    assert crossed == []
+
+
 BOUND = r"""
 import json, sys, tracemalloc
 from pathlib import Path
