@@ -9,7 +9,8 @@ driven by the latent factors behind both parties' columns.
 Both parties run as **real nodes in their own OS processes** (``fedjoint node start``,
 mTLS gRPC on loopback); each job computes in a job process under its node. Peak RSS
 per party is the sum over the node's process tree (daemon + job process + its
-obfuscator workers), sampled every 0.25 s from /proc. Bytes on the wire are the
+obfuscator workers), sampled every 0.25 s from /proc, printed with the tree's PSS (pages
+shared by forked processes counted once) and each kind of process's own peak. Bytes on the wire are the
 payload bytes the transcripts record (sent + received, one party's view); transcript
 and sidecar bytes are the files each node keeps per job.
 
@@ -102,32 +103,75 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants."""
-    total, todo = 0, [pid]
+def _kb(path: str, key: str) -> int:
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _role(pid: int, parent: str) -> str:
+    """forkserver (the node's multiprocessing forkserver and resource tracker), job (a
+    job process: a forkserver child), workers (secure_agg worker processes)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read()
+    except OSError:
+        cmd = b""
+    if b"secure_agg.worker" in cmd:
+        return "workers"
+    if parent == "daemon":
+        return "forkserver" if b"multiprocessing" in cmd else "job"
+    return "job"
+
+
+def tree_memory(pid: int) -> dict:
+    """Resident bytes of ``pid`` and all its descendants: ``rss`` (summed VmRSS, which
+    counts pages shared by forked processes once per process), ``pss`` (proportional
+    set size: shared pages split between their processes) and the RSS by role."""
+    out = {"rss": 0, "pss": 0, "daemon": 0, "forkserver": 0, "job": 0, "workers": 0}
+    todo = [(pid, "daemon")]
     while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        except OSError:
+        p, role = todo.pop()
+        rss = _kb(f"/proc/{p}/status", "VmRSS:")
+        if not rss:
             continue
-        todo += _children(p)
-    return total
+        out["rss"] += rss
+        out["pss"] += _kb(f"/proc/{p}/smaps_rollup", "Pss:")
+        out[role] += rss
+        todo += [(c, _role(c, role)) for c in _children(p)]
+    return out
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants (summed VmRSS)."""
+    return tree_memory(pid)["rss"]
 
 
 class RssSampler(threading.Thread):
+    """Peak per party of the tree's RSS (``peak``) and of each figure of
+    :func:`tree_memory` on its own (``parts``), every 0.25 s."""
+
     def __init__(self, pids: dict[str, int]):
         super().__init__(daemon=True)
         self.pids, self.peak = pids, {k: 0 for k in pids}
+        self.parts: dict[str, dict] = {k: {} for k in pids}
         self.stop = threading.Event()
+
+    def reset(self) -> None:
+        self.peak = {k: 0 for k in self.pids}
+        self.parts = {k: {} for k in self.pids}
 
     def run(self):
         while not self.stop.wait(0.25):
             for k, pid in self.pids.items():
-                self.peak[k] = max(self.peak[k], tree_rss(pid))
+                m = tree_memory(pid)
+                self.peak[k] = max(self.peak[k], m["rss"])
+                self.parts[k] = {f: max(self.parts[k].get(f, 0), v) for f, v in m.items()}
 
 
 # ---------------------------------------------------------------- nodes and jobs
@@ -291,7 +335,7 @@ def run_point(client_b, client_p, sampler, a, suffix: str, skip: set) -> dict:
         if name in skip:
             continue
         before = dict(sampler.peak)
-        sampler.peak = {k: 0 for k in sampler.peak}
+        sampler.reset()
         t = time.perf_counter()
         rec = run_job(client_b, name + suffix, alg, params, a.key_bits, 6 * 3600, suffix)
         wall = time.perf_counter() - t
@@ -299,7 +343,8 @@ def run_point(client_b, client_p, sampler, a, suffix: str, skip: set) -> dict:
         tim, ptim = rec.get("timings", {}), prec.get("timings", {})
         row = {"wall_s": wall, "psi_s": tim.get("psi"), "training_s": tim.get("training"),
                "intersection": ((rec.get("checkpoint") or {}).get("psi") or {}),
-               "peak_rss": dict(sampler.peak), "bank_t": tim, "plat_t": ptim,
+               "peak_rss": dict(sampler.peak), "peak_parts": dict(sampler.parts),
+               "bank_t": tim, "plat_t": ptim,
                "bank": transcript_bytes(rec["artifacts"]["transcript"]),
                "platform": transcript_bytes(prec["artifacts"]["transcript"])}
         sampler.peak = {k: max(before[k], v) for k, v in sampler.peak.items()}
@@ -315,6 +360,10 @@ def run_point(client_b, client_p, sampler, a, suffix: str, skip: set) -> dict:
               f"{row['bank']['transcript'] / 2**10:.0f} / {row['platform']['transcript'] / 2**10:.0f}"
               f" KB, sidecar {row['bank']['sidecar'] / 2**20:.1f} / "
               f"{row['platform']['sidecar'] / 2**20:.1f} MB", flush=True)
+        for party, m in row["peak_parts"].items():
+            print(f"    {party} peaks (MB): PSS {m.get('pss', 0) / 2**20:.0f}, RSS by process: " +
+                  ", ".join(f"{r} {m.get(r, 0) / 2**20:.0f}"
+                            for r in ("daemon", "forkserver", "job", "workers")), flush=True)
     return out
 
 
