@@ -18,6 +18,7 @@ it (gmpy2.mpz in a list) at 1024 and 2048 bits.
 
     .venv/bin/python bench/data_load.py --rows 100000
     .venv/bin/python bench/data_load.py --rows 1000000 --json load-1m.json
+    .venv/bin/python bench/data_load.py --data DIR    # DIR: bench/scale.py --keep-files
 """
 
 from __future__ import annotations
@@ -96,14 +97,18 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--chunk-rows", type=int, default=16384)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--data", type=Path,
+                    help="a folder with bench/scale.py's bank.csv and platform.csv to read "
+                         "instead of generating them (e.g. one kept by --keep-files)")
     a = ap.parse_args()
     from scale import write_data
     print(f"load average {os.getloadavg()}; {a.rows} rows per party, read_chunk_rows "
           f"{a.chunk_rows}", flush=True)
     res: dict = {"rows": a.rows, "chunk_rows": a.chunk_rows, "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="fedjoint-load-") as tmp:
-        root = Path(tmp)
-        write_data(root, a.rows, "")
+        root = a.data or Path(tmp)
+        if a.data is None:
+            write_data(root, a.rows, "")
         for party, label in (("bank", "y"), ("platform", "")):
             path = root / f"{party}.csv"
             m = measure(path, label, a.chunk_rows)

@@ -55,8 +55,12 @@ class Dataset:
 
 
 def _read(path: Path) -> pd.DataFrame:
-    """The whole CSV file through pandas (the chunked reader's fallback)."""
+    """The whole file as a DataFrame of text (CSV) or typed columns (Parquet): the
+    chunked reader's fallback, and the Python API's and reports' reader of a path."""
+    _check_path(path, "csv")
     try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
         # ids are read as strings so leading zeros and long numbers survive
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
