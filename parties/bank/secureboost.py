@@ -46,6 +46,7 @@ from collections import defaultdict
 import numpy as np
 
 from federation.link import ProtocolContext, ProtocolError
+from parties.bank import secureboost_exchange as XC
 from parties.bank import secureboost_objectives as O
 from parties.bank.secureboost_categorical import BankCategorical
 from parties.bank.secureboost_multiclass import BankMulticlass
@@ -75,7 +76,6 @@ from parties.common.tree import (
     quantize,
     raw_histogram,
     route,
-    unpack_entries,
 )
 from secure_agg.cipher import PrivateCipher
 from secure_agg.keypolicy import describe_public_key
@@ -165,73 +165,64 @@ class _BankTrainer:
     def run(self) -> TrainOutcome:
         self._obf: dict = {}
         try:
-            return self._run() if self.multi is None else self.multi.run()
+            return self._train(self if self.multi is None else self.multi)
         finally:
             self._close_obfuscators()  # unused ones (early stop, failure) are discarded
 
-    def _run(self) -> TrainOutcome:
+    def _train(self, s) -> TrainOutcome:
+        """The round loop of binary and regression jobs (``s`` is the trainer: one tree a
+        round) and of multiclass ones (``s`` a BankMulticlass: K class trees a round)."""
         p = self.p
         t0 = time.perf_counter()
         self._precompute(0)
         self.handshake()
         if self.n_platform == 0:
             self._close_obfuscators()
-        base = O.base_margin(p, self.y)
-        margin = np.full(self.n, base)
-        vmargin = None if self.Xv is None else np.full(self.Xv.shape[0], base)
+        base = s.base_margin()
+        margin = s.margins(base, self.n)
+        vmargin = None if self.Xv is None else s.margins(base, self.Xv.shape[0])
         trees, history, contribs = [], [], []
         best, best_it, since = math.inf, -1, 0
         rng_np = p.sampling_rng(self.ctx.rng)
-        for t in range(p.n_trees):
+        for r in range(p.n_trees):
             tt = time.perf_counter()
-            g, h = O.grad_hess(p.objective, self.y, margin, p.huber_slope)
-            g, h = self._sample(g, h, rng_np)
-            bank_allowed, plat_allowed = self._colsample(rng_np)
-            federated = self._federated(t) and self.n_platform > 0
+            federated = self._federated(r) and self.n_platform > 0
             if self.n_platform > 0:
-                self._precompute(t)
-                self._precompute(t + 1)  # computed in the background while t is built
-            self.link.send(W.K_TREE, {"tree": t, "federated": federated, "stop": False,
-                                       "platform_features": plat_allowed})
-            nodes, leaf_of = self._build_tree(t, g, h, bank_allowed, federated)
-            tree = {"nodes": [nodes[k].to_json() for k in sorted(nodes)]}
-            trees.append(tree)
-            leaf_val = {i: nd.value for i, nd in nodes.items() if not nd.owner}
-            contrib = np.array([leaf_val[i] for i in leaf_of.tolist()])
+                self._precompute(r)
+                self._precompute(r + 1)  # computed in the background while r is built
+            new, contrib, n_leaves = s.grow(r, margin, vmargin, rng_np, federated)
+            trees += new
             contribs.append(contrib)
             margin += contrib
-            rec = {"tree": t, "federated": federated, "seconds": time.perf_counter() - tt,
-                   "train": O.report(p.objective, self.y, O.transform(p.objective, margin)),
-                   "n_leaves": sum(1 for v in nodes.values() if not v.owner)}
+            rec = {"tree": r, "federated": federated, "seconds": time.perf_counter() - tt,
+                   "train": s.round_report("train", margin), "n_leaves": n_leaves}
             if vmargin is not None:
-                vmargin += self._route_tree(tree, self.Xv, t, "valid")
-                rec["valid"] = O.report(p.objective, self.yv, O.transform(p.objective, vmargin))
-                loss = (rec["valid"]["log_loss"] if p.objective == "binary:logistic"
-                        else rec["valid"]["rmse"])
+                rec["valid"] = s.round_report("valid", vmargin)
+                loss = s.stop_loss(rec["valid"])
                 if loss < best - 1e-12:
-                    best, best_it, since = loss, t, 0
+                    best, best_it, since = loss, r, 0
                 else:
                     since += 1
             history.append(rec)
             self.ctx.log("secureboost.tree", {k: v for k, v in rec.items()
                                               if k in ("tree", "seconds", "n_leaves")})
             if self.ctx.progress:
-                self.ctx.progress("training", (t + 1) / p.n_trees)
-            self.ctx.checkpoint(t + 1, {"margin": margin, "n_trees": len(trees)})
+                self.ctx.progress("training", (r + 1) / p.n_trees)
+            self.ctx.checkpoint(r + 1, {"margin": margin, "n_trees": len(trees)})
             if p.early_stopping_rounds and since >= p.early_stopping_rounds:
                 break
-        n_keep = len(trees)
+        n_keep = len(history)
         if p.early_stopping_rounds and best_it >= 0:
             n_keep = best_it + 1
-            trees = trees[:n_keep]
-        self.link.send(W.K_TREE, {"tree": len(history), "stop": True, "n_trees": n_keep,
-                                   "federated": False, "platform_features": None})
+            trees = trees[:n_keep * s.K]
+        self.link.send(W.K_TREE, {"tree": len(history) * s.K, "stop": True,
+                                  "n_trees": n_keep * s.K, "federated": False,
+                                  "platform_features": None})
         labels = recv_json(self.link, W.K_LABELS)
-        model = self._model(trees, base, labels, n_keep)
+        model = s.model_part(trees, base, labels, n_keep)
         # final predictions of the kept trees (the in-training predictions)
         final = base + np.sum(contribs[:n_keep], axis=0)
-        outcome_metrics = {"train": O.report(p.objective, self.y,
-                                            O.transform(p.objective, final))}
+        outcome_metrics = {"train": s.final_report(final)}
         if self.Xv is not None:
             outcome_metrics["valid"] = history[n_keep - 1]["valid"]
         outcome_metrics["best_iteration"] = n_keep - 1
@@ -243,6 +234,50 @@ class _BankTrainer:
         self.final_margin = final
         return TrainOutcome(model=model, metrics=outcome_metrics, history=history,
                             timings=timings)
+
+    # ---- the binary / regression rounds (one tree each) -------------------------------
+    K = 1
+
+    def base_margin(self) -> float:
+        return O.base_margin(self.p, self.y)
+
+    def margins(self, base: float, rows: int) -> np.ndarray:
+        return np.full(rows, base)
+
+    def grow(self, t, margin, vmargin, rng_np, federated):
+        p = self.p
+        g, h = O.grad_hess(p.objective, self.y, margin, p.huber_slope)
+        g, h = self._sample(g, h, rng_np)
+        bank_allowed, plat_allowed = self._colsample(rng_np)
+        self.link.send(W.K_TREE, {"tree": t, "federated": federated, "stop": False,
+                                  "platform_features": plat_allowed})
+        tree, contrib, n_leaves, vcontrib = self.grow_tree(t, g, h, bank_allowed, federated)
+        if vmargin is not None:
+            vmargin += vcontrib
+        return [tree], contrib, n_leaves
+
+    def round_report(self, which: str, margin: np.ndarray) -> dict:
+        y = self.y if which == "train" else self.yv
+        return O.report(self.p.objective, y, O.transform(self.p.objective, margin))
+
+    def stop_loss(self, rep: dict) -> float:
+        return rep["log_loss"] if self.p.objective == "binary:logistic" else rep["rmse"]
+
+    def final_report(self, final: np.ndarray) -> dict:
+        return self.round_report("train", final)
+
+    def model_part(self, trees, base, labels, n_keep) -> ModelPart:
+        return self._model(trees, base, labels, n_keep)
+
+    def grow_tree(self, t, g, h, bank_allowed, federated, codec=None):
+        """Tree ``t`` (after its ``sb.tree``): its JSON, its leaf value per training row,
+        its leaf count and, with a validation set, its value per validation row."""
+        nodes, leaf_of = self._build_tree(t, g, h, bank_allowed, federated, codec)
+        tree = {"nodes": [nodes[k].to_json() for k in sorted(nodes)]}
+        leaf_val = {i: nd.value for i, nd in nodes.items() if not nd.owner}
+        contrib = np.array([leaf_val[i] for i in leaf_of.tolist()])
+        vcontrib = None if self.Xv is None else self._route_tree(tree, self.Xv, t, "valid")
+        return tree, contrib, len(leaf_val), vcontrib
 
     # ---- sampling -------------------------------------------------------------------
     def _sample(self, g, h, rng):
@@ -295,7 +330,8 @@ class _BankTrainer:
         nf = self.n_cuts.size
         if federated and codec is None:
             codec = GradCodec.for_gradients(g_int, h_int, self.n, fb)
-            self._send_gradients(t, g_int, h_int, codec)
+            XC.send_gradients(self, t, t, codec, lambda _, lo, hi: (
+                codec.encode_rows(g_int[lo:hi], h_int[lo:hi]), codec.row_bits))
         rows = {0: np.arange(self.n)}
         nodes = {0: Node(0, 0, float(gq.sum() / scale), float(hq.sum() / scale), self.n)}
         frontier = [0]
@@ -319,7 +355,7 @@ class _BankTrainer:
                                               nodes[nid].G, nodes[nid].H,
                                               bank_allowed & self.usable))
             timer.add("bank_local", time.perf_counter() - tl)
-            plat = self._recv_histograms(frontier, codec) if federated else {}
+            plat = XC.recv_histograms(self, frontier, codec) if federated else {}
             if federated:
                 self.cat.order_ties(link, plat)   # platform categorical blocks only
             splits, bank_masks, plat_nodes, cat_answers = [], [], [], {}
@@ -427,91 +463,10 @@ class _BankTrainer:
                 leaf_of[r] = nid
         return nodes, leaf_of
 
-    def _send_gradients(self, t, g_int, h_int, codec: GradCodec):
-        p, cipher, link = self.p, self.cipher, self.link
-        n = self.n
-        chunk = p.chunk_rows
-        n_chunks = (n + chunk - 1) // chunk
-        link.send(W.K_GRAD_META, {"tree": t, "s": codec.s, "row_bits": codec.row_bits,
-                                   "frac_bits": codec.frac_bits, "n_chunks": n_chunks,
-                                   "chunk_rows": chunk})
-        obf = self._obf.pop(t)  # drawn from the stream sb/enc/<t>, computed ahead
-        for c in range(n_chunks):
-            lo, hi = c * chunk, min(n, (c + 1) * chunk)
-            te = time.perf_counter()
-            plain = codec.encode_rows(g_int[lo:hi], h_int[lo:hi])
-            ct = cipher.encrypt(plain, bound_bits=codec.row_bits, obfuscators=obf)
-            blob = cipher.to_bytes(ct)
-            self.timer.add("encrypt", time.perf_counter() - te)
-            ts = time.perf_counter()
-            link.send(W.K_GRAD, blob)
-            self.timer.add("send", time.perf_counter() - ts)
-        obf.close()
-        for who in ("background", "stolen", "duplicated"):  # where the obfuscators came from
-            self.timer.add(f"obf_chunks_{who}", getattr(obf, f"{who}_chunks", 0))
-
-    def _recv_histograms(self, frontier, codec: GradCodec) -> dict:
-        cipher, link = self.cipher, self.link
-        tw = time.perf_counter()
-        meta = recv_json(link, W.K_HIST_META)
-        blob = recv(link, W.K_HIST)
-        self.timer.add("wait_histograms", time.perf_counter() - tw)
-        if not isinstance(blob, bytes):
-            raise ProtocolError("sb.hist: expected ciphertext bytes")
-        try:
-            nodes = [int(v) for v in meta["nodes"]]
-            n_cand = [int(v) for v in meta["n_cand"]]
-            self.cat.read_sizes(meta, nodes, n_cand)
-            n_ct = [int(v) for v in meta["n_ct"]]
-            slot, per_ct = int(meta["slot_bits"]), int(meta["per_ct"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"sb.hist_meta malformed: {exc}") from None
-        if nodes != list(frontier):
-            raise ProtocolError(f"histograms for nodes {nodes}, expected {frontier}")
-        if not (len(n_cand) == len(n_ct) == len(nodes)):
-            raise ProtocolError("sb.hist_meta: per-node lists differ in length")
-        if slot < codec.s + 2 or per_ct < 1 or slot * per_ct > cipher.capacity_bits:
-            raise ProtocolError(f"sb.hist_meta: packing {per_ct} x {slot} bits does not fit "
-                                f"the plaintext space ({cipher.capacity_bits} bits)")
-        if len(set(n_cand)) > 1:
-            raise ProtocolError(f"sb.hist_meta: candidate counts differ between nodes "
-                                f"{n_cand}")
-        for c, k in zip(n_cand, n_ct, strict=True):
-            if k != (c + per_ct - 1) // per_ct:
-                raise ProtocolError(f"sb.hist_meta: {c} candidates need "
-                                    f"{(c + per_ct - 1) // per_ct} ciphertexts, got {k}")
-        w = cipher.ciphertext_bytes
-        if len(blob) != w * sum(n_ct):
-            raise ProtocolError(f"sb.hist: {len(blob)} bytes, expected {sum(n_ct)} "
-                                f"ciphertexts of {w} bytes (wrong histogram shape)")
-        td = time.perf_counter()
-        try:
-            vec = cipher.from_bytes(blob, slot * per_ct)
-        except ValueError as exc:
-            raise ProtocolError(f"sb.hist: {exc}") from None
-        plain = cipher.decrypt(vec)
-        self.timer.add("decrypt", time.perf_counter() - td)
-        tu = time.perf_counter()
-        out, pos = {}, 0
-        scale = float(1 << codec.frac_bits)
-        for nid, c, k in zip(nodes, n_cand, n_ct, strict=True):
-            entries = unpack_entries(plain[pos:pos + k], slot, per_ct, c)
-            pos += k
-            G = np.empty(c)
-            H = np.empty(c)
-            for i, e in enumerate(entries):
-                gi, hi = codec.decode_sum(e)
-                G[i], H[i] = gi / scale, hi / scale
-            if (H < -1e-9).any():
-                raise ProtocolError("sb.hist: negative hessian sum (corrupt histogram)")
-            out[nid] = (G, H)
-        self.timer.add("unpack", time.perf_counter() - tu)
-        return out
-
     # ---- routing ----------------------------------------------------------------------
     def _route_tree(self, tree: dict, Xf: np.ndarray, t: int, which: str) -> np.ndarray:
         keys = [nd["key"] for nd in tree["nodes"] if nd.get("owner") == "platform"]
-        decisions = _request_routes(self.link, keys, Xf.shape[0], which)
+        decisions = XC.request_routes(self.link, keys, Xf.shape[0], which)
         return route(tree["nodes"], Xf.shape[0],
                      lambda nd, r: split_left(nd, Xf[r, nd["feature"]]),
                      lambda key, r: decisions[key][r])
@@ -537,19 +492,6 @@ class _BankTrainer:
         }
         return ModelPart(ALGORITHM, "bank", self.ctx.job_id, p.to_dict(), body,
                          list(self.names))
-
-
-def _request_routes(link, keys: list[str], n_rows: int, which: str) -> dict:
-    """Ask the platform for its left/right decisions on ``n_rows`` rows."""
-    link.send(W.K_ROUTE_REQUEST, {"keys": keys, "set": which, "n_rows": int(n_rows)})
-    bits = recv(link, W.K_ROUTE_BITS)
-    nb = (n_rows + 7) // 8
-    if (not isinstance(bits, np.ndarray) or bits.dtype != np.uint8
-            or bits.shape != (len(keys), nb)):
-        raise ProtocolError(f"sb.route_bits: expected uint8 shape {(len(keys), nb)}, got "
-                            f"{getattr(bits, 'shape', None)}")
-    return {k: np.unpackbits(bits[i], count=n_rows).astype(bool)
-            for i, k in enumerate(keys)}
 
 
 # ----------------------------------------------------------------------------------
@@ -584,7 +526,7 @@ def predict(ctx: ProtocolContext, model: ModelPart, X: np.ndarray) -> np.ndarray
         keys = sorted({nd["key"] for tr in body["trees"] for nd in tr["nodes"]
                        if nd.get("owner") == "platform"})
         ctx.link.send(W.K_SCORE_BEGIN, {"n_rows": int(X.shape[0])})
-        decisions = _request_routes(ctx.link, keys, X.shape[0], "score")
+        decisions = XC.request_routes(ctx.link, keys, X.shape[0], "score")
         outputs = [route(tr["nodes"], X.shape[0],
                          lambda nd, r: split_left(nd, Xf[r, nd["feature"]]),
                          lambda key, r: decisions[key][r]) for tr in body["trees"]]
