@@ -134,6 +134,18 @@ def test_parquet_and_duckdb_sources_equal_the_csv(tmp_path):
     assert sub.ids == [str(i) for i in df["id"] if i % 2 == 0]
 
 
+def test_the_whole_file_reader_still_reads_parquet_and_names_bad_paths(tmp_path):
+    """data._read (the Python API's and reports' reader of a path, and the CSV
+    fallback): Parquet as pandas reads it; a missing file or a folder named."""
+    df = pd.read_csv(DATA / "breast_hetero_host.csv")
+    df.to_parquet(tmp_path / "d.parquet")
+    pd.testing.assert_frame_equal(_read(tmp_path / "d.parquet"), df)
+    with pytest.raises(DataError, match=r"nope\.csv: dataset file not found"):
+        _read(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match=r"is a directory, expected a CSV or Parquet file"):
+        _read(tmp_path)
+
+
 def test_dataset_keys_are_checked(tmp_path):
     def cfg(ds: dict):
         raw = {"node": {"party": "platform", "name": "p", "listen": "127.0.0.1:0",
