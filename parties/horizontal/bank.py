@@ -62,7 +62,7 @@ from parties.horizontal.wire import (
 from secure_agg.rng import Drbg
 from secure_agg.secagg import SecAggClient, SecAggError, SecAggParams, decode_message, encode
 
-JOB_STATE, SA_STATE, DP_STATE = "fj_job", "fj_sa", "fj_dp"
+JOB_STATE, SA_STATE, DP_STATE, SUMS_STATE = "fj_job", "fj_sa", "fj_dp", "fj_sums"
 
 
 class BankRefused(ValueError):
@@ -247,6 +247,7 @@ def _secagg(bank: _Bank, stage: str, cfg, state) -> bytes:
         st["keys"] = bytes(cfg["msg"])
         return encode(out)
     if stage == "masked_input":
+        _once_per_sum(state, str(st["phase"]), cfg)
         st["bundle"] = bytes(cfg["msg"])
         vec = bank.checked(str(st["phase"]), cfg, params.clip)
         st["update"] = vec_bytes(vec)
@@ -254,7 +255,27 @@ def _secagg(bank: _Bank, stage: str, cfg, state) -> bytes:
     out = client.masked_input(decode_message(st["bundle"]), vec)
     if stage == "masked_input":
         return encode(out)
-    return encode(client.unmask(decode_message(cfg["msg"])))
+    # the client is rebuilt for every message: the first unmask request it answered is
+    # kept, and a different second one refused (two could reveal both shares of a bank)
+    answered = decode_message(st["unmask"]) if "unmask" in st else None
+    reply = encode(client.unmask(decode_message(cfg["msg"]), answered=answered))
+    st["unmask"] = bytes(cfg["msg"])
+    return reply
+
+
+def _once_per_sum(state, phase: str, cfg) -> None:
+    """Mask this bank's vector for each (phase, round) of the job once: two sums of the
+    same vectors over different sets of banks would give the aggregator their
+    difference, one bank's update (the aggregator chooses sessions, so the bank keys on
+    what it computes)."""
+    key = f"{phase}/{cfg.get('round', '')}"
+    done = state.config_records.get(SUMS_STATE)
+    if done is None:
+        done = state[SUMS_STATE] = ConfigRecord({"done": [""]})
+    if key in done["done"]:
+        raise SecAggError(f"a second secure sum of this bank's {key} vector; refused (two "
+                          "sums over different banks would reveal one bank's update)")
+    done["done"] = [*done["done"], key]
 
 
 def make_client_app(open_bank) -> ClientApp:
