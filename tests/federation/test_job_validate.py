@@ -12,21 +12,11 @@ from pathlib import Path
 
 import pytest
 from support.nodes import make_party_keys, write_job, write_node_tomls
+from support.nodes import run_cli as run
 
-from federation.cli import main
 from federation.config import load_node_config
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +15,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 from sklearn import metrics as skm
-from support.nodes import make_party_keys, write_job, write_node_tomls
-
-from federation.cli import main
-from federation.config import load_node_config
-from federation.node import Node
+from support.nodes import run_cli, two_nodes, write_job
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -43,43 +38,23 @@ def _frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     return bank, h[SHIFT:]
 
 
-def _run(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.mark.skipif(not (ROOT / "psi" / "protocol.py").exists(), reason="psi not built")
 def test_four_class_secureboost_through_two_nodes(tmp_path, capsys, monkeypatch):
-    keys = make_party_keys(tmp_path)
-    allowed = ["psi", "secureboost", "score"]
-    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys,
-                                            bank_policy={"allowed_algorithms": allowed},
-                                            platform_policy={"allowed_algorithms": allowed})
     bank_df, plat_df = _frames()
-    bank_df.to_csv(tmp_path / "bank.csv", index=False)
-    plat_df.to_csv(tmp_path / "platform.csv", index=False)
     j = bank_df.merge(plat_df, on="id", suffixes=("_b", "_p"))
     X = j.drop(columns=["id", "y"]).to_numpy(float)
     y = np.searchsorted(CLASSES, j["y"].to_numpy())
     pos = {str(i): r for r, i in enumerate(j["id"])}
-    bank = Node(load_node_config(bank_toml), quiet=True).start()
-    plat = Node(load_node_config(plat_toml), quiet=True).start()
-    try:
-        monkeypatch.setenv("FEDJOINT_CONFIG", str(bank_toml))
+    with two_nodes(tmp_path, monkeypatch, ["psi", "secureboost", "score"], bank_df, plat_df):
         params = {"objective": "multi:softprob", "num_class": 4, "n_trees": 5,
                   "max_depth": 3, "max_bin": 256, "learning_rate": 0.3}
-        code, out, err = _run(capsys, "job", "submit",
-                              str(write_job(tmp_path, "mc", "secureboost", params)), "--wait")
+        code, out, err = run_cli(capsys, "job", "submit",
+                                 str(write_job(tmp_path, "mc", "secureboost", params)), "--wait")
         assert code == 0, err + out
         job_id = out.split()[0]
-        code, out, err = _run(capsys, "job", "status", job_id)
+        code, out, err = run_cli(capsys, "job", "status", job_id)
         assert code == 0 and "test_accuracy=" in out and "test_macro_f1=" in out, err + out
-        rec = json.loads(_run(capsys, "job", "status", job_id, "--json")[1])
+        rec = json.loads(run_cli(capsys, "job", "status", job_id, "--json")[1])
         m = rec["metrics"]
         assert rec["state"] == "done" and m["test"]["classes"] == CLASSES
         scores = json.loads(Path(rec["artifacts"]["test_scores"]).read_text())
@@ -108,18 +83,18 @@ def test_four_class_secureboost_through_two_nodes(tmp_path, capsys, monkeypatch)
             y[rows], p.argmax(1), labels=range(4)).tolist()
         assert min(auc_ref) > 0.7
 
-        code, out, err = _run(capsys, "job", "report", job_id, "--out",
-                              str(tmp_path / "mc.html"))
+        code, out, err = run_cli(capsys, "job", "report", job_id, "--out",
+                                 str(tmp_path / "mc.html"))
         assert code == 0, err
         page = (tmp_path / "mc.html").read_text()
         assert "Confusion matrix" in page and "predicted services" in page
         assert "auc (one-vs-rest)" in page and "ROC and KS" not in page
 
         out_csv = tmp_path / "scores.csv"
-        code, out, err = _run(capsys, "job", "submit",
-                              str(write_job(tmp_path, "score", "score",
-                                            extra_job={"model": job_id,
-                                                       "output": str(out_csv)})), "--wait")
+        code, out, err = run_cli(capsys, "job", "submit",
+                                 str(write_job(tmp_path, "score", "score",
+                                               extra_job={"model": job_id,
+                                                          "output": str(out_csv)})), "--wait")
         assert code == 0, err + out
         with out_csv.open() as fh:
             got = list(csv.DictReader(fh))
@@ -129,7 +104,3 @@ def test_four_class_secureboost_through_two_nodes(tmp_path, capsys, monkeypatch)
         full = ref.predict(xgb.DMatrix(X[[pos[r["id"]] for r in got]]))
         assert np.abs(P - full).max() < 2e-6                  # 6 decimals in the CSV
         assert [r["class"] for r in got] == [CLASSES[i] for i in P.argmax(1)]
-    finally:
-        bank.stop()
-        plat.stop()
-        os.environ.pop("FEDJOINT_CONFIG", None)

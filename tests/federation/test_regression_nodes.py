@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +16,10 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 from sklearn.linear_model import LinearRegression
-from support.nodes import make_party_keys, write_job, write_node_tomls
+from support.nodes import run_cli, two_nodes, write_job
 
-from federation.cli import main
-from federation.config import DatasetConfig, load_node_config
+from federation.config import DatasetConfig
 from federation.data import DataError, hashed_split, load_dataset
-from federation.node import Node
 from federation.report import render_report
 from fedjoint import FedjointError, run_local
 from fedjoint.testing import TEST_POLICY, check_algorithm, synthetic_parties
@@ -149,16 +146,6 @@ def _regression_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     return bank, h[SHIFT:]
 
 
-def _run(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _say(capsys, message: str) -> None:
     """A measured figure on the terminal (-s), outside what the CLI calls capture."""
     with capsys.disabled():
@@ -185,29 +172,20 @@ def _by_target(scores: dict, y: np.ndarray) -> np.ndarray:
 
 @pytest.mark.skipif(not (ROOT / "psi" / "protocol.py").exists(), reason="psi not built")
 def test_regression_jobs_through_two_nodes(tmp_path, capsys, monkeypatch):
-    keys = make_party_keys(tmp_path)
-    allowed = ["psi", "secureboost", "linear_regression", "score"]
-    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys,  # both must list it
-                                            bank_policy={"allowed_algorithms": allowed},
-                                            platform_policy={"allowed_algorithms": allowed})
     bank_df, plat_df = _regression_frames()
-    bank_df.to_csv(tmp_path / "bank.csv", index=False)     # the files the tomls name
-    plat_df.to_csv(tmp_path / "platform.csv", index=False)
     X, y, test = _joined(bank_df, plat_df)
     assert len(y) == N_BANK - SHIFT and 0.2 < test.mean() < 0.3
-    bank = Node(load_node_config(bank_toml), quiet=True).start()
-    plat = Node(load_node_config(plat_toml), quiet=True).start()
-    try:
-        monkeypatch.setenv("FEDJOINT_CONFIG", str(bank_toml))
+    allowed = ["psi", "secureboost", "linear_regression", "score"]   # both must list it
+    with two_nodes(tmp_path, monkeypatch, allowed, bank_df, plat_df):
         # ---- SecureBoost, reg:squarederror: accepted at submit, trained, evaluated
         sb_params = {"objective": "reg:squarederror", "n_trees": 10, "max_depth": 4,
                      "max_bin": 256, "learning_rate": 0.3}
-        code, out, err = _run(capsys, "job", "submit",
-                              str(write_job(tmp_path, "sbreg", "secureboost", sb_params)),
-                              "--wait")
+        code, out, err = run_cli(capsys, "job", "submit",
+                                 str(write_job(tmp_path, "sbreg", "secureboost", sb_params)),
+                                 "--wait")
         assert code == 0, err + out
         sb_id = out.split()[0]
-        code, out, err = _run(capsys, "job", "status", sb_id, "--json")
+        code, out, err = run_cli(capsys, "job", "status", sb_id, "--json")
         rec = json.loads(out)
         m = rec["metrics"]
         assert rec["state"] == "done" and {"test_rmse", "test_mae", "test_r2"} <= set(m)
@@ -224,8 +202,8 @@ def test_regression_jobs_through_two_nodes(tmp_path, capsys, monkeypatch):
         # leaves in float32 (eps 1.2e-7): a few ulps apart at |prediction| up to ~12
         assert np.all(np.abs(p_sb - ref) <= 1e-6 * np.maximum(1.0, np.abs(ref)))
         assert abs(m["test_rmse"] - rmse_ref) < 1e-6
-        code, out, err = _run(capsys, "job", "report", sb_id, "--out",
-                              str(tmp_path / "sb.html"))
+        code, out, err = run_cli(capsys, "job", "report", sb_id, "--out",
+                                 str(tmp_path / "sb.html"))
         assert code == 0, err
         page = (tmp_path / "sb.html").read_text()
         assert "predicted vs actual" in page and "rmse per iteration" in page
@@ -238,14 +216,14 @@ def test_regression_jobs_through_two_nodes(tmp_path, capsys, monkeypatch):
         lin_params = {"epochs": 150, "batch_size": 0, "optimizer": "momentum",
                       "learning_rate": float(4 / (np.sqrt(ev.max()) + np.sqrt(ev.min())) ** 2),
                       "momentum": float(((k - 1) / (k + 1)) ** 2), "early_stopping": "none"}
-        code, out, err = _run(capsys, "job", "submit",
-                              str(write_job(tmp_path, "linreg", "linear_regression",
-                                            lin_params)), "--wait")
+        code, out, err = run_cli(capsys, "job", "submit",
+                                 str(write_job(tmp_path, "linreg", "linear_regression",
+                                               lin_params)), "--wait")
         assert code == 0, err + out
         lin_id = out.split()[0]
-        code, out, err = _run(capsys, "job", "status", lin_id)
+        code, out, err = run_cli(capsys, "job", "status", lin_id)
         assert code == 0 and "test_rmse=" in out and "test_r2=" in out, err + out
-        rec = json.loads(_run(capsys, "job", "status", lin_id, "--json")[1])
+        rec = json.loads(run_cli(capsys, "job", "status", lin_id, "--json")[1])
         m = rec["metrics"]
         sk = LinearRegression().fit(X[~test], y[~test])
         p_ref = sk.predict(X[test])
@@ -262,8 +240,8 @@ def test_regression_jobs_through_two_nodes(tmp_path, capsys, monkeypatch):
         assert m["test_r2"] > 0.8
 
         # ---- the report shows the regression section
-        code, out, err = _run(capsys, "job", "report", lin_id, "--out",
-                              str(tmp_path / "r.html"))
+        code, out, err = run_cli(capsys, "job", "report", lin_id, "--out",
+                                 str(tmp_path / "r.html"))
         assert code == 0, err
         page = (tmp_path / "r.html").read_text()
         assert "predicted vs actual" in page and "ROC curve" not in page
@@ -271,10 +249,10 @@ def test_regression_jobs_through_two_nodes(tmp_path, capsys, monkeypatch):
 
         # ---- scoring with the linear-regression model: values in the target's units
         out_csv = tmp_path / "scores.csv"
-        code, out, err = _run(capsys, "job", "submit",
-                              str(write_job(tmp_path, "score", "score",
-                                            extra_job={"model": lin_id,
-                                                       "output": str(out_csv)})), "--wait")
+        code, out, err = run_cli(capsys, "job", "submit",
+                                 str(write_job(tmp_path, "score", "score",
+                                               extra_job={"model": lin_id,
+                                                          "output": str(out_csv)})), "--wait")
         assert code == 0, err + out
         with out_csv.open() as fh:
             rows = list(csv.DictReader(fh))
@@ -284,7 +262,3 @@ def test_regression_jobs_through_two_nodes(tmp_path, capsys, monkeypatch):
         full = sk.predict(X)
         got = np.array([scored[str(i)] for i in j["id"]])
         assert np.abs(got - full).max() < 1e-3 and got.min() < -1 and got.max() > 1
-    finally:
-        bank.stop()
-        plat.stop()
-        os.environ.pop("FEDJOINT_CONFIG", None)
