@@ -84,7 +84,7 @@ def _export_full(model_id: str, out_path: str, fmt: str, config_path: str | None
             import importlib
             importlib.import_module(f"federation.serving.export_{fmt}").need_converters(
                 rec["algorithm"])
-        part, table = fetch_platform_table(cfg, rec["model_id"])
+        part, table = fetch_platform_table(cfg, rec["model_id"], fmt=fmt)
         data = _document(fmt, part, table)
         _record_export(cfg, rec["model_id"], fmt, data, table)
     except ExportRefused as exc:

@@ -58,13 +58,21 @@ def need_modules(fmt: str, modules: tuple[str, ...]) -> None:
 
 _statement_bytes = statement_bytes
 
-def not_exportable(part) -> str:
-    """Why ``part`` has no full export in a standard format ("" when it has one):
-    the formats here carry binary / regression models without categorical levels."""
+def not_exportable(part, fmt: str | None = None) -> str:
+    """Why ``part`` has no full export in a standard format (in ``fmt``, if given; ""
+    when it has one): the formats here carry binary / regression models without
+    categorical levels, and multinomial LR as sklearn-json and onnx."""
     if part.algorithm not in FULL_FORMATS:
         return f"{part.algorithm} models have no full export"
-    if part.body.get("num_class") or part.body.get("multi_class"):
-        return "multiclass models have no full export yet (score them with a scoring job)"
+    multi = part.body.get("multi_class")
+    if part.body.get("num_class") or multi == "ovr" or \
+            (multi and len(part.body.get("classes") or part.body.get("weights") or []) < 3):
+        return ("multiclass SecureBoost and one-vs-rest LR models have no full export yet "
+                "(scikit-learn 1.9's LogisticRegression has no one-vs-rest mode; score "
+                "them with a scoring job)")
+    if multi and fmt not in (None, "sklearn-json", "onnx"):
+        return (f"a multinomial LR model has no {fmt} export yet (formats: sklearn-json, "
+                "onnx)")
     if part.categories():
         return "models with categorical features have no full export yet"
     return ""
@@ -114,7 +122,8 @@ def reveal_answer(ctx, body: dict) -> dict:
     return {**table, "statement": st, "signature": sig}
 
 
-def fetch_platform_table(cfg, model_id: str, channel=None) -> tuple[dict, dict]:
+def fetch_platform_table(cfg, model_id: str, channel=None, fmt: str | None = None
+                         ) -> tuple[dict, dict]:
     """(the bank's part, the platform's revealed table with its signed statement)."""
     from federation.channel import ControlError, PeerUnreachable
     from federation.node.peer import load_identities, make_channel
@@ -124,7 +133,7 @@ def fetch_platform_table(cfg, model_id: str, channel=None) -> tuple[dict, dict]:
         raise ExportRefused(f"model {model_id!r} is not in [serving] reveal_models of "
                             f"{cfg.name} (this node's policy)")
     part = ModelPart.load(model_path(cfg, model_id))
-    why = not_exportable(part)
+    why = not_exportable(part, fmt)
     if why:
         raise ExportRefused(why)
     ch = channel or make_channel(cfg)
@@ -217,22 +226,28 @@ def xgboost_json(part, table: dict) -> dict:
 
 
 def sklearn_json(part, table: dict) -> dict:
-    """The full LR model in raw feature units: ``sigmoid(coef . x + intercept)`` equals
-    the federated score for rows without missing values (impute those with ``fill``,
-    the training imputation, first). :func:`sklearn_model` builds the estimator."""
+    """The full LR model in raw feature units: ``sigmoid(coef . x + intercept)`` (a
+    multinomial model: ``softmax(coef @ x + intercept)``, one row of ``coef`` per class)
+    equals the federated score for rows without missing values (impute those with
+    ``fill``, the training imputation, first). :func:`sklearn_model` builds the
+    estimator."""
     from parties.common.standardize import Standardizer
-    coef, intercept = [], float(part.body["intercept"])
+    multi = part.body.get("multi_class")
+    intercept = np.atleast_1d(np.asarray(part.body["intercept"], dtype=np.float64)).copy()
+    blocks = []
     for std_d, w in ((part.body["standardizer"], part.body["weights"]),
                      (table["standardizer"], table["weights"])):
         std = Standardizer.from_dict(std_d)
-        w = np.asarray(w, dtype=np.float64) / std.scale
-        coef += w.tolist()
-        intercept -= float(w @ std.mean)
+        W = np.atleast_2d(np.asarray(w, dtype=np.float64)) / std.scale
+        blocks.append(W)
+        intercept -= W @ std.mean
+    coef = np.hstack(blocks)
+    classes = list(part.body["classes"]) if multi else [0, 1]
     bank_fill = part.body["standardizer"]["fill"]
     return {"format": "fedjoint-sklearn-logistic-regression-v1", "model": part.job_id,
             "feature_names": list(part.feature_names) +
             [f"platform.{n}" for n in table["feature_names"]],
-            "coef": [coef], "intercept": [intercept], "classes": [0, 1],
+            "coef": coef.tolist(), "intercept": intercept.tolist(), "classes": classes,
             "fill": list(bank_fill) + list(table["standardizer"]["fill"])}
 
 

@@ -18,6 +18,10 @@ def test_multiclass_categorical_and_other_algorithms_are_refused_with_the_reason
     assert "multiclass" in not_exportable(part(objective="multi:softprob", num_class=4))
     assert "multiclass" in not_exportable(part("logistic_regression", multi_class="ovr"))
     assert "categorical" in not_exportable(part(categories={"industry": ["a", "b"]}))
+    mn = part("logistic_regression", multi_class="multinomial", classes=[0, 1, 2])
+    assert not_exportable(mn) == not_exportable(mn, "sklearn-json") == \
+        not_exportable(mn, "onnx") == ""
+    assert "no pmml export yet (formats: sklearn-json, onnx)" in not_exportable(mn, "pmml")
     assert "linear_regression models have no full export" == \
         not_exportable(part("linear_regression"))
 

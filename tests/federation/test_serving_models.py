@@ -99,7 +99,7 @@ def world(tmp_path_factory):
                              .replace('"enterprises"', f'"{peer}"'))
             jobs[m] = (_run_job(client, score), ds)
         lines = plat_toml.read_text() + f'\n[serving]\nmodels = ["{sb}", "{lr}"]\n' \
-            f'rate_per_s = 100000.0\nreveal_models = ["{lrb}"]\n'
+            f'rate_per_s = 100000.0\nreveal_models = ["{lrb}", "{lr}"]\n'
         plat_toml.write_text(lines)
         AdminClient(plat.data_dir).call("reload")
         cfg = load_node_config(bank_toml)
@@ -279,3 +279,46 @@ def test_an_export_is_recorded_in_both_training_transcripts(world, capsys):
     finally:
         pt.write_bytes(pgood)
     assert json.loads(out.read_text())["coef"]
+
+
+def test_multinomial_lr_exports_as_scikit_learn_and_onnx(world, capsys):
+    """The full multinomial LR (both halves, raw feature units) as sklearn-json and
+    ONNX: scikit-learn's and onnxruntime's class probabilities on the joined rows equal
+    the served (= scoring job) ones within 1e-9; PMML is refused naming the formats."""
+    import json
+
+    from federation.serving.export import sklearn_model
+    ort = pytest.importorskip("onnxruntime")
+    lr, cfg, bank_toml = world["lr"], world["cfg"], world["bank_toml"]
+    ids, apps = _applicants(world, lr)
+    P = np.array([[x["probabilities"][k] for k in ("0", "1", "2", "3")]
+                  for x in _served(world, lr, apps)])
+    base = bank_toml.read_text()
+    bank_toml.write_text(base + f'\n[serving]\nreveal_models = ["{lr}"]\n')
+    try:
+        for fmt in ("sklearn-json", "onnx", "pmml"):
+            code, so, err = run_cli(capsys, "model", "export", lr, "--format", fmt, "--out",
+                                    str(world["tmp"] / f"mn.{fmt}"), "--config",
+                                    str(bank_toml))
+            assert (code == 0) == (fmt != "pmml"), err + so
+    finally:
+        bank_toml.write_text(base)
+    assert "no pmml export yet (formats: sklearn-json, onnx)" in err
+    doc = json.loads((world["tmp"] / "mn.sklearn-json").read_text())
+    # the joined raw rows, in the document's column order
+    bank = load_dataset(cfg.dataset("loans3"), need_label=False)
+    plat = load_dataset(world["plat_cfg"].dataset("ent_num"), need_label=False)
+    rows = []
+    for data, prefix in ((bank, ""), (plat, "platform.")):
+        pos = {str(i): r for r, i in enumerate(data.ids)}
+        cols = [data.feature_names.index(n[len(prefix):]) for n in doc["feature_names"]
+                if (n.startswith("platform.") == bool(prefix))]
+        rows.append(data.X[[pos[i] for i in ids]][:, cols])
+    X = np.hstack(rows)
+    p_sk = sklearn_model(doc).predict_proba(X)
+    assert list(sklearn_model(doc).classes_) == [0, 1, 2, 3]
+    assert np.max(np.abs(p_sk - P)) < 1e-9
+    sess = ort.InferenceSession(str(world["tmp"] / "mn.onnx"),
+                                providers=["CPUExecutionProvider"])
+    p_onnx = sess.run(["probabilities"], {"input": X})[0]
+    assert np.max(np.abs(p_onnx - P)) < 1e-9, np.max(np.abs(p_onnx - P))
