@@ -30,19 +30,22 @@ def main() -> None:
     ap.add_argument("--key-bits", type=int, default=2048)
     ap.add_argument("--json", dest="json_path", default=None)
     args = ap.parse_args()
-    from support.nodes import make_party_keys, wait_state, write_job, write_node_tomls
+    from support.nodes import (
+        make_party_keys,
+        running_nodes,
+        wait_state,
+        write_job,
+        write_node_tomls,
+    )
 
     from federation import audit
     from federation.admin import AdminClient
-    from federation.config import load_job_spec, load_node_config
-    from federation.node import Node
+    from federation.config import load_job_spec
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         bank_toml, plat_toml = write_node_tomls(root, keys=make_party_keys(root))
-        bank = Node(load_node_config(bank_toml), quiet=True).start()
-        plat = Node(load_node_config(plat_toml), quiet=True).start()
-        try:
+        with running_nodes(bank_toml, plat_toml) as (bank, plat):
             job = write_job(root, "sb", "secureboost",
                             params={"n_trees": args.trees, "max_depth": 3, "max_bin": 16},
                             evaluation={"cipher": "paillier", "key_bits": args.key_bits})
@@ -54,9 +57,6 @@ def main() -> None:
             if rec["state"] != "done":
                 raise SystemExit(f"job {rec['state']}: {rec['error']}")
             wait_state(AdminClient(plat.data_dir), job_id, timeout=60)
-        finally:
-            bank.stop()
-            plat.stop()
         tb, tp = (n.data_dir / "transcripts" / f"{job_id}.jsonl" for n in (bank, plat))
         t0 = time.monotonic()
         singles = [audit.replay(tb, bank_toml), audit.replay(tp, plat_toml)]

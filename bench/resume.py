@@ -42,19 +42,22 @@ def main() -> None:
     ap.add_argument("--key-bits", type=int, default=2048)
     ap.add_argument("--json", dest="json_path", default=None)
     args = ap.parse_args()
-    from support.nodes import make_party_keys, wait_state, write_job, write_node_tomls
+    from support.nodes import (
+        make_party_keys,
+        running_nodes,
+        wait_state,
+        write_job,
+        write_node_tomls,
+    )
 
     from federation.admin import AdminClient
-    from federation.config import load_job_spec, load_node_config
-    from federation.node import Node
+    from federation.config import load_job_spec
     from federation.node.compute import HOLD_ENV
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         bank_toml, plat_toml = write_node_tomls(root, keys=make_party_keys(root))
-        bank = Node(load_node_config(bank_toml), quiet=True).start()
-        plat = Node(load_node_config(plat_toml), quiet=True).start()
-        try:
+        with running_nodes(bank_toml, plat_toml) as (bank, plat):
             job = write_job(root, "sb", "secureboost",
                             params={"n_trees": args.trees, "max_depth": 3, "max_bin": 16},
                             evaluation={"cipher": "paillier", "key_bits": args.key_bits})
@@ -88,9 +91,6 @@ def main() -> None:
                 raise SystemExit(f"job {rec['state']}: {rec['error']}")
             restart = next(r for r in _records(paths[bank]) if r["type"] == "restart")
             caught = [e for e in bank.store.events(job_id) if e["event"] == "resume.caught_up"]
-        finally:
-            bank.stop()
-            plat.stop()
     ck_used = restart["checkpoint"]
     play = caught[0]["seconds"] if caught else float("nan")
     out = {"trees": args.trees, "key_bits": args.key_bits, "killed_after": args.kill_after,

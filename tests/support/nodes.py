@@ -134,19 +134,27 @@ def two_nodes(tmp_path: Path, monkeypatch, allowed: list[str], bank_df, plat_df)
     """Both nodes started on loopback with test keys, ``allowed`` algorithms on both,
     the frames as their datasets (bank.csv / platform.csv) and the CLI pointed at the
     bank's node.toml; stopped on exit."""
-    from federation.config import load_node_config
-    from federation.node import Node
     keys = make_party_keys(tmp_path)
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys,
                                             bank_policy={"allowed_algorithms": allowed},
                                             platform_policy={"allowed_algorithms": allowed})
     bank_df.to_csv(tmp_path / "bank.csv", index=False)
     plat_df.to_csv(tmp_path / "platform.csv", index=False)
+    with running_nodes(bank_toml, plat_toml):
+        monkeypatch.setenv("FEDJOINT_CONFIG", str(bank_toml))
+        yield bank_toml
+
+
+@contextlib.contextmanager
+def running_nodes(bank_toml: Path, plat_toml: Path):
+    """The two nodes of these node.toml files started (quiet), as ``(bank, platform)``;
+    stopped on exit."""
+    from federation.config import load_node_config
+    from federation.node import Node
     bank = Node(load_node_config(bank_toml), quiet=True).start()
     plat = Node(load_node_config(plat_toml), quiet=True).start()
     try:
-        monkeypatch.setenv("FEDJOINT_CONFIG", str(bank_toml))
-        yield bank_toml
+        yield bank, plat
     finally:
         bank.stop()
         plat.stop()
