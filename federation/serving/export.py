@@ -65,9 +65,12 @@ def not_exportable(part, fmt: str | None = None) -> str:
     if part.algorithm not in FULL_FORMATS:
         return f"{part.algorithm} models have no full export"
     multi = part.body.get("multi_class")
-    if part.body.get("num_class") or multi == "ovr" or \
+    if part.body.get("num_class") and fmt not in (None, "xgboost-json"):
+        return (f"a multiclass SecureBoost model has no {fmt} export yet (formats: "
+                "xgboost-json)")
+    if multi == "ovr" or \
             (multi and len(part.body.get("classes") or part.body.get("weights") or []) < 3):
-        return ("multiclass SecureBoost and one-vs-rest LR models have no full export yet "
+        return ("one-vs-rest multiclass LR models have no full export yet "
                 "(scikit-learn 1.9's LogisticRegression has no one-vs-rest mode; score "
                 "them with a scoring job)")
     if multi and fmt not in (None, "sklearn-json", "onnx"):
@@ -166,10 +169,13 @@ def xgboost_json(part, table: dict) -> dict:
     nb, nf = len(part.feature_names), len(names)
     body = part.body
     obj = body["objective"]
-    X = np.zeros((2, nf))
-    X[1] = 1
-    tmpl = json.loads(xgb.train({"objective": obj, "max_depth": 1}, xgb.DMatrix(
-        X, label=[0.0, 1.0], feature_names=names), 1).save_raw("json"))
+    K = int(body.get("num_class") or 0)          # multi:softprob: K trees per round
+    X = np.zeros((max(K, 2), nf))
+    X[1:] = np.arange(1, len(X))[:, None]
+    tmpl = json.loads(xgb.train({"objective": obj, "max_depth": 1,
+                                 **({"num_class": K} if K else {})}, xgb.DMatrix(
+        X, label=np.arange(len(X), dtype=float) if K else [0.0, 1.0],
+        feature_names=names), 1).save_raw("json"))
     trees = []
     for t, tr in enumerate(body["trees"]):
         by_id = {nd["id"]: nd for nd in tr["nodes"]}
@@ -212,13 +218,17 @@ def xgboost_json(part, table: dict) -> dict:
                                      "num_nodes": str(m), "size_leaf_vector": "1"}})
     L = tmpl["learner"]
     model = L["gradient_booster"]["model"]
-    model.update(trees=trees, tree_info=[0] * len(trees),
-                 iteration_indptr=list(range(len(trees) + 1)),
+    model.update(trees=trees, tree_info=[t % K if K else 0 for t in range(len(trees))],
+                 iteration_indptr=list(range(0, len(trees) + 1, K or 1)),
                  gbtree_model_param={"num_parallel_tree": "1", "num_trees": str(len(trees))})
-    margin = float(body["base_margin"])
-    base = 1.0 / (1.0 + np.exp(-margin)) if obj == "binary:logistic" else margin
-    vec = L["learner_model_param"]["base_score"].startswith("[")
-    L["learner_model_param"].update(base_score=f"[{base:.17g}]" if vec else f"{base:.17g}",
+    if K:       # XGBoost 3 keeps a multiclass intercept as K margins
+        bs = "[" + ",".join(f"{float(v):.17g}" for v in body["base_margin"]) + "]"
+    else:
+        margin = float(body["base_margin"])
+        base = 1.0 / (1.0 + np.exp(-margin)) if obj == "binary:logistic" else margin
+        vec = L["learner_model_param"]["base_score"].startswith("[")
+        bs = f"[{base:.17g}]" if vec else f"{base:.17g}"
+    L["learner_model_param"].update(base_score=bs,
                                     num_feature=str(nf), boost_from_average="0")
     L["feature_names"] = names
     L["attributes"] = {"fedjoint_model": part.job_id}

@@ -15,7 +15,9 @@ def test_binary_and_regression_parts_are_exportable():
 
 
 def test_multiclass_categorical_and_other_algorithms_are_refused_with_the_reason():
-    assert "multiclass" in not_exportable(part(objective="multi:softprob", num_class=4))
+    mc = part(objective="multi:softprob", num_class=4)
+    assert not_exportable(mc) == not_exportable(mc, "xgboost-json") == ""
+    assert "multiclass SecureBoost model has no onnx export" in not_exportable(mc, "onnx")
     assert "multiclass" in not_exportable(part("logistic_regression", multi_class="ovr"))
     assert "categorical" in not_exportable(part(categories={"industry": ["a", "b"]}))
     mn = part("logistic_regression", multi_class="multinomial", classes=[0, 1, 2])
