@@ -14,19 +14,12 @@ shared by forked processes counted once) and each kind of process's own peak. By
 payload bytes the transcripts record (sent + received, one party's view); transcript
 and sidecar bytes are the files each node keeps per job.
 
-A fitted cost model sits beside the measurements. The same run first trains on a small
-calibration point (``--cal-rows``, default 10,000 rows per party) and fits unit costs
-from the jobs' own phase timings: per-row encryption (bank ``encrypt``), per
-row-feature-level histogram add (platform ``histograms``), per node-feature-bin
-packing + refresh + decryption (platform ``pack``/``rerandomize``, bank
-``decrypt``/``unpack``), the rest of a tree as a fixed cost; LR per row-epoch; PSI
-per row. Then, with n the training rows (80 % of the intersection), F_p = 70, depth d,
-B bins::
-
-    s/tree  = n*c_enc + n*F_p*d*c_hist + (2^d - 1)*F_p*B*c_node + c_tree
-    s/epoch = n*c_lr        PSI s = (rows_bank + rows_platform)*c_psi
-
-and prints the prediction for the measured point beside its measurement (ratio).
+A fitted cost model sits beside the measurements (bench/costmodel.py: each job's time as
+a sum of terms, each a count times a unit cost plus a fixed cost). The same run first
+runs the same jobs at two or more small calibration sizes (``--cal-rows``, default
+10,000 and 30,000 rows per party) and fits each term from the jobs' own phase timings
+(one size cannot separate fixed from per-row costs: refused), then prints the
+prediction for the measured point beside its measurement (ratio) and per term.
 ``--quick`` uses 1024-bit test keys (flagged insecure) so the 100k point fits in minutes
 on this machine; the default is 2048.
 
@@ -52,6 +45,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import costmodel  # noqa: E402 - bench/ is not a package
 
 BANK_F, PLAT_F, FACTORS = 30, 70, 6
 
@@ -250,70 +246,6 @@ def transcript_bytes(path: str) -> dict:
             "sidecar": side.stat().st_size if side.exists() else 0}
 
 
-# ---------------------------------------------------------------- cost model
-def shape(n_train: int, a) -> dict:
-    """The counts the unit costs multiply, per tree / epoch, for ``n_train`` rows."""
-    nodes = 2 ** a.depth - 1
-    return {"enc": n_train, "hist": n_train * PLAT_F * a.depth,
-            "node": nodes * PLAT_F * a.bins, "lr_row": n_train, "psi_row": None}
-
-
-def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least-squares (intercept, slope) of ys over xs (one point: through the origin)."""
-    if len(xs) < 2:
-        return 0.0, ys[0] / xs[0]
-    slope, icpt = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)
-    return float(icpt), float(slope)
-
-
-def fit(points: list[tuple[int, int, dict]], a) -> dict:
-    """Unit costs (s) fitted over the calibration points ``(n_train, n_psi, jobs)``
-    from the jobs' phase timings: per-row encryption (slope of the bank's ``encrypt``
-    over n), per row-feature-level histogram add (slope of the platform's
-    ``histograms`` over n*F_p*d), per node-feature-bin packing + refresh + decryption
-    (platform ``pack``/``rerandomize``, bank ``decrypt``/``unpack``, mean over the
-    points), and the rest of a tree as a line in n (waits, splits, updates); LR a line
-    in n per epoch; PSI a line in both parties' rows."""
-    u: dict = {}
-    ns = [n for n, _, _ in points]
-    if all("secureboost" in j for _, _, j in points):
-        t = a.trees
-        enc, hist, node, total = [], [], [], []
-        for _, _, j in points:
-            b, p = j["secureboost"]["bank_t"], j["secureboost"]["plat_t"]
-            enc.append(b.get("training.encrypt", 0.0) / t)
-            hist.append(p.get("training.histograms", 0.0) / t)
-            node.append((p.get("training.pack", 0.0) + p.get("training.rerandomize", 0.0) +
-                         b.get("training.decrypt", 0.0) + b.get("training.unpack", 0.0)) / t)
-            total.append(j["secureboost"]["per_unit_s"])
-        k = [shape(n, a) for n in ns]
-        u["enc"] = _line(ns, enc)[1]
-        u["hist"] = _line([x["hist"] for x in k], hist)[1]
-        u["node"] = float(np.mean([y / x["node"] for y, x in zip(node, k, strict=True)]))
-        rest = [tt - u["enc"] * n - u["hist"] * x["hist"] - u["node"] * x["node"]
-                for tt, n, x in zip(total, ns, k, strict=True)]
-        u["tree_fixed"], u["tree_row"] = _line(ns, rest)
-    if all("lr" in j for _, _, j in points):
-        u["lr_fixed"], u["lr_row"] = _line(ns, [j["lr"]["per_unit_s"] for _, _, j in points])
-    if all(j.get("psi", {}).get("psi_s") for _, _, j in points):
-        u["psi_fixed"], u["psi_row"] = _line([m for _, m, _ in points],
-                                             [j["psi"]["psi_s"] for _, _, j in points])
-    return u
-
-
-def predict(u: dict, n_train: int, n_psi: int, a) -> dict:
-    k = shape(n_train, a)
-    out = {}
-    if "enc" in u:
-        out["secureboost"] = (u["enc"] * k["enc"] + u["hist"] * k["hist"] +
-                              u["node"] * k["node"] + u["tree_fixed"] + u["tree_row"] * n_train)
-    if "lr_row" in u:
-        out["lr"] = u["lr_fixed"] + u["lr_row"] * n_train
-    if "psi_row" in u:
-        out["psi"] = u["psi_fixed"] + u["psi_row"] * n_psi
-    return out
-
-
 def write_data(root: Path, rows: int, suffix: str) -> None:
     t = time.perf_counter()
     bank, plat = generate(rows, seed=17 + len(suffix))
@@ -367,13 +299,33 @@ def run_point(client_b, client_p, sampler, a, suffix: str, skip: set) -> dict:
     return out
 
 
-def intersection(point: dict, rows: int) -> int:
-    for job in point.values():
-        n = job["intersection"].get("intersection") if isinstance(job["intersection"], dict) \
-            else None
-        if n:
-            return int(n)
-    return int(rows * 0.8)
+def report_model(results: dict, points: list, main_pt: dict, a) -> None:
+    """Fit the cost model on the calibration points and print its prediction for the
+    measured point beside the measurement, with each term's share."""
+    try:
+        u = costmodel.fit(points, a.depth, a.bins, a.trees, a.epochs)
+    except ValueError as exc:
+        print(f"cost model: not fitted ({exc}; give --cal-rows two sizes, e.g. 10000,30000)")
+        return
+    cnt = costmodel.point_counts(main_pt, a.rows, a.depth, a.bins)
+    per_term = costmodel.predict_terms(u, cnt)
+    pred = costmodel.totals(per_term)
+    results["units"], results["predicted"] = u, pred
+    results["predicted_terms"] = per_term
+    got = costmodel.terms(main_pt, a.trees, a.epochs)
+    print(f"unit costs fitted at {a.cal_rows} rows (s, fixed + per unit): " +
+          ", ".join(f"{k} {f:.3g} + {v:.3g}" for k, (f, v) in u.items()))
+    print(f"cost model: prediction for {a.rows} rows (training rows {cnt['sb_rest']}) from "
+          f"the fit at {a.cal_rows} rows, beside the measurement:")
+    meas = costmodel.measured(main_pt)
+    for name, v in pred.items():
+        what = {"psi": "PSI s", "secureboost": "s/tree", "lr": "s/epoch"}[name]
+        if name in meas:
+            print(f"  {what:8s} predicted {v:8.1f}  measured {meas[name]:8.1f}  "
+                  f"ratio {v / meas[name]:.2f}")
+        print("    " + ", ".join(f"{k} {per_term[k]:.1f} / {got.get(k, 0.0):.1f}"
+                                 for k in per_term if k.startswith(costmodel.JOBS[name])) +
+              " (term: predicted / measured s)")
 
 
 def main() -> None:
@@ -433,29 +385,16 @@ def main() -> None:
         results["idle_rss"] = {p: tree_rss(pr.pid) for p, pr in procs.items()}
         print("idle RSS (daemon, no job): " + ", ".join(
             f"{p} {v / 2**20:.0f} MB" for p, v in results["idle_rss"].items()), flush=True)
-        tf = 1 - 0.2                                   # [evaluation] test_fraction 0.2
         points, cal = [], {}
         for i, r in enumerate(cal_rows):
             print(f"calibration point ({r} rows):", flush=True)
             cal[r] = run_point(clients["bank"], clients["platform"], sampler, a, f"_cal{i}",
                                skip)
-            points.append((int(intersection(cal[r], r) * tf), 2 * r, cal[r]))
+            points.append((r, cal[r]))
         print(f"measured point ({a.rows} rows):", flush=True)
         main_pt = run_point(clients["bank"], clients["platform"], sampler, a, "", skip)
         results["calibration"], results["measured"] = cal, main_pt
-        n_main = intersection(main_pt, a.rows)
-        u = fit(points, a)
-        pred = predict(u, int(n_main * tf), 2 * a.rows, a)
-        results["units"], results["predicted"] = u, pred
-        print(f"unit costs fitted at {a.cal_rows} rows (s): " +
-              ", ".join(f"{k} {v:.3g}" for k, v in u.items()))
-        print(f"cost model: prediction for {a.rows} rows (intersection {n_main}) from the "
-              f"fit at {a.cal_rows} rows, beside the measurement:")
-        for name in pred:
-            m = main_pt[name]["per_unit_s"] if name != "psi" else main_pt[name]["psi_s"]
-            what = {"psi": "PSI s", "secureboost": "s/tree", "lr": "s/epoch"}[name]
-            print(f"  {what:8s} predicted {pred[name]:8.1f}  measured {m:8.1f}  "
-                  f"ratio {pred[name] / m:.2f}")
+        report_model(results, points, main_pt, a)
     finally:
         sampler.stop.set()
         for p in procs.values():
