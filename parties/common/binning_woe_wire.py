@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from federation.link import Link, Message, PeerAborted, ProtocolError, declare_protocol
+from federation.link import Link, Message, declare_protocol
+from parties.common import aborts
 
 PROTOCOL_VERSION = 1
 CHUNK_ROWS = 2048
@@ -51,21 +52,12 @@ def revealed_label(name: str) -> str:
 def recv(link: Link, kind: str, how: str = "recv"):
     """``link.recv`` (or ``recv_json`` / ``recv_array`` with ``how``) that turns the
     peer's ``bin.abort`` into :class:`PeerAborted`."""
-    try:
-        return getattr(link, how)(kind)
-    except ProtocolError as exc:
-        if f"'{K_ABORT}'" in str(exc):
-            raise PeerAborted(f"peer aborted while we waited for {kind!r}") from None
-        raise
+    return aborts.recv(link, kind, K_ABORT, how)
 
 
 def send_abort(link: Link, exc: BaseException) -> None:
     """Tell the peer we failed (best effort) so it does not wait for a timeout."""
-    try:
-        why = getattr(exc, "peer_message", "") or str(exc)
-        link.send(K_ABORT, {"reason": f"{type(exc).__name__}: {why}"[:500]})
-    except Exception:  # noqa: BLE001 - the link may be gone already
-        pass
+    aborts.send(link, K_ABORT, aborts.reason(exc))
 
 
 def _size(payload) -> int:

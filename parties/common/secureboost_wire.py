@@ -44,7 +44,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from federation.link import Link, Message, PeerAborted, ProtocolError, declare_protocol
+from federation.link import Link, Message, ProtocolError, declare_protocol
+from parties.common import aborts
 
 PROTOCOL_VERSION = 2  # v2: missing-left candidates listed from the highest bin down
 
@@ -73,28 +74,15 @@ K_CAT_ORDER = "sb.cat_order"
 
 def send_abort(link: Link, exc: BaseException) -> None:
     """Tell the peer we failed (best effort) so it does not wait for a timeout."""
-    try:
-        link.send(K_ABORT, {"reason": f"{type(exc).__name__}: {exc}"[:500]})
-    except Exception:  # noqa: BLE001 - the link may be gone already
-        pass
+    aborts.send(link, K_ABORT, f"{type(exc).__name__}: {exc}")
 
 
 def recv_json(link: Link, kind: str, timeout: float | None = None) -> dict:
-    try:
-        return link.recv_json(kind, timeout) if timeout else link.recv_json(kind)
-    except ProtocolError as exc:
-        if f"'{K_ABORT}'" in str(exc):
-            raise PeerAborted(f"peer aborted while we waited for {kind!r}") from None
-        raise
+    return aborts.recv(link, kind, K_ABORT, "recv_json", *((timeout,) if timeout else ()))
 
 
 def recv(link: Link, kind: str):
-    try:
-        return link.recv(kind)
-    except ProtocolError as exc:
-        if f"'{K_ABORT}'" in str(exc):
-            raise PeerAborted(f"peer aborted while we waited for {kind!r}") from None
-        raise
+    return aborts.recv(link, kind, K_ABORT)
 
 
 def pack_bits(masks: list[np.ndarray]) -> np.ndarray:

@@ -49,8 +49,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from federation.link import Link, Message, PeerAborted, ProtocolError, declare_protocol
-from parties.common import woe
+from federation.link import Link, Message, ProtocolError, declare_protocol
+from parties.common import aborts, woe
 from parties.common.params import ParamError
 
 PROTOCOL_VERSION = 1
@@ -210,21 +210,12 @@ K_ABORT = "sel.abort"
 def recv(link: Link, kind: str, how: str = "recv"):
     """``link.recv`` (or ``recv_json``) turning the peer's ``sel.abort`` into
     :class:`PeerAborted`."""
-    try:
-        return getattr(link, how)(kind)
-    except ProtocolError as exc:
-        if f"'{K_ABORT}'" in str(exc):
-            raise PeerAborted(f"peer aborted while we waited for {kind!r}") from None
-        raise
+    return aborts.recv(link, kind, K_ABORT, how)
 
 
 def send_abort(link: Link, exc: BaseException) -> None:
     """Tell the peer we failed (best effort), without private column names."""
-    try:
-        why = getattr(exc, "peer_message", "") or str(exc)
-        link.send(K_ABORT, {"reason": f"{type(exc).__name__}: {why}"[:500]})
-    except Exception:  # noqa: BLE001 - the link may be gone already
-        pass
+    aborts.send(link, K_ABORT, aborts.reason(exc))
 
 
 def fine_bins(platform_table: dict) -> int:
