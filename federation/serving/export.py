@@ -76,8 +76,10 @@ def not_exportable(part, fmt: str | None = None) -> str:
     if multi and fmt not in (None, "sklearn-json", "onnx"):
         return (f"a multinomial LR model has no {fmt} export yet (formats: sklearn-json, "
                 "onnx)")
-    if part.categories():
-        return "models with categorical features have no full export yet"
+    if part.categories() and (part.algorithm != "secureboost"
+                              or fmt not in (None, "xgboost-json")):
+        return (f"a model with categorical features has no {fmt or 'full'} export yet "
+                "(formats: xgboost-json, for SecureBoost)")
     return ""
 
 
@@ -104,6 +106,8 @@ def reveal_answer(ctx, body: dict) -> dict:
     table = {"feature_names": list(part.feature_names)}
     if part.algorithm == "secureboost":
         table["splits"] = part.body["splits"]
+        if part.categories():          # its level lists: the export names them
+            table["categories"] = part.categories()
     else:
         table.update(weights=part.body["weights"], standardizer=part.body["standardizer"])
     st = {"kind": "fedjoint-model-reveal-v1", "model": model_id, "by": cfg.name,
@@ -148,8 +152,8 @@ def fetch_platform_table(cfg, model_id: str, channel=None, fmt: str | None = Non
     if not rep.get("ok"):
         raise ExportRefused(f"refused by {cfg.peer.name}: {str(rep.get('error'))[:300]}")
     st, sig = rep.get("statement") or {}, str(rep.get("signature", ""))
-    table = {k: rep.get(k) for k in ("feature_names", "splits", "weights", "standardizer")
-             if k in rep}
+    table = {k: rep.get(k) for k in ("feature_names", "splits", "weights", "standardizer",
+                                     "categories") if k in rep}
     _, peer = load_identities(cfg)
     try:
         peer.signing_public_key.verify(bytes.fromhex(sig), _statement_bytes(st))
@@ -189,6 +193,8 @@ def xgboost_json(part, table: dict) -> dict:
         m = len(order)
         a = {k: [0] * m for k in ("left_children", "right_children", "parents",
                                   "split_indices", "default_left", "split_type")}
+        cat = {k: [] for k in ("categories", "categories_nodes", "categories_segments",
+                               "categories_sizes")}
         f = {k: [0.0] * m for k in ("base_weights", "split_conditions", "loss_changes",
                                     "sum_hessian")}
         a["parents"][0] = 2147483647
@@ -202,18 +208,19 @@ def xgboost_json(part, table: dict) -> dict:
             li, ri = index[nd["left"]], index[nd["right"]]
             a["left_children"][i], a["right_children"][i] = li, ri
             a["parents"][li] = a["parents"][ri] = i
-            if nd["owner"] == "bank":
-                a["split_indices"][i] = int(nd["feature"])
-                f["split_conditions"][i] = float(nd["threshold"])
-                a["default_left"][i] = int(bool(nd["default_left"]))
+            s = nd if nd["owner"] == "bank" else table["splits"][nd["key"]]
+            a["split_indices"][i] = int(s["feature"]) + (0 if s is nd else nb)
+            a["default_left"][i] = int(bool(s["default_left"]))
+            if "cats" in s:      # XGBoost's categorical split: the listed levels go right
+                a["split_type"][i] = 1
+                cat["categories_nodes"].append(i)
+                cat["categories_segments"].append(len(cat["categories"]))
+                cat["categories_sizes"].append(len(s["cats"]))
+                cat["categories"] += sorted(int(c) for c in s["cats"])
             else:
-                s = table["splits"][nd["key"]]
-                a["split_indices"][i] = nb + int(s["feature"])
                 f["split_conditions"][i] = float(s["threshold"])
-                a["default_left"][i] = int(bool(s["default_left"]))
             f["loss_changes"][i] = float(nd.get("loss_chg", 0.0))
-        trees.append({**a, **f, "id": t, "categories": [], "categories_nodes": [],
-                      "categories_segments": [], "categories_sizes": [],
+        trees.append({**a, **f, **cat, "id": t,
                       "tree_param": {"num_deleted": "0", "num_feature": str(nf),
                                      "num_nodes": str(m), "size_leaf_vector": "1"}})
     L = tmpl["learner"]
@@ -232,6 +239,11 @@ def xgboost_json(part, table: dict) -> dict:
                                     num_feature=str(nf), boost_from_average="0")
     L["feature_names"] = names
     L["attributes"] = {"fedjoint_model": part.job_id}
+    levels = {**part.categories(), **{f"platform.{n}": v for n, v in
+                                      (table.get("categories") or {}).items()}}
+    if levels:     # categorical columns take the level's index in these lists
+        L["feature_types"] = ["c" if n in levels else "float" for n in names]
+        L["attributes"]["fedjoint_categories"] = json.dumps(levels)
     return tmpl
 
 

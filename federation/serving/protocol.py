@@ -50,7 +50,7 @@ TABLE = declare_protocol("serving", PROTOCOL_VERSION, [
             "of both parts"),
     Message(K_REVEALED, "platform", "json", "reply, only if the platform's [serving] "
             "reveal_models lists the model: its feature names and its half (SecureBoost: "
-            "split table; LR: weights and standardiser), a statement signed by its Ed25519 "
+            "split table and categorical level lists; LR: weights and standardiser), a statement signed by its Ed25519 "
             "key", disclosure="the platform's half of the model (feature names, thresholds "
             "and default directions, or weights)",
             count=lambda p: len(p.get("splits") or p.get("weights") or [])),

@@ -19,7 +19,9 @@ def test_multiclass_categorical_and_other_algorithms_are_refused_with_the_reason
     assert not_exportable(mc) == not_exportable(mc, "xgboost-json") == ""
     assert "multiclass SecureBoost model has no onnx export" in not_exportable(mc, "onnx")
     assert "multiclass" in not_exportable(part("logistic_regression", multi_class="ovr"))
-    assert "categorical" in not_exportable(part(categories={"industry": ["a", "b"]}))
+    cat = part(categories={"industry": ["a", "b"]})
+    assert not_exportable(cat) == not_exportable(cat, "xgboost-json") == ""
+    assert "categorical features has no onnx export" in not_exportable(cat, "onnx")
     mn = part("logistic_regression", multi_class="multinomial", classes=[0, 1, 2])
     assert not_exportable(mn) == not_exportable(mn, "sklearn-json") == \
         not_exportable(mn, "onnx") == ""

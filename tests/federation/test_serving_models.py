@@ -104,7 +104,7 @@ def world(tmp_path_factory):
                              .replace('"enterprises"', f'"{peer}"'))
             jobs[m] = (_run_job(client, score), ds)
         lines = plat_toml.read_text() + f'\n[serving]\nmodels = ["{sb}", "{lr}"]\n' \
-            f'rate_per_s = 100000.0\nreveal_models = ["{lrb}", "{lr}", "{sbmc}"]\n'
+            f'rate_per_s = 100000.0\nreveal_models = ["{lrb}", "{lr}", "{sbmc}", "{sb}"]\n'
         plat_toml.write_text(lines)
         AdminClient(plat.data_dir).call("reload")
         cfg = load_node_config(bank_toml)
@@ -329,10 +329,15 @@ def test_multinomial_lr_exports_as_scikit_learn_and_onnx(world, capsys):
     assert np.max(np.abs(p_onnx - P)) < 1e-9, np.max(np.abs(p_onnx - P))
 
 
-def test_multiclass_secureboost_exports_as_xgboost_multi_softprob(world, capsys):
-    """K trees per round (tree_info = class), the K intercept margins: xgboost's
+@pytest.mark.parametrize("which, bank_ds, plat_ds", [("sbmc", "loans3", "ent_num"),
+                                                    ("sb", "loans", "enterprises")])
+def test_multiclass_and_categorical_secureboost_export_as_xgboost_json(
+        world, capsys, which, bank_ds, plat_ds):
+    """Multiclass: K trees per round (tree_info = class), the K intercept margins.
+    Categorical (both sides): split_type 1 with the level sets that go right, columns
+    typed "c" taking the level's index in the exported level lists. xgboost's
     probabilities equal the in-process predict of the model's two halves (the serving
-    code, equal to the scoring job's) within 1e-6."""
+    code, equal to the scoring job's) within 1e-6; onnx is refused naming the format."""
     import json
 
     import xgboost as xgb
@@ -341,7 +346,7 @@ def test_multiclass_secureboost_exports_as_xgboost_multi_softprob(world, capsys)
     from parties.bank import secureboost_serving as bank_sb
     from parties.common.artifact import ModelPart
     from parties.provincial_platform import secureboost_serving as plat_sb
-    sbmc, cfg, bank_toml = world["sbmc"], world["cfg"], world["bank_toml"]
+    sbmc, cfg, bank_toml = world[which], world["cfg"], world["bank_toml"]
     base = bank_toml.read_text()
     bank_toml.write_text(base + f'\n[serving]\nreveal_models = ["{sbmc}"]\n')
     out = world["tmp"] / "sbmc.json"
@@ -351,14 +356,17 @@ def test_multiclass_secureboost_exports_as_xgboost_multi_softprob(world, capsys)
         assert code == 0, err + so
         code, so, err = run_cli(capsys, "model", "export", sbmc, "--format", "onnx",
                                 "--out", str(out) + ".onnx", "--config", str(bank_toml))
-        assert code != 0 and "no onnx export yet (formats: xgboost-json)" in err
+        assert code != 0 and "onnx export yet (formats: xgboost-json" in err
     finally:
         bank_toml.write_text(base)
     bp = ModelPart.load(model_path(cfg, sbmc))
     pp = ModelPart.load(model_path(world["plat_cfg"], sbmc))
-    assert json.loads(out.read_text())["learner"]["learner_model_param"]["num_class"] == "4"
-    bank = load_dataset(cfg.dataset("loans3"), need_label=False)
-    plat = load_dataset(world["plat_cfg"].dataset("ent_num"), need_label=False)
+    doc = json.loads(out.read_text())["learner"]
+    K = 4 if which == "sbmc" else 0
+    assert doc["learner_model_param"]["num_class"] == str(K)
+    bank = load_dataset(cfg.dataset(bank_ds), need_label=False, categories=bp.categories())
+    plat = load_dataset(world["plat_cfg"].dataset(plat_ds), need_label=False,
+                        categories=pp.categories())
     pos = {str(i): r for r, i in enumerate(plat.ids)}
     rows = [r for r, i in enumerate(bank.ids) if str(i) in pos]
     Xb = bank.X[rows][:, [bank.feature_names.index(n) for n in bp.feature_names]]
@@ -367,9 +375,15 @@ def test_multiclass_secureboost_exports_as_xgboost_multi_softprob(world, capsys)
     scorer = bank_sb.scorer(bp)
     found = np.ones(len(rows), dtype=bool)
     answers, _ = plat_sb.answerer(pp, scorer.setup).answer(Xp, found)
-    P = scorer.score(Xb, answers, found).probabilities
+    sc = scorer.score(Xb, answers, found)
+    P = sc.probabilities if K else sc.probability
     booster = xgb.Booster(model_file=str(out))
-    p_xgb = booster.predict(xgb.DMatrix(np.hstack([Xb, Xp]),
-                                        feature_names=booster.feature_names))
-    assert p_xgb.shape == P.shape == (len(rows), 4) and scorer.keys   # platform splits too
+    types = doc.get("feature_types") or None
+    p_xgb = booster.predict(xgb.DMatrix(np.hstack([Xb, Xp]), feature_types=types,
+                                        feature_names=booster.feature_names,
+                                        enable_categorical=bool(types)))
+    assert p_xgb.shape == P.shape == ((len(rows), 4) if K else (len(rows),)) and scorer.keys
+    if not K:     # a categorical split on each side, and the level lists named
+        assert sum(t.count("c") for t in [types]) == 3
+        assert json.loads(doc["attributes"]["fedjoint_categories"])["x0"][0] == "pay00"
     assert np.max(np.abs(p_xgb - P)) < 1e-6, np.max(np.abs(p_xgb - P))
