@@ -25,7 +25,7 @@ _COUNT_WORDS = ("chunks", "count", "rows", "bytes", "n_", "messages", "trees", "
 def hyper_parameters(params: dict, evaluation: dict) -> str:
     out = kv_table(params) if params else '<p class="muted">no parameters recorded</p>'
     if evaluation:   # the job's threshold made only its recorded accuracy / confusion
-        ev = {("threshold (the job's own metrics; the report's is under Confusion matrix)"
+        ev = {("threshold (the job's own recorded metrics; the report states its own)"
                if k == "threshold" else k): v for k, v in evaluation.items()}
         out += "<h3>Evaluation settings</h3>" + kv_table(ev)
     return out
