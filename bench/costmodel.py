@@ -22,7 +22,8 @@ critical path; the terms add up to the measured figure exactly)::
 
 A term is ``fixed + unit * count``, least squares over the calibration points; a term
 whose count is the same at every point (``sb_decrypt`` at fixed depth and bins) is
-``unit * count`` with ``unit`` the mean ratio. One calibration size cannot separate a
+``unit * count`` with ``unit`` the mean ratio; a fitted unit cost below zero (noise
+between points measured at different loads) makes the term a constant, their mean. One calibration size cannot separate a
 term's fixed cost from its per-unit cost (at 10k rows ``wait_histograms`` is almost all
 fixed: through the origin it extrapolates 100x to 1M), so :func:`fit` refuses it.
 
@@ -87,7 +88,8 @@ def fit_terms(samples: list[tuple[dict, dict]]) -> dict:
             out[name] = (0.0, float(np.mean(ys / xs)))
             continue
         unit, fixed = np.polyfit(xs, ys, 1)
-        out[name] = (float(fixed), float(unit))
+        # a unit cost below zero is noise between the points (the load moved): a constant
+        out[name] = (float(fixed), float(unit)) if unit >= 0 else (float(np.mean(ys)), 0.0)
     return out
 
 
@@ -110,8 +112,9 @@ def point_counts(point: dict, rows: int, depth: int, bins: int) -> dict:
     inter = int(rows * 0.8)
     for job in point.values():
         got = job.get("intersection")
-        if isinstance(got, dict) and got.get("intersection"):
-            inter = int(got["intersection"])
+        size = got.get("size") or got.get("intersection") if isinstance(got, dict) else None
+        if size:
+            inter = int(size)
             break
     return counts(int(inter * (1 - TEST_FRACTION)), rows, rows, depth, bins)
 

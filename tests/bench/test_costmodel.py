@@ -66,3 +66,9 @@ def test_terms_add_up_to_the_measured_job_time():
 def test_one_calibration_size_is_refused():
     with pytest.raises(ValueError, match="two calibration sizes"):
         costmodel.fit([(10_000, synthetic_point(10_000))], DEPTH, BINS, trees=2, epochs=1)
+
+
+def test_a_negative_unit_cost_becomes_a_constant():
+    c = [{"sb_hist": 1000}, {"sb_hist": 3000}]
+    units = costmodel.fit_terms([(c[0], {"sb_hist": 7.0}), (c[1], {"sb_hist": 5.0})])
+    assert units["sb_hist"] == (6.0, 0.0)
