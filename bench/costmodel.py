@@ -131,6 +131,13 @@ def measured(point: dict) -> dict:
             for job, row in point.items() if row.get("per_unit_s") or row.get("psi_s")}
 
 
+def mean_load(point: dict) -> float:
+    """Mean 1-minute load average at the start and end of a point's jobs (0: not
+    recorded, runs before it was)."""
+    vals = [v for row in point.values() for v in row.get("load", [])]
+    return float(np.mean(vals)) if vals else 0.0
+
+
 def run_points(run: dict) -> dict[int, dict]:
     """``{rows: point}`` of a bench/scale.py --json file (calibration and measured)."""
     out = {int(r): p for r, p in run.get("calibration", {}).items()}

@@ -45,9 +45,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-import costmodel  # noqa: E402 - bench/ is not a package
+import costmodel  # noqa: E402 - bench/ (the script's folder) is on sys.path
 
 BANK_F, PLAT_F, FACTORS = 30, 70, 6
 
@@ -268,7 +267,7 @@ def run_point(client_b, client_p, sampler, a, suffix: str, skip: set) -> dict:
             continue
         before = dict(sampler.peak)
         sampler.reset()
-        t = time.perf_counter()
+        t, load0 = time.perf_counter(), os.getloadavg()[0]
         rec = run_job(client_b, name + suffix, alg, params, a.key_bits, 6 * 3600, suffix)
         wall = time.perf_counter() - t
         prec = client_p.call("status", job_id=rec["job_id"])
@@ -276,7 +275,7 @@ def run_point(client_b, client_p, sampler, a, suffix: str, skip: set) -> dict:
         row = {"wall_s": wall, "psi_s": tim.get("psi"), "training_s": tim.get("training"),
                "intersection": ((rec.get("checkpoint") or {}).get("psi") or {}),
                "peak_rss": dict(sampler.peak), "peak_parts": dict(sampler.parts),
-               "bank_t": tim, "plat_t": ptim,
+               "bank_t": tim, "plat_t": ptim, "load": [load0, os.getloadavg()[0]],
                "bank": transcript_bytes(rec["artifacts"]["transcript"]),
                "platform": transcript_bytes(prec["artifacts"]["transcript"])}
         sampler.peak = {k: max(before[k], v) for k, v in sampler.peak.items()}
@@ -315,6 +314,10 @@ def report_model(results: dict, points: list, main_pt: dict, a) -> None:
     got = costmodel.terms(main_pt, a.trees, a.epochs)
     print(f"unit costs fitted at {a.cal_rows} rows (s, fixed + per unit): " +
           ", ".join(f"{k} {f:.3g} + {v:.3g}" for k, (f, v) in u.items()))
+    loads = [(r, costmodel.mean_load(p)) for r, p in points] + \
+        [(a.rows, costmodel.mean_load(main_pt))]
+    print("1-minute load average during each point's jobs (a fit is only as good as "
+          "their agreement): " + ", ".join(f"{r}: {v:.1f}" for r, v in loads))
     print(f"cost model: prediction for {a.rows} rows (training rows {cnt['sb_rest']}) from "
           f"the fit at {a.cal_rows} rows, beside the measurement:")
     meas = costmodel.measured(main_pt)

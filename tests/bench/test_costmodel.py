@@ -2,13 +2,16 @@
 synthetic phase timings, adds its terms up to the measured job time, and refuses a
 single calibration size (which cannot separate fixed from per-row costs)."""
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import costmodel  # noqa: E402
+# loaded by path: bench/ on sys.path would shadow the psi package with bench/psi.py
+_SPEC = importlib.util.spec_from_file_location(
+    "costmodel", Path(__file__).resolve().parents[2] / "bench" / "costmodel.py")
+costmodel = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(costmodel)
 
 DEPTH, BINS = 3, 16
 # (fixed s, unit s) per term: what the synthetic "measurements" are made of
@@ -72,3 +75,8 @@ def test_a_negative_unit_cost_becomes_a_constant():
     c = [{"sb_hist": 1000}, {"sb_hist": 3000}]
     units = costmodel.fit_terms([(c[0], {"sb_hist": 7.0}), (c[1], {"sb_hist": 5.0})])
     assert units["sb_hist"] == (6.0, 0.0)
+
+
+def test_mean_load_of_a_point():
+    assert costmodel.mean_load({"psi": {"load": [4.0, 6.0]}, "lr": {"load": [8.0, 8.0]}}) == 6.5
+    assert costmodel.mean_load({"psi": {}}) == 0.0
