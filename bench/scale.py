@@ -271,6 +271,11 @@ def run_point(client_b, client_p, sampler, a, suffix: str, skip: set) -> dict:
         rec = run_job(client_b, name + suffix, alg, params, a.key_bits, 6 * 3600, suffix)
         wall = time.perf_counter() - t
         prec = client_p.call("status", job_id=rec["job_id"])
+        for _ in range(240):        # the platform may still be finishing (its transcript)
+            if prec.get("state") in ("done", "failed", "cancelled"):
+                break
+            time.sleep(0.5)
+            prec = client_p.call("status", job_id=rec["job_id"])
         tim, ptim = rec.get("timings", {}), prec.get("timings", {})
         row = {"wall_s": wall, "psi_s": tim.get("psi"), "training_s": tim.get("training"),
                "intersection": ((rec.get("checkpoint") or {}).get("psi") or {}),
