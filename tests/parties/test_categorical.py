@@ -286,19 +286,6 @@ def test_resolve_ties_go_to_the_lowest_level():
     assert right == [0] and dl is True
 
 
-def test_online_serving_refuses_categorical_models():
-    from parties.bank.secureboost_serving import Scorer
-    from parties.common.artifact import ModelPart
-    from parties.common.serving import ServingInputError
-    from parties.provincial_platform.secureboost_serving import Answerer
-    for party, make in (("bank", Scorer), ("platform", lambda m: Answerer(m, {"keys": []}))):
-        part = ModelPart("secureboost", party, "j", {}, {"categories": {"a": [1, 2]},
-                                                         "splits": {}}, ["a"])
-        with pytest.raises(ServingInputError, match="categorical features are scored by "
-                           "scoring jobs"):
-            make(part)
-
-
 def test_validation_rows_route_through_categorical_splits():
     """The per-tree validation metrics (the platform answers its categorical splits on
     the validation rows) equal scoring those rows with the final model."""

@@ -178,14 +178,8 @@ def test_scoring_returns_class_probabilities(credit4):
     assert abs(macro_auc(y[:1000][~tr[:1000]], prob) - ob.metrics["valid"]["auc"]) < 1e-9
     assert [k for s, k, _, _ in crossed if s == "platform"] == ["lr.score_hello",
                                                                 "lr.partial_score"]
-    # online serving takes binary parts only, and says so
-    from parties.bank.lr_serving import scorer
-    from parties.common.serving import ServingInputError
-    from parties.provincial_platform.lr_serving import Answerer
-    with pytest.raises(ServingInputError, match="multiclass"):
-        scorer(ob.model)
-    with pytest.raises(ServingInputError, match="multiclass"):
-        Answerer(op.model, {})
+    # online serving of multiclass parts: tests/federation/test_serving_models.py
+    # (served probabilities equal this scoring job's, through two nodes)
 
 
 def _pair(bank_params, plat_params, y, plat_policy=None, classes=None):
