@@ -249,3 +249,19 @@ def test_names_refuse_a_trailing_newline():
     job = {"job": {"name": "ok\n", "algorithm": "psi", "dataset": "d", "peer_dataset": "d"}}
     with pytest.raises(ConfigError, match="job.name"):
         job_spec_from_dict(job)
+
+
+def test_every_node_config_field_is_classified_for_node_reload():
+    """`fedjoint node reload` applies the fields in RELOADABLE and refuses changes to
+    those in RESTART_ONLY; a NodeConfig field in neither list (or in both) makes every
+    reload fail, so a new field must be put in exactly one of them."""
+    from dataclasses import fields
+
+    from federation.config import NodeConfig
+    from federation.node.reload import RELOADABLE, RESTART_ONLY
+    names = {f.name for f in fields(NodeConfig)} - {"file"}
+    unclassified = names - set(RELOADABLE) - set(RESTART_ONLY)
+    assert not unclassified, (f"NodeConfig fields {sorted(unclassified)} are in neither "
+                              "RELOADABLE nor RESTART_ONLY of federation/node/reload.py")
+    assert not set(RELOADABLE) & set(RESTART_ONLY), "a field is both reloadable and not"
+    assert not (set(RELOADABLE) | set(RESTART_ONLY)) - names, "a listed field does not exist"
