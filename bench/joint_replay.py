@@ -12,57 +12,34 @@ read), and the ratios.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # support.nodes: node.toml files and test keys
+import sb_nodes  # bench/ (the script's folder) is on sys.path; it puts the repo first
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trees", type=int, default=4)
-    ap.add_argument("--key-bits", type=int, default=2048)
-    ap.add_argument("--json", dest="json_path", default=None)
-    args = ap.parse_args()
-    from support.nodes import (
-        make_party_keys,
-        running_nodes,
-        wait_state,
-        write_job,
-        write_node_tomls,
-    )
+    args = sb_nodes.parse_args(__doc__, trees=4)
+    from support.nodes import wait_state
 
     from federation import audit
     from federation.admin import AdminClient
-    from federation.config import load_job_spec
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        bank_toml, plat_toml = write_node_tomls(root, keys=make_party_keys(root))
-        with running_nodes(bank_toml, plat_toml) as (bank, plat):
-            job = write_job(root, "sb", "secureboost",
-                            params={"n_trees": args.trees, "max_depth": 3, "max_bin": 16},
-                            evaluation={"cipher": "paillier", "key_bits": args.key_bits})
-            client = AdminClient(bank.data_dir)
-            t0 = time.monotonic()
-            job_id = client.call("submit", spec=load_job_spec(job).to_dict())["job_id"]
-            rec = wait_state(client, job_id, timeout=1800)
+    with sb_nodes.sb_job(args) as sb:
+        with sb.nodes() as (bank, plat):
+            job_id, t0 = sb.submit(bank)
+            rec = wait_state(AdminClient(bank.data_dir), job_id, timeout=1800)
             job_s = time.monotonic() - t0
             if rec["state"] != "done":
                 raise SystemExit(f"job {rec['state']}: {rec['error']}")
             wait_state(AdminClient(plat.data_dir), job_id, timeout=60)
         tb, tp = (n.data_dir / "transcripts" / f"{job_id}.jsonl" for n in (bank, plat))
         t0 = time.monotonic()
-        singles = [audit.replay(tb, bank_toml), audit.replay(tp, plat_toml)]
+        singles = [audit.replay(tb, sb.bank_toml), audit.replay(tp, sb.plat_toml)]
         single_s = time.monotonic() - t0
         t0 = time.monotonic()
-        joint = audit.joint_replay(tb, bank_toml, tp, plat_toml)
+        joint = audit.joint_replay(tb, sb.bank_toml, tp, sb.plat_toml)
         joint_s = time.monotonic() - t0
     if not (joint.ok and all(r.ok for r in singles)):
         raise SystemExit(f"a replay failed: {joint.errors or [r.errors for r in singles]}")

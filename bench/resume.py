@@ -16,19 +16,14 @@ the job's wall time from submission to done, interruption included.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
-import sys
-import tempfile
 import time
 from multiprocessing import active_children
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # support.nodes: node.toml files and test keys
+import sb_nodes  # bench/ (the script's folder) is on sys.path; it puts the repo first
 
 
 def _records(path: Path) -> list[dict]:
@@ -36,42 +31,23 @@ def _records(path: Path) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trees", type=int, default=6)
-    ap.add_argument("--kill-after", type=int, default=3)
-    ap.add_argument("--key-bits", type=int, default=2048)
-    ap.add_argument("--json", dest="json_path", default=None)
-    args = ap.parse_args()
-    from support.nodes import (
-        make_party_keys,
-        running_nodes,
-        wait_state,
-        write_job,
-        write_node_tomls,
-    )
+    args = sb_nodes.parse_args(__doc__, trees=6, extra=[("--kill-after", int, 3)])
+    from support.nodes import wait_state
 
     from federation.admin import AdminClient
-    from federation.config import load_job_spec
     from federation.node.compute import HOLD_ENV
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        bank_toml, plat_toml = write_node_tomls(root, keys=make_party_keys(root))
-        with running_nodes(bank_toml, plat_toml) as (bank, plat):
-            job = write_job(root, "sb", "secureboost",
-                            params={"n_trees": args.trees, "max_depth": 3, "max_bin": 16},
-                            evaluation={"cipher": "paillier", "key_bits": args.key_bits})
+    with sb_nodes.sb_job(args) as sb:
+        with sb.nodes() as (bank, plat):
             client = AdminClient(bank.data_dir)
-            t0 = time.monotonic()     # reference: the same job, not interrupted
-            ref_id = client.call("submit", spec=load_job_spec(job).to_dict())["job_id"]
+            ref_id, t0 = sb.submit(bank)   # reference: the same job, not interrupted
             if wait_state(client, ref_id, timeout=1800)["state"] != "done":
                 raise SystemExit("the uninterrupted reference job did not finish")
             ref_wall = time.monotonic() - t0
             # both job processes wait after checkpoint K (the test-only hold point), so
             # the kill lands there whatever the load
             os.environ[HOLD_ENV] = str(args.kill_after)
-            t0 = time.monotonic()
-            job_id = client.call("submit", spec=load_job_spec(job).to_dict())["job_id"]
+            job_id, t0 = sb.submit(bank)
             paths = {n: n.data_dir / "transcripts" / f"{job_id}.jsonl" for n in (bank, plat)}
             while any(not p.exists() or p.read_bytes().count(b'"type":"checkpoint"')
                       < args.kill_after for p in paths.values()):
