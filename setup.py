@@ -7,5 +7,6 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[Extension(
     "psi.native._psi_native", ["psi/native/_psi_native.c"],
-    depends=["psi/native/fe25519.h", "psi/native/fe25519_ifma.h"],
+    depends=["psi/native/fe25519.h", "psi/native/fe25519_ifma.h", "psi/native/sha512_x8.h",
+             "psi/native/psi_ifma.h"],
     extra_compile_args=["-O3"], optional=True)])

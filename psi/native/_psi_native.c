@@ -3,9 +3,14 @@
  * driver that runs a batch through libcrypto_mb's mbx_x25519_mb8 (8 lanes per call).
  *
  * Every function mirrors a pure-Python function in psi/hash_to_curve.py or
- * psi/engine.py and returns byte-identical results (tests compare them). Nothing here
- * links against libcrypto_mb: the caller passes the address of mbx_x25519_mb8 that
- * ctypes resolved, so the extension builds with gcc and Python's headers alone.
+ * psi/engine.py and returns byte-identical results (tests compare them). Where the CPU
+ * has AVX-512 IFMA (and simd() is on) the field work runs eight lanes at a time
+ * (psi_ifma.h on fe25519_ifma.h): per ID the two maps with their two exponentiations
+ * interleaved, the sum and one lane-wise batched inversion per call; per point the
+ * Legendre symbol sixteen points at a time and the x-only [8]. Else the scalar
+ * functions here run, one ID or point at a time. Nothing here links against
+ * libcrypto_mb: the caller passes the address of mbx_x25519_mb8 that ctypes resolved,
+ * so the extension builds with gcc and Python's headers alone.
  *
  * Field arithmetic is variable-time only where the Python code it replaces was (the
  * branches of the map depend on the public hash of an ID, the checks on received
@@ -20,6 +25,7 @@
 
 #include "fe25519.h"
 #include "fe25519_ifma.h"
+#include "sha512_x8.h"
 
 /* --- RFC 9380 hash_to_field (L = 48) and Elligator 2 --------------------------------- */
 
@@ -39,6 +45,15 @@ static void fe_from_be48(fe *o, const uint8_t *s)
 }
 
 static fe C_J, C_X1N, C_JX1N, C_C2, C_C3;
+
+static void curve_rhs(fe *g, const fe *u) /* u^3 + A u^2 + u */
+{
+    fe one;
+    fe_set(&one, 1);
+    fe_add(g, u, &C_J); fe_mul(g, g, u); fe_add(g, g, &one); fe_mul(g, g, u);
+}
+
+#include "psi_ifma.h"
 
 /* psi/hash_to_curve.py _ell2_curve25519, step for step, in two halves around its one
  * exponentiation (so that a batch runs its exponentiations together, 8 lanes wide) */
@@ -118,6 +133,49 @@ static void expand_xmd96(uint8_t *b1, uint8_t *b2, const sha512_ctx *pre, const 
     sha512_update(&c, dp, dl); sha512_final(&c, b2);
 }
 
+/* the two maps and their sum for one ID in scalar code: num / den = u(Q0 + Q1); returns
+ * 1 where x(Q0) = x(Q1) (num = 0, den = 1 there: the caller's slow path) */
+static int h2c_one(fe *num, fe *den, const fe *u0, const fe *u1)
+{
+    ell2_state s0, s1;
+    fe a0, a1, xn0, xd0, y0, xn1, xd1, y1, dd, t, xdd, nn, d2, sm;
+    ell2_pre(&s0, &a0, u0); ell2_pre(&s1, &a1, u1);
+    fe_pow22523(&a0, &a0); fe_pow22523(&a1, &a1);
+    ell2_post(&xn0, &xd0, &y0, &s0, &a0);
+    ell2_post(&xn1, &xd1, &y1, &s1, &a1);
+    fe_mul(&dd, &xn1, &xd0); fe_mul(&t, &xn0, &xd1); fe_sub(&dd, &dd, &t);
+    if (fe_iszero(&dd)) { fe_set(num, 0); fe_set(den, 1); return 1; }
+    fe_mul(&xdd, &xd0, &xd1);
+    fe_sub(&nn, &y1, &y0); fe_mul(&nn, &nn, &xdd);
+    fe_sq(&d2, &dd);
+    fe_mul(&sm, &C_J, &xdd); fe_add(&sm, &sm, &t);          /* t = xn0 xd1 */
+    fe_mul(&t, &xn1, &xd0); fe_add(&sm, &sm, &t);
+    fe_mul(&sm, &sm, &d2);
+    fe_sq(&t, &nn); fe_mul(&t, &t, &xdd); fe_sub(num, &t, &sm);
+    fe_mul(den, &d2, &xdd);
+    return 0;
+}
+
+/* u = num / den for n IDs (eight lanes per step where the CPU has IFMA), into o; the IDs
+ * of the slow path flagged in spec; 0, or -1 out of memory */
+static int h2c_field(uint8_t *o, uint8_t *spec, const fe *ua, const fe *ub, size_t n)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (use_ifma()) return h2c_field8(o, spec, ua, ub, n);
+#endif
+    fe *num = PyMem_RawMalloc(sizeof(fe) * (n ? n : 1)), *den = PyMem_RawMalloc(sizeof(fe) * (n ? n : 1));
+    int rc = num && den ? 0 : -1;
+    for (size_t i = 0; i < n && !rc; i++) spec[i] = (uint8_t)h2c_one(&num[i], &den[i], &ua[i], &ub[i]);
+    if (!rc) rc = batch_invert(den, n);
+    for (size_t i = 0; i < n && !rc; i++) {
+        fe u;
+        fe_mul(&u, &num[i], &den[i]);
+        fe_tobytes(o + 32 * i, &u);
+    }
+    PyMem_RawFree(num); PyMem_RawFree(den);
+    return rc;
+}
+
 /* hash_to_u_batch(msgs, dst_prime[, width]) -> (bytes, [indices needing the slow path]);
  * msgs: a sequence of bytes or str (hashed as UTF-8), or with width > 0 a contiguous
  * buffer of n * width bytes: n messages of width bytes each (packed IDs) */
@@ -142,24 +200,23 @@ static PyObject *py_hash_to_u_batch(PyObject *self, PyObject *args)
         if (!msgs) { PyBuffer_Release(&dstp); return NULL; }
         n = PySequence_Fast_GET_SIZE(msgs);
     }
-    size_t m = (size_t)(n ? n : 1);
-    ell2_state *st = PyMem_RawMalloc(sizeof(ell2_state) * 2 * m);
-    fe *pw = PyMem_RawMalloc(sizeof(fe) * 2 * m);
-    fe *num = PyMem_RawMalloc(sizeof(fe) * m), *den = PyMem_RawMalloc(sizeof(fe) * m);
+    size_t m = 8 * (((size_t)n + 7) / 8) + 8; /* whole groups of eight lanes */
+    fe *ua = PyMem_RawMalloc(sizeof(fe) * m), *ub = PyMem_RawMalloc(sizeof(fe) * m);
+    uint8_t *spec = PyMem_RawMalloc(m);
+    int rc = 0;
     out = PyBytes_FromStringAndSize(NULL, 32 * n);
     special = PyList_New(0);
-    if (!out || !special || !st || !pw || !num || !den) { PyErr_NoMemory(); goto fail; }
+    if (!out || !special || !ua || !ub || !spec) { PyErr_NoMemory(); goto fail; }
     uint8_t zpad[128] = {0};
     sha512_ctx pre;
     sha512_init(&pre);
     sha512_update(&pre, zpad, 128);
-    /* pass 1: hash_to_field (SHA-512 eight IDs at a time where they have one length),
-     * the maps up to their square roots */
+    /* pass 1: hash_to_field (SHA-512 eight IDs at a time where they have one length) */
     for (Py_ssize_t i = 0; i < n;) {
         const uint8_t *mp[8];
         Py_ssize_t ml[8];
         int cnt = n - i < 8 ? (int)(n - i) : 8, same = cnt == 8;
-        uint8_t b1[8][64], b2[8][64], ub[48];
+        uint8_t b1[8][64], b2[8][64], ubuf[48];
         for (int k = 0; k < cnt; k++) {
             if (width > 0) {
                 mp[k] = (const uint8_t *)packed.buf + (size_t)(i + k) * (size_t)width;
@@ -167,13 +224,13 @@ static PyObject *py_hash_to_u_batch(PyObject *self, PyObject *args)
                 continue;
             }
             PyObject *item = PySequence_Fast_GET_ITEM(msgs, i + k);
-            const char *m;
+            const char *msg;
             if (PyUnicode_Check(item)) { /* an ID as str: its UTF-8 bytes */
-                if (!(m = PyUnicode_AsUTF8AndSize(item, &ml[k]))) goto fail;
-            } else if (PyBytes_AsStringAndSize(item, (char **)&m, &ml[k]) < 0) {
+                if (!(msg = PyUnicode_AsUTF8AndSize(item, &ml[k]))) goto fail;
+            } else if (PyBytes_AsStringAndSize(item, (char **)&msg, &ml[k]) < 0) {
                 goto fail;
             }
-            mp[k] = (const uint8_t *)m;
+            mp[k] = (const uint8_t *)msg;
             same = same && ml[k] == ml[0];
         }
         if (!(same && expand_xmd96_x8(b1, b2, &pre, mp, (size_t)ml[0], dstp.buf,
@@ -182,52 +239,32 @@ static PyObject *py_hash_to_u_batch(PyObject *self, PyObject *args)
                 expand_xmd96(b1[k], b2[k], &pre, mp[k], (size_t)ml[k], dstp.buf,
                              (size_t)dstp.len);
         for (int k = 0; k < cnt; k++, i++) {
-            fe ua, ubf;
-            memcpy(ub, b1[k] + 48, 16);
-            memcpy(ub + 16, b2[k], 32);
-            fe_from_be48(&ua, b1[k]);
-            fe_from_be48(&ubf, ub);
-            ell2_pre(&st[2 * i], &pw[2 * i], &ua);
-            ell2_pre(&st[2 * i + 1], &pw[2 * i + 1], &ubf);
+            memcpy(ubuf, b1[k] + 48, 16);
+            memcpy(ubuf + 16, b2[k], 32);
+            fe_from_be48(&ua[i], b1[k]);
+            fe_from_be48(&ub[i], ubuf);
         }
     }
+    for (size_t i = (size_t)n; i < m; i++) { /* lanes past the end repeat a valid input */
+        if (n) { ua[i] = ua[0]; ub[i] = ub[0]; } else { fe_set(&ua[i], 1); fe_set(&ub[i], 2); }
+    }
+    /* pass 2: the maps, the sums and one batched inversion */
     Py_BEGIN_ALLOW_THREADS
-    pow22523_batch(pw, pw, 2 * (size_t)n); /* pass 2: the exponentiations */
+    rc = h2c_field((uint8_t *)PyBytes_AS_STRING(out), spec, ua, ub, (size_t)n);
     Py_END_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) { /* pass 3: finish the maps, u of the sum */
-        fe xn0, xd0, y0, xn1, xd1, y1, dd, t, xdd, nn, d2, s;
-        ell2_post(&xn0, &xd0, &y0, &st[2 * i], &pw[2 * i]);
-        ell2_post(&xn1, &xd1, &y1, &st[2 * i + 1], &pw[2 * i + 1]);
-        fe_mul(&dd, &xn1, &xd0); fe_mul(&t, &xn0, &xd1); fe_sub(&dd, &dd, &t);
-        if (fe_iszero(&dd)) {
-            PyObject *ix = PyLong_FromSsize_t(i);
-            if (!ix || PyList_Append(special, ix) < 0) { Py_XDECREF(ix); goto fail; }
-            Py_DECREF(ix);
-            fe_set(&num[i], 0); fe_set(&den[i], 1);
-            continue;
-        }
-        fe_mul(&xdd, &xd0, &xd1);
-        fe_sub(&nn, &y1, &y0); fe_mul(&nn, &nn, &xdd);
-        fe_sq(&d2, &dd);
-        fe_mul(&s, &C_J, &xdd); fe_add(&s, &s, &t);          /* t = xn0 xd1 */
-        fe_mul(&t, &xn1, &xd0); fe_add(&s, &s, &t);
-        fe_mul(&s, &s, &d2);
-        fe_sq(&t, &nn); fe_mul(&t, &t, &xdd); fe_sub(&num[i], &t, &s);
-        fe_mul(&den[i], &d2, &xdd);
-    }
-    if (batch_invert(den, (size_t)n) < 0) { PyErr_NoMemory(); goto fail; }
-    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
+    if (rc < 0) { PyErr_NoMemory(); goto fail; }
     for (Py_ssize_t i = 0; i < n; i++) {
-        fe u;
-        fe_mul(&u, &num[i], &den[i]);
-        fe_tobytes(o + 32 * i, &u);
+        if (!spec[i]) continue;
+        PyObject *ix = PyLong_FromSsize_t(i);
+        if (!ix || PyList_Append(special, ix) < 0) { Py_XDECREF(ix); goto fail; }
+        Py_DECREF(ix);
     }
-    PyMem_RawFree(st); PyMem_RawFree(pw); PyMem_RawFree(num); PyMem_RawFree(den);
+    PyMem_RawFree(ua); PyMem_RawFree(ub); PyMem_RawFree(spec);
     Py_XDECREF(msgs); PyBuffer_Release(&dstp);
     if (width > 0) PyBuffer_Release(&packed);
     return Py_BuildValue("(NN)", out, special);
 fail:
-    PyMem_RawFree(st); PyMem_RawFree(pw); PyMem_RawFree(num); PyMem_RawFree(den);
+    PyMem_RawFree(ua); PyMem_RawFree(ub); PyMem_RawFree(spec);
     Py_XDECREF(out); Py_XDECREF(special); Py_XDECREF(msgs); PyBuffer_Release(&dstp);
     if (width > 0) PyBuffer_Release(&packed);
     return NULL;
@@ -253,28 +290,6 @@ static int is_pm1(const uint8_t *s) /* u == p - 1 */
     return 1;
 }
 
-static void curve_rhs(fe *g, const fe *u) /* u^3 + A u^2 + u */
-{
-    fe one;
-    fe_set(&one, 1);
-    fe_add(g, u, &C_J); fe_mul(g, g, u); fe_add(g, g, &one); fe_mul(g, g, u);
-}
-
-/* Legendre symbols of g[0..n) == 1 (non-zero squares) into sq[]: ((g^((p-5)/8))^2 g)^2 */
-static int squares(uint8_t *sq, const fe *g, size_t n)
-{
-    fe *b = PyMem_RawMalloc(sizeof(fe) * (n ? n : 1)), one;
-    if (!b) return -1;
-    pow22523_batch(b, g, n);
-    fe_set(&one, 1);
-    for (size_t i = 0; i < n; i++) {
-        fe_sq(&b[i], &b[i]); fe_mul(&b[i], &b[i], &g[i]); fe_sq(&b[i], &b[i]);
-        sq[i] = (uint8_t)fe_eq(&b[i], &one);
-    }
-    PyMem_RawFree(b);
-    return 0;
-}
-
 static void times8_xz(fe *x, fe *z, const fe *w) /* engine._times8_xz */
 {
     fe one, t1, t2, t3, s;
@@ -293,13 +308,33 @@ static void times8_xz(fe *x, fe *z, const fe *w) /* engine._times8_xz */
     }
 }
 
+/* the field checks of points 0 .. lim-1 (scalar code): -1, or the first bad point's
+ * index * 8 + code (4 / 6: not on the curve, 7: [8]W != R) */
+static Py_ssize_t check_field(const uint8_t *s, Py_ssize_t lim, int stride, int sub)
+{
+    for (Py_ssize_t i = 0; i < lim; i++) {
+        fe u, g;
+        fe_frombytes(&u, s + stride * i + (sub ? 32 : 0));
+        curve_rhs(&g, &u);
+        if (fe_legendre(&g) != 1) return 8 * i + (sub ? 6 : 4);
+        if (sub) {
+            fe ru, x, z, t;
+            fe_frombytes(&ru, s + stride * i);
+            times8_xz(&x, &z, &u);
+            fe_mul(&t, &ru, &z);
+            if (fe_iszero(&z) || !fe_eq(&x, &t)) return 8 * i + 7;
+        }
+    }
+    return -1;
+}
+
 /* The checks of validate_points (stride 32, sub = 0) and validate_witnessed (stride 64):
- * returns -1 (all good), index * 8 + code (first bad point; codes as engine._REASONS,
- * 7 = [8]W != R), or -2 (out of memory). Encoding checks run first up to the first
- * bad encoding, the Legendre symbols of the points before it in one batch. */
+ * returns -1 (all good) or index * 8 + code (first bad point; codes as engine._REASONS,
+ * 7 = [8]W != R). Encoding checks run first up to the first bad encoding, then the
+ * field checks of the points before it (sixteen at a time with IFMA). */
 static Py_ssize_t check_block(const uint8_t *s, Py_ssize_t n, int stride, int sub, uint8_t *o)
 {
-    Py_ssize_t lim = n, bad = -1;
+    Py_ssize_t lim = n, bad;
     int code = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         const uint8_t *r = s + stride * i;
@@ -312,28 +347,11 @@ static Py_ssize_t check_block(const uint8_t *s, Py_ssize_t n, int stride, int su
         if (c) { lim = i; code = c; break; }
         if (o) memcpy(o + 32 * i, r, 32);
     }
-    size_t m = (size_t)(lim ? lim : 1);
-    fe *g = PyMem_RawMalloc(sizeof(fe) * m);
-    uint8_t *ok = PyMem_RawMalloc(m);
-    if (!g || !ok) { PyMem_RawFree(g); PyMem_RawFree(ok); return -2; }
-    for (Py_ssize_t i = 0; i < lim; i++) {
-        fe u;
-        fe_frombytes(&u, s + stride * i + (sub ? 32 : 0));
-        curve_rhs(&g[i], &u);
-    }
-    if (squares(ok, g, (size_t)lim) < 0) { PyMem_RawFree(g); PyMem_RawFree(ok); return -2; }
-    for (Py_ssize_t i = 0; i < lim && bad < 0; i++) {
-        if (!ok[i]) { bad = 8 * i + (sub ? 6 : 4); break; }
-        if (sub) {
-            fe ru, wu, x, z, t;
-            fe_frombytes(&ru, s + stride * i);
-            fe_frombytes(&wu, s + stride * i + 32);
-            times8_xz(&x, &z, &wu);
-            fe_mul(&t, &ru, &z);
-            if (fe_iszero(&z) || !fe_eq(&x, &t)) bad = 8 * i + 7;
-        }
-    }
-    PyMem_RawFree(g); PyMem_RawFree(ok);
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (use_ifma()) bad = check_field8(s, lim, stride, sub);
+    else
+#endif
+    bad = check_field(s, lim, stride, sub);
     if (bad < 0 && lim < n) bad = 8 * lim + code;
     return bad;
 }
@@ -350,7 +368,6 @@ static PyObject *py_check_points(PyObject *self, PyObject *args)
     bad = check_block(b.buf, b.len / 32, 32, 0, NULL);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&b);
-    if (bad == -2) return PyErr_NoMemory();
     return PyLong_FromSsize_t(bad);
 }
 
@@ -373,46 +390,55 @@ static PyObject *py_validate_witnessed(PyObject *self, PyObject *args)
     PyBuffer_Release(&b);
     if (bad == -1) return out;
     Py_DECREF(out);
-    if (bad == -2) return PyErr_NoMemory();
     return PyLong_FromSsize_t(bad);
+}
+
+/* times8_witnessed's field work in scalar code: o gets u([8]W) || u(W) for n points at
+ * s; 0 if fine, 1 if some [8]W = O, -1 out of memory */
+static int times8_field(uint8_t *o, const uint8_t *s, size_t n)
+{
+    fe *xs = PyMem_RawMalloc(sizeof(fe) * (n ? n : 1)), *zs = PyMem_RawMalloc(sizeof(fe) * (n ? n : 1));
+    int rc = xs && zs ? 0 : -1;
+    for (size_t i = 0; i < n && !rc; i++) {
+        fe w;
+        fe_frombytes(&w, s + 32 * i);
+        times8_xz(&xs[i], &zs[i], &w);
+        rc = fe_iszero(&zs[i]);
+    }
+    if (!rc) rc = batch_invert(zs, n);
+    for (size_t i = 0; i < n && !rc; i++) {
+        fe u;
+        fe_mul(&u, &xs[i], &zs[i]);
+        fe_tobytes(o + 64 * i, &u);
+        memcpy(o + 64 * i + 32, s + 32 * i, 32);
+    }
+    PyMem_RawFree(xs); PyMem_RawFree(zs);
+    return rc;
 }
 
 /* times8_witnessed(blob) -> u([8]W) || u(W) per 32-byte u(W); None if some [8]W = O */
 static PyObject *py_times8_witnessed(PyObject *self, PyObject *args)
 {
     Py_buffer b;
+    int rc;
     (void)self;
     if (!PyArg_ParseTuple(args, "y*", &b)) return NULL;
     Py_ssize_t n = b.len / 32;
-    fe *xs = PyMem_RawMalloc(sizeof(fe) * (n ? n : 1));
-    fe *zs = PyMem_RawMalloc(sizeof(fe) * (n ? n : 1));
     PyObject *out = PyBytes_FromStringAndSize(NULL, 64 * n);
-    int zero = 0, oom = 0;
-    if (!xs || !zs || !out) { PyErr_NoMemory(); goto done; }
-    const uint8_t *s = b.buf;
+    if (!out) { PyBuffer_Release(&b); return NULL; }
     uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n && !zero; i++) {
-        fe w;
-        fe_frombytes(&w, s + 32 * i);
-        times8_xz(&xs[i], &zs[i], &w);
-        zero = fe_iszero(&zs[i]);
-    }
-    if (!zero && batch_invert(zs, (size_t)n) < 0) oom = 1;
-    if (!zero && !oom)
-        for (Py_ssize_t i = 0; i < n; i++) {
-            fe u;
-            fe_mul(&u, &xs[i], &zs[i]);
-            fe_tobytes(o + 64 * i, &u);
-            memcpy(o + 64 * i + 32, s + 32 * i, 32);
-        }
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (use_ifma()) rc = times8_field8(o, b.buf, (size_t)n);
+    else
+#endif
+    rc = times8_field(o, b.buf, (size_t)n);
     Py_END_ALLOW_THREADS
-    if (oom) { PyErr_NoMemory(); Py_CLEAR(out); }
-    else if (zero) { Py_DECREF(out); out = Py_None; Py_INCREF(out); }
-done:
-    PyMem_RawFree(xs); PyMem_RawFree(zs); PyBuffer_Release(&b);
-    if (PyErr_Occurred()) { Py_XDECREF(out); return NULL; }
-    return out;
+    PyBuffer_Release(&b);
+    if (rc == 0) return out;
+    Py_DECREF(out);
+    if (rc < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
 }
 
 /* --- multi-buffer X25519 driver --------------------------------------------------------- */

@@ -1,13 +1,17 @@
-/* Batch z^((p-5)/8) over GF(2^255 - 19), eight lanes at a time with AVX-512 IFMA
- * (vpmadd52luq / vpmadd52huq, radix 2^52, five limbs) when the CPU has it, else the
- * scalar fe_pow22523 of fe25519.h; and SHA-512 eight messages at a time (AVX-512F) for
- * expand_message_xmd. It is the one exponentiation of every Elligator 2
- * square root and every Legendre symbol, i.e. most of hash-to-curve and of the point
- * checks; results are identical to the scalar code (tests compare the two).
+/* GF(2^255 - 19) eight lanes at a time with AVX-512 IFMA (vpmadd52luq / vpmadd52huq),
+ * when the CPU has it: the field code of the hash-to-curve map, the point checks and the
+ * witnesses in psi_ifma.h, and the batch z^((p-5)/8) (tests). Results are identical to
+ * the scalar code of fe25519.h (tests compare the two on every function).
  *
- * Limbs stay strictly below 2^52 between operations (vpmadd52 reads 52 bits of each
- * input): products are normalised over ten limbs, folded with 2^260 = 608 (mod p),
- * then carried twice with the fold and once more from limb 0 (see fe8_reduce). */
+ * Representation: radix 2^51, five limbs per lane, *loose*: every limb < 2^52 between
+ * operations (vpmadd52 reads 52 bits of each input, so a product of two such limbs is
+ * exact), the value any residue of its class (canonical only through fe8_canon). The
+ * 52-bit multiplier on 51-bit limbs leaves one bit of headroom, which makes the
+ * reduction carry-parallel: a product's ten columns (low halves at 2^(51k), high halves
+ * doubled at 2^(51(k+1))) fold with 2^255 = 19 into five limbs < 2^61, and one carry
+ * step of all limbs at once brings them back below 2^52 (fe8_carry). Two independent
+ * exponentiations interleave (fe8_pow22523_2), which keeps the multipliers busy.
+ */
 #ifndef FE25519_IFMA_H
 #define FE25519_IFMA_H
 #include "fe25519.h"
@@ -17,107 +21,201 @@ static int simd_enabled = 1; /* psi.native turns it off for tests of the scalar 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define IFMA __attribute__((target("avx512f,avx512ifma")))
+#define IFMA_INLINE IFMA static inline __attribute__((always_inline))
 typedef struct { __m512i l[5]; } fe8;
 
-IFMA static inline void fe8_carry(__m512i *z)
+static fe8 *fe8_alloc(size_t n) /* 64-byte aligned, free() it */
 {
-    const __m512i m = _mm512_set1_epi64((1LL << 52) - 1), k608 = _mm512_set1_epi64(608);
-    for (int pass = 0; pass < 2; pass++) {
-        for (int k = 0; k < 4; k++) {
-            z[k + 1] = _mm512_add_epi64(z[k + 1], _mm512_srli_epi64(z[k], 52));
-            z[k] = _mm512_and_si512(z[k], m);
-        }
-        __m512i c = _mm512_srli_epi64(z[4], 52);
-        z[4] = _mm512_and_si512(z[4], m);
-        z[0] = _mm512_madd52lo_epu64(z[0], c, k608);
-    }
-    z[1] = _mm512_add_epi64(z[1], _mm512_srli_epi64(z[0], 52));
-    z[0] = _mm512_and_si512(z[0], m);
+    void *p = NULL;
+    return posix_memalign(&p, 64, sizeof(fe8) * (n ? n : 1)) ? NULL : p;
 }
 
-IFMA static inline void fe8_reduce(fe8 *o, __m512i *z) /* z[0..9] -> o */
-{
-    const __m512i m = _mm512_set1_epi64((1LL << 52) - 1), k608 = _mm512_set1_epi64(608);
-    for (int k = 0; k < 9; k++) {
-        z[k + 1] = _mm512_add_epi64(z[k + 1], _mm512_srli_epi64(z[k], 52));
-        z[k] = _mm512_and_si512(z[k], m);
-    }
-    __m512i h = _mm512_madd52hi_epu64(_mm512_setzero_si512(), z[9], k608);
-    for (int k = 0; k < 5; k++) {
-        z[k] = _mm512_madd52lo_epu64(z[k], z[k + 5], k608);
-        if (k < 4) z[k + 1] = _mm512_madd52hi_epu64(z[k + 1], z[k + 5], k608);
-    }
-    z[0] = _mm512_madd52lo_epu64(z[0], h, k608);
-    fe8_carry(z);
-    for (int k = 0; k < 5; k++) o->l[k] = z[k];
+IFMA_INLINE __m512i fe8_x19(__m512i x) { /* 19 x = 16 x + 2 x + x */
+    return _mm512_add_epi64(_mm512_add_epi64(_mm512_slli_epi64(x, 4), _mm512_slli_epi64(x, 1)), x);
 }
 
-IFMA static void fe8_mul(fe8 *o, const fe8 *a, const fe8 *b)
+/* limbs < 2^63 -> the same value with limbs < 2^51 + 19 * 2^12 (< 2^52), in one step */
+IFMA_INLINE void fe8_carry(fe8 *o, const __m512i *r)
 {
-    __m512i z[10];
-    for (int k = 0; k < 10; k++) z[k] = _mm512_setzero_si512();
+    const __m512i m = _mm512_set1_epi64((1LL << 51) - 1);
+    __m512i t[5];
+    for (int k = 0; k < 5; k++) t[k] = _mm512_srli_epi64(r[k], 51);
+    o->l[0] = _mm512_add_epi64(_mm512_and_si512(r[0], m), fe8_x19(t[4]));
+    for (int k = 1; k < 5; k++) o->l[k] = _mm512_add_epi64(_mm512_and_si512(r[k], m), t[k - 1]);
+}
+
+/* columns c_k = L_k + 2 H_(k-1), k = 0..9 (each < 2^56), folded and carried */
+IFMA_INLINE void fe8_fold(fe8 *o, const __m512i *L, const __m512i *H)
+{
+    __m512i c[10], r[5];
+    c[0] = L[0];
+    for (int k = 1; k < 9; k++) c[k] = _mm512_add_epi64(L[k], _mm512_slli_epi64(H[k - 1], 1));
+    c[9] = _mm512_slli_epi64(H[8], 1);
+    for (int k = 0; k < 5; k++) r[k] = _mm512_add_epi64(c[k], fe8_x19(c[k + 5]));
+    fe8_carry(o, r);
+}
+
+IFMA_INLINE void fe8_mul(fe8 *o, const fe8 *a, const fe8 *b)
+{
+    __m512i L[9], H[9];
+    for (int k = 0; k < 9; k++) L[k] = H[k] = _mm512_setzero_si512();
     for (int i = 0; i < 5; i++)
         for (int j = 0; j < 5; j++) {
-            z[i + j] = _mm512_madd52lo_epu64(z[i + j], a->l[i], b->l[j]);
-            z[i + j + 1] = _mm512_madd52hi_epu64(z[i + j + 1], a->l[i], b->l[j]);
+            L[i + j] = _mm512_madd52lo_epu64(L[i + j], a->l[i], b->l[j]);
+            H[i + j] = _mm512_madd52hi_epu64(H[i + j], a->l[i], b->l[j]);
         }
-    fe8_reduce(o, z);
+    fe8_fold(o, L, H);
 }
 
-IFMA static void fe8_sq(fe8 *o, const fe8 *a)
+/* column k of a^2 = D_k + 2 (U_k + 2 X_(k-1)): D the squares' low halves, U the cross
+ * products' low halves with the squares' high halves, X the cross products' high halves */
+IFMA_INLINE void fe8_sq(fe8 *o, const fe8 *a)
 {
-    __m512i z[10], d[10];
-    for (int k = 0; k < 10; k++) z[k] = d[k] = _mm512_setzero_si512();
-    for (int i = 0; i < 5; i++)
-        for (int j = i + 1; j < 5; j++) {
-            z[i + j] = _mm512_madd52lo_epu64(z[i + j], a->l[i], a->l[j]);
-            z[i + j + 1] = _mm512_madd52hi_epu64(z[i + j + 1], a->l[i], a->l[j]);
-        }
+    __m512i D[9], U[10], X[9], r[5], c[10];
+    for (int k = 0; k < 9; k++) D[k] = U[k] = X[k] = _mm512_setzero_si512();
+    U[9] = _mm512_setzero_si512();
     for (int i = 0; i < 5; i++) {
-        d[2 * i] = _mm512_madd52lo_epu64(d[2 * i], a->l[i], a->l[i]);
-        d[2 * i + 1] = _mm512_madd52hi_epu64(d[2 * i + 1], a->l[i], a->l[i]);
+        D[2 * i] = _mm512_madd52lo_epu64(D[2 * i], a->l[i], a->l[i]);
+        U[2 * i + 1] = _mm512_madd52hi_epu64(U[2 * i + 1], a->l[i], a->l[i]);
+        for (int j = i + 1; j < 5; j++) {
+            U[i + j] = _mm512_madd52lo_epu64(U[i + j], a->l[i], a->l[j]);
+            X[i + j] = _mm512_madd52hi_epu64(X[i + j], a->l[i], a->l[j]);
+        }
     }
-    for (int k = 0; k < 10; k++) z[k] = _mm512_add_epi64(_mm512_slli_epi64(z[k], 1), d[k]);
-    fe8_reduce(o, z);
+    c[0] = D[0];
+    for (int k = 1; k < 10; k++) {
+        c[k] = _mm512_slli_epi64(_mm512_add_epi64(U[k], _mm512_slli_epi64(X[k - 1], 1)), 1);
+        if (k < 9) c[k] = _mm512_add_epi64(c[k], D[k]);
+    }
+    for (int k = 0; k < 5; k++) r[k] = _mm512_add_epi64(c[k], fe8_x19(c[k + 5]));
+    fe8_carry(o, r);
 }
 
-IFMA static void fe8_sqn(fe8 *o, const fe8 *a, int n) { fe8_sq(o, a); while (--n > 0) fe8_sq(o, o); }
-
-IFMA static void fe8_pow22523(fe8 *o, const fe8 *z) /* fe_pow250 + fe_pow22523, 8 lanes */
+IFMA_INLINE void fe8_add(fe8 *o, const fe8 *a, const fe8 *b)
 {
-    fe8 z2, t, z9, z11, a, b, c;
-    fe8_sq(&z2, z);
-    fe8_sqn(&t, &z2, 2);
-    fe8_mul(&z9, &t, z);
-    fe8_mul(&z11, &z9, &z2);
-    fe8_sq(&t, &z11);
-    fe8_mul(&a, &t, &z9);
-    fe8_sqn(&t, &a, 5); fe8_mul(&b, &t, &a);
-    fe8_sqn(&t, &b, 10); fe8_mul(&c, &t, &b);
-    fe8_sqn(&t, &c, 20); fe8_mul(&t, &t, &c);
-    fe8_sqn(&t, &t, 10); fe8_mul(&a, &t, &b);
-    fe8_sqn(&t, &a, 50); fe8_mul(&b, &t, &a);
-    fe8_sqn(&t, &b, 100); fe8_mul(&t, &t, &b);
-    fe8_sqn(&t, &t, 50); fe8_mul(&t, &t, &a);
-    fe8_sqn(&t, &t, 2);
-    fe8_mul(o, &t, z);
+    __m512i r[5];
+    for (int k = 0; k < 5; k++) r[k] = _mm512_add_epi64(a->l[k], b->l[k]);
+    fe8_carry(o, r);
 }
 
-/* eight radix-2^51 elements <-> one fe8 (through the canonical 32-byte form) */
-IFMA static void fe8_load(fe8 *o, const fe *in)
+IFMA_INLINE void fe8_sub(fe8 *o, const fe8 *a, const fe8 *b) /* a + 4p - b */
+{
+    __m512i r[5];
+    r[0] = _mm512_sub_epi64(_mm512_add_epi64(a->l[0], _mm512_set1_epi64((1LL << 53) - 76)),
+                            b->l[0]);
+    for (int k = 1; k < 5; k++)
+        r[k] = _mm512_sub_epi64(_mm512_add_epi64(a->l[k], _mm512_set1_epi64((1LL << 53) - 4)),
+                                b->l[k]);
+    fe8_carry(o, r);
+}
+
+IFMA_INLINE void fe8_neg(fe8 *o, const fe8 *a)
+{
+    fe8 z;
+    for (int k = 0; k < 5; k++) z.l[k] = _mm512_setzero_si512();
+    fe8_sub(o, &z, a);
+}
+
+IFMA_INLINE void fe8_mul_small(fe8 *o, const fe8 *a, uint64_t s) /* s < 2^52 */
+{
+    const __m512i k = _mm512_set1_epi64((long long)s);
+    __m512i L[9], H[9];
+    for (int i = 0; i < 9; i++) L[i] = H[i] = _mm512_setzero_si512();
+    for (int i = 0; i < 5; i++) {
+        L[i] = _mm512_madd52lo_epu64(L[i], a->l[i], k);
+        H[i] = _mm512_madd52hi_epu64(H[i], a->l[i], k);
+    }
+    fe8_fold(o, L, H);
+}
+
+IFMA_INLINE void fe8_set1(fe8 *o, const fe *c) /* c (limbs < 2^52) in every lane */
+{
+    for (int k = 0; k < 5; k++) o->l[k] = _mm512_set1_epi64((long long)c->v[k]);
+}
+
+IFMA_INLINE void fe8_select(fe8 *o, __mmask8 m, const fe8 *a, const fe8 *b) /* m ? a : b */
+{
+    for (int k = 0; k < 5; k++) o->l[k] = _mm512_mask_blend_epi64(m, b->l[k], a->l[k]);
+}
+
+/* the canonical limbs (value < p, limbs < 2^51): fe_tobytes' steps, lane-wise */
+IFMA static void fe8_canon(fe8 *o, const fe8 *a)
+{
+    const __m512i m = _mm512_set1_epi64((1LL << 51) - 1);
+    __m512i t[5];
+    for (int k = 0; k < 5; k++) t[k] = a->l[k];
+    for (int pass = 0; pass < 3; pass++) {
+        if (pass == 2) t[0] = _mm512_add_epi64(t[0], _mm512_set1_epi64(19));
+        for (int k = 0; k < 4; k++) {
+            t[k + 1] = _mm512_add_epi64(t[k + 1], _mm512_srli_epi64(t[k], 51));
+            t[k] = _mm512_and_si512(t[k], m);
+        }
+        t[0] = _mm512_add_epi64(t[0], fe8_x19(_mm512_srli_epi64(t[4], 51)));
+        t[4] = _mm512_and_si512(t[4], m);
+    }
+    t[0] = _mm512_add_epi64(t[0], _mm512_set1_epi64((1LL << 51) - 19));
+    for (int k = 1; k < 5; k++) t[k] = _mm512_add_epi64(t[k], m);
+    for (int k = 0; k < 4; k++) {
+        t[k + 1] = _mm512_add_epi64(t[k + 1], _mm512_srli_epi64(t[k], 51));
+        t[k] = _mm512_and_si512(t[k], m);
+    }
+    t[4] = _mm512_and_si512(t[4], m);
+    for (int k = 0; k < 5; k++) o->l[k] = t[k];
+}
+
+IFMA static __mmask8 fe8_iszero(const fe8 *a)
+{
+    fe8 c;
+    fe8_canon(&c, a);
+    __m512i x = _mm512_or_si512(_mm512_or_si512(c.l[0], c.l[1]),
+                                _mm512_or_si512(_mm512_or_si512(c.l[2], c.l[3]), c.l[4]));
+    return _mm512_cmpeq_epi64_mask(x, _mm512_setzero_si512());
+}
+
+IFMA static __mmask8 fe8_eq(const fe8 *a, const fe8 *b)
+{
+    fe8 d;
+    fe8_sub(&d, a, b);
+    return fe8_iszero(&d);
+}
+
+IFMA static __mmask8 fe8_isodd(const fe8 *a)
+{
+    fe8 c;
+    fe8_canon(&c, a);
+    return _mm512_test_epi64_mask(c.l[0], _mm512_set1_epi64(1));
+}
+
+/* eight 32-byte little-endian encodings (bit 255 ignored) <-> one fe8 */
+IFMA static void fe8_frombytes(fe8 *o, const uint8_t *const s[8])
 {
     uint64_t l[5][8];
     for (int j = 0; j < 8; j++) {
-        uint8_t s[32];
-        uint64_t w[4];
-        fe_tobytes(s, &in[j]);
-        memcpy(w, s, 32);
-        l[0][j] = w[0] & ((1ULL << 52) - 1);
-        l[1][j] = ((w[0] >> 52) | (w[1] << 12)) & ((1ULL << 52) - 1);
-        l[2][j] = ((w[1] >> 40) | (w[2] << 24)) & ((1ULL << 52) - 1);
-        l[3][j] = ((w[2] >> 28) | (w[3] << 36)) & ((1ULL << 52) - 1);
-        l[4][j] = w[3] >> 16;
+        fe f;
+        fe_frombytes(&f, s[j]);
+        for (int k = 0; k < 5; k++) l[k][j] = f.v[k];
     }
+    for (int k = 0; k < 5; k++) o->l[k] = _mm512_loadu_si512(l[k]);
+}
+
+IFMA static void fe8_tobytes(uint8_t *const s[8], int lanes, const fe8 *a)
+{
+    fe8 c;
+    uint64_t l[5][8];
+    fe8_canon(&c, a);
+    for (int k = 0; k < 5; k++) _mm512_storeu_si512(l[k], c.l[k]);
+    for (int j = 0; j < lanes; j++) {
+        uint64_t w[4] = {l[0][j] | (l[1][j] << 51), (l[1][j] >> 13) | (l[2][j] << 38),
+                         (l[2][j] >> 26) | (l[3][j] << 25), (l[3][j] >> 39) | (l[4][j] << 12)};
+        memcpy(s[j], w, 32);
+    }
+}
+
+IFMA static void fe8_load(fe8 *o, const fe *in) /* eight scalar elements (limbs < 2^52) */
+{
+    uint64_t l[5][8];
+    for (int j = 0; j < 8; j++)
+        for (int k = 0; k < 5; k++) l[k][j] = in[j].v[k];
     for (int k = 0; k < 5; k++) o->l[k] = _mm512_loadu_si512(l[k]);
 }
 
@@ -125,140 +223,88 @@ IFMA static void fe8_store(fe *out, const fe8 *a)
 {
     uint64_t l[5][8];
     for (int k = 0; k < 5; k++) _mm512_storeu_si512(l[k], a->l[k]);
-    for (int j = 0; j < 8; j++) {
-        out[j].v[0] = l[0][j] & M51;
-        out[j].v[1] = ((l[0][j] >> 51) | (l[1][j] << 1)) & M51;
-        out[j].v[2] = ((l[1][j] >> 50) | (l[2][j] << 2)) & M51;
-        out[j].v[3] = ((l[2][j] >> 49) | (l[3][j] << 3)) & M51;
-        out[j].v[4] = (l[3][j] >> 48) | (l[4][j] << 4); /* up to 56 bits: carried below */
-        fe_carry(&out[j]);
-        fe_carry(&out[j]);
+    for (int j = 0; j < 8; j++)
+        for (int k = 0; k < 5; k++) out[j].v[k] = l[k][j];
+}
+
+/* n (1 or 2) independent chains, interleaved: z[q] -> z[q]^(2^250 - 1), z11[q] = z[q]^11
+ * (fe_pow250's chain) */
+#define FE8_EACH for (int q = 0; q < n; q++)
+#define FE8_SQN(o, x, c) do { FE8_EACH fe8_sq(&o[q], &x[q]); \
+                              for (int r_ = 1; r_ < (c); r_++) FE8_EACH fe8_sq(&o[q], &o[q]); } while (0)
+IFMA static void fe8_pow250_n(fe8 *z, fe8 *z11, int n)
+{
+    fe8 z2[2], t[2], z9[2], a[2], b[2], c[2];
+    FE8_EACH fe8_sq(&z2[q], &z[q]);
+    FE8_SQN(t, z2, 2);
+    FE8_EACH fe8_mul(&z9[q], &t[q], &z[q]);
+    FE8_EACH fe8_mul(&z11[q], &z9[q], &z2[q]);
+    FE8_EACH fe8_sq(&t[q], &z11[q]);
+    FE8_EACH fe8_mul(&a[q], &t[q], &z9[q]);                   /* 2^5 - 1 */
+    FE8_SQN(t, a, 5); FE8_EACH fe8_mul(&b[q], &t[q], &a[q]);   /* 2^10 - 1 */
+    FE8_SQN(t, b, 10); FE8_EACH fe8_mul(&c[q], &t[q], &b[q]);  /* 2^20 - 1 */
+    FE8_SQN(t, c, 20); FE8_EACH fe8_mul(&t[q], &t[q], &c[q]);  /* 2^40 - 1 */
+    FE8_SQN(t, t, 10); FE8_EACH fe8_mul(&a[q], &t[q], &b[q]);  /* 2^50 - 1 */
+    FE8_SQN(t, a, 50); FE8_EACH fe8_mul(&b[q], &t[q], &a[q]);  /* 2^100 - 1 */
+    FE8_SQN(t, b, 100); FE8_EACH fe8_mul(&t[q], &t[q], &b[q]); /* 2^200 - 1 */
+    FE8_SQN(t, t, 50); FE8_EACH fe8_mul(&z[q], &t[q], &a[q]);  /* 2^250 - 1 */
+}
+
+/* z[q] -> z[q]^((p-5)/8) = z^(2^252 - 3) for q < n (n = 1 or 2) */
+IFMA static void fe8_pow22523_n(fe8 *z, int n)
+{
+    fe8 x[2], z11[2];
+    FE8_EACH x[q] = z[q];
+    fe8_pow250_n(x, z11, n);
+    FE8_SQN(x, x, 2);
+    FE8_EACH fe8_mul(&z[q], &x[q], &z[q]);
+}
+
+IFMA static void fe8_invert(fe8 *o, const fe8 *z) /* z^(p-2) */
+{
+    fe8 x = *z, z11;
+    fe8_pow250_n(&x, &z11, 1);
+    for (int r = 0; r < 5; r++) fe8_sq(&x, &x);
+    fe8_mul(o, &x, &z11);
+}
+#undef FE8_EACH
+#undef FE8_SQN
+
+/* Montgomery's trick lane-wise over g groups: den[i] -> 1/den[i] (all non-zero), three
+ * multiplications per group and one inversion per call; acc: g scratch elements */
+IFMA static void fe8_batch_invert(fe8 *den, fe8 *acc, size_t g)
+{
+    fe8 run, inv, t;
+    fe one;
+    fe_set(&one, 1);
+    fe8_set1(&run, &one);
+    for (size_t i = 0; i < g; i++) { acc[i] = run; fe8_mul(&run, &run, &den[i]); }
+    fe8_invert(&inv, &run);
+    for (size_t i = g; i-- > 0;) {
+        fe8_mul(&t, &inv, &acc[i]);
+        fe8_mul(&inv, &inv, &den[i]);
+        den[i] = t;
     }
 }
 
 IFMA static void pow22523_ifma(fe *out, const fe *in, size_t n)
 {
     size_t g = 0;
+    for (; g + 16 <= n; g += 16) {
+        fe8 a[2];
+        fe8_load(&a[0], in + g);
+        fe8_load(&a[1], in + g + 8);
+        fe8_pow22523_n(a, 2);
+        fe8_store(out + g, &a[0]);
+        fe8_store(out + g + 8, &a[1]);
+    }
     for (; g + 8 <= n; g += 8) {
         fe8 a;
         fe8_load(&a, in + g);
-        fe8_pow22523(&a, &a);
+        fe8_pow22523_n(&a, 1);
         fe8_store(out + g, &a);
     }
     for (; g < n; g++) fe_pow22523(&out[g], &in[g]);
-}
-
-/* --- SHA-512, eight independent messages of equal length per call (AVX-512F) --------- */
-
-#define X8_ROR(x, n) _mm512_ror_epi64((x), (n))
-
-IFMA static void sha512x8_block(__m512i *st, const uint8_t *const blk[8])
-{
-    __m512i w[16], a = st[0], b = st[1], c = st[2], d = st[3], e = st[4], f = st[5],
-            g = st[6], h = st[7];
-    for (int i = 0; i < 16; i++) {
-        uint64_t t[8];
-        for (int j = 0; j < 8; j++) t[j] = be64(blk[j] + 8 * i);
-        w[i] = _mm512_loadu_si512(t);
-    }
-    for (int i = 0; i < 80; i++) {
-        __m512i wi;
-        if (i < 16) {
-            wi = w[i];
-        } else {
-            __m512i w15 = w[(i - 15) & 15], w2 = w[(i - 2) & 15];
-            __m512i s0 = _mm512_xor_si512(_mm512_xor_si512(X8_ROR(w15, 1), X8_ROR(w15, 8)),
-                                          _mm512_srli_epi64(w15, 7));
-            __m512i s1 = _mm512_xor_si512(_mm512_xor_si512(X8_ROR(w2, 19), X8_ROR(w2, 61)),
-                                          _mm512_srli_epi64(w2, 6));
-            wi = _mm512_add_epi64(_mm512_add_epi64(w[i & 15], s0),
-                                  _mm512_add_epi64(w[(i - 7) & 15], s1));
-            w[i & 15] = wi;
-        }
-        __m512i S1 = _mm512_xor_si512(_mm512_xor_si512(X8_ROR(e, 14), X8_ROR(e, 18)),
-                                      X8_ROR(e, 41));
-        __m512i ch = _mm512_ternarylogic_epi64(e, f, g, 0xCA);  /* e ? f : g */
-        __m512i t1 = _mm512_add_epi64(_mm512_add_epi64(h, S1),
-                                      _mm512_add_epi64(ch, _mm512_add_epi64(
-                                          _mm512_set1_epi64((long long)K512[i]), wi)));
-        __m512i S0 = _mm512_xor_si512(_mm512_xor_si512(X8_ROR(a, 28), X8_ROR(a, 34)),
-                                      X8_ROR(a, 39));
-        __m512i mj = _mm512_ternarylogic_epi64(a, b, c, 0xE8); /* majority */
-        h = g; g = f; f = e; e = _mm512_add_epi64(d, t1);
-        d = c; c = b; b = a; a = _mm512_add_epi64(t1, _mm512_add_epi64(S0, mj));
-    }
-    st[0] = _mm512_add_epi64(st[0], a); st[1] = _mm512_add_epi64(st[1], b);
-    st[2] = _mm512_add_epi64(st[2], c); st[3] = _mm512_add_epi64(st[3], d);
-    st[4] = _mm512_add_epi64(st[4], e); st[5] = _mm512_add_epi64(st[5], f);
-    st[6] = _mm512_add_epi64(st[6], g); st[7] = _mm512_add_epi64(st[7], h);
-}
-
-#define X8_MAX 512 /* bytes of a padded message per lane */
-
-/* SHA-512 of prefix || m[j] for 8 lanes, each m[j] of length len; the state after the
- * prefix (prefix_len bytes, a multiple of 128) is iv. Returns 0 if len is too long. */
-IFMA static int sha512x8(uint8_t out[8][64], const uint64_t *iv, uint64_t prefix_len,
-                         const uint8_t *const m[8], size_t len)
-{
-    size_t nb = (len + 17 + 127) / 128;
-    if (nb * 128 > X8_MAX) return 0;
-    uint8_t buf[8][X8_MAX];
-    uint64_t bits = (prefix_len + len) * 8;
-    for (int j = 0; j < 8; j++) {
-        memcpy(buf[j], m[j], len);
-        memset(buf[j] + len, 0, nb * 128 - len);
-        buf[j][len] = 0x80;
-        for (int k = 0; k < 8; k++) buf[j][nb * 128 - 1 - k] = (uint8_t)(bits >> (8 * k));
-    }
-    __m512i st[8];
-    for (int k = 0; k < 8; k++) st[k] = _mm512_set1_epi64((long long)iv[k]);
-    for (size_t q = 0; q < nb; q++) {
-        const uint8_t *blk[8];
-        for (int j = 0; j < 8; j++) blk[j] = buf[j] + 128 * q;
-        sha512x8_block(st, blk);
-    }
-    uint64_t h[8][8];
-    for (int k = 0; k < 8; k++) _mm512_storeu_si512(h[k], st[k]);
-    for (int j = 0; j < 8; j++)
-        for (int k = 0; k < 8; k++)
-            for (int i = 0; i < 8; i++) out[j][8 * k + i] = (uint8_t)(h[k][j] >> (56 - 8 * i));
-    return 1;
-}
-
-/* expand_xmd96 (RFC 9380 5.3.1, 96 bytes) of 8 messages of equal length; pre has
- * absorbed Z_pad. Returns 0 (nothing written) where the lengths do not fit. */
-IFMA static int expand_xmd96_x8_ifma(uint8_t b1[8][64], uint8_t b2[8][64],
-                                     const sha512_ctx *pre, const uint8_t *const msg[8],
-                                     size_t ml, const uint8_t *dp, size_t dl)
-{
-    static const uint8_t post0[3] = {0, 96, 0};
-    static const uint64_t iv[8] = {
-        0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL,
-        0xa54ff53a5f1d36f1ULL, 0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL,
-        0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL};
-    size_t l0 = ml + 3 + dl, l1 = 65 + dl;
-    if (l0 + 17 > X8_MAX || l1 + 17 > X8_MAX) return 0;
-    uint8_t in[8][X8_MAX], b0[8][64];
-    const uint8_t *p[8];
-    for (int j = 0; j < 8; j++) {
-        memcpy(in[j], msg[j], ml);
-        memcpy(in[j] + ml, post0, 3);
-        memcpy(in[j] + ml + 3, dp, dl);
-        p[j] = in[j];
-    }
-    if (!sha512x8(b0, pre->h, 128, p, l0)) return 0;
-    for (int j = 0; j < 8; j++) {
-        memcpy(in[j], b0[j], 64);
-        in[j][64] = 1;
-        memcpy(in[j] + 65, dp, dl);
-    }
-    sha512x8(b1, iv, 0, p, l1);
-    for (int j = 0; j < 8; j++) {
-        for (int k = 0; k < 64; k++) in[j][k] = b0[j][k] ^ b1[j][k];
-        in[j][64] = 2;
-    }
-    sha512x8(b2, iv, 0, p, l1);
-    return 1;
 }
 
 static int have_ifma(void)
@@ -274,23 +320,13 @@ static int have_ifma(void)
 static int have_ifma(void) { return 0; }
 #endif
 
-/* 8 lanes of expand_message_xmd where the CPU and the lengths allow it, else 0 */
-static int expand_xmd96_x8(uint8_t b1[8][64], uint8_t b2[8][64], const sha512_ctx *pre,
-                           const uint8_t *const msg[8], size_t ml, const uint8_t *dp,
-                           size_t dl)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (simd_enabled && have_ifma()) return expand_xmd96_x8_ifma(b1, b2, pre, msg, ml, dp, dl);
-#endif
-    (void)b1; (void)b2; (void)pre; (void)msg; (void)ml; (void)dp; (void)dl;
-    return 0;
-}
+static int use_ifma(void) { return simd_enabled && have_ifma(); }
 
 /* out[i] = in[i]^((p-5)/8) for i < n (out may alias in) */
 static void pow22523_batch(fe *out, const fe *in, size_t n)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (simd_enabled && have_ifma()) {
+    if (use_ifma()) {
         pow22523_ifma(out, in, n);
         return;
     }

@@ -186,6 +186,38 @@ def test_refusals_identical_in_c_and_python(case, path):
             outcome("python", engine.validate_points, plain, False)
 
 
+@needs_ext
+@pytest.mark.parametrize("path", C_PATHS)
+def test_refusals_in_every_lane(path):
+    """The first bad point is named wherever it sits: in either half of a 16-point step
+    of the IFMA checks, in a partial last step, after an earlier bad point of the other
+    kind (a twist witness after a mismatch and the reverse)."""
+    wit = in_path("python", engine.times8_witnessed, _witnessed(21, 4))
+    twist = next(u for u in range(2, 99) if pow((u * u + 486662 * u + 1) * u % P,
+                                                (P - 1) // 2, P) == P - 1)
+    cases = []
+    for n, pos in ((1, 0), (7, 6), (9, 8), (16, 15), (17, 16), (21, 3), (21, 12)):
+        for kind in ("twist", "mismatch"):
+            rows = [wit[64 * i:64 * i + 64] for i in range(n)]
+            other = wit[64 * (pos + 1) + 32:64 * (pos + 2)]  # another point's witness
+            w = twist.to_bytes(32, "little") if kind == "twist" else other
+            rows[pos] = rows[pos][:32] + w
+            if pos + 1 < n:  # a later bad point of the other kind must not be named
+                later = rows[pos + 1]
+                rows[pos + 1] = later[:32] + (rows[0][32:] if kind == "twist" else
+                                              twist.to_bytes(32, "little"))
+            cases.append((b"".join(rows), pos))
+    for blob, pos in cases:
+        got = outcome(path, engine.validate_witnessed, blob, True)
+        assert got == outcome("python", engine.validate_witnessed, blob, True)
+        assert not got[0] and got[1].startswith(f"point {pos}: "), got
+        plain = b"".join(blob[i + 32:i + 64] for i in range(0, len(blob), 64))
+        assert outcome(path, engine.validate_points, plain, False) == \
+            outcome("python", engine.validate_points, plain, False)
+    assert in_path(path, engine.times8_witnessed, _witnessed(13, 5)) == \
+        in_path("python", engine.times8_witnessed, _witnessed(13, 5))
+
+
 @needs_mb
 def test_mb_x25519_equals_openssl_and_refuses_low_order():
     rnd = random.Random(5)
