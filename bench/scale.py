@@ -19,7 +19,10 @@ a sum of terms, each a count times a unit cost plus a fixed cost). The same run 
 runs the same jobs at two or more small calibration sizes (``--cal-rows``, default
 10,000 and 30,000 rows per party) and fits each term from the jobs' own phase timings
 (one size cannot separate fixed from per-row costs: refused), then prints the
-prediction for the measured point beside its measurement (ratio) and per term.
+prediction for the measured point beside its measurement (ratio) and per term; of the
+wall seconds and of both parties' CPU seconds (each node's process tree, sampled from
+/proc with the RSS; the PSI floor of bench/psi.py measured at the start of the run),
+with the cores the jobs got (CPU s / wall s).
 ``--quick`` uses 1024-bit test keys (flagged insecure) so the 100k point fits in minutes
 on this machine; the default is 2048.
 
@@ -142,6 +145,34 @@ def tree_memory(pid: int) -> dict:
     return out
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and all its descendants,
+    including exited ones their parent has reaped (a job process and its workers once
+    done count in the forkserver's and the job process's children times)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in f[11:15])   # utime stime cutime cstime
+        todo += _children(p)
+    return total / _TICK
+
+
+def machine_busy() -> float:
+    """CPU seconds all cores of the machine have spent busy (/proc/stat: everything but
+    idle and iowait), for the share of the machine a job got."""
+    with open("/proc/stat") as fh:
+        v = [int(x) for x in fh.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / _TICK
+
+
 def tree_rss(pid: int) -> int:
     """Resident bytes of ``pid`` and all its descendants (summed VmRSS)."""
     return tree_memory(pid)["rss"]
@@ -149,13 +180,28 @@ def tree_rss(pid: int) -> int:
 
 class RssSampler(threading.Thread):
     """Peak per party of the tree's RSS (``peak``) and of each figure of
-    :func:`tree_memory` on its own (``parts``), every 0.25 s."""
+    :func:`tree_memory` on its own (``parts``), every 0.25 s; and each party's tree CPU
+    seconds (:func:`tree_cpu`) with the machine's busy CPU seconds, a timeline
+    ``cpu`` of ``(monotonic s, machine busy s, {party: cpu s})`` (the cost model splits
+    it along a job's phases: :func:`costmodel.cpu_terms`)."""
 
     def __init__(self, pids: dict[str, int]):
         super().__init__(daemon=True)
         self.pids, self.peak = pids, {k: 0 for k in pids}
         self.parts: dict[str, dict] = {k: {} for k in pids}
+        self.cpu: list = []
         self.stop = threading.Event()
+
+    def cpu_sample(self) -> None:
+        self.cpu.append((time.monotonic(), machine_busy(),
+                         {k: tree_cpu(p) for k, p in self.pids.items()}))
+
+    def cpu_since(self, t0: float, t1: float) -> dict:
+        """The timeline between ``t0`` and ``t1`` (seconds from ``t0``), for the JSON."""
+        rows = sorted((r for r in self.cpu if t0 - 0.5 <= r[0] <= t1 + 0.5), key=lambda r: r[0])
+        return {"t": [round(r[0] - t0, 3) for r in rows], "t_done": round(t1 - t0, 3),
+                **{k: [round(r[2][k], 2) for r in rows] for k in self.pids},
+                "machine": [round(r[1], 2) for r in rows]}
 
     def reset(self) -> None:
         self.peak = {k: 0 for k in self.pids}
@@ -167,9 +213,21 @@ class RssSampler(threading.Thread):
                 m = tree_memory(pid)
                 self.peak[k] = max(self.peak[k], m["rss"])
                 self.parts[k] = {f: max(self.parts[k].get(f, 0), v) for f, v in m.items()}
+            self.cpu_sample()
 
 
 # ---------------------------------------------------------------- nodes and jobs
+def psi_floor() -> dict:
+    """bench/psi.py's PSI floor micro-benchmark (CPU time of this process, us per
+    operation), measured in this run; loaded by path (bench/ first on sys.path would
+    shadow the psi package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("psi_bench", ROOT / "bench" / "psi.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.measure_floor()
+
+
 def write_nodes(root: Path, key_bits: int, keep_received: str = "full", n_cal: int = 1
                 ) -> dict[str, Path]:
     from federation.keys import init_party_keys
@@ -227,7 +285,7 @@ def run_job(client, name: str, algorithm: str, params: dict, key_bits: int,
             break
         if time.monotonic() > deadline:
             raise SystemExit(f"job {name} stuck in {rec['state']}")
-        time.sleep(0.5)
+        time.sleep(0.2)
     if rec["state"] != "done":
         raise SystemExit(f"job {name} {rec['state']}: {rec.get('error')}")
     return rec
@@ -268,8 +326,11 @@ def run_point(client_b, client_p, sampler, a, suffix: str, skip: set) -> dict:
         before = dict(sampler.peak)
         sampler.reset()
         t, load0 = time.perf_counter(), os.getloadavg()[0]
+        sampler.cpu_sample()
+        m0 = time.monotonic()
         rec = run_job(client_b, name + suffix, alg, params, a.key_bits, 6 * 3600, suffix)
-        wall = time.perf_counter() - t
+        wall, m1 = time.perf_counter() - t, time.monotonic()
+        sampler.cpu_sample()
         prec = client_p.call("status", job_id=rec["job_id"])
         for _ in range(240):        # the platform may still be finishing (its transcript)
             if prec.get("state") in ("done", "failed", "cancelled"):
@@ -281,6 +342,7 @@ def run_point(client_b, client_p, sampler, a, suffix: str, skip: set) -> dict:
                "intersection": ((rec.get("checkpoint") or {}).get("psi") or {}),
                "peak_rss": dict(sampler.peak), "peak_parts": dict(sampler.parts),
                "bank_t": tim, "plat_t": ptim, "load": [load0, os.getloadavg()[0]],
+               "cpu_timeline": sampler.cpu_since(m0, m1),
                "bank": transcript_bytes(rec["artifacts"]["transcript"]),
                "platform": transcript_bytes(prec["artifacts"]["transcript"])}
         sampler.peak = {k: max(before[k], v) for k, v in sampler.peak.items()}
@@ -305,35 +367,39 @@ def run_point(client_b, client_p, sampler, a, suffix: str, skip: set) -> dict:
 
 def report_model(results: dict, points: list, main_pt: dict, a) -> None:
     """Fit the cost model on the calibration points and print its prediction for the
-    measured point beside the measurement, with each term's share."""
-    try:
-        u = costmodel.fit(points, a.depth, a.bins, a.trees, a.epochs)
-    except ValueError as exc:
-        print(f"cost model: not fitted ({exc}; give --cal-rows two sizes, e.g. 10000,30000)")
-        return
+    measured point beside the measurement, with each term's: of the wall seconds, and
+    of both parties' CPU seconds (the work, which the machine's load does not stretch)
+    with the cores the jobs got."""
+    fits = {}
+    for kind in ("wall", "cpu"):
+        try:
+            fits[kind] = costmodel.fit(points, a.depth, a.bins, a.trees, a.epochs, kind,
+                                       results.get("psi_floor_us"))
+        except ValueError as exc:
+            print(f"cost model ({kind}): not fitted ({exc}; give --cal-rows two sizes, "
+                  "e.g. 10000,30000)")
+            return
+    results["units"], results["cpu_units"] = fits["wall"], fits["cpu"]
     cnt = costmodel.point_counts(main_pt, a.rows, a.depth, a.bins)
-    per_term = costmodel.predict_terms(u, cnt)
-    pred = costmodel.totals(per_term)
-    results["units"], results["predicted"] = u, pred
-    results["predicted_terms"] = per_term
-    got = costmodel.terms(main_pt, a.trees, a.epochs)
-    print(f"unit costs fitted at {a.cal_rows} rows (s, fixed + per unit): " +
-          ", ".join(f"{k} {f:.3g} + {v:.3g}" for k, (f, v) in u.items()))
+    results["predicted_terms"] = costmodel.predict_terms(fits["wall"], cnt)
+    results["predicted"] = costmodel.totals(results["predicted_terms"])
+    results["predicted_cpu"] = costmodel.totals(costmodel.predict_terms(fits["cpu"], cnt))
+    for kind, u in fits.items():
+        print(f"unit costs ({kind}) fitted at {a.cal_rows} rows (s, fixed + per unit): " +
+              ", ".join(f"{k} {f:.3g} + {v:.3g}" for k, (f, v) in u.items()))
     loads = [(r, costmodel.mean_load(p)) for r, p in points] + \
         [(a.rows, costmodel.mean_load(main_pt))]
-    print("1-minute load average during each point's jobs (a fit is only as good as "
+    print("1-minute load average during each point's jobs (a wall fit is only as good as "
           "their agreement): " + ", ".join(f"{r}: {v:.1f}" for r, v in loads))
+    ar = vars(a)
+    print("cores the jobs used (both parties' CPU s / wall s): " + "; ".join(
+        f"{r}: " + ", ".join(f"{j} {v:.2f}" for j, v in costmodel.core_share(p, ar).items())
+        for r, p in [*points, (a.rows, main_pt)]))
     print(f"cost model: prediction for {a.rows} rows (training rows {cnt['sb_rest']}) from "
           f"the fit at {a.cal_rows} rows, beside the measurement:")
-    meas = costmodel.measured(main_pt)
-    for name, v in pred.items():
-        what = {"psi": "PSI s", "secureboost": "s/tree", "lr": "s/epoch"}[name]
-        if name in meas:
-            print(f"  {what:8s} predicted {v:8.1f}  measured {meas[name]:8.1f}  "
-                  f"ratio {v / meas[name]:.2f}")
-        print("    " + ", ".join(f"{k} {per_term[k]:.1f} / {got.get(k, 0.0):.1f}"
-                                 for k in per_term if k.startswith(costmodel.JOBS[name])) +
-              " (term: predicted / measured s)")
+    for kind in fits:
+        costmodel.print_compare(a.rows, costmodel.compare(fits[kind], main_pt, a.rows, ar,
+                                                          kind), kind)
 
 
 def main() -> None:
@@ -359,6 +425,9 @@ def main() -> None:
     skip = set(filter(None, a.skip.split(",")))
     print(f"load average {os.getloadavg()}, {os.cpu_count()} cores; rows {a.rows} per "
           f"party, {BANK_F}+{PLAT_F} features, Paillier {a.key_bits}", flush=True)
+    floor = psi_floor()
+    print(f"PSI floor (CPU, this process): {costmodel.psi_floor_per_id(floor) * 1e6:.2f} us "
+          "per ID (hash_to_curve + 2 X25519)", flush=True)
     root = Path(tempfile.mkdtemp(prefix="fedjoint-scale-"))
     write_data(root, a.rows, "")
     cal_rows = [int(x) for x in str(a.cal_rows).split(",")]
@@ -372,7 +441,7 @@ def main() -> None:
     sampler = RssSampler({p: procs[p].pid for p in procs})
     sampler.start()
     results: dict = {"rows": a.rows, "args": vars(a),
-                     "load_before": os.getloadavg()}
+                     "load_before": os.getloadavg(), "psi_floor_us": floor}
     try:
         from federation.admin import AdminClient
         clients = {}

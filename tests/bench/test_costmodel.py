@@ -3,8 +3,11 @@ synthetic phase timings, adds its terms up to the measured job time, and refuses
 single calibration size (which cannot separate fixed from per-row costs)."""
 
 import importlib.util
+import os
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # loaded by path: bench/ on sys.path would shadow the psi package with bench/psi.py
@@ -80,3 +83,91 @@ def test_a_negative_unit_cost_becomes_a_constant():
 def test_mean_load_of_a_point():
     assert costmodel.mean_load({"psi": {"load": [4.0, 6.0]}, "lr": {"load": [8.0, 8.0]}}) == 6.5
     assert costmodel.mean_load({"psi": {}}) == 0.0
+
+
+def test_the_psi_of_every_job_is_a_sample():
+    # the SecureBoost and LR jobs run the same PSI: least squares over all three a size
+    pts = []
+    for r in (10_000, 30_000):
+        p = synthetic_point(r)
+        for job, extra in (("secureboost", 1.0), ("lr", -1.0)):
+            p[job].update(psi_s=p["psi"]["psi_s"] + extra, bank_t={**p[job]["bank_t"],
+                          **p["psi"]["bank_t"]}, plat_t=p["psi"]["plat_t"])
+        pts.append((r, p))
+    units = costmodel.fit(pts, DEPTH, BINS, trees=2, epochs=1)
+    assert units["psi_core"] == pytest.approx(TRUE["psi_core"], rel=1e-9)
+    pts[1][1]["lr"]["psi_s"] += 3.0             # one noisy sample moves the fit by a third
+    fixed, unit = costmodel.fit(pts, DEPTH, BINS, trees=2, epochs=1)["psi_core"]
+    assert unit == pytest.approx(TRUE["psi_core"][1] + 1.0 / 40_000)     # IDs: 20k -> 60k
+    assert fixed == pytest.approx(TRUE["psi_core"][0] - 0.5)
+
+
+def timeline(t_done: float, rates: list[tuple[float, float]]) -> dict:
+    """A CPU timeline sampled every 0.25 s: ``rates`` = [(until s, cores used)]."""
+    ts = np.arange(0.0, t_done + 0.25, 0.25)
+    cpu = np.cumsum([0.0] + [0.25 * next(c for u, c in rates if t <= u) for t in ts[1:]])
+    return {"t": ts.tolist(), "t_done": t_done, "bank": (cpu * 0.25).tolist(),
+            "platform": (cpu * 0.75).tolist()}
+
+
+def test_cpu_seconds_per_term_from_the_timeline():
+    # one tree: load 1 s, psi 2 s, keygen 1 s, setup 2 s, stream 4 s, the rest 4 s
+    sb = {"load": 1.0, "psi": 2.0, "keygen": 1.0, "training": 10.0, "evaluating": 0.0,
+          "total": 14.0, "training.total": 8.0, "training.encrypt": 4.0,
+          "training.wait_histograms": 3.0, "training.decrypt": 0.5}
+    row = {"bank_t": sb, "plat_t": {"load": 1.5}, "psi_s": 2.0, "per_unit_s": 10.0,
+           "cpu_timeline": timeline(14.0, [(4, 1.0), (6, 0.5), (10, 2.0), (14, 1.0)])}
+    got = costmodel.job_cpu_terms("secureboost", row, trees=1, epochs=1)
+    assert got["psi_wait"] == pytest.approx(0.5)       # the platform's load beyond the bank's
+    assert got["psi_core"] == pytest.approx(1.5)
+    assert got["sb_setup"] == pytest.approx(1.0)
+    assert got["sb_stream"] == pytest.approx(8.0)
+    # the tree's other 4 s (4 CPU s) split by the terms' wall seconds (3, 0.5, 0.5)
+    assert got["sb_hist"] == pytest.approx(3.0)
+    assert got["sb_decrypt"] == pytest.approx(0.5)
+    assert got["sb_rest"] == pytest.approx(0.5)
+    pt = {"secureboost": row}
+    assert costmodel.measured(pt, "cpu")["secureboost"] == pytest.approx(13.0)
+    assert costmodel.core_share(pt, {"trees": 1, "epochs": 1})["secureboost"] == \
+        pytest.approx(1.3)
+    assert costmodel.job_cpu_terms("secureboost", {"bank_t": sb}, 1, 1) == {}
+
+
+def test_psi_cpu_per_id_is_held_at_the_floor():
+    floor = {"x25519_openssl_us": 40.0, "x25519_mb_batch_us": 10.0, "hash_to_curve_us": 5.0}
+    assert costmodel.psi_floor_per_id(floor) == pytest.approx(25e-6)
+
+    def point(rows, cpu):
+        t = {"load": 0.0, "psi": 10.0, "total": 10.0}
+        return {"psi": {"bank_t": t, "plat_t": t, "psi_s": 10.0, "cpu_timeline": {
+            "t": [0.0, 10.0], "t_done": 10.0, "bank": [0.0, cpu], "platform": [0.0, 0.0]}}}
+    # a slope of 10 us per ID between the points, below the floor's 25
+    pts = [(r, point(r, 2.0 + 10e-6 * 2 * r)) for r in (10_000, 30_000)]
+    assert costmodel.fit(pts, DEPTH, BINS, 1, 1, "cpu")["psi_core"][1] == pytest.approx(10e-6)
+    fixed, unit = costmodel.fit(pts, DEPTH, BINS, 1, 1, "cpu", floor)["psi_core"]
+    assert unit == 25e-6 and fixed == pytest.approx(2.0 - 15e-6 * 40_000)
+
+
+def test_tree_cpu_counts_children_alive_and_reaped():
+    import subprocess
+    import sys
+    sys.modules.setdefault("costmodel", costmodel)   # bench/scale.py imports it by name
+    spec = importlib.util.spec_from_file_location("scale", _SPEC.origin.replace(
+        "costmodel.py", "scale.py"))
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.2: pass\n"
+    me = os.getpid()
+    before = scale.tree_cpu(me)
+    child = subprocess.Popen([sys.executable, "-c", burn + "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        for _ in range(200):                     # alive: counted as a descendant
+            if scale.tree_cpu(me) - before >= 0.2:
+                break
+            time.sleep(0.05)
+        assert scale.tree_cpu(me) - before >= 0.2
+    finally:
+        child.communicate(b"")                   # exits and is reaped: in our children time
+    assert scale.tree_cpu(me) - before >= 0.2
+    assert scale.machine_busy() > 0
