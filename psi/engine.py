@@ -429,10 +429,13 @@ class Engine:
         """Validate incoming blocks (no multiplication); yields each block once checked."""
         held: deque = deque()
 
-        def tasks():
+        step = POINT_BYTES * TASK_SIZE
+
+        def tasks():   # TASK_SIZE points per task: a block's checks use every worker
             for blk in blocks:
                 held.append(blk)
-                yield [(blk, check_subgroup)]
+                yield [(blk[i:i + step], check_subgroup)
+                       for i in range(0, len(blk), step)] or [(blk, check_subgroup)]
         for parts in self._map_grouped(task_check, tasks()):
             blk = held.popleft()
             for ok, msg in parts:

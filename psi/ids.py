@@ -165,12 +165,14 @@ def prepare_ids(raw: Sequence[str], id_type: str = "uscc", invalid: str = "fail"
         raise ValueError(f"invalid-ID policy must be one of {POLICIES}, not {invalid!r}")
     if duplicates not in DUP_POLICIES:
         raise ValueError(f"duplicate policy must be one of {DUP_POLICIES}, not {duplicates!r}")
-    fast = _prepare_uscc_packed(raw) if id_type == "uscc" else None
-    if fast is not None:
+    packed = None
+    fast = _prepare_uscc_packed(raw) if id_type == "uscc" else _prepare_strings_joined(raw)
+    if fast is None:
+        out, rows, bad, dups = _prepare_loop(raw, id_type)
+    elif id_type == "uscc":
         out, rows, bad, dups, packed = fast
     else:
-        out, rows, bad, dups = _prepare_loop(raw, id_type)
-        packed = None
+        out, rows, bad, dups = fast
     if bad and invalid == "fail":
         raise IdValidationError(
             f"{len(bad)} invalid {id_type} ID(s) at row(s) {_rows_text(bad)} "
@@ -209,16 +211,87 @@ def _prepare_loop(raw: Sequence, id_type: str) -> tuple[list, list, list, list]:
     return out, rows, bad, dups
 
 
+_MIX_MUL = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (a bijection of uint64), elementwise."""
+    x = x ^ (x >> np.uint64(30))
+    x *= _MIX_MUL[0]
+    x ^= x >> np.uint64(27)
+    x *= _MIX_MUL[1]
+    return x ^ (x >> np.uint64(31))
+
+
+def _prepare_strings_joined(raw: Sequence) -> tuple | None:
+    """:func:`_prepare_loop` for ``id_type="string"`` without a per-ID Python loop, or
+    None (then the loop runs).
+
+    Normalises the whole column at once: ``"\n".join``, one NFKC (skipped when the
+    column is ASCII, which NFKC leaves unchanged) and one casefold of the joined text,
+    split, ``str.strip`` per piece (C-level ``map``). This equals normalising each ID
+    alone: U+000A is a starter that composes with nothing and no character's NFKC or
+    case folding contains it, so the pieces do not interact -- and the split must give
+    back exactly one piece per ID, else this returns None (as it does for a non-str
+    entry or an ID containing a newline). Strip and casefold commute (no whitespace
+    character has a case mapping, no folding yields whitespace). Duplicates: the first
+    occurrence of each normalised ID, from a ``set`` (and only if it finds repeats or
+    empty IDs, a ``dict`` of first rows), both built in C.
+    """
+    n = len(raw)
+    try:
+        joined = "\n".join(raw)
+    except TypeError:  # a non-str entry
+        return None
+    if not n or joined.count("\n") != n - 1:
+        return None
+    if joined.isascii():   # NFKC leaves ASCII alone; its casefold is lower()
+        joined = joined.lower()
+    else:
+        joined = unicodedata.normalize("NFKC", joined).casefold()
+    parts = joined.split("\n")
+    if len(parts) != n:
+        return None
+    ids = list(map(str.strip, parts))
+    del joined, parts
+    distinct = set(ids)
+    if len(distinct) == n and "" not in distinct:  # the usual case
+        return ids, np.arange(n, dtype=np.int64), [], []
+    del distinct
+    first = dict(zip(reversed(ids), range(n - 1, -1, -1), strict=True))  # -> smallest row
+    bad: list[int] = []
+    if "" in first:  # empty after normalisation: invalid, never a duplicate
+        del first[""]
+        bad = np.flatnonzero(np.fromiter(map(len, ids), dtype=np.int64, count=n) == 0
+                             ).tolist()
+    kept = np.sort(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
+    is_dup = np.ones(n, dtype=bool)
+    is_dup[kept] = False
+    is_dup[bad] = False
+    return [ids[i] for i in kept.tolist()], kept, bad, np.flatnonzero(is_dup).tolist()
+
+
+def _row_words(rows: np.ndarray) -> list[np.ndarray]:
+    """The 8 + 8 + 2-byte little-endian words of each row of a (k, 18) uint8 matrix."""
+    return [np.ascontiguousarray(rows[:, a:b]).view(dt).ravel()
+            for a, b, dt in ((0, 8, "<u8"), (8, 16, "<u8"), (16, 18, "<u2"))]
+
+
+def _row_hash(words: list[np.ndarray]) -> np.ndarray:
+    """A 64-bit hash of each row from its :func:`_row_words` (splitmix64 chained)."""
+    return _mix64(_mix64(_mix64(words[0]) ^ words[1]) ^ words[2].astype(np.uint64))
+
+
 def _first_occurrences(rows: np.ndarray) -> np.ndarray:
     """Ascending positions of the first occurrence of each distinct row of an (k, 18)
-    uint8 matrix: if a 64-bit mix of each row's 8 + 8 + 2-byte words has no repeat, all
-    rows; else a stable sort on the words, then adjacent compares."""
-    words = [np.ascontiguousarray(rows[:, a:b]).view(dt).ravel()
-             for a, b, dt in ((0, 8, "<u8"), (8, 16, "<u8"), (16, 18, "<u2"))]
-    mix = words[0] ^ (words[1] * np.uint64(0x9E3779B97F4A7C15)) ^ \
-        (words[2].astype(np.uint64) << np.uint64(47))
+    uint8 matrix: if a 64-bit hash of each row's 8 + 8 + 2-byte words has no repeat,
+    all rows; else a stable sort on the words, then adjacent compares. (The hash is
+    splitmix64 chained over the words: structured codes such as consecutive numbers
+    do not collide, so the sort-and-compare runs only where there are duplicates.)"""
+    words = _row_words(rows)
+    mix = _row_hash(words)
     mix.sort()
-    if not (mix[1:] == mix[:-1]).any():  # distinct mixes: distinct rows (the usual case)
+    if not (mix[1:] == mix[:-1]).any():  # distinct hashes: distinct rows (the usual case)
         return np.arange(len(rows))
     order = np.lexsort(words[::-1])  # stable: equal rows stay in row order
     differs = np.zeros(len(order) - 1, dtype=bool)
@@ -236,8 +309,9 @@ def _prepare_uscc_packed(raw: Sequence) -> tuple | None:
     whose characters are all in the USCC charset is unchanged by normalisation (NFKC,
     strip and upper-casing leave ``0-9 A-Y`` alone), so it is valid iff its check
     character is right; the few others go through :func:`normalise` one by one.
-    Duplicates: first occurrences of equal rows (``np.unique``). Returns the same
-    lists as the loop plus the kept codes packed as an (n_kept, 18) uint8 array.
+    Duplicates: first occurrences of equal rows (:func:`_first_occurrences`).
+    Returns the same lists as the loop plus the kept codes packed as an (n_kept, 18)
+    uint8 array.
     """
     n = len(raw)
     try:
@@ -252,7 +326,8 @@ def _prepare_uscc_packed(raw: Sequence) -> tuple | None:
         return None
     codes = buf[:, :18]
     vals = _USCC_TABLE[codes]
-    ok = (vals != 255).all(axis=1)
+    ok = np.ones(n, dtype=bool)
+    ok[np.flatnonzero(vals.ravel() == 255) // 18] = False  # a character outside the charset
     total = np.zeros(n, dtype=np.int32)
     for i, w in enumerate(USCC_WEIGHTS):
         total += vals[:, i] * np.int32(w)
@@ -271,8 +346,9 @@ def _prepare_uscc_packed(raw: Sequence) -> tuple | None:
         good[np.fromiter(fixed, dtype=np.int64, count=len(fixed))] = True
     bad = np.sort(np.concatenate([ok_charset_bad_check, np.setdiff1d(other, list(fixed))]))
     cand = np.flatnonzero(good)
-    kept = cand[_first_occurrences(codes[cand])]
-    dups = np.setdiff1d(cand, kept, assume_unique=True)
+    kept = cand[_first_occurrences(codes[cand] if len(cand) < n else codes)]
+    dups = np.setdiff1d(cand, kept, assume_unique=True) if len(kept) < len(cand) else \
+        kept[:0]
     packed = np.ascontiguousarray(codes[kept])
     if len(kept) == n:
         out = list(raw)

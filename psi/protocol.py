@@ -87,6 +87,7 @@ from .cache import KeyStore, OprfCache, PeerSetCache, clamp, key_id, scalar_for
 from .engine import POINT_BYTES, WITNESS_BYTES, Engine
 from .hash_to_curve import L_ORDER, SUITE_CURVE25519
 from .ids import PreparedIds, norm_version, prepare_ids, raw_digest
+from .match import SortedRows, order_by_value
 
 PROTOCOL_VERSION = "fedjoint-psi-v2"  # v2: 8-divisibility witnesses
 DEFAULT_DST = "FEDJOINT-PSI-V1-with-curve25519_XMD:SHA-512_ELL2_RO_"
@@ -181,47 +182,11 @@ def _in_order(prep: PreparedIds, perm: np.ndarray):
     per-ID Python work), else a list of str (encoded per task by the engine)."""
     if prep.packed is not None:
         return prep.packed[perm]
-    return [prep.ids[i] for i in perm.tolist()]
+    return list(map(prep.ids.__getitem__, perm.tolist()))
 
 
 def _as_rows(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.uint8).reshape(-1, POINT_BYTES)
-
-
-def _order_by_value(vals: np.ndarray) -> np.ndarray:
-    """argsort of 32-byte values (k, 32) lexicographically by their 4 LE uint64 words."""
-    w = np.ascontiguousarray(vals).view("<u8").reshape(-1, 4)
-    first = w[:, 0].copy()
-    order = np.argsort(first)
-    if _distinct_sorted(first[order]):  # the first word decides (all but ~n^2/2^64)
-        return order
-    return np.lexsort((w[:, 3], w[:, 2], w[:, 1], w[:, 0]))
-
-
-def _distinct_sorted(s: np.ndarray) -> bool:
-    return not (s[1:] == s[:-1]).any()
-
-
-def _match(own: np.ndarray, peer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (own_idx, peer_idx) of equal 32-byte rows (pairs in no set order)."""
-    if len(own) == 0 or len(peer) == 0:
-        e = np.zeros(0, dtype=np.int64)
-        return e, e
-    ko = np.ascontiguousarray(own[:, :8]).view("<u8").ravel()
-    kp = np.ascontiguousarray(peer[:, :8]).view("<u8").ravel()
-    so, sp = np.argsort(ko), np.argsort(kp)
-    kos, kps = ko[so], kp[sp]
-    if _distinct_sorted(kos) and _distinct_sorted(kps):
-        pos = np.minimum(np.searchsorted(kps, kos), len(kps) - 1)  # sorted needles: a merge
-        hit = np.flatnonzero(kps[pos] == kos)
-        io, ip = so[hit], sp[pos[hit]]
-        ok = (own[io] == peer[ip]).all(axis=1)
-        return io[ok].astype(np.int64), ip[ok].astype(np.int64)
-    index = {bytes(r): i for i, r in enumerate(peer)}  # 64-bit prefix collision: rare
-    pairs = [(i, index[bytes(r)]) for i, r in enumerate(own) if bytes(r) in index]
-    a = np.array([p[0] for p in pairs], dtype=np.int64)
-    b = np.array([p[1] for p in pairs], dtype=np.int64)
-    return a, b
 
 
 def _hello(role: str, params: PsiParams, prep: PreparedIds | None, status: str = "ok",
@@ -347,6 +312,7 @@ def _balanced(ctx: ProtocolContext, role: str, prep: PreparedIds, params: PsiPar
         if params.mode == "balanced":
             link.send("psi.double", out)
     peer_d = _as_rows(b"".join(doubles))
+    peer_index = SortedRows(peer_d)   # sorted while our own values are still arriving
     if params.mode == "cardinality":
         ret = peer_d[shuf.numpy().permutation(m)] if m else peer_d
         flat = ret.tobytes()
@@ -360,12 +326,11 @@ def _balanced(ctx: ProtocolContext, role: str, prep: PreparedIds, params: PsiPar
     stats["t_recv_double"] = round(time.perf_counter() - t, 3)
 
     t = time.perf_counter()
-    io, ip = _match(own_d, peer_d)
+    io, _ = peer_index.match(own_d)   # io in the agreed order (by value)
     size = int(len(io))
     indices = None
     if params.mode == "balanced":
-        order = _order_by_value(own_d[io])
-        indices = prep.rows[perm[io[order]]].astype(np.int64)
+        indices = prep.rows[perm[io]].astype(np.int64)
     stats["t_match"] = round(time.perf_counter() - t, 3)
     stats["min_intersection"] = _binding_minimum(role, params, peer)
     return PsiResult(role, params.mode, size, indices, m, prep.norm_version,
@@ -480,7 +445,7 @@ def _unbalanced_platform(ctx: ProtocolContext, ids: Sequence[str], params: PsiPa
         np.zeros(0, dtype=bool)
     link.send("psi.verdict", ok.astype(np.bool_))
     acc = pos[ok]
-    order = _order_by_value(np.asarray(cache.full[acc]))
+    order = order_by_value(np.asarray(cache.full[acc]))
     indices = np.asarray(cache.rows[acc[order]]).astype(np.int64)
     stats["n_claims_rejected"] = int((~ok).sum())
     stats["t_online"] = round(time.perf_counter() - t_online, 3)
@@ -555,7 +520,7 @@ def _unbalanced_bank(ctx: ProtocolContext, prep: PreparedIds, params: PsiParams,
     acc = bank_pos[ok]
     if len(np.unique(acc)) != len(acc):
         raise ProtocolError("psi.verdict: platform accepted two rows for one bank ID")
-    order = _order_by_value(fk[acc])
+    order = order_by_value(fk[acc])
     indices = prep.rows[perm[acc[order]]].astype(np.int64)
     stats["t_match"] = round(time.perf_counter() - t, 3)
     stats["t_online"] = round(time.perf_counter() - t_online, 3)

@@ -162,3 +162,50 @@ def test_packed_ids_blind_like_their_strings():
     args = (DEFAULT_DST.encode(), bytes(range(32)), 4)
     assert list(eng.hash_blind_witnessed_stream(prep.packed, *args)) == \
         list(eng.hash_blind_witnessed_stream(prep.ids, *args))
+
+
+def test_string_ids_joined_preparation_equals_the_reference_loop():
+    """``id_type="string"`` normalises the joined column at once (psi.ids.
+    _prepare_strings_joined); on random IDs from an alphabet of case, width,
+    whitespace, combining and Hangul characters it keeps, dedupes and reports exactly
+    what the one-by-one loop does."""
+    import random
+
+    from psi.ids import _prepare_strings_joined
+    rnd = random.Random(11)
+    alphabet = ["A", "a", "ß", "ﬁ", "Ａ", "\u3000", " ", "\t", "\r", "\x1c", "\u2028",
+                "\u00a0", "e\u0301", "\u0301", "é", "İ", "ς", "Σ", "ǅ", "ᄀ", "\u1161",
+                "가", "x", "1", "１", "\u200b"]
+    tried = 0
+    for _ in range(600):
+        raw = ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 4)))
+               for _ in range(rnd.randint(1, 25))]
+        got = _prepare_strings_joined(raw)
+        if got is not None:
+            tried += 1
+            assert list(got[:1]) + [got[1].tolist()] + list(got[2:]) == \
+                list(_prepare_loop(raw, "string")), raw
+    assert tried > 500
+    for other in (["a", None], ["a\nb", "c"]):   # the loop handles these
+        assert _prepare_strings_joined(other) is None
+    got = prepare_ids([" Foo", "ＦＯＯ", "bar", "", "BAR "], "string", "drop", "dedupe")
+    assert (got.ids, got.rows.tolist(), got.invalid_rows, got.duplicate_rows) == \
+        (["foo", "bar"], [0, 2], [3], [1, 4])
+
+
+def test_uscc_duplicates_among_structured_codes():
+    """Consecutive codes (as registries issue them) with and without repeats: the
+    vectorised duplicate check agrees with the loop (its hash must not collide on
+    structure, or the slower sort path would run for every such column)."""
+    import numpy as np
+
+    from psi.ids import _first_occurrences, _row_hash, _row_words
+    codes = [f"913{i:014d}" for i in range(20000)]
+    codes = [c + uscc_check_char(c) for c in codes]
+    rows = np.frombuffer("".join(codes).encode(), dtype=np.uint8).reshape(-1, 18)
+    assert len(np.unique(_row_hash(_row_words(rows)))) == len(codes)
+    assert _first_occurrences(rows).tolist() == list(range(len(codes)))
+    raw = codes + codes[5:9] + codes[:1]
+    got = prepare_ids(raw, "uscc", "fail", "dedupe")
+    assert (got.ids, got.rows.tolist(), got.invalid_rows, got.duplicate_rows) == \
+        _prepare_loop(raw, "uscc")

@@ -22,7 +22,8 @@ from psi.engine import times8, times8_witnessed, x25519_many
 from psi.hash_to_curve import P as FP
 from psi.hash_to_curve import hash_to_u_batch
 from psi.ids import IdValidationError, uscc_check_char
-from psi.protocol import PsiParams, PsiPolicyError, _match, _order_by_value, run_psi
+from psi.match import match, order_by_value
+from psi.protocol import PsiParams, PsiPolicyError, run_psi
 from secure_agg.rng import Drbg
 
 SEED_B, SEED_P = b"b" * 32, b"p" * 32
@@ -286,18 +287,26 @@ def test_balanced_over_grpc_mtls_with_worker_pool(tmp_path):
 
 def test_match_and_order_against_python_on_colliding_prefixes():
     """Equal-row matching and the agreed order equal Python's, also when 64-bit
-    prefixes collide (the slow paths)."""
+    prefixes collide on either side and when a side repeats a value (the slow paths)."""
     rng = np.random.default_rng(4)
-    for collide in (False, True):
+
+    def key(b: bytes) -> list:   # the agreed order: 4 LE uint64 words
+        return np.frombuffer(b, "<u8").tolist()
+    for collide in ("none", "own", "peer", "own-repeat"):
         own = rng.integers(0, 256, (300, 32), dtype=np.uint8)
-        if collide:
+        if collide == "own":
             own[1::7, :8] = own[0, :8]  # many rows share their first word
         peer = np.concatenate([own[::2], rng.integers(0, 256, (50, 32), dtype=np.uint8)])
+        if collide == "peer":
+            peer[3::5, :8] = peer[1, :8]
+        if collide == "own-repeat":
+            own[5] = own[4]
         peer = peer[rng.permutation(len(peer))]
-        io, ip = _match(own, peer)
-        want = {bytes(r) for r in own} & {bytes(r) for r in peer}
-        assert {bytes(own[i]) for i in io} == want and (own[io] == peer[ip]).all()
-        assert len(io) == len(want)
-        vals = own[io]
-        assert [bytes(vals[i]) for i in _order_by_value(vals)] == \
-            sorted((bytes(r) for r in vals), key=lambda b: np.frombuffer(b, "<u8").tolist())
+        io, ip = match(own, peer)
+        pset = {bytes(r) for r in peer}
+        want = [i for i in range(len(own)) if bytes(own[i]) in pset]
+        assert sorted(io.tolist()) == want and (own[io] == peer[ip]).all()
+        vals = [bytes(own[i]) for i in io]
+        assert vals == sorted(vals, key=key)  # io comes in the agreed order
+        sub = own[io]
+        assert [bytes(sub[i]) for i in order_by_value(sub)] == sorted(vals, key=key)
