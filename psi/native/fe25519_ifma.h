@@ -312,7 +312,7 @@ static int have_ifma(void)
     static int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512ifma") ? 1 : 0;
+        cached = __builtin_cpu_supports("avx512ifma") && __builtin_cpu_supports("avx512bw");
     }
     return cached;
 }

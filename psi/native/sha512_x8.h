@@ -8,16 +8,20 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define X8_ROR(x, n) _mm512_ror_epi64((x), (n))
+#define X8_MAX 512 /* bytes of a padded message per lane */
+#define SHA8 __attribute__((target("avx512f,avx512bw,avx512ifma")))
 
-IFMA static void sha512x8_block(__m512i *st, const uint8_t *const blk[8])
+/* one block per lane, lane j's at blk + j * X8_MAX: the sixteen big-endian words
+ * gathered across the lanes and byte-swapped */
+SHA8 static void sha512x8_block(__m512i *st, const uint8_t *blk)
 {
     __m512i w[16], a = st[0], b = st[1], c = st[2], d = st[3], e = st[4], f = st[5],
             g = st[6], h = st[7];
-    for (int i = 0; i < 16; i++) {
-        uint64_t t[8];
-        for (int j = 0; j < 8; j++) t[j] = be64(blk[j] + 8 * i);
-        w[i] = _mm512_loadu_si512(t);
-    }
+    const __m512i lanes = _mm512_set_epi64(7 * X8_MAX, 6 * X8_MAX, 5 * X8_MAX, 4 * X8_MAX,
+                                           3 * X8_MAX, 2 * X8_MAX, X8_MAX, 0);
+    const __m512i swap = _mm512_set4_epi32(0x08090a0b, 0x0c0d0e0f, 0x00010203, 0x04050607);
+    for (int i = 0; i < 16; i++)
+        w[i] = _mm512_shuffle_epi8(_mm512_i64gather_epi64(lanes, blk + 8 * i, 1), swap);
     for (int i = 0; i < 80; i++) {
         __m512i wi;
         if (i < 16) {
@@ -50,11 +54,9 @@ IFMA static void sha512x8_block(__m512i *st, const uint8_t *const blk[8])
     st[6] = _mm512_add_epi64(st[6], g); st[7] = _mm512_add_epi64(st[7], h);
 }
 
-#define X8_MAX 512 /* bytes of a padded message per lane */
-
 /* SHA-512 of prefix || m[j] for 8 lanes, each m[j] of length len; the state after the
  * prefix (prefix_len bytes, a multiple of 128) is iv. Returns 0 if len is too long. */
-IFMA static int sha512x8(uint8_t out[8][64], const uint64_t *iv, uint64_t prefix_len,
+SHA8 static int sha512x8(uint8_t out[8][64], const uint64_t *iv, uint64_t prefix_len,
                          const uint8_t *const m[8], size_t len)
 {
     size_t nb = (len + 17 + 127) / 128;
@@ -69,22 +71,20 @@ IFMA static int sha512x8(uint8_t out[8][64], const uint64_t *iv, uint64_t prefix
     }
     __m512i st[8];
     for (int k = 0; k < 8; k++) st[k] = _mm512_set1_epi64((long long)iv[k]);
-    for (size_t q = 0; q < nb; q++) {
-        const uint8_t *blk[8];
-        for (int j = 0; j < 8; j++) blk[j] = buf[j] + 128 * q;
-        sha512x8_block(st, blk);
-    }
+    for (size_t q = 0; q < nb; q++) sha512x8_block(st, buf[0] + 128 * q);
     uint64_t h[8][8];
     for (int k = 0; k < 8; k++) _mm512_storeu_si512(h[k], st[k]);
     for (int j = 0; j < 8; j++)
-        for (int k = 0; k < 8; k++)
-            for (int i = 0; i < 8; i++) out[j][8 * k + i] = (uint8_t)(h[k][j] >> (56 - 8 * i));
+        for (int k = 0; k < 8; k++) {
+            uint64_t v = __builtin_bswap64(h[k][j]);
+            memcpy(out[j] + 8 * k, &v, 8);
+        }
     return 1;
 }
 
 /* expand_xmd96 (RFC 9380 5.3.1, 96 bytes) of 8 messages of equal length; pre has
  * absorbed Z_pad. Returns 0 (nothing written) where the lengths do not fit. */
-IFMA static int expand_xmd96_x8_ifma(uint8_t b1[8][64], uint8_t b2[8][64],
+SHA8 static int expand_xmd96_x8_ifma(uint8_t b1[8][64], uint8_t b2[8][64],
                                      const sha512_ctx *pre, const uint8_t *const msg[8],
                                      size_t ml, const uint8_t *dp, size_t dl)
 {
