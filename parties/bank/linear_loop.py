@@ -7,9 +7,12 @@ then column 1, ...):
 
 1. B -> P ``lr.enc_u`` ``[[U]]_B`` (``m*K``), ``lr.enc_a`` the curvature (its pattern,
    per row or batch mean; nothing when public); P -> B ``lr.enc_zp`` ``[[z_p]]_P``.
+   A batch of more than 4096 rows sends the per-row ones in 4096-row chunks
+   (``lr.enc_*_part``, ``parties.common.lr_stream``), in lockstep with step 2.
 2. B forms ``[[d_k]]_P = U_k + sum_j A_kj [[z_pj]]_P`` (per-row ``A``),
    ``[[ [X_b 1]^T d_k ]]_P`` for every column and the loss piece ``[[2 sum u z_p]]_P``;
-   masks (40 bits wider than the bound), re-randomises, sends ``lr.bank_grad_ct``.
+   (summed chunk by chunk as ``[[z_p]]_P`` arrives), masks (40 bits wider than the
+   bound), re-randomises, sends ``lr.bank_grad_ct``.
 3. B receives P's masked gradient ``lr.platform_grad_ct`` (``K*d_p``), its own
    decrypted masked vector ``lr.bank_grad_plain`` and the loss slot ``lr.loss_ct``;
    decrypts P's gradient and the slot, returns the gradient (``lr.platform_grad_plain``).
@@ -29,6 +32,7 @@ import numpy as np
 
 from parties.common import linear_optim as O
 from parties.common import lr_common as C
+from parties.common import lr_stream as S
 from parties.common.residuals import Layout
 from secure_agg import masking
 
@@ -76,15 +80,23 @@ def train(ctx, peer: C.Peer, job: BankJob):
     n = job.Xs.shape[0]
     # obfuscators one batch ahead: [[u]], [[a]] under the bank's key, and the uniform
     # r^n re-randomising the masked vector under the platform's key
-    ahead = C.Ahead(job.p.epochs, C.batch_sizes(n, job.bs))
-    ahead.add("enc", job.cipher, ctx.rng.child("lr/encrypt"),
-              lambda m: m * lay.k + lay.a_count(m))
+    ahead = S.Ahead(job.p.epochs, C.batch_sizes(n, job.bs))
+    ahead.add("enc", job.cipher, ctx.rng.child("lr/encrypt"), lambda m: enc_pieces(lay, m))
     ahead.add("rr", job.pk_p, ctx.rng.child("lr/rerandomize"),
-              lambda m: lay.k * (d_b + 1) + 1, "standard")
+              lambda m: [lay.k * (d_b + 1) + 1], "standard")
     try:
         return _epochs(ctx, peer, job, lay, ahead)
     finally:
         ahead.close()
+
+
+def enc_pieces(lay: Layout, m: int) -> list[int]:
+    """The bank's encryptions per chunk of a batch of ``m`` rows: the chunk's ``U``,
+    its per-row curvature, and after the last chunk's ``U`` the batch-mean curvature."""
+    sp = S.spans(m)
+    return [(hi - lo) * lay.k + (lay.a_count(hi - lo) if lay.curvature == "row" else
+                                 lay.a_count(m) if i == len(sp) - 1 else 0)
+            for i, (lo, hi) in enumerate(sp)]
 
 
 def final_predictors(peer: C.Peer, job: BankJob, w: np.ndarray):
@@ -103,50 +115,47 @@ def final_predictors(peer: C.Peer, job: BankJob, w: np.ndarray):
     return tuple(out)
 
 
-def _batch(job: BankJob, lay: Layout, w, idx, Xaug, obf, peer, rng_mask, ph, epoch):
-    """One mini-batch: -> (2 * loss sum on the batch, gradient)."""
+def _batch(job: BankJob, lay: Layout, w, idx, ahead, key, peer, rng_mask, ph):
+    """One mini-batch, its per-row vectors chunk by chunk (``parties.common.lr_stream``):
+    -> (2 * loss sum on the batch, gradient)."""
     p, cipher, pk_p, K = job.p, job.cipher, job.pk_p, lay.k
+    epoch, bi = key
     m = idx.size
     d_b = job.Xs.shape[1]
-    zb = scores(job.Xs[idx], w, K, p.fit_intercept)
+    zb = scores(S.batch_rows(job.Xs, idx), w, K, p.fit_intercept)
     C.check_predictor(zb, PARTY, epoch)
     two_c0, u, a = job.residual.coefficients(zb, job.y[idx], job.sw[idx])
-    U = np.ascontiguousarray(C.encode(u, lay.u_frac).T).ravel()
-    ul = np.ascontiguousarray(C.encode(u, lay.loss_frac - C.FZ).T).ravel()
-    with ph("encrypt"):
-        encU = cipher.encrypt(U, bound_bits=lay.u_bits, obfuscators=obf["enc"])
-    peer.send_ct(C.K_ENC_U, cipher, encU)
+    Ui, uli = C.encode(u, lay.u_frac), C.encode(u, lay.loss_frac - C.FZ)
     a_int = {}
     if lay.curvature == "public":
         a_int = {e: np.array([v]) for e, v in zip(lay.pattern, lay.public, strict=True)}
     elif a is not None:
         a_int = {e: C.encode(a[e], lay.a_frac) for e in lay.pattern}
-        if lay.curvature == "row":
-            a_send = np.concatenate([a_int[e] for e in lay.pattern])
-        else:
-            a_send = C.encode(np.array([a[e].mean() for e in lay.pattern]), lay.a_frac)
+    parts = []
+    for ch in S.chunks(epoch, bi, m):
+        obf = ahead.take("enc", epoch, bi, ch.index)
+        U = S.rows(Ui, ch)
         with ph("encrypt"):
-            encA = cipher.encrypt(a_send, bound_bits=lay.a_bits, obfuscators=obf["enc"])
-        peer.send_ct(C.K_ENC_A, cipher, encA)
-    with ph("wait"):
-        zp = peer.recv_ct(C.K_ENC_ZP, pk_p, m * K, C.ZP_BITS)
+            encU = cipher.encrypt(U, bound_bits=lay.u_bits, obfuscators=obf)
+        S.send(peer, C.K_ENC_U, cipher, encU, ch)
+        if a is not None and lay.curvature == "row":
+            with ph("encrypt"):
+                encA = cipher.encrypt(np.concatenate([a_int[e][ch.lo:ch.hi]
+                                                      for e in lay.pattern]),
+                                      bound_bits=lay.a_bits, obfuscators=obf)
+            S.send(peer, C.K_ENC_A, cipher, encA, ch)
+        elif a is not None and lay.curvature == "mean" and ch.last:
+            a_mean = C.encode(np.array([a[e].mean() for e in lay.pattern]), lay.a_frac)
+            with ph("encrypt"):
+                encA = cipher.encrypt(a_mean, bound_bits=lay.a_bits, obfuscators=obf)
+            peer.send_ct(C.K_ENC_A, cipher, encA)
+        with ph("wait"):
+            zp = S.recv(peer, C.K_ENC_ZP, pk_p, ch.rows * K, C.ZP_BITS, ch)
+        with ph("homomorphic"):
+            parts.append(_chunk_sums(job, lay, zp, U, S.rows(uli, ch), a_int, idx, ch))
     with ph("homomorphic"):
-        zps = cols(zp, m, K, pk_p)
-        parts = []
-        for k in range(K):
-            Uk = U[k * m:(k + 1) * m]
-            if lay.identity:
-                dct = pk_p.add_plain(zps[k], Uk)
-            else:
-                terms = [pk_p.mul_plain(zps[j], a_int[e]) for j in range(K)
-                         if (e := _key(lay, k, j)) is not None]
-                acc = terms[0]
-                for t in terms[1:]:
-                    acc = pk_p.add(acc, t)
-                dct = pk_p.add_plain(acc, Uk)
-            parts.append(pk_p.matvec_t(Xaug[idx], dct))
-        parts.append(pk_p.matvec_t((2 * ul)[:, None], zp))
-        masked, masks = C.mask(pk_p, pk_p.concat(parts), rng_mask, obf["rr"])
+        masked, masks = C.mask(pk_p, S.total(pk_p, parts), rng_mask,
+                               ahead.take("rr", epoch, bi))
     peer.send_ct(C.K_BANK_GRAD_CT, pk_p, masked)
     g_len = K * (d_b + 1)
     with ph("wait"):
@@ -163,6 +172,37 @@ def _batch(job: BankJob, lay: Layout, w, idx, Xaug, obf, peer, rng_mask, ph, epo
     return two_c0 + (dec[K * job.d_p] - masks[g_len]) / float(2 ** lay.loss_frac), grad
 
 
+def _chunk_sums(job: BankJob, lay: Layout, zp, U, ul, a_int, idx, ch):
+    """One chunk's ``[[ [X_b 1]^T d_k ]]_P`` for every column and its loss piece
+    ``[[2 sum u z_p]]_P``, from the chunk's ``[[z_p]]_P``, ``U`` and ``ul``."""
+    pk_p, K, r = job.pk_p, lay.k, ch.rows
+    FX = job.p.x_frac_bits
+    Xq = C.encode(job.Xs[idx[ch.lo:ch.hi]], FX)
+    one = (1 << FX) if job.p.fit_intercept else 0
+    Xaug = np.hstack([Xq, np.full((r, 1), one, dtype=np.int64)])
+    zps = cols(zp, r, K, pk_p)
+    out = []
+    for k in range(K):
+        Uk = U[k * r:(k + 1) * r]
+        if lay.identity:
+            dct = pk_p.add_plain(zps[k], Uk)
+        else:
+            terms = [pk_p.mul_plain(zps[j], _rows(a_int[e], ch)) for j in range(K)
+                     if (e := _key(lay, k, j)) is not None]
+            acc = terms[0]
+            for t in terms[1:]:
+                acc = pk_p.add(acc, t)
+            dct = pk_p.add_plain(acc, Uk)
+        out.append(pk_p.matvec_t(Xaug, dct))
+    out.append(pk_p.matvec_t((2 * ul)[:, None], zp))
+    return pk_p.concat(out)
+
+
+def _rows(a: np.ndarray, ch) -> np.ndarray:
+    """The chunk's entries of a per-row curvature (a public one is one value)."""
+    return a if a.size == 1 else a[ch.lo:ch.hi]
+
+
 def _key(lay: Layout, k: int, j: int):
     """The (k, j) curvature key the bank holds per row, or None if that entry is 0."""
     return None if lay.entry(k, j) is None else (min(k, j), max(k, j))
@@ -171,10 +211,6 @@ def _key(lay: Layout, k: int, j: int):
 def _epochs(ctx, peer, job: BankJob, lay: Layout, ahead):
     p = job.p
     n, d_b = job.Xs.shape
-    FX = p.x_frac_bits
-    Xq = C.encode(job.Xs, FX)
-    ones = np.full((n, 1), (1 << FX) if p.fit_intercept else 0, dtype=np.int64)
-    Xaug = np.hstack([Xq, ones])
     K = lay.k
     w = np.zeros(K * (d_b + 1))  # class-major [w_k | b_k]
     opt = O.Optimizer(p, K * (d_b + 1), np.tile(np.r_[np.ones(d_b), 0.0], K))
@@ -191,8 +227,7 @@ def _epochs(ctx, peer, job: BankJob, lay: Layout, ahead):
         loss_sum = 0.0
         for bi, idx in enumerate(C.epoch_batches(job.seed, epoch, n, job.bs)):
             m = idx.size
-            two_l, grad = _batch(job, lay, w, idx, Xaug, ahead.batch(epoch, bi), peer,
-                                 rng_mask, ph, epoch)
+            two_l, grad = _batch(job, lay, w, idx, ahead, (epoch, bi), peer, rng_mask, ph)
             reg = sum(O.regularization(p, w[c * (d_b + 1):c * (d_b + 1) + d_b])
                       for c in range(K))
             loss_sum += (0.5 * two_l / m + reg) * m

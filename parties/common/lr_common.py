@@ -50,6 +50,10 @@ K_ABORT = "lr.abort"
 K_ENC_U = "lr.enc_u"
 K_ENC_A = "lr.enc_a"
 K_ENC_ZP = "lr.enc_zp"
+#: a batch of more than lr_stream.CHUNK_ROWS rows sends these per chunk instead
+K_ENC_U_PART = K_ENC_U + "_part"
+K_ENC_A_PART = K_ENC_A + "_part"
+K_ENC_ZP_PART = K_ENC_ZP + "_part"
 K_PLAT_GRAD_CT = "lr.platform_grad_ct"
 K_BANK_GRAD_CT = "lr.bank_grad_ct"
 K_BANK_GRAD_PLAIN = "lr.bank_grad_plain"
@@ -242,44 +246,6 @@ def batch_sizes(n: int, batch_size: int) -> list[int]:
     return [min(batch_size, n - s) for s in range(0, n, batch_size)]
 
 
-class Ahead:
-    """Obfuscators one mini-batch ahead: batch k+1's are computed in the background
-    (low-priority worker processes, :meth:`PublicCipher.precompute_obfuscators`)
-    while batch k waits for the peer. Each stream ``name`` has its own cipher, rng,
-    count per batch and scheme; batch ``(epoch, b)`` of a stream draws from
-    ``rng.child("e<epoch>/b<b>")``, so the ciphertexts do not depend on timing (audit
-    replay reproduces them). Unused batches are discarded by :meth:`close`."""
-
-    def __init__(self, epochs: int, sizes: list[int]):
-        self.epochs, self.sizes = epochs, sizes
-        self.streams: list[tuple] = []
-        self._live: dict[tuple, object] = {}
-
-    def add(self, name: str, cipher: PublicCipher, rng, count, obfuscation=None) -> None:
-        """``count(batch_rows) -> obfuscators`` needed by one batch of this stream."""
-        self.streams.append((name, cipher, rng, count, obfuscation))
-
-    def _start(self, epoch: int, b: int) -> None:
-        if epoch >= self.epochs:
-            return
-        for name, cipher, rng, count, obf in self.streams:
-            key = (epoch, b, name)
-            if key not in self._live:
-                self._live[key] = cipher.precompute_obfuscators(
-                    count(self.sizes[b]), rng=rng.child(f"e{epoch}/b{b}"), obfuscation=obf)
-
-    def batch(self, epoch: int, b: int) -> dict:
-        """The batches of mini-batch ``(epoch, b)``; starts the next mini-batch's."""
-        self._start(epoch, b)
-        self._start(*((epoch, b + 1) if b + 1 < len(self.sizes) else (epoch + 1, 0)))
-        return {name: self._live.pop((epoch, b, name)) for name, *_ in self.streams}
-
-    def close(self) -> None:
-        for batch in self._live.values():
-            batch.close()
-        self._live.clear()
-
-
 def mask(cipher: PublicCipher, a: CipherVector, rng, obfuscators) -> tuple[CipherVector,
                                                                           list[int]]:
     """``secure_agg.masking.mask`` with a precomputed (uniform ``r^n``) re-randomisation:
@@ -366,7 +332,11 @@ class Peer:
 
     def recv_ct(self, kind: str, cipher: PublicCipher, count: int,
                 bound_bits: int) -> CipherVector:
-        data = self._recv(kind)
+        return self.parse_ct(kind, cipher, self._recv(kind), count, bound_bits)
+
+    def parse_ct(self, kind: str, cipher: PublicCipher, data, count: int,
+                 bound_bits: int) -> CipherVector:
+        """``count`` ciphertexts of ``kind``, length- and range-checked."""
         if not isinstance(data, bytes):
             raise ProtocolError(f"{kind}: expected ciphertext bytes")
         if len(data) != count * cipher.ciphertext_bytes:
@@ -517,6 +487,9 @@ TABLE = declare_protocol(ALGORITHM, PROTOCOL_VERSION, [
     Message(K_ENC_U, "bank", "bin", "residual offsets u under the bank's key (m x K, class-major)"),
     Message(K_ENC_A, "bank", "bin", "residual curvature under the bank's key (its K x K pattern, per row or batch mean)"),
     Message(K_ENC_ZP, "platform", "bin", "platform partial predictor under the platform's key (m x K)"),
+    Message(K_ENC_U_PART, "bank", "bin", "batches over 4096 rows: one chunk of lr.enc_u (header: epoch, batch, chunk, chunks, first row, rows; then rows x K ciphertexts)"),
+    Message(K_ENC_A_PART, "bank", "bin", "batches over 4096 rows, per-row curvature: one chunk of lr.enc_a (same header)"),
+    Message(K_ENC_ZP_PART, "platform", "bin", "batches over 4096 rows: one chunk of lr.enc_zp (same header)"),
     Message(K_PLAT_GRAD_CT, "platform", "bin", "platform gradient + mask under the bank's key (K x d_p)",
             disclosure="platform gradient, masked, under the bank's key"),
     Message(K_BANK_GRAD_CT, "bank", "bin", "bank gradient + mask under the platform's key (K x (d_b + 1), loss slot)",
