@@ -228,7 +228,8 @@ def psi_floor() -> dict:
     return mod.measure_floor()
 
 
-def write_nodes(root: Path, key_bits: int, keep_received: str = "full", n_cal: int = 1
+def write_nodes(root: Path, key_bits: int, keep_received: str = "full", n_cal: int = 1,
+                default_limits: bool = False
                 ) -> dict[str, Path]:
     from federation.keys import init_party_keys
     sys.path.insert(0, str(ROOT / "tests"))
@@ -259,8 +260,8 @@ def write_nodes(root: Path, key_bits: int, keep_received: str = "full", n_cal: i
                   "psi_max_queries_per_job = 100000000" if party == "platform" else "",
                   "psi_max_queries_per_day = 100000000" if party == "platform" else "",
                   "", "[channel]", "deadline_s = 600.0", "connect_timeout_s = 30.0", "",
-                  "[limits]", "max_message_bytes = 1073741824",
-                  "max_job_buffer_bytes = 4294967296", "",
+                  *([] if default_limits else ["[limits]", "max_message_bytes = 1073741824",
+                                               "max_job_buffer_bytes = 4294967296", ""]),
                   "[transcript]", f'keep_received = "{keep_received}"', ""]
         out[party] = root / f"{party}.toml"
         out[party].write_text("\n".join(lines))
@@ -417,6 +418,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--keep-received", default="full",
                     help='both nodes\' [transcript] keep_received ("digests": no sidecar left)')
+    ap.add_argument("--default-limits", action="store_true",
+                    help="both nodes with the default [limits] (else 1 GiB messages, 4 GiB "
+                         "job buffers)")
     ap.add_argument("--keep-files", action="store_true",
                     help="keep the data, node directories and transcripts (default: deleted)")
     a = ap.parse_args()
@@ -433,7 +437,7 @@ def main() -> None:
     cal_rows = [int(x) for x in str(a.cal_rows).split(",")]
     for i, r in enumerate(cal_rows):
         write_data(root, r, f"_cal{i}")
-    tomls = write_nodes(root, a.key_bits, a.keep_received, len(cal_rows))
+    tomls = write_nodes(root, a.key_bits, a.keep_received, len(cal_rows), a.default_limits)
     procs = {p: subprocess.Popen([sys.executable, "-m", "federation.cli", "node", "start",
                                   "--config", str(tomls[p])], cwd=root,
                                  stdout=open(root / f"{p}.log", "wb"), stderr=subprocess.STDOUT)
