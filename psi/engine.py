@@ -37,6 +37,7 @@ What each party learns: nothing -- local computation.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -337,15 +338,46 @@ def _id_chunks(ids: Ids) -> Iterator[list[str | bytes] | np.ndarray]:
         yield c if isinstance(c, np.ndarray) else list(c)
 
 
+_started: tuple | None = None  # (workers, executor generation, pool) from prestart()
+_started_lock = threading.Lock()
+
+
+def prestart(workers: int) -> None:
+    """Start this process's PSI worker pool now, in the background, so that the next
+    ``Engine(workers)`` adopts it already running: a job process calls this before it
+    loads its data, and the workers' start-up (~0.3 s of CPU each: spawn, imports)
+    overlaps that instead of delaying the first blinding. A pool never adopted (the
+    job failed first) is terminated with the process, like any multiprocessing pool."""
+    global _started
+    workers = max(1, int(workers))
+    with _started_lock:
+        if workers > 1 and _started is None:
+            _started = (workers, executor.generation(), executor.map_pool(workers))
+
+
+def _take_started(workers: int):
+    """The prestarted pool if it fits (same size, same compute engine), else None."""
+    global _started
+    with _started_lock:
+        got, _started = _started, None
+    if got is None:
+        return None
+    if got[:2] == (workers, executor.generation()):
+        return got[2]
+    got[2].terminate()
+    return None
+
+
 class Engine:
     """Runs PSI point work inline (``workers <= 1``) or on the engine's pool
-    (:func:`secure_agg.executor.map_pool`: local spawn-context processes or Ray tasks)."""
+    (:func:`secure_agg.executor.map_pool`: local spawn-context processes or Ray tasks;
+    one started ahead by :func:`prestart` is adopted)."""
 
     def __init__(self, workers: int = 1):
         self.workers = max(1, int(workers))
         self._pool = None
         if self.workers > 1:
-            self._pool = executor.map_pool(self.workers)
+            self._pool = _take_started(self.workers) or executor.map_pool(self.workers)
 
     def close(self) -> None:
         if self._pool is not None:

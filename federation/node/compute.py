@@ -150,6 +150,8 @@ def _child_main(conn, spec_dict: dict, cfg, link_names: tuple[str, str, str],
             live("log", event, dict(fields or {}))
 
         _start_engine(cfg, log)
+        from psi.engine import prestart
+        prestart(cfg.workers)   # PSI's worker pool starts while the job loads its data
 
         def record(rec: dict) -> None:
             conn.send(("checkpoint", rec))

@@ -310,3 +310,28 @@ def test_match_and_order_against_python_on_colliding_prefixes():
         assert vals == sorted(vals, key=key)  # io comes in the agreed order
         sub = own[io]
         assert [bytes(sub[i]) for i in order_by_value(sub)] == sorted(vals, key=key)
+
+
+def test_prestarted_pool_is_adopted_by_the_next_engine():
+    """A job process starts PSI's pool ahead (psi.engine.prestart, while it loads its
+    data); the next Engine of that size takes it over and blinds exactly as inline;
+    a pool that does not fit (another size or compute engine) is terminated."""
+    from psi import engine as E
+    ids = [f"9135{i:014d}" for i in range(40)]
+    args = (b"dst", bytes(range(32)), 16)
+    E.prestart(2)
+    pool = E._started[2]
+    with E.Engine(2) as eng:
+        assert eng._pool is pool and E._started is None
+        got = list(eng.hash_blind_witnessed_stream(ids, *args))
+    assert got == list(E.Engine(1).hash_blind_witnessed_stream(ids, *args))
+    E._started = (2, E.executor.generation(), FakePool())
+    assert E._take_started(3) is None and E._started is None
+    assert FakePool.terminated == 1
+
+
+class FakePool:
+    terminated = 0
+
+    def terminate(self) -> None:
+        FakePool.terminated += 1
