@@ -300,8 +300,9 @@ def hash_to_u_batch(msgs: Iterable[bytes | str] | np.ndarray, dst: bytes) -> byt
 
     ``X25519(k, u)`` of an entry equals ``u([clamp(k)/8] * hash_to_curve(msg))``. Runs
     in the C extension (psi/native/_psi_native.c: the same steps as
-    :func:`hash_to_u_batch_py` in radix-2^51 field arithmetic, its own SHA-512) when it
-    is built and not turned off (psi.native), else in :func:`hash_to_u_batch_py`.
+    :func:`hash_to_u_batch_py` in radix-2^51 field arithmetic, its own SHA-512, eight IDs
+    per step with AVX-512 IFMA) when it is built and not turned off (psi.native), else
+    in :func:`hash_to_u_batch_py`.
     """
     ext = native.field()
     packed = isinstance(msgs, np.ndarray)

@@ -6,9 +6,10 @@ byte-identical results:
 
 * field code (hash-to-curve, witnesses, point checks): the C extension
   ``psi.native._psi_native`` built by ``pip install`` (setuptools ``ext-modules``,
-  optional), else the gmpy2 code in psi/hash_to_curve.py and psi/engine.py. In C the
-  exponentiations (square roots, Legendre symbols) run 8 lanes wide with AVX-512 IFMA
-  when the CPU has it. ``FEDJOINT_PSI_NATIVE`` = ``auto`` | ``scalar`` (C without the
+  optional), else the gmpy2 code in psi/hash_to_curve.py and psi/engine.py. In C all
+  field work (Elligator 2 with its square roots, Legendre symbols, [8], batched
+  inversions) runs 8 lanes wide with AVX-512 IFMA when the CPU has it (and AVX-512BW),
+  else in scalar C. ``FEDJOINT_PSI_NATIVE`` = ``auto`` | ``scalar`` (C without the
   SIMD code) | ``off`` (the Python code).
 * X25519: Intel's multi-buffer ``mbx_x25519_mb8`` (8 lanes per call, AVX-512 IFMA) from
   the ``ipp-crypto`` wheel (``pip install 'fedjoint[native]'``, x86_64 Linux; loaded by

@@ -320,7 +320,7 @@ static int have_ifma(void)
 static int have_ifma(void) { return 0; }
 #endif
 
-static int use_ifma(void) { return simd_enabled && have_ifma(); }
+static inline int use_ifma(void) { return simd_enabled && have_ifma(); }
 
 /* out[i] = in[i]^((p-5)/8) for i < n (out may alias in) */
 static void pow22523_batch(fe *out, const fe *in, size_t n)
