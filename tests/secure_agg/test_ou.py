@@ -134,6 +134,33 @@ def test_math_against_pow_and_lightphe(key2048):
     assert [ref.decrypt(int(c)) for c in enc.data] == [m % p for m in vals]
 
 
+def test_refresh_obfuscators_against_pow(key768):
+    """The refresh's H^r (2176-bit r for 2048 bits): the key holder reduces r by
+    multiples of H's order mod p^2 and q. Its values equal Python's pow mod n and the
+    public tables' on the KAT key and a small key, at the reduction's edges (multiples
+    of p - 1 and q - 1), and for bases outside the key's structure (r then reduced by
+    p (p - 1)) or not a unit (not reduced)."""
+    from secure_agg.ou_kernels import OUKernel
+    n, g, h, p, q = (int(KAT[f], 16) for f in ("n", "g", "h", "p", "q"))
+    k = OUKernel(n, g, h, (p, q))
+    bits = k.exp_bits("djn_full")
+    rs = [0, 1, p - 1, 3 * (p - 1), q - 1, (q - 1) * (p - 1) + 5, (1 << bits) - 1] + \
+        [Drbg(SEED, f"rr-kat{i}").randbits(bits) for i in range(3)]
+    assert k._h_orders == (p - 1, q - 1)
+    assert k.obfuscate(rs, "djn_full") == [pow(h, r, n) for r in rs]
+    pk, sk = key768
+    n, p, q = int(pk.n), int(sk.p), int(sk.q)
+    bits = pk.bits + 128
+    rs = [p * (p - 1), (1 << bits) - 1, p - 1, q - 1, Drbg(SEED, "rr-768").randbits(bits)]
+    want = [pow(int(pk.h), r, n) for r in rs]
+    assert OUKernel(n, pk.g, pk.h).obfuscate(rs, "djn_full") == want
+    assert OUKernel(n, pk.g, pk.h, (p, q)).obfuscate(rs, "djn_full") == want
+    for base in (pow(5, 3, n), p * 7):   # H^(p-1) != 1 mod p^2; gcd(base, n) = p
+        k = OUKernel(n, pk.g, base, (p, q))
+        assert k._h_orders is None if base % p == 0 else k._h_orders[0] == p * (p - 1)
+        assert k.obfuscate(rs, "djn_full") == [pow(base, r, n) for r in rs]
+
+
 # ---- the chosen-ciphertext attack --------------------------------------------------------
 def test_cca_key_recovery_attack_is_refused(key2048):
     """A peer that gets any decryption of a ciphertext of M >= p factors n: the
