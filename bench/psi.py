@@ -133,11 +133,13 @@ def node_main(role: str, keys: dict, conn, cfg: dict) -> None:
         from psi.protocol import PsiParams, prepare_platform_cache, run_psi
         from secure_agg.rng import Drbg
         chan = process_side(role, keys, conn)
+        chan.settings.peer_deadline = cfg["peer_deadline"]
         lo, hi = cfg["ranges"][role]
         ids = make_ids(lo, hi, seed=1 if role == "bank" else 2)
+        base = cfg["dir"] if role == "platform" else cfg["tmp"]   # the bank starts cold
         params = PsiParams(mode=cfg["mode"], check_subgroup=cfg["check_subgroup"],
-                           key_dir=cfg["dir"] + f"/{role}/keys",
-                           cache_dir=cfg["dir"] + f"/{role}/cache", timeout=3600)
+                           key_dir=base + f"/{role}/keys",
+                           cache_dir=base + f"/{role}/cache", timeout=3600)
         out: dict = {}
         if cfg["mode"] == "unbalanced" and role == "platform":
             t = time.perf_counter()
@@ -180,9 +182,13 @@ def node_main(role: str, keys: dict, conn, cfg: dict) -> None:
 
 def run_config(cfg: dict) -> dict:
     from federation.channel.testing import spawn_process_pair
-    with tempfile.TemporaryDirectory() as d:
-        cfg = dict(cfg, dir=d)
-        procs, pipes = spawn_process_pair(node_main, cfg, d + "/tls")
+    with tempfile.TemporaryDirectory() as tmp:
+        d = tmp
+        if cfg.get("keep_dir"):   # the platform's key store and cache: a later run reuses them
+            d = os.path.join(cfg["keep_dir"], f"{cfg['mode']}-{cfg['ranges']['platform'][1]}")
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        cfg = dict(cfg, dir=d, tmp=tmp)
+        procs, pipes = spawn_process_pair(node_main, cfg, tmp + "/tls")
         walls = []
         for _ in range(cfg["jobs"]):
             t = time.perf_counter()
@@ -213,8 +219,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs per config (median reported)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--only", choices=["balanced", "unbalanced"], default=None)
-    ap.add_argument("--platform-n", type=int, default=None,
-                    help="unbalanced: platform set size (default 10M, 1M with --quick)")
+    ap.add_argument("--platform-n", default=None,
+                    help="unbalanced: platform set size(s), comma-separated, each its own "
+                    "config in this run (default 10M, 1M with --quick)")
     ap.add_argument("--balanced-n", type=int, default=None,
                     help="balanced: IDs per side (default 1M, 100k with --quick)")
     ap.add_argument("--fallback", action="store_true",
@@ -222,14 +229,19 @@ def main() -> None:
                     "run): OpenSSL X25519 + scalar C, and OpenSSL + pure Python")
     ap.add_argument("--profile", metavar="DIR",
                     help="cProfile each node's main process during run_psi: DIR/<role>-<job>.prof")
+    ap.add_argument("--keep-dir", metavar="DIR",
+                    help="unbalanced: keep the platform's key store and OPRF cache under "
+                    "DIR (a later run with the same sizes skips the build)")
+    ap.add_argument("--peer-deadline", type=float, default=10.0,
+                    help="seconds of peer silence before a job fails (the channel's "
+                    "default 10; more on a loaded machine)")
     ap.add_argument("--no-subgroup-check", action="store_true",
                     help="also run balanced without the prime-order subgroup check")
     a = ap.parse_args()
     cores = os.cpu_count() or 1
     nb = 100_000 if a.quick else 1_000_000
     nu_plat, nu_bank = (1_000_000, 100_000) if a.quick else (10_000_000, 100_000)
-    if a.platform_n:
-        nu_plat = a.platform_n
+    plat_ns = [int(v) for v in a.platform_n.split(",")] if a.platform_n else [nu_plat]
     if a.balanced_n:
         nb = a.balanced_n
     from psi import native
@@ -256,7 +268,7 @@ def main() -> None:
         if a.fallback:
             configs += [("balanced", nb, nb, True, p) for p in FALLBACKS]
     if a.only in (None, "unbalanced"):
-        configs.append(("unbalanced", nu_bank, nu_plat, True, ""))
+        configs += [("unbalanced", nu_bank, n, True, "") for n in plat_ns]
     print(f"\n{'config':44s} {'wall s':>8s} {'per-ID us':>10s} {'floor us':>9s} "
           f"{'+h2c us':>8s} {'RSS MB bank/plat (main+workers)':>34s}")
     fast = None  # (wall, CPU) of the default balanced run, for the fallback ratios
@@ -270,7 +282,8 @@ def main() -> None:
             expect = n_bank // 2
         jobs = a.repeat if mode == "balanced" else 1 + a.repeat  # first = cold peer-set
         cfg = {"mode": mode, "ranges": ranges, "expect": expect, "check_subgroup": sub,
-               "workers": a.workers, "jobs": jobs, "profile": a.profile}
+               "workers": a.workers, "jobs": jobs, "profile": a.profile,
+               "keep_dir": a.keep_dir, "peer_deadline": a.peer_deadline}
         saved = {k: os.environ.get(k) for k in FALLBACKS.get(fallback, {})}
         os.environ.update(FALLBACKS.get(fallback, {}))  # the node processes inherit it
         t = time.perf_counter()

@@ -108,6 +108,29 @@ def test_raw_digest_is_unambiguous_and_policy_bound():
                 d(["a", "b"], duplicates="dedupe"), d(["a", "b"], id_type="uscc")}) == 11
 
 
+def test_raw_digest_in_chunks_hashes_the_joined_column(monkeypatch):
+    """The chunked digest is the SHA-256 of the whole joined column (caches built
+    before it are still found), also when the non-string / newline fallback is met
+    in a later chunk."""
+    import hashlib
+
+    from psi import ids as ids_mod
+
+    def whole(raw):   # the one-join formula
+        h = hashlib.sha256(f"fedjoint-raw-digest-v2\0{ids_mod.norm_version('string')}\0"
+                           f"fail\0fail\0{len(raw)}\0".encode())
+        strs = [r if isinstance(r, str) else f"\0{type(r).__name__}" for r in raw]
+        if strs != raw or any("\n" in r for r in raw):
+            h.update(b"lengths\0" + b"".join(len(x).to_bytes(8, "little") for x in strs))
+        h.update("\n".join(strs).encode("utf-8", "surrogatepass"))
+        return h.hexdigest()
+    monkeypatch.setattr(ids_mod, "DIGEST_CHUNK", 3)
+    base = [f"id{i}" for i in range(10)] + ["", "\udc80x"]
+    for raw in (base, base[:3], base[:4], [], [""], base + ["a\nb"], base + [None],
+                tuple(base)):
+        assert ids_mod.raw_digest(raw, "string", "fail", "fail") == whole(list(raw))
+
+
 def test_vectorised_uscc_check_matches_scalar():
     import random
 
