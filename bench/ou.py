@@ -23,7 +23,7 @@ modulus, so mb8 runs mod ``n``: the public refresh as ``H^lo`` on mb8 times
 holder's CRT tables run on reduced exponents (``r mod p - 1``, ``r mod q - 1``), timed
 against the same tables on the whole ``r`` (the path before) and gmpy2.
 
-    .venv/bin/python bench/ou.py [--quick] [--json PATH] [--count N]
+    .venv/bin/python bench/ou.py [--quick] [--json PATH] [--count N] [--obfuscators-only]
 """
 
 from __future__ import annotations
@@ -206,36 +206,13 @@ def heu_rates(n: int, repeats: int) -> dict:
     return out
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--count", type=int, default=None, help="obfuscators per path")
-    a = ap.parse_args(argv)
-    n = 500 if a.quick else 4000
-    repeats = a.repeats or (1 if a.quick else 3)
-    t = time.perf_counter()
-    ou = OUPrivateCipher.generate(2048, rng=Drbg(bytes(32), "bench-ou"), workers=1)
-    ou_keygen = time.perf_counter() - t
-    t = time.perf_counter()
-    pa = PaillierPrivateCipher.generate(2048, rng=Drbg(bytes(32), "bench-p"), workers=1)
-    pa_keygen = time.perf_counter() - t
-    nb = int(ou.n.bit_length())
-    why = exp_unavailable(nb)
-    mb = not why
-    res = {"ou": engine(ou, n, repeats), "paillier": engine(pa, n, repeats, standard=True),
-           "phe": phe_rates(max(50, n // 20), repeats), **heu_rates(max(100, n // 4), repeats),
-           "keygen_s": {"ou": ou_keygen, "paillier": pa_keygen}, "values": n,
-           "repeats": repeats, "loadavg": os.getloadavg()[0]}
-    obf = obfuscators(ou, a.count or (64 if a.quick else 512), repeats)
-    res["obfuscators_ms"] = [dict(zip(("path", "reference", "ref_ms", "candidate", "ms"), r,
-                                      strict=True)) for r in obf]
+def print_rates(res: dict, repeats: int) -> None:
     ops = ("keyholder_encrypt", "public_encrypt", "decrypt", "packed_decrypt_values",
            "refresh", "add", "ciphertext_bytes")
     cols = [c for c in ("ou", "paillier", "phe", "heu_ou", "heu_zpaillier") if c in res]
+    ks = res["keygen_s"]
     print(f"2048-bit keys, per core (ops per CPU second; medians of {repeats}); keygen "
-          f"OU {ou_keygen:.2f} s, Paillier {pa_keygen:.2f} s; load {res['loadavg']:.2f}")
+          f"OU {ks['ou']:.2f} s, Paillier {ks['paillier']:.2f} s; load {res['loadavg']:.2f}")
     print(f"{'operation':24s}" + "".join(f"{c:>15s}" for c in cols) + f"{'OU/Paillier':>13s}")
     for op in ops:
         row = [res[c].get(op) for c in cols]
@@ -250,11 +227,42 @@ def main(argv=None) -> dict:
     print(f"packed: {res['ou']['values_per_packed_ciphertext']} (OU) vs "
           f"{res['paillier']['values_per_packed_ciphertext']} (Paillier) {SLOT}-bit slots "
           f"per ciphertext")
-    pa_std = res["paillier"]["refresh_standard"]
     print(f"refresh: OU djn_full {res['ou']['refresh']:,.0f}/s vs Paillier djn_full "
-          f"{res['paillier']['refresh']:,.0f}/s and standard (r^n) {pa_std:,.0f}/s")
+          f"{res['paillier']['refresh']:,.0f}/s and standard (r^n) "
+          f"{res['paillier']['refresh_standard']:,.0f}/s")
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--count", type=int, default=None, help="obfuscators per path")
+    ap.add_argument("--obfuscators-only", action="store_true",
+                    help="only OU's obfuscators: tables vs mb8 (no engine rates)")
+    a = ap.parse_args(argv)
+    n = 500 if a.quick else 4000
+    repeats = a.repeats or (1 if a.quick else 3)
+    t = time.perf_counter()
+    ou = OUPrivateCipher.generate(2048, rng=Drbg(bytes(32), "bench-ou"), workers=1)
+    res: dict = {"keygen_s": {"ou": time.perf_counter() - t}, "values": n,
+                 "repeats": repeats, "loadavg": os.getloadavg()[0]}
+    if not a.obfuscators_only:
+        t = time.perf_counter()
+        pa = PaillierPrivateCipher.generate(2048, rng=Drbg(bytes(32), "bench-p"), workers=1)
+        res["keygen_s"]["paillier"] = time.perf_counter() - t
+        res.update(ou=engine(ou, n, repeats), paillier=engine(pa, n, repeats, standard=True),
+                   phe=phe_rates(max(50, n // 20), repeats),
+                   **heu_rates(max(100, n // 4), repeats))
+        print_rates(res, repeats)
+    nb = int(ou.n.bit_length())
+    why = exp_unavailable(nb)
+    obf = obfuscators(ou, a.count or (64 if a.quick else 512), repeats)
+    res["obfuscators_ms"] = [dict(zip(("path", "reference", "ref_ms", "candidate", "ms"), r,
+                                      strict=True)) for r in obf]
     print(f"\nOU obfuscators H^r, {nb}-bit key, ms per obfuscator (one core, median of "
-          f"{repeats}; mb8 {'available' if mb else 'UNAVAILABLE: ' + why})")
+          f"{repeats}; mb8 {'available' if not why else 'UNAVAILABLE: ' + why}; load "
+          f"{os.getloadavg()[0]:.1f})")
     print(f"{'path':28} {'reference':15} {'ref ms':>8}  {'candidate':22} {'ms':>8} "
           f"{'speedup':>8}")
     for name, rn, rms, cn, cms in obf:
