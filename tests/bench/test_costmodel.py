@@ -171,3 +171,18 @@ def test_tree_cpu_counts_children_alive_and_reaped():
         child.communicate(b"")                   # exits and is reaped: in our children time
     assert scale.tree_cpu(me) - before >= 0.2
     assert scale.machine_busy() > 0
+
+
+def test_the_command_line_refits_a_recorded_run(tmp_path, capsys, monkeypatch):
+    import json
+    run = {"rows": 100_000, "args": {"depth": DEPTH, "bins": BINS, "trees": 2, "epochs": 1},
+           "calibration": {str(r): synthetic_point(r) for r in (10_000, 30_000)},
+           "measured": synthetic_point(100_000), "load_before": [1.0, 1.0, 1.0]}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run))
+    monkeypatch.setattr("sys.argv", ["costmodel.py", str(path), "--predict", "300000"])
+    costmodel.main()
+    out = capsys.readouterr().out
+    assert "wall fit on [10000, 30000]" in out and "cpu fit" not in out  # no CPU timelines
+    assert out.count("ratio 1.00") == 9                  # 3 jobs at 10k, 30k and 100k
+    assert "300000 secureboost wall predicted" in out
