@@ -335,3 +335,43 @@ class FakePool:
 
     def terminate(self) -> None:
         FakePool.terminated += 1
+
+
+@pytest.mark.parametrize("where", ["matching", "other"])
+@pytest.mark.parametrize("bad", ["bit255", "twist"])
+def test_invalid_returned_value_is_refused(where, bad):
+    """A returned double-blinded value that is not a canonical curve25519 point fails
+    the job, whether it replaces a value that would have matched or another one
+    (psi.double values are curve-checked: a match passes by equality with a value the
+    receiver computed, every other value in the workers)."""
+    bank, plat = sets(20, 20, 20, seed=21)
+    la, lb, _ = local_link_pair("j")
+    twist = next(u for u in range(2, 100)
+                 if pow((u ** 3 + 486662 * u * u + u) % FP, (FP - 1) // 2, FP) == FP - 1)
+    send = lb.send
+
+    def tamper(kind, payload):
+        if kind == "psi.double":
+            vals = bytearray(payload)
+            if bad == "bit255":
+                vals[31] |= 0x80
+            else:
+                vals[:32] = twist.to_bytes(32, "little")
+            payload = bytes(vals)
+        send(kind, payload)
+    lb.send = tamper
+    # which of the bank's values sits first: its send order is its shuffled set; with
+    # batch 64 everything is one block, so value 0 is the bank's first sent ID
+    order = Drbg(SEED_B).child("psi/shuffle").numpy().permutation(len(bank))
+    first_is_common = bank[order[0]] in set(plat)
+    if first_is_common != (where == "matching"):
+        bank = bank[:]   # move another ID to the front of the send order
+        j = next(k for k in range(1, len(bank))
+                 if (bank[order[k]] in set(plat)) == (where == "matching"))
+        bank[order[0]], bank[order[j]] = bank[order[j]], bank[order[0]]
+    ca = ProtocolContext(la, "j", Drbg(SEED_B))
+    cb = ProtocolContext(lb, "j", Drbg(SEED_P))
+    p = PsiParams(batch_size=64, timeout=30)
+    with pytest.raises(ProtocolError, match="invalid point: point 0"):
+        run_two_parties(lambda: run_psi(ca, "bank", bank, p),
+                        lambda: run_psi(cb, "platform", plat, p), timeout=60)
