@@ -4,14 +4,15 @@ kernels run (:mod:`secure_agg.executor`; docs/ray.md).
 ::
 
     [node]
-    workers = 16                    # with engine = "ray": parallel Ray tasks per operation
+    workers = 16                    # with engine = "ray": parallel Ray calls per operation
     engine = "ray"                  # "local" (default): this machine's worker processes
     ray_address = "10.0.0.5:6379"   # the party's own Ray head (GCS host:port), never the
                                     # peer's and never reachable by it
     ray_connect_timeout_s = 15.0    # a job fails, naming the address, if the cluster has
                                     # not accepted it and run a probe task by then
     ray_auth_token_file = "ray.token"   # Ray token authentication (RAY_AUTH_MODE=token);
-                                        # relative to node.toml
+                                        # relative to node.toml; mode 0600 (checked when
+                                        # a job connects)
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ class NodeContext:
     log: JsonLog
     store: JobStore
     channel: object | None = None      # the PeerChannel while the node runs
+    engine_pool: object | None = None  # the Ray pool warmer (federation.node.ray_pool)
 
     @property
     def channel_address(self) -> str:

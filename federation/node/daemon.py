@@ -20,6 +20,7 @@ from federation.node.control import ControlPlane
 from federation.node.jobs import JobRunner
 from federation.node.logs import ChannelLogBridge, JsonLog
 from federation.node.peer import make_channel, start_channel
+from federation.node.ray_pool import PoolWarmer
 from federation.node.resume import Resumer
 from federation.serving.platform import ServingHost
 
@@ -80,12 +81,17 @@ class Node:
         self.log("node.started", {"party": self.cfg.party, "listen": self.channel_address,
                                   "admin": self.admin.address, "peer": self.cfg.peer.name,
                                   "peer_address": self.cfg.peer.address})
+        self.ctx.engine_pool = PoolWarmer(self.log)
+        self.ctx.engine_pool.start(self.cfg)     # engine = "ray": warm the actor pool
         for job_id in interrupted:     # both sides hold a common checkpoint: resume
             self.resumer.resume_later(job_id, "the node restarted while the job ran")
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         self.jobs.stopping.set()
+        if self.ctx.engine_pool is not None:
+            self.ctx.engine_pool.stop()
+            self.ctx.engine_pool = None
         if self.admin:
             self.admin.stop()
             self.admin = None

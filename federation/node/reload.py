@@ -4,7 +4,8 @@ What a running node can take on at once: ``[datasets]`` (paths, columns offered)
 ``[policy]`` (algorithms, key sizes, approval, refresh...), ``[serving]`` (which models
 may be served, rates and budgets; a running ``fedjoint serve`` keeps its own) and
 ``[node] workers`` and the engine keys (``engine``, ``ray_*``: each job process connects
-to the engine when it starts).
+to the engine when it starts; changed ones warm the new Ray pool,
+:mod:`federation.node.ray_pool`).
 Jobs already running keep the configuration they started with; the next job reads the
 new one. Everything the daemon built at start (party, name, addresses, data_dir, keys,
 the peer's identity, channel settings, limits) needs a restart: a reload that changes
@@ -39,4 +40,6 @@ def reload_config(ctx) -> dict:
     changed = [f for f in RELOADABLE if getattr(new, f) != getattr(old, f)]
     ctx.cfg = replace(old, **{f: getattr(new, f) for f in RELOADABLE})
     ctx.log("node.reloaded", {"changed": changed})
+    if "engine" in changed and ctx.engine_pool is not None:
+        ctx.engine_pool.start(ctx.cfg)      # warm the new cluster's pool
     return {"reloaded": changed, "file": str(old.file)}

@@ -410,7 +410,7 @@ def test_report_reads_the_explanation_its_algorithm_declares(tmp_path):
 def test_node_modules_import_only_modules_below_them():
     """federation.node's parts form a chain (no cycles, function-level imports too)."""
     import ast
-    order = ["logs", "context", "peer", "psi_budget", "checkpoint", "compute", "jobs",
+    order = ["logs", "ray_pool", "context", "peer", "psi_budget", "checkpoint", "compute", "jobs",
              "control", "resume", "results", "reload", "admin_api", "daemon"]
     pkg = ROOT / "federation" / "node"
     assert sorted(p.stem for p in pkg.glob("*.py")) == sorted([*order, "__init__"])
