@@ -386,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         print(main.__doc__.split("``")[1], file=sys.stderr)
         return 2
     fn = warm if args[0] == "warm" else drop
+    if fn is warm:
+        os.nice(10)     # a node's background start-up chore: after its jobs (not its actors)
     try:
         info = fn(args[1], float(args[2]), args[3] if len(args) > 3 else None)
     except EngineUnavailable as exc:

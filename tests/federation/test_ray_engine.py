@@ -212,9 +212,14 @@ def _actors(head_pid: int) -> set[int]:
     return {p for p in children(head_pid) if cmdline(p).startswith(ACTOR)}
 
 
-def _node_events(data_dir: Path, event: str) -> list[dict]:
-    lines = (data_dir / "node.log").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r.get("event") == event]
+def _node_events(data_dir: Path, event: str, wait_s: float = 0.0) -> list[dict]:
+    deadline = time.monotonic() + wait_s
+    while True:
+        lines = (data_dir / "node.log").read_text().splitlines()
+        got = [r for r in map(json.loads, lines) if r.get("event") == event]
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
 
 
 def _job_on_ray(clients, tomls, tmp_path, name, alg, params, head_pid=None):
@@ -269,9 +274,9 @@ def test_secureboost_and_lr_on_ray_nodes_equal_local_and_bad_engine_fails_fast(c
     plat = Node(load_node_config(plat_toml), quiet=True).start()
     try:
         clients = (AdminClient(bank.data_dir), AdminClient(plat.data_dir))
-        _job_on_ray(clients, tomls, tmp_path, "sb", "secureboost", SB, cluster[1])
         for n in (bank, plat):      # each node's warm-up driver found the pool
-            assert [e["pool"] for e in _node_events(n.data_dir, "engine.pool")] == [2]
+            assert [e["pool"] for e in _node_events(n.data_dir, "engine.pool", 180)] == [2]
+        _job_on_ray(clients, tomls, tmp_path, "sb", "secureboost", SB, cluster[1])
         # the next job: a new driver, the pool's existing actor processes
         before = _actors(cluster[1])
         spec, job, conns = _job_on_ray(clients, tomls, tmp_path, "lr",
