@@ -205,8 +205,9 @@ class AdminServer:
 
         self.httpd = Server((host, port), Handler)
         self.address = f"{host}:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="admin",
-                                        daemon=True)
+        # shutdown() waits for the loop's next poll: 0.1 s, not the default 0.5 s
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,),
+                                        name="admin", daemon=True)
 
     def start(self) -> None:
         write_private(self.data_dir / TOKEN_FILE, self.token.encode())
