@@ -182,16 +182,13 @@ def test_node_job_audited_with_the_cli(tmp_path, algorithm, params):
     """Two real nodes (gRPC, mTLS, SQLite, run_job_side with real PSI and Paillier);
     the auditor's commands exactly as in docs/audit.md."""
     pytest.importorskip("psi.protocol")
-    from support.nodes import wait_state, write_job, write_node_tomls
+    from support.nodes import running_nodes, wait_state, write_job, write_node_tomls
 
     from federation.admin import AdminClient
-    from federation.config import load_job_spec, load_node_config
-    from federation.node import Node
+    from federation.config import load_job_spec
 
     bank_toml, plat_toml = write_node_tomls(tmp_path, bank_rows=200, platform_rows=200)
-    bank = Node(load_node_config(bank_toml), quiet=True).start()
-    plat = Node(load_node_config(plat_toml), quiet=True).start()
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
         job = write_job(tmp_path, "j", algorithm, params=params,
                         evaluation={"cipher": "paillier", "key_bits": KEY_BITS})
@@ -200,9 +197,6 @@ def test_node_job_audited_with_the_cli(tmp_path, algorithm, params):
         rec = wait_state(client, job_id, timeout=120)
         assert rec["state"] == "done", rec["error"]
         prec = wait_state(AdminClient(plat.data_dir), job_id, timeout=30)
-    finally:
-        bank.stop()
-        plat.stop()
     tb, tp = rec["artifacts"]["transcript"], prec["artifacts"]["transcript"]
 
     res = _cli("verify", tb, "--peer", tp, "--config", str(bank_toml))

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 from sklearn.metrics import roc_auc_score
-from support.nodes import wait_state, write_job, write_node_tomls
+from support.nodes import running_nodes, wait_state, write_job, write_node_tomls
 
 from federation.config import ConfigError, DatasetConfig, node_config_from_dict
 from federation.data import DataError, hashed_split, load_dataset
@@ -181,8 +181,7 @@ def test_run_local_categorical_both_sides_matches_xgboost(tmp_path):
 
 def test_two_nodes_categorical_secureboost(tmp_path):
     from federation.admin import AdminClient
-    from federation.config import load_job_spec, load_node_config
-    from federation.node import Node
+    from federation.config import load_job_spec
     bank_toml, plat_toml = write_node_tomls(tmp_path)
     g, h = credit_files(tmp_path, rows=3000)          # overwrites the nodes' data files
     for toml, cats in ((bank_toml, '["x0"]'), (plat_toml, '["x1", "x2", "x3", "x5", "x6"]')):
@@ -193,8 +192,7 @@ def test_two_nodes_categorical_secureboost(tmp_path):
                                 '\nlabel_column = "y"\ncategorical = ["x0"]\n'
                                 "max_categories = 3\n\n[policy]", 1)
         toml.write_text(text)
-    nodes = [Node(load_node_config(p), quiet=True).start() for p in (bank_toml, plat_toml)]
-    try:
+    with running_nodes(bank_toml, plat_toml) as nodes:
         client, pclient = AdminClient(nodes[0].data_dir), AdminClient(nodes[1].data_dir)
         job = write_job(tmp_path, "sbcat", "secureboost", params=SB)
         jid = client.call("submit", spec=load_job_spec(job).to_dict(),
@@ -231,9 +229,6 @@ def test_two_nodes_categorical_secureboost(tmp_path):
         rec = wait_state(client, jid, timeout=120)
         assert rec["state"] == "failed" and "categorical column 'x0' has 9 distinct " \
             "levels, more than max_categories = 3" in rec["error"], rec["error"]
-    finally:
-        for n in nodes:
-            n.stop()
 
 
 def test_job_validate_checks_categorical_columns(tmp_path, capsys):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support.nodes import wait_state, write_job, write_node_tomls
+from support.nodes import running_nodes, wait_state, write_job, write_node_tomls
 
 from federation.config import DatasetConfig, node_config_from_dict
 from federation.config.toml import ConfigError
@@ -251,8 +251,7 @@ def test_parquet_and_duckdb_datasets_through_two_nodes(tmp_path):
     import duckdb
 
     from federation.admin import AdminClient
-    from federation.config import load_job_spec, load_node_config
-    from federation.node import Node
+    from federation.config import load_job_spec
     bank_toml, plat_toml = write_node_tomls(tmp_path)
     bank = pd.read_csv(tmp_path / "bank.csv")
     bank.to_parquet(tmp_path / "bank.parquet")
@@ -263,8 +262,7 @@ def test_parquet_and_duckdb_datasets_through_two_nodes(tmp_path):
     query = 'query = "select * from enterprises where id % 2 = 0 order by id"'
     text = plat_toml.read_text().replace("platform.csv", "platform.duckdb")
     plat_toml.write_text(text.replace('id_column = "id"', f'id_column = "id"\n{query}'))
-    nodes = [Node(load_node_config(t), quiet=True).start() for t in (bank_toml, plat_toml)]
-    try:
+    with running_nodes(bank_toml, plat_toml) as nodes:
         client = AdminClient(nodes[0].data_dir)
         job = write_job(tmp_path, "lr", params={"epochs": 3, "batch_size": 0})
         job_id = client.call("submit", spec=load_job_spec(job).to_dict(),
@@ -274,6 +272,3 @@ def test_parquet_and_duckdb_datasets_through_two_nodes(tmp_path):
         want = set(bank["id"]) & {i for i in plat["id"] if i % 2 == 0}
         assert rec["metrics"]["intersection"] == len(want) > 100
         assert rec["metrics"]["test_auc"] > 0.9
-    finally:
-        for n in nodes:
-            n.stop()

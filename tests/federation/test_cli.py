@@ -10,11 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.nodes import make_party_keys, write_job, write_node_tomls
+from support.nodes import make_party_keys, running_nodes, write_job, write_node_tomls
 from support.nodes import run_cli as run
-
-from federation.config import load_node_config
-from federation.node import Node
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,9 +78,7 @@ def test_console_script_help():
 def test_cli_against_two_nodes(tmp_path, capsys, monkeypatch):
     keys = make_party_keys(tmp_path)
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
-    bank = Node(load_node_config(bank_toml), quiet=True).start()
-    plat = Node(load_node_config(plat_toml), quiet=True).start()
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         monkeypatch.setenv("FEDJOINT_CONFIG", str(bank_toml))
         code, out, err = run(capsys, "node", "check")
         assert code == 0, err
@@ -127,6 +122,3 @@ def test_cli_against_two_nodes(tmp_path, capsys, monkeypatch):
         # the platform's operator sees the same job from its side
         code, out, err = run(capsys, "job", "list", "--config", str(plat_toml))
         assert code == 0 and "platform" in out
-    finally:
-        bank.stop()
-        plat.stop()

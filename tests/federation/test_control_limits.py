@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.nodes import wait_state, write_job, write_node_tomls
+from support.nodes import running_nodes, start_node, wait_state, write_job, write_node_tomls
 
 from federation.admin import AdminClient, AdminError
 from federation.config import load_job_spec, load_node_config
@@ -35,10 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def keys(tmp_path_factory):
     from support.nodes import make_party_keys
     return make_party_keys(tmp_path_factory.mktemp("keys"))
-
-
-def _start(path: Path) -> Node:
-    return Node(load_node_config(path), quiet=True).start()
 
 
 def _files(node: Node) -> list[str]:
@@ -74,8 +70,7 @@ def test_proposal_flood_is_capped_per_peer(tmp_path, keys):
     row, seed file or thread; then an honest job runs."""
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys,
                                             platform_policy={"require_approval": True})
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         spec = load_job_spec(write_job(tmp_path, "flood", "psi")).to_dict()
         threads_before = threading.active_count()
         replies = [bank.channel.request("job.propose", {"job_id": f"flood-{i}", "spec": spec,
@@ -114,9 +109,6 @@ def test_proposal_flood_is_capped_per_peer(tmp_path, keys):
         rec = wait_state(client, job_id, timeout=60)
         assert rec["state"] == "done", rec["error"]
         assert plat.channel.ping(count=1, timeout=10)
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def test_concurrent_jobs_per_peer_with_automatic_approval(tmp_path, keys):
@@ -126,8 +118,7 @@ def test_concurrent_jobs_per_peer_with_automatic_approval(tmp_path, keys):
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
     with open(plat_toml, "a") as fh:
         fh.write("\n[limits]\nmax_peer_jobs = 2\nmax_peer_proposals_per_minute = 1000\n")
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         assert plat.cfg.limits.max_peer_jobs == 2
         spec = load_job_spec(write_job(tmp_path, "many", "psi")).to_dict()
         # the bank never opens these jobs, so the platform's runners wait on it
@@ -146,9 +137,6 @@ def test_concurrent_jobs_per_peer_with_automatic_approval(tmp_path, keys):
             bank.channel.request("job.cancel", {"job_id": f"many-{i}"})
         rec = _honest_job(tmp_path, bank)
         assert rec["state"] == "done", rec["error"]
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 BAD_IDS = ["..", "a/b", "../../vault/x", "ｊｏｂ１", "job\n", "job\x00x", "job\x1b[31m",
@@ -157,8 +145,7 @@ BAD_IDS = ["..", "a/b", "../../vault/x", "ｊｏｂ１", "job\n", "job\x00x", "j
 
 def test_bad_job_ids_are_refused_before_any_side_effect(tmp_path, keys):
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         spec = load_job_spec(write_job(tmp_path, "bad", "psi")).to_dict()
         log_before = (plat.data_dir / "node.log").read_text()
         for bad in BAD_IDS:
@@ -191,9 +178,6 @@ def test_bad_job_ids_are_refused_before_any_side_effect(tmp_path, keys):
         rec = _honest_job(tmp_path, bank)
         assert rec["state"] == "done", rec["error"]
         assert plat.channel.ping(count=1, timeout=10)
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 @pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "fedjoint").exists() and
@@ -211,7 +195,7 @@ def test_sigterm_stops_the_node_and_fails_its_running_job(tmp_path, keys):
     pcfg = load_node_config(plat_toml)
     proc = subprocess.Popen([*cmd, "node", "start", "--config", str(plat_toml), "--quiet"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    bank = _start(bank_toml)
+    bank = start_node(bank_toml)
     plat = None
     try:
         deadline = time.monotonic() + 30
@@ -258,7 +242,7 @@ def test_sigterm_stops_the_node_and_fails_its_running_job(tmp_path, keys):
             assert time.monotonic() < deadline, "the bank's job process is still running"
             time.sleep(0.1)
         # the platform starts again and serves the next job
-        plat = _start(plat_toml)
+        plat = start_node(plat_toml)
         deadline = time.monotonic() + 30     # the bank's gRPC client reconnects (backoff)
         while True:
             try:

@@ -9,7 +9,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.nodes import make_party_keys, wait_state, write_job, write_node_tomls
+from support.nodes import (
+    make_party_keys,
+    running_nodes,
+    submit,
+    wait_state,
+    write_job,
+    write_node_tomls,
+)
 
 from federation.admin import AdminClient, AdminError
 from federation.config import job_spec_from_dict, load_job_spec, load_node_config
@@ -36,10 +43,6 @@ def _tomls(tmp_path, keys):
     return bank_toml, plat_toml
 
 
-def _submit(client: AdminClient, job) -> str:
-    return client.call("submit", spec=load_job_spec(job).to_dict(), source=str(job))["job_id"]
-
-
 def _parts(bank: AdminClient, plat: AdminClient, job_id: str) -> tuple[ModelPart, ModelPart]:
     return (ModelPart.load(bank.call("model", model_id=job_id)["path"]),
             ModelPart.load(plat.call("model", model_id=job_id)["path"]))
@@ -52,12 +55,10 @@ def _loaded(client: AdminClient, job_id: str) -> list[dict]:
 
 def test_jobs_train_on_the_columns_they_choose(tmp_path, keys):
     bank_toml, plat_toml = _tomls(tmp_path, keys)
-    bank = Node(load_node_config(bank_toml), quiet=True).start()
-    plat = Node(load_node_config(plat_toml), quiet=True).start()
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client, pclient = AdminClient(bank.data_dir), AdminClient(plat.data_dir)
         # SecureBoost on three of the bank's ten columns and two of the six offered
-        sb = _submit(client, write_job(
+        sb = submit(client, write_job(
             tmp_path, "sb", "secureboost", params={"n_trees": 2, "max_depth": 3},
             extra_job={"features": ["x2", "x0", "x5"], "peer_features": ["x3", "x1"]}))
         rec = wait_state(client, sb, timeout=90)
@@ -85,40 +86,35 @@ def test_jobs_train_on_the_columns_they_choose(tmp_path, keys):
 
         # the model scores with the columns it was trained on
         out = tmp_path / "scores.csv"
-        sc = _submit(client, write_job(tmp_path, "score", "score",
-                                       extra_job={"model": sb, "output": str(out)}))
+        sc = submit(client, write_job(tmp_path, "score", "score",
+                                      extra_job={"model": sb, "output": str(out)}))
         assert wait_state(client, sc, timeout=60)["state"] == "done"
         assert len(out.read_text().splitlines()) == 570
 
         # the same running nodes, another job, another choice; none: everything offered
-        lr = _submit(client, write_job(tmp_path, "lr", params={"epochs": 1, "batch_size": 0},
-                                       extra_job={"peer_features": ["x5"]}))
+        lr = submit(client, write_job(tmp_path, "lr", params={"epochs": 1, "batch_size": 0},
+                                      extra_job={"peer_features": ["x5"]}))
         assert wait_state(client, lr, timeout=60)["state"] == "done"
         bpart, ppart = _parts(client, pclient, lr)
         assert len(bpart.feature_names) == 10 and bpart.body["peer_n_features"] == 1
         assert ppart.feature_names == ["x5"] and len(ppart.body["weights"]) == 1
-        lr2 = _submit(client, write_job(tmp_path, "lr2", params={"epochs": 1,
-                                                                 "batch_size": 0}))
+        lr2 = submit(client, write_job(tmp_path, "lr2", params={"epochs": 1,
+                                                                "batch_size": 0}))
         assert wait_state(client, lr2, timeout=60)["state"] == "done"
         _, ppart = _parts(client, pclient, lr2)
         assert ppart.feature_names == OFFERED        # never beyond the platform's columns
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def test_a_column_the_platform_does_not_offer_is_one_answer(tmp_path, keys):
     bank_toml, plat_toml = _tomls(tmp_path, keys)
-    bank = Node(load_node_config(bank_toml), quiet=True).start()
-    plat = Node(load_node_config(plat_toml), quiet=True).start()
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
         errors = {}
         # x10 is in the platform's file but withheld; x99 does not exist; x1 is offered
         for name, cols in (("withheld", ["x1", "x10"]), ("unknown", ["x1", "x99"]),
                            ("id", ["id"])):
-            job_id = _submit(client, write_job(tmp_path, name, params={"epochs": 1},
-                                               extra_job={"peer_features": cols}))
+            job_id = submit(client, write_job(tmp_path, name, params={"epochs": 1},
+                                              extra_job={"peer_features": cols}))
             rec = wait_state(client, job_id, timeout=30)
             assert rec["state"] == "failed"
             errors[name] = rec["error"]
@@ -133,9 +129,6 @@ def test_a_column_the_platform_does_not_offer_is_one_answer(tmp_path, keys):
         log = [json.loads(ln) for ln in (plat.data_dir / "node.log").read_text().splitlines()]
         refused = [e.get("not_offered") for e in log if e.get("event") == "job.refused"]
         assert refused == [["x10"], ["x99"], ["id"]]
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def test_the_bank_names_what_is_wrong_with_its_own_choice(tmp_path, keys):
@@ -148,8 +141,8 @@ def test_the_bank_names_what_is_wrong_with_its_own_choice(tmp_path, keys):
                            (["x1", "y"], "'y' is the label column"),
                            (["id"], "'id' is the id column")):
             with pytest.raises(AdminError, match="features: ") as ei:
-                _submit(client, write_job(tmp_path, "bad", params={"epochs": 1},
-                                          extra_job={"features": cols}))
+                submit(client, write_job(tmp_path, "bad", params={"epochs": 1},
+                                         extra_job={"features": cols}))
             assert says in str(ei.value) and "offers: x0, x1, x2" in str(ei.value)
         assert client.call("list") == []         # nothing was created or proposed
     finally:

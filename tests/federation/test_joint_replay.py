@@ -27,19 +27,16 @@ def _cli(*args: str):
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
-    from support.nodes import wait_state, write_job, write_node_tomls
+    from support.nodes import running_nodes, wait_state, write_job, write_node_tomls
 
     from federation.admin import AdminClient
-    from federation.config import load_job_spec, load_node_config
-    from federation.node import Node
+    from federation.config import load_job_spec
 
     root = tmp_path_factory.mktemp("joint")
     bank_toml, plat_toml = write_node_tomls(root, bank_rows=200, platform_rows=200)
     for toml in (bank_toml, plat_toml):
         toml.write_text(toml.read_text() + '\n[transcript]\nkeep_received = "digests"\n')
-    bank = Node(load_node_config(bank_toml), quiet=True).start()
-    plat = Node(load_node_config(plat_toml), quiet=True).start()
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
         spec = write_job(root, "sb", "secureboost",
                          params={"n_trees": 2, "max_depth": 2, "max_bin": 8},
@@ -50,9 +47,6 @@ def job(tmp_path_factory):
         assert rec["state"] == "done", rec["error"]
         prec = wait_state(AdminClient(plat.data_dir), job_id, timeout=30)
         assert prec["state"] == "done", prec["error"]
-    finally:
-        bank.stop()
-        plat.stop()
     tb, tp = rec["artifacts"]["transcript"], prec["artifacts"]["transcript"]
     return root, job_id, tb, tp, bank.data_dir
 

@@ -18,7 +18,7 @@ import xgboost as xgb
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from support.nodes import wait_state, write_job, write_node_tomls
+from support.nodes import running_nodes, submit, wait_state, write_job, write_node_tomls
 
 from federation.config import DatasetConfig
 from federation.data import DataError, hashed_split, load_dataset
@@ -215,16 +215,6 @@ def test_lr_pipeline_on_dataframes_with_nan(tmp_path):
 
 
 # ------------------------------------------------------------------- real nodes
-def _start(path: Path):
-    from federation.config import load_node_config
-    from federation.node import Node
-    return Node(load_node_config(path), quiet=True).start()
-
-
-def _submit(client, job: Path) -> str:
-    from federation.config import load_job_spec
-    return client.call("submit", spec=load_job_spec(job).to_dict(), source=str(job))["job_id"]
-
 
 def test_two_nodes_secureboost_and_lr_on_blank_cells(tmp_path):
     from federation.admin import AdminClient
@@ -235,13 +225,12 @@ def test_two_nodes_secureboost_and_lr_on_blank_cells(tmp_path):
     assert 0.1 < bank.drop(columns=["id", "y"]).isna().mean().mean() < 0.3
     assert 0.1 < plat.drop(columns=["id"]).isna().mean().mean() < 0.3
     _, X, y, test = joined_split(bank, plat, 0.25)       # write_job: test_fraction 0.25
-    b, p = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (b, p):
         client, pclient = AdminClient(b.data_dir), AdminClient(p.data_dir)
         sb_params = {**SB, "max_bin": 256}    # breast: XGBoost's sketch is exact
-        sb = _submit(client, write_job(tmp_path, "sb", "secureboost", params=sb_params))
-        lr = _submit(client, write_job(tmp_path, "lr", params={**LR, "nan_policy": "mean"}))
-        fail = _submit(client, write_job(tmp_path, "lr-fail", params=LR))
+        sb = submit(client, write_job(tmp_path, "sb", "secureboost", params=sb_params))
+        lr = submit(client, write_job(tmp_path, "lr", params={**LR, "nan_policy": "mean"}))
+        fail = submit(client, write_job(tmp_path, "lr-fail", params=LR))
         recs = {j: wait_state(client, j, timeout=180) for j in (sb, lr, fail)}
         for j in (sb, lr):
             assert recs[j]["state"] == "done", recs[j]["error"]
@@ -264,6 +253,3 @@ def test_two_nodes_secureboost_and_lr_on_blank_cells(tmp_path):
         perr = wait_state(pclient, fail, timeout=60)["error"] or ""
         print("nan_policy=fail: bank:", err, "| platform:", perr)
         assert "bank training data" in err and "bank training data" not in perr, perr
-    finally:
-        b.stop()
-        p.stop()

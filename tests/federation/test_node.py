@@ -13,10 +13,18 @@ import time
 from pathlib import Path
 
 import pytest
-from support.nodes import free_port, wait_state, write_job, write_node_tomls
+from support.nodes import (
+    free_port,
+    running_nodes,
+    start_node,
+    submit,
+    wait_state,
+    write_job,
+    write_node_tomls,
+)
 
 from federation.admin import AdminClient, AdminError
-from federation.config import load_job_spec, load_node_config
+from federation.config import load_node_config
 from federation.node import Node
 
 
@@ -38,19 +46,10 @@ def keys(tmp_path_factory):
     return make_party_keys(tmp_path_factory.mktemp("keys"))
 
 
-def _start(path: Path) -> Node:
-    return Node(load_node_config(path), quiet=True).start()
-
-
-def _submit(client: AdminClient, job: Path) -> str:
-    return client.call("submit", spec=load_job_spec(job).to_dict(), source=str(job))["job_id"]
-
-
 @needs_psi
 def test_lr_job_end_to_end_and_admin_token(tmp_path, keys):
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
         # the token file is the operator's alone
         tok = bank.data_dir / "admin.token"
@@ -61,7 +60,7 @@ def test_lr_job_end_to_end_and_admin_token(tmp_path, keys):
             bad.call("list")
 
         job = write_job(tmp_path, "lr", params={"epochs": 3, "batch_size": 0})
-        job_id = _submit(client, job)
+        job_id = submit(client, job)
         rec = wait_state(client, job_id, timeout=60)
         assert rec["state"] == "done", rec["error"]
         m = rec["metrics"]
@@ -97,27 +96,20 @@ def test_lr_job_end_to_end_and_admin_token(tmp_path, keys):
         for line in log.splitlines():
             json.loads(line)
         assert client.token not in log and seed.read_bytes().hex() not in log
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def test_job_refused_by_platform_policy(tmp_path, keys):
     bank_toml, plat_toml = write_node_tomls(
         tmp_path, keys=keys, platform_policy={"allowed_algorithms": ["psi"]})
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
-        job_id = _submit(client, write_job(tmp_path, "sb", "secureboost",
-                                           params={"n_trees": 2}))
+        job_id = submit(client, write_job(tmp_path, "sb", "secureboost",
+                                          params={"n_trees": 2}))
         rec = wait_state(client, job_id, timeout=20)
         assert rec["state"] == "failed"
         assert "refused by platform-b's policy" in rec["error"]
         assert "algorithm 'secureboost' is not allowed" in rec["error"]
         # insecure (plain) jobs are refused unless the platform allows them
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def _wait_pending(client: AdminClient, job_id: str) -> None:
@@ -134,56 +126,48 @@ def test_insecure_job_refused_and_manual_approval(tmp_path, keys):
         tmp_path, keys=keys,
         platform_policy={"allow_insecure_test_jobs": False, "min_key_bits": 2048,
                          "require_approval": True})
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client, pclient = AdminClient(bank.data_dir), AdminClient(plat.data_dir)
-        job_id = _submit(client, write_job(tmp_path, "lr", params={"epochs": 1}))
+        job_id = submit(client, write_job(tmp_path, "lr", params={"epochs": 1}))
         rec = wait_state(client, job_id, timeout=20)
         assert rec["state"] == "failed" and "allow_insecure_test_jobs" in rec["error"]
 
         # a PSI-only job waits for the platform operator's approval
-        psi_id = _submit(client, write_job(tmp_path, "psi-only", "psi"))
+        psi_id = submit(client, write_job(tmp_path, "psi-only", "psi"))
         _wait_pending(client, psi_id)
         assert pclient.call("status", job_id=psi_id)["state"] == "submitted"
         pclient.call("approve", job_id=psi_id)
         rec = wait_state(client, psi_id, timeout=30)
         assert rec["state"] == "done" and rec["metrics"]["intersection"] == 569
         # and a refusal by the operator reaches the modeler with its reason
-        r2 = _submit(client, write_job(tmp_path, "psi-two", "psi"))
+        r2 = submit(client, write_job(tmp_path, "psi-two", "psi"))
         _wait_pending(client, r2)
         pclient.call("refuse", job_id=r2, reason="not this quarter")
         rec = wait_state(client, r2, timeout=20)
         assert rec["state"] == "failed" and "not this quarter" in rec["error"]
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 @needs_psi
 def test_intersection_below_minimum_fails_both(tmp_path, keys):
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys, bank_rows=120,
                                             platform_policy={"min_intersection": 200})
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
-        job_id = _submit(client, write_job(tmp_path, "lr", params={"epochs": 1,
-                                                                    "batch_size": 0}))
+        job_id = submit(client, write_job(tmp_path, "lr", params={"epochs": 1,
+                                                                   "batch_size": 0}))
         rec = wait_state(client, job_id, timeout=30)
         assert rec["state"] == "failed"
         assert "120" in rec["error"] and "min_intersection" in rec["error"] and "200" in rec["error"]
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def test_unreachable_peer_is_named(tmp_path, keys):
     bank_toml, _ = write_node_tomls(tmp_path, keys=keys, deadline_s=2.0)
-    bank = _start(bank_toml)
+    bank = start_node(bank_toml)
     try:
         client = AdminClient(bank.data_dir)
         res = client.call("check", timeout=30)
         assert not res["ok"] and bank.cfg.peer.address in res["error"]
-        job_id = _submit(client, write_job(tmp_path, "psi-only", "psi"))
+        job_id = submit(client, write_job(tmp_path, "psi-only", "psi"))
         rec = wait_state(client, job_id, timeout=30)
         assert rec["state"] == "failed" and bank.cfg.peer.address in rec["error"]
     finally:
@@ -197,7 +181,7 @@ def test_peer_killed_mid_job_is_reported(tmp_path, keys):
     proc = subprocess.Popen([sys.executable, "-m", "federation.cli", "node", "start",
                              "--config", str(plat_toml), "--quiet"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    bank = _start(bank_toml)
+    bank = start_node(bank_toml)
     try:
         pdata = load_node_config(plat_toml).data_dir
         deadline = time.monotonic() + 30
@@ -207,7 +191,7 @@ def test_peer_killed_mid_job_is_reported(tmp_path, keys):
             time.sleep(0.1)
         client = AdminClient(bank.data_dir)
         # a long job: many epochs of mini-batch LR under a small Paillier test key
-        job_id = _submit(client, write_job(tmp_path, "long", params={
+        job_id = submit(client, write_job(tmp_path, "long", params={
             "epochs": 200, "batch_size": 64, "early_stopping": "none"},
             evaluation={"cipher": "paillier", "key_bits": 512}))
         rec = wait_state(client, job_id, states=("training", "failed", "done"), timeout=30)
@@ -245,18 +229,17 @@ def test_admin_endpoint_is_loopback_only(tmp_path, keys):
 @needs_psi
 def test_secureboost_then_scoring_job(tmp_path, keys):
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
-        sb = _submit(client, write_job(tmp_path, "sb", "secureboost",
-                                       params={"n_trees": 3, "max_depth": 3}))
+        sb = submit(client, write_job(tmp_path, "sb", "secureboost",
+                                      params={"n_trees": 3, "max_depth": 3}))
         rec = wait_state(client, sb, timeout=60)
         assert rec["state"] == "done", rec["error"]
         assert rec["metrics"]["test_auc"] > 0.9
         assert [m["model_id"] for m in client.call("models")] == [sb]
         out = tmp_path / "scores.csv"
-        sc = _submit(client, write_job(tmp_path, "score", "score",
-                                       extra_job={"model": sb, "output": str(out)}))
+        sc = submit(client, write_job(tmp_path, "score", "score",
+                                      extra_job={"model": sb, "output": str(out)}))
         rec = wait_state(client, sc, timeout=60)
         assert rec["state"] == "done", rec["error"]
         states = [e["state"] for e in client.call("logs", job_id=sc)["events"]
@@ -278,22 +261,18 @@ def test_secureboost_then_scoring_job(tmp_path, keys):
         assert all(0.0 <= float(v.split(",")[1]) <= 1.0 for v in lines[1:])
         # a model the platform does not have is refused by its node
         plat.store.add_model(sb, sb, "logistic_regression", "/nonexistent", "x")
-        bad = _submit(client, write_job(tmp_path, "score2", "score",
-                                        extra_job={"model": sb}))
+        bad = submit(client, write_job(tmp_path, "score2", "score",
+                                       extra_job={"model": sb}))
         rec = wait_state(client, bad, timeout=30)
         assert rec["state"] == "failed" and "logistic_regression" in rec["error"]
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 @needs_psi
 def test_cancel_reaches_both_nodes(tmp_path, keys):
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client, pclient = AdminClient(bank.data_dir), AdminClient(plat.data_dir)
-        job_id = _submit(client, write_job(tmp_path, "long", params={
+        job_id = submit(client, write_job(tmp_path, "long", params={
             "epochs": 200, "batch_size": 64, "early_stopping": "none"},
             evaluation={"cipher": "paillier", "key_bits": 512}))
         rec = wait_state(client, job_id, states=("training", "failed", "done"), timeout=30)
@@ -304,29 +283,22 @@ def test_cancel_reaches_both_nodes(tmp_path, keys):
         with pytest.raises(AdminError, match="already cancelled"):
             client.call("cancel", job_id=job_id)
         # the nodes stay usable: a following job runs to completion
-        psi_id = _submit(client, write_job(tmp_path, "psi-only", "psi"))
+        psi_id = submit(client, write_job(tmp_path, "psi-only", "psi"))
         assert wait_state(client, psi_id, timeout=30)["state"] == "done"
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def test_missing_dataset_files_are_named(tmp_path, keys):
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
         (tmp_path / "platform.csv").unlink()
-        job_id = _submit(client, write_job(tmp_path, "psi-only", "psi"))
+        job_id = submit(client, write_job(tmp_path, "psi-only", "psi"))
         rec = wait_state(client, job_id, timeout=20)
         assert rec["state"] == "failed" and "file is missing on platform-b" in rec["error"]
         (tmp_path / "bank.csv").unlink()
         with pytest.raises(AdminError, match=r"datasets\.loans\.path: .*bank\.csv does not "
                            "exist"):
-            _submit(client, write_job(tmp_path, "psi-two", "psi"))
-    finally:
-        bank.stop()
-        plat.stop()
+            submit(client, write_job(tmp_path, "psi-two", "psi"))
 
 
 def test_restart_fails_interrupted_jobs(tmp_path, keys):
@@ -360,12 +332,11 @@ def test_psi_jobs_in_every_mode_match_a_plain_intersection(tmp_path, keys):
     pd.DataFrame({"id": ids_b, "y": 0, "x0": 0.0}).to_csv(tmp_path / "bank.csv",
                                                           index=False)
     expected = set(ids_b) & set(ids_p)
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client, pclient = AdminClient(bank.data_dir), AdminClient(plat.data_dir)
         for mode in ("balanced", "unbalanced", "cardinality"):
-            job_id = _submit(client, write_job(tmp_path, f"psi-{mode}", "psi",
-                                               psi={"mode": mode}))
+            job_id = submit(client, write_job(tmp_path, f"psi-{mode}", "psi",
+                                              psi={"mode": mode}))
             rec = wait_state(client, job_id, timeout=60)
             assert rec["state"] == "done", (mode, rec["error"])
             prec = wait_state(pclient, job_id, timeout=30)
@@ -380,9 +351,6 @@ def test_psi_jobs_in_every_mode_match_a_plain_intersection(tmp_path, keys):
             assert got_b == got_p and set(got_b) == expected, mode   # same rows, same order
         keyfiles = list((plat.data_dir / "psi" / "keys").iterdir())
         assert keyfiles and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in keyfiles)
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def test_report_reads_the_explanation_its_algorithm_declares(tmp_path):
@@ -457,12 +425,11 @@ def test_node_answers_while_a_job_computes(tmp_path, keys):
     platform's admin endpoint and the channel's ping keep answering."""
     import statistics
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client, pclient = AdminClient(bank.data_dir), AdminClient(plat.data_dir)
         job = write_job(tmp_path, "big-keys", params={"epochs": 1, "batch_size": 0},
                         evaluation={"cipher": "paillier", "key_bits": 4096})
-        job_id = _submit(client, job)
+        job_id = submit(client, job)
         lat, busy = [], 0
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
@@ -483,9 +450,6 @@ def test_node_answers_while_a_job_computes(tmp_path, keys):
                                                                    max(lat))
         children = [p for p in mp_active_children() if p.name.startswith("fedjoint-job-")]
         assert not children, "job processes are stopped when their job ends"
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def mp_active_children():
@@ -496,12 +460,11 @@ def mp_active_children():
 @needs_psi
 def test_a_dying_job_process_fails_only_its_job(tmp_path, keys):
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client, pclient = AdminClient(bank.data_dir), AdminClient(plat.data_dir)
         job = write_job(tmp_path, "doomed", params={"epochs": 1, "batch_size": 0},
                         evaluation={"cipher": "paillier", "key_bits": 4096})
-        job_id = _submit(client, job)
+        job_id = submit(client, job)
         wait_state(client, job_id, states=("training",), timeout=60)
         mine = [p for p in mp_active_children() if p.name == f"fedjoint-job-{job_id}"]
         assert len(mine) == 2        # both nodes run in this test process
@@ -511,11 +474,8 @@ def test_a_dying_job_process_fails_only_its_job(tmp_path, keys):
         assert "process died (exit code -9)" in rec["error"] or \
             "process died" in wait_state(pclient, job_id)["error"]
         # the nodes serve the next job
-        ok = _submit(client, write_job(tmp_path, "after", "psi"))
+        ok = submit(client, write_job(tmp_path, "after", "psi"))
         assert wait_state(client, ok, timeout=60)["state"] == "done"
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def test_peer_text_cannot_forge_log_fields(tmp_path):
@@ -549,8 +509,7 @@ def test_node_reload_applies_policy_and_refuses_restart_keys(tmp_path, keys):
 
     from federation.cli import cli
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
         text = plat_toml.read_text()
         plat_toml.write_text(text.replace("min_intersection = 50", "min_intersection = 5000"))
@@ -558,16 +517,13 @@ def test_node_reload_applies_policy_and_refuses_restart_keys(tmp_path, keys):
         assert run.exit_code == 0 and "reloaded" in run.output and "policy" in run.output, \
             run.output
         assert plat.cfg.policy.min_intersection == 5000
-        rec = wait_state(client, _submit(client, write_job(tmp_path, "after-reload", "psi")))
+        rec = wait_state(client, submit(client, write_job(tmp_path, "after-reload", "psi")))
         assert rec["state"] == "failed" and "min_intersection" in rec["error"]
         plat_toml.write_text(text.replace('listen = "127.0.0.1:', 'listen = "127.0.0.2:'))
         run = CliRunner().invoke(cli, ["node", "reload", "--config", str(plat_toml)])
         err = str(run.exception or "")     # `main` prints it; the bare group raises it
         assert run.exit_code != 0 and "changes listen" in err and "restart" in err, err
         assert plat.cfg.policy.min_intersection == 5000     # nothing applied
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def test_job_process_errors_cross_as_records():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support.nodes import run_cli, two_nodes, write_job
+from support.nodes import pipeline_job, run_cli, running_nodes, stages_toml, two_nodes
 
 import fedjoint
 from federation import audit
@@ -30,37 +30,17 @@ def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
         plat[["id", "x0", "x1", "x5", "x6"]]
 
 
-STAGES = """
-[[stages]]
-name = "bin"
-algorithm = "binning"
-[stages.params]
-method = "quantile"
-n_bins = 6
-
-[[stages]]
-name = "sel"
-algorithm = "selection"
-inputs = { binning = "bin" }
-[stages.params]
-iv_min = 0.02
-max_corr = 0.7
-psi_max = 0.5
-
-[[stages]]
-name = "lr"
-algorithm = "logistic_regression"
-inputs = { selection = "sel" }
-[stages.params]
-epochs = 3
-batch_size = 256
-"""
+STAGES = stages_toml([
+    {"name": "bin", "algorithm": "binning", "params": {"method": "quantile", "n_bins": 6}},
+    {"name": "sel", "algorithm": "selection", "inputs": {"binning": "bin"},
+     "params": {"iv_min": 0.02, "max_corr": 0.7, "psi_max": 0.5}},
+    {"name": "lr", "algorithm": "logistic_regression", "inputs": {"selection": "sel"},
+     "params": {"epochs": 3, "batch_size": 256}}])
 
 
-def pipeline_job(root: Path, name: str = "pl", stages: str = STAGES) -> Path:
-    p = write_job(root, name, "pipeline", evaluation={"valid_fraction": 0.2})
-    p.write_text(p.read_text() + stages)
-    return p
+def job_file(root: Path, stages: str = STAGES) -> Path:
+    """The pipeline job of these tests (a fifth of the training rows for validation)."""
+    return pipeline_job(root, stages, evaluation={"valid_fraction": 0.2})
 
 
 def kinds(path: str, direction: str) -> list[str]:
@@ -71,7 +51,7 @@ def test_pipeline_through_nodes(tmp_path, capsys, monkeypatch):
     bank, plat = frames()
     allowed = ["binning", "selection", "logistic_regression"]
     with two_nodes(tmp_path, monkeypatch, allowed, bank, plat):
-        code, out, err = run_cli(capsys, "job", "submit", str(pipeline_job(tmp_path)),
+        code, out, err = run_cli(capsys, "job", "submit", str(job_file(tmp_path)),
                                  "--wait")
         assert code == 0 and "done" in out, err + out
         job_id = out.split()[0]
@@ -165,7 +145,7 @@ def test_pipeline_through_nodes(tmp_path, capsys, monkeypatch):
 ])
 def test_bad_pipeline_files_name_the_stage(tmp_path, stages, match):
     with pytest.raises(ConfigError, match=match):
-        load_job_spec(pipeline_job(tmp_path, stages=stages))
+        load_job_spec(job_file(tmp_path, stages))
 
 
 def test_a_stage_the_platform_does_not_allow_is_refused_before_psi(tmp_path, capsys,
@@ -173,21 +153,17 @@ def test_a_stage_the_platform_does_not_allow_is_refused_before_psi(tmp_path, cap
     bank, plat = frames()
     with two_nodes(tmp_path, monkeypatch, ["binning", "logistic_regression"], bank, plat):
         # the bank's own policy names the stage first (validate lists every stage)
-        code, out, err = run_cli(capsys, "job", "validate", str(pipeline_job(tmp_path)))
+        code, out, err = run_cli(capsys, "job", "validate", str(job_file(tmp_path)))
         assert code != 0 and "sel (selection, binning <- bin) iv_min = 0.02" in out, out
         assert "FAIL  stage 'sel': algorithm 'selection' is allowed" in out, out
-        code, out, err = run_cli(capsys, "job", "submit", str(pipeline_job(tmp_path)))
+        code, out, err = run_cli(capsys, "job", "submit", str(job_file(tmp_path)))
         assert code != 0 and "stage 'sel': algorithm 'selection' is not allowed" in err + out
     bank_toml = tmp_path / "bank.toml"
     text = bank_toml.read_text().replace('"binning", "logistic_regression"',
                                          '"binning", "selection", "logistic_regression"')
     bank_toml.write_text(text)
-    from federation.config import load_node_config
-    from federation.node import Node
-    b = Node(load_node_config(bank_toml), quiet=True).start()
-    p = Node(load_node_config(tmp_path / "platform.toml"), quiet=True).start()
-    try:
-        code, out, err = run_cli(capsys, "job", "submit", str(pipeline_job(tmp_path)),
+    with running_nodes(bank_toml, tmp_path / "platform.toml") as (b, p):
+        code, out, err = run_cli(capsys, "job", "submit", str(job_file(tmp_path)),
                                  "--wait")
         assert code != 0
         assert "refused by platform-b's policy: stage 'sel': algorithm 'selection' is not " \
@@ -195,9 +171,6 @@ def test_a_stage_the_platform_does_not_allow_is_refused_before_psi(tmp_path, cap
         job_id = next(w for w in (err + out).split() if w.startswith("pl-"))
         assert not (tmp_path / "bank-a-data" / "transcripts" / f"{job_id}.jsonl").exists()
         assert not (tmp_path / "platform-b-data" / "transcripts" / f"{job_id}.jsonl").exists()
-    finally:
-        b.stop()
-        p.stop()
 
 
 def test_pipeline_stage_limit_and_unknown_inputs_are_refused(tmp_path):
@@ -212,7 +185,7 @@ def test_pipeline_stage_limit_and_unknown_inputs_are_refused(tmp_path):
     _, plat_toml = write_node_tomls(tmp_path, platform_policy={
         "allowed_algorithms": ["binning", "selection", "logistic_regression"]})
     cfg = load_node_config(plat_toml)
-    spec = load_job_spec(pipeline_job(tmp_path))
+    spec = load_job_spec(job_file(tmp_path))
     assert policy_refusal(spec, cfg) == ""
     small = replace(cfg, limits=Limits(max_pipeline_stages=2))
     assert policy_refusal(spec, small) == "the pipeline has 3 stages; " \

@@ -12,14 +12,13 @@ import signal
 import time
 from multiprocessing import active_children
 
-from support.nodes import wait_state, write_job, write_node_tomls
-from test_pipeline_nodes import STAGES, frames
+from support.nodes import running_nodes, wait_state, write_node_tomls
+from test_pipeline_nodes import frames, job_file
 
 from federation import audit
 from federation.admin import AdminClient
 from federation.config import job_spec_from_dict, load_job_spec, load_node_config
 from federation.link import local_link_pair, run_two_parties
-from federation.node import Node
 from federation.node.compute import HOLD_ENV
 from federation.runner import run_job_side
 
@@ -39,10 +38,8 @@ def test_pipeline_killed_mid_stage_resumes_bit_identical(tmp_path, monkeypatch):
     bank_df.to_csv(tmp_path / "bank.csv", index=False)
     plat_df.to_csv(tmp_path / "platform.csv", index=False)
     cfgs = {p: load_node_config(t) for p, t in (("bank", bank_toml), ("platform", plat_toml))}
-    bank, plat = Node(cfgs["bank"], quiet=True).start(), Node(cfgs["platform"], quiet=True).start()
-    try:
-        job = write_job(tmp_path, "pl", "pipeline", evaluation={"valid_fraction": 0.2})
-        job.write_text(job.read_text() + STAGES)
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
+        job = job_file(tmp_path)
         client = AdminClient(bank.data_dir)
         job_id = client.call("submit", spec=load_job_spec(job).to_dict(),
                              source=str(job))["job_id"]
@@ -74,6 +71,3 @@ def test_pipeline_killed_mid_stage_resumes_bit_identical(tmp_path, monkeypatch):
         stored = {m["model_id"]: m["digest"] for m in client.call("models")}
         assert [stored[f"{job_id}.{s['name']}"] for s in ref_b.stages] == \
             [s["model_digest"] for s in ref_b.stages]
-    finally:
-        bank.stop()
-        plat.stop()

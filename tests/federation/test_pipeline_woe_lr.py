@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from support.nodes import run_cli, two_nodes, write_job
+from support.nodes import pipeline_job, run_cli, two_nodes, write_job
 
 from federation import audit
 
@@ -27,34 +27,13 @@ DATA = Path(__file__).resolve().parents[2] / "examples" / "credit_risk" / "data"
 ROWS = 6000
 LAM = 1e-3
 IV_MIN, MAX_CORR = 0.02, 0.8
-STAGES = f"""
-[[stages]]
-name = "bin"
-algorithm = "binning"
-[stages.params]
-method = "monotonic"
-n_prebins = 10
-
-[[stages]]
-name = "sel"
-algorithm = "selection"
-inputs = {{ binning = "bin" }}
-[stages.params]
-iv_min = {IV_MIN}
-max_corr = {MAX_CORR}
-
-[[stages]]
-name = "card"
-algorithm = "woe_lr"
-inputs = {{ binning = "bin", selection = "sel" }}
-[stages.params]
-epochs = 60
-batch_size = 0
-learning_rate = 0.1
-reg_lambda = {LAM}
-early_stopping = "none"
-seed = 5
-"""
+STAGES = [
+    {"name": "bin", "algorithm": "binning", "params": {"method": "monotonic", "n_prebins": 10}},
+    {"name": "sel", "algorithm": "selection", "inputs": {"binning": "bin"},
+     "params": {"iv_min": IV_MIN, "max_corr": MAX_CORR}},
+    {"name": "card", "algorithm": "woe_lr", "inputs": {"binning": "bin", "selection": "sel"},
+     "params": {"epochs": 60, "batch_size": 0, "learning_rate": 0.1, "reg_lambda": LAM,
+                "early_stopping": "none", "seed": 5}}]
 
 
 def woe_columns(x: pd.Series, edges: list, train: np.ndarray, y: np.ndarray):
@@ -121,9 +100,8 @@ def test_woe_lr_pipeline_matches_the_central_pipeline(tmp_path, capsys, monkeypa
     plat = plat[plat["id"].isin(bank["id"])].reset_index(drop=True)
     with two_nodes(tmp_path, monkeypatch, ["binning", "selection", "woe_lr", "score"], bank,
                    plat):
-        job = write_job(tmp_path, "card", "pipeline", evaluation={"cipher": "plain",
-                                                                  "test_fraction": 0.25})
-        job.write_text(job.read_text() + STAGES)
+        job = pipeline_job(tmp_path, STAGES, name="card",
+                           evaluation={"cipher": "plain", "test_fraction": 0.25})
         code, out, err = run_cli(capsys, "job", "submit", str(job), "--wait")
         assert code == 0 and "done" in out, err + out
         job_id = out.split()[0]

@@ -11,11 +11,17 @@ import threading
 import time
 
 import pytest
-from support.nodes import wait_state, write_job, write_node_tomls
+from support.nodes import (
+    running_nodes,
+    start_node,
+    submit,
+    wait_state,
+    write_job,
+    write_node_tomls,
+)
 
 from federation.admin import AdminClient
-from federation.config import ConfigError, load_job_spec, load_node_config
-from federation.node import Node
+from federation.config import ConfigError, load_node_config
 from federation.node.psi_budget import DAY_S, PsiLedger, rotation_due
 from federation.transcript import reader
 from psi.cache import KeyStore
@@ -139,13 +145,6 @@ def test_rotation_falls_due_by_age_and_by_queries_served(tmp_path):
 
 # --------------------------------------------------------------------- real nodes
 
-def _start(path) -> Node:
-    return Node(load_node_config(path), quiet=True).start()
-
-
-def _submit(client: AdminClient, job) -> str:
-    return client.call("submit", spec=load_job_spec(job).to_dict(), source=str(job))["job_id"]
-
 
 def _plain_intersection(tmp_path) -> set[str]:
     def ids(name):
@@ -162,10 +161,10 @@ def test_budget_exhausted_across_two_jobs_survives_a_platform_restart(tmp_path):
     bank_toml, plat_toml = write_node_tomls(tmp_path, bank_rows=300, platform_rows=400,
                                             platform_policy={"psi_max_queries_per_day": 500})
     job = write_job(tmp_path, "q", algorithm="psi", psi={"mode": "unbalanced"})
-    bank, plat = _start(bank_toml), _start(plat_toml)
+    bank, plat = start_node(bank_toml), start_node(plat_toml)
     try:
         client, pclient = AdminClient(bank.data_dir), AdminClient(plat.data_dir)
-        j1 = _submit(client, job)
+        j1 = submit(client, job)
         assert wait_state(client, j1)["state"] == "done"
         prec = wait_state(pclient, j1)
         assert prec["state"] == "done" and prec["metrics"]["intersection"] == 300
@@ -176,9 +175,9 @@ def test_budget_exhausted_across_two_jobs_survives_a_platform_restart(tmp_path):
         t1 = reader.load(prec["artifacts"]["transcript"])
         assert t1.closing["statements"]["platform-b"]["disclosed"][DISC] == 300
         plat.stop()
-        plat = _start(plat_toml)                        # the count is on disk
+        plat = start_node(plat_toml)                        # the count is on disk
         pclient = AdminClient(plat.data_dir)
-        j2 = _submit(client, job)
+        j2 = submit(client, job)
         rec = wait_state(client, j2)
         prec2 = wait_state(pclient, j2)
         want = ("bank-a looked up 300 IDs in the last 24 h; this job's 300 would exceed "
@@ -206,12 +205,11 @@ def test_rotation_on_demand_and_by_schedule_through_nodes(tmp_path):
     job = write_job(tmp_path, "r", algorithm="psi", psi={"mode": "unbalanced"})
     want = _plain_intersection(tmp_path)
     peer_sets = tmp_path / "bank-a-data" / "psi" / "cache" / "psi-peer-sets" / "platform-b"
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client, pclient = AdminClient(bank.data_dir), AdminClient(plat.data_dir)
 
         def run() -> tuple[dict, set]:
-            jid = _submit(client, job)
+            jid = submit(client, job)
             assert wait_state(client, jid)["state"] == "done"
             prec = wait_state(pclient, jid)
             assert prec["state"] == "done", prec["error"]
@@ -242,9 +240,6 @@ def test_rotation_on_demand_and_by_schedule_through_nodes(tmp_path):
         st = CliRunner().invoke(cli, ["psi", "status", "--config", str(plat_toml)])
         assert st.exit_code == 0 and f"OPRF key {k3}" in st.output, st.output
         assert "bank-a looked up 900 IDs in the last 24 h" in st.output
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def test_a_job_in_flight_at_rotation_uses_one_key_through_nodes(tmp_path):
@@ -258,8 +253,7 @@ def test_a_job_in_flight_at_rotation_uses_one_key_through_nodes(tmp_path):
     job = write_job(tmp_path, "f", algorithm="psi", psi={"mode": "unbalanced"})
     want = _plain_intersection(tmp_path)
     keys = KeyStore(tmp_path / "platform-b-data" / "psi" / "keys")
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client, pclient = AdminClient(bank.data_dir), AdminClient(plat.data_dir)
 
         def finished(jid: str) -> dict:
@@ -273,10 +267,10 @@ def test_a_job_in_flight_at_rotation_uses_one_key_through_nodes(tmp_path):
             assert {ids[i] for i in rows} == want and len(rows) == len(want)
             return prec
 
-        old = finished(_submit(client, job))["checkpoint"]["psi"]["key_id"]
+        old = finished(submit(client, job))["checkpoint"]["psi"]["key_id"]
         out: list = []
         with keys.using("bank-a", exclusive=True):
-            jid = _submit(client, job)
+            jid = submit(client, job)
             deadline = time.monotonic() + 60
             while not any(j["job_id"] == jid for j in pclient.call("list")):
                 assert time.monotonic() < deadline, "the platform never got the job"
@@ -291,8 +285,5 @@ def test_a_job_in_flight_at_rotation_uses_one_key_through_nodes(tmp_path):
         from psi.cache import key_id
         during = finished(jid)["checkpoint"]["psi"]["key_id"]
         assert during in (old, key_id(new)) and old != key_id(new)
-        after = finished(_submit(client, job))["checkpoint"]["psi"]["key_id"]
+        after = finished(submit(client, job))["checkpoint"]["psi"]["key_id"]
         assert after == key_id(new)
-    finally:
-        bank.stop()
-        plat.stop()

@@ -11,35 +11,24 @@ import re
 import numpy as np
 import pandas as pd
 import sklearn.metrics as skm
-from support.nodes import DATA, make_party_keys, run_cli, write_job, write_node_tomls
+from support.nodes import (
+    DATA,
+    make_party_keys,
+    pipeline_job,
+    run_cli,
+    running_nodes,
+    write_job,
+    write_node_tomls,
+)
 
-from federation.config import load_node_config
-from federation.node import Node
 from federation.report import stats
 
-PIPELINE = """
-[[stages]]
-name = "bin"
-algorithm = "binning"
-[stages.params]
-method = "quantile"
-n_bins = 5
-
-[[stages]]
-name = "sel"
-algorithm = "selection"
-inputs = { binning = "bin" }
-[stages.params]
-iv_min = 0.02
-
-[[stages]]
-name = "card"
-algorithm = "woe_lr"
-inputs = { binning = "bin", selection = "sel" }
-[stages.params]
-epochs = 2
-batch_size = 0
-"""
+PIPELINE = [  # binning -> selection -> woe_lr
+    {"name": "bin", "algorithm": "binning", "params": {"method": "quantile", "n_bins": 5}},
+    {"name": "sel", "algorithm": "selection", "inputs": {"binning": "bin"},
+     "params": {"iv_min": 0.02}},
+    {"name": "card", "algorithm": "woe_lr", "inputs": {"binning": "bin", "selection": "sel"},
+     "params": {"epochs": 2, "batch_size": 0}}]
 
 
 def test_report_with_out_of_time_population_through_nodes(tmp_path, capsys, monkeypatch):
@@ -63,9 +52,7 @@ def test_report_with_out_of_time_population_through_nodes(tmp_path, capsys, monk
         '[job]\nname = "oot"\nalgorithm = "score"\ndataset = "loans_oot"\n'
         'peer_dataset = "enterprises"\nmodel = "MODEL"\n[psi]\nid_type = "string"\n'
         '[evaluation]\ncipher = "plain"\nkey_bits = 1024\n')
-    bank = Node(load_node_config(bank_toml), quiet=True).start()
-    plat = Node(load_node_config(plat_toml), quiet=True).start()
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         monkeypatch.setenv("FEDJOINT_CONFIG", str(bank_toml))
         job = write_job(tmp_path, "lr", params={"epochs": 2, "batch_size": 0})
         code, out, err = run_cli(capsys, "job", "submit", str(job), "--wait")
@@ -113,8 +100,7 @@ def test_report_with_out_of_time_population_through_nodes(tmp_path, capsys, monk
 
         # a pipeline (binning -> selection -> woe_lr): the scorecard stage's sections, the
         # binning stage's WOE/IV; --oot scores that stage's model (<job>.card)
-        pipe = write_job(tmp_path, "pl", "pipeline")
-        pipe.write_text(pipe.read_text() + PIPELINE)
+        pipe = pipeline_job(tmp_path, PIPELINE)
         code, out, err = run_cli(capsys, "job", "submit", str(pipe), "--wait")
         assert code == 0, err + out
         pipe_id = out.split()[0]
@@ -158,9 +144,6 @@ def test_report_with_out_of_time_population_through_nodes(tmp_path, capsys, monk
         assert code == 1 and "used model" in err
         code, out, err = run_cli(capsys, "job", "report", job_id, "--oot", str(score_toml))
         assert code == 1 and f"scores model '{pipe_id}.card', not job {job_id}'s" in err
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def test_python_api_report_with_out_of_time_frames(tmp_path):

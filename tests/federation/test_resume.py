@@ -15,11 +15,18 @@ from multiprocessing import active_children
 from pathlib import Path
 
 import pytest
-from support.nodes import wait_state, write_job, write_node_tomls
+from support.nodes import (
+    running_nodes,
+    start_node,
+    submit,
+    wait_state,
+    write_job,
+    write_node_tomls,
+)
 
 from federation import audit
 from federation.admin import AdminClient
-from federation.config import job_spec_from_dict, load_job_spec, load_node_config
+from federation.config import job_spec_from_dict, load_node_config
 from federation.link import local_link_pair, run_two_parties
 from federation.node import Node
 from federation.runner import run_job_side
@@ -32,14 +39,6 @@ SB = {"n_trees": 4, "max_depth": 2, "max_bin": 8}
 def keys(tmp_path_factory):
     from support.nodes import make_party_keys
     return make_party_keys(tmp_path_factory.mktemp("keys"))
-
-
-def _start(path: Path) -> Node:
-    return Node(load_node_config(path), quiet=True).start()
-
-
-def _submit(client: AdminClient, job: Path) -> str:
-    return client.call("submit", spec=load_job_spec(job).to_dict(), source=str(job))["job_id"]
 
 
 def _checkpoints(data_dir: Path, job_id: str, restarts: int = 0) -> int:
@@ -122,12 +121,11 @@ def _verify_pair(bank: Node | Path, plat: Node | Path, job_id: str, restarts: in
 
 def test_sb_job_process_killed_during_tree_resumes_bit_identical(tmp_path, keys):
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
-        job_id = _submit(client, write_job(tmp_path, "sb", "secureboost", params=SB,
-                                           evaluation={"cipher": "paillier",
-                                                       "key_bits": 1024}))
+        job_id = submit(client, write_job(tmp_path, "sb", "secureboost", params=SB,
+                                          evaluation={"cipher": "paillier",
+                                                      "key_bits": 1024}))
         _wait_checkpoints(bank.data_dir, job_id, 1)
         _wait_checkpoints(plat.data_dir, job_id, 1)
         child = [p for p in active_children() if p.name == f"fedjoint-job-{job_id}"]
@@ -147,9 +145,6 @@ def test_sb_job_process_killed_during_tree_resumes_bit_identical(tmp_path, keys)
         caught = [e for e in bank.store.events(job_id) if e["event"] == "resume.caught_up"]
         assert caught, "the resumed run logs when it caught up with its checkpoint"
         _bank_cannot_rewrite_its_restart(bank, plat, job_id, keys, tmp_path)
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def _spawn(toml: Path, env: dict | None = None) -> subprocess.Popen:
@@ -193,11 +188,11 @@ def _resume_after_crash(tmp_path, keys, crash: str, job: Path, after: int,
     tomls = {"bank": bank_toml, "platform": plat_toml}
     other = "platform" if crash == "bank" else "bank"
     proc = _spawn(tomls[crash])
-    node = _start(tomls[other])
+    node = start_node(tomls[other])
     dirs = {p: load_node_config(t).data_dir for p, t in tomls.items()}
     try:
         client = AdminClient(dirs["bank"])
-        job_id = _submit(client, job)
+        job_id = submit(client, job)
         for d in dirs.values():
             _wait_checkpoints(d, job_id, after)
         _crash(proc, tomls[crash])
@@ -252,10 +247,9 @@ def test_lr_2048_bit_keys_job_process_killed_resumes_bit_identical(tmp_path, key
     """Default-size keys: both parties' Paillier keys are 2048 bits (small data)."""
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys, bank_rows=160,
                                             platform_rows=160)
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
-        job_id = _submit(client, write_job(tmp_path, "lr2048", params={
+        job_id = submit(client, write_job(tmp_path, "lr2048", params={
             "epochs": 3, "batch_size": 0, "early_stopping": "none"},
             evaluation={"cipher": "paillier", "key_bits": 2048}))
         for n in (bank, plat):
@@ -268,9 +262,6 @@ def test_lr_2048_bit_keys_job_process_killed_resumes_bit_identical(tmp_path, key
         assert rep.summary["key_sizes"]["paillier"] == 2048
         got = tuple(rep.summary["model_digests"][n] for n in ("bank-a", "platform-b"))
         assert got == _reference_digests(bank_toml, plat_toml, job_id, rec["spec"])
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def test_sigterm_interrupts_a_resumable_job_and_the_restarted_node_resumes_it(
@@ -287,9 +278,9 @@ def test_sigterm_interrupts_a_resumable_job_and_the_restarted_node_resumes_it(
     bank_toml.write_text(bank_toml.read_text() + '\n[transcript]\nkeep_received = "digests"\n')
     bdir = load_node_config(bank_toml).data_dir
     proc = _spawn(bank_toml, {HOLD_ENV: "1"})     # the bank's job holds at checkpoint 1
-    plat = _start(plat_toml)
+    plat = start_node(plat_toml)
     try:
-        job_id = _submit(AdminClient(bdir), write_job(
+        job_id = submit(AdminClient(bdir), write_job(
             tmp_path, "sb", "secureboost", params={**SB, "n_trees": 3},
             evaluation={"cipher": "paillier", "key_bits": 512}))
         for d in (bdir, plat.data_dir):
@@ -325,8 +316,7 @@ def test_sigterm_interrupts_a_resumable_job_and_the_restarted_node_resumes_it(
 def test_job_resume_command_refusals(tmp_path, keys, capsys):
     from federation.cli import main
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
 
         def resume(job_id: str) -> str:
@@ -335,7 +325,7 @@ def test_job_resume_command_refusals(tmp_path, keys, capsys):
             return capsys.readouterr().err
 
         assert "no job 'nope-1' on bank-a" in resume("nope-1")
-        done = _submit(client, write_job(tmp_path, "psi-only", "psi"))
+        done = submit(client, write_job(tmp_path, "psi-only", "psi"))
         assert wait_state(client, done, timeout=60)["state"] == "done"
         assert "finished (done): nothing to resume" in resume(done)
         # a job interrupted before its first checkpoint: failed at restart, closed
@@ -344,7 +334,7 @@ def test_job_resume_command_refusals(tmp_path, keys, capsys):
         err = resume("early-1")
         assert "is failed (interrupted: the node restarted" in err and "cannot resume" in err
         # an interrupted job whose checkpoint files are gone
-        job_id = _submit(client, write_job(tmp_path, "lr", params={
+        job_id = submit(client, write_job(tmp_path, "lr", params={
             "epochs": 40, "batch_size": 64, "early_stopping": "none"},
             evaluation={"cipher": "paillier", "key_bits": 512}))
         _wait_checkpoints(bank.data_dir, job_id, 1)
@@ -361,7 +351,7 @@ def test_job_resume_command_refusals(tmp_path, keys, capsys):
         rep = audit.verify(bank.data_dir / "transcripts" / f"{job_id}.jsonl")
         assert rep.ok and rep.summary["status"] == "aborted", rep.errors
         # by hand, from the platform's CLI: it asks the bank to drive the resume
-        job_id = _submit(client, write_job(tmp_path, "lr2", params={
+        job_id = submit(client, write_job(tmp_path, "lr2", params={
             "epochs": 8, "batch_size": 64, "early_stopping": "none"},
             evaluation={"cipher": "paillier", "key_bits": 512}))
         _wait_checkpoints(bank.data_dir, job_id, 1)
@@ -373,9 +363,6 @@ def test_job_resume_command_refusals(tmp_path, keys, capsys):
         assert "resumed from checkpoint" in capsys.readouterr().out
         assert wait_state(client, job_id, timeout=60)["state"] == "done"
         _verify_pair(bank, plat, job_id)
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def test_changed_data_after_a_crash_fails_the_job_with_signed_abort_records(tmp_path, keys):
@@ -383,10 +370,10 @@ def test_changed_data_after_a_crash_fails_the_job_with_signed_abort_records(tmp_
     it sent, so the job fails on both nodes and both transcripts are closed."""
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys, deadline_s=3.0)
     proc = _spawn(bank_toml)
-    plat = _start(plat_toml)
+    plat = start_node(plat_toml)
     bdir = load_node_config(bank_toml).data_dir
     try:
-        job_id = _submit(AdminClient(bdir), write_job(tmp_path, "lr", params={
+        job_id = submit(AdminClient(bdir), write_job(tmp_path, "lr", params={
             "epochs": 20, "batch_size": 64, "early_stopping": "none"},
             evaluation={"cipher": "paillier", "key_bits": 512}))
         for d in (bdir, plat.data_dir):
@@ -422,13 +409,12 @@ def test_a_resumed_job_interrupted_again_resumes_again(tmp_path, keys, monkeypat
     from federation.node.compute import HOLD_ENV
     monkeypatch.setenv(HOLD_ENV, "1,2")
     bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
-        job_id = _submit(client, write_job(tmp_path, "sb", "secureboost",
-                                           params={**SB, "n_trees": 4},
-                                           evaluation={"cipher": "paillier",
-                                                       "key_bits": 512}))
+        job_id = submit(client, write_job(tmp_path, "sb", "secureboost",
+                                          params={**SB, "n_trees": 4},
+                                          evaluation={"cipher": "paillier",
+                                                      "key_bits": 512}))
         for restarts in (0, 1):   # checkpoint 1 of the first run, then 2 of the resumed
             for n in (bank, plat):
                 _wait_checkpoints(n.data_dir, job_id, 1, restarts=restarts)
@@ -450,9 +436,6 @@ def test_a_resumed_job_interrupted_again_resumes_again(tmp_path, keys, monkeypat
         assert j.ok, j.errors
         assert {p: d["replayed"] for p, d in j.model_digests.items()} == \
             dict(zip(("bank-a", "platform-b"), got, strict=True))
-    finally:
-        bank.stop()
-        plat.stop()
 
 
 def test_multiclass_secureboost_resumes_bit_identical(tmp_path, keys):
@@ -463,10 +446,9 @@ def test_multiclass_secureboost_resumes_bit_identical(tmp_path, keys):
     g = pd.read_csv(tmp_path / "bank.csv")
     g["y"] = np.digitize(g["x0"], np.quantile(g["x0"], [1 / 3, 2 / 3]))
     g.to_csv(tmp_path / "bank.csv", index=False)
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
-        job_id = _submit(client, write_job(tmp_path, "mc", "secureboost", params={
+        job_id = submit(client, write_job(tmp_path, "mc", "secureboost", params={
             "objective": "multi:softprob", "num_class": 3, "n_trees": 3, "max_depth": 2,
             "max_bin": 8}, evaluation={"cipher": "paillier", "key_bits": 512}))
         for n in (bank, plat):
@@ -478,6 +460,3 @@ def test_multiclass_secureboost_resumes_bit_identical(tmp_path, keys):
         rep = _verify_pair(bank, plat, job_id)
         got = tuple(rep.summary["model_digests"][n] for n in ("bank-a", "platform-b"))
         assert got == _reference_digests(bank_toml, plat_toml, job_id, rec["spec"])
-    finally:
-        bank.stop()
-        plat.stop()

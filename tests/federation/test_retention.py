@@ -30,20 +30,17 @@ def _with_keep(toml, keep: str):
 
 
 def _run_job(tmp_path, bank_keep: str | None, plat_keep: str | None):
-    from support.nodes import wait_state, write_job, write_node_tomls
+    from support.nodes import running_nodes, wait_state, write_job, write_node_tomls
 
     from federation.admin import AdminClient
     from federation.config import load_job_spec
-    from federation.node import Node
 
     bank_toml, plat_toml = write_node_tomls(tmp_path, bank_rows=200, platform_rows=200)
     if bank_keep:
         _with_keep(bank_toml, bank_keep)
     if plat_keep:
         _with_keep(plat_toml, plat_keep)
-    bank = Node(load_node_config(bank_toml), quiet=True).start()
-    plat = Node(load_node_config(plat_toml), quiet=True).start()
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
         job = write_job(tmp_path, "j", "logistic_regression",
                         params={"epochs": 1, "batch_size": 0})
@@ -54,9 +51,6 @@ def _run_job(tmp_path, bank_keep: str | None, plat_keep: str | None):
         if bank_keep == "digests":      # gone by the time the job reads "done"
             assert not sidecar_path(rec["artifacts"]["transcript"]).exists()
         prec = wait_state(AdminClient(plat.data_dir), job_id, timeout=30)
-    finally:
-        bank.stop()
-        plat.stop()
     return bank_toml, rec["artifacts"]["transcript"], prec["artifacts"]["transcript"]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from support.nodes import make_party_keys, wait_state, write_job, write_node_tomls
+from support.nodes import make_party_keys, start_node, wait_state, write_job, write_node_tomls
 
 from federation.admin import AdminClient
 from federation.config import load_job_spec, load_node_config
@@ -28,10 +28,6 @@ from federation.data import load_dataset
 from federation.node import Node
 
 pytest.importorskip("fastapi")
-
-
-def _start(path: Path) -> Node:
-    return Node(load_node_config(path), quiet=True).start()
 
 
 def _run_job(client, job: Path) -> dict:
@@ -59,8 +55,8 @@ def world(tmp_path_factory):
     # a loaded test machine: lookups may wait longer than the 2 s default
     with open(bank_toml, "a") as fh:
         fh.write("\n[limits]\nserve_lookup_timeout_s = 15.0\n")
-    bank, plat = _start(bank_toml), _start(plat_toml)
-    srv = None
+    bank, plat = start_node(bank_toml), start_node(plat_toml)
+    srv, world = None, {"plat": plat}
     try:
         client = AdminClient(bank.data_dir)
         sb = _run_job(client, write_job(tmp, "sb", "secureboost",
@@ -72,14 +68,15 @@ def world(tmp_path_factory):
         cfg = load_node_config(bank_toml)
         app, models, token = build(cfg, [sb, lr])
         srv = ThreadedServer(app).start()
-        yield {"tmp": tmp, "bank": bank, "plat": plat, "plat_toml": plat_toml, "cfg": cfg,
-               "sb": sb, "lr": lr, "jobs": jobs, "url": srv.url, "token": token,
-               "models": {m.model_id: m for m in models}}
+        world.update({"tmp": tmp, "bank": bank, "plat_toml": plat_toml, "cfg": cfg,
+                      "sb": sb, "lr": lr, "jobs": jobs, "url": srv.url, "token": token,
+                      "models": {m.model_id: m for m in models}})
+        yield world
     finally:
         if srv is not None:
             srv.stop()
         bank.stop()
-        plat.stop()
+        world["plat"].stop()      # the platform node running now (a test restarts it)
 
 
 def _http(world) -> httpx.Client:
@@ -257,7 +254,7 @@ def test_the_service_survives_the_platform_restarting(world):
         world["plat"].stop()
         r = c.post("/v1/score", json={"model": sb, **apps[3]})
         assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
-        world["plat"] = _start(world["plat_toml"])
+        world["plat"] = start_node(world["plat_toml"])
         deadline = time.monotonic() + 30     # the channel reconnects (backoff <= 1 s)
         while True:
             r = c.post("/v1/score", json={"model": sb, **apps[3]})

@@ -15,12 +15,18 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from support.nodes import make_party_keys, run_cli, wait_state, write_job, write_node_tomls
+from support.nodes import (
+    make_party_keys,
+    run_cli,
+    running_nodes,
+    wait_state,
+    write_job,
+    write_node_tomls,
+)
 
 from federation.admin import AdminClient
 from federation.config import load_job_spec, load_node_config
 from federation.data import load_dataset
-from federation.node import Node
 
 pytest.importorskip("fastapi")
 
@@ -77,9 +83,7 @@ def world(tmp_path_factory):
     _datasets(plat_toml, 'categorical = ["x2", "x5"]\n',
               f'\n[datasets.ent_num]\npath = "{tmp / "platform.csv"}"\nid_column = "id"\n'
               f'columns = {PLAT_NUM}\n'.replace("'", '"'))
-    bank, plat = (Node(load_node_config(p), quiet=True).start() for p in (bank_toml, plat_toml))
-    srv = None
-    try:
+    with running_nodes(bank_toml, plat_toml) as (bank, plat):
         client = AdminClient(bank.data_dir)
         sb = _run_job(client, write_job(tmp, "sbcat", "secureboost",
                                         params={"n_trees": 3, "max_depth": 3}))["job_id"]
@@ -110,15 +114,13 @@ def world(tmp_path_factory):
         cfg = load_node_config(bank_toml)
         app, models, token = build(cfg, [sb, lr])
         srv = ThreadedServer(app).start()
-        yield {"cfg": cfg, "sb": sb, "lr": lr, "lrb": lrb, "sbmc": sbmc, "jobs": jobs, "url": srv.url, "token": token,
-               "models": {m.model_id: m for m in models}, "tmp": tmp,
-               "plat_cfg": load_node_config(plat_toml), "bank_toml": bank_toml,
-               "plat_toml": plat_toml}
-    finally:
-        if srv is not None:
+        try:
+            yield {"cfg": cfg, "sb": sb, "lr": lr, "lrb": lrb, "sbmc": sbmc, "jobs": jobs,
+                   "url": srv.url, "token": token, "models": {m.model_id: m for m in models}, "tmp": tmp,
+                   "plat_cfg": load_node_config(plat_toml), "bank_toml": bank_toml,
+                   "plat_toml": plat_toml}
+        finally:
             srv.stop()
-        bank.stop()
-        plat.stop()
 
 
 def _applicants(world, model_id: str) -> tuple[list[str], list[dict]]:

@@ -105,6 +105,37 @@ def write_job(root: Path, name: str = "job", algorithm: str = "logistic_regressi
     return p
 
 
+def stages_toml(stages: list[dict]) -> str:
+    """A pipeline job.toml's ``[[stages]]`` tables, one per dict: ``name``,
+    ``algorithm``, and optionally ``inputs`` ({input: earlier stage}) and ``params``."""
+    out = []
+    for st in stages:
+        lines = ["", "[[stages]]", f'name = "{st["name"]}"', f'algorithm = "{st["algorithm"]}"']
+        if st.get("inputs"):
+            lines.append("inputs = { " + ", ".join(f'{k} = "{v}"' for k, v in
+                                                   st["inputs"].items()) + " }")
+        if st.get("params"):
+            lines.append("[stages.params]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in st["params"].items()]
+        out.append("\n".join(lines))
+    return "\n".join(out) + "\n"
+
+
+def pipeline_job(root: Path, stages: str | list[dict], name: str = "pl",
+                 evaluation: dict | None = None) -> Path:
+    """``write_job``'s pipeline job file with these stages (a list for
+    :func:`stages_toml`, or the ``[[stages]]`` text itself)."""
+    p = write_job(root, name, "pipeline", evaluation=evaluation)
+    p.write_text(p.read_text() + (stages if isinstance(stages, str) else stages_toml(stages)))
+    return p
+
+
+def submit(client, job: Path) -> str:
+    """Submit the job file ``job`` through ``client`` (an AdminClient); its job id."""
+    from federation.config import load_job_spec
+    return client.call("submit", spec=load_job_spec(job).to_dict(), source=str(job))["job_id"]
+
+
 def wait_state(client, job_id: str, states=("done", "failed", "cancelled"),
                timeout: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout
@@ -145,16 +176,28 @@ def two_nodes(tmp_path: Path, monkeypatch, allowed: list[str], bank_df, plat_df)
         yield bank_toml
 
 
+def start_node(toml: Path):
+    """The node of this node.toml started (quiet) on its loopback ports; the caller
+    stops it (``node.stop()``)."""
+    from federation.config import load_node_config
+    from federation.node import Node
+    return Node(load_node_config(toml), quiet=True).start()
+
+
 @contextlib.contextmanager
 def running_nodes(bank_toml: Path, plat_toml: Path):
     """The two nodes of these node.toml files started (quiet), as ``(bank, platform)``;
-    stopped on exit."""
-    from federation.config import load_node_config
-    from federation.node import Node
-    bank = Node(load_node_config(bank_toml), quiet=True).start()
-    plat = Node(load_node_config(plat_toml), quiet=True).start()
+    stopped on exit (the bank too when the platform fails to start)."""
+    bank = start_node(bank_toml)
+    try:
+        plat = start_node(plat_toml)
+    except BaseException:
+        bank.stop()
+        raise
     try:
         yield bank, plat
     finally:
-        bank.stop()
-        plat.stop()
+        try:
+            bank.stop()
+        finally:
+            plat.stop()
