@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test demo bench proto lint clean fuzz
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(wildcard psi/native/*.c psi/native/*.h)  # the C extension is rebuilt when its sources change
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,native,horizontal]'
