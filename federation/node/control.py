@@ -15,12 +15,14 @@ file, transcript or thread behind.
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
 from pathlib import Path
 
 from federation.admin import AdminError
+from federation.channel.settings import PeerUnreachable
 from federation.config import ConfigError, JobSpec, job_spec_from_dict
 from federation.config.limits import job_id_problem
 from federation.data import DataError
@@ -28,6 +30,14 @@ from federation.jobstore import FINAL, InvalidTransition, JobNotFound
 from federation.node.context import NodeContext, NodePart, one_line
 from federation.node.jobs import JobRunner
 from federation.policy import NOT_OFFERED, feature_refusal, features_not_offered, policy_refusal
+
+#: pauses (s) before the bank proposes a job again when the platform was unreachable
+PROPOSE_RETRIES = (0.5, 1.5, 4.0)
+POLICY_REFUSAL = "refused by this node's policy: "
+
+
+def _canonical(spec: dict) -> str:
+    return json.dumps(spec, sort_keys=True, default=str)
 
 
 class ControlPlane(NodePart):
@@ -115,13 +125,19 @@ class ControlPlane(NodePart):
         return {"job_id": job_id}
 
     def _propose(self, job_id: str, spec: JobSpec) -> None:
-        try:
-            reply = self.channel.request("job.propose", {
-                "job_id": job_id, "spec": spec.to_dict(), "from": self.cfg.name})
-        except Exception as exc:  # noqa: BLE001 - reported on the job
-            self.jobs.fail(job_id, f"could not propose the job to {self.cfg.peer.name} at "
-                           f"{self.cfg.peer.address}: {one_line(exc)}", notify=False)
-            return
+        body = {"job_id": job_id, "spec": spec.to_dict(), "from": self.cfg.name}
+        for attempt, pause in enumerate(PROPOSE_RETRIES + (None,)):
+            try:
+                reply = self.channel.request("job.propose", body)
+                break
+            except PeerUnreachable as exc:   # a dropped connection: the platform answers
+                if pause is None:            # a repeated proposal as it answered the first
+                    return self._propose_failed(job_id, exc)
+                self.log("job.propose_retry", {"job_id": job_id, "attempt": attempt + 1,
+                                               "error": one_line(exc)}, level="warning")
+                time.sleep(pause)
+            except Exception as exc:  # noqa: BLE001 - reported on the job
+                return self._propose_failed(job_id, exc)
         decision = reply.get("decision")
         if decision == "accept":
             self._approved(job_id)
@@ -135,6 +151,10 @@ class ControlPlane(NodePart):
             reason = str(reply.get("reason") or "no reason given")[:500]
             self.jobs.fail(job_id, f"refused by {self.cfg.peer.name}'s policy: {reason}",
                            notify=False)
+
+    def _propose_failed(self, job_id: str, exc: Exception) -> None:
+        self.jobs.fail(job_id, f"could not propose the job to {self.cfg.peer.name} at "
+                       f"{self.cfg.peer.address}: {one_line(exc)}", notify=False)
 
     def _approved(self, job_id: str) -> None:
         try:
@@ -177,6 +197,11 @@ class ControlPlane(NodePart):
             return {"decision": "refuse", "reason": f"{self.cfg.name} is a bank node; it does "
                     "not accept proposals"}
         with self._propose_lock:
+            try:
+                self.store.get(job_id)
+                return self._repeated_proposal(job_id, body)
+            except JobNotFound:
+                pass
             over = self._peer_limit()
             if over:
                 self.log("job.refused", {"job_id": job_id, "reason": over}, level="warning")
@@ -213,7 +238,7 @@ class ControlPlane(NodePart):
                 except DataError:
                     pass
             self.log("job.refused", fields)
-            self.store.transition(job_id, "failed", f"refused by this node's policy: {reason}")
+            self.store.transition(job_id, "failed", f"{POLICY_REFUSAL}{reason}")
             return {"decision": "refuse", "reason": reason}
         if self.cfg.policy.require_approval:
             self.store.event(job_id, "awaiting_approval", {
@@ -223,6 +248,27 @@ class ControlPlane(NodePart):
         self.log("job.accepted", {"job_id": job_id, "algorithm": spec.algorithm})
         self.store.transition(job_id, "approved")
         self.jobs.launch(job_id)
+        return {"decision": "accept"}
+
+    def _repeated_proposal(self, job_id: str, body: dict) -> dict:
+        """The same proposal again (the bank retries when the connection dropped before
+        it had the answer): the answer the first one got, nothing launched twice and no
+        limit counted again. Any other proposal under a known job id is refused."""
+        rec = self.store.get(job_id)
+        try:
+            same = rec.role == "platform" and _canonical(rec.spec) == _canonical(
+                job_spec_from_dict(body.get("spec") or {}, f"proposal {job_id}").to_dict())
+        except ConfigError:
+            same = False
+        if not same:
+            return {"decision": "refuse", "reason": f"job id {job_id!r} already exists"}
+        if rec.state == "submitted":
+            return {"decision": "pending"}
+        if rec.state == "failed" and rec.error.startswith(POLICY_REFUSAL):
+            return {"decision": "refuse", "reason": rec.error[len(POLICY_REFUSAL):]}
+        if rec.state in FINAL:
+            return {"decision": "refuse", "reason": f"job {job_id} is {rec.state} on "
+                    f"{self.cfg.name}"}
         return {"decision": "accept"}
 
     def _inputs_refusal(self, spec: JobSpec) -> str:

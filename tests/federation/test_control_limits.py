@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.nodes import running_nodes, start_node, wait_state, write_job, write_node_tomls
+from support.nodes import running_nodes, start_node, submit, wait_state, write_job, write_node_tomls
 
 from federation.admin import AdminClient, AdminError
 from federation.config import load_job_spec, load_node_config
@@ -86,6 +86,16 @@ def test_proposal_flood_is_capped_per_peer(tmp_path, keys):
         stored = {r.job_id for r in plat.store.list(limit=1000)}
         assert stored == {f"flood-{i}" for i in range(4)}
         assert _files(plat) == []                   # pending jobs hold no seed yet
+        # a repeated proposal (the bank retrying after a dropped connection) gets the
+        # first one's answer, not a limit; another spec under the same id is refused
+        again = bank.channel.request("job.propose", {"job_id": "flood-0", "spec": spec,
+                                                     "from": "bank-a"})
+        assert again == {"decision": "pending"}
+        other = dict(spec, name="other")
+        clash = bank.channel.request("job.propose", {"job_id": "flood-0", "spec": other,
+                                                     "from": "bank-a"})
+        assert clash == {"decision": "refuse", "reason": "job id 'flood-0' already exists"}
+        assert len(plat.store.list(limit=1000)) == 4
         assert threading.active_count() <= threads_before + 2
         # the operator refuses the four; the bucket refills (one proposal per 2 s)
         pclient = AdminClient(plat.data_dir)
@@ -265,3 +275,26 @@ def test_sigterm_stops_the_node_and_fails_its_running_job(tmp_path, keys):
 def _children():
     import multiprocessing
     return multiprocessing.active_children()
+
+
+def test_a_proposal_to_a_platform_not_yet_up_is_retried(tmp_path, keys):
+    """The bank's first proposal finds no platform (connection refused); the platform
+    starts within the retry pauses and the job runs to the end, proposed once more."""
+    bank_toml, plat_toml = write_node_tomls(tmp_path, keys=keys)
+    bank = start_node(bank_toml)
+    plat = None
+    try:
+        client = AdminClient(bank.data_dir)
+        job_id = submit(client, write_job(tmp_path, "late", "psi"))
+        deadline = time.monotonic() + 20
+        while "job.propose_retry" not in (bank.data_dir / "node.log").read_text():
+            assert time.monotonic() < deadline, client.call("status", job_id=job_id)
+            time.sleep(0.05)
+        plat = start_node(plat_toml)
+        rec = wait_state(client, job_id, timeout=60)
+        assert rec["state"] == "done", rec["error"]
+        assert [r.job_id for r in plat.store.list(limit=10)] == [job_id]
+    finally:
+        bank.stop()
+        if plat is not None:
+            plat.stop()
