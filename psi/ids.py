@@ -360,8 +360,10 @@ def _prepare_uscc_packed(raw: Sequence) -> tuple | None:
     return out, kept, bad.astype(np.int64).tolist(), dups.tolist(), packed
 
 
-#: IDs per ``"\n".join`` in :func:`raw_digest` (the GIL is let go between chunks)
-DIGEST_CHUNK = 1 << 16
+#: IDs per ``"\n".join`` in :func:`raw_digest` (the GIL is let go between chunks);
+#: small, so a chunk's strings are still in cache when joined: with 65,536 a shuffled
+#: 10M-ID column cost 3.6 s of CPU instead of one join's ~2 s
+DIGEST_CHUNK = 1 << 11
 
 
 def _hash_joined(h, raw: Sequence[str]) -> bool:
