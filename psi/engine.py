@@ -37,6 +37,7 @@ What each party learns: nothing -- local computation.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -324,6 +325,21 @@ def task_check(blob: bytes, check_subgroup: bool) -> tuple[bool, str]:
         return False, str(exc)
 
 
+_POINT_AT = re.compile(r"point (\d+): ")
+
+
+def _at(msg: str, offset: int, positions: np.ndarray | None = None) -> str:
+    """A task's ``point i: ...`` as the stream's: ``i + offset`` (mapped through
+    ``positions`` when the checked points were a selection)."""
+    m = _POINT_AT.match(msg)
+    if m is None:
+        return msg
+    i = offset + int(m.group(1))
+    if positions is not None and i < len(positions):
+        i = int(positions[i])
+    return f"point {i}: {msg[m.end():]}"
+
+
 def _chunks(seq: Sequence, size: int) -> Iterator[Sequence]:
     for i in range(0, len(seq), size):
         yield seq[i:i + size]
@@ -428,7 +444,7 @@ class Engine:
                 yield [(blk[i:i + POINT_BYTES * TASK_SIZE], scalar, check_subgroup)
                        for i in range(0, len(blk), POINT_BYTES * TASK_SIZE)] or \
                     [(b"", scalar, check_subgroup)]
-        yield from self._joined(self._map_grouped(task_mult, tasks()))
+        yield from self._joined(self._map_grouped(task_mult, tasks()), POINT_BYTES)
 
     def mult_witnessed_stream(self, blocks: Iterator[bytes], scalar: bytes,
                               check_subgroup: bool, witness_out: bool = False
@@ -445,21 +461,30 @@ class Engine:
                 yield [(blk[i:i + step], scalar, check_subgroup, witness_out)
                        for i in range(0, len(blk), step)] or \
                     [(b"", scalar, check_subgroup, witness_out)]
-        yield from self._joined(self._map_grouped(task_mult_witnessed, tasks()))
+        yield from self._joined(self._map_grouped(task_mult_witnessed, tasks()),
+                                WITNESS_BYTES if witness_out else POINT_BYTES)
 
     @staticmethod
-    def _joined(groups: Iterator[list]) -> Iterator[bytes]:
+    def _joined(groups: Iterator[list], out_item: int) -> Iterator[bytes]:
+        seen = 0   # points of the stream before this group
         for parts in groups:
             out = []
-            for ok, val in parts:
+            for j, (ok, val) in enumerate(parts):
                 if not ok:
-                    raise ProtocolError(f"peer sent an invalid point: {val}")
+                    raise ProtocolError("peer sent an invalid point: " +
+                                        _at(val, seen + j * TASK_SIZE))
                 out.append(val)
-            yield b"".join(out)
+            blk = b"".join(out)
+            seen += len(blk) // out_item
+            yield blk
 
-    def check_blocks(self, blocks: Iterator[bytes], check_subgroup: bool) -> Iterator[bytes]:
-        """Validate incoming blocks (no multiplication); yields each block once checked."""
+    def check_blocks(self, blocks: Iterator[bytes], check_subgroup: bool,
+                     positions: np.ndarray | None = None) -> Iterator[bytes]:
+        """Validate incoming blocks (no multiplication); yields each block once checked.
+        An error names the point's place in the stream, or ``positions[place]`` (where
+        the checked points were picked from a longer sequence)."""
         held: deque = deque()
+        seen = 0
 
         step = POINT_BYTES * TASK_SIZE
 
@@ -470,9 +495,11 @@ class Engine:
                        for i in range(0, len(blk), step)] or [(blk, check_subgroup)]
         for parts in self._map_grouped(task_check, tasks()):
             blk = held.popleft()
-            for ok, msg in parts:
+            for j, (ok, msg) in enumerate(parts):
                 if not ok:
-                    raise ProtocolError(f"peer sent an invalid point: {msg}")
+                    raise ProtocolError("peer sent an invalid point: " +
+                                        _at(msg, seen + j * TASK_SIZE, positions))
+            seen += len(blk) // POINT_BYTES
             yield blk
 
     # -- plumbing ------------------------------------------------------------------

@@ -331,7 +331,8 @@ def _balanced(ctx: ProtocolContext, role: str, prep: PreparedIds, params: PsiPar
     # by that equality, the others go to the workers -- the same verdict, less work.
     rest = np.ones(len(own_d), dtype=bool)
     rest[io] = False
-    for _ in eng.check_blocks(iter([own_d[rest].tobytes()]), check_subgroup=False):
+    for _ in eng.check_blocks(iter([own_d[rest].tobytes()]), check_subgroup=False,
+                              positions=np.flatnonzero(rest)):
         pass
     size = int(len(io))
     indices = None

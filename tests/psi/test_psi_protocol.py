@@ -375,3 +375,22 @@ def test_invalid_returned_value_is_refused(where, bad):
     with pytest.raises(ProtocolError, match="invalid point: point 0"):
         run_two_parties(lambda: run_psi(ca, "bank", bank, p),
                         lambda: run_psi(cb, "platform", plat, p), timeout=60)
+
+
+def test_a_bad_point_is_named_by_its_place_in_the_stream():
+    """An invalid point past the first worker task, and one among the values that were
+    checked because they did not match, are named by their index in the peer's stream."""
+    from psi import engine
+    good = engine.x25519_many(b"\x05" * 32, engine.hash_to_u_batch(
+        [str(i).encode() for i in range(engine.TASK_SIZE + 10)], b"dst"))
+    pts = bytearray(good)
+    bad = engine.TASK_SIZE + 3
+    pts[32 * bad + 31] |= 0x80                      # bit 255 set
+    with engine.Engine(1) as eng, pytest.raises(ProtocolError, match=f"point {bad}: "):
+        for _ in eng.check_blocks(iter([bytes(pts)]), check_subgroup=False):
+            pass
+    picked = np.array([7, 11, 4000])
+    sub = b"".join(bytes(pts[32 * i:32 * i + 32]) for i in (1, 2, bad))
+    with engine.Engine(1) as eng, pytest.raises(ProtocolError, match="point 4000: "):
+        for _ in eng.check_blocks(iter([sub]), check_subgroup=False, positions=picked):
+            pass
