@@ -8,6 +8,7 @@ result digest is recomputed from the served probabilities, in the job's row orde
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -34,6 +35,18 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 ROWS = 1200
 BANK_NUM = [f"x{i}" for i in range(1, 13)]
 PLAT_NUM = ["x0", "x1", "x3", "x4"]
+
+
+@contextlib.contextmanager
+def _revealing(bank_toml: Path, model: str):
+    """The bank's node.toml with ``[serving] reveal_models = [model]`` (the export's
+    consent), restored on exit."""
+    base = bank_toml.read_text()
+    bank_toml.write_text(base + f'\n[serving]\nreveal_models = ["{model}"]\n')
+    try:
+        yield
+    finally:
+        bank_toml.write_text(base)
 
 
 def _frames(tmp: Path) -> None:
@@ -247,14 +260,10 @@ def test_an_export_is_recorded_in_both_training_transcripts(world, capsys):
     from federation.audit.verify import verify
     lrb, cfg = world["lrb"], world["cfg"]
     bank_toml = world["bank_toml"]
-    base = bank_toml.read_text()
-    bank_toml.write_text(base + f'\n[serving]\nreveal_models = ["{lrb}"]\n')
     out = world["tmp"] / "lrb.json"
-    try:
+    with _revealing(bank_toml, lrb):
         code, so, err = run_cli(capsys, "model", "export", lrb, "--format", "sklearn-json",
                                 "--out", str(out), "--config", str(bank_toml))
-    finally:
-        bank_toml.write_text(base)
     assert code == 0, err + so
     bt = cfg.data_dir / "transcripts" / f"{lrb}.jsonl"
     pt = world["plat_cfg"].data_dir / "transcripts" / f"{lrb}.jsonl"
@@ -300,16 +309,12 @@ def test_multinomial_lr_exports_as_scikit_learn_and_onnx(world, capsys):
     ids, apps = _applicants(world, lr)
     P = np.array([[x["probabilities"][k] for k in ("0", "1", "2", "3")]
                   for x in _served(world, lr, apps)])
-    base = bank_toml.read_text()
-    bank_toml.write_text(base + f'\n[serving]\nreveal_models = ["{lr}"]\n')
-    try:
+    with _revealing(bank_toml, lr):
         for fmt in ("sklearn-json", "onnx", "pmml"):
             code, so, err = run_cli(capsys, "model", "export", lr, "--format", fmt, "--out",
                                     str(world["tmp"] / f"mn.{fmt}"), "--config",
                                     str(bank_toml))
             assert (code == 0) == (fmt != "pmml"), err + so
-    finally:
-        bank_toml.write_text(base)
     assert "no pmml export yet (formats: sklearn-json, onnx)" in err
     doc = json.loads((world["tmp"] / "mn.sklearn-json").read_text())
     # the joined raw rows, in the document's column order
@@ -349,18 +354,14 @@ def test_multiclass_and_categorical_secureboost_export_as_xgboost_json(
     from parties.common.artifact import ModelPart
     from parties.provincial_platform import secureboost_serving as plat_sb
     sbmc, cfg, bank_toml = world[which], world["cfg"], world["bank_toml"]
-    base = bank_toml.read_text()
-    bank_toml.write_text(base + f'\n[serving]\nreveal_models = ["{sbmc}"]\n')
     out = world["tmp"] / "sbmc.json"
-    try:
+    with _revealing(bank_toml, sbmc):
         code, so, err = run_cli(capsys, "model", "export", sbmc, "--format", "xgboost-json",
                                 "--out", str(out), "--config", str(bank_toml))
         assert code == 0, err + so
         code, so, err = run_cli(capsys, "model", "export", sbmc, "--format", "onnx",
                                 "--out", str(out) + ".onnx", "--config", str(bank_toml))
         assert code != 0 and "onnx export yet (formats: xgboost-json" in err
-    finally:
-        bank_toml.write_text(base)
     bp = ModelPart.load(model_path(cfg, sbmc))
     pp = ModelPart.load(model_path(world["plat_cfg"], sbmc))
     doc = json.loads(out.read_text())["learner"]
